@@ -123,6 +123,9 @@ std::vector<KeySpec> build_schema() {
                   "Save the resolved job config to this file, relative to job.dump_folder"),
       str_key("job.custom_config_module", "",
               "Python module extending JobConfig (torchtitan only; not supported here)"),
+      bool_key("job.dry_run", false,
+               "titan.cpp: validate, build the model on the meta device, report size, FLOPs and "
+               "unsupported settings, then exit"),
       // ---- profiling
       bool_key("profiling.enable_profiling", false, "Collect profiler traces"),
       str_key("profiling.save_traces_folder", "profile_traces",

@@ -1,0 +1,77 @@
+// The `titan` command line: `titan train [--section.key value ...]`. User errors (titan::Error)
+// print one message and exit 2; anything else is an internal failure and exits 1.
+#include <ATen/Parallel.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "titan/common/error.h"
+#include "titan/config/job_config.h"
+#include "titan/train/trainer.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: titan <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train     train a model: titan train --job.config_file configs/llama3/debug_model.toml\n"
+    "            (titan train --help lists every option)\n"
+    "  version   print the version\n";
+
+// On CPU each process uses cores / processes-on-this-node threads unless OMP_NUM_THREADS says.
+void size_threads() {
+  if (std::getenv("OMP_NUM_THREADS")) return;
+  const char* local_world = std::getenv("LOCAL_WORLD_SIZE");
+  const int procs = local_world ? std::max(1, std::atoi(local_world)) : 1;
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  at::set_num_threads(std::max(1, cores / procs));
+}
+
+int train(const std::vector<std::string>& args) {
+  titan::config::JobConfig cfg;
+  try {
+    cfg = titan::config::load_config(args);
+  } catch (const titan::config::HelpRequested&) {
+    std::printf("usage: titan train [--job.config_file FILE] [--section.key VALUE ...]\n\n%s",
+                titan::config::help_text().c_str());
+    return 0;
+  }
+  size_threads();
+  if (cfg.get_bool("job.dry_run")) return titan::train::dry_run(cfg);
+  titan::train::run_training(cfg);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "-h" || args[0] == "--help") {
+    std::fputs(kUsage, args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  const std::string command = args[0];
+  args.erase(args.begin());
+  try {
+    if (command == "train") return train(args);
+    if (command == "version") {
+      std::printf("titan 0.1.0\n");
+      return 0;
+    }
+    std::fprintf(stderr, "titan: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+    return 2;
+  } catch (const titan::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "titan: error: %s\n", e.message().c_str());
+    return titan::Error::kExitCode;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "titan: internal error: %s\n", e.what());
+    return 1;
+  }
+}

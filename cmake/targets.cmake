@@ -1,0 +1,46 @@
+# The libtorch-based library, the CLI, and their tests.
+set(TITAN_SOURCES
+  titan/common/log.cpp
+  titan/models/llama3/args.cpp
+  titan/models/llama3/model.cpp
+  titan/models/llama3/parallelize.cpp
+  titan/distributed/activation_checkpoint.cpp
+  titan/components/data.cpp
+  titan/components/device.cpp
+  titan/components/loss.cpp
+  titan/components/lr_scheduler.cpp
+  titan/components/optimizer.cpp
+  titan/components/tokenizer.cpp
+  titan/train/trainer.cpp
+  titan/train/validate.cpp
+)
+if(TITAN_HAVE_CUDA)
+  list(APPEND TITAN_SOURCES titan/components/device_cuda.cpp)
+else()
+  list(APPEND TITAN_SOURCES titan/components/device_nocuda.cpp)
+endif()
+
+add_library(titan_lib STATIC ${TITAN_SOURCES})
+target_include_directories(titan_lib PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(titan_lib PUBLIC titan_config torch_libs nlohmann_json::nlohmann_json
+                      ZLIB::ZLIB PkgConfig::ZSTD PkgConfig::PCRE2)
+
+add_executable(titan apps/titan.cpp)
+target_link_libraries(titan PRIVATE titan_lib)
+
+# Unit tests: one executable, so libtorch is linked once.
+add_executable(titan_tests
+  tests/unit/test_model.cpp
+  tests/unit/test_training.cpp
+)
+target_link_libraries(titan_tests PRIVATE titan_lib GTest::gtest_main)
+target_compile_definitions(titan_tests PRIVATE TITAN_SOURCE_DIR="${CMAKE_CURRENT_SOURCE_DIR}")
+include(GoogleTest)
+gtest_discover_tests(titan_tests DISCOVERY_TIMEOUT 120 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
+
+# Writes the C++ side of the Python parity check.
+add_executable(parity_dump tests/parity/parity_dump.cpp)
+target_link_libraries(parity_dump PRIVATE titan_lib)
+
+add_executable(bench_train_step bench/bench_train_step.cpp)
+target_link_libraries(bench_train_step PRIVATE titan_lib)

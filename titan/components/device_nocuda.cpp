@@ -1,0 +1,11 @@
+// Stand-ins for the CUDA parts of device.h where no CUDA code is built: no GPU is ever used.
+#include "titan/components/device.h"
+
+namespace titan::components::cuda {
+
+bool available() { return false; }
+std::string device_name(int) { return "none"; }
+double total_memory_gib(int) { return 0; }
+MemoryStats memory_stats_and_reset(int, double) { return {}; }
+
+}  // namespace titan::components::cuda

@@ -1,0 +1,27 @@
+// The training loss and gradient clipping, with torchtitan's semantics: cross entropy summed
+// over valid tokens in float32 and divided by the global count of valid tokens; clipping by
+// the total L2 norm over all gradients.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <vector>
+
+namespace titan::components {
+
+constexpr int64_t kIgnoreIndex = -100;
+
+// logits (B,T,V) any float dtype; labels (B,T) int64 with kIgnoreIndex for ignored positions.
+// Returns sum of per-token losses / `global_valid_tokens` (a float32 scalar).
+at::Tensor cross_entropy_loss(const at::Tensor& logits, const at::Tensor& labels,
+                              int64_t global_valid_tokens);
+
+// Number of labels != kIgnoreIndex.
+int64_t count_valid_tokens(const at::Tensor& labels);
+
+// Total L2 norm of the gradients (float32); if it exceeds max_norm the gradients are scaled by
+// max_norm / (norm + 1e-6). max_norm <= 0 only measures.
+double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
+
+}  // namespace titan::components

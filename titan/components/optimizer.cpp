@@ -1,0 +1,96 @@
+#include "titan/components/optimizer.h"
+
+#include <cmath>
+
+#include "titan/common/error.h"
+
+namespace titan::components {
+
+Optimizer::Optimizer(std::vector<at::Tensor> params, OptimizerOptions options)
+    : options_(std::move(options)), params_(std::move(params)) {
+  if (options_.name != "AdamW" && options_.name != "Adam")
+    throw Error("optimizer.name = \"" + options_.name + "\" is not supported", "use AdamW or Adam");
+  const auto& impl = options_.implementation;
+  if (impl != "fused" && impl != "foreach" && impl != "for-loop")
+    throw Error("optimizer.implementation = \"" + impl + "\" is unknown", "use fused, foreach or for-loop");
+  if (!(options_.beta1 >= 0 && options_.beta1 < 1) || !(options_.beta2 >= 0 && options_.beta2 < 1))
+    throw Error("optimizer.beta1/beta2 must lie in [0, 1)", "e.g. beta1 = 0.9, beta2 = 0.95");
+  if (!(options_.eps > 0)) throw Error("optimizer.eps must be > 0", "e.g. eps = 1e-8");
+  if (!(options_.lr >= 0)) throw Error("optimizer.lr must be >= 0");
+  if (!(options_.weight_decay >= 0)) throw Error("optimizer.weight_decay must be >= 0");
+  decoupled_ = options_.name == "AdamW";
+}
+
+void Optimizer::init_state() {
+  for (const auto& p : params_) {
+    exp_avg_.push_back(at::zeros_like(p, at::MemoryFormat::Preserve));
+    exp_avg_sq_.push_back(at::zeros_like(p, at::MemoryFormat::Preserve));
+    steps_.push_back(at::zeros({}, p.options().dtype(at::kFloat)));
+  }
+}
+
+void Optimizer::zero_grad() {
+  for (auto& p : params_) p.mutable_grad() = at::Tensor();
+}
+
+void Optimizer::step(double lr) {
+  at::NoGradGuard no_grad;
+  if (exp_avg_.empty()) init_state();
+  std::vector<at::Tensor> p, g, m, v, s;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!params_[i].grad().defined()) continue;
+    p.push_back(params_[i]);
+    g.push_back(params_[i].grad());
+    m.push_back(exp_avg_[i]);
+    v.push_back(exp_avg_sq_[i]);
+    s.push_back(steps_[i]);
+  }
+  if (p.empty()) return;
+  const double b1 = options_.beta1, b2 = options_.beta2, eps = options_.eps;
+  const double wd = options_.weight_decay;
+  const auto& impl = options_.implementation;
+
+  if (impl == "fused") {
+    at::_foreach_add_(s, 1);
+    if (decoupled_)
+      at::_fused_adamw_(p, g, m, v, {}, s, lr, b1, b2, wd, eps, false, false);
+    else
+      at::_fused_adam_(p, g, m, v, {}, s, lr, b1, b2, wd, eps, false, false);
+    return;
+  }
+  if (impl == "foreach") {
+    at::_foreach_add_(s, 1);
+    const double step = s[0].item<double>();  // all parameters step together
+    if (wd != 0) {
+      if (decoupled_) at::_foreach_mul_(p, 1.0 - lr * wd);
+      else g = at::_foreach_add(g, p, wd);
+    }
+    at::_foreach_lerp_(m, g, 1.0 - b1);
+    at::_foreach_mul_(v, b2);
+    at::_foreach_addcmul_(v, g, g, 1.0 - b2);
+    const double step_size = lr / (1.0 - std::pow(b1, step));
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(b2, step));
+    auto denom = at::_foreach_sqrt(v);
+    at::_foreach_div_(denom, bc2_sqrt);
+    at::_foreach_add_(denom, eps);
+    at::_foreach_addcdiv_(p, m, denom, -step_size);
+    return;
+  }
+  for (size_t i = 0; i < p.size(); ++i) {  // for-loop
+    s[i].add_(1);
+    const double step = s[i].item<double>();
+    at::Tensor grad = g[i];
+    if (wd != 0) {
+      if (decoupled_) p[i].mul_(1.0 - lr * wd);
+      else grad = grad.add(p[i], wd);
+    }
+    m[i].lerp_(grad, 1.0 - b1);
+    v[i].mul_(b2).addcmul_(grad, grad, 1.0 - b2);
+    const double step_size = lr / (1.0 - std::pow(b1, step));
+    const double bc2_sqrt = std::sqrt(1.0 - std::pow(b2, step));
+    at::Tensor denom = (v[i].sqrt() / bc2_sqrt).add_(eps);
+    p[i].addcdiv_(m[i], denom, -step_size);
+  }
+}
+
+}  // namespace titan::components

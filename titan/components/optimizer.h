@@ -1,0 +1,47 @@
+// Adam and AdamW over a list of parameters, in torchtitan's three implementations: "fused"
+// (ATen's fused kernel), "foreach" (multi-tensor ops) and "for-loop" (one tensor at a time).
+// All three compute the same update; tests hold them to each other and to the closed form.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <string>
+#include <vector>
+
+namespace titan::components {
+
+struct OptimizerOptions {
+  std::string name = "AdamW";  // "AdamW" (decoupled decay) or "Adam" (L2 added to the gradient)
+  double lr = 8e-4;
+  double beta1 = 0.9, beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  std::string implementation = "fused";  // fused / foreach / for-loop
+};
+
+class Optimizer {
+ public:
+  // Validates the options (throws titan::Error naming the optimizer.* key).
+  Optimizer(std::vector<at::Tensor> params, OptimizerOptions options);
+
+  // One update with learning rate `lr` from the parameters' .grad(); parameters without a
+  // gradient are skipped.
+  void step(double lr);
+  void zero_grad();  // drops the gradients (set to undefined), as set_to_none=True
+
+  const OptimizerOptions& options() const { return options_; }
+  const std::vector<at::Tensor>& params() const { return params_; }
+  // State, one entry per parameter (allocated on the first step).
+  std::vector<at::Tensor>& exp_avg() { return exp_avg_; }
+  std::vector<at::Tensor>& exp_avg_sq() { return exp_avg_sq_; }
+  std::vector<at::Tensor>& step_count() { return steps_; }  // float32 scalars
+
+ private:
+  void init_state();
+  OptimizerOptions options_;
+  bool decoupled_;
+  std::vector<at::Tensor> params_, exp_avg_, exp_avg_sq_, steps_;
+};
+
+}  // namespace titan::components

@@ -1,0 +1,83 @@
+#include "titan/models/llama3/args.h"
+
+#include <cmath>
+
+#include "titan/common/error.h"
+
+namespace titan::models::llama3 {
+
+int64_t ModelArgs::ffn_hidden_dim() const {
+  // Llama's rounding: 2/3 of 4*dim, optionally scaled, then up to a multiple of multiple_of.
+  int64_t hidden = static_cast<int64_t>(2 * 4 * dim / 3);
+  if (ffn_dim_multiplier) hidden = static_cast<int64_t>(*ffn_dim_multiplier * hidden);
+  return multiple_of * ((hidden + multiple_of - 1) / multiple_of);
+}
+
+namespace {
+
+struct NamedFlavor {
+  const char* name;
+  ModelArgs args;
+};
+
+ModelArgs make(int64_t dim, int64_t layers, int64_t heads, int64_t kv_heads, int64_t vocab,
+               int64_t multiple_of, std::optional<double> mult, bool tied) {
+  ModelArgs a;
+  a.dim = dim;
+  a.n_layers = layers;
+  a.n_heads = heads;
+  a.n_kv_heads = kv_heads;
+  a.vocab_size = vocab;
+  a.multiple_of = multiple_of;
+  a.ffn_dim_multiplier = mult;
+  a.tied_embeddings = tied;
+  return a;
+}
+
+const std::vector<NamedFlavor>& flavors() {
+  static const std::vector<NamedFlavor> table = {
+      {"debugmodel", make(256, 6, 16, 16, 2048, 256, std::nullopt, false)},
+      {"1B", make(2048, 16, 32, 8, 128256, 1024, 1.5, true)},
+      {"3B", make(3072, 28, 24, 8, 128256, 1024, 1.0, true)},
+      {"8B", make(4096, 32, 32, 8, 128256, 1024, 1.3, false)},
+      {"70B", make(8192, 80, 64, 8, 128256, 4096, 1.3, false)},
+      {"405B", make(16384, 126, 128, 8, 128256, 4096, 1.2, false)},
+  };
+  return table;
+}
+
+}  // namespace
+
+std::vector<std::string> flavor_names() {
+  std::vector<std::string> names;
+  for (const auto& f : flavors()) names.emplace_back(f.name);
+  return names;
+}
+
+ModelArgs flavor(std::string_view name) {
+  for (const auto& f : flavors())
+    if (name == f.name) return f.args;
+  std::string known;
+  for (const auto& n : flavor_names()) known += (known.empty() ? "" : ", ") + n;
+  throw Error("model.flavor = \"" + std::string(name) + "\" is not a llama3 flavor",
+              "use one of: " + known);
+}
+
+int64_t num_embedding_params(const ModelArgs& a) { return a.vocab_size * a.dim; }
+
+int64_t num_params(const ModelArgs& a) {
+  const int64_t hd = a.head_dim();
+  const int64_t attention = a.dim * a.n_heads * hd * 2 + a.dim * a.n_kv_heads * hd * 2;
+  const int64_t ffn = 3 * a.dim * a.ffn_hidden_dim();
+  const int64_t block = attention + ffn + 2 * a.dim;
+  const int64_t output = a.tied_embeddings ? 0 : a.vocab_size * a.dim;
+  return num_embedding_params(a) + a.n_layers * block + a.dim + output;
+}
+
+int64_t flops_per_token(const ModelArgs& a, int64_t seq_len) {
+  // Parameters are counted once even when tied, so with tied embeddings the shared table is
+  // left out entirely (as torchtitan counts it).
+  return 6 * (num_params(a) - num_embedding_params(a)) + 12 * a.n_layers * a.n_heads * a.head_dim() * seq_len;
+}
+
+}  // namespace titan::models::llama3

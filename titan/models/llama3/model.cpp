@@ -1,0 +1,215 @@
+#include "titan/models/llama3/model.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <numbers>
+
+namespace titan::models::llama3 {
+
+at::Tensor Linear::forward(const at::Tensor& x) const { return at::linear(x, weight); }
+
+at::Tensor RMSNorm::forward(const at::Tensor& x) const {
+  return at::rms_norm(x, {weight.size(0)}, weight, eps);
+}
+
+RopeTable rope_table(const ModelArgs& args, const at::TensorOptions& options) {
+  const int64_t hd = args.head_dim();
+  const int64_t half = hd / 2;
+  std::vector<float> freqs(half);
+  // Llama 3.1 scaling: long wavelengths slowed by `factor`, short ones kept, smooth in between.
+  constexpr double factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, old_ctx = 8192.0;
+  const double low_freq_wavelen = old_ctx / low_freq_factor;
+  const double high_freq_wavelen = old_ctx / high_freq_factor;
+  for (int64_t i = 0; i < half; ++i) {
+    // Computed in float32 like the reference implementation, then scaled.
+    const float base = 1.0f / std::pow(static_cast<float>(args.rope_theta),
+                                       static_cast<float>(2 * i) / static_cast<float>(hd));
+    double f = base;
+    if (args.use_scaled_rope) {
+      const double wavelen = 2.0 * std::numbers::pi / f;
+      if (wavelen > low_freq_wavelen) {
+        f = f / factor;
+      } else if (wavelen >= high_freq_wavelen) {
+        const double s = (old_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+        f = (1.0 - s) * f / factor + s * f;
+      }
+    }
+    freqs[i] = static_cast<float>(f);
+  }
+  auto cpu_f32 = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor inv = at::from_blob(freqs.data(), {half}, cpu_f32).clone();
+  at::Tensor t = at::arange(args.max_seq_len, cpu_f32);
+  at::Tensor angles = at::outer(t, inv);  // (T, hd/2)
+  auto opts = options.dtype(at::kFloat);
+  if (opts.device().is_meta()) {
+    return {at::empty({args.max_seq_len, half}, opts), at::empty({args.max_seq_len, half}, opts)};
+  }
+  return {angles.cos().to(opts.device()), angles.sin().to(opts.device())};
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
+  // x: (B, T, H, hd) in any dtype; the rotation is computed in float32 and cast back.
+  const int64_t T = x.size(1), hd = x.size(3);
+  at::Tensor xf = x.to(at::kFloat).view({x.size(0), T, x.size(2), hd / 2, 2});
+  at::Tensor x0 = xf.select(-1, 0), x1 = xf.select(-1, 1);  // (B,T,H,hd/2)
+  at::Tensor c = rope.cos.narrow(0, 0, T).view({1, T, 1, hd / 2});
+  at::Tensor s = rope.sin.narrow(0, 0, T).view({1, T, 1, hd / 2});
+  at::Tensor out = at::stack({x0 * c - x1 * s, x0 * s + x1 * c}, -1);  // (B,T,H,hd/2,2)
+  return out.flatten(3).to(x.scalar_type());
+}
+
+at::Tensor Attention::forward(const at::Tensor& x, const RopeTable& rope) const {
+  const int64_t B = x.size(0), T = x.size(1);
+  at::Tensor q = wq.forward(x).view({B, T, n_heads, head_dim});
+  at::Tensor k = wk.forward(x).view({B, T, n_kv_heads, head_dim});
+  at::Tensor v = wv.forward(x).view({B, T, n_kv_heads, head_dim});
+  q = apply_rope(q, rope);
+  k = apply_rope(k, rope);
+  if (n_kv_heads != n_heads) {  // GQA: each kv head serves n_heads / n_kv_heads query heads
+    const int64_t rep = n_heads / n_kv_heads;
+    k = k.unsqueeze(3).expand({B, T, n_kv_heads, rep, head_dim}).reshape({B, T, n_heads, head_dim});
+    v = v.unsqueeze(3).expand({B, T, n_kv_heads, rep, head_dim}).reshape({B, T, n_heads, head_dim});
+  }
+  // (B,H,T,hd); causal attention with scale 1/sqrt(hd)
+  at::Tensor o = at::scaled_dot_product_attention(
+      q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), /*attn_mask=*/std::nullopt,
+      /*dropout_p=*/0.0, /*is_causal=*/true, /*scale=*/1.0 / std::sqrt(static_cast<double>(head_dim)));
+  return wo.forward(o.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
+}
+
+at::Tensor FeedForward::forward(const at::Tensor& x) const {
+  return w2.forward(at::silu(w1.forward(x)) * w3.forward(x));
+}
+
+at::Tensor TransformerBlock::forward(const at::Tensor& x, const RopeTable& rope) const {
+  at::Tensor h = x + attention.forward(attention_norm.forward(x), rope);
+  return h + feed_forward.forward(ffn_norm.forward(h));
+}
+
+std::vector<NamedParam> TransformerBlock::named_parameters(const std::string& p) {
+  return {{p + "attention.wq.weight", &attention.wq.weight},
+          {p + "attention.wk.weight", &attention.wk.weight},
+          {p + "attention.wv.weight", &attention.wv.weight},
+          {p + "attention.wo.weight", &attention.wo.weight},
+          {p + "feed_forward.w1.weight", &feed_forward.w1.weight},
+          {p + "feed_forward.w2.weight", &feed_forward.w2.weight},
+          {p + "feed_forward.w3.weight", &feed_forward.w3.weight},
+          {p + "attention_norm.weight", &attention_norm.weight},
+          {p + "ffn_norm.weight", &ffn_norm.weight}};
+}
+
+Transformer::Transformer(const ModelArgs& args, const at::TensorOptions& options) : args_(args) {
+  const int64_t D = args.dim, hd = args.head_dim(), F = args.ffn_hidden_dim();
+  auto param = [&](at::IntArrayRef shape) { return at::empty(shape, options).requires_grad_(true); };
+  tok_embeddings_ = param({args.vocab_size, D});
+  layers_.resize(args.n_layers);
+  for (int64_t i = 0; i < args.n_layers; ++i) {
+    TransformerBlock& b = layers_[i];
+    b.layer_id = i;
+    b.attention.n_heads = args.n_heads;
+    b.attention.n_kv_heads = args.n_kv_heads;
+    b.attention.head_dim = hd;
+    b.attention.wq.weight = param({args.n_heads * hd, D});
+    b.attention.wk.weight = param({args.n_kv_heads * hd, D});
+    b.attention.wv.weight = param({args.n_kv_heads * hd, D});
+    b.attention.wo.weight = param({D, args.n_heads * hd});
+    b.feed_forward.w1.weight = param({F, D});
+    b.feed_forward.w2.weight = param({D, F});
+    b.feed_forward.w3.weight = param({F, D});
+    b.attention_norm = {param({D}), args.norm_eps};
+    b.ffn_norm = {param({D}), args.norm_eps};
+  }
+  norm_ = {param({D}), args.norm_eps};
+  output_.weight = args.tied_embeddings ? tok_embeddings_ : param({args.vocab_size, D});
+  rope_ = rope_table(args, options);
+  runners_.assign(args.n_layers, BlockRunner{});
+}
+
+std::vector<NamedParam> Transformer::named_parameters() {
+  std::vector<NamedParam> out{{"tok_embeddings.weight", &tok_embeddings_}};
+  for (auto& b : layers_) {
+    auto block = b.named_parameters("layers." + std::to_string(b.layer_id) + ".");
+    out.insert(out.end(), block.begin(), block.end());
+  }
+  out.push_back({"norm.weight", &norm_.weight});
+  if (!args_.tied_embeddings) out.push_back({"output.weight", &output_.weight});
+  return out;
+}
+
+std::vector<at::Tensor> Transformer::parameters() {
+  std::vector<at::Tensor> out;
+  for (auto& p : named_parameters()) out.push_back(*p.tensor);
+  return out;
+}
+
+int64_t Transformer::num_params() {
+  int64_t n = 0;
+  for (auto& p : named_parameters()) n += p.tensor->numel();
+  return n;
+}
+
+namespace {
+
+uint64_t mix_seed(uint64_t seed, const std::string& name) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a of the name, then splitmix64 with the seed
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (h | 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// Truncated normal by inverse CDF: uniform in [cdf(a), cdf(b)], mapped through erfinv.
+void trunc_normal(at::Tensor& t, double std, double a, double b, at::Generator& gen) {
+  auto cdf = [](double x) { return (1.0 + std::erf(x / std::sqrt(2.0))) / 2.0; };
+  const double l = cdf(a / std), u = cdf(b / std);
+  t.uniform_(2 * l - 1, 2 * u - 1, gen);
+  t.erfinv_();
+  t.mul_(std * std::sqrt(2.0));
+  t.clamp_(a, b);
+}
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+at::Tensor init_value(const ModelArgs& args, const std::string& name, at::IntArrayRef shape,
+                      uint64_t seed) {
+  at::Tensor t = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
+  if (ends_with(name, "norm.weight")) return t.fill_(1.0);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(mix_seed(seed, name));
+  if (name == "tok_embeddings.weight") return t.normal_(0.0, 1.0, gen);
+  if (name == "output.weight") {
+    const double std = 1.0 / std::sqrt(static_cast<double>(args.dim));
+    trunc_normal(t, std, -3 * std, 3 * std, gen);
+    return t;
+  }
+  // Block weights: "layers.<id>.<module>.<linear>.weight"
+  const int64_t layer_id = std::stoll(name.substr(7, name.find('.', 7) - 7));
+  const double depth_std = 0.02 / std::sqrt(2.0 * (args.depth_init ? layer_id + 1 : args.n_layers));
+  const bool depth_scaled = ends_with(name, "wo.weight") || ends_with(name, "w2.weight") ||
+                            ends_with(name, "w3.weight");
+  trunc_normal(t, depth_scaled ? depth_std : 0.02, -2.0, 2.0, gen);
+  return t;
+}
+
+void Transformer::init_weights(uint64_t seed) {
+  at::NoGradGuard no_grad;
+  for (auto& p : named_parameters()) {
+    if (p.tensor->is_meta()) continue;
+    p.tensor->copy_(init_value(args_, p.name, p.tensor->sizes(), seed));
+  }
+}
+
+at::Tensor Transformer::forward(const at::Tensor& tokens) const {
+  at::Tensor h = at::embedding(tok_embeddings_, tokens);  // (B,T,D)
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    h = runners_[i] ? runners_[i](layers_[i], h, rope_) : layers_[i].forward(h, rope_);
+  }
+  return output_.forward(norm_.forward(h));  // (B,T,V)
+}
+
+}  // namespace titan::models::llama3

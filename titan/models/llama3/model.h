@@ -1,0 +1,107 @@
+// Llama 3 as plain single-device code: embeddings, pre-norm transformer blocks (GQA attention
+// with RoPE, SwiGLU feed-forward), final RMSNorm and output head. Nothing here knows about
+// ranks, sharding or recomputation; `parallelize` changes how blocks run from the outside.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "titan/models/llama3/args.h"
+
+namespace titan::models::llama3 {
+
+// A parameter with its torchtitan FQN. `tensor` points into the model so that parallelize
+// and the checkpoint code can replace it (e.g. with a shard).
+struct NamedParam {
+  std::string name;
+  at::Tensor* tensor;
+};
+
+struct Linear {
+  at::Tensor weight;  // (out_features, in_features)
+  at::Tensor forward(const at::Tensor& x) const;  // (..., in) -> (..., out)
+};
+
+struct RMSNorm {
+  at::Tensor weight;  // (dim,)
+  double eps = 1e-5;
+  at::Tensor forward(const at::Tensor& x) const;  // (..., dim) -> (..., dim)
+};
+
+// Precomputed RoPE rotation for positions [0, max_seq_len): cos and sin, each (T, head_dim/2),
+// float32, with the Llama 3.1 frequency scaling when enabled.
+struct RopeTable {
+  at::Tensor cos;
+  at::Tensor sin;
+};
+RopeTable rope_table(const ModelArgs& args, const at::TensorOptions& options);
+// Rotates interleaved pairs (2i, 2i+1) of the last dim. x: (B, T, H, head_dim); cos/sin (>=T, hd/2).
+at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope);
+
+struct Attention {
+  Linear wq, wk, wv, wo;
+  int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;  // (B,T,D) -> (B,T,D)
+};
+
+struct FeedForward {
+  Linear w1, w2, w3;
+  at::Tensor forward(const at::Tensor& x) const;  // (B,T,D) -> (B,T,D): w2(silu(w1 x) * w3 x)
+};
+
+struct TransformerBlock {
+  int64_t layer_id = 0;
+  RMSNorm attention_norm, ffn_norm;
+  Attention attention;
+  FeedForward feed_forward;
+  at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;  // (B,T,D) -> (B,T,D)
+  std::vector<NamedParam> named_parameters(const std::string& prefix);
+};
+
+// How a block is run. The default calls block.forward; activation checkpointing installs a
+// runner that recomputes the block in backward.
+using BlockRunner = std::function<at::Tensor(const TransformerBlock&, const at::Tensor& x,
+                                             const RopeTable& rope)>;
+
+class Transformer {
+ public:
+  // Allocates every parameter (uninitialised) with `options`; on the meta device nothing is
+  // allocated, which is how large flavors are inspected.
+  Transformer(const ModelArgs& args, const at::TensorOptions& options);
+
+  // torchtitan's initialisation, deterministic per (seed, parameter name), so any layout that
+  // initialises a parameter by name gets the same values. Values are drawn on the CPU and copied.
+  void init_weights(uint64_t seed);
+
+  // tokens: (B, T) int64 -> logits (B, T, vocab) in the compute dtype.
+  at::Tensor forward(const at::Tensor& tokens) const;
+
+  std::vector<NamedParam> named_parameters();
+  std::vector<at::Tensor> parameters();
+  int64_t num_params();
+
+  const ModelArgs& args() const { return args_; }
+  std::vector<TransformerBlock>& layers() { return layers_; }
+  void set_block_runner(size_t layer, BlockRunner runner) { runners_.at(layer) = std::move(runner); }
+
+ private:
+  ModelArgs args_;
+  at::Tensor tok_embeddings_;  // (vocab, dim)
+  std::vector<TransformerBlock> layers_;
+  RMSNorm norm_;
+  Linear output_;  // weight aliases tok_embeddings_ when tied
+  RopeTable rope_;
+  std::vector<BlockRunner> runners_;
+};
+
+// The weight of `name` drawn with torchtitan's initialiser for that parameter, on the CPU in
+// float32. Exposed so that a sharded layout can initialise only its own slice of a parameter.
+at::Tensor init_value(const ModelArgs& args, const std::string& name, at::IntArrayRef shape,
+                      uint64_t seed);
+
+}  // namespace titan::models::llama3
