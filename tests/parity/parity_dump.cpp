@@ -22,6 +22,7 @@ struct Case {
   std::string name;
   ModelArgs args;
   int64_t batch, seq;
+  double embed_scale = 1.0;  // small embeddings make attention and RoPE errors visible in the logits
 };
 
 ModelArgs small(int64_t kv, bool tied, std::optional<double> mult) {
@@ -42,10 +43,13 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(out);
   ModelArgs debug = titan::models::llama3::flavor("debugmodel");
   debug.max_seq_len = 32;
+  ModelArgs long_seq = small(2, false, std::nullopt);
+  long_seq.max_seq_len = 256;
   const std::vector<Case> cases = {{"mha", small(4, false, std::nullopt), 2, 16},
                                    {"gqa", small(2, false, 1.3), 2, 16},
                                    {"tied_gqa", small(1, true, std::nullopt), 3, 9},
-                                   {"debugmodel", debug, 2, 32}};
+                                   {"debugmodel", debug, 2, 32},
+                                   {"long_seq", long_seq, 1, 256, 0.003}};
   c10::Dict<std::string, at::Tensor> dict;
   nlohmann::json meta;
   meta["cases"] = nlohmann::json::array();
@@ -53,6 +57,10 @@ int main(int argc, char** argv) {
     const Case& c = cases[i];
     Transformer model(c.args, at::TensorOptions());
     model.init_weights(100 + i);
+    if (c.embed_scale != 1.0) {
+      at::NoGradGuard no_grad;
+      model.named_parameters().front().tensor->mul_(c.embed_scale);
+    }
     at::manual_seed(static_cast<uint64_t>(i));
     at::Tensor tokens = at::randint(0, c.args.vocab_size, {c.batch, c.seq}, at::kLong);
     at::Tensor labels = at::randint(0, c.args.vocab_size, {c.batch, c.seq}, at::kLong);

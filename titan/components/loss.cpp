@@ -4,7 +4,8 @@ namespace titan::components {
 
 at::Tensor cross_entropy_loss(const at::Tensor& logits, const at::Tensor& labels,
                               int64_t global_valid_tokens) {
-  at::Tensor sum = at::cross_entropy_loss(logits.flatten(0, 1).to(at::kFloat), labels.flatten(),
+  at::Tensor sum = at::cross_entropy_loss(
+      logits.flatten(0, 1).to(at::promote_types(logits.scalar_type(), at::kFloat)), labels.flatten(),
                                           std::nullopt, at::Reduction::Sum, kIgnoreIndex);
   return sum / static_cast<double>(std::max<int64_t>(global_valid_tokens, 1));
 }

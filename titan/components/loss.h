@@ -13,7 +13,8 @@ namespace titan::components {
 constexpr int64_t kIgnoreIndex = -100;
 
 // logits (B,T,V) any float dtype; labels (B,T) int64 with kIgnoreIndex for ignored positions.
-// Returns sum of per-token losses / `global_valid_tokens` (a float32 scalar).
+// Returns sum of per-token losses / `global_valid_tokens`, a float32 scalar (float64 for
+// float64 logits, which the gradient checks use).
 at::Tensor cross_entropy_loss(const at::Tensor& logits, const at::Tensor& labels,
                               int64_t global_valid_tokens);
 

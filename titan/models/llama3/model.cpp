@@ -49,12 +49,13 @@ RopeTable rope_table(const ModelArgs& args, const at::TensorOptions& options) {
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
-  // x: (B, T, H, hd) in any dtype; the rotation is computed in float32 and cast back.
+  // x: (B, T, H, hd); the rotation is computed in float32 (float64 for float64 input) and cast back.
   const int64_t T = x.size(1), hd = x.size(3);
-  at::Tensor xf = x.to(at::kFloat).view({x.size(0), T, x.size(2), hd / 2, 2});
+  const at::ScalarType compute = at::promote_types(x.scalar_type(), at::kFloat);
+  at::Tensor xf = x.to(compute).view({x.size(0), T, x.size(2), hd / 2, 2});
   at::Tensor x0 = xf.select(-1, 0), x1 = xf.select(-1, 1);  // (B,T,H,hd/2)
-  at::Tensor c = rope.cos.narrow(0, 0, T).view({1, T, 1, hd / 2});
-  at::Tensor s = rope.sin.narrow(0, 0, T).view({1, T, 1, hd / 2});
+  at::Tensor c = rope.cos.narrow(0, 0, T).view({1, T, 1, hd / 2}).to(compute);
+  at::Tensor s = rope.sin.narrow(0, 0, T).view({1, T, 1, hd / 2}).to(compute);
   at::Tensor out = at::stack({x0 * c - x1 * s, x0 * s + x1 * c}, -1);  // (B,T,H,hd/2,2)
   return out.flatten(3).to(x.scalar_type());
 }
