@@ -36,7 +36,7 @@ add_executable(titan_tests
 target_link_libraries(titan_tests PRIVATE titan_lib GTest::gtest_main)
 target_compile_definitions(titan_tests PRIVATE TITAN_SOURCE_DIR="${CMAKE_CURRENT_SOURCE_DIR}")
 include(GoogleTest)
-gtest_discover_tests(titan_tests DISCOVERY_TIMEOUT 120 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
+gtest_discover_tests(titan_tests DISCOVERY_TIMEOUT 120 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1")
 
 # Writes the C++ side of the Python parity check.
 add_executable(parity_dump tests/parity/parity_dump.cpp)
@@ -44,3 +44,12 @@ target_link_libraries(parity_dump PRIVATE titan_lib)
 
 add_executable(bench_train_step bench/bench_train_step.cpp)
 target_link_libraries(bench_train_step PRIVATE titan_lib)
+
+# Python-driven tests: parity against PyTorch and the command line. Exit 77 = skipped.
+add_test(NAME parity.model COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_model_parity.py
+         --dump-bin $<TARGET_FILE:parity_dump>)
+add_test(NAME parity.reference_selfcheck COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_ref_selfcheck.py)
+add_test(NAME integration.cli COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_cli.py
+         --titan $<TARGET_FILE:titan> --shared ${CMAKE_CURRENT_SOURCE_DIR}/../shared)
+set_tests_properties(parity.model parity.reference_selfcheck integration.cli PROPERTIES
+                     SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1")

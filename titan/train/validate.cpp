@@ -29,7 +29,9 @@ void validate_config(const config::JobConfig& cfg) {
 std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   std::vector<std::string> out;
   auto need_default = [&](const char* key, const std::string& what) {
-    if (!cfg.is_default(key)) out.push_back(std::string(key) + ": " + what + " is not supported yet");
+    if (!cfg.is_default(key))
+      out.push_back(std::string(key) + " = " + config::format_value(cfg.get(key)) + ": " + what +
+                    " is not supported yet");
   };
   auto need_false = [&](const char* key, const std::string& what) {
     if (cfg.get_bool(key)) out.push_back(std::string(key) + " = true: " + what + " is not supported yet");

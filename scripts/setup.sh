@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what titan.cpp needs on a Debian 12 machine (apt packages, the pip `torch` package
+# that provides libtorch), then configures and builds it in build/.
+# Environment: TORCH_VERSION (default 2.11.0, used only when no torch >= 2.11 is installed),
+# BUILD_DIR (default build), BUILD_TYPE (default Release), TITAN_SANITIZE (ON/OFF),
+# JOBS (default: number of cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '[setup] %s\n' "$*"; }
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+APT_PACKAGES=(cmake ninja-build g++ ccache pkg-config python3 python3-pip
+  libtomlplusplus-dev nlohmann-json3-dev libpcre2-dev libzstd-dev zlib1g-dev libgtest-dev)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing apt packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+have_torch() {
+  "$PYTHON" - <<'PY' 2>/dev/null
+import sys, torch
+major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+sys.exit(0 if (major, minor) >= (2, 11) else 1)
+PY
+}
+if ! have_torch; then
+  TORCH_VERSION=${TORCH_VERSION:-2.11.0}
+  say "installing torch==$TORCH_VERSION from PyPI (provides libtorch)"
+  PIP_FLAGS=(-q)
+  "$PYTHON" -m pip install --help | grep -q -- '--break-system-packages' && \
+    "$PYTHON" -c 'import sys; sys.exit(0 if sys.prefix == sys.base_prefix else 1)' && \
+    [ -f "$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ] && \
+    PIP_FLAGS+=(--break-system-packages)
+  "$PYTHON" -m pip install "${PIP_FLAGS[@]}" "torch==$TORCH_VERSION"
+fi
+say "torch $("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
+
+BUILD_DIR=${BUILD_DIR:-build}
+BUILD_TYPE=${BUILD_TYPE:-Release}
+JOBS=${JOBS:-$(nproc)}
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
+  -DTITAN_SANITIZE="${TITAN_SANITIZE:-OFF}" -DPython3_EXECUTABLE="$(command -v "$PYTHON")" >/dev/null
+say "building in $BUILD_DIR ($BUILD_TYPE, $JOBS jobs)"
+cmake --build "$BUILD_DIR" -j "$JOBS" "$@"

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Command-line behaviour of `titan train`: exit codes and messages for bad input, --help,
+--job.dry_run on torchtitan's presets, training on files given by training.dataset_path, and a
+clean stop on SIGTERM.
+
+Usage: python3 tests/integration/test_cli.py --titan build/titan [--shared ../shared]
+Prints one line per check and `N passed, N failed`; exits 0 only if none failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FAST = ["--training.seq_len", "64", "--training.local_batch_size", "2", "--training.steps", "2",
+        "--activation_checkpoint.mode", "none", "--debug.seed", "1"]
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+results: list[tuple[str, bool, str]] = []
+
+
+def check(name: str, ok: bool, detail: str = "") -> None:
+    results.append((name, ok, detail))
+    print(f"{'PASS' if ok else 'FAIL'} {name}" + ("" if ok else f": {detail}"), flush=True)
+
+
+def run(titan: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([titan, *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def expect_error(titan: str, name: str, args: list[str], *needles: str) -> None:
+    p = run(titan, "train", *args)
+    err = p.stderr
+    ok = p.returncode == 2 and all(n in err for n in needles) and err.count("titan: error") == 1
+    check(name, ok, f"rc={p.returncode} stderr={err[-600:]!r}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--titan", required=True)
+    ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
+    opts = ap.parse_args()
+    titan = os.path.abspath(opts.titan)
+    debug = "configs/llama3/debug_model.toml"
+    tmp = tempfile.mkdtemp(prefix="titan_cli_")
+
+    # ---- bad input: one message, exit 2 ---------------------------------------------------
+    expect_error(titan, "unknown key suggests", ["--training.setps", "3"], "training.setps", "training.steps")
+    expect_error(titan, "bad int value", ["--training.steps", "ten"], "training.steps", "ten")
+    expect_error(titan, "missing config file", ["--job.config_file", "nope.toml"], "nope.toml")
+    bad_toml = os.path.join(tmp, "bad.toml")
+    with open(bad_toml, "w") as f:
+        f.write("[training]\nsteps = 3\nseq_len = = 4\n")
+    expect_error(titan, "malformed toml names line", ["--job.config_file", bad_toml], "bad.toml", "3")
+    unknown_section = os.path.join(tmp, "sec.toml")
+    with open(unknown_section, "w") as f:
+        f.write("[trainig]\nsteps = 3\n")
+    expect_error(titan, "unknown section suggests", ["--job.config_file", unknown_section], "trainig", "training")
+    wrong_type = os.path.join(tmp, "type.toml")
+    with open(wrong_type, "w") as f:
+        f.write("[training]\nsteps = \"many\"\n")
+    expect_error(titan, "wrong type names key", ["--job.config_file", wrong_type], "training.steps", "type.toml")
+    expect_error(titan, "bad choice lists choices", ["--lr_scheduler.decay_type", "exp"], "decay_type", "cosine")
+    expect_error(titan, "unsupported feature is refused",
+                 ["--job.config_file", debug, "--compile.enable"], "compile.enable", "not supported yet")
+    expect_error(titan, "unknown flavor", ["--job.config_file", debug, "--model.flavor", "7B"], "7B", "debugmodel")
+    expect_error(titan, "torchtitan default tokenizer path is explained",
+                 ["--training.dataset", "synthetic"], "model.hf_assets_path", "builtin:bytes")
+    expect_error(titan, "c4 without a local copy",
+                 ["--job.config_file", debug, "--training.dataset", "c4"], "c4", "training.dataset_path")
+
+    # ---- help and dry runs ------------------------------------------------------------------
+    p = run(titan, "train", "--help")
+    check("--help lists every section", p.returncode == 0 and "training.seq_len" in p.stdout
+          and "quantize.linear.float8.filter_fqns" in p.stdout, p.stdout[-300:])
+    p = run(titan, "train", "--job.config_file", "configs/llama3/llama3_405b.toml", "--job.dry_run")
+    out = p.stdout
+    check("405B dry run: parameter count", "405,853,388,800 total parameters" in out, out[-800:])
+    check("405B dry run: lists unsupported settings and exits 2",
+          p.returncode == 2 and "compile.enable" in out and "tensor_parallel_degree = 8" in out
+          and "model.converters" in out, f"rc={p.returncode}")
+    p = run(titan, "train", "--job.config_file", debug, "--job.dry_run")
+    check("debug dry run is clean", p.returncode == 0 and "6,163,712" in p.stdout
+          and "71,585,280" in p.stdout, p.stdout[-500:])
+    ref = os.path.join(opts.shared, "reference", "torchtitan-v0.2.2-configs")
+    if os.path.isdir(ref):
+        for name in sorted(os.listdir(ref)):
+            if name.endswith(".toml"):
+                p = run(titan, "train", "--job.config_file", os.path.join(ref, name), "--job.dry_run")
+                check(f"torchtitan {name} loads", p.returncode in (0, 2) and "total parameters" in p.stdout,
+                      p.stderr[-400:])
+    else:
+        print(f"SKIP torchtitan reference configs: {ref} is absent")
+
+    # ---- training from files ----------------------------------------------------------------
+    jsonl = os.path.join(tmp, "docs.jsonl.gz")
+    with gzip.open(jsonl, "wt") as f:
+        for i in range(200):
+            f.write(json.dumps({"text": f"Document {i}: the quick brown fox jumps over the lazy dog."}) + "\n")
+    p = run(titan, "train", "--job.config_file", debug, "--training.dataset_path", jsonl, *FAST)
+    check("trains on .jsonl.gz", p.returncode == 0 and "step:  2" in p.stdout, p.stderr[-400:])
+    txt = os.path.join(tmp, "lines.txt")
+    with open(txt, "w") as f:
+        f.write("".join(f"line {i} of plain text\n\n" for i in range(100)))
+    p = run(titan, "train", "--job.config_file", debug, "--training.dataset_path", txt, *FAST)
+    check("trains on .txt", p.returncode == 0 and "step:  2" in p.stdout, p.stderr[-400:])
+    broken = os.path.join(tmp, "broken.jsonl")
+    with open(broken, "w") as f:
+        f.write('{"text": "fine"}\n{"text": oops}\n')
+    expect_error(titan, "malformed JSON line names file:line",
+                 ["--job.config_file", debug, "--training.dataset_path", broken, *FAST], "broken.jsonl:2")
+    nofield = os.path.join(tmp, "nofield.jsonl")
+    with open(nofield, "w") as f:
+        f.write('{"content": "x"}\n')
+    expect_error(titan, "missing text field",
+                 ["--job.config_file", debug, "--training.dataset_path", nofield, *FAST], "nofield.jsonl:1", "text")
+
+    # ---- log format and config output ---------------------------------------------------------
+    p = run(titan, "train", "--job.config_file", debug, *FAST, "--metrics.log_freq", "1",
+            "--job.dump_folder", tmp, "--job.save_config_file", "saved.toml")
+    lines = [l for l in p.stdout.splitlines() if " - root - INFO - step:" in l]
+    import re
+    pattern = re.compile(r"^\[titan\] \d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - root - INFO - step:  \d  "
+                         r"loss: [ \d.]{8}  grad_norm: [ \d.]{7}  memory: [ \d.]{5}GiB\(\d+\.\d\d%\)  "
+                         r"tps: [\d,]+  tflops: [\d,]+\.\d\d  mfu: \d+\.\d\d%$")
+    check("step lines in torchtitan's format, no colour when piped",
+          len(lines) == 2 and all(pattern.match(l) for l in lines), "\n".join(lines))
+    saved = os.path.join(tmp, "saved.toml")
+    p2 = run(titan, "train", "--job.config_file", saved, "--job.dry_run")
+    check("saved config loads back", os.path.exists(saved) and p2.returncode == 0 and "seq_len = 64"
+          in open(saved).read(), p2.stderr[-300:])
+
+    # ---- SIGTERM: finish the step, say so, exit 0 --------------------------------------------
+    proc = subprocess.Popen([titan, "train", "--job.config_file", debug, "--training.seq_len", "64",
+                             "--training.steps", "100000", "--metrics.log_freq", "1"], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = ""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        out += line
+        if "step:  1" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    try:
+        rest, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rest = "(hung)"
+    out += rest
+    check("SIGTERM stops after the current step", proc.returncode == 0 and "Received SIGTERM; stopped after step"
+          in out, f"rc={proc.returncode} {out[-400:]}")
+
+    failed = sum(1 for _, ok, _ in results if not ok)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
