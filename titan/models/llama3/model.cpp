@@ -43,21 +43,23 @@ RopeTable rope_table(const ModelArgs& args, const at::TensorOptions& options) {
   at::Tensor angles = at::outer(t, inv);  // (T, hd/2)
   auto opts = options.dtype(at::kFloat);
   if (opts.device().is_meta()) {
-    return {at::empty({args.max_seq_len, half}, opts), at::empty({args.max_seq_len, half}, opts)};
+    auto shape = std::vector<int64_t>{args.max_seq_len, half};
+    return {at::empty(shape, opts), at::empty(shape, opts), at::empty(shape, opts.dtype(at::kComplexFloat))};
   }
-  return {angles.cos().to(opts.device()), angles.sin().to(opts.device())};
+  at::Tensor cos = angles.cos(), sin = angles.sin();
+  at::Tensor cis = at::complex(cos, sin);
+  return {cos.to(opts.device()), sin.to(opts.device()), cis.to(opts.device())};
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
-  // x: (B, T, H, hd); the rotation is computed in float32 (float64 for float64 input) and cast back.
-  const int64_t T = x.size(1), hd = x.size(3);
-  const at::ScalarType compute = at::promote_types(x.scalar_type(), at::kFloat);
-  at::Tensor xf = x.to(compute).view({x.size(0), T, x.size(2), hd / 2, 2});
-  at::Tensor x0 = xf.select(-1, 0), x1 = xf.select(-1, 1);  // (B,T,H,hd/2)
-  at::Tensor c = rope.cos.narrow(0, 0, T).view({1, T, 1, hd / 2}).to(compute);
-  at::Tensor s = rope.sin.narrow(0, 0, T).view({1, T, 1, hd / 2}).to(compute);
-  at::Tensor out = at::stack({x0 * c - x1 * s, x0 * s + x1 * c}, -1);  // (B,T,H,hd/2,2)
-  return out.flatten(3).to(x.scalar_type());
+  // x: (B, T, H, hd). Pairs (2i, 2i+1) are complex numbers rotated by cis; computed in float32
+  // (float64 for float64 input) and cast back to x's dtype.
+  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), hd = x.size(3);
+  const bool wide = x.scalar_type() == at::kDouble;
+  at::Tensor pairs = at::view_as_complex(x.to(wide ? at::kDouble : at::kFloat).reshape({B, T, H, hd / 2, 2}));
+  at::Tensor cis = rope.cis.narrow(0, 0, T).view({1, T, 1, hd / 2});
+  if (wide) cis = cis.to(at::kComplexDouble);
+  return at::view_as_real(pairs * cis).flatten(3).to(x.scalar_type());
 }
 
 at::Tensor Attention::forward(const at::Tensor& x, const RopeTable& rope) const {
