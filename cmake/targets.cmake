@@ -23,7 +23,7 @@ endif()
 add_library(titan_lib STATIC ${TITAN_SOURCES})
 target_include_directories(titan_lib PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(titan_lib PUBLIC titan_config torch_libs nlohmann_json::nlohmann_json
-                      ZLIB::ZLIB PkgConfig::ZSTD PkgConfig::PCRE2)
+                      ZLIB::ZLIB)
 
 add_executable(titan apps/titan.cpp)
 target_link_libraries(titan PRIVATE titan_lib)

@@ -285,3 +285,22 @@ TEST(Model, FiniteDifferenceGradientOfWholeTinyModel) {
   }
   EXPECT_EQ(checked, 3 * 12);
 }
+
+TEST(Gpu, ModelOnCudaMatchesCpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  ModelArgs a = tiny_args();
+  Transformer cpu(a, at::TensorOptions());
+  Transformer gpu(a, at::TensorOptions().device(at::kCUDA));
+  cpu.init_weights(21);
+  gpu.init_weights(21);  // drawn on the CPU and copied: identical weights
+  at::Tensor tokens = at::randint(0, 50, {2, 12}, at::kLong);
+  at::Tensor labels = at::randint(0, 50, {2, 12}, at::kLong);
+  at::Tensor lc = titan::components::cross_entropy_loss(cpu.forward(tokens), labels, 24);
+  at::Tensor lg = titan::components::cross_entropy_loss(gpu.forward(tokens.cuda()), labels.cuda(), 24);
+  lc.backward();
+  lg.backward();
+  EXPECT_NEAR(lg.item<double>(), lc.item<double>(), 1e-4);
+  auto pc = cpu.named_parameters(), pg = gpu.named_parameters();
+  for (size_t i = 0; i < pc.size(); ++i)
+    EXPECT_LT(max_rel(pg[i].tensor->grad().cpu(), pc[i].tensor->grad()), 1e-4) << pc[i].name;
+}

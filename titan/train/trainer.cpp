@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -163,7 +164,11 @@ RunResult run_training(const config::JobConfig& cfg) {
   // ---- device, threads, determinism --------------------------------------------------------
   const at::Device device = components::pick_device();
   components::DeviceInfo dev(device);
-  if (cfg.get_bool("debug.deterministic")) at::globalContext().setDeterministicAlgorithms(true, false);
+  if (cfg.get_bool("debug.deterministic")) {
+    // cuBLAS needs a fixed workspace to be deterministic; it reads this before its first use.
+    setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+    at::globalContext().setDeterministicAlgorithms(true, false);
+  }
   const uint64_t seed = resolve_seed(cfg);
   at::manual_seed(seed);
   if (device.is_cuda())

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: builds titan.cpp against that machine's Python torch (which
+# has CUDA), runs the unit tests (the CUDA ones included), a 20-step bf16 training of the debug
+# model, and the training-step benchmark against PyTorch eager on the GPU; prints a summary.
+#   scripts/gpu_check.sh            (OUT=<folder> also keeps the logs there)
+# Where the -dev packages are missing and nothing can be installed, run scripts/gpu_deps.sh on
+# a machine with Debian's packages first and bring .gpu-deps/ along.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+LOG=${OUT:-/tmp}/gpu_check
+mkdir -p "$LOG"
+summary=()
+note() { summary+=("$*"); echo "== $*"; }
+
+if [ -d .gpu-deps ] && ls .gpu-deps/*.deb >/dev/null 2>&1; then
+  prefix=/tmp/titan-gpu-deps
+  for f in .gpu-deps/*.deb; do dpkg -x "$f" "$prefix"; done
+  export CMAKE_PREFIX_PATH="$prefix/usr:$prefix/usr/lib/x86_64-linux-gnu/cmake:${CMAKE_PREFIX_PATH:-}"
+  export LD_LIBRARY_PATH="$prefix/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  export CPLUS_INCLUDE_PATH="$prefix/usr/include:${CPLUS_INCLUDE_PATH:-}"
+  note "using Debian packages from .gpu-deps"
+fi
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))' \
+  | tee "$LOG/torch.txt" || { note "FAIL: python3 torch with CUDA"; exit 1; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee -a "$LOG/torch.txt"
+
+if cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$(command -v python3)" \
+     >"$LOG/cmake.txt" 2>&1 && cmake --build build-gpu -j "$(nproc)" >"$LOG/build.txt" 2>&1; then
+  note "build: ok ($(grep -o 'titan CUDA code: [A-Z]*' "$LOG/cmake.txt"))"
+else
+  tail -30 "$LOG/cmake.txt" "$LOG/build.txt"; note "FAIL: build"; printf '%s\n' "${summary[@]}"; exit 1
+fi
+
+./build-gpu/titan_tests >"$LOG/unit.txt" 2>&1; rc=$?
+note "unit tests: rc=$rc, $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]|SKIPPED \]' "$LOG/unit.txt" | sort | uniq -c | tr '\n' ' ')"
+grep -A3 'Gpu\.' "$LOG/unit.txt" | grep -E 'OK|FAILED|SKIPPED' | head -3
+
+./build-gpu/titan train --job.config_file configs/llama3/debug_model.toml --training.steps 20 \
+  --metrics.log_freq 5 --debug.seed 42 >"$LOG/train.txt" 2>&1; rc=$?
+grep -E 'CUDA capacity|Mixed precision|step: ' "$LOG/train.txt"
+note "20-step bf16 debug training: rc=$rc, $(grep -c 'step: ' "$LOG/train.txt") step lines, last: $(grep 'step: ' "$LOG/train.txt" | tail -1 | sed 's/.*step:/step:/')"
+
+for shape in "--flavor debugmodel --batch 8 --seq 2048"; do
+  ours=$(./build-gpu/bench_train_step $shape --device cuda --steps 20 --warmup 5 2>&1 | tail -1)
+  peer=$(python3 bench/peer_train_step.py $shape --device cuda --steps 20 --warmup 5 2>/dev/null | tail -1)
+  echo "$ours"; echo "$peer"
+  note "bench ($shape, fp32, cuda): $(python3 -c 'import json,sys; a,b=(json.loads(s) for s in sys.argv[1:]); print(f"titan.cpp {a[\"tokens_per_s\"]:,.0f} tok/s, PyTorch eager {b[\"tokens_per_s\"]:,.0f} tok/s, ratio {a[\"tokens_per_s\"]/b[\"tokens_per_s\"]:.3f}x")' "$ours" "$peer" 2>&1)"
+done
+
+echo; echo "==== gpu_check summary"; printf '%s\n' "${summary[@]}"
