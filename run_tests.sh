@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds everything and runs every test (ctest): unit tests,
-# Python parity tests against PyTorch, and command-line tests.
-# Arguments are passed to ctest (e.g. ./run_tests.sh -R parity).
+# Installs what is missing, builds everything and runs every test with ctest: unit tests,
+# Python parity tests against PyTorch, command-line tests; then the unit tests again in a
+# Debug build with AddressSanitizer and UndefinedBehaviorSanitizer.
+#   ./run_tests.sh                 everything
+#   ./run_tests.sh -R parity       only tests matching a ctest regex (no sanitizer pass)
+#   TITAN_SKIP_SANITIZE=1 ./run_tests.sh   skip the sanitizer pass
 set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/setup.sh
-# Two processes share the cores: each test gets its share of threads.
+# Two tests at a time, one thread each, on a 2-core machine.
 ctest --test-dir build --output-on-failure --timeout 900 -j 2 "$@"
+if [ $# -eq 0 ] && [ "${TITAN_SKIP_SANITIZE:-0}" != 1 ]; then
+  BUILD_DIR=build-asan BUILD_TYPE=Debug TITAN_SANITIZE=ON ./scripts/setup.sh --target titan_tests test_config
+  ctest --test-dir build-asan --output-on-failure --timeout 900 -j 2 -L unit
+fi

@@ -36,7 +36,7 @@ add_executable(titan_tests
 target_link_libraries(titan_tests PRIVATE titan_lib GTest::gtest_main)
 target_compile_definitions(titan_tests PRIVATE TITAN_SOURCE_DIR="${CMAKE_CURRENT_SOURCE_DIR}")
 include(GoogleTest)
-gtest_discover_tests(titan_tests DISCOVERY_TIMEOUT 120 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1")
+gtest_discover_tests(titan_tests DISCOVERY_TIMEOUT 120 PROPERTIES LABELS unit ENVIRONMENT "OMP_NUM_THREADS=1")
 
 # Writes the C++ side of the Python parity check.
 add_executable(parity_dump tests/parity/parity_dump.cpp)

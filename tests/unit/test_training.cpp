@@ -43,6 +43,9 @@ TEST(LRSchedule, DecayShapesAndMinFactor) {
   EXPECT_NE(w[0].find("Warmup steps (50) exceed total steps (10)"), std::string::npos);
   EXPECT_DOUBLE_EQ(clamped.factor(9), 1.0);
   EXPECT_THROW(make_lr_schedule(1, 10, std::nullopt, "exp", 0.0, nullptr), titan::Error);
+  // Past lr_scheduler.total_steps the factor stays at its last value (never negative).
+  auto short_schedule = make_lr_schedule(0, 4, std::nullopt, "linear", 0.0, nullptr);
+  EXPECT_DOUBLE_EQ(short_schedule.factor(10), 0.0);
   // Python's round(): 2.5 -> 2
   EXPECT_EQ(make_lr_schedule(0, 5, 0.5, "linear", 0, nullptr).decay_steps, 2);
 }
@@ -107,6 +110,14 @@ TEST(Data, PacksDocumentsIntoWindowsWithBosEos) {
   EXPECT_EQ(b->inputs[0][1].item<int64_t>(), static_cast<unsigned char>(doc0[0]));
   // Windows do not overlap: row 1 starts 17 tokens after row 0.
   EXPECT_EQ(b->inputs[1][0].item<int64_t>(), static_cast<unsigned char>(doc0[16]));
+}
+
+TEST(Data, SyntheticTextIsFixedAcrossBuilds) {
+  // Pinned text: the corpus must not depend on compiler or platform.
+  const std::string doc = SyntheticEnglish::document(0);
+  EXPECT_EQ(doc.substr(0, 66), "The careful library\n\nThe storm opens this cold child and the river");
+  EXPECT_EQ(SyntheticEnglish::document(1).substr(0, 14), "The busy lamp\n");
+  EXPECT_NE(doc.find("an engineer"), std::string::npos);
 }
 
 TEST(Data, RanksReadDisjointDocuments) {

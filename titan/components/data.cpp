@@ -42,17 +42,41 @@ constexpr std::array<const char*, 8> kAdverbs = {
 constexpr std::array<const char*, 6> kJoins = {"and", "but", "so", "while", "because", "until"};
 constexpr std::array<const char*, 4> kArticles = {"the", "a", "the", "this"};
 
+// Every draw is its own statement: the order of operands in one expression is unspecified in
+// C++, and the text must not depend on the compiler.
 std::string noun_phrase(Rng& r) {
-  std::string s = r.pick(kArticles);
-  if (r.next() % 2) s += std::string(" ") + r.pick(kAdjectives);
-  return s + " " + r.pick(kNouns);
+  std::string article = r.pick(kArticles);
+  std::string rest;
+  if (r.next() % 2) {
+    rest += r.pick(kAdjectives);
+    rest += " ";
+  }
+  rest += r.pick(kNouns);
+  if (article == "a" && std::string_view("aeiou").find(rest[0]) != std::string_view::npos) article = "an";
+  return article + " " + rest;
+}
+
+std::string clause(Rng& r) {
+  std::string s = noun_phrase(r);
+  s += " ";
+  s += r.pick(kVerbs);
+  s += " ";
+  s += noun_phrase(r);
+  return s;
 }
 
 std::string sentence(Rng& r) {
-  std::string s = noun_phrase(r) + " " + r.pick(kVerbs) + " " + noun_phrase(r);
-  if (r.next() % 3 == 0) s += std::string(" ") + r.pick(kAdverbs);
-  if (r.next() % 4 == 0) s += std::string(" ") + r.pick(kJoins) + " " + noun_phrase(r) + " " +
-                               r.pick(kVerbs) + " " + noun_phrase(r);
+  std::string s = clause(r);
+  if (r.next() % 3 == 0) {
+    s += " ";
+    s += r.pick(kAdverbs);
+  }
+  if (r.next() % 4 == 0) {
+    s += " ";
+    s += r.pick(kJoins);
+    s += " ";
+    s += clause(r);
+  }
   s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
   return s + (r.next() % 8 == 0 ? "?" : ".");
 }
@@ -79,7 +103,10 @@ std::string SyntheticEnglish::document(int64_t index) {
   title[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(title[0])));
   std::string doc = title + "\n\n";
   const int sentences = 4 + static_cast<int>(r.next() % 12);
-  for (int i = 0; i < sentences; ++i) doc += (i ? " " : "") + sentence(r);
+  for (int i = 0; i < sentences; ++i) {
+    if (i) doc += " ";
+    doc += sentence(r);
+  }
   return doc + "\n";
 }
 

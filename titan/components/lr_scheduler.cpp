@@ -1,5 +1,6 @@
 #include "titan/components/lr_scheduler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -11,7 +12,10 @@ double LRSchedule::factor(int64_t step) const {
   const int64_t warmup_stable = warmup_steps + stable_steps;
   if (step < warmup_steps) return static_cast<double>(step + 1) / static_cast<double>(warmup_steps);
   if (step < warmup_stable) return 1.0;
-  const double progress = static_cast<double>(step + 1 - warmup_stable) / static_cast<double>(decay_steps);
+  // Past the end of the schedule (lr_scheduler.total_steps < training.steps) the factor stays at
+  // its final value instead of going negative or back up.
+  const double progress = std::min(
+      1.0, static_cast<double>(step + 1 - warmup_stable) / static_cast<double>(decay_steps));
   double f = 0.0;
   switch (decay_type) {
     case DecayType::Linear: f = 1.0 - progress; break;

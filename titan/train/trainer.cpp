@@ -167,7 +167,7 @@ RunResult run_training(const config::JobConfig& cfg) {
   if (cfg.get_bool("debug.deterministic")) {
     // cuBLAS needs a fixed workspace to be deterministic; it reads this before its first use.
     setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
-    at::globalContext().setDeterministicAlgorithms(true, false);
+    at::globalContext().setDeterministicAlgorithms(true, cfg.get_bool("debug.deterministic_warn_only"));
   }
   const uint64_t seed = resolve_seed(cfg);
   at::manual_seed(seed);
@@ -205,6 +205,14 @@ RunResult run_training(const config::JobConfig& cfg) {
             " total parameters");
   log::info("FLOPs per token: " + log::with_commas(flops_per_token));
   if (auto applied = models::llama3::parallelize(model, cfg); !applied.empty()) log::info(applied);
+  if (cfg.get_bool("model.print_after_conversion")) {
+    std::string listing = "Model after conversion:";
+    for (const auto& p : model.named_parameters())
+      listing += "\n  " + p.name + " " + c10::str(p.tensor->sizes()) + " " + c10::toString(p.tensor->scalar_type());
+    log::info(listing);
+  }
+  if (!cfg.is_default("training.gc_freq") || cfg.get_bool("training.gc_debug"))
+    log::warning("training.gc_freq and training.gc_debug have no effect in titan.cpp: there is no garbage collector");
 
   // Single-device mixed precision is autocast in mixed_precision_param (torchtitan's AMP path).
   std::optional<at::ScalarType> amp_dtype;

@@ -63,6 +63,10 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   need_false("memory_estimation.enable", "memory estimation");
   need_false("optimizer.early_step_in_backward", "optimizer steps in backward");
   need_false("training.enable_cpu_offload", "CPU offloading");
+  need_default("training.dataloader.num_workers", "data-loading worker processes");
+  need_false("training.dataloader.pin_memory", "pinned-memory batches");
+  need_false("activation_checkpoint.early_stop", "early stop of recomputation");
+  need_false("activation_checkpoint.debug", "activation-checkpoint debug mode");
   need_default("model.converters", "model converters (e.g. float8)");
   need_default("job.custom_config_module", "custom config modules");
   need_default("experimental.custom_import", "custom imports");
