@@ -5,6 +5,10 @@ set(TITAN_SOURCES
   titan/models/llama3/model.cpp
   titan/models/llama3/parallelize.cpp
   titan/distributed/activation_checkpoint.cpp
+  titan/distributed/data_parallel.cpp
+  titan/distributed/parallel_dims.cpp
+  titan/distributed/process_group.cpp
+  titan/distributed/process_group_nccl.cpp
   titan/components/data.cpp
   titan/components/device.cpp
   titan/components/loss.cpp

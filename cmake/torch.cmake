@@ -41,6 +41,11 @@ if(TITAN_CUDA AND EXISTS ${_torch_libdir}/libtorch_cuda.so)
       "-Wl,--no-as-needed" ${_torch_libdir}/libtorch_cuda.so ${_torch_libdir}/libc10_cuda.so
       "-Wl,--as-needed")
     target_compile_definitions(torch_libs INTERFACE TITAN_HAVE_CUDA=1)
+    # nccl.h for c10d's ProcessGroupNCCL: the wheel's own NCCL package first, else the toolkit's.
+    file(GLOB _nccl_inc "${TORCH_DIR}/../nvidia/nccl/include")
+    if(_nccl_inc)
+      target_include_directories(torch_libs SYSTEM INTERFACE ${_nccl_inc})
+    endif()
   endif()
 endif()
 message(STATUS "titan CUDA code: ${TITAN_HAVE_CUDA}")

@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 mkdir -p .gpu-deps
 grep -qxF '/.gpu-deps/' .git/info/exclude 2>/dev/null || echo '/.gpu-deps/' >> .git/info/exclude
 o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64'
-(cd .gpu-deps && apt-get $o download libtomlplusplus-dev libtomlplusplus3 nlohmann-json3-dev \
+(cd .gpu-deps && apt-get $o download libtomlplusplus-dev libtomlplusplus3 nlohmann-json3-dev libgloo-dev \
    libgtest-dev googletest zlib1g-dev >/dev/null)
 ls .gpu-deps

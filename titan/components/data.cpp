@@ -217,9 +217,9 @@ std::string TextFiles::describe() const {
 
 DataLoader::DataLoader(std::unique_ptr<DocumentSource> source,
                        std::shared_ptr<const Tokenizer> tokenizer, int64_t batch_size,
-                       int64_t seq_len, bool infinite)
+                       int64_t seq_len, bool infinite, int64_t slice_index, int64_t slice_count)
     : source_(std::move(source)), tokenizer_(std::move(tokenizer)), batch_size_(batch_size),
-      seq_len_(seq_len), infinite_(infinite) {}
+      seq_len_(seq_len), infinite_(infinite), slice_index_(slice_index), slice_count_(slice_count) {}
 
 bool DataLoader::fill(size_t need) {
   bool empty_pass = true;
@@ -247,15 +247,16 @@ bool DataLoader::fill(size_t need) {
 
 std::optional<Batch> DataLoader::next() {
   const size_t window = static_cast<size_t>(seq_len_ + 1);
-  if (!fill(window * static_cast<size_t>(batch_size_))) {
+  const size_t mine = window * static_cast<size_t>(batch_size_);
+  if (!fill(mine * static_cast<size_t>(slice_count_))) {
     if (infinite_)
       throw Error("the dataset " + source_->describe() + " yields no text",
                   "check training.dataset / training.dataset_path");
     return std::nullopt;
   }
   at::Tensor all = at::empty({batch_size_, seq_len_ + 1}, at::kLong);
-  std::copy_n(buffer_.data() + pos_, window * batch_size_, all.data_ptr<int64_t>());
-  pos_ += window * batch_size_;
+  std::copy_n(buffer_.data() + pos_ + mine * static_cast<size_t>(slice_index_), mine, all.data_ptr<int64_t>());
+  pos_ += mine * static_cast<size_t>(slice_count_);
   return Batch{all.narrow(1, 0, seq_len_).contiguous(), all.narrow(1, 1, seq_len_).contiguous()};
 }
 

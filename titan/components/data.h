@@ -67,10 +67,14 @@ struct Batch {
 
 // Packs [BOS] + tokens + [EOS] of each document into one running buffer and cuts windows of
 // seq_len + 1 tokens (no overlap; documents run across window edges).
+// Data parallelism: with slice_count = D > 1 every rank reads the same stream and batch b of
+// it holds windows [b*D*B, (b+1)*D*B); rank slice_index takes its B rows of those. So the
+// global batch is the same for any data-parallel degree (docs/datasets.md).
 class DataLoader {
  public:
   DataLoader(std::unique_ptr<DocumentSource> source, std::shared_ptr<const Tokenizer> tokenizer,
-             int64_t batch_size, int64_t seq_len, bool infinite);
+             int64_t batch_size, int64_t seq_len, bool infinite, int64_t slice_index = 0,
+             int64_t slice_count = 1);
   // Next batch; nullopt when a finite source is exhausted.
   std::optional<Batch> next();
   int64_t epoch() const { return epoch_; }
@@ -81,6 +85,7 @@ class DataLoader {
   std::shared_ptr<const Tokenizer> tokenizer_;
   int64_t batch_size_, seq_len_;
   bool infinite_;
+  int64_t slice_index_, slice_count_;
   int64_t epoch_ = 0;
   std::vector<int64_t> buffer_;
   size_t pos_ = 0;

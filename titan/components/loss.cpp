@@ -1,5 +1,8 @@
 #include "titan/components/loss.h"
 
+#include <algorithm>
+#include <cmath>
+
 namespace titan::components {
 
 at::Tensor cross_entropy_loss(const at::Tensor& logits, const at::Tensor& labels,
@@ -8,6 +11,12 @@ at::Tensor cross_entropy_loss(const at::Tensor& logits, const at::Tensor& labels
       logits.flatten(0, 1).to(at::promote_types(logits.scalar_type(), at::kFloat)), labels.flatten(),
                                           std::nullopt, at::Reduction::Sum, kIgnoreIndex);
   return sum / static_cast<double>(std::max<int64_t>(global_valid_tokens, 1));
+}
+
+at::Tensor cross_entropy_per_token(const at::Tensor& logits, const at::Tensor& labels) {
+  at::Tensor flat = logits.flatten(0, 1).to(at::promote_types(logits.scalar_type(), at::kFloat));
+  at::Tensor per = at::cross_entropy_loss(flat, labels.flatten(), std::nullopt, at::Reduction::None, kIgnoreIndex);
+  return per.view(labels.sizes());
 }
 
 int64_t count_valid_tokens(const at::Tensor& labels) {
@@ -20,14 +29,25 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
   for (const auto& p : params)
     if (p.grad().defined()) grads.push_back(p.grad());
   if (grads.empty()) return 0.0;
-  std::vector<at::Tensor> norms = at::_foreach_norm(grads, 2);
-  for (auto& n : norms) n = n.to(at::kFloat);
-  at::Tensor total = at::linalg_vector_norm(at::stack(norms), 2);
-  if (max_norm > 0) {
-    at::Tensor coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
-    at::_foreach_mul_(grads, coef);
-  }
-  return total.item<double>();
+  const double total = std::sqrt(sum_of_squares(grads).item<double>());
+  scale_to_max_norm(grads, total, max_norm);
+  return total;
+}
+
+at::Tensor sum_of_squares(const std::vector<at::Tensor>& grads) {
+  // Accumulated in float64: float32 sums over millions of elements drift by ~1e-4 relative,
+  // and the norm must not depend on how the gradients are split across ranks.
+  at::Tensor sq = at::zeros({1}, grads.empty() ? at::TensorOptions().dtype(at::kDouble)
+                                               : grads[0].options().dtype(at::kDouble));
+  if (grads.empty()) return sq;
+  for (auto& n : at::_foreach_norm(grads, 2, at::kDouble)) sq += n.square();
+  return sq;
+}
+
+void scale_to_max_norm(const std::vector<at::Tensor>& grads, double total_norm, double max_norm) {
+  if (max_norm <= 0 || grads.empty()) return;
+  const double coef = std::min(1.0, max_norm / (total_norm + 1e-6));
+  at::_foreach_mul_(grads, coef);
 }
 
 }  // namespace titan::components

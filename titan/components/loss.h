@@ -18,11 +18,19 @@ constexpr int64_t kIgnoreIndex = -100;
 at::Tensor cross_entropy_loss(const at::Tensor& logits, const at::Tensor& labels,
                               int64_t global_valid_tokens);
 
+// Per-token cross entropy (B,T) in float32 (float64 for float64 logits), 0 where ignored.
+at::Tensor cross_entropy_per_token(const at::Tensor& logits, const at::Tensor& labels);
+
 // Number of labels != kIgnoreIndex.
 int64_t count_valid_tokens(const at::Tensor& labels);
 
 // Total L2 norm of the gradients (float32); if it exceeds max_norm the gradients are scaled by
 // max_norm / (norm + 1e-6). max_norm <= 0 only measures.
 double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
+
+// The pieces, for gradients split across ranks: sum of squared L2 norms (float64, shape {1},
+// on the gradients' device), and the scaling by max_norm / (total_norm + 1e-6) when below 1.
+at::Tensor sum_of_squares(const std::vector<at::Tensor>& grads);
+void scale_to_max_norm(const std::vector<at::Tensor>& grads, double total_norm, double max_norm);
 
 }  // namespace titan::components

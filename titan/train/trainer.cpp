@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -21,6 +22,9 @@
 #include "titan/components/lr_scheduler.h"
 #include "titan/components/optimizer.h"
 #include "titan/components/tokenizer.h"
+#include "titan/distributed/data_parallel.h"
+#include "titan/distributed/parallel_dims.h"
+#include "titan/distributed/process_group.h"
 #include "titan/models/llama3/args.h"
 #include "titan/models/llama3/model.h"
 #include "titan/models/llama3/parallelize.h"
@@ -107,6 +111,42 @@ class AutocastScope {
   at::ScalarType prev_dtype_ = at::kFloat;
 };
 
+// The step's loss: every row's loss sum, in global row order (microbatch, data-parallel rank,
+// row), added in float64, over the global count of valid tokens. The same for any layout.
+double global_loss(const at::Tensor& row_sums, distributed::Group& dp, int64_t valid, at::Device device) {
+  at::Tensor all = row_sums;  // (accum, B)
+  if (!dp.trivial()) {
+    at::Tensor mine = row_sums.contiguous().to(device);
+    at::Tensor gathered = at::empty({dp.size() * mine.numel()}, mine.options());
+    dp.all_gather(gathered, mine).wait();
+    all = gathered.cpu().view({dp.size(), row_sums.size(0), row_sums.size(1)}).transpose(0, 1).contiguous();
+  }
+  const double* v = all.data_ptr<double>();
+  double sum = 0;
+  for (int64_t i = 0; i < all.numel(); ++i) sum += v[i];
+  return sum / static_cast<double>(std::max<int64_t>(valid, 1));
+}
+
+// Bytes held by the parameters, their gradients and the optimizer state, from the storages.
+int64_t state_bytes(const std::vector<at::Tensor>& params, components::Optimizer& opt) {
+  std::vector<const void*> seen;
+  int64_t total = 0;
+  auto add = [&](const at::Tensor& t) {
+    if (!t.defined()) return;
+    const void* key = t.storage().unsafeGetStorageImpl();
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) return;
+    seen.push_back(key);
+    total += static_cast<int64_t>(t.storage().nbytes());
+  };
+  for (const auto& p : params) {
+    add(p);
+    add(p.grad());
+  }
+  for (auto* state : {&opt.exp_avg(), &opt.exp_avg_sq(), &opt.step_count()})
+    for (const auto& t : *state) add(t);
+  return total;
+}
+
 void write_config_if_asked(const config::JobConfig& cfg) {
   if (cfg.get_bool("job.print_config")) std::printf("%s", cfg.to_toml().c_str());
   if (auto path = cfg.get_opt_string("job.save_config_file"); path && !path->empty()) {
@@ -156,10 +196,17 @@ int dry_run(const config::JobConfig& cfg) {
 
 RunResult run_training(const config::JobConfig& cfg) {
   log::set_color(!cfg.get_bool("metrics.disable_color_printing"));
+  // ---- processes and the mesh: validated before anything talks to another process ----------
+  const distributed::DistEnv env = distributed::read_dist_env();
+  log::set_rank(env.rank);
   log::info("Starting job: " + cfg.get_string("job.description"));
   validate_config(cfg);
-  write_config_if_asked(cfg);
   fail_on_unsupported(cfg);
+  const auto dims = distributed::ParallelDims::from_config(cfg, env.world_size);
+  if (dims.dp_degree() > 1 && cfg.get_string("training.dtype") != "float32")
+    throw Error("training.dtype = \"" + cfg.get_string("training.dtype") + "\" with data parallelism is not supported yet",
+                "use training.dtype = \"float32\" (mixed precision comes from training.mixed_precision_param)");
+  write_config_if_asked(cfg);
 
   // ---- device, threads, determinism --------------------------------------------------------
   const at::Device device = components::pick_device();
@@ -169,13 +216,22 @@ RunResult run_training(const config::JobConfig& cfg) {
     setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
     at::globalContext().setDeterministicAlgorithms(true, cfg.get_bool("debug.deterministic_warn_only"));
   }
-  const uint64_t seed = resolve_seed(cfg);
+  const auto init_timeout = std::chrono::seconds(cfg.get_int("comm.init_timeout_seconds"));
+  distributed::set_collective_timeout(init_timeout);
+  distributed::World world(env, device, init_timeout);
+  distributed::MeshGroups groups = distributed::build_mesh_groups(world, dims);
+  uint64_t seed = resolve_seed(cfg);
+  if (world.size() > 1) {  // every rank starts from rank 0's seed (it may be random)
+    at::Tensor s = at::tensor({static_cast<int64_t>(seed)}, at::kLong).to(device);
+    groups.world.broadcast(s, 0).wait();
+    seed = static_cast<uint64_t>(s.cpu().item<int64_t>());
+  }
   at::manual_seed(seed);
   if (device.is_cuda())
     log::info("CUDA capacity: " + dev.name() + " with " + fmt("%.2f", dev.total_memory_gib()) + "GiB memory");
   else
-    log::info("CPU: " + dev.name() + ", " + std::to_string(at::get_num_threads()) + " threads");
-  log::info("Parallel dims: dp_replicate=1, dp_shard=1, cp=1, tp=1, pp=1 (world size 1)");
+    log::info("CPU: " + dev.name() + ", " + std::to_string(at::get_num_threads()) + " threads per process");
+  log::info("Parallel dims: " + dims.describe() + (world.size() > 1 ? ", launched by " + env.launcher : ""));
 
   // ---- tokenizer and data --------------------------------------------------------------------
   std::string tok_key;
@@ -184,10 +240,11 @@ RunResult run_training(const config::JobConfig& cfg) {
   log::info("Tokenizer: " + tokenizer->describe());
   const int64_t local_bs = cfg.get_int("training.local_batch_size");
   const int64_t seq_len = cfg.get_int("training.seq_len");
+  const int64_t dp_degree = dims.dp_degree(), dp_rank = groups.dp.rank();
   const auto dataset_path = cfg.get_opt_string("training.dataset_path");
   auto source = components::build_source(cfg.get_string("training.dataset"), dataset_path, 0, 1);
   log::info("Preparing " + cfg.get_string("training.dataset") + " dataset from " + source->describe());
-  components::DataLoader data(std::move(source), tokenizer, local_bs, seq_len, /*infinite=*/true);
+  components::DataLoader data(std::move(source), tokenizer, local_bs, seq_len, /*infinite=*/true, dp_rank, dp_degree);
 
   // ---- model -----------------------------------------------------------------------------------
   ModelArgs args = model_args(cfg);
@@ -197,14 +254,39 @@ RunResult run_training(const config::JobConfig& cfg) {
                 "use a tokenizer with at most " + std::to_string(args.vocab_size) + " ids or another flavor");
   log::info("Building llama3 " + cfg.get_string("model.flavor") + " with " + describe_args(args));
   const at::ScalarType param_dtype = dtype_of(cfg.get_string("training.dtype"));
-  Transformer model(args, at::TensorOptions().device(device).dtype(param_dtype));
-  model.init_weights(seed);
+  const bool data_parallel = dp_degree > 1;
+  // With data parallelism the model is built on the meta device; DataParallel creates each
+  // rank's shards (or replicas) from the same per-name initialisation.
+  Transformer model(args, at::TensorOptions().device(data_parallel ? at::Device(at::kMeta) : device).dtype(param_dtype));
+  if (!data_parallel) model.init_weights(seed);
   const int64_t nparams = model.num_params();
   const int64_t flops_per_token = models::llama3::flops_per_token(args, seq_len);
   log::info("Model llama3 " + cfg.get_string("model.flavor") + " size: " + log::with_commas(nparams) +
             " total parameters");
   log::info("FLOPs per token: " + log::with_commas(flops_per_token));
   if (auto applied = models::llama3::parallelize(model, cfg); !applied.empty()) log::info(applied);
+
+  const std::string mp = cfg.get_string("training.mixed_precision_param");
+  std::unique_ptr<distributed::DataParallel> dp;
+  std::optional<at::ScalarType> amp_dtype;  // autocast: single device and DDP (torchtitan's AMP path)
+  if (data_parallel) {
+    distributed::DataParallelOptions o;
+    o.seed = seed;
+    const std::string policy = cfg.get_string("parallelism.fsdp_reshard_after_forward");
+    o.reshard_after_forward = policy != "never";
+    o.reshard_output_after_forward = policy == "always";
+    if (dims.fsdp_enabled()) o.param_dtype = dtype_of(mp);
+    dp = std::make_unique<distributed::DataParallel>(model, groups.dp_shard, groups.dp_replicate, device, o);
+    log::info(dims.fsdp_enabled()
+                  ? std::string(dims.dp_replicate_enabled() ? "Applied HSDP" : "Applied FSDP") +
+                        " to the model (parameters in " + mp + ", gradients reduced in float32, reshard_after_forward " +
+                        policy + ")"
+                  : "Applied DDP to the model");
+    if (!dims.fsdp_enabled() && mp != "float32") amp_dtype = dtype_of(mp);
+  } else if (param_dtype == at::kFloat && mp != "float32") {
+    amp_dtype = dtype_of(mp);
+  }
+  if (amp_dtype) log::info("Mixed precision training is handled by AMP (" + mp + ")");
   if (cfg.get_bool("model.print_after_conversion")) {
     std::string listing = "Model after conversion:";
     for (const auto& p : model.named_parameters())
@@ -213,14 +295,7 @@ RunResult run_training(const config::JobConfig& cfg) {
   }
   if (!cfg.is_default("training.gc_freq") || cfg.get_bool("training.gc_debug"))
     log::warning("training.gc_freq and training.gc_debug have no effect in titan.cpp: there is no garbage collector");
-
-  // Single-device mixed precision is autocast in mixed_precision_param (torchtitan's AMP path).
-  std::optional<at::ScalarType> amp_dtype;
-  if (param_dtype == at::kFloat && cfg.get_string("training.mixed_precision_param") != "float32") {
-    amp_dtype = dtype_of(cfg.get_string("training.mixed_precision_param"));
-    log::info("Mixed precision training is handled by AMP (" + cfg.get_string("training.mixed_precision_param") + ")");
-  }
-  const double peak = dev.peak_flops(amp_dtype.value_or(param_dtype));
+  const double peak = dev.peak_flops(dims.fsdp_enabled() ? dtype_of(mp) : amp_dtype.value_or(param_dtype));
   log::info("Peak FLOPS used for computing MFU: " + fmt("%.3e", peak) +
             (device.is_cuda() ? "" : " (measured matmul rate on this CPU)"));
 
@@ -233,7 +308,8 @@ RunResult run_training(const config::JobConfig& cfg) {
   oo.eps = cfg.get_float("optimizer.eps");
   oo.weight_decay = cfg.get_float("optimizer.weight_decay");
   oo.implementation = cfg.get_string("optimizer.implementation");
-  components::Optimizer optimizer(model.parameters(), oo);
+  std::vector<at::Tensor> params = dp ? dp->parameters() : model.parameters();
+  components::Optimizer optimizer(params, oo);
   const int64_t steps = cfg.get_int("training.steps");
   const int64_t total = cfg.get_opt_int("lr_scheduler.total_steps").value_or(steps);
   std::vector<std::string> warnings;
@@ -244,9 +320,14 @@ RunResult run_training(const config::JobConfig& cfg) {
   for (const auto& w : warnings) log::warning(w);
 
   const int64_t global_bs = cfg.get_int("training.global_batch_size") == -1
-                                ? local_bs
+                                ? local_bs * dp_degree
                                 : cfg.get_int("training.global_batch_size");
-  const int64_t accum = global_bs / local_bs;
+  if (global_bs % (local_bs * dp_degree) != 0)
+    throw Error("training.global_batch_size = " + std::to_string(global_bs) +
+                    " is not a multiple of local_batch_size * data-parallel degree (" + std::to_string(local_bs) + " * " +
+                    std::to_string(dp_degree) + ")",
+                "set it to -1 or to a multiple of " + std::to_string(local_bs * dp_degree));
+  const int64_t accum = global_bs / (local_bs * dp_degree);
   log::info("Trainer is initialized with local batch size " + std::to_string(local_bs) +
             ", global batch size " + std::to_string(global_bs) + ", gradient accumulation steps " +
             std::to_string(accum) + ", sequence length " + std::to_string(seq_len) + ", total steps " +
@@ -260,39 +341,72 @@ RunResult run_training(const config::JobConfig& cfg) {
   RunResult result;
   const int64_t log_freq = cfg.get_int("metrics.log_freq");
   const double max_norm = cfg.get_float("training.max_norm");
-  auto params = model.parameters();
   dev.memory_stats_and_reset();
   auto last_log = Clock::now();
   int64_t tokens_since_log = 0;
+  // Every step's values at full precision, one JSON object per line (rank 0).
+  std::unique_ptr<std::ofstream> metrics_file;
+  if (env.rank == 0) {
+    const std::filesystem::path dir = cfg.get_string("job.dump_folder");
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    metrics_file = std::make_unique<std::ofstream>(dir / "metrics.jsonl");
+    if (!*metrics_file)
+      throw Error("cannot write " + (dir / "metrics.jsonl").string(), "check that job.dump_folder is writable");
+  }
   log::info("Training starts at step 1");
   for (int64_t step = 1; step <= steps; ++step) {
-    // Data for every microbatch first: the loss is normalised by the valid tokens of all.
+    // Data for every microbatch first: the loss is normalised by the valid tokens of all of
+    // them on every data-parallel rank.
     std::vector<components::Batch> micro;
-    int64_t valid = 0;
+    at::Tensor valid_t = at::zeros({1}, at::TensorOptions().dtype(at::kLong));
     for (int64_t m = 0; m < accum; ++m) {
       auto b = data.next();
+      valid_t += components::count_valid_tokens(b->labels);
       b->inputs = b->inputs.to(device);
       b->labels = b->labels.to(device);
-      valid += components::count_valid_tokens(b->labels);
       micro.push_back(std::move(*b));
     }
+    valid_t = valid_t.to(device);
+    groups.dp.all_reduce(valid_t).wait();
+    const int64_t valid = valid_t.item<int64_t>();
     optimizer.zero_grad();
-    double loss_sum = 0;
-    for (auto& b : micro) {
+    // Per-row loss sums (float64), gathered in global row order for a layout-independent log.
+    at::Tensor row_sums = at::empty({accum, local_bs}, at::TensorOptions().dtype(at::kDouble));
+    for (int64_t m = 0; m < accum; ++m) {
+      const auto& b = micro[m];
       at::Tensor loss;
       {
         AutocastScope amp(device.type(), amp_dtype);
         at::Tensor logits = model.forward(b.inputs);  // (B,T,V)
-        loss = components::cross_entropy_loss(logits, b.labels, valid);
+        at::Tensor per_token = components::cross_entropy_per_token(logits, b.labels);  // (B,T) float32
+        row_sums[m].copy_(per_token.detach().sum(1).to(at::kDouble).cpu());
+        loss = per_token.sum() / static_cast<double>(valid);
       }
       loss.backward();
-      loss_sum += loss.item<double>();
+      if (dp) dp->finish_backward();
       tokens_since_log += b.inputs.numel();
     }
-    const double grad_norm = components::clip_grad_norm(params, max_norm);
+    const double loss_value = global_loss(row_sums, groups.dp, valid, device);
+    const double grad_norm = dp ? dp->clip_grad_norm(max_norm) : components::clip_grad_norm(params, max_norm);
     const double lr = oo.lr * schedule.factor(step - 1);
     optimizer.step(lr);
-    result.steps.push_back({step, loss_sum, grad_norm, lr, global_bs * seq_len});
+    result.steps.push_back({step, loss_value, grad_norm, lr, global_bs * seq_len});
+    if (step == 1) {
+      result.state_bytes = state_bytes(params, optimizer);
+      distributed::set_collective_timeout(std::chrono::seconds(cfg.get_int("comm.train_timeout_seconds")));
+    }
+    if (metrics_file) {
+      const auto& cs = distributed::comm_stats();
+      char line[512];
+      std::snprintf(line, sizeof(line),
+                    "{\"step\": %lld, \"loss\": %.17g, \"grad_norm\": %.17g, \"lr\": %.17g, "
+                    "\"state_bytes\": %lld, \"comm_bytes\": {\"all_gather\": %.0f, \"reduce_scatter\": %.0f, "
+                    "\"all_reduce\": %.0f}}\n",
+                    static_cast<long long>(step), loss_value, grad_norm, lr, static_cast<long long>(result.state_bytes),
+                    cs.bytes[0], cs.bytes[1], cs.bytes[2]);
+      *metrics_file << line << std::flush;
+    }
 
     if (step == 1 || step % log_freq == 0) {
       const double secs = std::chrono::duration<double>(Clock::now() - last_log).count();
@@ -302,7 +416,7 @@ RunResult run_training(const config::JobConfig& cfg) {
       auto mem = dev.memory_stats_and_reset();
       auto c = log::colors();
       log::info(std::string(c.red) + "step: " + fmt("%2.0f", static_cast<double>(step)) + "  " + c.green +
-                "loss: " + fmt("%8.5f", loss_sum) + "  " + c.orange + "grad_norm: " + fmt("%7.4f", grad_norm) +
+                "loss: " + fmt("%8.5f", loss_value) + "  " + c.orange + "grad_norm: " + fmt("%7.4f", grad_norm) +
                 "  " + c.turquoise + "memory: " + fmt("%5.2f", mem.max_reserved_gib) + "GiB(" +
                 fmt("%.2f", mem.max_reserved_pct) + "%)  " + c.blue + "tps: " +
                 log::with_commas(std::llround(tps)) + "  " + c.cyan + "tflops: " + fmt("%.2f", tflops) +
@@ -310,7 +424,10 @@ RunResult run_training(const config::JobConfig& cfg) {
       last_log = Clock::now();
       tokens_since_log = 0;
     }
-    if (int sig = g_stop_signal.load()) {
+    // Every rank stops after the same step: the signal is agreed on through the world group.
+    at::Tensor stop = at::tensor({static_cast<int64_t>(g_stop_signal.load())}, at::kLong).to(device);
+    if (world.size() > 1) groups.world.all_reduce(stop, /*max=*/true).wait();
+    if (int sig = static_cast<int>(stop.cpu().item<int64_t>())) {
       log::warning(std::string("Received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
                    "; stopped after step " + std::to_string(step) + " of " + std::to_string(steps));
       result.interrupted = true;
@@ -319,6 +436,7 @@ RunResult run_training(const config::JobConfig& cfg) {
   }
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);
+  if (dp) result.full_state = dp->full_state();
   if (!result.interrupted) log::info("Training completed");
   return result;
 }

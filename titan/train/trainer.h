@@ -3,7 +3,11 @@
 // over the microbatches, clip, step, schedule, metrics.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <functional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "titan/config/job_config.h"
@@ -22,6 +26,11 @@ struct StepRecord {
 struct RunResult {
   std::vector<StepRecord> steps;
   bool interrupted = false;
+  // Bytes of this rank's parameters, gradients and optimizer state after step 1, summed over
+  // the storages that hold them.
+  int64_t state_bytes = 0;
+  // With data parallelism: the full parameters at the end (gathered), for tests.
+  std::vector<std::pair<std::string, at::Tensor>> full_state;
 };
 
 // Runs the job the config describes. Throws titan::Error for user errors.

@@ -127,6 +127,19 @@ Transformer::Transformer(const ModelArgs& args, const at::TensorOptions& options
   output_.weight = args.tied_embeddings ? tok_embeddings_ : param({args.vocab_size, D});
   rope_ = rope_table(args, options);
   runners_.assign(args.n_layers, BlockRunner{});
+  part_names_.push_back("tok_embeddings");
+  for (int64_t i = 0; i < args.n_layers; ++i) part_names_.push_back("layers." + std::to_string(i));
+  part_names_.push_back("output");
+}
+
+std::vector<std::vector<NamedParam>> Transformer::parameters_by_part() {
+  std::vector<std::vector<NamedParam>> parts;
+  parts.push_back({{"tok_embeddings.weight", &tok_embeddings_}});
+  for (auto& b : layers_) parts.push_back(b.named_parameters("layers." + std::to_string(b.layer_id) + "."));
+  std::vector<NamedParam> head{{"norm.weight", &norm_.weight}};
+  if (!args_.tied_embeddings) head.push_back({"output.weight", &output_.weight});
+  parts.push_back(head);
+  return parts;
 }
 
 std::vector<NamedParam> Transformer::named_parameters() {
@@ -208,11 +221,24 @@ void Transformer::init_weights(uint64_t seed) {
 }
 
 at::Tensor Transformer::forward(const at::Tensor& tokens) const {
-  at::Tensor h = at::embedding(tok_embeddings_, tokens);  // (B,T,D)
+  auto before = [&](size_t part) {
+    if (hooks_) hooks_->before(part, part_names_[part]);
+  };
+  auto after = [&](size_t part, at::Tensor out) {
+    return hooks_ ? hooks_->after(part, part_names_[part], out) : out;
+  };
+  before(0);
+  at::Tensor h = after(0, at::embedding(tok_embeddings_, tokens));  // (B,T,D)
   for (size_t i = 0; i < layers_.size(); ++i) {
+    before(i + 1);
     h = runners_[i] ? runners_[i](layers_[i], h, rope_) : layers_[i].forward(h, rope_);
+    h = after(i + 1, h);
   }
-  return output_.forward(norm_.forward(h));  // (B,T,V)
+  const size_t last = layers_.size() + 1;
+  before(last);
+  // Tied: the head reads the embedding table as it is now (data parallelism may have swapped it).
+  const at::Tensor& head = args_.tied_embeddings ? tok_embeddings_ : output_.weight;
+  return after(last, at::linear(norm_.forward(h), head));  // (B,T,V)
 }
 
 }  // namespace titan::models::llama3

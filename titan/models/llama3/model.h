@@ -70,6 +70,15 @@ struct TransformerBlock {
 using BlockRunner = std::function<at::Tensor(const TransformerBlock&, const at::Tensor& x,
                                              const RopeTable& rope)>;
 
+// Observers of the forward pass, called around each part: "tok_embeddings", "layers.<i>" and
+// "output" (final norm + output head). Data parallelism gathers and releases parameters here.
+class ForwardHooks {
+ public:
+  virtual ~ForwardHooks() = default;
+  virtual void before(size_t part_index, const std::string& part) = 0;
+  virtual at::Tensor after(size_t part_index, const std::string& part, const at::Tensor& out) = 0;
+};
+
 class Transformer {
  public:
   // Allocates every parameter (uninitialised) with `options`; on the meta device nothing is
@@ -90,6 +99,13 @@ class Transformer {
   const ModelArgs& args() const { return args_; }
   std::vector<TransformerBlock>& layers() { return layers_; }
   void set_block_runner(size_t layer, BlockRunner runner) { runners_.at(layer) = std::move(runner); }
+  void set_forward_hooks(ForwardHooks* hooks) { hooks_ = hooks; }
+  // (Re)builds the non-parameter tensors (the RoPE table) with `options`, e.g. on the real
+  // device after the model was built on the meta device.
+  void init_buffers(const at::TensorOptions& options) { rope_ = rope_table(args_, options); }
+  // The parts in forward order, and the FQNs of each part's parameters.
+  const std::vector<std::string>& part_names() const { return part_names_; }
+  std::vector<std::vector<NamedParam>> parameters_by_part();
 
  private:
   ModelArgs args_;
@@ -99,6 +115,8 @@ class Transformer {
   Linear output_;  // weight aliases tok_embeddings_ when tied
   RopeTable rope_;
   std::vector<BlockRunner> runners_;
+  ForwardHooks* hooks_ = nullptr;
+  std::vector<std::string> part_names_;
 };
 
 // The weight of `name` drawn with torchtitan's initialiser for that parameter, on the CPU in

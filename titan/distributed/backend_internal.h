@@ -1,0 +1,30 @@
+// Internal to process_group*.cpp: the c10d objects behind Group, Pending and World.
+#pragma once
+
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
+#include <chrono>
+
+namespace titan::distributed {
+
+struct BackendHandle {
+  c10::intrusive_ptr<c10d::Backend> backend;
+};
+struct WorkHandle {
+  c10::intrusive_ptr<c10d::Work> work;
+};
+struct StoreHandle {
+  c10::intrusive_ptr<c10d::Store> store;
+};
+
+// Gloo over TCP for CPU tensors (process_group.cpp).
+std::shared_ptr<BackendHandle> make_gloo_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                                 int size, std::chrono::milliseconds timeout,
+                                                 const std::string& master_addr);
+// NCCL for CUDA tensors (process_group_nccl.cpp; throws where CUDA code is not built).
+std::shared_ptr<BackendHandle> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                                 int size, std::chrono::milliseconds timeout);
+
+}  // namespace titan::distributed

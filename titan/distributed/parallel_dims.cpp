@@ -1,0 +1,129 @@
+#include "titan/distributed/parallel_dims.h"
+
+#include <algorithm>
+#include <array>
+
+#include "titan/common/error.h"
+
+namespace titan::distributed {
+
+namespace {
+constexpr std::array<const char*, 5> kDims = {"pp", "dp_replicate", "dp_shard", "cp", "tp"};
+
+std::array<int, 5> sizes_of(const ParallelDims& d) { return {d.pp, d.dp_replicate, d.dp_shard, d.cp, d.tp}; }
+
+int dim_index(const std::string& name) {
+  for (size_t i = 0; i < kDims.size(); ++i)
+    if (name == kDims[i]) return static_cast<int>(i);
+  throw std::logic_error("unknown mesh dim " + name);
+}
+
+std::array<int, 5> coords(const ParallelDims& d, int rank) {
+  auto s = sizes_of(d);
+  std::array<int, 5> c{};
+  for (int i = 4; i >= 0; --i) {
+    c[i] = rank % s[i];
+    rank /= s[i];
+  }
+  return c;
+}
+
+int rank_of(const ParallelDims& d, const std::array<int, 5>& c) {
+  auto s = sizes_of(d);
+  int r = 0;
+  for (int i = 0; i < 5; ++i) r = r * s[i] + c[i];
+  return r;
+}
+}  // namespace
+
+ParallelDims ParallelDims::from_config(const config::JobConfig& cfg, int world_size) {
+  ParallelDims d;
+  d.world_size = world_size;
+  d.pp = static_cast<int>(cfg.get_int("parallelism.pipeline_parallel_degree"));
+  d.dp_replicate = static_cast<int>(cfg.get_int("parallelism.data_parallel_replicate_degree"));
+  d.cp = static_cast<int>(cfg.get_int("parallelism.context_parallel_degree"));
+  d.tp = static_cast<int>(cfg.get_int("parallelism.tensor_parallel_degree"));
+  const int64_t shard = cfg.get_int("parallelism.data_parallel_shard_degree");
+  for (auto [v, key] : {std::pair{d.pp, "pipeline_parallel_degree"}, {d.dp_replicate, "data_parallel_replicate_degree"},
+                        {d.cp, "context_parallel_degree"}, {d.tp, "tensor_parallel_degree"}})
+    if (v < 1) throw Error("parallelism." + std::string(key) + " = " + std::to_string(v) + " must be >= 1");
+  const int others = d.pp * d.dp_replicate * d.cp * d.tp;
+  if (shard == -1) {
+    if (world_size % others != 0)
+      throw Error("parallelism degrees pp=" + std::to_string(d.pp) + " x dp_replicate=" + std::to_string(d.dp_replicate) +
+                      " x cp=" + std::to_string(d.cp) + " x tp=" + std::to_string(d.tp) + " = " + std::to_string(others) +
+                      " do not divide the world size " + std::to_string(world_size),
+                  "choose degrees whose product divides the number of processes");
+    d.dp_shard = world_size / others;
+  } else {
+    if (shard < 1) throw Error("parallelism.data_parallel_shard_degree = " + std::to_string(shard) + " must be -1 or >= 1");
+    d.dp_shard = static_cast<int>(shard);
+  }
+  const int product = others * d.dp_shard;
+  if (product != world_size)
+    throw Error("parallelism degrees multiply to " + std::to_string(product) + " (" + d.describe() +
+                    ") but the world size is " + std::to_string(world_size),
+                "make pp * dp_replicate * dp_shard * cp * tp equal the number of processes, or set "
+                "data_parallel_shard_degree = -1 to take the rest");
+  return d;
+}
+
+std::string ParallelDims::describe() const {
+  return "pp=" + std::to_string(pp) + ", dp_replicate=" + std::to_string(dp_replicate) + ", dp_shard=" +
+         std::to_string(dp_shard) + ", cp=" + std::to_string(cp) + ", tp=" + std::to_string(tp) + " (world size " +
+         std::to_string(world_size) + ")";
+}
+
+int ParallelDims::coordinate(int rank, const std::string& dim) const { return coords(*this, rank)[dim_index(dim)]; }
+
+std::vector<int> ParallelDims::group_of(int rank, const std::vector<std::string>& dims) const {
+  auto s = sizes_of(*this);
+  auto base = coords(*this, rank);
+  std::vector<int> free_dims;
+  for (const auto& name : dims) free_dims.push_back(dim_index(name));
+  std::sort(free_dims.begin(), free_dims.end());
+  for (int i : free_dims) base[i] = 0;
+  std::vector<int> out;
+  // Enumerate the free coordinates in mesh order.
+  int total = 1;
+  for (int i : free_dims) total *= s[i];
+  for (int k = 0; k < total; ++k) {
+    auto c = base;
+    int rest = k;
+    for (auto it = free_dims.rbegin(); it != free_dims.rend(); ++it) {
+      c[*it] = rest % s[*it];
+      rest /= s[*it];
+    }
+    out.push_back(rank_of(*this, c));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::vector<int>> ParallelDims::all_groups(const std::vector<std::string>& dims) const {
+  std::vector<std::vector<int>> groups;
+  for (int r = 0; r < world_size; ++r) {
+    auto g = group_of(r, dims);
+    if (g.front() == r) groups.push_back(g);  // each group once, named by its lowest rank
+  }
+  return groups;
+}
+
+MeshGroups build_mesh_groups(World& world, const ParallelDims& dims) {
+  MeshGroups m;
+  m.world = world.all();
+  auto make = [&](const std::vector<std::string>& names, const std::string& label) {
+    Group mine;
+    for (const auto& ranks : dims.all_groups(names)) {
+      Group g = world.new_group(ranks, label);
+      if (std::find(ranks.begin(), ranks.end(), world.rank()) != ranks.end()) mine = g;
+    }
+    return mine;
+  };
+  m.dp_shard = make({"dp_shard", "cp"}, "dp_shard_cp");
+  m.dp_replicate = make({"dp_replicate"}, "dp_replicate");
+  m.dp = make({"dp_replicate", "dp_shard", "cp"}, "dp_cp");
+  return m;
+}
+
+}  // namespace titan::distributed

@@ -1,0 +1,227 @@
+#include "titan/distributed/process_group.h"
+
+// ProcessGroupGloo.hpp needs gloo's headers to compile. The wheel does not ship them, so they
+// come from Debian's libgloo-dev (headers only; nothing of it is linked). Every gloo type in
+// ProcessGroupGloo is held through a pointer, so the class layout does not depend on the gloo
+// version, and we call only its exported constructor and device factories (docs/fsdp.md).
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <cstdlib>
+
+#include "titan/common/error.h"
+#include "titan/distributed/backend_internal.h"
+
+namespace titan::distributed {
+
+namespace {
+
+const char* env(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : nullptr;
+}
+
+int env_int(const char* name, int fallback) {
+  const char* v = env(name);
+  if (!v) return fallback;
+  char* end = nullptr;
+  long x = std::strtol(v, &end, 10);
+  if (*end != '\0') throw Error(std::string("environment variable ") + name + " = \"" + v + "\" is not an integer");
+  return static_cast<int>(x);
+}
+
+}  // namespace
+
+DistEnv read_dist_env() {
+  DistEnv e;
+  if (env("RANK") && env("WORLD_SIZE")) {
+    e.launcher = env("TORCHELASTIC_RUN_ID") ? "torchrun" : "env";
+    e.rank = env_int("RANK", 0);
+    e.world_size = env_int("WORLD_SIZE", 1);
+    e.local_rank = env_int("LOCAL_RANK", 0);
+    e.local_world_size = env_int("LOCAL_WORLD_SIZE", e.world_size);
+  } else if (env("OMPI_COMM_WORLD_RANK")) {
+    e.launcher = "mpirun";
+    e.rank = env_int("OMPI_COMM_WORLD_RANK", 0);
+    e.world_size = env_int("OMPI_COMM_WORLD_SIZE", 1);
+    e.local_rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", 0);
+    e.local_world_size = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", e.world_size);
+  } else if (env("PMI_RANK") && env("PMI_SIZE")) {
+    e.launcher = "mpirun";
+    e.rank = env_int("PMI_RANK", 0);
+    e.world_size = env_int("PMI_SIZE", 1);
+    e.local_rank = env_int("MPI_LOCALRANKID", 0);
+    e.local_world_size = env_int("MPI_LOCALNRANKS", e.world_size);
+  } else if (env("SLURM_PROCID") && env("SLURM_NTASKS")) {
+    e.launcher = "srun";
+    e.rank = env_int("SLURM_PROCID", 0);
+    e.world_size = env_int("SLURM_NTASKS", 1);
+    e.local_rank = env_int("SLURM_LOCALID", 0);
+    // SLURM_TASKS_PER_NODE looks like "4(x2),3": the first number is this layout's per-node count.
+    const char* tpn = env("SLURM_TASKS_PER_NODE");
+    e.local_world_size = tpn ? std::atoi(tpn) : e.world_size;
+    if (!env("MASTER_ADDR") && env("SLURM_LAUNCH_NODE_IPADDR")) e.master_addr = env("SLURM_LAUNCH_NODE_IPADDR");
+  }
+  if (const char* a = env("MASTER_ADDR")) e.master_addr = a;
+  e.master_port = env_int("MASTER_PORT", e.master_port);
+  if (e.world_size < 1 || e.rank < 0 || e.rank >= e.world_size)
+    throw Error("launcher environment: rank " + std::to_string(e.rank) + " of world size " +
+                    std::to_string(e.world_size) + " is impossible",
+                "launch with torchrun, mpirun or srun, or set RANK and WORLD_SIZE consistently");
+  if (e.world_size > 1 && e.local_world_size < e.world_size && !env("MASTER_ADDR") && e.launcher != "srun")
+    throw Error("launcher environment: " + std::to_string(e.world_size) + " processes on several nodes but MASTER_ADDR is not set",
+                "export MASTER_ADDR (the first node's address) and MASTER_PORT on every node");
+  return e;
+}
+
+namespace {
+std::chrono::milliseconds g_timeout{300000};
+}
+void set_collective_timeout(std::chrono::milliseconds timeout) { g_timeout = timeout; }
+std::chrono::milliseconds collective_timeout() { return g_timeout; }
+
+CommStats& comm_stats() {
+  static CommStats stats;
+  return stats;
+}
+
+void Pending::wait() {
+  if (!work_) return;
+  work_->work->wait();
+  work_.reset();
+}
+
+Group::Group(std::shared_ptr<BackendHandle> backend, std::vector<int> ranks, int my_index)
+    : backend_(std::move(backend)), ranks_(std::move(ranks)), my_index_(my_index) {}
+
+namespace {
+
+void count(Collective c, double bytes) {
+  auto& s = comm_stats();
+  s.bytes[static_cast<size_t>(c)] += bytes;
+  s.calls[static_cast<size_t>(c)] += 1;
+}
+
+Pending pending(c10::intrusive_ptr<c10d::Work> w) {
+  return Pending(std::make_shared<WorkHandle>(WorkHandle{std::move(w)}));
+}
+
+double nbytes(const at::Tensor& t) { return static_cast<double>(t.numel()) * static_cast<double>(t.element_size()); }
+
+}  // namespace
+
+Pending Group::all_gather(at::Tensor out, at::Tensor in) {
+  if (trivial()) {
+    if (!out.is_same(in)) out.copy_(in.view(out.sizes()));
+    return {};
+  }
+  TORCH_CHECK(out.numel() == in.numel() * size(), "all_gather: output size mismatch");
+  const double n = size();
+  count(Collective::AllGather, nbytes(out) * (n - 1) / n);
+  c10d::AllgatherOptions o;
+  o.timeout = g_timeout;
+  // c10d wants output dim 0 = size() * input dim 0: hand it flat views.
+  at::Tensor flat_out = out.view({-1}), flat_in = in.contiguous().view({-1});
+  return pending(backend_->backend->_allgather_base(flat_out, flat_in, o));
+}
+
+Pending Group::reduce_scatter_sum(at::Tensor out, at::Tensor in) {
+  if (trivial()) {
+    out.copy_(in.view(out.sizes()));
+    return {};
+  }
+  TORCH_CHECK(in.numel() == out.numel() * size(), "reduce_scatter: input size mismatch");
+  const double n = size();
+  count(Collective::ReduceScatter, nbytes(in) * (n - 1) / n);
+  c10d::ReduceScatterOptions o;
+  o.reduceOp = c10d::ReduceOp::SUM;
+  o.timeout = g_timeout;
+  at::Tensor flat_out = out.view({-1}), flat_in = in.contiguous().view({-1});
+  return pending(backend_->backend->_reduce_scatter_base(flat_out, flat_in, o));
+}
+
+Pending Group::all_reduce(at::Tensor t, bool max) {
+  if (trivial()) return {};
+  const double n = size();
+  count(Collective::AllReduce, nbytes(t) * 2 * (n - 1) / n);
+  c10d::AllreduceOptions o;
+  o.reduceOp = max ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM;
+  o.timeout = g_timeout;
+  std::vector<at::Tensor> ts{t};
+  return pending(backend_->backend->allreduce(ts, o));
+}
+
+Pending Group::broadcast(at::Tensor t, int root_index) {
+  if (trivial()) return {};
+  count(Collective::Broadcast, nbytes(t));
+  c10d::BroadcastOptions o;
+  o.rootRank = root_index;
+  o.timeout = g_timeout;
+  std::vector<at::Tensor> ts{t};
+  return pending(backend_->backend->broadcast(ts, o));
+}
+
+void Group::barrier() {
+  if (trivial()) return;
+  // An all-reduce of one element: the same on every backend, and bounded by the timeout.
+  at::Tensor one = at::ones({1}, at::TensorOptions().dtype(at::kFloat));
+  all_reduce(one).wait();
+}
+
+std::shared_ptr<BackendHandle> make_gloo_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                                                 std::chrono::milliseconds timeout, const std::string& master_addr) {
+  auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+  if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"))
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+  else if (master_addr == "127.0.0.1" || master_addr == "localhost")
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  else
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  opts->threads = 2;
+  auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
+  return std::make_shared<BackendHandle>(BackendHandle{pg});
+}
+
+World::World(const DistEnv& env, at::Device device, std::chrono::milliseconds init_timeout)
+    : env_(env), device_(device), timeout_(init_timeout) {
+  if (env.world_size == 1) return;
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<uint16_t>(env.master_port);
+  o.isServer = env.rank == 0;
+  o.numWorkers = env.world_size;
+  o.waitWorkers = true;
+  o.timeout = init_timeout;
+  c10::intrusive_ptr<c10d::Store> store;
+  try {
+    store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
+  } catch (const std::exception& e) {
+    throw Error("rank " + std::to_string(env.rank) + " could not meet the other processes at " + env.master_addr + ":" +
+                    std::to_string(env.master_port) + " within comm.init_timeout_seconds: " + e.what(),
+                "check MASTER_ADDR/MASTER_PORT and that every process was started");
+  }
+  store_ = std::make_shared<StoreHandle>(StoreHandle{store});
+  std::vector<int> ranks(env.world_size);
+  for (int i = 0; i < env.world_size; ++i) ranks[i] = i;
+  all_ = new_group(ranks, "world");
+}
+
+World::~World() = default;
+
+Group World::new_group(const std::vector<int>& ranks, const std::string& name) {
+  const int id = groups_made_++;
+  int index = -1;
+  for (size_t i = 0; i < ranks.size(); ++i)
+    if (ranks[i] == env_.rank) index = static_cast<int>(i);
+  if (index < 0 || ranks.size() <= 1) return Group();
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>("titan/" + std::to_string(id) + "/" + name, store_->store);
+  const int n = static_cast<int>(ranks.size());
+  auto backend = device_.is_cuda() ? make_nccl_backend(prefixed, index, n, timeout_)
+                                   : make_gloo_backend(prefixed, index, n, timeout_, env_.master_addr);
+  return Group(backend, ranks, index);
+}
+
+}  // namespace titan::distributed
