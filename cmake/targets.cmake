@@ -57,3 +57,7 @@ add_test(NAME integration.cli COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOUR
          --titan $<TARGET_FILE:titan> --shared ${CMAKE_CURRENT_SOURCE_DIR}/../shared)
 set_tests_properties(parity.model parity.reference_selfcheck integration.cli PROPERTIES
                      SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1")
+add_test(NAME integration.distributed COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_distributed.py
+         --titan $<TARGET_FILE:titan>)
+# Up to 4 processes of one thread each: run it alone.
+set_tests_properties(integration.distributed PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)

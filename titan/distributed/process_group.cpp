@@ -191,7 +191,9 @@ World::World(const DistEnv& env, at::Device device, std::chrono::milliseconds in
   if (env.world_size == 1) return;
   c10d::TCPStoreOptions o;
   o.port = static_cast<uint16_t>(env.master_port);
-  o.isServer = env.rank == 0;
+  // Under torchrun the agent already serves the store on MASTER_PORT.
+  const char* agent_store = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  o.isServer = env.rank == 0 && !(agent_store && std::string(agent_store) == "True");
   o.numWorkers = env.world_size;
   o.waitWorkers = true;
   o.timeout = init_timeout;

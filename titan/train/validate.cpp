@@ -41,8 +41,6 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
     if (v != ok1 && v != ok2)
       out.push_back(std::string(key) + " = " + std::to_string(v) + ": " + what + " is not supported yet");
   };
-  need_int("parallelism.data_parallel_replicate_degree", 1, 1, "data-parallel replication (DDP/HSDP)");
-  need_int("parallelism.data_parallel_shard_degree", -1, 1, "FSDP sharding");
   need_int("parallelism.tensor_parallel_degree", 1, 1, "tensor parallelism");
   need_int("parallelism.pipeline_parallel_degree", 1, 1, "pipeline parallelism");
   need_int("parallelism.context_parallel_degree", 1, 1, "context parallelism");

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Multi-process training on CPU (Gloo): FSDP(2), FSDP(4), HSDP(2x2) and DDP(2) against one
+process with the same global batch; the reshard settings; activation checkpointing and
+gradient accumulation under FSDP; memory per rank; bad layouts and a killed rank; a torchrun
+launch.
+
+Usage: python3 tests/integration/test_distributed.py --titan build/titan
+Prints one line per check and `N passed, N failed`; exits 0 only if none failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BASE = ["--job.config_file", "configs/llama3/debug_model.toml", "--training.seq_len", "64",
+        "--training.steps", "10", "--training.mixed_precision_param", "float32", "--debug.seed", "7",
+        "--activation_checkpoint.mode", "none", "--metrics.log_freq", "5", "--lr_scheduler.warmup_steps", "2"]
+TOL = 1e-5
+results: list[tuple[str, bool]] = []
+
+
+def check(name: str, ok: bool, detail: str = "") -> None:
+    results.append((name, ok))
+    print(f"{'PASS' if ok else 'FAIL'} {name}" + ("" if ok else f": {detail}"), flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(titan: str, world: int, args: list[str], dump: str, timeout: int = 300):
+    """Starts `world` processes as torchrun would (environment variables) and waits."""
+    port = free_port()
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                   LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([titan, "train", *args, "--job.dump_folder", dump], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = []
+    deadline = time.time() + timeout
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=max(1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            err += "\n(timed out)"
+        outs.append((p.returncode, out, err))
+    return outs
+
+
+def metrics(dump: str) -> list[dict]:
+    with open(os.path.join(dump, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-30)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--titan", required=True)
+    titan = os.path.abspath(ap.parse_args().titan)
+    tmp = tempfile.mkdtemp(prefix="titan_dist_")
+
+    single_dump = os.path.join(tmp, "single")
+    (rc, out, err), = launch(titan, 1, BASE + ["--training.local_batch_size", "8"], single_dump)
+    if rc != 0:
+        check("single-process reference run", False, err[-800:])
+        return 1
+    ref = metrics(single_dump)
+
+    layouts = {
+        "FSDP(2)": (2, ["--training.local_batch_size", "4"]),
+        "FSDP(4)": (4, ["--training.local_batch_size", "2"]),
+        "HSDP(2x2)": (4, ["--training.local_batch_size", "2", "--parallelism.data_parallel_replicate_degree", "2"]),
+        "DDP(2)": (2, ["--training.local_batch_size", "4", "--parallelism.data_parallel_replicate_degree", "2",
+                       "--parallelism.data_parallel_shard_degree", "1"]),
+        "FSDP(2) reshard always": (2, ["--training.local_batch_size", "4",
+                                       "--parallelism.fsdp_reshard_after_forward", "always"]),
+        "FSDP(2) reshard never": (2, ["--training.local_batch_size", "4",
+                                      "--parallelism.fsdp_reshard_after_forward", "never"]),
+        "FSDP(2) + full AC": (2, ["--training.local_batch_size", "4", "--activation_checkpoint.mode", "full"]),
+        "FSDP(2) + grad accumulation": (2, ["--training.local_batch_size", "2", "--training.global_batch_size", "8"]),
+    }
+    runs = {}
+    for name, (world, extra) in layouts.items():
+        dump = os.path.join(tmp, name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", ""))
+        outs = launch(titan, world, BASE + extra, dump)
+        bad = [(i, o[0], o[2][-600:]) for i, o in enumerate(outs) if o[0] != 0]
+        if bad:
+            check(f"{name} runs", False, str(bad[0]))
+            continue
+        got = metrics(dump)
+        runs[name] = got
+        worst_loss = max(rel(g["loss"], r["loss"]) for g, r in zip(got, ref))
+        worst_norm = max(rel(g["grad_norm"], r["grad_norm"]) for g, r in zip(got, ref))
+        check(f"{name}: 10 steps match one process (loss {worst_loss:.1e}, grad norm {worst_norm:.1e})",
+              len(got) == 10 and worst_loss <= TOL and worst_norm <= TOL)
+        check(f"{name}: step 1 loss identical", got[0]["loss"] == ref[0]["loss"],
+              f"{got[0]['loss']!r} vs {ref[0]['loss']!r}")
+
+    if all(k in runs for k in ("FSDP(2)", "FSDP(2) reshard always", "FSDP(2) reshard never")):
+        same = all([s["loss"] for s in runs[k]] == [s["loss"] for s in runs["FSDP(2)"]]
+                   for k in ("FSDP(2) reshard always", "FSDP(2) reshard never"))
+        check("reshard_after_forward default/always/never give identical losses", same)
+
+    single_bytes = ref[0]["state_bytes"]
+    for name, shards in (("FSDP(2)", 2), ("FSDP(4)", 4), ("HSDP(2x2)", 2)):
+        if name in runs:
+            ratio = runs[name][0]["state_bytes"] * shards / single_bytes
+            check(f"{name}: parameter+gradient+optimizer bytes per rank = total/{shards} (ratio {ratio:.3f})",
+                  abs(ratio - 1) <= 0.10)
+
+    # ---- bf16 parameters under FSDP train ----------------------------------------------------------
+    bf16 = [a if a != "float32" else "bfloat16" for a in BASE]
+    dump = os.path.join(tmp, "bf16")
+    outs = launch(titan, 2, bf16 + ["--training.local_batch_size", "4"], dump)
+    ok = all(o[0] == 0 for o in outs)
+    m = metrics(dump) if ok else []
+    check("FSDP(2) in bfloat16 trains", ok and m[-1]["loss"] < m[0]["loss"] - 1.0, outs[0][2][-400:])
+
+    # ---- bad layout: every rank exits 2 quickly, one message ------------------------------------------
+    start = time.time()
+    outs = launch(titan, 2, BASE + ["--parallelism.data_parallel_shard_degree", "3"], os.path.join(tmp, "bad"), 60)
+    took = time.time() - start
+    check(f"degrees not matching the world size: every rank exits 2 in {took:.1f}s",
+          all(o[0] == 2 for o in outs) and took < 20 and all("world size is 2" in o[2] for o in outs),
+          str([(o[0], o[2][-200:]) for o in outs]))
+
+    # ---- one rank killed: the others exit non-zero within the train timeout ---------------------------
+    port = free_port()
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([titan, "train", *BASE, "--training.steps", "100000", "--metrics.log_freq", "1",
+                                       "--comm.train_timeout_seconds", "20", "--training.local_batch_size", "4",
+                                       "--job.dump_folder", os.path.join(tmp, f"kill{rank}")],
+                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    while True:
+        line = procs[0].stdout.readline()
+        if not line or "step:  2" in line:
+            break
+    procs[1].kill()
+    start = time.time()
+    try:
+        procs[0].communicate(timeout=40)
+        took = time.time() - start
+        check(f"a killed rank: the other exits non-zero ({procs[0].returncode}) in {took:.1f}s",
+              procs[0].returncode not in (0, None) and took < 25)
+    except subprocess.TimeoutExpired:
+        procs[0].kill()
+        check("a killed rank: the other exits", False, "hung")
+    procs[1].communicate()
+
+    # ---- torchrun --no-python ----------------------------------------------------------------------------
+    if True:  # torch is installed wherever these tests run
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            "--no-python", titan, "train", *BASE, "--training.steps", "2",
+                            "--training.local_batch_size", "4", "--job.dump_folder", os.path.join(tmp, "torchrun")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        check("torchrun --no-python launches 2 ranks", p.returncode == 0 and "launched by torchrun" in p.stdout
+              and "Training completed" in p.stdout, (p.stdout + p.stderr)[-600:])
+
+    failed = sum(1 for _, ok in results if not ok)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
