@@ -36,6 +36,7 @@ target_link_libraries(titan PRIVATE titan_lib)
 add_executable(titan_tests
   tests/unit/test_model.cpp
   tests/unit/test_training.cpp
+  tests/unit/test_distributed_units.cpp
 )
 target_link_libraries(titan_tests PRIVATE titan_lib GTest::gtest_main)
 target_compile_definitions(titan_tests PRIVATE TITAN_SOURCE_DIR="${CMAKE_CURRENT_SOURCE_DIR}")

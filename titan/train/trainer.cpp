@@ -356,6 +356,7 @@ RunResult run_training(const config::JobConfig& cfg) {
   }
   log::info("Training starts at step 1");
   for (int64_t step = 1; step <= steps; ++step) {
+    const auto step_start = Clock::now();
     // Data for every microbatch first: the loss is normalised by the valid tokens of all of
     // them on every data-parallel rank.
     std::vector<components::Batch> micro;
@@ -391,6 +392,7 @@ RunResult run_training(const config::JobConfig& cfg) {
     const double grad_norm = dp ? dp->clip_grad_norm(max_norm) : components::clip_grad_norm(params, max_norm);
     const double lr = oo.lr * schedule.factor(step - 1);
     optimizer.step(lr);
+    const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
     result.steps.push_back({step, loss_value, grad_norm, lr, global_bs * seq_len});
     if (step == 1) {
       result.state_bytes = state_bytes(params, optimizer);
@@ -400,10 +402,11 @@ RunResult run_training(const config::JobConfig& cfg) {
       const auto& cs = distributed::comm_stats();
       char line[512];
       std::snprintf(line, sizeof(line),
-                    "{\"step\": %lld, \"loss\": %.17g, \"grad_norm\": %.17g, \"lr\": %.17g, "
+                    "{\"step\": %lld, \"loss\": %.17g, \"grad_norm\": %.17g, \"lr\": %.17g, \"step_seconds\": %.6f, "
                     "\"state_bytes\": %lld, \"comm_bytes\": {\"all_gather\": %.0f, \"reduce_scatter\": %.0f, "
                     "\"all_reduce\": %.0f}}\n",
-                    static_cast<long long>(step), loss_value, grad_norm, lr, static_cast<long long>(result.state_bytes),
+                    static_cast<long long>(step), loss_value, grad_norm, lr, step_seconds,
+                    static_cast<long long>(result.state_bytes),
                     cs.bytes[0], cs.bytes[1], cs.bytes[2]);
       *metrics_file << line << std::flush;
     }

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Communication volume and step time of data-parallel layouts on CPU processes (Gloo).
+
+For FSDP(2), FSDP(4), HSDP(2x2) and DDP(2) (and one process as the peer), trains the debug
+model for a few steps with the same global batch, reads each rank 0's metrics.jsonl and prints:
+bytes sent per step per rank by collective kind against the theoretical ring volume, and the
+median step time against the single process measured in the same run.
+
+Usage: python3 bench/bench_distributed.py [--titan build/titan] [--seq 256] [--global-batch 8] [--steps 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(titan, world, args, dump, threads):
+    port = free_port()
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                   LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   OMP_NUM_THREADS=str(threads))
+        procs.append(subprocess.Popen([titan, "train", *args, "--job.dump_folder", dump], cwd=ROOT, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            sys.exit(f"run failed: {err[-500:]}")
+    with open(os.path.join(dump, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def padded_numel(shapes, w):
+    total = 0
+    for shape in shapes:
+        rows = shape[0]
+        per = -(-rows // w)
+        rest = 1
+        for d in shape[1:]:
+            rest *= d
+        total += per * w * rest
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--titan", default=os.path.join(ROOT, "build", "titan"))
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--global-batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=6)
+    opts = ap.parse_args()
+    titan = os.path.abspath(opts.titan)
+    base = ["--job.config_file", "configs/llama3/debug_model.toml", "--training.seq_len", str(opts.seq),
+            "--training.steps", str(opts.steps), "--training.mixed_precision_param", "float32",
+            "--debug.seed", "1", "--activation_checkpoint.mode", "none", "--metrics.log_freq", "100"]
+    dim, layers, vocab, hidden = 256, 6, 2048, 768
+    block = [(dim, dim)] * 4 + [(hidden, dim), (dim, hidden), (hidden, dim)] + [(dim,)] * 2
+    units = {"tok_embeddings": [(vocab, dim)], "output": [(dim,), (vocab, dim)]}
+    for i in range(layers):
+        units[f"layers.{i}"] = block
+    all_shapes = [s for u in units.values() for s in u]
+    tmp = tempfile.mkdtemp(prefix="titan_bench_dist_")
+    g = opts.global_batch
+    layouts = [("1 process", 1, [], None),
+               ("FSDP(2)", 2, [], ("fsdp", 2, 1)),
+               ("FSDP(4)", 4, [], ("fsdp", 4, 1)),
+               ("HSDP(2x2)", 4, ["--parallelism.data_parallel_replicate_degree", "2"], ("hsdp", 2, 2)),
+               ("DDP(2)", 2, ["--parallelism.data_parallel_replicate_degree", "2",
+                              "--parallelism.data_parallel_shard_degree", "1"], ("ddp", 1, 2))]
+    ref_time = None
+    print(f"debug model, seq {opts.seq}, global batch {g}, float32, {opts.steps} steps; 2 cores shared by all ranks")
+    print(f"{'layout':10} {'step s':>8} {'vs 1 proc':>9}  {'all-gather MB':>14} {'reduce-scatter MB':>18} {'all-reduce MB':>14}")
+    for name, world, extra, kind in layouts:
+        threads = max(1, (os.cpu_count() or 2) // world)
+        m = run(titan, world, base + extra + ["--training.local_batch_size", str(g // world)],
+                os.path.join(tmp, name.replace(" ", "_")), threads)
+        step_s = statistics.median(r["step_seconds"] for r in m[1:])
+        if ref_time is None:
+            ref_time = step_s
+        a, b = m[2]["comm_bytes"], m[3]["comm_bytes"]
+        got = {k: (b[k] - a[k]) / 1e6 for k in a}
+        theo = {"all_gather": 0.0, "reduce_scatter": 0.0, "all_reduce": 0.0}
+        if kind:
+            mode, shard, rep = kind
+            if mode in ("fsdp", "hsdp"):
+                # forward gathers every unit; backward re-gathers all but the output unit
+                fwd = padded_numel(all_shapes, shard)
+                bwd = fwd - padded_numel(units["output"], shard)
+                theo["all_gather"] = (fwd + bwd) * 4 * (shard - 1) / shard / 1e6
+                theo["reduce_scatter"] = fwd * 4 * (shard - 1) / shard / 1e6
+                if rep > 1:
+                    theo["all_reduce"] = fwd / shard * 4 * 2 * (rep - 1) / rep / 1e6
+            else:
+                theo["all_reduce"] = padded_numel(all_shapes, 1) * 4 * 2 * (rep - 1) / rep / 1e6
+        cells = [f"{got[k]:7.2f} / {theo[k]:5.2f}" for k in ("all_gather", "reduce_scatter", "all_reduce")]
+        print(f"{name:10} {step_s:8.3f} {step_s / ref_time:8.2f}x  {cells[0]:>14} {cells[1]:>18} {cells[2]:>14}")
+    print("(MB per step per rank: measured / theoretical ring volume; measured includes the few bytes of the "
+          "token-count, loss and grad-norm reductions)")
+
+
+if __name__ == "__main__":
+    main()
