@@ -40,6 +40,15 @@ grep -A3 'Gpu\.' "$LOG/unit.txt" | grep -E 'OK|FAILED|SKIPPED' | head -3
 grep -E 'CUDA capacity|Mixed precision|step: ' "$LOG/train.txt"
 note "20-step bf16 debug training: rc=$rc, $(grep -c 'step: ' "$LOG/train.txt") step lines, last: $(grep 'step: ' "$LOG/train.txt" | tail -1 | sed 's/.*step:/step:/')"
 
+# One GPU through torchrun (world size 1) in bf16: the debug model and the 1B flavor.
+for run in "debugmodel 8" "1B 2"; do
+  set -- $run
+  python3 -m torch.distributed.run --standalone --nproc_per_node=1 --no-python ./build-gpu/titan train \
+    --job.config_file configs/llama3/debug_model.toml --model.flavor "$1" --training.local_batch_size "$2" \
+    --training.steps 10 --metrics.log_freq 5 --debug.seed 42 --job.dump_folder "$LOG/out_$1" >"$LOG/train_$1.txt" 2>&1
+  note "torchrun 1 GPU, $1, local batch $2, seq 2048, bf16: rc=$?, $(grep 'step: ' "$LOG/train_$1.txt" | tail -1 | sed 's/.*step:/step:/')"
+done
+
 for shape in "--flavor debugmodel --batch 8 --seq 2048"; do
   ours=$(./build-gpu/bench_train_step $shape --device cuda --steps 20 --warmup 5 2>&1 | tail -1)
   peer=$(python3 bench/peer_train_step.py $shape --device cuda --steps 20 --warmup 5 2>/dev/null | tail -1)
