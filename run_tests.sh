@@ -8,6 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/setup.sh
+# Python packages the tests read our output with (the test suite only; training needs none).
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import tensorboard, matplotlib' 2>/dev/null; then
+  echo "[tests] installing tensorboard and matplotlib (test-only)"
+  "$PYTHON" -m pip install -q tensorboard matplotlib
+fi
 # Two tests at a time, one thread each, on a 2-core machine.
 ctest --test-dir build --output-on-failure --timeout 900 -j 2 "$@"
 if [ $# -eq 0 ] && [ "${TITAN_SKIP_SANITIZE:-0}" != 1 ]; then

@@ -11,6 +11,7 @@
 
 #include "titan/common/error.h"
 #include "titan/config/job_config.h"
+#include "titan/distributed/flight_recorder.h"
 #include "titan/train/trainer.h"
 
 namespace {
@@ -21,6 +22,9 @@ const char* kUsage =
     "commands:\n"
     "  train     train a model: titan train --job.config_file configs/llama3/debug_model.toml\n"
     "            (titan train --help lists every option)\n"
+    "  comm-report FOLDER\n"
+    "            after a failed multi-process run: read every rank's flight recorder in\n"
+    "            FOLDER (<dump_folder>/comm_traces) and name the rank that fell behind\n"
     "  version   print the version\n";
 
 // On CPU each process uses cores / processes-on-this-node threads unless OMP_NUM_THREADS says.
@@ -59,6 +63,11 @@ int main(int argc, char** argv) {
   args.erase(args.begin());
   try {
     if (command == "train") return train(args);
+    if (command == "comm-report") {
+      if (args.size() != 1) throw titan::Error("comm-report takes one folder", "titan comm-report outputs/comm_traces");
+      std::printf("%s", titan::distributed::comm_report(args[0]).c_str());
+      return 0;
+    }
     if (command == "version") {
       std::printf("titan 0.1.0\n");
       return 0;

@@ -6,12 +6,16 @@ set(TITAN_SOURCES
   titan/models/llama3/parallelize.cpp
   titan/distributed/activation_checkpoint.cpp
   titan/distributed/data_parallel.cpp
+  titan/distributed/flight_recorder.cpp
   titan/distributed/parallel_dims.cpp
   titan/distributed/process_group.cpp
   titan/distributed/process_group_nccl.cpp
   titan/components/data.cpp
   titan/components/device.cpp
   titan/components/loss.cpp
+  titan/components/metrics.cpp
+  titan/components/profiling.cpp
+  titan/components/tensorboard.cpp
   titan/components/lr_scheduler.cpp
   titan/components/optimizer.cpp
   titan/components/tokenizer.cpp
@@ -37,6 +41,7 @@ add_executable(titan_tests
   tests/unit/test_model.cpp
   tests/unit/test_training.cpp
   tests/unit/test_distributed_units.cpp
+  tests/unit/test_observability_units.cpp
 )
 target_link_libraries(titan_tests PRIVATE titan_lib GTest::gtest_main)
 target_compile_definitions(titan_tests PRIVATE TITAN_SOURCE_DIR="${CMAKE_CURRENT_SOURCE_DIR}")
@@ -62,3 +67,6 @@ add_test(NAME integration.distributed COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURR
          --titan $<TARGET_FILE:titan>)
 # Up to 4 processes of one thread each: run it alone.
 set_tests_properties(integration.distributed PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)
+add_test(NAME integration.observability COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_observability.py
+         --titan $<TARGET_FILE:titan>)
+set_tests_properties(integration.observability PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)

@@ -71,6 +71,8 @@ MemoryStats DeviceInfo::memory_stats_and_reset() {
   return s;
 }
 
+int64_t DeviceInfo::current_resident_bytes() { return proc_status_kb("VmRSS") * 1024; }
+
 double DeviceInfo::peak_flops(at::ScalarType dtype) {
   if (device_.is_cuda()) {
     const std::string& n = name_;

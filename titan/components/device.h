@@ -30,6 +30,8 @@ class DeviceInfo {
   // Dense peak FLOP/s for MFU in `dtype`: a table of GPU models (torchtitan's), or on CPU the
   // best rate of a measured 2048x2048 matmul in that dtype (see docs/metrics.md).
   double peak_flops(at::ScalarType dtype);
+  // Resident memory of this process now (VmRSS), for the per-step timeline.
+  static int64_t current_resident_bytes();
 
  private:
   at::Device device_;

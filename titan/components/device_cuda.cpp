@@ -36,3 +36,18 @@ MemoryStats memory_stats_and_reset(int index, double total_gib) {
 }
 
 }  // namespace titan::components::cuda
+
+#include <torch/csrc/cuda/memory_snapshot.h>
+
+#include "titan/components/profiling.h"
+
+namespace titan::components::cuda {
+
+void record_memory_history(bool enabled) {
+  // Keep the last 100,000 allocation events, as torchtitan does.
+  torch::cuda::_record_memory_history(enabled ? std::optional<std::string>("all") : std::nullopt, "all", "all", 100000);
+}
+
+std::string memory_snapshot_pickle() { return torch::cuda::_memory_snapshot_pickled(); }
+
+}  // namespace titan::components::cuda

@@ -9,3 +9,12 @@ double total_memory_gib(int) { return 0; }
 MemoryStats memory_stats_and_reset(int, double) { return {}; }
 
 }  // namespace titan::components::cuda
+
+#include "titan/components/profiling.h"
+
+namespace titan::components::cuda {
+
+void record_memory_history(bool) {}
+std::string memory_snapshot_pickle() { return {}; }
+
+}  // namespace titan::components::cuda

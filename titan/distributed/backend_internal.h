@@ -6,14 +6,18 @@
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
 #include <chrono>
+#include <string>
 
 namespace titan::distributed {
 
 struct BackendHandle {
   c10::intrusive_ptr<c10d::Backend> backend;
+  std::string name;  // for the flight recorder
+  int64_t seq = 0;   // collectives issued on this group so far
 };
 struct WorkHandle {
   c10::intrusive_ptr<c10d::Work> work;
+  int64_t record = -1;  // flight-recorder slot
 };
 struct StoreHandle {
   c10::intrusive_ptr<c10d::Store> store;

@@ -11,10 +11,14 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <ATen/record_function.h>
+
+#include <cstdio>
 #include <cstdlib>
 
 #include "titan/common/error.h"
 #include "titan/distributed/backend_internal.h"
+#include "titan/distributed/flight_recorder.h"
 
 namespace titan::distributed {
 
@@ -91,8 +95,15 @@ CommStats& comm_stats() {
 
 void Pending::wait() {
   if (!work_) return;
-  work_->work->wait();
-  work_.reset();
+  RECORD_USER_SCOPE("comm:wait");
+  auto work = std::move(work_);
+  try {
+    if (work->work) work->work->wait();
+  } catch (...) {
+    FlightRecorder::instance().failed(work->record);
+    throw;
+  }
+  FlightRecorder::instance().finished(work->record);
 }
 
 Group::Group(std::shared_ptr<BackendHandle> backend, std::vector<int> ranks, int my_index)
@@ -106,8 +117,32 @@ void count(Collective c, double bytes) {
   s.calls[static_cast<size_t>(c)] += 1;
 }
 
-Pending pending(c10::intrusive_ptr<c10d::Work> w) {
-  return Pending(std::make_shared<WorkHandle>(WorkHandle{std::move(w)}));
+// Test hook: TITAN_TEST_SKIP_COLLECTIVE=R:N makes rank R skip its N-th collective (counted
+// from 1 over all groups), to exercise hang diagnosis. Never set in real runs.
+bool skip_for_test(int global_rank) {
+  static const char* spec = std::getenv("TITAN_TEST_SKIP_COLLECTIVE");
+  static int64_t count = 0;
+  if (!spec) return false;
+  ++count;
+  int r = -1;
+  long long n = -1;
+  if (std::sscanf(spec, "%d:%lld", &r, &n) != 2) return false;
+  return r == global_rank && count == n;
+}
+
+// Records the collective, then runs `issue` unless the test hook skips it.
+template <typename F>
+Pending run_collective(BackendHandle& b, int global_rank, const char* op, const at::Tensor& t, F issue) {
+  if (skip_for_test(global_rank)) return {};  // as if the code never issued it
+  const int64_t seq = b.seq++;
+  RECORD_USER_SCOPE(std::string("comm:") + op);
+  const int64_t slot = FlightRecorder::instance().started(b.name, seq, op, t);
+  try {
+    return Pending(std::make_shared<WorkHandle>(WorkHandle{issue(), slot}));
+  } catch (...) {
+    FlightRecorder::instance().failed(slot);
+    throw;
+  }
 }
 
 double nbytes(const at::Tensor& t) { return static_cast<double>(t.numel()) * static_cast<double>(t.element_size()); }
@@ -126,7 +161,8 @@ Pending Group::all_gather(at::Tensor out, at::Tensor in) {
   o.timeout = g_timeout;
   // c10d wants output dim 0 = size() * input dim 0: hand it flat views.
   at::Tensor flat_out = out.view({-1}), flat_in = in.contiguous().view({-1});
-  return pending(backend_->backend->_allgather_base(flat_out, flat_in, o));
+  return run_collective(*backend_, ranks_[my_index_], "all_gather", flat_in,
+                        [&] { return backend_->backend->_allgather_base(flat_out, flat_in, o); });
 }
 
 Pending Group::reduce_scatter_sum(at::Tensor out, at::Tensor in) {
@@ -141,7 +177,8 @@ Pending Group::reduce_scatter_sum(at::Tensor out, at::Tensor in) {
   o.reduceOp = c10d::ReduceOp::SUM;
   o.timeout = g_timeout;
   at::Tensor flat_out = out.view({-1}), flat_in = in.contiguous().view({-1});
-  return pending(backend_->backend->_reduce_scatter_base(flat_out, flat_in, o));
+  return run_collective(*backend_, ranks_[my_index_], "reduce_scatter", flat_in,
+                        [&] { return backend_->backend->_reduce_scatter_base(flat_out, flat_in, o); });
 }
 
 Pending Group::all_reduce(at::Tensor t, bool max) {
@@ -152,7 +189,8 @@ Pending Group::all_reduce(at::Tensor t, bool max) {
   o.reduceOp = max ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM;
   o.timeout = g_timeout;
   std::vector<at::Tensor> ts{t};
-  return pending(backend_->backend->allreduce(ts, o));
+  return run_collective(*backend_, ranks_[my_index_], max ? "all_reduce_max" : "all_reduce", t,
+                        [&] { return backend_->backend->allreduce(ts, o); });
 }
 
 Pending Group::broadcast(at::Tensor t, int root_index) {
@@ -162,7 +200,8 @@ Pending Group::broadcast(at::Tensor t, int root_index) {
   o.rootRank = root_index;
   o.timeout = g_timeout;
   std::vector<at::Tensor> ts{t};
-  return pending(backend_->backend->broadcast(ts, o));
+  return run_collective(*backend_, ranks_[my_index_], "broadcast", t,
+                        [&] { return backend_->backend->broadcast(ts, o); });
 }
 
 void Group::barrier() {
@@ -183,7 +222,9 @@ std::shared_ptr<BackendHandle> make_gloo_backend(const c10::intrusive_ptr<c10d::
     opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
   opts->threads = 2;
   auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
-  return std::make_shared<BackendHandle>(BackendHandle{pg});
+  auto handle = std::make_shared<BackendHandle>();
+  handle->backend = pg;
+  return handle;
 }
 
 World::World(const DistEnv& env, at::Device device, std::chrono::milliseconds init_timeout)
@@ -223,6 +264,9 @@ Group World::new_group(const std::vector<int>& ranks, const std::string& name) {
   const int n = static_cast<int>(ranks.size());
   auto backend = device_.is_cuda() ? make_nccl_backend(prefixed, index, n, timeout_)
                                    : make_gloo_backend(prefixed, index, n, timeout_, env_.master_addr);
+  std::string members;
+  for (int r : ranks) members += (members.empty() ? "" : ",") + std::to_string(r);
+  backend->name = name + "[" + members + "]";
   return Group(backend, ranks, index);
 }
 

@@ -17,7 +17,9 @@ std::shared_ptr<BackendHandle> make_nccl_backend(const c10::intrusive_ptr<c10d::
   auto opts = c10d::ProcessGroupNCCL::Options::create();
   opts->timeout = timeout;
   auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, opts);
-  return std::make_shared<BackendHandle>(BackendHandle{pg});
+  auto handle = std::make_shared<BackendHandle>();
+  handle->backend = pg;
+  return handle;
 #else
   (void)store, (void)rank, (void)size, (void)timeout;
   throw Error("CUDA process groups (NCCL) are not built into this titan", "rebuild against a CUDA torch with the CUDA toolkit present");

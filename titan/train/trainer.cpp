@@ -22,7 +22,10 @@
 #include "titan/components/lr_scheduler.h"
 #include "titan/components/optimizer.h"
 #include "titan/components/tokenizer.h"
+#include "titan/components/metrics.h"
+#include "titan/components/profiling.h"
 #include "titan/distributed/data_parallel.h"
+#include "titan/distributed/flight_recorder.h"
 #include "titan/distributed/parallel_dims.h"
 #include "titan/distributed/process_group.h"
 #include "titan/models/llama3/args.h"
@@ -145,6 +148,29 @@ int64_t state_bytes(const std::vector<at::Tensor>& params, components::Optimizer
   for (auto* state : {&opt.exp_avg(), &opt.exp_avg_sq(), &opt.step_count()})
     for (const auto& t : *state) add(t);
   return total;
+}
+
+// A collective failed or timed out: write this rank's flight recorder, and on rank 0 wait a
+// moment for the others' files and print which rank fell behind.
+void report_comm_failure(distributed::FlightRecorder& recorder, const config::JobConfig& cfg,
+                         const distributed::DistEnv& env, const std::string& what) {
+  recorder.dump(what.substr(0, what.find('\n')));
+  log::warning("rank " + std::to_string(env.rank) + ": a collective failed; wrote the flight recorder to " +
+               recorder.file_path());
+  if (env.rank != 0) return;
+  const auto folder = std::filesystem::path(cfg.get_string("job.dump_folder")) / cfg.get_string("comm.save_traces_folder");
+  const std::string prefix = cfg.get_string("comm.save_traces_file_prefix");
+  for (int i = 0; i < 50; ++i) {  // up to 5 s for the other ranks' dumps
+    int files = 0;
+    for (int r = 0; r < env.world_size; ++r) files += std::filesystem::exists(folder / (prefix + std::to_string(r)));
+    if (files == env.world_size) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  try {
+    std::fprintf(stderr, "%s", distributed::comm_report(folder.string(), prefix).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "comm report failed: %s\n", e.what());
+  }
 }
 
 void write_config_if_asked(const config::JobConfig& cfg) {
@@ -342,100 +368,114 @@ RunResult run_training(const config::JobConfig& cfg) {
   const int64_t log_freq = cfg.get_int("metrics.log_freq");
   const double max_norm = cfg.get_float("training.max_norm");
   dev.memory_stats_and_reset();
-  auto last_log = Clock::now();
-  int64_t tokens_since_log = 0;
-  // Every step's values at full precision, one JSON object per line (rank 0).
-  std::unique_ptr<std::ofstream> metrics_file;
-  if (env.rank == 0) {
-    const std::filesystem::path dir = cfg.get_string("job.dump_folder");
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    metrics_file = std::make_unique<std::ofstream>(dir / "metrics.jsonl");
-    if (!*metrics_file)
-      throw Error("cannot write " + (dir / "metrics.jsonl").string(), "check that job.dump_folder is writable");
+  components::MetricsProcessor metrics(cfg, env.rank, flops_per_token, peak, dims.tp * dims.cp * dims.pp, dev);
+  components::Profiler profiler(cfg, env.rank, device);
+  components::MemorySnapshotter snapshots(cfg, env.rank, device);
+  auto& recorder = distributed::FlightRecorder::instance();
+  if (world.size() > 1) {
+    const auto traces = std::filesystem::path(cfg.get_string("job.dump_folder")) / cfg.get_string("comm.save_traces_folder");
+    recorder.configure(static_cast<size_t>(cfg.get_int("comm.trace_buf_size")), env.rank, world.size(),
+                       (traces / (cfg.get_string("comm.save_traces_file_prefix") + std::to_string(env.rank))).string());
+    recorder.install_fatal_signal_dump();
   }
   log::info("Training starts at step 1");
-  for (int64_t step = 1; step <= steps; ++step) {
-    const auto step_start = Clock::now();
-    // Data for every microbatch first: the loss is normalised by the valid tokens of all of
-    // them on every data-parallel rank.
-    std::vector<components::Batch> micro;
-    at::Tensor valid_t = at::zeros({1}, at::TensorOptions().dtype(at::kLong));
-    for (int64_t m = 0; m < accum; ++m) {
-      auto b = data.next();
-      valid_t += components::count_valid_tokens(b->labels);
-      b->inputs = b->inputs.to(device);
-      b->labels = b->labels.to(device);
-      micro.push_back(std::move(*b));
-    }
-    valid_t = valid_t.to(device);
-    groups.dp.all_reduce(valid_t).wait();
-    const int64_t valid = valid_t.item<int64_t>();
-    optimizer.zero_grad();
-    // Per-row loss sums (float64), gathered in global row order for a layout-independent log.
-    at::Tensor row_sums = at::empty({accum, local_bs}, at::TensorOptions().dtype(at::kDouble));
-    for (int64_t m = 0; m < accum; ++m) {
-      const auto& b = micro[m];
-      at::Tensor loss;
+  int64_t step = 0;
+  try {
+    for (step = 1; step <= steps; ++step) {
+      profiler.step_begin(step);
+      const auto step_start = Clock::now();
+      // Data for every microbatch first: the loss is normalised by the valid tokens of all of
+      // them on every data-parallel rank.
+      std::vector<components::Batch> micro;
+      at::Tensor valid_t = at::zeros({1}, at::TensorOptions().dtype(at::kLong));
       {
-        AutocastScope amp(device.type(), amp_dtype);
-        at::Tensor logits = model.forward(b.inputs);  // (B,T,V)
-        at::Tensor per_token = components::cross_entropy_per_token(logits, b.labels);  // (B,T) float32
-        row_sums[m].copy_(per_token.detach().sum(1).to(at::kDouble).cpu());
-        loss = per_token.sum() / static_cast<double>(valid);
+        TITAN_RANGE("data_loading");
+        for (int64_t m = 0; m < accum; ++m) {
+          auto b = data.next();
+          valid_t += components::count_valid_tokens(b->labels);
+          b->inputs = b->inputs.to(device);
+          b->labels = b->labels.to(device);
+          micro.push_back(std::move(*b));
+        }
       }
-      loss.backward();
-      if (dp) dp->finish_backward();
-      tokens_since_log += b.inputs.numel();
+      const double data_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
+      const int64_t local_valid = valid_t.item<int64_t>();
+      valid_t = valid_t.to(device);
+      groups.dp.all_reduce(valid_t).wait();
+      const int64_t valid = valid_t.item<int64_t>();
+      optimizer.zero_grad();
+      // Per-row loss sums (float64), gathered in global row order for a layout-independent log.
+      at::Tensor row_sums = at::empty({accum, local_bs}, at::TensorOptions().dtype(at::kDouble));
+      for (int64_t m = 0; m < accum; ++m) {
+        const auto& b = micro[m];
+        at::Tensor loss;
+        {
+          TITAN_RANGE("forward");
+          AutocastScope amp(device.type(), amp_dtype);
+          at::Tensor logits = model.forward(b.inputs);  // (B,T,V)
+          at::Tensor per_token = components::cross_entropy_per_token(logits, b.labels);  // (B,T) float32
+          row_sums[m].copy_(per_token.detach().sum(1).to(at::kDouble).cpu());
+          loss = per_token.sum() / static_cast<double>(valid);
+        }
+        {
+          TITAN_RANGE("backward");
+          loss.backward();
+          if (dp) dp->finish_backward();
+        }
+      }
+      const double loss_value = global_loss(row_sums, groups.dp, valid, device);
+      // torchtitan's global_max_loss: the largest per-rank average.
+      at::Tensor local_avg = at::tensor({row_sums.sum().item<double>() / std::max<int64_t>(local_valid, 1)},
+                                        at::kDouble).to(device);
+      groups.dp.all_reduce(local_avg, /*max=*/true).wait();
+      double grad_norm = 0;
+      {
+        TITAN_RANGE("clip_grad_norm");
+        grad_norm = dp ? dp->clip_grad_norm(max_norm) : components::clip_grad_norm(params, max_norm);
+      }
+      const double lr = oo.lr * schedule.factor(step - 1);
+      {
+        TITAN_RANGE("optimizer");
+        optimizer.step(lr);
+      }
+      const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
+      result.steps.push_back({step, loss_value, grad_norm, lr, global_bs * seq_len});
+      if (step == 1) {
+        result.state_bytes = state_bytes(params, optimizer);
+        distributed::set_collective_timeout(std::chrono::seconds(cfg.get_int("comm.train_timeout_seconds")));
+      }
+      components::StepValues v;
+      v.step = step;
+      v.loss = loss_value;
+      v.max_loss = local_avg.cpu().item<double>();
+      v.grad_norm = grad_norm;
+      v.lr = lr;
+      v.tokens = accum * local_bs * seq_len;
+      v.tokens_seen = step * global_bs * seq_len;
+      v.step_seconds = step_seconds;
+      v.data_seconds = data_seconds;
+      v.state_bytes = result.state_bytes;
+      metrics.record(v);
+      profiler.step_end(step);
+      snapshots.step_end(step);
+      // Every rank stops after the same step: the signal is agreed on through the world group.
+      at::Tensor stop = at::tensor({static_cast<int64_t>(g_stop_signal.load())}, at::kLong).to(device);
+      if (world.size() > 1) groups.world.all_reduce(stop, /*max=*/true).wait();
+      if (int sig = static_cast<int>(stop.cpu().item<int64_t>())) {
+        log::warning(std::string("Received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + "; stopped after step " +
+                     std::to_string(step) + " of " + std::to_string(steps));
+        result.interrupted = true;
+        break;
+      }
     }
-    const double loss_value = global_loss(row_sums, groups.dp, valid, device);
-    const double grad_norm = dp ? dp->clip_grad_norm(max_norm) : components::clip_grad_norm(params, max_norm);
-    const double lr = oo.lr * schedule.factor(step - 1);
-    optimizer.step(lr);
-    const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
-    result.steps.push_back({step, loss_value, grad_norm, lr, global_bs * seq_len});
-    if (step == 1) {
-      result.state_bytes = state_bytes(params, optimizer);
-      distributed::set_collective_timeout(std::chrono::seconds(cfg.get_int("comm.train_timeout_seconds")));
-    }
-    if (metrics_file) {
-      const auto& cs = distributed::comm_stats();
-      char line[512];
-      std::snprintf(line, sizeof(line),
-                    "{\"step\": %lld, \"loss\": %.17g, \"grad_norm\": %.17g, \"lr\": %.17g, \"step_seconds\": %.6f, "
-                    "\"state_bytes\": %lld, \"comm_bytes\": {\"all_gather\": %.0f, \"reduce_scatter\": %.0f, "
-                    "\"all_reduce\": %.0f}}\n",
-                    static_cast<long long>(step), loss_value, grad_norm, lr, step_seconds,
-                    static_cast<long long>(result.state_bytes),
-                    cs.bytes[0], cs.bytes[1], cs.bytes[2]);
-      *metrics_file << line << std::flush;
-    }
-
-    if (step == 1 || step % log_freq == 0) {
-      const double secs = std::chrono::duration<double>(Clock::now() - last_log).count();
-      const double tps = static_cast<double>(tokens_since_log) / secs;
-      const double tflops = static_cast<double>(flops_per_token) * tps / 1e12;
-      const double mfu = 100.0 * static_cast<double>(flops_per_token) * tps / peak;
-      auto mem = dev.memory_stats_and_reset();
-      auto c = log::colors();
-      log::info(std::string(c.red) + "step: " + fmt("%2.0f", static_cast<double>(step)) + "  " + c.green +
-                "loss: " + fmt("%8.5f", loss_value) + "  " + c.orange + "grad_norm: " + fmt("%7.4f", grad_norm) +
-                "  " + c.turquoise + "memory: " + fmt("%5.2f", mem.max_reserved_gib) + "GiB(" +
-                fmt("%.2f", mem.max_reserved_pct) + "%)  " + c.blue + "tps: " +
-                log::with_commas(std::llround(tps)) + "  " + c.cyan + "tflops: " + fmt("%.2f", tflops) +
-                "  " + c.magenta + "mfu: " + fmt("%.2f", mfu) + "%" + c.reset);
-      last_log = Clock::now();
-      tokens_since_log = 0;
-    }
-    // Every rank stops after the same step: the signal is agreed on through the world group.
-    at::Tensor stop = at::tensor({static_cast<int64_t>(g_stop_signal.load())}, at::kLong).to(device);
-    if (world.size() > 1) groups.world.all_reduce(stop, /*max=*/true).wait();
-    if (int sig = static_cast<int>(stop.cpu().item<int64_t>())) {
-      log::warning(std::string("Received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
-                   "; stopped after step " + std::to_string(step) + " of " + std::to_string(steps));
-      result.interrupted = true;
-      break;
-    }
+  } catch (const c10::OutOfMemoryError&) {
+    snapshots.on_oom(step);
+    throw;
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    if (world.size() > 1) report_comm_failure(recorder, cfg, env, e.what());
+    throw;
   }
   std::signal(SIGINT, SIG_DFL);
   std::signal(SIGTERM, SIG_DFL);

@@ -51,10 +51,7 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   need_false("checkpoint.create_seed_checkpoint", "seed checkpoints");
   need_default("checkpoint.initial_load_path", "loading an initial checkpoint");
   need_false("checkpoint.load_only", "checkpoint loading");
-  need_false("metrics.enable_tensorboard", "TensorBoard output");
   need_false("metrics.enable_wandb", "Weights & Biases logging");
-  need_false("profiling.enable_profiling", "profiling");
-  need_false("profiling.enable_memory_snapshot", "memory snapshots");
   need_false("compile.enable", "compilation (fused kernels in place of torch.compile)");
   need_false("validation.enable", "the validation loop");
   need_false("fault_tolerance.enable", "fault tolerance");

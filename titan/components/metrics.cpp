@@ -1,0 +1,118 @@
+#include "titan/components/metrics.h"
+
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+
+#include "titan/common/error.h"
+#include "titan/common/log.h"
+#include "titan/distributed/process_group.h"
+
+namespace titan::components {
+
+namespace {
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), f, v);
+  return buf;
+}
+
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  return buf;
+}
+
+}  // namespace
+
+MetricsProcessor::MetricsProcessor(const config::JobConfig& cfg, int rank, int64_t flops_per_token, double peak_flops,
+                                   int non_data_parallel_size, DeviceInfo& device)
+    : rank_(rank), log_freq_(cfg.get_int("metrics.log_freq")), flops_per_token_(flops_per_token), peak_(peak_flops),
+      non_dp_(non_data_parallel_size), device_(device), last_log_(std::chrono::steady_clock::now()) {
+  const bool all_ranks = cfg.get_bool("metrics.save_for_all_ranks");
+  const std::filesystem::path dump = cfg.get_string("job.dump_folder");
+  if (rank == 0 || all_ranks) {
+    std::error_code ec;
+    std::filesystem::create_directories(dump, ec);
+    const auto file = dump / (rank == 0 ? std::string("metrics.jsonl") : "metrics_rank" + std::to_string(rank) + ".jsonl");
+    jsonl_ = std::make_unique<std::ofstream>(file);
+    if (!*jsonl_) throw Error("cannot write " + file.string(), "check that job.dump_folder is writable");
+    if (cfg.get_bool("metrics.enable_tensorboard")) {
+      std::time_t t = std::time(nullptr);
+      std::tm tm{};
+      localtime_r(&t, &tm);
+      char stamp[32];
+      std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M", &tm);
+      std::filesystem::path dir = dump / cfg.get_string("metrics.save_tb_folder") / stamp;
+      if (all_ranks) dir /= "rank_" + std::to_string(rank);
+      tb_dir_ = dir.string();
+      tb_ = std::make_unique<TensorBoardWriter>(tb_dir_);
+      log::info("TensorBoard logging enabled. Logs will be saved at " + tb_dir_);
+    }
+  }
+}
+
+void MetricsProcessor::record(const StepValues& v) {
+  tokens_since_log_ += v.tokens;
+  data_seconds_since_log_ += v.data_seconds;
+  ++steps_since_log_;
+  const auto& cs = distributed::comm_stats();
+  if (jsonl_) {
+    const double tps = static_cast<double>(v.tokens) / (v.step_seconds * non_dp_);
+    const double rss = static_cast<double>(DeviceInfo::current_resident_bytes()) / (1024.0 * 1024.0 * 1024.0);
+    *jsonl_ << "{\"step\": " << v.step << ", \"loss\": " << json_number(v.loss)
+            << ", \"max_loss\": " << json_number(v.max_loss) << ", \"grad_norm\": " << json_number(v.grad_norm)
+            << ", \"lr\": " << json_number(v.lr) << ", \"tokens_seen\": " << v.tokens_seen
+            << ", \"step_seconds\": " << json_number(v.step_seconds)
+            << ", \"data_loading_seconds\": " << json_number(v.data_seconds) << ", \"tps\": " << json_number(tps)
+            << ", \"tflops\": " << json_number(flops_per_token_ * tps / 1e12)
+            << ", \"mfu\": " << json_number(100.0 * flops_per_token_ * tps / peak_)
+            << ", \"rss_gib\": " << json_number(rss) << ", \"state_bytes\": " << v.state_bytes
+            << ", \"comm_bytes\": {\"all_gather\": " << json_number(cs.bytes[0])
+            << ", \"reduce_scatter\": " << json_number(cs.bytes[1]) << ", \"all_reduce\": " << json_number(cs.bytes[2])
+            << "}}\n";
+    jsonl_->flush();
+  }
+  if (!should_log(v.step)) return;
+
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - last_log_).count();
+  const double tps = static_cast<double>(tokens_since_log_) / (secs * non_dp_);
+  const double tflops = static_cast<double>(flops_per_token_) * tps / 1e12;
+  const double mfu = 100.0 * static_cast<double>(flops_per_token_) * tps / peak_;
+  const MemoryStats mem = device_.memory_stats_and_reset();
+  auto c = log::colors();
+  log::info(std::string(c.red) + "step: " + fmt("%2.0f", static_cast<double>(v.step)) + "  " + c.green +
+            "loss: " + fmt("%8.5f", v.loss) + "  " + c.orange + "grad_norm: " + fmt("%7.4f", v.grad_norm) + "  " +
+            c.turquoise + "memory: " + fmt("%5.2f", mem.max_reserved_gib) + "GiB(" + fmt("%.2f", mem.max_reserved_pct) +
+            "%)  " + c.blue + "tps: " + log::with_commas(std::llround(tps)) + "  " + c.cyan + "tflops: " +
+            fmt("%.2f", tflops) + "  " + c.magenta + "mfu: " + fmt("%.2f", mfu) + "%" + c.reset);
+  if (tb_) {
+    tb_->add_scalars(v.step, {{"loss_metrics/global_avg_loss", v.loss},
+                              {"loss_metrics/global_max_loss", v.max_loss},
+                              {"grad_norm", v.grad_norm},
+                              {"throughput(tps)", tps},
+                              {"tflops", tflops},
+                              {"mfu(%)", mfu},
+                              {"time_metrics/end_to_end(s)", secs / static_cast<double>(steps_since_log_)},
+                              {"time_metrics/data_loading(s)", data_seconds_since_log_ / static_cast<double>(steps_since_log_)},
+                              {"time_metrics/data_loading(%)", 100.0 * data_seconds_since_log_ / secs},
+                              {"memory/max_active(GiB)", mem.max_active_gib},
+                              {"memory/max_active(%)", mem.max_active_pct},
+                              {"memory/max_reserved(GiB)", mem.max_reserved_gib},
+                              {"memory/max_reserved(%)", mem.max_reserved_pct},
+                              {"memory/num_alloc_retries", static_cast<double>(mem.num_alloc_retries)},
+                              {"memory/num_ooms", static_cast<double>(mem.num_ooms)},
+                              {"n_tokens_seen", static_cast<double>(v.tokens_seen)},
+                              {"lr", v.lr}});
+    tb_->flush();
+  }
+  last_log_ = std::chrono::steady_clock::now();
+  tokens_since_log_ = 0;
+  data_seconds_since_log_ = 0;
+  steps_since_log_ = 0;
+}
+
+}  // namespace titan::components

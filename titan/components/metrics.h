@@ -1,0 +1,54 @@
+// Per-step metrics, as torchtitan's MetricsProcessor: the step log line (step 1 and every
+// metrics.log_freq), TensorBoard scalars under torchtitan's names, and a JSON-lines file with
+// every value of every step (titan.cpp's addition, for scripts and plots).
+#pragma once
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "titan/components/device.h"
+#include "titan/components/tensorboard.h"
+#include "titan/config/job_config.h"
+
+namespace titan::components {
+
+struct StepValues {
+  int64_t step = 0;
+  double loss = 0;          // global average over valid tokens
+  double max_loss = 0;      // max over data-parallel ranks of the local average
+  double grad_norm = 0;
+  double lr = 0;
+  int64_t tokens = 0;       // tokens this rank processed this step
+  int64_t tokens_seen = 0;  // all ranks, since the start
+  double step_seconds = 0;
+  double data_seconds = 0;  // of step_seconds, waiting for data
+  int64_t state_bytes = 0;  // parameters + gradients + optimizer state on this rank
+};
+
+class MetricsProcessor {
+ public:
+  // rank: this process; tp*cp*pp divide tokens per second (per device), as torchtitan.
+  MetricsProcessor(const config::JobConfig& cfg, int rank, int64_t flops_per_token, double peak_flops,
+                   int non_data_parallel_size, DeviceInfo& device);
+  bool should_log(int64_t step) const { return step == 1 || step % log_freq_ == 0; }
+  void record(const StepValues& v);
+  std::string tensorboard_dir() const { return tb_dir_; }
+
+ private:
+  int rank_;
+  int64_t log_freq_, flops_per_token_;
+  double peak_;
+  int non_dp_;
+  DeviceInfo& device_;
+  std::unique_ptr<TensorBoardWriter> tb_;
+  std::string tb_dir_;
+  std::unique_ptr<std::ofstream> jsonl_;
+  std::chrono::steady_clock::time_point last_log_;
+  int64_t tokens_since_log_ = 0;
+  double data_seconds_since_log_ = 0;
+  int64_t steps_since_log_ = 0;
+};
+
+}  // namespace titan::components
