@@ -24,10 +24,13 @@ target_include_directories(torch_libs SYSTEM INTERFACE
   ${TORCH_DIR}/include ${TORCH_DIR}/include/torch/csrc/api/include)
 target_compile_definitions(torch_libs INTERFACE _GLIBCXX_USE_CXX11_ABI=${TORCH_CXX11_ABI})
 set(_torch_libdir ${TORCH_DIR}/lib)
+# libstdc++ comes first among the shared libraries: libtorch.so and libtorch_cpu.so export
+# their own static copies of std::filesystem, and the first definition in the search order wins
+# for every caller. Theirs crashed in remove_all; the system's is the one our code is built for.
 # libtorch.so pulls in libtorch_cuda.so where it exists, which registers the CUDA kernels;
-# --no-as-needed keeps it even though we call nothing in it directly.
+# --no-as-needed keeps both even though we call nothing in libtorch.so directly.
 target_link_libraries(torch_libs INTERFACE
-  "-Wl,--no-as-needed" ${_torch_libdir}/libtorch.so "-Wl,--as-needed"
+  "-Wl,--no-as-needed" stdc++ ${_torch_libdir}/libtorch.so "-Wl,--as-needed"
   ${_torch_libdir}/libtorch_cpu.so ${_torch_libdir}/libc10.so)
 target_link_options(torch_libs INTERFACE "-Wl,-rpath,${_torch_libdir}")
 
