@@ -1,6 +1,7 @@
 # The libtorch-based library, the CLI, and their tests.
 set(TITAN_SOURCES
   titan/common/log.cpp
+  titan/kernels/fused_ops.cpp
   titan/models/llama3/args.cpp
   titan/models/llama3/model.cpp
   titan/models/llama3/parallelize.cpp
@@ -42,6 +43,7 @@ add_executable(titan_tests
   tests/unit/test_training.cpp
   tests/unit/test_distributed_units.cpp
   tests/unit/test_observability_units.cpp
+  tests/unit/test_kernels.cpp
 )
 target_link_libraries(titan_tests PRIVATE titan_lib GTest::gtest_main)
 target_compile_definitions(titan_tests PRIVATE TITAN_SOURCE_DIR="${CMAKE_CURRENT_SOURCE_DIR}")

@@ -191,7 +191,7 @@ TEST(Ops, GqaAttentionAgainstFloat64) {
   // Reference: explicit softmax attention in double, kv head h/2 serves query head h.
   at::Tensor xd = d(x), wq = d(attn.wq.weight), wk = d(attn.wk.weight), wv = d(attn.wv.weight),
              wo = d(attn.wo.weight);
-  RopeTable rd{rope.cos.to(at::kDouble), rope.sin.to(at::kDouble), rope.cis};
+  RopeTable rd{rope.cos.to(at::kDouble), rope.sin.to(at::kDouble)};
   at::Tensor q = apply_rope(at::matmul(xd, wq.t()).view({2, 7, 4, 8}), rd);
   at::Tensor k = apply_rope(at::matmul(xd, wk.t()).view({2, 7, 2, 8}), rd);
   at::Tensor v = at::matmul(xd, wv.t()).view({2, 7, 2, 8});

@@ -1,5 +1,7 @@
 #include "titan/models/llama3/model.h"
 
+#include "titan/kernels/fused_ops.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
@@ -44,22 +46,13 @@ RopeTable rope_table(const ModelArgs& args, const at::TensorOptions& options) {
   auto opts = options.dtype(at::kFloat);
   if (opts.device().is_meta()) {
     auto shape = std::vector<int64_t>{args.max_seq_len, half};
-    return {at::empty(shape, opts), at::empty(shape, opts), at::empty(shape, opts.dtype(at::kComplexFloat))};
+    return {at::empty(shape, opts), at::empty(shape, opts)};
   }
-  at::Tensor cos = angles.cos(), sin = angles.sin();
-  at::Tensor cis = at::complex(cos, sin);
-  return {cos.to(opts.device()), sin.to(opts.device()), cis.to(opts.device())};
+  return {angles.cos().to(opts.device()), angles.sin().to(opts.device())};
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
-  // x: (B, T, H, hd). Pairs (2i, 2i+1) are complex numbers rotated by cis; computed in float32
-  // (float64 for float64 input) and cast back to x's dtype.
-  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), hd = x.size(3);
-  const bool wide = x.scalar_type() == at::kDouble;
-  at::Tensor pairs = at::view_as_complex(x.to(wide ? at::kDouble : at::kFloat).reshape({B, T, H, hd / 2, 2}));
-  at::Tensor cis = rope.cis.narrow(0, 0, T).view({1, T, 1, hd / 2});
-  if (wide) cis = cis.to(at::kComplexDouble);
-  return at::view_as_real(pairs * cis).flatten(3).to(x.scalar_type());
+  return kernels::rope(x, rope.cos, rope.sin);  // (B,T,H,hd) -> (B,T,H,hd)
 }
 
 at::Tensor Attention::forward(const at::Tensor& x, const RopeTable& rope) const {

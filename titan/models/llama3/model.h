@@ -33,13 +33,11 @@ struct RMSNorm {
   at::Tensor forward(const at::Tensor& x) const;  // (..., dim) -> (..., dim)
 };
 
-// Precomputed RoPE rotation for positions [0, max_seq_len), with the Llama 3.1 frequency
-// scaling when enabled: cos and sin, each (T, head_dim/2) float32, and the same rotation as
-// unit complex numbers `cis` (T, head_dim/2) complex64, which apply_rope multiplies by.
+// Precomputed RoPE rotation for positions [0, max_seq_len): cos and sin, each (T, head_dim/2)
+// float32, with the Llama 3.1 frequency scaling when enabled.
 struct RopeTable {
   at::Tensor cos;
   at::Tensor sin;
-  at::Tensor cis;
 };
 RopeTable rope_table(const ModelArgs& args, const at::TensorOptions& options);
 // Rotates interleaved pairs (2i, 2i+1) of the last dim. x: (B, T, H, head_dim); cos/sin (>=T, hd/2).
