@@ -98,12 +98,18 @@ TEST(DistEnv, MpirunAndSrun) {
   }
   {
     EnvScope e({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}, {"SLURM_TASKS_PER_NODE", "4(x2)"},
-                {"SLURM_LAUNCH_NODE_IPADDR", "10.1.2.3"}});
+                {"MASTER_ADDR", "10.1.2.3"}});
     auto env = titan::distributed::read_dist_env();
     EXPECT_EQ(env.launcher, "srun");
     EXPECT_EQ(env.rank, 5);
     EXPECT_EQ(env.local_world_size, 4);
     EXPECT_EQ(env.master_addr, "10.1.2.3");
+  }
+  {
+    // Several nodes and no MASTER_ADDR: the launch node may be a login node, so ask for it.
+    EnvScope e({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}, {"SLURM_TASKS_PER_NODE", "4(x2)"},
+                {"SLURM_LAUNCH_NODE_IPADDR", "10.9.9.9"}});
+    EXPECT_THROW(titan::distributed::read_dist_env(), titan::Error);
   }
 }
 

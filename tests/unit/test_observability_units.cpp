@@ -90,6 +90,27 @@ TEST(FlightRecorder, ReportNamesTheRankThatSkippedACollective) {
   EXPECT_NE(r.find("DIVERGED: rank 1 entered reduce_scatter(16 x Float) as collective #0"), std::string::npos) << r;
 }
 
+TEST(FlightRecorder, TwoRanksWithoutMajorityBlameTheOneThatStopped) {
+  auto dir = fresh_dir("titan_fr_two");
+  write_dump(dir, 0, 2, {{"all_gather", 8, "completed"}, {"all_reduce", 1, "failed"}});
+  write_dump(dir, 1, 2, {{"all_gather", 8, "completed"}});
+  const std::string r = titan::distributed::comm_report(dir.string());
+  EXPECT_NE(r.find("BEHIND: rank 1 fell behind"), std::string::npos) << r;
+  EXPECT_EQ(r.find("AHEAD"), std::string::npos) << r;
+}
+
+TEST(FlightRecorder, ReportReadsOnlyTheLatestRun) {
+  auto dir = fresh_dir("titan_fr_runs");
+  write_dump(dir, 0, 2, {{"all_gather", 8, "completed"}});
+  write_dump(dir, 1, 2, {{"all_gather", 8, "completed"}});
+  nlohmann::json old{{"rank", 7}, {"world_size", 8}, {"reason", "old"}, {"dumped_at", -5.0}, {"run_id", 99}};
+  old["entries"] = nlohmann::json::array();
+  std::ofstream(dir / "rank_7") << old.dump();
+  const std::string r = titan::distributed::comm_report(dir.string());
+  EXPECT_NE(r.find("2 of 2 ranks"), std::string::npos) << r;
+  EXPECT_EQ(r.find("rank 7"), std::string::npos) << r;
+}
+
 TEST(FlightRecorder, ReportOnAFolderWithoutDumpsIsAClearError) {
   auto dir = fresh_dir("titan_fr_empty");
   EXPECT_THROW(titan::distributed::comm_report(dir.string()), titan::Error);

@@ -106,7 +106,8 @@ void MemorySnapshotter::step_end(int64_t step) {
 }
 
 void MemorySnapshotter::on_oom(int64_t step) {
-  if (enabled_) dump("iteration_" + std::to_string(step) + "_exit");
+  // Named after the last completed step, as torchtitan does (an OOM in step 1 -> iteration_0_exit).
+  if (enabled_) dump("iteration_" + std::to_string(step - 1) + "_exit");
 }
 
 }  // namespace titan::components

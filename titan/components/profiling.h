@@ -3,7 +3,7 @@
 // per profiled window: <dump>/<save_traces_folder>/iteration_<N>/rank<R>_trace.json.
 // Memory snapshots (CUDA caching allocator history, as torch.cuda.memory._snapshot pickles)
 // go to <dump>/<save_memory_snapshot_folder>/iteration_<N>/rank<R>_memory_snapshot.pickle,
-// and to iteration_<N>_exit on an out-of-memory error.
+// and to iteration_<N-1>_exit on an out-of-memory error in step N.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -39,7 +39,7 @@ class MemorySnapshotter {
  public:
   MemorySnapshotter(const config::JobConfig& cfg, int rank, at::Device device);
   void step_end(int64_t step);        // dumps every profile_freq steps
-  void on_oom(int64_t step);          // dumps to iteration_<step>_exit
+  void on_oom(int64_t step);          // OOM in `step`: dumps to iteration_<step-1>_exit
   bool enabled() const { return enabled_; }
 
  private:

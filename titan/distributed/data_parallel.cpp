@@ -71,7 +71,10 @@ struct GatherFunction : public torch::autograd::Function<GatherFunction> {
     at::Tensor blocks = unit->recv.view({W, S});
     variable_list out;
     for (const Slot& s : unit->slots) {
-      at::Tensor padded = blocks.narrow(1, s.offset, s.numel).reshape(padded_shape(s, world));
+      // A fresh tensor per parameter (reshape could return a view into recv when a rank holds
+      // one row): its storage is what release() frees and the backward re-gather refills.
+      at::Tensor padded = at::empty(padded_shape(s, world), unit->recv.options());
+      padded.view({W, s.numel}).copy_(blocks.narrow(1, s.offset, s.numel));
       out.push_back(padded.narrow(0, 0, s.rows));
     }
     return out;

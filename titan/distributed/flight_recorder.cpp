@@ -24,7 +24,7 @@ double now_seconds() {
 }
 
 extern "C" void on_fatal_signal(int sig) {
-  FlightRecorder::instance().dump(std::string("fatal signal ") + std::to_string(sig));
+  FlightRecorder::instance().dump_from_signal(std::string("fatal signal ") + std::to_string(sig));
   std::signal(sig, SIG_DFL);
   std::raise(sig);
 }
@@ -36,8 +36,12 @@ FlightRecorder& FlightRecorder::instance() {
   return r;
 }
 
-void FlightRecorder::configure(size_t capacity, int rank, int world_size, const std::string& file_path) {
+void FlightRecorder::configure(size_t capacity, int rank, int world_size, const std::string& file_path,
+                               int64_t run_id) {
   std::lock_guard<std::mutex> lock(g_mutex);
+  run_id_ = run_id;
+  std::error_code ec;
+  std::filesystem::remove(file_path, ec);  // a dump of an earlier run must not be mistaken for ours
   capacity_ = capacity;
   ring_.assign(capacity, Record{});
   next_ = 0;
@@ -77,11 +81,21 @@ void FlightRecorder::failed(int64_t slot) {
 
 void FlightRecorder::dump(const std::string& reason) {
   std::lock_guard<std::mutex> lock(g_mutex);
+  write_locked(reason);
+}
+
+void FlightRecorder::dump_from_signal(const std::string& reason) {
+  std::unique_lock<std::mutex> lock(g_mutex, std::try_to_lock);
+  if (lock.owns_lock()) write_locked(reason);
+}
+
+void FlightRecorder::write_locked(const std::string& reason) {
   if (path_.empty() || capacity_ == 0) return;
   nlohmann::json j;
   j["rank"] = rank_;
   j["world_size"] = world_;
   j["reason"] = reason;
+  j["run_id"] = run_id_;
   j["dumped_at"] = now_seconds();
   j["entries"] = nlohmann::json::array();
   const int64_t first = std::max<int64_t>(0, total_ - static_cast<int64_t>(capacity_));
@@ -116,16 +130,24 @@ std::string comm_report(const std::string& folder, const std::string& prefix) {
   std::map<int, std::map<std::string, std::map<int64_t, Entry>>> by_rank;  // rank -> group -> seq -> entry
   std::map<int, std::string> reasons;
   int world = 0;
+  std::vector<nlohmann::json> dumps;
   for (const auto& f : fs::directory_iterator(folder)) {
     const std::string name = f.path().filename().string();
     if (name.rfind(prefix, 0) != 0 || name.find(".tmp") != std::string::npos) continue;
-    nlohmann::json j;
     try {
       std::ifstream in(f.path());
-      j = nlohmann::json::parse(in);
+      dumps.push_back(nlohmann::json::parse(in));
     } catch (const std::exception& e) {
       throw Error("comm report: " + f.path().string() + " is not a flight-recorder file (" + e.what() + ")");
     }
+  }
+  // Only the run that dumped last: files of earlier runs may share the folder.
+  int64_t latest_run = 0;
+  double latest = -1;
+  for (const auto& j : dumps)
+    if (j.value("dumped_at", 0.0) > latest) latest = j.value("dumped_at", 0.0), latest_run = j.value("run_id", int64_t{0});
+  for (const auto& j : dumps) {
+    if (j.value("run_id", int64_t{0}) != latest_run) continue;
     const int rank = j["rank"].get<int>();
     world = std::max(world, j["world_size"].get<int>());
     reasons[rank] = j["reason"].get<std::string>();
@@ -177,8 +199,26 @@ std::string comm_report(const std::string& folder, const std::string& prefix) {
       }
       if (variants.size() <= 1) continue;
       std::string majority;
-      for (const auto& [d, ranks] : variants)
-        if (majority.empty() || ranks.size() > variants[majority].size()) majority = d;
+      bool tie = false;
+      for (const auto& [d, ranks] : variants) {
+        if (majority.empty() || ranks.size() > variants[majority].size()) majority = d, tie = false;
+        else if (ranks.size() == variants[majority].size()) tie = true;
+      }
+      if (tie) {
+        // No majority (e.g. two ranks): a rank whose #seq is the others' #seq+1 skipped one.
+        out += "DIVERGED at collective #" + std::to_string(seq) + " of group '" + group + "':";
+        for (const auto& [d, ranks] : variants) out += " " + list(ranks) + " entered " + d + ";";
+        out += "\n";
+        for (const auto& [d, ranks] : variants)
+          for (const auto& [d2, ranks2] : variants) {
+            if (d == d2) continue;
+            const auto& next = by_rank[ranks2.front()][group];
+            if (auto it = next.find(seq + 1); it != next.end() && describe(it->second) == d)
+              out += "  " + list(ranks) + " skipped the collective " + list(ranks2) + " entered (" + d2 + ")\n";
+          }
+        found = true;
+        continue;
+      }
       for (const auto& [d, ranks] : variants) {
         if (d == majority) continue;
         out += "DIVERGED: " + list(ranks) + " entered " + d + " as collective #" + std::to_string(seq) + " of group '" +
@@ -192,7 +232,7 @@ std::string comm_report(const std::string& folder, const std::string& prefix) {
     std::map<int64_t, std::vector<int>> by_last;
     for (int rank : members) by_last[by_rank[rank][group].rbegin()->first].push_back(rank);
     if (by_last.size() <= 1) continue;
-    int64_t common = by_last.begin()->first;
+    int64_t common = by_last.rbegin()->first;  // without a strict majority: the ones furthest on
     for (const auto& [last, ranks] : by_last)
       if (ranks.size() > by_last[common].size()) common = last;
     const std::vector<int>& majority = by_last[common];

@@ -17,13 +17,17 @@ class FlightRecorder {
  public:
   static FlightRecorder& instance();
   // capacity 0 disables recording.
-  void configure(size_t capacity, int rank, int world_size, const std::string& file_path);
+  // run_id is the same on every rank of one run: reports ignore dumps of other runs, and this
+  // rank's dump of an earlier run is deleted here.
+  void configure(size_t capacity, int rank, int world_size, const std::string& file_path, int64_t run_id);
   // A collective starts: returns its slot, to pass to finished()/failed().
   int64_t started(const std::string& group, int64_t seq, const char* op, const at::Tensor& t);
   void finished(int64_t slot);
   void failed(int64_t slot);
   // Writes the buffer; safe to call more than once (later calls overwrite).
   void dump(const std::string& reason);
+  void dump_from_signal(const std::string& reason);  // gives up instead of waiting for the lock
+  int64_t run_id() const { return run_id_; }
   // Best effort from a signal handler: no allocation-free guarantee, but it is the last act.
   void install_fatal_signal_dump();
   const std::string& file_path() const { return path_; }
@@ -42,11 +46,14 @@ class FlightRecorder {
   size_t capacity_ = 0, next_ = 0;
   int64_t total_ = 0;
   int rank_ = 0, world_ = 1;
+  int64_t run_id_ = 0;
   std::string path_;
+  void write_locked(const std::string& reason);
 };
 
 // Reads the recorder files of every rank in `folder` (prefix `prefix`) and explains which rank
-// fell behind or diverged, at which collective. Throws titan::Error when there is nothing to read.
+// fell behind or diverged, at which collective. Only files of the most recent run (the one
+// dumped last) are read. Throws titan::Error when there is nothing to read.
 std::string comm_report(const std::string& folder, const std::string& prefix = "rank_");
 
 }  // namespace titan::distributed

@@ -68,7 +68,6 @@ DistEnv read_dist_env() {
     // SLURM_TASKS_PER_NODE looks like "4(x2),3": the first number is this layout's per-node count.
     const char* tpn = env("SLURM_TASKS_PER_NODE");
     e.local_world_size = tpn ? std::atoi(tpn) : e.world_size;
-    if (!env("MASTER_ADDR") && env("SLURM_LAUNCH_NODE_IPADDR")) e.master_addr = env("SLURM_LAUNCH_NODE_IPADDR");
   }
   if (const char* a = env("MASTER_ADDR")) e.master_addr = a;
   e.master_port = env_int("MASTER_PORT", e.master_port);
@@ -76,7 +75,7 @@ DistEnv read_dist_env() {
     throw Error("launcher environment: rank " + std::to_string(e.rank) + " of world size " +
                     std::to_string(e.world_size) + " is impossible",
                 "launch with torchrun, mpirun or srun, or set RANK and WORLD_SIZE consistently");
-  if (e.world_size > 1 && e.local_world_size < e.world_size && !env("MASTER_ADDR") && e.launcher != "srun")
+  if (e.world_size > 1 && e.local_world_size < e.world_size && !env("MASTER_ADDR"))
     throw Error("launcher environment: " + std::to_string(e.world_size) + " processes on several nodes but MASTER_ADDR is not set",
                 "export MASTER_ADDR (the first node's address) and MASTER_PORT on every node");
   return e;
@@ -204,13 +203,6 @@ Pending Group::broadcast(at::Tensor t, int root_index) {
                         [&] { return backend_->backend->broadcast(ts, o); });
 }
 
-void Group::barrier() {
-  if (trivial()) return;
-  // An all-reduce of one element: the same on every backend, and bounded by the timeout.
-  at::Tensor one = at::ones({1}, at::TensorOptions().dtype(at::kFloat));
-  all_reduce(one).wait();
-}
-
 std::shared_ptr<BackendHandle> make_gloo_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                                                  std::chrono::milliseconds timeout, const std::string& master_addr) {
   auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
@@ -246,6 +238,10 @@ World::World(const DistEnv& env, at::Device device, std::chrono::milliseconds in
                     std::to_string(env.master_port) + " within comm.init_timeout_seconds: " + e.what(),
                 "check MASTER_ADDR/MASTER_PORT and that every process was started");
   }
+  // A torchrun restart keeps the agent's store: keys of this attempt get their own prefix.
+  if (o.isServer == false && std::getenv("TORCHELASTIC_RESTART_COUNT"))
+    store = c10::make_intrusive<c10d::PrefixStore>(
+        std::string("/worker/attempt_") + std::getenv("TORCHELASTIC_RESTART_COUNT"), store);
   store_ = std::make_shared<StoreHandle>(StoreHandle{store});
   std::vector<int> ranks(env.world_size);
   for (int i = 0; i < env.world_size; ++i) ranks[i] = i;

@@ -67,7 +67,6 @@ class Group {
   Pending reduce_scatter_sum(at::Tensor out, at::Tensor in);
   Pending all_reduce(at::Tensor t, bool max = false);  // sum (or max), in place
   Pending broadcast(at::Tensor t, int root_index);
-  void barrier();
 
  private:
   std::shared_ptr<BackendHandle> backend_;

@@ -42,7 +42,10 @@ using models::llama3::ModelArgs;
 using models::llama3::Transformer;
 
 std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal.store(sig);
+  std::signal(sig, SIG_DFL);  // a second signal is not deferred
+}
 
 at::ScalarType dtype_of(const std::string& name) {
   if (name == "bfloat16") return at::kBFloat16;
@@ -160,8 +163,12 @@ void report_comm_failure(distributed::FlightRecorder& recorder, const config::Jo
   if (env.rank != 0) return;
   const auto folder = std::filesystem::path(cfg.get_string("job.dump_folder")) / cfg.get_string("comm.save_traces_folder");
   const std::string prefix = cfg.get_string("comm.save_traces_file_prefix");
-  for (int i = 0; i < 50; ++i) {  // up to 5 s for the other ranks' dumps
-    int files = 0;
+  // The others dump when their own collectives fail. Wait for them a bounded time (a dead rank
+  // never writes): at most half the collective timeout and 10 s.
+  const auto wait = std::min<std::chrono::milliseconds>(distributed::collective_timeout() / 2, std::chrono::seconds(10));
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int files = 0;  // each rank deleted its dump of any earlier run at start
     for (int r = 0; r < env.world_size; ++r) files += std::filesystem::exists(folder / (prefix + std::to_string(r)));
     if (files == env.world_size) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -247,10 +254,16 @@ RunResult run_training(const config::JobConfig& cfg) {
   distributed::World world(env, device, init_timeout);
   distributed::MeshGroups groups = distributed::build_mesh_groups(world, dims);
   uint64_t seed = resolve_seed(cfg);
+  // A run id for the flight recorder: rank 0's start time, like the seed agreed by all.
+  int64_t run_id = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
   if (world.size() > 1) {  // every rank starts from rank 0's seed (it may be random)
-    at::Tensor s = at::tensor({static_cast<int64_t>(seed)}, at::kLong).to(device);
+    at::Tensor s = at::tensor({static_cast<int64_t>(seed), run_id}, at::kLong).to(device);
     groups.world.broadcast(s, 0).wait();
-    seed = static_cast<uint64_t>(s.cpu().item<int64_t>());
+    s = s.cpu();
+    seed = static_cast<uint64_t>(s[0].item<int64_t>());
+    run_id = s[1].item<int64_t>();
   }
   at::manual_seed(seed);
   if (device.is_cuda())
@@ -359,9 +372,19 @@ RunResult run_training(const config::JobConfig& cfg) {
             std::to_string(accum) + ", sequence length " + std::to_string(seq_len) + ", total steps " +
             std::to_string(steps) + " (warmup " + std::to_string(schedule.warmup_steps) + ")");
 
-  std::signal(SIGINT, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
-  g_stop_signal.store(0);
+  // Until the loop ends (also by an exception): the first SIGINT/SIGTERM stops after the
+  // current step, a second one acts at once.
+  struct SignalScope {
+    SignalScope() {
+      g_stop_signal.store(0);
+      std::signal(SIGINT, on_stop_signal);
+      std::signal(SIGTERM, on_stop_signal);
+    }
+    ~SignalScope() {
+      std::signal(SIGINT, SIG_DFL);
+      std::signal(SIGTERM, SIG_DFL);
+    }
+  } signal_scope;
 
   // ---- the loop ---------------------------------------------------------------------------------
   RunResult result;
@@ -375,7 +398,8 @@ RunResult run_training(const config::JobConfig& cfg) {
   if (world.size() > 1) {
     const auto traces = std::filesystem::path(cfg.get_string("job.dump_folder")) / cfg.get_string("comm.save_traces_folder");
     recorder.configure(static_cast<size_t>(cfg.get_int("comm.trace_buf_size")), env.rank, world.size(),
-                       (traces / (cfg.get_string("comm.save_traces_file_prefix") + std::to_string(env.rank))).string());
+                       (traces / (cfg.get_string("comm.save_traces_file_prefix") + std::to_string(env.rank))).string(),
+                       run_id);
     recorder.install_fatal_signal_dump();
   }
   log::info("Training starts at step 1");
@@ -477,8 +501,6 @@ RunResult run_training(const config::JobConfig& cfg) {
     if (world.size() > 1) report_comm_failure(recorder, cfg, env, e.what());
     throw;
   }
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
   if (dp) result.full_state = dp->full_state();
   if (!result.interrupted) log::info("Training completed");
   return result;
