@@ -12,38 +12,22 @@ Usage: python3 bench/bench_distributed.py [--titan build/titan] [--seq 256] [--g
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from launch import launch, read_jsonl  # noqa: E402
 
 
 def run(titan, world, args, dump, threads):
-    port = free_port()
-    procs = []
-    for rank in range(world):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                   LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   OMP_NUM_THREADS=str(threads))
-        procs.append(subprocess.Popen([titan, "train", *args, "--job.dump_folder", dump], cwd=ROOT, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-    for p in procs:
-        _, err = p.communicate()
-        if p.returncode != 0:
+    outs = launch(titan, world, args + ["--job.dump_folder", dump], threads=threads)
+    for rc, _, err in outs:
+        if rc != 0:
             sys.exit(f"run failed: {err[-500:]}")
-    with open(os.path.join(dump, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+    return read_jsonl(os.path.join(dump, "metrics.jsonl"))
 
 
 def padded_numel(shapes, w):

@@ -11,60 +11,29 @@ Prints one line per check and `N passed, N failed`; exits 0 only if none failed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import ROOT, Checks, free_port, rank_env, read_jsonl  # noqa: E402
+from launch import launch as launch_ranks  # noqa: E402
 BASE = ["--job.config_file", "configs/llama3/debug_model.toml", "--training.seq_len", "64",
         "--training.steps", "10", "--training.mixed_precision_param", "float32", "--debug.seed", "7",
         "--activation_checkpoint.mode", "none", "--metrics.log_freq", "5", "--lr_scheduler.warmup_steps", "2"]
 TOL = 1e-5
-results: list[tuple[str, bool]] = []
+checks = Checks()
+check = checks.check
 
 
-def check(name: str, ok: bool, detail: str = "") -> None:
-    results.append((name, ok))
-    print(f"{'PASS' if ok else 'FAIL'} {name}" + ("" if ok else f": {detail}"), flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(titan: str, world: int, args: list[str], dump: str, timeout: int = 300):
-    """Starts `world` processes as torchrun would (environment variables) and waits."""
-    port = free_port()
-    procs = []
-    for rank in range(world):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                   LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([titan, "train", *args, "--job.dump_folder", dump], cwd=ROOT, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = []
-    deadline = time.time() + timeout
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=max(1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-            err += "\n(timed out)"
-        outs.append((p.returncode, out, err))
-    return outs
+def launch(titan, world, args, dump, timeout=300):
+    return launch_ranks(titan, world, args + ["--job.dump_folder", dump], timeout=timeout)
 
 
 def metrics(dump: str) -> list[dict]:
-    with open(os.path.join(dump, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+    return read_jsonl(os.path.join(dump, "metrics.jsonl"))
 
 
 def rel(a: float, b: float) -> float:
@@ -146,8 +115,7 @@ def main() -> int:
     port = free_port()
     procs = []
     for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        env = rank_env(rank, 2, port)
         procs.append(subprocess.Popen([titan, "train", *BASE, "--training.steps", "100000", "--metrics.log_freq", "1",
                                        "--comm.train_timeout_seconds", "20", "--training.local_batch_size", "4",
                                        "--job.dump_folder", os.path.join(tmp, f"kill{rank}")],
@@ -178,9 +146,7 @@ def main() -> int:
         check("torchrun --no-python launches 2 ranks", p.returncode == 0 and "launched by torchrun" in p.stdout
               and "Training completed" in p.stdout, (p.stdout + p.stderr)[-600:])
 
-    failed = sum(1 for _, ok in results if not ok)
-    print(f"{len(results) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    return checks.summary()
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ import glob
 import json
 import os
 import pty
-import socket
 import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import ROOT, Checks, read_jsonl  # noqa: E402
+from launch import launch as launch_ranks  # noqa: E402
 FAST = ["--job.config_file", "configs/llama3/debug_model.toml", "--training.seq_len", "64",
         "--training.local_batch_size", "2", "--activation_checkpoint.mode", "none", "--debug.seed", "5"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
@@ -28,47 +29,16 @@ TB_TAGS = ["loss_metrics/global_avg_loss", "loss_metrics/global_max_loss", "grad
            "mfu(%)", "time_metrics/end_to_end(s)", "time_metrics/data_loading(s)", "time_metrics/data_loading(%)",
            "memory/max_active(GiB)", "memory/max_active(%)", "memory/max_reserved(GiB)", "memory/max_reserved(%)",
            "memory/num_alloc_retries", "memory/num_ooms", "n_tokens_seen", "lr"]
-results: list[tuple[str, bool]] = []
-
-
-def check(name, ok, detail=""):
-    results.append((name, ok))
-    print(f"{'PASS' if ok else 'FAIL'} {name}" + ("" if ok else f": {detail}"), flush=True)
-
-
-def skip(name, why):
-    print(f"SKIP {name}: {why}", flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+checks = Checks()
+check, skip = checks.check, checks.skip
 
 
 def launch(titan, world, args, extra_env=None, timeout=300):
-    port = free_port()
-    procs = []
-    for rank in range(world):
-        env = dict(ENV, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **(extra_env or {}))
-        procs.append(subprocess.Popen([titan, "train", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-    outs = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-            err += "\n(hung)"
-        outs.append((p.returncode, out, err))
-    return outs
+    return launch_ranks(titan, world, args, extra_env=extra_env, timeout=timeout)
 
 
 def jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
+    return read_jsonl(path)
 
 
 def main():
@@ -193,9 +163,7 @@ def main():
           q.returncode == 0 and any(c in q.stdout for c in culprit) and "collective #" in q.stdout,
           q.stdout[-800:] + q.stderr[-300:])
 
-    failed = sum(1 for _, ok in results if not ok)
-    print(f"{len(results) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    return checks.summary()
 
 
 if __name__ == "__main__":

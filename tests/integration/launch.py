@@ -1,0 +1,68 @@
+"""Shared by the multi-process tests and benchmarks: start `titan train` on N ranks the way
+torchrun would (RANK, WORLD_SIZE, ... in the environment), collect the results, read
+metrics.jsonl, and count checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_env(rank: int, world: int, port: int, threads: int = 1, extra: dict | None = None) -> dict:
+    return dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS=str(threads), **(extra or {}))
+
+
+def launch(titan: str, world: int, args: list[str], extra_env: dict | None = None, timeout: int = 300,
+           threads: int = 1) -> list[tuple[int, str, str]]:
+    """Runs `titan train ARGS` on `world` ranks; returns (exit code, stdout, stderr) per rank.
+    A rank still running at the deadline is killed and its stderr ends with '(hung)'."""
+    port = free_port()
+    procs = [subprocess.Popen([titan, "train", *args], cwd=ROOT, env=rank_env(r, world, port, threads, extra_env),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(world)]
+    outs = []
+    deadline = time.time() + timeout
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=max(1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            err += "\n(hung)"
+        outs.append((p.returncode, out, err))
+    return outs
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Checks:
+    """One PASS/FAIL line per check and the closing `N passed, N failed` line."""
+
+    def __init__(self) -> None:
+        self.results: list[bool] = []
+
+    def check(self, name: str, ok: bool, detail: str = "") -> None:
+        self.results.append(bool(ok))
+        print(f"{'PASS' if ok else 'FAIL'} {name}" + ("" if ok else f": {detail}"), flush=True)
+
+    def skip(self, name: str, why: str) -> None:
+        print(f"SKIP {name}: {why}", flush=True)
+
+    def summary(self) -> int:
+        failed = self.results.count(False)
+        print(f"{len(self.results) - failed} passed, {failed} failed")
+        return 1 if failed else 0
