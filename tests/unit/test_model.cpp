@@ -96,14 +96,20 @@ TEST(Model, InitialisationFollowsTorchtitan) {
   m.init_weights(7);
   for (auto& p : m.named_parameters()) {
     const double std = p.tensor->std().item<double>();
-    if (p.name == "tok_embeddings.weight") EXPECT_NEAR(std, 1.0, 0.02);
-    else if (p.name == "output.weight") {
+    if (p.name == "tok_embeddings.weight") {
+      EXPECT_NEAR(std, 1.0, 0.02);
+    } else if (p.name == "output.weight") {
       EXPECT_NEAR(std, 1 / 16.0 * 0.986, 0.003);  // truncated at 3 std shrinks std by ~1.4%
       EXPECT_LE(p.tensor->abs().max().item<double>(), 3 / 16.0 + 1e-6);
-    } else if (p.name.find("norm") != std::string::npos) EXPECT_EQ(p.tensor->min().item<double>(), 1.0);
-    else if (p.name == "layers.1.attention.wo.weight") EXPECT_NEAR(std, 0.02 / 2.0, 0.001);
-    else if (p.name == "layers.0.feed_forward.w3.weight") EXPECT_NEAR(std, 0.02 / std::sqrt(2.0), 0.001);
-    else if (p.name == "layers.1.attention.wq.weight") EXPECT_NEAR(std, 0.02, 0.001);
+    } else if (p.name.find("norm") != std::string::npos) {
+      EXPECT_EQ(p.tensor->min().item<double>(), 1.0);
+    } else if (p.name == "layers.1.attention.wo.weight") {
+      EXPECT_NEAR(std, 0.02 / 2.0, 0.001);
+    } else if (p.name == "layers.0.feed_forward.w3.weight") {
+      EXPECT_NEAR(std, 0.02 / std::sqrt(2.0), 0.001);
+    } else if (p.name == "layers.1.attention.wq.weight") {
+      EXPECT_NEAR(std, 0.02, 0.001);
+    }
   }
   // Deterministic per (seed, name), whatever else is initialised.
   Transformer m2(a, at::TensorOptions());

@@ -166,7 +166,10 @@ std::string comm_report(const std::string& folder, const std::string& prefix) {
   auto describe = [](const Entry& e) { return e.op + "(" + std::to_string(e.numel) + " x " + e.dtype + ")"; };
   auto list = [](const std::vector<int>& v) {
     std::string s = v.size() > 1 ? "ranks " : "rank ";
-    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (i) s += ",";
+      s += std::to_string(v[i]);
+    }
     return s;
   };
   // Groups with a collective that did not complete come first: that is where the run stopped.
@@ -207,7 +210,10 @@ std::string comm_report(const std::string& folder, const std::string& prefix) {
       if (tie) {
         // No majority (e.g. two ranks): a rank whose #seq is the others' #seq+1 skipped one.
         out += "DIVERGED at collective #" + std::to_string(seq) + " of group '" + group + "':";
-        for (const auto& [d, ranks] : variants) out += " " + list(ranks) + " entered " + d + ";";
+        for (const auto& [d, ranks] : variants) {
+          out += " ";
+          out += list(ranks) + " entered " + d + ";";
+        }
         out += "\n";
         for (const auto& [d, ranks] : variants)
           for (const auto& [d2, ranks2] : variants) {

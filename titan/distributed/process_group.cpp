@@ -261,7 +261,10 @@ Group World::new_group(const std::vector<int>& ranks, const std::string& name) {
   auto backend = device_.is_cuda() ? make_nccl_backend(prefixed, index, n, timeout_)
                                    : make_gloo_backend(prefixed, index, n, timeout_, env_.master_addr);
   std::string members;
-  for (int r : ranks) members += (members.empty() ? "" : ",") + std::to_string(r);
+  for (int r : ranks) {
+    if (!members.empty()) members += ",";
+    members += std::to_string(r);
+  }
   backend->name = name + "[" + members + "]";
   return Group(backend, ranks, index);
 }

@@ -388,7 +388,6 @@ RunResult run_training(const config::JobConfig& cfg) {
 
   // ---- the loop ---------------------------------------------------------------------------------
   RunResult result;
-  const int64_t log_freq = cfg.get_int("metrics.log_freq");
   const double max_norm = cfg.get_float("training.max_norm");
   dev.memory_stats_and_reset();
   components::MetricsProcessor metrics(cfg, env.rank, flops_per_token, peak, dims.tp * dims.cp * dims.pp, dev);
