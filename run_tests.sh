@@ -12,7 +12,8 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import tensorboard, matplotlib' 2>/dev/null; then
   echo "[tests] installing tensorboard and matplotlib (test-only)"
-  "$PYTHON" -m pip install -q tensorboard matplotlib
+  "$PYTHON" -m pip install -q tensorboard matplotlib 2>/dev/null ||
+    "$PYTHON" -m pip install -q --break-system-packages tensorboard matplotlib
 fi
 # Two tests at a time, one thread each, on a 2-core machine.
 ctest --test-dir build --output-on-failure --timeout 900 -j 2 "$@"

@@ -27,15 +27,6 @@ const char* kUsage =
     "            FOLDER (<dump_folder>/comm_traces) and name the rank that fell behind\n"
     "  version   print the version\n";
 
-// On CPU each process uses cores / processes-on-this-node threads unless OMP_NUM_THREADS says.
-void size_threads() {
-  if (std::getenv("OMP_NUM_THREADS")) return;
-  const char* local_world = std::getenv("LOCAL_WORLD_SIZE");
-  const int procs = local_world ? std::max(1, std::atoi(local_world)) : 1;
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  at::set_num_threads(std::max(1, cores / procs));
-}
-
 int train(const std::vector<std::string>& args) {
   titan::config::JobConfig cfg;
   try {
@@ -45,7 +36,6 @@ int train(const std::vector<std::string>& args) {
                 titan::config::help_text().c_str());
     return 0;
   }
-  size_threads();
   if (cfg.get_bool("job.dry_run")) return titan::train::dry_run(cfg);
   titan::train::run_training(cfg);
   return 0;

@@ -42,11 +42,8 @@ std::string cpu_model() {
 
 }  // namespace
 
-at::Device pick_device() {
-  if (cuda::available()) {
-    const char* lr = std::getenv("LOCAL_RANK");
-    return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(lr ? std::atoi(lr) : 0));
-  }
+at::Device pick_device(int local_rank) {
+  if (cuda::available()) return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
   return at::Device(at::kCPU);
 }
 

@@ -39,7 +39,7 @@ class DeviceInfo {
   double total_gib_ = 0;
 };
 
-at::Device pick_device();  // cuda:LOCAL_RANK if available, else cpu
+at::Device pick_device(int local_rank);  // cuda:<local_rank> if a GPU is available, else cpu
 
 // Implemented in device_cuda.cpp where CUDA code is built, else as stubs.
 namespace cuda {

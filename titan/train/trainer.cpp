@@ -242,7 +242,12 @@ RunResult run_training(const config::JobConfig& cfg) {
   write_config_if_asked(cfg);
 
   // ---- device, threads, determinism --------------------------------------------------------
-  const at::Device device = components::pick_device();
+  // On the CPU each process takes its share of the cores, unless OMP_NUM_THREADS says.
+  if (!std::getenv("OMP_NUM_THREADS")) {
+    const int cores = static_cast<int>(std::thread::hardware_concurrency());
+    at::set_num_threads(std::max(1, cores / std::max(1, env.local_world_size)));
+  }
+  const at::Device device = components::pick_device(env.local_rank);
   components::DeviceInfo dev(device);
   if (cfg.get_bool("debug.deterministic")) {
     // cuBLAS needs a fixed workspace to be deterministic; it reads this before its first use.
