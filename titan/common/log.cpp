@@ -44,6 +44,12 @@ Colors colors() {
   return {"\033[31m", "\033[32m", "\033[33m", "\033[36m", "\033[34m", "\033[96m", "\033[35m", "\033[39m"};
 }
 
+std::string format(const char* printf_format, double value) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), printf_format, value);
+  return buf;
+}
+
 std::string with_commas(long long v) {
   std::string digits = std::to_string(v < 0 ? -v : v), out;
   for (size_t i = 0; i < digits.size(); ++i) {

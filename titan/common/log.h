@@ -19,6 +19,9 @@ struct Colors {
 };
 Colors colors();
 
+// One number with a printf format, e.g. format("%8.5f", loss).
+std::string format(const char* printf_format, double value);
+
 // "1,234,567"
 std::string with_commas(long long value);
 

@@ -13,12 +13,6 @@ namespace titan::components {
 
 namespace {
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), f, v);
-  return buf;
-}
-
 std::string json_number(double v) {
   if (!std::isfinite(v)) return "null";
   char buf[40];
@@ -84,11 +78,11 @@ void MetricsProcessor::record(const StepValues& v) {
   const double mfu = 100.0 * static_cast<double>(flops_per_token_) * tps / peak_;
   const MemoryStats mem = device_.memory_stats_and_reset();
   auto c = log::colors();
-  log::info(std::string(c.red) + "step: " + fmt("%2.0f", static_cast<double>(v.step)) + "  " + c.green +
-            "loss: " + fmt("%8.5f", v.loss) + "  " + c.orange + "grad_norm: " + fmt("%7.4f", v.grad_norm) + "  " +
-            c.turquoise + "memory: " + fmt("%5.2f", mem.max_reserved_gib) + "GiB(" + fmt("%.2f", mem.max_reserved_pct) +
+  log::info(std::string(c.red) + "step: " + log::format("%2.0f", static_cast<double>(v.step)) + "  " + c.green +
+            "loss: " + log::format("%8.5f", v.loss) + "  " + c.orange + "grad_norm: " + log::format("%7.4f", v.grad_norm) + "  " +
+            c.turquoise + "memory: " + log::format("%5.2f", mem.max_reserved_gib) + "GiB(" + log::format("%.2f", mem.max_reserved_pct) +
             "%)  " + c.blue + "tps: " + log::with_commas(std::llround(tps)) + "  " + c.cyan + "tflops: " +
-            fmt("%.2f", tflops) + "  " + c.magenta + "mfu: " + fmt("%.2f", mfu) + "%" + c.reset);
+            log::format("%.2f", tflops) + "  " + c.magenta + "mfu: " + log::format("%.2f", mfu) + "%" + c.reset);
   if (tb_) {
     tb_->add_scalars(v.step, {{"loss_metrics/global_avg_loss", v.loss},
                               {"loss_metrics/global_max_loss", v.max_loss},

@@ -53,18 +53,12 @@ at::ScalarType dtype_of(const std::string& name) {
   return at::kFloat;
 }
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), f, v);
-  return buf;
-}
-
 std::string describe_args(const ModelArgs& a) {
   return "ModelArgs(dim=" + std::to_string(a.dim) + ", n_layers=" + std::to_string(a.n_layers) +
          ", n_heads=" + std::to_string(a.n_heads) + ", n_kv_heads=" + std::to_string(a.n_kv_heads) +
          ", vocab_size=" + std::to_string(a.vocab_size) + ", multiple_of=" + std::to_string(a.multiple_of) +
-         ", ffn_dim_multiplier=" + (a.ffn_dim_multiplier ? fmt("%g", *a.ffn_dim_multiplier) : "None") +
-         ", norm_eps=" + fmt("%g", a.norm_eps) + ", rope_theta=" + fmt("%g", a.rope_theta) +
+         ", ffn_dim_multiplier=" + (a.ffn_dim_multiplier ? log::format("%g", *a.ffn_dim_multiplier) : "None") +
+         ", norm_eps=" + log::format("%g", a.norm_eps) + ", rope_theta=" + log::format("%g", a.rope_theta) +
          ", max_seq_len=" + std::to_string(a.max_seq_len) +
          ", tied_embeddings=" + (a.tied_embeddings ? "True" : "False") + ")";
 }
@@ -272,7 +266,7 @@ RunResult run_training(const config::JobConfig& cfg) {
   }
   at::manual_seed(seed);
   if (device.is_cuda())
-    log::info("CUDA capacity: " + dev.name() + " with " + fmt("%.2f", dev.total_memory_gib()) + "GiB memory");
+    log::info("CUDA capacity: " + dev.name() + " with " + log::format("%.2f", dev.total_memory_gib()) + "GiB memory");
   else
     log::info("CPU: " + dev.name() + ", " + std::to_string(at::get_num_threads()) + " threads per process");
   log::info("Parallel dims: " + dims.describe() + (world.size() > 1 ? ", launched by " + env.launcher : ""));
@@ -340,7 +334,7 @@ RunResult run_training(const config::JobConfig& cfg) {
   if (!cfg.is_default("training.gc_freq") || cfg.get_bool("training.gc_debug"))
     log::warning("training.gc_freq and training.gc_debug have no effect in titan.cpp: there is no garbage collector");
   const double peak = dev.peak_flops(dims.fsdp_enabled() ? dtype_of(mp) : amp_dtype.value_or(param_dtype));
-  log::info("Peak FLOPS used for computing MFU: " + fmt("%.3e", peak) +
+  log::info("Peak FLOPS used for computing MFU: " + log::format("%.3e", peak) +
             (device.is_cuda() ? "" : " (measured matmul rate on this CPU)"));
 
   // ---- optimizer, schedule ----------------------------------------------------------------------
@@ -452,10 +446,6 @@ RunResult run_training(const config::JobConfig& cfg) {
         }
       }
       const double loss_value = global_loss(row_sums, groups.dp, valid, device);
-      // torchtitan's global_max_loss: the largest per-rank average.
-      at::Tensor local_avg = at::tensor({row_sums.sum().item<double>() / std::max<int64_t>(local_valid, 1)},
-                                        at::kDouble).to(device);
-      groups.dp.all_reduce(local_avg, /*max=*/true).wait();
       double grad_norm = 0;
       {
         TITAN_RANGE("clip_grad_norm");
@@ -472,10 +462,19 @@ RunResult run_training(const config::JobConfig& cfg) {
         result.state_bytes = state_bytes(params, optimizer);
         distributed::set_collective_timeout(std::chrono::seconds(cfg.get_int("comm.train_timeout_seconds")));
       }
+      // One max-reduction for two things: torchtitan's global_max_loss (the largest per-rank
+      // average; ranks outside data parallelism hold the same value) and the stop signal, so
+      // that every rank stops after the same step.
+      at::Tensor maxed = at::tensor({row_sums.sum().item<double>() / std::max<int64_t>(local_valid, 1),
+                                     static_cast<double>(g_stop_signal.load())},
+                                    at::kDouble)
+                             .to(device);
+      groups.world.all_reduce(maxed, /*max=*/true).wait();
+      maxed = maxed.cpu();
       components::StepValues v;
       v.step = step;
       v.loss = loss_value;
-      v.max_loss = local_avg.cpu().item<double>();
+      v.max_loss = maxed[0].item<double>();
       v.grad_norm = grad_norm;
       v.lr = lr;
       v.tokens = accum * local_bs * seq_len;
@@ -486,10 +485,7 @@ RunResult run_training(const config::JobConfig& cfg) {
       metrics.record(v);
       profiler.step_end(step);
       snapshots.step_end(step);
-      // Every rank stops after the same step: the signal is agreed on through the world group.
-      at::Tensor stop = at::tensor({static_cast<int64_t>(g_stop_signal.load())}, at::kLong).to(device);
-      if (world.size() > 1) groups.world.all_reduce(stop, /*max=*/true).wait();
-      if (int sig = static_cast<int>(stop.cpu().item<int64_t>())) {
+      if (int sig = static_cast<int>(maxed[1].item<double>())) {
         log::warning(std::string("Received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + "; stopped after step " +
                      std::to_string(step) + " of " + std::to_string(steps));
         result.interrupted = true;
