@@ -10,10 +10,11 @@ cd "$(dirname "$0")"
 ./scripts/setup.sh
 # Python packages the tests read our output with (the test suite only; training needs none).
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c 'import tensorboard, matplotlib' 2>/dev/null; then
-  echo "[tests] installing tensorboard and matplotlib (test-only)"
-  "$PYTHON" -m pip install -q tensorboard matplotlib 2>/dev/null ||
-    "$PYTHON" -m pip install -q --break-system-packages tensorboard matplotlib
+TEST_PACKAGES=(tensorboard matplotlib tiktoken tokenizers)
+if ! "$PYTHON" -c 'import tensorboard, matplotlib, tiktoken, tokenizers' 2>/dev/null; then
+  echo "[tests] installing ${TEST_PACKAGES[*]} (test-only)"
+  "$PYTHON" -m pip install -q "${TEST_PACKAGES[@]}" 2>/dev/null ||
+    "$PYTHON" -m pip install -q --break-system-packages "${TEST_PACKAGES[@]}"
 fi
 # Two tests at a time, one thread each, on a 2-core machine.
 ctest --test-dir build --output-on-failure --timeout 900 -j 2 "$@"

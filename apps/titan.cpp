@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "apps/commands.h"
 #include "titan/common/error.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/flight_recorder.h"
@@ -22,6 +23,11 @@ const char* kUsage =
     "commands:\n"
     "  train     train a model: titan train --job.config_file configs/llama3/debug_model.toml\n"
     "            (titan train --help lists every option)\n"
+    "  tokenizer encode|decode|train|info\n"
+    "            run a tokenizer on text or ids, or train a byte-level BPE (docs/tokenizers.md)\n"
+    "  data tokenize|batches\n"
+    "            pre-tokenize text into binary shards; print the batches a config yields\n"
+    "            (docs/datasets.md)\n"
     "  comm-report FOLDER\n"
     "            after a failed multi-process run: read every rank's flight recorder in\n"
     "            FOLDER (<dump_folder>/comm_traces) and name the rank that fell behind\n"
@@ -53,6 +59,8 @@ int main(int argc, char** argv) {
   args.erase(args.begin());
   try {
     if (command == "train") return train(args);
+    if (command == "tokenizer") return titan::apps::tokenizer_command(args);
+    if (command == "data") return titan::apps::data_command(args);
     if (command == "comm-report") {
       if (args.size() != 1) throw titan::Error("comm-report takes one folder", "titan comm-report outputs/comm_traces");
       std::printf("%s", titan::distributed::comm_report(args[0]).c_str());

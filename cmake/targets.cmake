@@ -19,7 +19,6 @@ set(TITAN_SOURCES
   titan/components/tensorboard.cpp
   titan/components/lr_scheduler.cpp
   titan/components/optimizer.cpp
-  titan/components/tokenizer.cpp
   titan/train/trainer.cpp
   titan/train/validate.cpp
 )
@@ -31,10 +30,9 @@ endif()
 
 add_library(titan_lib STATIC ${TITAN_SOURCES})
 target_include_directories(titan_lib PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
-target_link_libraries(titan_lib PUBLIC titan_config torch_libs nlohmann_json::nlohmann_json
-                      ZLIB::ZLIB)
+target_link_libraries(titan_lib PUBLIC titan_config titan_text torch_libs)
 
-add_executable(titan apps/titan.cpp)
+add_executable(titan apps/titan.cpp apps/cmd_tokenizer.cpp apps/cmd_data.cpp)
 target_link_libraries(titan PRIVATE titan_lib)
 
 # Unit tests: one executable, so libtorch is linked once.
@@ -63,7 +61,9 @@ add_test(NAME parity.model COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_
 add_test(NAME parity.reference_selfcheck COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_ref_selfcheck.py)
 add_test(NAME integration.cli COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_cli.py
          --titan $<TARGET_FILE:titan> --shared ${CMAKE_CURRENT_SOURCE_DIR}/../shared)
-set_tests_properties(parity.model parity.reference_selfcheck integration.cli PROPERTIES
+add_test(NAME parity.tokenizer COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_tokenizer_parity.py
+         --titan $<TARGET_FILE:titan> --shared ${CMAKE_CURRENT_SOURCE_DIR}/../shared)
+set_tests_properties(parity.model parity.reference_selfcheck parity.tokenizer integration.cli PROPERTIES
                      SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1")
 add_test(NAME integration.distributed COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_distributed.py
          --titan $<TARGET_FILE:titan>)
@@ -72,3 +72,6 @@ set_tests_properties(integration.distributed PROPERTIES RUN_SERIAL TRUE TIMEOUT 
 add_test(NAME integration.observability COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_observability.py
          --titan $<TARGET_FILE:titan>)
 set_tests_properties(integration.observability PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)
+
+add_executable(bench_tokenizer bench/bench_tokenizer.cpp)
+target_link_libraries(bench_tokenizer PRIVATE titan_text)

@@ -12,7 +12,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 APT_PACKAGES=(cmake ninja-build g++ ccache pkg-config python3 python3-pip
-  libtomlplusplus-dev nlohmann-json3-dev libgloo-dev libpcre2-dev libzstd-dev zlib1g-dev libgtest-dev)
+  libtomlplusplus-dev nlohmann-json3-dev libgloo-dev libpcre2-dev libzstd-dev zlib1g-dev libutf8proc-dev libgtest-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -100,7 +100,10 @@ TEST(Clipping, ScalesToMaxNormAndReportsTotal) {
 
 TEST(Data, PacksDocumentsIntoWindowsWithBosEos) {
   auto tok = std::make_shared<ByteTokenizer>();
-  DataLoader loader(std::make_unique<SyntheticEnglish>(0, 1, 50), tok, 2, 16, true);
+  LoaderOptions opt;
+  opt.batch_size = 2;
+  opt.seq_len = 16;
+  DataLoader loader(std::make_unique<SyntheticEnglish>(0, 1, 50), tok, opt);
   auto b = loader.next();
   ASSERT_TRUE(b);
   EXPECT_EQ(b->inputs.sizes(), (std::vector<int64_t>{2, 16}));
@@ -128,9 +131,9 @@ TEST(Data, RanksReadDisjointDocuments) {
 }
 
 TEST(Data, MissingPathAndUnknownDatasetAreClearErrors) {
-  EXPECT_THROW(build_source("synthetic", std::string("/nonexistent/data.jsonl"), 0, 1), titan::Error);
+  EXPECT_THROW(build_source("synthetic", std::string("/nonexistent/data.jsonl"), TextOptions{}), titan::Error);
   try {
-    build_source("c4", std::nullopt, 0, 1);
+    build_source("c4", std::nullopt, TextOptions{});
     FAIL();
   } catch (const titan::Error& e) {
     EXPECT_NE(e.fix().find("training.dataset_path"), std::string::npos);

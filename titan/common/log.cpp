@@ -40,8 +40,8 @@ void info(const std::string& message) { emit("INFO", message); }
 void warning(const std::string& message) { emit("WARNING", message); }
 
 Colors colors() {
-  if (!color_enabled()) return {"", "", "", "", "", "", "", ""};
-  return {"\033[31m", "\033[32m", "\033[33m", "\033[36m", "\033[34m", "\033[96m", "\033[35m", "\033[39m"};
+  if (!color_enabled()) return {"", "", "", "", "", "", "", "", ""};
+  return {"\033[31m", "\033[32m", "\033[33m", "\033[36m", "\033[34m", "\033[96m", "\033[35m", "\033[93m", "\033[39m"};
 }
 
 std::string format(const char* printf_format, double value) {

@@ -15,7 +15,7 @@ void warning(const std::string& message);
 
 // ANSI colour codes as torchtitan's Color class names them ("" when colour is off).
 struct Colors {
-  const char *red, *green, *orange, *turquoise, *blue, *cyan, *magenta, *reset;
+  const char *red, *green, *orange, *turquoise, *blue, *cyan, *magenta, *yellow, *reset;
 };
 Colors colors();
 

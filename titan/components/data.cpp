@@ -1,233 +1,86 @@
 #include "titan/components/data.h"
 
-#include <zlib.h>
-
 #include <algorithm>
-#include <array>
-#include <filesystem>
-#include <nlohmann/json.hpp>
 
 #include "titan/common/error.h"
+#include "titan/common/log.h"
+#include "titan/config/job_config.h"
 
 namespace titan::components {
 
-namespace {
-
-// splitmix64: a small, well-mixed generator, so each document is a pure function of its index.
-struct Rng {
-  uint64_t state;
-  uint64_t next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  template <size_t N>
-  const char* pick(const std::array<const char*, N>& words) { return words[next() % N]; }
+struct DataLoader::Position {
+  nlohmann::json source;        // text: the document source's position
+  std::vector<int64_t> buffer;  // text: tokens read but not yet in a window
+  uint64_t token_pos = 0;       // shards: the next window's first token
+  int64_t epoch = 0;
+  bool exhausted = false;
 };
 
-constexpr std::array<const char*, 24> kNouns = {
-    "river", "city", "garden", "teacher", "child", "machine", "forest", "letter",
-    "king", "window", "market", "song", "horse", "winter", "story", "engineer",
-    "mountain", "ship", "library", "friend", "storm", "village", "lamp", "road"};
-constexpr std::array<const char*, 16> kAdjectives = {
-    "old", "quiet", "bright", "small", "green", "strange", "cold", "gentle",
-    "busy", "distant", "golden", "heavy", "young", "careful", "empty", "warm"};
-constexpr std::array<const char*, 16> kVerbs = {
-    "sees", "follows", "builds", "remembers", "carries", "watches", "finds", "opens",
-    "crosses", "answers", "paints", "keeps", "leaves", "visits", "repairs", "reads"};
-constexpr std::array<const char*, 8> kAdverbs = {
-    "slowly", "again", "at dawn", "without a word", "every morning", "by the fire", "in silence",
-    "once more"};
-constexpr std::array<const char*, 6> kJoins = {"and", "but", "so", "while", "because", "until"};
-constexpr std::array<const char*, 4> kArticles = {"the", "a", "the", "this"};
-
-// Every draw is its own statement: the order of operands in one expression is unspecified in
-// C++, and the text must not depend on the compiler.
-std::string noun_phrase(Rng& r) {
-  std::string article = r.pick(kArticles);
-  std::string rest;
-  if (r.next() % 2) {
-    rest += r.pick(kAdjectives);
-    rest += " ";
-  }
-  rest += r.pick(kNouns);
-  if (article == "a" && std::string_view("aeiou").find(rest[0]) != std::string_view::npos) article = "an";
-  return article + " " + rest;
+DataLoader::DataLoader(std::unique_ptr<DocumentSource> source, std::shared_ptr<const Tokenizer> tokenizer,
+                       LoaderOptions opt)
+    : opt_(std::move(opt)), source_(std::move(source)), tokenizer_(std::move(tokenizer)) {
+  consumed_ = position();
 }
 
-std::string clause(Rng& r) {
-  std::string s = noun_phrase(r);
-  s += " ";
-  s += r.pick(kVerbs);
-  s += " ";
-  s += noun_phrase(r);
+DataLoader::DataLoader(std::shared_ptr<const TokenShards> shards, LoaderOptions opt)
+    : opt_(std::move(opt)), shards_(std::move(shards)) {
+  if (shards_->size() == 0)
+    throw Error("the token shards " + shards_->describe() + " hold no tokens", "tokenize some text with `titan data tokenize`");
+  consumed_ = position();
+}
+
+DataLoader::~DataLoader() { stop(); }
+
+std::string DataLoader::describe() const { return shards_ ? shards_->describe() : source_->describe(); }
+
+int64_t DataLoader::epoch() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return consumed_->epoch;
+}
+
+SkipCounts DataLoader::skipped() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  SkipCounts s;
+  if (!consumed_->source.is_null()) {
+    s.empty = consumed_->source.value("skipped_empty", int64_t{0});
+    s.malformed = consumed_->source.value("skipped_malformed", int64_t{0});
+  }
   return s;
 }
 
-std::string sentence(Rng& r) {
-  std::string s = clause(r);
-  if (r.next() % 3 == 0) {
-    s += " ";
-    s += r.pick(kAdverbs);
-  }
-  if (r.next() % 4 == 0) {
-    s += " ";
-    s += r.pick(kJoins);
-    s += " ";
-    s += clause(r);
-  }
-  s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
-  return s + (r.next() % 8 == 0 ? "?" : ".");
-}
-
-bool has_suffix(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
-
-std::string strip_gz(const std::string& s) { return has_suffix(s, ".gz") ? s.substr(0, s.size() - 3) : s; }
-bool is_jsonl(const std::string& s) {
-  auto b = strip_gz(s);
-  return has_suffix(b, ".jsonl") || has_suffix(b, ".json");
-}
-bool is_text(const std::string& s) { return has_suffix(strip_gz(s), ".txt"); }
-
-}  // namespace
-
-SyntheticEnglish::SyntheticEnglish(int64_t rank, int64_t world, int64_t num_documents)
-    : rank_(rank), world_(world), num_documents_(num_documents), index_(rank) {}
-
-std::string SyntheticEnglish::document(int64_t index) {
-  Rng r{static_cast<uint64_t>(index) * 0x2545F4914F6CDD1Dull + 12345};
-  std::string title = noun_phrase(r);
-  title[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(title[0])));
-  std::string doc = title + "\n\n";
-  const int sentences = 4 + static_cast<int>(r.next() % 12);
-  for (int i = 0; i < sentences; ++i) {
-    if (i) doc += " ";
-    doc += sentence(r);
-  }
-  return doc + "\n";
-}
-
-std::optional<std::string> SyntheticEnglish::next() {
-  if (index_ >= num_documents_) return std::nullopt;
-  std::string doc = document(index_);
-  index_ += world_;
-  return doc;
-}
-
-std::string SyntheticEnglish::describe() const {
-  return "synthetic English (built-in, " + std::to_string(num_documents_) + " documents)";
-}
-
-TextFiles::TextFiles(const std::string& path, std::string text_field, int64_t rank, int64_t world)
-    : path_(path), text_field_(std::move(text_field)), rank_(rank), world_(world) {
-  namespace fs = std::filesystem;
-  if (!fs::exists(path))
-    throw Error("training.dataset_path = \"" + path + "\": no such file or folder",
-                "point it at a .jsonl/.json/.txt file (optionally .gz) or a folder of them");
-  if (fs::is_directory(path)) {
-    for (const auto& e : fs::directory_iterator(path)) {
-      const std::string p = e.path().string();
-      if (e.is_regular_file() && (is_jsonl(p) || is_text(p))) files_.push_back(p);
-    }
-    std::sort(files_.begin(), files_.end());
-    if (files_.empty())
-      throw Error("training.dataset_path = \"" + path + "\": the folder holds no .jsonl, .json or .txt files (plain or .gz)",
-                  "put the data files there or point at a file");
+std::shared_ptr<const DataLoader::Position> DataLoader::position() const {
+  auto p = std::make_shared<Position>();
+  p->epoch = epoch_;
+  p->exhausted = exhausted_;
+  if (shards_) {
+    p->token_pos = token_pos_;
   } else {
-    if (!is_jsonl(path) && !is_text(path))
-      throw Error("training.dataset_path = \"" + path + "\": unknown file type",
-                  "use .jsonl/.json (JSON lines with a \"text\" field) or .txt, optionally .gz");
-    files_.push_back(path);
+    p->source = source_->state();
+    p->buffer.assign(buffer_.begin() + static_cast<std::ptrdiff_t>(pos_), buffer_.end());
   }
-  open(0);
+  return p;
 }
 
-TextFiles::~TextFiles() {
-  if (gz_) gzclose(static_cast<gzFile>(gz_));
-}
-
-void TextFiles::open(size_t i) {
-  if (gz_) gzclose(static_cast<gzFile>(gz_));
-  gz_ = nullptr;
-  file_index_ = i;
-  line_no_ = 0;
-  if (i >= files_.size()) return;
-  gz_ = gzopen(files_[i].c_str(), "rb");
-  if (!gz_) throw Error("cannot open data file " + files_[i], "check that it exists and is readable");
-  gzbuffer(static_cast<gzFile>(gz_), 1 << 20);
-}
-
-void TextFiles::reset() {
-  doc_index_ = 0;
-  open(0);
-}
-
-bool TextFiles::read_line(std::string& line) {
-  line.clear();
-  char buf[1 << 16];
-  auto* f = static_cast<gzFile>(gz_);
-  while (gzgets(f, buf, sizeof(buf))) {
-    line += buf;
-    if (!line.empty() && line.back() == '\n') break;
+void DataLoader::restore(const Position& p) {
+  epoch_ = p.epoch;
+  exhausted_ = p.exhausted;
+  if (shards_) {
+    token_pos_ = p.token_pos;
+  } else {
+    source_->load_state(p.source);
+    buffer_ = p.buffer;
+    pos_ = 0;
   }
-  int err = 0;
-  const char* msg = gzerror(f, &err);
-  if (err != Z_OK && err != Z_BUF_ERROR)
-    throw Error("data file " + files_[file_index_] + " is corrupt or truncated: " + msg,
-                "re-create or re-download the file");
-  if (line.empty()) return false;
-  ++line_no_;
-  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
-  return true;
 }
 
-std::optional<std::string> TextFiles::next() {
-  std::string line;
-  while (file_index_ < files_.size()) {
-    if (!read_line(line)) {
-      open(file_index_ + 1);
-      continue;
-    }
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;  // blank lines are not documents
-    const int64_t mine = doc_index_++ % world_ == rank_;
-    if (!mine) continue;
-    if (!is_jsonl(files_[file_index_])) return line;
-    const std::string where = files_[file_index_] + ":" + std::to_string(line_no_);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw Error(where + ": malformed JSON line (" + std::string(e.what()) + ")",
-                  "each line must be one JSON object, e.g. {\"text\": \"...\"}");
-    }
-    if (!j.is_object() || !j.contains(text_field_) || !j[text_field_].is_string())
-      throw Error(where + ": no string field \"" + text_field_ + "\"",
-                  "each line must be a JSON object with a \"" + text_field_ + "\" string");
-    return j[text_field_].get<std::string>();
-  }
-  return std::nullopt;
-}
-
-std::string TextFiles::describe() const {
-  return path_ + " (" + std::to_string(files_.size()) + " file" + (files_.size() == 1 ? "" : "s") + ")";
-}
-
-DataLoader::DataLoader(std::unique_ptr<DocumentSource> source,
-                       std::shared_ptr<const Tokenizer> tokenizer, int64_t batch_size,
-                       int64_t seq_len, bool infinite, int64_t slice_index, int64_t slice_count)
-    : source_(std::move(source)), tokenizer_(std::move(tokenizer)), batch_size_(batch_size),
-      seq_len_(seq_len), infinite_(infinite), slice_index_(slice_index), slice_count_(slice_count) {}
-
-bool DataLoader::fill(size_t need) {
+bool DataLoader::fill_text(size_t need) {
   bool empty_pass = true;
   while (buffer_.size() - pos_ < need) {
     auto doc = source_->next();
     if (!doc) {
-      if (!infinite_ || empty_pass) return false;  // a pass that yields nothing would loop forever
+      if (!opt_.infinite || empty_pass) return false;  // a pass that yields nothing would loop forever
       ++epoch_;
+      log::warning("Dataset " + opt_.name + " is being re-looped (epoch " + std::to_string(epoch_) + ")");
       source_->reset();
       empty_pass = true;
       continue;
@@ -237,40 +90,297 @@ bool DataLoader::fill(size_t need) {
       buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(pos_));
       pos_ = 0;
     }
-    buffer_.push_back(tokenizer_->bos_id());
-    auto ids = tokenizer_->encode(*doc);
-    buffer_.insert(buffer_.end(), ids.begin(), ids.end());
-    buffer_.push_back(tokenizer_->eos_id());
+    if (tokenizer_->bos_id() >= 0) buffer_.push_back(tokenizer_->bos_id());
+    tokenizer_->encode_append(*doc, buffer_, false);
+    if (tokenizer_->eos_id() >= 0) buffer_.push_back(tokenizer_->eos_id());
   }
   return true;
 }
 
-std::optional<Batch> DataLoader::next() {
-  const size_t window = static_cast<size_t>(seq_len_ + 1);
-  const size_t mine = window * static_cast<size_t>(batch_size_);
-  if (!fill(mine * static_cast<size_t>(slice_count_))) {
-    if (infinite_)
-      throw Error("the dataset " + source_->describe() + " yields no text",
-                  "check training.dataset / training.dataset_path");
-    return std::nullopt;
+DataLoader::Item DataLoader::produce() {
+  Item item;
+  try {
+    const size_t window = static_cast<size_t>(opt_.seq_len + 1);
+    const size_t mine = window * static_cast<size_t>(opt_.batch_size);
+    const size_t all_ranks = mine * static_cast<size_t>(opt_.slice_count);
+    at::Tensor rows = at::empty({opt_.batch_size, opt_.seq_len + 1}, at::kLong);
+    int64_t* out = rows.data_ptr<int64_t>();
+    if (exhausted_) return item;
+    if (shards_) {
+      const uint64_t total = shards_->size();
+      if (!opt_.infinite && token_pos_ + all_ranks > total) {
+        exhausted_ = true;
+        log::warning("Dataset " + opt_.name + " has run out of data");
+        item.after = position();
+        return item;
+      }
+      // This rank's rows only; the stream repeats with period `total` (one epoch).
+      uint64_t at = token_pos_ + mine * static_cast<uint64_t>(opt_.slice_index);
+      for (size_t left = mine; left > 0;) {
+        const uint64_t in_epoch = at % total;
+        const size_t take = static_cast<size_t>(std::min<uint64_t>(left, total - in_epoch));
+        shards_->read(in_epoch, take, out);
+        out += take;
+        left -= take;
+        at += take;
+      }
+      token_pos_ += all_ranks;
+      const auto e = static_cast<int64_t>(token_pos_ / total);
+      if (e > epoch_) {
+        epoch_ = e;
+        log::warning("Dataset " + opt_.name + " is being re-looped (epoch " + std::to_string(epoch_) + ")");
+      }
+    } else {
+      if (!fill_text(all_ranks)) {
+        if (opt_.infinite)
+          throw Error("the dataset " + source_->describe() + " yields no text",
+                      "check training.dataset / training.dataset_path");
+        exhausted_ = true;
+        log::warning("Dataset " + opt_.name + " has run out of data");
+        item.after = position();
+        return item;
+      }
+      std::copy_n(buffer_.data() + pos_ + mine * static_cast<size_t>(opt_.slice_index), mine, out);
+      pos_ += all_ranks;
+    }
+    item.batch = Batch{rows.narrow(1, 0, opt_.seq_len).contiguous(), rows.narrow(1, 1, opt_.seq_len).contiguous()};
+    item.after = position();
+  } catch (...) {
+    item.error = std::current_exception();
   }
-  at::Tensor all = at::empty({batch_size_, seq_len_ + 1}, at::kLong);
-  std::copy_n(buffer_.data() + pos_ + mine * static_cast<size_t>(slice_index_), mine, all.data_ptr<int64_t>());
-  pos_ += mine * static_cast<size_t>(slice_count_);
-  return Batch{all.narrow(1, 0, seq_len_).contiguous(), all.narrow(1, 1, seq_len_).contiguous()};
+  return item;
 }
 
-std::unique_ptr<DocumentSource> build_source(const std::string& dataset,
-                                             const std::optional<std::string>& dataset_path,
-                                             int64_t rank, int64_t world) {
-  if (dataset_path && !dataset_path->empty())
-    return std::make_unique<TextFiles>(*dataset_path, "text", rank, world);
-  if (dataset == "synthetic") return std::make_unique<SyntheticEnglish>(rank, world);
-  if (dataset == "c4" || dataset == "c4_test" || dataset == "c4_validation")
-    throw Error("training.dataset = \"" + dataset + "\" has no local copy (titan.cpp downloads nothing)",
-                "set training.dataset_path to a folder of c4 .json.gz shards, or use dataset = \"synthetic\"");
-  throw Error("training.dataset = \"" + dataset + "\" is unknown",
-              "use \"synthetic\" (built-in) or set training.dataset_path to your files");
+void DataLoader::start() {
+  running_ = true;
+  stop_ = false;
+  thread_ = std::thread([this] {
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || static_cast<int>(queue_.size()) < opt_.prefetch; });
+        if (stop_) return;
+      }
+      Item item = produce();
+      const bool last = !item.batch;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        queue_.push_back(std::move(item));
+      }
+      cv_.notify_all();
+      if (last) return;
+    }
+  });
+}
+
+void DataLoader::stop() {
+  if (!running_) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+  queue_.clear();
+  running_ = false;
+  stop_ = false;
+}
+
+std::optional<Batch> DataLoader::next() {
+  Item item;
+  if (opt_.prefetch <= 0) {
+    item = produce();
+  } else {
+    if (!running_) {
+      if (consumed_->exhausted) return std::nullopt;
+      start();
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !queue_.empty(); });
+    item = std::move(queue_.front());
+    queue_.pop_front();
+    if (!item.batch && !item.error) queue_.push_front(Item{std::nullopt, item.after, nullptr});  // stays at the end
+    lock.unlock();
+    cv_.notify_all();
+  }
+  if (item.error) {
+    stop();
+    std::rethrow_exception(item.error);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (item.after) consumed_ = item.after;
+  return std::move(item.batch);
+}
+
+void DataLoader::reset() {
+  stop();
+  epoch_ = 0;
+  exhausted_ = false;
+  token_pos_ = 0;
+  if (source_) {
+    source_->reset();
+    buffer_.clear();
+    pos_ = 0;
+  }
+  consumed_ = position();
+}
+
+nlohmann::json DataLoader::state() const {
+  std::shared_ptr<const Position> p;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    p = consumed_;
+  }
+  nlohmann::json s = {{"version", 1},
+                      {"kind", shards_ ? "tokens" : "text"},
+                      {"dataset", describe()},
+                      {"epoch", p->epoch},
+                      {"exhausted", p->exhausted}};
+  if (shards_) {
+    s["token_position"] = p->token_pos;
+  } else {
+    s["tokenizer"] = tokenizer_->describe();
+    s["source"] = p->source;
+    s["buffer"] = p->buffer;
+  }
+  return s;
+}
+
+void DataLoader::load_state(const nlohmann::json& s) {
+  const std::string fix = "resume with the dataset and tokenizer the state was saved with";
+  try {
+    if (s.at("version").get<int>() != 1)
+      throw Error("the saved data position has version " + s.at("version").dump() + "; this build reads version 1", fix);
+    const std::string kind = s.at("kind").get<std::string>();
+    if (kind != (shards_ ? "tokens" : "text"))
+      throw Error("the saved data position is for " + kind + " data but this run reads " +
+                      (shards_ ? "token shards" : "text"), fix);
+    if (s.at("dataset").get<std::string>() != describe())
+      throw Error("the saved data position is for the dataset " + s.at("dataset").get<std::string>() +
+                      ", not " + describe(), fix);
+    if (!shards_ && s.at("tokenizer").get<std::string>() != tokenizer_->describe())
+      throw Error("the saved data position was made with the tokenizer " + s.at("tokenizer").get<std::string>() +
+                      "; this run uses " + tokenizer_->describe(), fix);
+    Position p;
+    p.epoch = s.at("epoch").get<int64_t>();
+    p.exhausted = s.at("exhausted").get<bool>();
+    if (shards_) {
+      p.token_pos = s.at("token_position").get<uint64_t>();
+    } else {
+      p.source = s.at("source");
+      p.buffer = s.at("buffer").get<std::vector<int64_t>>();
+    }
+    stop();
+    restore(p);
+    consumed_ = position();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("the saved data position is malformed (") + e.what() + ")", fix);
+  }
+}
+
+// ---- the dataset registry ------------------------------------------------------------------------
+
+namespace {
+
+struct Registered {
+  const char* name;
+  const char* folder_pattern;  // shards a folder given as the path holds ("" = any data file)
+  const char* what;
+};
+
+// Names as torchtitan spells them; titan.cpp downloads nothing, so all but "synthetic" need a
+// local path.
+constexpr Registered kDatasets[] = {
+    {"synthetic", "", "built-in generated English (no files)"},
+    {"c4", "c4-train.*.json*", "allenai/c4 \"en\" training shards (c4-train.*.json.gz)"},
+    {"c4_validation", "c4-validation.*.json*", "allenai/c4 \"en\" validation shards (c4-validation.*.json.gz)"},
+    {"c4_test", "", "a small local c4 sample (JSON lines)"},
+    {"text", "", "your JSON-lines or text files"},
+    {"tokens", "*.bin", "pre-tokenized shards from `titan data tokenize`"},
+};
+
+const Registered* find_dataset(const std::string& name) {
+  for (const auto& d : kDatasets)
+    if (name == d.name) return &d;
+  return nullptr;
+}
+
+std::string known_names() {
+  std::string s;
+  for (const auto& d : kDatasets) s += (s.empty() ? "" : ", ") + std::string(d.name);
+  return s;
+}
+
+struct Resolved {
+  std::unique_ptr<DocumentSource> text;
+  std::shared_ptr<const TokenShards> shards;
+};
+
+Resolved resolve(const std::string& section, const std::string& dataset, const std::optional<std::string>& path,
+                 const TextOptions& topt) {
+  const std::string key = section + ".dataset";
+  const Registered* d = find_dataset(dataset);
+  if (!d)
+    throw Error(key + " = \"" + dataset + "\" is not a known dataset",
+                "use one of " + known_names() + " (docs/datasets.md), with " + key + "_path for local files");
+  Resolved r;
+  if (!path || path->empty()) {
+    if (std::string(d->name) == "synthetic") {
+      r.text = std::make_unique<SyntheticEnglish>(0, 1);
+      return r;
+    }
+    throw Error(key + " = \"" + dataset + "\" (" + d->what + ") has no local copy: titan.cpp downloads nothing",
+                "set " + key + "_path to the local files, or use " + key + " = \"synthetic\"");
+  }
+  const auto files = resolve_files(*path, key + "_path", d->folder_pattern);
+  if (is_token_shard(files.front())) {
+    r.shards = std::make_shared<TokenShards>(files, *path + " (" + std::to_string(files.size()) + " token shard" +
+                                                        (files.size() == 1 ? "" : "s") + ")");
+  } else {
+    if (std::string(d->name) == "tokens")
+      throw Error(key + "_path = \"" + *path + "\" holds text, not .bin token shards",
+                  "make shards with `titan data tokenize`, or set " + key + " = \"text\"");
+    r.text = std::make_unique<TextFiles>(files, *path + " (" + std::to_string(files.size()) + " file" +
+                                                    (files.size() == 1 ? "" : "s") + ")", topt);
+  }
+  return r;
+}
+
+}  // namespace
+
+std::unique_ptr<DocumentSource> build_source(const std::string& dataset, const std::optional<std::string>& path,
+                                             const TextOptions& opt) {
+  auto r = resolve("training", dataset, path, opt);
+  if (!r.text) throw Error("the dataset " + dataset + " is pre-tokenized, not text");
+  return std::move(r.text);
+}
+
+std::unique_ptr<DataLoader> build_data_loader(const config::JobConfig& cfg, const std::string& section,
+                                              std::shared_ptr<const Tokenizer> tokenizer, int64_t dp_rank,
+                                              int64_t dp_degree, bool infinite) {
+  TextOptions topt;
+  topt.text_field = cfg.get_string(section + ".dataset_text_field");
+  topt.skip_malformed = cfg.get_bool(section + ".dataset_skip_malformed");
+  topt.setting = section + ".dataset_path";
+  const std::string dataset = cfg.get_string(section + ".dataset");
+  LoaderOptions opt;
+  opt.batch_size = cfg.get_int(section + ".local_batch_size");
+  opt.seq_len = cfg.get_int(section + ".seq_len");
+  opt.infinite = infinite;
+  opt.slice_index = dp_rank;
+  opt.slice_count = dp_degree;
+  opt.prefetch = static_cast<int>(cfg.get_opt_int(section + ".dataloader.prefetch_factor").value_or(2));
+  opt.name = dataset;
+  auto r = resolve(section, dataset, cfg.get_opt_string(section + ".dataset_path"), topt);
+  if (r.shards) {
+    if (r.shards->vocab_size() != static_cast<uint64_t>(tokenizer->vocab_size()))
+      throw Error(section + ".dataset_path: the shards " + r.shards->describe() + " were tokenized with a vocabulary of " +
+                      std::to_string(r.shards->vocab_size()) + " ids, but the tokenizer (" + tokenizer->describe() +
+                      ") has " + std::to_string(tokenizer->vocab_size()),
+                  "tokenize the data with the model's tokenizer (titan data tokenize --tokenizer ...)");
+    return std::make_unique<DataLoader>(std::move(r.shards), opt);
+  }
+  return std::make_unique<DataLoader>(std::move(r.text), std::move(tokenizer), opt);
 }
 
 }  // namespace titan::components

@@ -1,99 +1,120 @@
-// Text in, training batches out: document sources (the built-in synthetic English corpus,
-// JSON-lines and plain-text files, optionally gzip'd), each data-parallel rank reading its own
-// documents, packed into fixed windows as torchtitan packs them.
+// Documents or pre-tokenized shards in, training batches out. Text documents are tokenized as
+// [BOS] + tokens + [EOS] into one running stream and cut into windows of seq_len + 1 tokens as
+// torchtitan packs them (no overlap; documents run across window edges). Binary shards are
+// that stream already.
+//
+// Data parallelism: the stream is global. Batch b of a loader with D data-parallel ranks holds
+// windows [b*D*B, (b+1)*D*B) and rank r takes its B rows of those, so the global batch is the
+// same for any data-parallel degree and a saved position (state()) resumes on any degree
+// (docs/datasets.md). With binary shards each rank reads only its own rows.
+//
+// Loading runs ahead on a background thread (`prefetch` batches); state() describes the
+// position after the last batch next() returned, not what the thread has read ahead.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <exception>
 #include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "titan/components/documents.h"
 #include "titan/components/tokenizer.h"
 
+namespace titan::config {
+class JobConfig;
+}
+
 namespace titan::components {
-
-class DocumentSource {
- public:
-  virtual ~DocumentSource() = default;
-  virtual std::optional<std::string> next() = 0;  // nullopt at the end of one pass
-  virtual void reset() = 0;                       // start the next pass from the beginning
-  virtual std::string describe() const = 0;
-};
-
-// Deterministic generated English-like text: document i depends only on i (see docs/datasets).
-class SyntheticEnglish final : public DocumentSource {
- public:
-  // Reads documents rank, rank + world, ...; `num_documents` per pass (the corpus is finite so
-  // that passes/epochs mean something).
-  SyntheticEnglish(int64_t rank, int64_t world, int64_t num_documents = 20000);
-  std::optional<std::string> next() override;
-  void reset() override { index_ = rank_; }
-  std::string describe() const override;
-  static std::string document(int64_t index);
-
- private:
-  int64_t rank_, world_, num_documents_, index_;
-};
-
-// Files given by training.dataset_path: one file or a folder of *.jsonl, *.json, *.txt, each
-// optionally .gz. JSON lines: one object per line with a string field `text_field`. Plain
-// text: each non-empty line is one document.
-class TextFiles final : public DocumentSource {
- public:
-  TextFiles(const std::string& path, std::string text_field, int64_t rank, int64_t world);
-  ~TextFiles() override;
-  std::optional<std::string> next() override;
-  void reset() override;
-  std::string describe() const override;
-
- private:
-  bool read_line(std::string& line);  // from the current file; false at its end
-  void open(size_t file_index);
-  std::string path_, text_field_;
-  int64_t rank_, world_;
-  std::vector<std::string> files_;
-  size_t file_index_ = 0;
-  int64_t line_no_ = 0, doc_index_ = 0;
-  void* gz_ = nullptr;  // gzFile (zlib reads plain files too)
-};
 
 struct Batch {
   at::Tensor inputs;  // (B, T) int64
   at::Tensor labels;  // (B, T) int64
 };
 
-// Packs [BOS] + tokens + [EOS] of each document into one running buffer and cuts windows of
-// seq_len + 1 tokens (no overlap; documents run across window edges).
-// Data parallelism: with slice_count = D > 1 every rank reads the same stream and batch b of
-// it holds windows [b*D*B, (b+1)*D*B); rank slice_index takes its B rows of those. So the
-// global batch is the same for any data-parallel degree (docs/datasets.md).
+struct LoaderOptions {
+  int64_t batch_size = 1;  // rows per rank
+  int64_t seq_len = 1;
+  bool infinite = true;    // loop over the data forever (training) or stop at its end (validation)
+  int64_t slice_index = 0;  // this rank's place among the data-parallel ranks
+  int64_t slice_count = 1;  // the data-parallel degree
+  int prefetch = 2;         // batches loaded ahead on a background thread (0: none)
+  std::string name = "dataset";  // for log lines
+};
+
 class DataLoader {
  public:
   DataLoader(std::unique_ptr<DocumentSource> source, std::shared_ptr<const Tokenizer> tokenizer,
-             int64_t batch_size, int64_t seq_len, bool infinite, int64_t slice_index = 0,
-             int64_t slice_count = 1);
-  // Next batch; nullopt when a finite source is exhausted.
+             LoaderOptions opt);
+  DataLoader(std::shared_ptr<const TokenShards> shards, LoaderOptions opt);
+  ~DataLoader();
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+
+  // Next batch; nullopt when a finite source is exhausted (a last partial batch is dropped).
   std::optional<Batch> next();
-  int64_t epoch() const { return epoch_; }
+  // Back to the start of the data (each validation pass reads the same batches).
+  void reset();
+  int64_t epoch() const;
+  SkipCounts skipped() const;
+  std::string describe() const;
+
+  // The position after the last batch next() returned, as JSON (checkpointed per rank).
+  nlohmann::json state() const;
+  // Resumes there. The data and tokenizer must be the ones the state was saved with; the
+  // data-parallel degree, local batch size and seq_len may differ (the stream is global).
+  void load_state(const nlohmann::json& s);
 
  private:
-  bool fill(size_t need);
+  struct Position;  // what state() is made from
+  struct Item {
+    std::optional<Batch> batch;
+    std::shared_ptr<const Position> after;
+    std::exception_ptr error;
+  };
+  Item produce();  // one batch and the position after it (the background thread's work)
+  std::shared_ptr<const Position> position() const;
+  void restore(const Position& p);
+  bool fill_text(size_t need);
+  void start();
+  void stop();
+
+  LoaderOptions opt_;
   std::unique_ptr<DocumentSource> source_;
   std::shared_ptr<const Tokenizer> tokenizer_;
-  int64_t batch_size_, seq_len_;
-  bool infinite_;
-  int64_t slice_index_, slice_count_;
+  std::shared_ptr<const TokenShards> shards_;
+  // Producer state (touched only by the background thread while it runs).
   int64_t epoch_ = 0;
   std::vector<int64_t> buffer_;
   size_t pos_ = 0;
+  uint64_t token_pos_ = 0;  // binary shards: global token index of the next window
+  bool exhausted_ = false;
+  // Consumer side.
+  std::shared_ptr<const Position> consumed_;
+  std::thread thread_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Item> queue_;
+  bool stop_ = false, running_ = false;
 };
 
-// The document source named by training.dataset / training.dataset_path.
+// The loader for `section` ("training" or "validation") of the config: the dataset registry
+// (training.dataset names, training.dataset_path overrides; docs/datasets.md).
+std::unique_ptr<DataLoader> build_data_loader(const config::JobConfig& cfg, const std::string& section,
+                                              std::shared_ptr<const Tokenizer> tokenizer, int64_t dp_rank,
+                                              int64_t dp_degree, bool infinite);
+
+// For tests and tools: the document source a dataset name/path pair names (text only).
 std::unique_ptr<DocumentSource> build_source(const std::string& dataset,
                                              const std::optional<std::string>& dataset_path,
-                                             int64_t rank, int64_t world);
+                                             const TextOptions& opt);
 
 }  // namespace titan::components

@@ -1,5 +1,6 @@
 #include "titan/components/metrics.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -65,6 +66,7 @@ void MetricsProcessor::record(const StepValues& v) {
             << ", \"tflops\": " << json_number(flops_per_token_ * tps / 1e12)
             << ", \"mfu\": " << json_number(100.0 * flops_per_token_ * tps / peak_)
             << ", \"rss_gib\": " << json_number(rss) << ", \"state_bytes\": " << v.state_bytes
+            << ", \"epoch\": " << v.epoch
             << ", \"comm_bytes\": {\"all_gather\": " << json_number(cs.bytes[0])
             << ", \"reduce_scatter\": " << json_number(cs.bytes[1]) << ", \"all_reduce\": " << json_number(cs.bytes[2])
             << "}}\n";
@@ -107,6 +109,31 @@ void MetricsProcessor::record(const StepValues& v) {
   tokens_since_log_ = 0;
   data_seconds_since_log_ = 0;
   steps_since_log_ = 0;
+}
+
+void MetricsProcessor::log_validation(int64_t step, double loss, int64_t tokens, double seconds) {
+  const double tps = static_cast<double>(tokens) / (std::max(seconds, 1e-9) * non_dp_);
+  const MemoryStats mem = device_.memory_stats_and_reset();
+  auto c = log::colors();
+  log::info(std::string(c.yellow) + "validate step: " + log::format("%2.0f", static_cast<double>(step)) + "  " + c.green +
+            "loss: " + log::format("%7.4f", loss) + "  " + c.turquoise + "memory: " + log::format("%5.2f", mem.max_reserved_gib) +
+            "GiB(" + log::format("%.2f", mem.max_reserved_pct) + "%)  " + c.blue + "tps: " + log::with_commas(std::llround(tps)) +
+            c.reset);
+  if (jsonl_) {
+    *jsonl_ << "{\"validate_step\": " << step << ", \"validation_loss\": " << json_number(loss)
+            << ", \"validation_tps\": " << json_number(tps) << "}\n";
+    jsonl_->flush();
+  }
+  if (tb_) {
+    tb_->add_scalars(step, {{"validation_metrics/loss", loss},
+                            {"validation_metrics/throughput(tps)", tps},
+                            {"validation_metrics/memory/max_active(GiB)", mem.max_active_gib},
+                            {"validation_metrics/memory/max_active(%)", mem.max_active_pct},
+                            {"validation_metrics/memory/max_reserved(GiB)", mem.max_reserved_gib},
+                            {"validation_metrics/memory/max_reserved(%)", mem.max_reserved_pct}});
+    tb_->flush();
+  }
+  last_log_ = std::chrono::steady_clock::now();  // validation time is not training throughput
 }
 
 }  // namespace titan::components

@@ -25,6 +25,7 @@ struct StepValues {
   double step_seconds = 0;
   double data_seconds = 0;  // of step_seconds, waiting for data
   int64_t state_bytes = 0;  // parameters + gradients + optimizer state on this rank
+  int64_t epoch = 0;        // passes the training data has completed
 };
 
 class MetricsProcessor {
@@ -34,6 +35,9 @@ class MetricsProcessor {
                    int non_data_parallel_size, DeviceInfo& device);
   bool should_log(int64_t step) const { return step == 1 || step % log_freq_ == 0; }
   void record(const StepValues& v);
+  // torchtitan's `validate step:` line and validation_metrics/* scalars. `tokens`: this rank's
+  // validation tokens, read in `seconds`.
+  void log_validation(int64_t step, double loss, int64_t tokens, double seconds);
   std::string tensorboard_dir() const { return tb_dir_; }
 
  private:

@@ -1,34 +1,110 @@
 #include "titan/components/tokenizer.h"
 
+#include <algorithm>
+#include <atomic>
+#include <exception>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 
 #include "titan/common/error.h"
+#include "titan/components/bpe.h"
 
 namespace titan::components {
 
-std::vector<int64_t> ByteTokenizer::encode(std::string_view text) const {
-  std::vector<int64_t> ids(text.size());
-  for (size_t i = 0; i < text.size(); ++i) ids[i] = static_cast<unsigned char>(text[i]);
-  return ids;
+std::vector<int64_t> Tokenizer::encode(std::string_view text, bool add_bos, bool add_eos,
+                                       bool allow_special) const {
+  std::vector<int64_t> out;
+  out.reserve(text.size() / 3 + 2);
+  if (add_bos && bos_id() >= 0) out.push_back(bos_id());
+  encode_append(text, out, allow_special);
+  if (add_eos && eos_id() >= 0) out.push_back(eos_id());
+  return out;
 }
 
-std::string ByteTokenizer::decode(const std::vector<int64_t>& ids) const {
+void ByteTokenizer::encode_append(std::string_view text, std::vector<int64_t>& out, bool) const {
+  out.reserve(out.size() + text.size());
+  for (unsigned char c : text) out.push_back(c);
+}
+
+std::string ByteTokenizer::decode(const std::vector<int64_t>& ids, bool skip_special) const {
   std::string out;
-  for (int64_t id : ids)
+  for (int64_t id : ids) {
     if (id >= 0 && id < 256) out.push_back(static_cast<char>(id));
+    else if (id == 256 || id == 257) {
+      if (!skip_special) out += id == 256 ? "<|begin_of_text|>" : "<|end_of_text|>";
+    } else {
+      throw Error("cannot decode id " + std::to_string(id) + ": the byte tokenizer has ids 0..257",
+                  "decode ids made by the same tokenizer");
+    }
+  }
   return out;
 }
 
 std::unique_ptr<Tokenizer> build_tokenizer(const std::string& path, const std::string& key) {
   if (path == "builtin:bytes") return std::make_unique<ByteTokenizer>();
   namespace fs = std::filesystem;
-  if (fs::exists(path)) {
-    throw Error(key + " = \"" + path + "\": loading tokenizer files (tokenizer.model, "
-                "tokenizer.json) is not supported yet",
-                "use " + key + " = \"builtin:bytes\" (the built-in byte-level tokenizer)");
+  const std::string setting = key.empty() ? "the tokenizer" : key + " = \"" + path + "\"";
+  if (!fs::exists(path)) {
+    std::string fix = "point it at a folder with tokenizer.json or tokenizer.model, or use \"builtin:bytes\"";
+    if (path.find("assets/tokenizer") != std::string::npos && path.find("./assets/") == 0)
+      fix = "run from the project root (the repository's assets/tokenizer) or give an absolute path";
+    throw Error(setting + ": no such file or folder", fix);
   }
-  throw Error(key + " = \"" + path + "\": no such tokenizer folder",
-              "use " + key + " = \"builtin:bytes\" for the built-in byte-level tokenizer");
+  fs::path json_file, config_file, model_file;
+  if (fs::is_directory(path)) {
+    const fs::path dir(path);
+    if (fs::exists(dir / "tokenizer.json")) json_file = dir / "tokenizer.json";
+    else if (fs::exists(dir / "tokenizer.model")) model_file = dir / "tokenizer.model";
+    else if (fs::exists(dir / "original" / "tokenizer.model")) model_file = dir / "original" / "tokenizer.model";
+    if (fs::exists(dir / "tokenizer_config.json")) config_file = dir / "tokenizer_config.json";
+    if (json_file.empty() && model_file.empty()) {
+      std::string listing;
+      for (const auto& e : fs::directory_iterator(dir))
+        if (e.is_regular_file()) listing += (listing.empty() ? "" : ", ") + e.path().filename().string();
+      throw Error(setting + ": the folder holds no tokenizer.json or tokenizer.model (it has: " +
+                      (listing.empty() ? "nothing" : listing) + ")",
+                  "download the model's tokenizer files into it");
+    }
+  } else {
+    const fs::path p(path);
+    if (p.extension() == ".json") {
+      json_file = p;
+      if (fs::exists(p.parent_path() / "tokenizer_config.json")) config_file = p.parent_path() / "tokenizer_config.json";
+    } else {
+      model_file = p;  // tiktoken rank files have no fixed extension
+    }
+  }
+  if (!json_file.empty()) return BpeTokenizer::from_hf(json_file.string(), config_file.string());
+  return BpeTokenizer::from_tiktoken(model_file.string());
+}
+
+std::vector<std::vector<int64_t>> encode_batch(const Tokenizer& tok, const std::vector<std::string>& texts,
+                                               bool add_bos, bool add_eos, int threads) {
+  std::vector<std::vector<int64_t>> out(texts.size());
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  threads = static_cast<int>(std::min<size_t>(static_cast<size_t>(threads), std::max<size_t>(texts.size(), 1)));
+  if (threads <= 1) {
+    for (size_t i = 0; i < texts.size(); ++i) out[i] = tok.encode(texts[i], add_bos, add_eos, false);
+    return out;
+  }
+  std::atomic<size_t> next{0};
+  std::exception_ptr failure;
+  std::mutex failure_mu;
+  auto work = [&] {
+    try {
+      for (size_t i; (i = next.fetch_add(1)) < texts.size();) out[i] = tok.encode(texts[i], add_bos, add_eos, false);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(failure_mu);
+      if (!failure) failure = std::current_exception();
+      next = texts.size();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back(work);
+  for (auto& t : pool) t.join();
+  if (failure) std::rethrow_exception(failure);
+  return out;
 }
 
 }  // namespace titan::components

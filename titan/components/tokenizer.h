@@ -1,6 +1,10 @@
-// Tokenizers turn text into ids. This file holds the interface and the built-in byte-level
-// tokenizer (ids 0-255 are bytes, then BOS and EOS), which needs no files; it keeps every
-// byte of any input, valid UTF-8 or not.
+// Tokenizers turn text into ids. The interface, the built-in byte-level tokenizer (ids 0-255
+// are bytes, then BOS and EOS; no files needed), and build_tokenizer(), which reads the
+// tokenizer files torchtitan reads (bpe.h: tiktoken rank files and HF tokenizer.json).
+//
+// Every tokenizer here keeps every byte of any input, valid UTF-8 or not: decode(encode(x)) == x
+// (docs/tokenizers.md). Special-token strings inside text are encoded as ordinary text unless
+// the caller passes allow_special.
 #pragma once
 
 #include <cstdint>
@@ -14,27 +18,46 @@ namespace titan::components {
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
-  virtual std::vector<int64_t> encode(std::string_view text) const = 0;
-  virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
+  // Appends the ids of `text` to `out` (no BOS/EOS). With allow_special, special-token strings
+  // in the text become their ids; otherwise they are encoded as text.
+  virtual void encode_append(std::string_view text, std::vector<int64_t>& out,
+                             bool allow_special = false) const = 0;
+  // The bytes of the ids; special tokens are written as their text unless skip_special.
+  virtual std::string decode(const std::vector<int64_t>& ids, bool skip_special = false) const = 0;
   virtual int64_t vocab_size() const = 0;
-  virtual int64_t bos_id() const = 0;
-  virtual int64_t eos_id() const = 0;
+  virtual int64_t bos_id() const = 0;  // -1: the tokenizer has none
+  virtual int64_t eos_id() const = 0;  // -1: the tokenizer has none
   virtual std::string describe() const = 0;
+
+  std::vector<int64_t> encode(std::string_view text, bool allow_special = false) const {
+    std::vector<int64_t> out;
+    encode_append(text, out, allow_special);
+    return out;
+  }
+  // [BOS] + ids + [EOS] as asked, where the tokenizer has them; never twice (torchtitan's rule).
+  std::vector<int64_t> encode(std::string_view text, bool add_bos, bool add_eos,
+                              bool allow_special) const;
 };
 
 class ByteTokenizer final : public Tokenizer {
  public:
-  std::vector<int64_t> encode(std::string_view text) const override;
-  std::string decode(const std::vector<int64_t>& ids) const override;
+  void encode_append(std::string_view text, std::vector<int64_t>& out, bool allow_special) const override;
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special) const override;
   int64_t vocab_size() const override { return 258; }
   int64_t bos_id() const override { return 256; }
   int64_t eos_id() const override { return 257; }
   std::string describe() const override { return "built-in byte-level tokenizer (vocab 258)"; }
 };
 
-// The tokenizer named by model.hf_assets_path (or the deprecated model.tokenizer_path):
-// "builtin:bytes" is the byte-level tokenizer. Throws titan::Error for anything else.
-std::unique_ptr<Tokenizer> build_tokenizer(const std::string& hf_assets_path,
-                                           const std::string& key_name);
+// The tokenizer at `path` (model.hf_assets_path or the deprecated model.tokenizer_path; `key`
+// names the setting in messages): "builtin:bytes"; a folder holding tokenizer.json (with an
+// optional tokenizer_config.json) or tokenizer.model (tiktoken ranks, Llama 3 special tokens);
+// or one of those files. Throws titan::Error naming the file for anything unreadable.
+std::unique_ptr<Tokenizer> build_tokenizer(const std::string& path, const std::string& key);
+
+// Encodes many texts on `threads` threads (0: all cores); result i holds the ids of texts[i]
+// with BOS/EOS as asked.
+std::vector<std::vector<int64_t>> encode_batch(const Tokenizer& tok, const std::vector<std::string>& texts,
+                                               bool add_bos, bool add_eos, int threads);
 
 }  // namespace titan::components

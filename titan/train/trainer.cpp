@@ -86,6 +86,12 @@ uint64_t resolve_seed(const config::JobConfig& cfg) {
   return seed;
 }
 
+// torchtitan's validator: the average over validation batches of (loss sum / global valid
+// tokens), with no gradients; each pass starts the validation data from its beginning.
+void validate(Transformer& model, components::DataLoader& data, distributed::Group& dp, at::Device device,
+              std::optional<at::ScalarType> amp_dtype, int64_t max_steps, int64_t step,
+              components::MetricsProcessor& metrics);
+
 // Autocast around forward + loss: torchtitan's single-device mixed precision (AMP).
 class AutocastScope {
  public:
@@ -113,6 +119,39 @@ class AutocastScope {
 
 // The step's loss: every row's loss sum, in global row order (microbatch, data-parallel rank,
 // row), added in float64, over the global count of valid tokens. The same for any layout.
+void validate(Transformer& model, components::DataLoader& data, distributed::Group& dp, at::Device device,
+              std::optional<at::ScalarType> amp_dtype, int64_t max_steps, int64_t step,
+              components::MetricsProcessor& metrics) {
+  const auto start = std::chrono::steady_clock::now();
+  at::NoGradGuard no_grad;
+  data.reset();
+  double loss = 0;
+  int64_t batches = 0, tokens = 0;
+  while (max_steps == -1 || batches < max_steps) {
+    auto b = data.next();
+    if (!b) break;
+    tokens += b->labels.numel();
+    at::Tensor labels = b->labels.to(device);
+    double local_sum;
+    {
+      AutocastScope amp(device.type(), amp_dtype);
+      at::Tensor logits = model.forward(b->inputs.to(device));
+      local_sum = components::cross_entropy_per_token(logits, labels).sum().to(at::kDouble).item<double>();
+    }
+    at::Tensor t = at::tensor({local_sum, static_cast<double>(components::count_valid_tokens(b->labels))},
+                              at::kDouble).to(device);
+    dp.all_reduce(t).wait();
+    t = t.cpu();
+    loss += t[0].item<double>() / std::max(t[1].item<double>(), 1.0);
+    ++batches;
+  }
+  if (batches == 0)
+    throw Error("the validation data " + data.describe() + " is shorter than one batch",
+                "use more validation text or a smaller validation.local_batch_size / validation.seq_len");
+  metrics.log_validation(step, loss / static_cast<double>(batches), tokens,
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+}
+
 double global_loss(const at::Tensor& row_sums, distributed::Group& dp, int64_t valid, at::Device device) {
   at::Tensor all = row_sums;  // (accum, B)
   if (!dp.trivial()) {
@@ -279,10 +318,19 @@ RunResult run_training(const config::JobConfig& cfg) {
   const int64_t local_bs = cfg.get_int("training.local_batch_size");
   const int64_t seq_len = cfg.get_int("training.seq_len");
   const int64_t dp_degree = dims.dp_degree(), dp_rank = groups.dp.rank();
-  const auto dataset_path = cfg.get_opt_string("training.dataset_path");
-  auto source = components::build_source(cfg.get_string("training.dataset"), dataset_path, 0, 1);
-  log::info("Preparing " + cfg.get_string("training.dataset") + " dataset from " + source->describe());
-  components::DataLoader data(std::move(source), tokenizer, local_bs, seq_len, /*infinite=*/true, dp_rank, dp_degree);
+  auto data = components::build_data_loader(cfg, "training", tokenizer, dp_rank, dp_degree, /*infinite=*/true);
+  log::info("Preparing " + cfg.get_string("training.dataset") + " dataset from " + data->describe());
+  if (tokenizer->bos_id() < 0 || tokenizer->eos_id() < 0)
+    log::warning("the tokenizer has no " + std::string(tokenizer->bos_id() < 0 ? "BOS" : "EOS") +
+                 " token (no tokenizer_config.json naming it?); documents are packed without it");
+  std::unique_ptr<components::DataLoader> validation_data;
+  if (cfg.get_bool("validation.enable")) {
+    // Finite unless validation.steps caps each pass (as torchtitan).
+    validation_data = components::build_data_loader(cfg, "validation", tokenizer, dp_rank, dp_degree,
+                                                    /*infinite=*/cfg.get_int("validation.steps") != -1);
+    log::info("Preparing " + cfg.get_string("validation.dataset") + " validation dataset from " +
+              validation_data->describe());
+  }
 
   // ---- model -----------------------------------------------------------------------------------
   ModelArgs args = model_args(cfg);
@@ -402,6 +450,7 @@ RunResult run_training(const config::JobConfig& cfg) {
   }
   log::info("Training starts at step 1");
   int64_t step = 0;
+  double total_data_seconds = 0, total_step_seconds = 0;
   try {
     for (step = 1; step <= steps; ++step) {
       profiler.step_begin(step);
@@ -413,7 +462,7 @@ RunResult run_training(const config::JobConfig& cfg) {
       {
         TITAN_RANGE("data_loading");
         for (int64_t m = 0; m < accum; ++m) {
-          auto b = data.next();
+          auto b = data->next();
           valid_t += components::count_valid_tokens(b->labels);
           b->inputs = b->inputs.to(device);
           b->labels = b->labels.to(device);
@@ -482,7 +531,12 @@ RunResult run_training(const config::JobConfig& cfg) {
       v.step_seconds = step_seconds;
       v.data_seconds = data_seconds;
       v.state_bytes = result.state_bytes;
+      v.epoch = data->epoch();
       metrics.record(v);
+      total_data_seconds += data_seconds;
+      total_step_seconds += step_seconds;
+      if (validation_data && (step == 1 || step % cfg.get_int("validation.freq") == 0))
+        validate(model, *validation_data, groups.dp, device, amp_dtype, cfg.get_int("validation.steps"), step, metrics);
       profiler.step_end(step);
       snapshots.step_end(step);
       if (int sig = static_cast<int>(maxed[1].item<double>())) {
@@ -502,6 +556,13 @@ RunResult run_training(const config::JobConfig& cfg) {
     throw;
   }
   if (dp) result.full_state = dp->full_state();
+  const auto skipped = data->skipped();
+  log::info("Data: " + std::to_string(data->epoch()) + " full passes over " + data->describe() +
+            log::format(", waiting for data %.2f%% of step time", 100.0 * total_data_seconds / std::max(total_step_seconds, 1e-9)) +
+            (skipped.empty || skipped.malformed
+                 ? "; skipped " + std::to_string(skipped.empty) + " empty documents and " +
+                       std::to_string(skipped.malformed) + " malformed lines"
+                 : ""));
   if (!result.interrupted) log::info("Training completed");
   return result;
 }

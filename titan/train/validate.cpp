@@ -53,13 +53,14 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   need_false("checkpoint.load_only", "checkpoint loading");
   need_false("metrics.enable_wandb", "Weights & Biases logging");
   need_false("compile.enable", "compilation (fused kernels in place of torch.compile)");
-  need_false("validation.enable", "the validation loop");
   need_false("fault_tolerance.enable", "fault tolerance");
   need_false("memory_estimation.enable", "memory estimation");
   need_false("optimizer.early_step_in_backward", "optimizer steps in backward");
   need_false("training.enable_cpu_offload", "CPU offloading");
-  need_default("training.dataloader.num_workers", "data-loading worker processes");
+  need_default("training.dataloader.num_workers", "data-loading worker processes (titan.cpp loads on a background thread)");
+  need_default("validation.dataloader.num_workers", "data-loading worker processes (titan.cpp loads on a background thread)");
   need_false("training.dataloader.pin_memory", "pinned-memory batches");
+  need_false("validation.dataloader.pin_memory", "pinned-memory batches");
   need_false("activation_checkpoint.early_stop", "early stop of recomputation");
   need_false("activation_checkpoint.debug", "activation-checkpoint debug mode");
   need_default("model.converters", "model converters (e.g. float8)");

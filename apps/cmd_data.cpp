@@ -1,0 +1,280 @@
+// `titan data tokenize` (text → binary token shards, multi-threaded, resumable) and
+// `titan data batches` (print the batches a config yields, with save/restore of the loader
+// position: what the resume test and users checking their data use).
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "apps/commands.h"
+#include "titan/common/error.h"
+#include "titan/common/log.h"
+#include "titan/components/data.h"
+#include "titan/components/documents.h"
+#include "titan/components/tokenizer.h"
+#include "titan/config/job_config.h"
+
+namespace titan::apps {
+
+namespace {
+
+namespace fs = std::filesystem;
+using components::ShardHeader;
+
+const char* kDataUsage =
+    "usage: titan data tokenize --tokenizer PATH --output DIR [--threads N] [--text-field F]\n"
+    "                           [--skip-malformed] INPUT ...\n"
+    "         INPUT: JSON-lines or text files (plain/.gz/.zst), folders or globs; one .bin shard per\n"
+    "         input file; run it again after an interruption to resume\n"
+    "       titan data batches [--job.config_file F] [--section.key VALUE ...] [--batches N]\n"
+    "                          [--validation] [--dp-rank R --dp-degree D] [--load-state FILE]\n"
+    "                          [--save-state FILE]\n"
+    "         prints a hash and the first tokens of each batch the config's data yields\n"
+    "See docs/datasets.md.";
+
+void write_atomically(const fs::path& path, const std::string& body) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << body;
+    if (!f.flush()) throw Error("cannot write " + tmp.string(), "check free space and permissions");
+  }
+  fs::rename(tmp, path);
+}
+
+std::string human(double v) {
+  const char* units[] = {"", "K", "M", "G", "T"};
+  int u = 0;
+  while (v >= 1000 && u < 4) {
+    v /= 1000;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u ? "%.1f%s" : "%.0f%s", v, units[u]);
+  return buf;
+}
+
+class Progress {
+ public:
+  explicit Progress(size_t files) : files_(files), tty_(isatty(2)), start_(Clock::now()), last_(start_) {}
+  void update(size_t file, int64_t docs, int64_t tokens, bool force = false) {
+    const auto now = Clock::now();
+    const double since = std::chrono::duration<double>(now - last_).count();
+    if (!force && since < (tty_ ? 0.25 : 10.0)) return;
+    last_ = now;
+    const double secs = std::max(1e-9, std::chrono::duration<double>(now - start_).count());
+    const int width = 30;
+    const int filled = static_cast<int>(width * static_cast<double>(file) / std::max<size_t>(files_, 1));
+    std::string bar(static_cast<size_t>(filled), '#');
+    bar.resize(width, '.');
+    std::fprintf(stderr, "%s[%s] file %zu/%zu  %s documents  %s tokens  %s tokens/s%s", tty_ ? "\r" : "", bar.c_str(),
+                 file, files_, human(static_cast<double>(docs)).c_str(), human(static_cast<double>(tokens)).c_str(),
+                 human(static_cast<double>(tokens) / secs).c_str(), tty_ ? "\033[K" : "\n");
+    std::fflush(stderr);
+  }
+  void done() {
+    if (tty_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  size_t files_;
+  bool tty_;
+  Clock::time_point start_, last_;
+};
+
+int tokenize(const Options& o) {
+  const auto tok = components::build_tokenizer(o.need("tokenizer"), "--tokenizer");
+  const fs::path out_dir = o.need("output");
+  const int threads = static_cast<int>(o.get_int("threads", 0));
+  components::TextOptions topt;
+  topt.text_field = o.get("text-field", "text");
+  topt.skip_malformed = o.flag("skip-malformed");
+  topt.setting = "input";
+  if (o.positional.empty()) throw Error("no input files", kDataUsage);
+  std::vector<std::string> inputs;
+  for (const auto& in : o.positional)
+    for (auto& f : components::resolve_files(in, "input")) {
+      if (!components::is_text_file(f)) throw Error("input " + f + " is not a text file", "give JSON-lines or text files");
+      inputs.push_back(std::move(f));
+    }
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) throw Error("cannot create --output " + out_dir.string() + ": " + ec.message(), "choose a writable folder");
+  const uint32_t token_bytes = tok->vocab_size() <= 65536 ? 2 : 4;
+
+  // The manifest records finished shards; a rerun skips them and redoes an interrupted one.
+  const fs::path manifest_path = out_dir / "manifest.json";
+  nlohmann::json manifest = {{"tokenizer", tok->describe()}, {"vocab_size", tok->vocab_size()}, {"shards", nlohmann::json::object()}};
+  if (fs::exists(manifest_path)) {
+    std::ifstream f(manifest_path);
+    try {
+      manifest = nlohmann::json::parse(f);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(manifest_path.string() + " is damaged (" + e.what() + ")", "delete the --output folder and start again");
+    }
+    if (manifest.value("vocab_size", int64_t{-1}) != tok->vocab_size() || manifest.value("tokenizer", std::string()) != tok->describe())
+      throw Error(out_dir.string() + " holds shards made with another tokenizer (" + manifest.value("tokenizer", std::string("?")) + ")",
+                  "use another --output folder, or the same --tokenizer to resume");
+  }
+  Progress progress(inputs.size());
+  int64_t all_docs = 0, all_tokens = 0, resumed = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "shard-%05zu.bin", i);
+    const fs::path shard = out_dir / name;
+    auto& entry = manifest["shards"][name];
+    if (!entry.is_null() && entry.value("input", std::string()) == inputs[i] && fs::exists(shard)) {
+      const ShardHeader h = components::read_shard_header(shard.string());  // checks it is whole
+      all_docs += static_cast<int64_t>(h.documents);
+      all_tokens += static_cast<int64_t>(h.tokens);
+      ++resumed;
+      continue;
+    }
+    const fs::path tmp = shard.string() + ".tmp";
+    std::FILE* f = std::fopen(tmp.c_str(), "wb");
+    if (!f) throw Error("cannot write " + tmp.string(), "check free space and permissions");
+    std::vector<unsigned char> header(ShardHeader::kSize, 0);
+    std::fwrite(header.data(), 1, header.size(), f);
+    components::TextFiles docs({inputs[i]}, inputs[i], topt);
+    uint64_t tokens = 0, documents = 0;
+    std::vector<std::string> chunk;
+    std::vector<unsigned char> bytes;
+    auto flush_chunk = [&] {
+      const auto ids = components::encode_batch(*tok, chunk, true, true, threads);
+      for (const auto& v : ids) {
+        bytes.resize(v.size() * token_bytes);
+        for (size_t k = 0; k < v.size(); ++k) {
+          const auto t = static_cast<uint32_t>(v[k]);
+          for (uint32_t b = 0; b < token_bytes; ++b) bytes[k * token_bytes + b] = static_cast<unsigned char>(t >> (8 * b));
+        }
+        if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size())
+          throw Error("cannot write " + tmp.string() + " (disk full?)", "free some space and run the command again");
+        tokens += v.size();
+      }
+      documents += chunk.size();
+      chunk.clear();
+      progress.update(i, all_docs + static_cast<int64_t>(documents), all_tokens + static_cast<int64_t>(tokens));
+    };
+    while (auto d = docs.next()) {
+      chunk.push_back(std::move(*d));
+      if (chunk.size() >= 4096) flush_chunk();
+    }
+    if (!chunk.empty()) flush_chunk();
+    unsigned char* h = header.data();
+    std::memcpy(h, ShardHeader::kMagic, 8);
+    const uint32_t version = ShardHeader::kVersion;
+    const uint64_t vocab = static_cast<uint64_t>(tok->vocab_size());
+    std::memcpy(h + 8, &version, 4);
+    std::memcpy(h + 12, &token_bytes, 4);
+    std::memcpy(h + 16, &tokens, 8);
+    std::memcpy(h + 24, &documents, 8);
+    std::memcpy(h + 32, &vocab, 8);
+    std::fseek(f, 0, SEEK_SET);
+    std::fwrite(header.data(), 1, header.size(), f);
+    if (std::fflush(f) != 0 || std::fclose(f) != 0) throw Error("cannot write " + tmp.string(), "check free space");
+    fs::rename(tmp, shard);
+    const auto skipped = docs.skipped();
+    entry = {{"input", inputs[i]}, {"tokens", tokens}, {"documents", documents},
+             {"skipped_empty", skipped.empty}, {"skipped_malformed", skipped.malformed}};
+    write_atomically(manifest_path, manifest.dump(2) + "\n");
+    all_docs += static_cast<int64_t>(documents);
+    all_tokens += static_cast<int64_t>(tokens);
+    progress.update(i + 1, all_docs, all_tokens, true);
+  }
+  progress.done();
+  std::printf("%zu shards in %s (%lld already done): %lld documents, %lld tokens, %u bytes per token\n", inputs.size(),
+              out_dir.c_str(), static_cast<long long>(resumed), static_cast<long long>(all_docs),
+              static_cast<long long>(all_tokens), token_bytes);
+  return 0;
+}
+
+std::string hash_batch(const components::Batch& b) {
+  uint64_t h = 1469598103934665603ull;
+  for (const at::Tensor* t : {&b.inputs, &b.labels}) {
+    const int64_t* p = t->data_ptr<int64_t>();
+    for (int64_t i = 0; i < t->numel(); ++i) {
+      h ^= static_cast<uint64_t>(p[i]);
+      h *= 1099511628211ull;
+    }
+  }
+  char buf[24];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+int batches(const std::vector<std::string>& args) {
+  std::vector<std::string> cfg_args, mine;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    const bool ours = a == "--batches" || a == "--dp-rank" || a == "--dp-degree" || a == "--load-state" || a == "--save-state";
+    if (ours && i + 1 < args.size()) {
+      mine.push_back(a);
+      mine.push_back(args[++i]);
+    } else if (a == "--validation") {
+      mine.push_back(a);
+    } else {
+      cfg_args.push_back(a);
+    }
+  }
+  const Options o(mine, {"validation"}, {"batches", "dp-rank", "dp-degree", "load-state", "save-state"}, kDataUsage);
+  const config::JobConfig cfg = config::load_config(cfg_args);
+  std::string key = "model.hf_assets_path";
+  std::string path = cfg.get_string(key);
+  if (auto old = cfg.get_opt_string("model.tokenizer_path"); old && !old->empty()) {
+    key = "model.tokenizer_path";
+    path = *old;
+  }
+  std::shared_ptr<const components::Tokenizer> tok = components::build_tokenizer(path, key);
+  const int64_t degree = o.get_int("dp-degree", 1), rank = o.get_int("dp-rank", 0);
+  if (degree < 1 || rank < 0 || rank >= degree) throw Error("--dp-rank must be in [0, --dp-degree)", kDataUsage);
+  const bool validation = o.flag("validation");
+  auto loader = components::build_data_loader(cfg, validation ? "validation" : "training", tok, rank, degree, !validation);
+  if (const std::string in = o.get("load-state"); !in.empty()) {
+    std::ifstream f(in);
+    if (!f) throw Error("cannot read --load-state " + in, "give a file written by --save-state");
+    nlohmann::json s;
+    try {
+      s = nlohmann::json::parse(f);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(in + " is not valid JSON (" + e.what() + ")", "give a file written by --save-state");
+    }
+    loader->load_state(s);
+  }
+  const int64_t n = o.get_int("batches", 4);
+  for (int64_t i = 0; i < n; ++i) {
+    auto b = loader->next();
+    if (!b) {
+      std::printf("end of data after %lld batches\n", static_cast<long long>(i));
+      break;
+    }
+    std::string first;
+    const int64_t* p = b->inputs.data_ptr<int64_t>();
+    for (int64_t k = 0; k < std::min<int64_t>(8, b->inputs.numel()); ++k) first += " " + std::to_string(p[k]);
+    std::printf("batch %lld: %s epoch %lld first%s\n", static_cast<long long>(i), hash_batch(*b).c_str(),
+                static_cast<long long>(loader->epoch()), first.c_str());
+  }
+  if (const std::string out = o.get("save-state"); !out.empty()) write_atomically(out, loader->state().dump() + "\n");
+  return 0;
+}
+
+}  // namespace
+
+int data_command(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::printf("%s\n", kDataUsage);
+    return args.empty() ? 2 : 0;
+  }
+  const std::string sub = args[0];
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (sub == "tokenize")
+    return tokenize(Options(rest, {"skip-malformed"}, {"tokenizer", "output", "threads", "text-field"}, kDataUsage));
+  if (sub == "batches") return batches(rest);
+  throw Error("unknown data command \"" + sub + "\"", kDataUsage);
+}
+
+}  // namespace titan::apps

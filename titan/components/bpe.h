@@ -1,0 +1,58 @@
+// Byte-level BPE, loaded from a tiktoken rank file (Llama 3's tokenizer.model) or a Hugging
+// Face tokenizer.json (+ tokenizer_config.json). One engine serves both: text is split at
+// added/special tokens, normalized (NFC/NFKC/NFD/NFKD/lowercase), pre-tokenized by regexes
+// (PCRE2, JIT) and each piece is merged pair by pair, lowest merge rank first, leftmost first
+// on ties. tiktoken's rule (merge the pair whose joined bytes have the lowest rank) is the same
+// engine with each token's rank as its merge rank.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "titan/components/tokenizer.h"
+
+namespace titan::components {
+
+namespace bpe_detail {
+struct Model;
+}
+
+class BpeTokenizer final : public Tokenizer {
+ public:
+  // A tiktoken rank file: one "base64(token bytes) rank" per line, ranks 0..n-1. Llama 3's
+  // pre-tokenization regex and its 256 special tokens (ids n..n+255) are added.
+  static std::unique_ptr<BpeTokenizer> from_tiktoken(const std::string& path);
+  // A Hugging Face tokenizer.json with a BPE model and a ByteLevel pre-tokenizer or decoder;
+  // `config_path` (tokenizer_config.json, may be empty) names BOS/EOS as torchtitan reads it.
+  static std::unique_ptr<BpeTokenizer> from_hf(const std::string& tokenizer_json,
+                                               const std::string& config_path);
+  ~BpeTokenizer() override;
+
+  void encode_append(std::string_view text, std::vector<int64_t>& out, bool allow_special) const override;
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special) const override;
+  int64_t vocab_size() const override;
+  int64_t bos_id() const override;
+  int64_t eos_id() const override;
+  std::string describe() const override;
+
+  // The id of a token given by its text (an added/special token or a vocabulary entry in
+  // its bytes); -1 if absent.
+  int64_t token_id(std::string_view text) const;
+
+ private:
+  explicit BpeTokenizer(std::unique_ptr<bpe_detail::Model> m);
+  std::unique_ptr<bpe_detail::Model> m_;
+};
+
+// Llama 3's pre-tokenization regex (also the default of `titan tokenizer train`).
+extern const char* const kLlama3Pattern;
+// GPT-2's, used by HF's ByteLevel pre-tokenizer with use_regex = true.
+extern const char* const kGpt2Pattern;
+
+// HF's ByteLevel alphabet: the printable character each byte is written as in tokenizer.json.
+std::string byte_level_encode(std::string_view bytes);
+
+}  // namespace titan::components

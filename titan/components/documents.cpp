@@ -1,0 +1,477 @@
+#include "titan/components/documents.h"
+
+#include <fcntl.h>
+#include <glob.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string_view>
+
+#include "titan/common/error.h"
+
+namespace titan::components {
+
+namespace {
+
+// splitmix64: a small, well-mixed generator, so each document is a pure function of its index.
+struct Rng {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  template <size_t N>
+  const char* pick(const std::array<const char*, N>& words) { return words[next() % N]; }
+};
+
+constexpr std::array<const char*, 24> kNouns = {
+    "river", "city", "garden", "teacher", "child", "machine", "forest", "letter",
+    "king", "window", "market", "song", "horse", "winter", "story", "engineer",
+    "mountain", "ship", "library", "friend", "storm", "village", "lamp", "road"};
+constexpr std::array<const char*, 16> kAdjectives = {
+    "old", "quiet", "bright", "small", "green", "strange", "cold", "gentle",
+    "busy", "distant", "golden", "heavy", "young", "careful", "empty", "warm"};
+constexpr std::array<const char*, 16> kVerbs = {
+    "sees", "follows", "builds", "remembers", "carries", "watches", "finds", "opens",
+    "crosses", "answers", "paints", "keeps", "leaves", "visits", "repairs", "reads"};
+constexpr std::array<const char*, 8> kAdverbs = {
+    "slowly", "again", "at dawn", "without a word", "every morning", "by the fire", "in silence",
+    "once more"};
+constexpr std::array<const char*, 6> kJoins = {"and", "but", "so", "while", "because", "until"};
+constexpr std::array<const char*, 4> kArticles = {"the", "a", "the", "this"};
+
+// Every draw is its own statement: the order of operands in one expression is unspecified in
+// C++, and the text must not depend on the compiler.
+std::string noun_phrase(Rng& r) {
+  std::string article = r.pick(kArticles);
+  std::string rest;
+  if (r.next() % 2) {
+    rest += r.pick(kAdjectives);
+    rest += " ";
+  }
+  rest += r.pick(kNouns);
+  if (article == "a" && std::string_view("aeiou").find(rest[0]) != std::string_view::npos) article = "an";
+  return article + " " + rest;
+}
+
+std::string clause(Rng& r) {
+  std::string s = noun_phrase(r);
+  s += " ";
+  s += r.pick(kVerbs);
+  s += " ";
+  s += noun_phrase(r);
+  return s;
+}
+
+std::string sentence(Rng& r) {
+  std::string s = clause(r);
+  if (r.next() % 3 == 0) {
+    s += " ";
+    s += r.pick(kAdverbs);
+  }
+  if (r.next() % 4 == 0) {
+    s += " ";
+    s += r.pick(kJoins);
+    s += " ";
+    s += clause(r);
+  }
+  s[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(s[0])));
+  return s + (r.next() % 8 == 0 ? "?" : ".");
+}
+
+}  // namespace
+
+SyntheticEnglish::SyntheticEnglish(int64_t rank, int64_t world, int64_t num_documents)
+    : rank_(rank), world_(world), num_documents_(num_documents), index_(rank) {}
+
+std::string SyntheticEnglish::document(int64_t index) {
+  Rng r{static_cast<uint64_t>(index) * 0x2545F4914F6CDD1Dull + 12345};
+  std::string title = noun_phrase(r);
+  title[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(title[0])));
+  std::string doc = title + "\n\n";
+  const int sentences = 4 + static_cast<int>(r.next() % 12);
+  for (int i = 0; i < sentences; ++i) {
+    if (i) doc += " ";
+    doc += sentence(r);
+  }
+  return doc + "\n";
+}
+
+std::optional<std::string> SyntheticEnglish::next() {
+  if (index_ >= num_documents_) return std::nullopt;
+  std::string doc = document(index_);
+  index_ += world_;
+  return doc;
+}
+
+std::string SyntheticEnglish::describe() const {
+  return "synthetic English (built-in, " + std::to_string(num_documents_) + " documents)";
+}
+
+void SyntheticEnglish::load_state(const nlohmann::json& s) {
+  const int64_t i = s.at("index").get<int64_t>();
+  if (i < 0 || (i - rank_) % world_ != 0)
+    throw Error("the saved data position (synthetic document " + std::to_string(i) +
+                    ") does not belong to this rank", "resume with the layout the state was saved with");
+  index_ = i;
+}
+
+// ---- files -------------------------------------------------------------------------------------
+
+namespace {
+
+bool has_suffix(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+std::string strip_compression(const std::string& s) {
+  if (has_suffix(s, ".gz")) return s.substr(0, s.size() - 3);
+  if (has_suffix(s, ".zst")) return s.substr(0, s.size() - 4);
+  return s;
+}
+
+bool is_jsonl(const std::string& s) {
+  const auto b = strip_compression(s);
+  return has_suffix(b, ".jsonl") || has_suffix(b, ".json");
+}
+
+}  // namespace
+
+bool is_text_file(const std::string& s) { return is_jsonl(s) || has_suffix(strip_compression(s), ".txt"); }
+bool is_token_shard(const std::string& s) { return has_suffix(s, ".bin"); }
+
+LineReader::LineReader(std::string path) : path_(std::move(path)) {
+  if (has_suffix(path_, ".zst")) {
+    file_ = std::fopen(path_.c_str(), "rb");
+    if (!file_) throw Error("cannot open data file " + path_ + ": " + std::strerror(errno), "check that it exists and is readable");
+    zstd_ = ZSTD_createDStream();
+    ZSTD_initDStream(static_cast<ZSTD_DStream*>(zstd_));
+    in_.resize(ZSTD_DStreamInSize());
+  } else {
+    gz_ = gzopen(path_.c_str(), "rb");
+    if (!gz_) throw Error("cannot open data file " + path_, "check that it exists and is readable");
+    gzbuffer(static_cast<gzFile>(gz_), 1 << 20);
+  }
+  buf_.resize(1 << 20);
+}
+
+LineReader::~LineReader() {
+  if (gz_) gzclose(static_cast<gzFile>(gz_));
+  if (file_) std::fclose(static_cast<FILE*>(file_));
+  if (zstd_) ZSTD_freeDStream(static_cast<ZSTD_DStream*>(zstd_));
+}
+
+size_t LineReader::read_some(char* dst, size_t n) {
+  if (gz_) {
+    auto* f = static_cast<gzFile>(gz_);
+    const int got = gzread(f, dst, static_cast<unsigned>(n));
+    int err = 0;
+    const char* msg = gzerror(f, &err);
+    if (got < 0 || (err != Z_OK && err != Z_BUF_ERROR))
+      throw Error("data file " + path_ + " is corrupt or truncated: " + msg, "re-create or re-download the file");
+    if (got == 0 && err == Z_BUF_ERROR)
+      throw Error("data file " + path_ + " is truncated (the compressed stream ends early)",
+                  "re-create or re-download the file");
+    return static_cast<size_t>(got);
+  }
+  auto* z = static_cast<ZSTD_DStream*>(zstd_);
+  ZSTD_outBuffer out{dst, n, 0};
+  while (out.pos == 0) {
+    if (in_pos_ == in_len_) {
+      in_len_ = std::fread(in_.data(), 1, in_.size(), static_cast<FILE*>(file_));
+      in_pos_ = 0;
+      if (in_len_ == 0) {
+        if (zstd_hint_ != 0)
+          throw Error("data file " + path_ + " is truncated (the zstd frame ends early)",
+                      "re-create or re-download the file");
+        return 0;
+      }
+    }
+    ZSTD_inBuffer in{in_.data(), in_len_, in_pos_};
+    const size_t rc = ZSTD_decompressStream(z, &out, &in);
+    in_pos_ = in.pos;
+    if (ZSTD_isError(rc))
+      throw Error("data file " + path_ + " is corrupt (zstd: " + ZSTD_getErrorName(rc) + ")",
+                  "re-create or re-download the file");
+    zstd_hint_ = rc;
+  }
+  return out.pos;
+}
+
+bool LineReader::refill() {
+  if (eof_) return false;
+  buf_pos_ = 0;
+  buf_len_ = read_some(buf_.data(), buf_.size());
+  if (buf_len_ == 0) eof_ = true;
+  return buf_len_ > 0;
+}
+
+bool LineReader::getline(std::string& line) {
+  line.clear();
+  bool any = false;
+  for (;;) {
+    if (buf_pos_ == buf_len_ && !refill()) return any;
+    any = true;
+    const char* start = buf_.data() + buf_pos_;
+    const auto* nl = static_cast<const char*>(std::memchr(start, '\n', buf_len_ - buf_pos_));
+    const size_t take = nl ? static_cast<size_t>(nl - start) : buf_len_ - buf_pos_;
+    line.append(start, take);
+    buf_pos_ += take + (nl ? 1 : 0);
+    offset_ += take + (nl ? 1 : 0);
+    if (nl) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      return true;
+    }
+  }
+}
+
+void LineReader::skip_to(uint64_t target) {
+  while (offset_ < target) {
+    if (buf_pos_ == buf_len_ && !refill())
+      throw Error("data file " + path_ + " is shorter than the saved data position (" + std::to_string(target) + " bytes)",
+                  "resume with the same data files the state was saved with");
+    const size_t take = static_cast<size_t>(std::min<uint64_t>(target - offset_, buf_len_ - buf_pos_));
+    buf_pos_ += take;
+    offset_ += take;
+  }
+}
+
+std::vector<std::string> resolve_files(const std::string& path, const std::string& setting,
+                                       const std::string& folder_pattern) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> files;
+  const std::string where = setting + " = \"" + path + "\"";
+  auto keep = [](const std::string& p) { return is_text_file(p) || is_token_shard(p); };
+  if (path.find_first_of("*?[") != std::string::npos) {
+    glob_t g{};
+    const int rc = glob(path.c_str(), 0, nullptr, &g);
+    for (size_t i = 0; rc == 0 && i < g.gl_pathc; ++i)
+      if (fs::is_regular_file(g.gl_pathv[i])) files.emplace_back(g.gl_pathv[i]);
+    globfree(&g);
+    if (files.empty()) throw Error(where + ": the pattern matches no files", "check the path and the pattern");
+  } else if (!fs::exists(path)) {
+    throw Error(where + ": no such file or folder",
+                "point it at a data file, a folder of them or a glob such as \"c4/en/c4-train.*.json.gz\"");
+  } else if (fs::is_directory(path)) {
+    if (!folder_pattern.empty()) {
+      for (const std::string& dir : {path, path + "/en"}) {
+        if (!fs::is_directory(dir)) continue;
+        glob_t g{};
+        const std::string pat = dir + "/" + folder_pattern;
+        if (glob(pat.c_str(), 0, nullptr, &g) == 0)
+          for (size_t i = 0; i < g.gl_pathc; ++i) files.emplace_back(g.gl_pathv[i]);
+        globfree(&g);
+        if (!files.empty()) break;
+      }
+      if (files.empty())
+        throw Error(where + ": the folder holds no " + folder_pattern + " files (also looked in en/)",
+                    "point it at the folder holding the shards");
+    } else {
+      for (const auto& e : fs::directory_iterator(path))
+        if (e.is_regular_file() && keep(e.path().string())) files.push_back(e.path().string());
+      if (files.empty())
+        throw Error(where + ": the folder holds no data files (.jsonl, .json, .txt, plain/.gz/.zst, or .bin shards)",
+                    "put the data files there or point at a file or a glob");
+    }
+  } else {
+    files.push_back(path);
+  }
+  std::sort(files.begin(), files.end());
+  bool text = false, tokens = false;
+  for (const auto& f : files) {
+    if (is_text_file(f)) text = true;
+    else if (is_token_shard(f)) tokens = true;
+    else
+      throw Error(where + ": " + f + " is of an unknown type",
+                  "use .jsonl/.json (JSON lines), .txt (optionally .gz or .zst) or .bin shards from `titan data tokenize`");
+  }
+  if (text && tokens) throw Error(where + ": mixes text files and .bin token shards", "point at one kind");
+  return files;
+}
+
+TextFiles::TextFiles(std::vector<std::string> files, std::string describe, TextOptions opt, int64_t rank,
+                     int64_t world)
+    : files_(std::move(files)), describe_(std::move(describe)), opt_(std::move(opt)), rank_(rank), world_(world) {
+  open(0);
+}
+
+TextFiles::~TextFiles() = default;
+
+void TextFiles::open(size_t i) {
+  reader_.reset();
+  file_index_ = i;
+  line_no_ = 0;
+  if (i < files_.size()) reader_ = std::make_unique<LineReader>(files_[i]);
+}
+
+void TextFiles::reset() {
+  doc_index_ = 0;
+  open(0);
+}
+
+nlohmann::json TextFiles::state() const {
+  return {{"file", file_index_},
+          {"file_name", file_index_ < files_.size() ? files_[file_index_] : ""},
+          {"offset", reader_ ? reader_->offset() : 0},
+          {"line", line_no_},
+          {"document", doc_index_},
+          {"skipped_empty", skipped_.empty},
+          {"skipped_malformed", skipped_.malformed}};
+}
+
+void TextFiles::load_state(const nlohmann::json& s) {
+  const size_t file = s.at("file").get<size_t>();
+  if (file > files_.size() || (file < files_.size() && s.at("file_name").get<std::string>() != files_[file]))
+    throw Error("the saved data position is in file " + s.at("file_name").get<std::string>() +
+                    ", which is not file " + std::to_string(file) + " of " + describe_,
+                "resume with the same data files the state was saved with");
+  open(file);
+  if (reader_) reader_->skip_to(s.at("offset").get<uint64_t>());
+  line_no_ = s.at("line").get<int64_t>();
+  doc_index_ = s.at("document").get<int64_t>();
+  skipped_.empty = s.value("skipped_empty", int64_t{0});
+  skipped_.malformed = s.value("skipped_malformed", int64_t{0});
+}
+
+std::optional<std::string> TextFiles::next() {
+  std::string line;
+  while (file_index_ < files_.size()) {
+    if (!reader_->getline(line)) {
+      open(file_index_ + 1);
+      continue;
+    }
+    ++line_no_;
+    const std::string& file = files_[file_index_];
+    const bool json_lines = is_jsonl(file);
+    if (line.find_first_not_of(" \t\r") == std::string::npos) {
+      if (json_lines) ++skipped_.empty;  // a blank line in JSON lines is an empty document
+      continue;                          // in plain text, blank lines separate nothing
+    }
+    const bool mine = doc_index_++ % world_ == rank_;
+    if (!mine) continue;
+    if (!json_lines) return line;
+    const std::string where = file + ":" + std::to_string(line_no_);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      if (opt_.skip_malformed) {
+        ++skipped_.malformed;
+        continue;
+      }
+      throw Error(where + ": malformed JSON line (" + std::string(e.what()) + ")",
+                  "fix the line, or set training.dataset_skip_malformed = true to skip and count such lines");
+    }
+    if (!j.is_object() || !j.contains(opt_.text_field) || !j[opt_.text_field].is_string()) {
+      if (opt_.skip_malformed) {
+        ++skipped_.malformed;
+        continue;
+      }
+      throw Error(where + ": no string field \"" + opt_.text_field + "\"",
+                  "each line must be a JSON object with a \"" + opt_.text_field +
+                      "\" string; set training.dataset_text_field for another field name");
+    }
+    std::string text = j[opt_.text_field].get<std::string>();
+    if (text.empty()) {
+      ++skipped_.empty;
+      continue;
+    }
+    return text;
+  }
+  return std::nullopt;
+}
+
+// ---- binary shards -------------------------------------------------------------------------------
+
+ShardHeader read_shard_header(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error("cannot open token shard " + path + ": " + std::strerror(errno), "check that it exists and is readable");
+  unsigned char h[ShardHeader::kSize];
+  const size_t got = std::fread(h, 1, sizeof(h), f);
+  std::fseek(f, 0, SEEK_END);
+  const long size = std::ftell(f);
+  std::fclose(f);
+  const std::string fix = "re-create it with `titan data tokenize` (it resumes where it stopped)";
+  if (got < ShardHeader::kSize || std::memcmp(h, ShardHeader::kMagic, 8) != 0)
+    throw Error("token shard " + path + " has no TITANTOK header (truncated, or not a titan.cpp shard)", fix);
+  auto u32 = [&](size_t o) { uint32_t v; std::memcpy(&v, h + o, 4); return v; };
+  auto u64 = [&](size_t o) { uint64_t v; std::memcpy(&v, h + o, 8); return v; };
+  if (u32(8) != ShardHeader::kVersion)
+    throw Error("token shard " + path + " has format version " + std::to_string(u32(8)) + "; this build reads version 1", fix);
+  ShardHeader s;
+  s.token_bytes = u32(12);
+  s.tokens = u64(16);
+  s.documents = u64(24);
+  s.vocab_size = u64(32);
+  if (s.token_bytes != 2 && s.token_bytes != 4)
+    throw Error("token shard " + path + " says " + std::to_string(s.token_bytes) + " bytes per token (2 or 4 expected)", fix);
+  const uint64_t want = ShardHeader::kSize + s.tokens * s.token_bytes;
+  if (static_cast<uint64_t>(size) != want)
+    throw Error("token shard " + path + " is " + std::to_string(size) + " bytes but its header promises " +
+                    std::to_string(want) + " (" + std::to_string(s.tokens) + " tokens): truncated or corrupt", fix);
+  return s;
+}
+
+TokenShards::TokenShards(std::vector<std::string> files, std::string describe) : describe_(std::move(describe)) {
+  for (const auto& path : files) {
+    const ShardHeader h = read_shard_header(path);
+    Shard s;
+    s.path = path;
+    s.first = total_;
+    s.tokens = h.tokens;
+    s.token_bytes = h.token_bytes;
+    s.map_size = ShardHeader::kSize + h.tokens * h.token_bytes;
+    if (h.tokens == 0) continue;
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    if (fd < 0) throw Error("cannot open token shard " + path, "check that it is readable");
+    void* p = mmap(nullptr, s.map_size, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) throw Error("cannot map token shard " + path + ": " + std::strerror(errno));
+    s.data = static_cast<const unsigned char*>(p) + ShardHeader::kSize;
+    total_ += h.tokens;
+    vocab_size_ = std::max(vocab_size_, h.vocab_size);
+    shards_.push_back(s);
+  }
+}
+
+TokenShards::~TokenShards() {
+  for (const auto& s : shards_) munmap(const_cast<unsigned char*>(s.data - ShardHeader::kSize), s.map_size);
+}
+
+void TokenShards::read(uint64_t begin, size_t n, int64_t* out) const {
+  auto it = std::upper_bound(shards_.begin(), shards_.end(), begin,
+                             [](uint64_t b, const Shard& s) { return b < s.first; });
+  size_t k = static_cast<size_t>(it - shards_.begin()) - 1;
+  while (n > 0) {
+    const Shard& s = shards_[k];
+    const uint64_t off = begin - s.first;
+    const size_t take = static_cast<size_t>(std::min<uint64_t>(n, s.tokens - off));
+    if (s.token_bytes == 2) {
+      const auto* p = s.data + off * 2;
+      for (size_t i = 0; i < take; ++i) out[i] = static_cast<int64_t>(p[2 * i] | (p[2 * i + 1] << 8));
+    } else {
+      const auto* p = s.data + off * 4;
+      for (size_t i = 0; i < take; ++i) {
+        uint32_t v;
+        std::memcpy(&v, p + 4 * i, 4);
+        out[i] = static_cast<int64_t>(v);
+      }
+    }
+    out += take;
+    n -= take;
+    begin += take;
+    ++k;
+  }
+}
+
+}  // namespace titan::components

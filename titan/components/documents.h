@@ -1,0 +1,156 @@
+// Where text comes from: the built-in synthetic English corpus; JSON-lines and plain-text
+// files, plain, gzip or zstd, given as a file, a folder or a glob (C4's layout); and
+// pre-tokenized binary shards written by `titan data tokenize` (format in docs/datasets.md).
+// Every source can say where it is (state()) and resume there (load_state()).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace titan::components {
+
+// What a source skipped, for the log.
+struct SkipCounts {
+  int64_t empty = 0;      // documents with no text
+  int64_t malformed = 0;  // malformed lines, with skip_malformed
+};
+
+class DocumentSource {
+ public:
+  virtual ~DocumentSource() = default;
+  virtual std::optional<std::string> next() = 0;  // nullopt at the end of one pass
+  virtual void reset() = 0;                       // start the next pass from the beginning
+  virtual std::string describe() const = 0;
+  virtual nlohmann::json state() const = 0;
+  virtual void load_state(const nlohmann::json& s) = 0;
+  virtual SkipCounts skipped() const { return {}; }
+};
+
+// Deterministic generated English-like text: document i depends only on i (docs/datasets.md).
+class SyntheticEnglish final : public DocumentSource {
+ public:
+  // Reads documents rank, rank + world, ...; `num_documents` per pass.
+  SyntheticEnglish(int64_t rank, int64_t world, int64_t num_documents = 20000);
+  std::optional<std::string> next() override;
+  void reset() override { index_ = rank_; }
+  std::string describe() const override;
+  nlohmann::json state() const override { return {{"index", index_}}; }
+  void load_state(const nlohmann::json& s) override;
+  static std::string document(int64_t index);
+
+ private:
+  int64_t rank_, world_, num_documents_, index_;
+};
+
+struct TextOptions {
+  std::string text_field = "text";  // the JSON field holding a document
+  bool skip_malformed = false;      // count and skip malformed JSON lines instead of stopping
+  std::string setting = "training.dataset_path";  // named in messages
+};
+
+// One reader of a plain, .gz or .zst file, line by line; offset() counts uncompressed bytes.
+class LineReader {
+ public:
+  explicit LineReader(std::string path);
+  ~LineReader();
+  LineReader(const LineReader&) = delete;
+  LineReader& operator=(const LineReader&) = delete;
+  bool getline(std::string& line);  // without the line break; false at the end
+  uint64_t offset() const { return offset_; }
+  void skip_to(uint64_t offset);    // from the start of the file (re-reads up to there)
+
+ private:
+  size_t read_some(char* dst, size_t n);  // 0 at the end
+  bool refill();
+  std::string path_;
+  void* gz_ = nullptr;     // gzFile for plain and .gz
+  void* file_ = nullptr;   // FILE* for .zst
+  void* zstd_ = nullptr;   // ZSTD_DStream*
+  std::vector<char> in_, buf_;
+  size_t in_pos_ = 0, in_len_ = 0, buf_pos_ = 0, buf_len_ = 0;
+  size_t zstd_hint_ = 0;
+  bool eof_ = false;
+  uint64_t offset_ = 0;
+};
+
+// Files of JSON lines (.jsonl/.json) or plain text (.txt; each non-blank line a document), each
+// optionally .gz or .zst. `files` is the sorted list the path/folder/glob resolved to.
+class TextFiles final : public DocumentSource {
+ public:
+  TextFiles(std::vector<std::string> files, std::string describe, TextOptions opt, int64_t rank = 0,
+            int64_t world = 1);
+  ~TextFiles() override;
+  std::optional<std::string> next() override;
+  void reset() override;
+  std::string describe() const override { return describe_; }
+  nlohmann::json state() const override;
+  void load_state(const nlohmann::json& s) override;
+  SkipCounts skipped() const override { return skipped_; }
+
+ private:
+  void open(size_t file_index);
+  std::vector<std::string> files_;
+  std::string describe_;
+  TextOptions opt_;
+  int64_t rank_, world_;
+  std::unique_ptr<LineReader> reader_;
+  size_t file_index_ = 0;
+  int64_t line_no_ = 0, doc_index_ = 0;
+  SkipCounts skipped_;
+};
+
+// Files that `path` names: a file, a folder (its data files, sorted) or a glob. `setting` is
+// named in messages. Throws titan::Error when nothing matches.
+std::vector<std::string> resolve_files(const std::string& path, const std::string& setting,
+                                       const std::string& folder_pattern = "");
+
+bool is_text_file(const std::string& path);    // .jsonl .json .txt, optionally .gz/.zst
+bool is_token_shard(const std::string& path);  // .bin
+
+// ---- pre-tokenized binary shards ----------------------------------------------------------------
+
+// Header (64 bytes, little-endian): magic "TITANTOK", uint32 version (1), uint32 bytes per token
+// (2 or 4), uint64 token count, uint64 document count, uint64 vocabulary size, then 24 zero
+// bytes; the tokens follow.
+struct ShardHeader {
+  static constexpr char kMagic[8] = {'T', 'I', 'T', 'A', 'N', 'T', 'O', 'K'};
+  static constexpr uint32_t kVersion = 1;
+  static constexpr size_t kSize = 64;
+  uint32_t token_bytes = 4;
+  uint64_t tokens = 0, documents = 0, vocab_size = 0;
+};
+
+// Reads and checks a shard's header against its size; throws titan::Error naming the file.
+ShardHeader read_shard_header(const std::string& path);
+
+// A read-only view of shards as one token stream (memory-mapped).
+class TokenShards {
+ public:
+  explicit TokenShards(std::vector<std::string> files, std::string describe);
+  ~TokenShards();
+  TokenShards(const TokenShards&) = delete;
+  TokenShards& operator=(const TokenShards&) = delete;
+  uint64_t size() const { return total_; }
+  uint64_t vocab_size() const { return vocab_size_; }
+  // Copies tokens [begin, begin + n) of the stream (begin + n <= size()).
+  void read(uint64_t begin, size_t n, int64_t* out) const;
+  const std::string& describe() const { return describe_; }
+
+ private:
+  struct Shard {
+    std::string path;
+    const unsigned char* data = nullptr;
+    size_t map_size = 0;
+    uint64_t first = 0, tokens = 0;
+    uint32_t token_bytes = 4;
+  };
+  std::vector<Shard> shards_;
+  uint64_t total_ = 0, vocab_size_ = 0;
+  std::string describe_;
+};
+
+}  // namespace titan::components
