@@ -109,7 +109,7 @@ int tokenize(const Options& o) {
 
   // The manifest records finished shards; a rerun skips them and redoes an interrupted one.
   const fs::path manifest_path = out_dir / "manifest.json";
-  nlohmann::json manifest = {{"tokenizer", tok->describe()}, {"vocab_size", tok->vocab_size()}, {"shards", nlohmann::json::object()}};
+  nlohmann::json manifest = {{"tokenizer", tok->fingerprint()}, {"vocab_size", tok->vocab_size()}, {"shards", nlohmann::json::object()}};
   if (fs::exists(manifest_path)) {
     std::ifstream f(manifest_path);
     try {
@@ -117,7 +117,7 @@ int tokenize(const Options& o) {
     } catch (const nlohmann::json::exception& e) {
       throw Error(manifest_path.string() + " is damaged (" + e.what() + ")", "delete the --output folder and start again");
     }
-    if (manifest.value("vocab_size", int64_t{-1}) != tok->vocab_size() || manifest.value("tokenizer", std::string()) != tok->describe())
+    if (manifest.value("vocab_size", int64_t{-1}) != tok->vocab_size() || manifest.value("tokenizer", std::string()) != tok->fingerprint())
       throw Error(out_dir.string() + " holds shards made with another tokenizer (" + manifest.value("tokenizer", std::string("?")) + ")",
                   "use another --output folder, or the same --tokenizer to resume");
   }

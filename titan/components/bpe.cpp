@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -375,6 +376,13 @@ struct Model {
   std::vector<Step> steps;
   int64_t bos = -1, eos = -1;
   std::string description;
+  uint64_t file_hash = 1469598103934665603ull;  // FNV-1a over the files read
+  void hash_file(const std::string& bytes) {
+    for (unsigned char c : bytes) {
+      file_hash ^= c;
+      file_hash *= 1099511628211ull;
+    }
+  }
 
   void set_size(size_t n) {
     if (bytes.size() < n) {
@@ -698,6 +706,7 @@ BpeTokenizer::~BpeTokenizer() = default;
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tiktoken(const std::string& path) {
   const std::string text = read_file(path, "tiktoken rank file");
   auto m = std::make_unique<Model>();
+  m->hash_file(text);
   std::string tok;
   size_t pos = 0, line_no = 0;
   std::vector<char> seen;
@@ -764,8 +773,9 @@ namespace {
 
 using json = nlohmann::json;
 
-json parse_json(const std::string& path, const std::string& what) {
+json parse_json(const std::string& path, const std::string& what, Model* hash_into = nullptr) {
   const std::string text = read_file(path, what);
+  if (hash_into) hash_into->hash_file(text);
   try {
     return json::parse(text);
   } catch (const json::parse_error& e) {
@@ -863,7 +873,8 @@ std::optional<std::string> config_token(const json& cfg, const char* key, const 
 }  // namespace
 
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, const std::string& config_path) {
-  const json j = parse_json(path, "tokenizer.json");
+  auto m = std::make_unique<Model>();
+  const json j = parse_json(path, "tokenizer.json", m.get());
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
     throw Error(path + " has no \"model\" object", "use a tokenizer.json written by Hugging Face tokenizers");
   const json& model = j["model"];
@@ -871,7 +882,6 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
   if (mtype != "BPE")
     throw Error(path + ": the model type \"" + mtype + "\" is not supported yet",
                 "titan.cpp reads byte-level BPE tokenizers (model type \"BPE\")");
-  auto m = std::make_unique<Model>();
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (model.contains(k) && model[k].is_string() && !model[k].get<std::string>().empty())
       throw Error(path + ": model." + k + " is not supported yet", "titan.cpp reads byte-level BPE tokenizers");
@@ -948,7 +958,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
     }
   }
   if (!config_path.empty()) {
-    const json cfg = parse_json(config_path, "tokenizer_config.json");
+    const json cfg = parse_json(config_path, "tokenizer_config.json", m.get());
     if (!cfg.is_object()) throw Error(config_path + " is not a JSON object", "fix or remove tokenizer_config.json");
     const auto bos = config_token(cfg, "bos_token", config_path);
     const auto eos = config_token(cfg, "eos_token", config_path);
@@ -1011,6 +1021,12 @@ int64_t BpeTokenizer::vocab_size() const { return static_cast<int64_t>(m_->bytes
 int64_t BpeTokenizer::bos_id() const { return m_->bos; }
 int64_t BpeTokenizer::eos_id() const { return m_->eos; }
 std::string BpeTokenizer::describe() const { return m_->description; }
+
+std::string BpeTokenizer::fingerprint() const {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "bpe-%zu-%016llx", m_->bytes.size(), static_cast<unsigned long long>(m_->file_hash));
+  return buf;
+}
 
 int64_t BpeTokenizer::token_id(std::string_view text) const {
   for (const auto& a : m_->added)

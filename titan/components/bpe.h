@@ -37,6 +37,7 @@ class BpeTokenizer final : public Tokenizer {
   int64_t bos_id() const override;
   int64_t eos_id() const override;
   std::string describe() const override;
+  std::string fingerprint() const override;
 
   // The id of a token given by its text (an added/special token or a vocabulary entry in
   // its bytes); -1 if absent.

@@ -1,6 +1,8 @@
 #include "titan/components/data.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 
 #include "titan/common/error.h"
 #include "titan/common/log.h"
@@ -239,7 +241,7 @@ nlohmann::json DataLoader::state() const {
   if (shards_) {
     s["token_position"] = p->token_pos;
   } else {
-    s["tokenizer"] = tokenizer_->describe();
+    s["tokenizer"] = tokenizer_->fingerprint();
     s["source"] = p->source;
     s["buffer"] = p->buffer;
   }
@@ -258,9 +260,9 @@ void DataLoader::load_state(const nlohmann::json& s) {
     if (s.at("dataset").get<std::string>() != describe())
       throw Error("the saved data position is for the dataset " + s.at("dataset").get<std::string>() +
                       ", not " + describe(), fix);
-    if (!shards_ && s.at("tokenizer").get<std::string>() != tokenizer_->describe())
-      throw Error("the saved data position was made with the tokenizer " + s.at("tokenizer").get<std::string>() +
-                      "; this run uses " + tokenizer_->describe(), fix);
+    if (!shards_ && s.at("tokenizer").get<std::string>() != tokenizer_->fingerprint())
+      throw Error("the saved data position was made with another tokenizer (" + s.at("tokenizer").get<std::string>() +
+                      "); this run uses " + tokenizer_->describe() + " (" + tokenizer_->fingerprint() + ")", fix);
     Position p;
     p.epoch = s.at("epoch").get<int64_t>();
     p.exhausted = s.at("exhausted").get<bool>();
@@ -373,6 +375,19 @@ std::unique_ptr<DataLoader> build_data_loader(const config::JobConfig& cfg, cons
   opt.name = dataset;
   auto r = resolve(section, dataset, cfg.get_opt_string(section + ".dataset_path"), topt);
   if (r.shards) {
+    // The manifest `titan data tokenize` writes names the tokenizer; shards alone carry only
+    // the vocabulary size.
+    const auto manifest = std::filesystem::path(r.shards->first_file()).parent_path() / "manifest.json";
+    if (std::filesystem::exists(manifest)) {
+      std::ifstream f(manifest);
+      const auto m = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+      if (m.is_object() && m.contains("tokenizer") && m["tokenizer"].is_string() &&
+          m["tokenizer"].get<std::string>() != tokenizer->fingerprint())
+        throw Error(section + ".dataset_path: the shards in " + manifest.parent_path().string() +
+                        " were made with another tokenizer (" + m["tokenizer"].get<std::string>() + ") than " +
+                        tokenizer->describe() + " (" + tokenizer->fingerprint() + ")",
+                    "tokenize the data with the model's tokenizer (titan data tokenize --tokenizer ...)");
+    }
     if (r.shards->vocab_size() != static_cast<uint64_t>(tokenizer->vocab_size()))
       throw Error(section + ".dataset_path: the shards " + r.shards->describe() + " were tokenized with a vocabulary of " +
                       std::to_string(r.shards->vocab_size()) + " ids, but the tokenizer (" + tokenizer->describe() +

@@ -344,22 +344,37 @@ void TextFiles::load_state(const nlohmann::json& s) {
 }
 
 std::optional<std::string> TextFiles::next() {
-  std::string line;
+  std::string line, paragraph;
   while (file_index_ < files_.size()) {
-    if (!reader_->getline(line)) {
+    const bool more = reader_->getline(line);
+    const std::string& file = files_[file_index_];
+    const bool json_lines = is_jsonl(file);
+    const bool blank = !more || line.find_first_not_of(" \t\r") == std::string::npos;
+    if (more) ++line_no_;
+    if (!json_lines) {
+      // Plain text: a document is a paragraph, lines up to a blank line or the end of the file.
+      if (!blank) {
+        if (!paragraph.empty()) paragraph += '\n';
+        paragraph += line;
+        continue;
+      }
+      if (!more) open(file_index_ + 1);
+      if (paragraph.empty()) continue;
+      if (doc_index_++ % world_ != rank_) {
+        paragraph.clear();
+        continue;
+      }
+      return paragraph;
+    }
+    if (!more) {
       open(file_index_ + 1);
       continue;
     }
-    ++line_no_;
-    const std::string& file = files_[file_index_];
-    const bool json_lines = is_jsonl(file);
-    if (line.find_first_not_of(" \t\r") == std::string::npos) {
-      if (json_lines) ++skipped_.empty;  // a blank line in JSON lines is an empty document
-      continue;                          // in plain text, blank lines separate nothing
+    if (blank) {
+      ++skipped_.empty;  // a blank line in JSON lines is an empty document
+      continue;
     }
-    const bool mine = doc_index_++ % world_ == rank_;
-    if (!mine) continue;
-    if (!json_lines) return line;
+    if (doc_index_++ % world_ != rank_) continue;
     const std::string where = file + ":" + std::to_string(line_no_);
     nlohmann::json j;
     try {
@@ -370,7 +385,7 @@ std::optional<std::string> TextFiles::next() {
         continue;
       }
       throw Error(where + ": malformed JSON line (" + std::string(e.what()) + ")",
-                  "fix the line, or set training.dataset_skip_malformed = true to skip and count such lines");
+                  "fix the line, or set " + section() + ".dataset_skip_malformed = true to skip and count such lines");
     }
     if (!j.is_object() || !j.contains(opt_.text_field) || !j[opt_.text_field].is_string()) {
       if (opt_.skip_malformed) {
@@ -379,7 +394,7 @@ std::optional<std::string> TextFiles::next() {
       }
       throw Error(where + ": no string field \"" + opt_.text_field + "\"",
                   "each line must be a JSON object with a \"" + opt_.text_field +
-                      "\" string; set training.dataset_text_field for another field name");
+                      "\" string; set " + section() + ".dataset_text_field for another field name");
     }
     std::string text = j[opt_.text_field].get<std::string>();
     if (text.empty()) {
@@ -423,6 +438,7 @@ ShardHeader read_shard_header(const std::string& path) {
 }
 
 TokenShards::TokenShards(std::vector<std::string> files, std::string describe) : describe_(std::move(describe)) {
+  if (!files.empty()) first_file_ = files.front();
   for (const auto& path : files) {
     const ShardHeader h = read_shard_header(path);
     Shard s;

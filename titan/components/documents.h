@@ -77,7 +77,8 @@ class LineReader {
   uint64_t offset_ = 0;
 };
 
-// Files of JSON lines (.jsonl/.json) or plain text (.txt; each non-blank line a document), each
+// Files of JSON lines (.jsonl/.json; one object per line) or plain text (.txt; a document is a
+// paragraph: lines up to a blank line), each
 // optionally .gz or .zst. `files` is the sorted list the path/folder/glob resolved to.
 class TextFiles final : public DocumentSource {
  public:
@@ -93,6 +94,7 @@ class TextFiles final : public DocumentSource {
 
  private:
   void open(size_t file_index);
+  std::string section() const { return opt_.setting.substr(0, opt_.setting.find('.')); }
   std::vector<std::string> files_;
   std::string describe_;
   TextOptions opt_;
@@ -139,6 +141,7 @@ class TokenShards {
   // Copies tokens [begin, begin + n) of the stream (begin + n <= size()).
   void read(uint64_t begin, size_t n, int64_t* out) const;
   const std::string& describe() const { return describe_; }
+  const std::string& first_file() const { return first_file_; }
 
  private:
   struct Shard {
@@ -150,7 +153,7 @@ class TokenShards {
   };
   std::vector<Shard> shards_;
   uint64_t total_ = 0, vocab_size_ = 0;
-  std::string describe_;
+  std::string describe_, first_file_;
 };
 
 }  // namespace titan::components

@@ -28,6 +28,9 @@ class Tokenizer {
   virtual int64_t bos_id() const = 0;  // -1: the tokenizer has none
   virtual int64_t eos_id() const = 0;  // -1: the tokenizer has none
   virtual std::string describe() const = 0;
+  // Identifies the vocabulary and rules (a hash of the tokenizer files), wherever they lie:
+  // saved data positions and token shards record it.
+  virtual std::string fingerprint() const = 0;
 
   std::vector<int64_t> encode(std::string_view text, bool allow_special = false) const {
     std::vector<int64_t> out;
@@ -47,6 +50,7 @@ class ByteTokenizer final : public Tokenizer {
   int64_t bos_id() const override { return 256; }
   int64_t eos_id() const override { return 257; }
   std::string describe() const override { return "built-in byte-level tokenizer (vocab 258)"; }
+  std::string fingerprint() const override { return "builtin:bytes"; }
 };
 
 // The tokenizer at `path` (model.hf_assets_path or the deprecated model.tokenizer_path; `key`

@@ -153,6 +153,10 @@ std::vector<KeySpec> build_schema() {
               "Folder of Hugging Face assets: tokenizer files, config.json, safetensors weights"),
       opt_str_key("model.tokenizer_path", std::nullopt,
                   "Deprecated alias of model.hf_assets_path (overrides it when set)"),
+      opt_int_key("model.vocab_size",
+                  "Vocabulary size instead of the flavor's, e.g. 128256 to train the debug model "
+                  "with Llama 3's tokenizer (titan.cpp)",
+                  at_least_1),
       list_key("model.converters", {}, "Model converters to apply, e.g. float8"),
       bool_key("model.print_after_conversion", false,
                "Print the model after all converters have been applied"),

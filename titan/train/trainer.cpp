@@ -66,6 +66,7 @@ std::string describe_args(const ModelArgs& a) {
 ModelArgs model_args(const config::JobConfig& cfg) {
   ModelArgs args = models::llama3::flavor(cfg.get_string("model.flavor"));
   args.max_seq_len = cfg.get_int("training.seq_len");
+  if (auto v = cfg.get_opt_int("model.vocab_size")) args.vocab_size = *v;
   return args;
 }
 
@@ -337,7 +338,8 @@ RunResult run_training(const config::JobConfig& cfg) {
   if (tokenizer->vocab_size() > args.vocab_size)
     throw Error("the tokenizer has " + std::to_string(tokenizer->vocab_size()) + " ids but model " +
                     cfg.get_string("model.flavor") + " has vocab_size " + std::to_string(args.vocab_size),
-                "use a tokenizer with at most " + std::to_string(args.vocab_size) + " ids or another flavor");
+                "use a tokenizer with at most " + std::to_string(args.vocab_size) + " ids, another flavor, or --model.vocab_size " +
+                    std::to_string(tokenizer->vocab_size()));
   log::info("Building llama3 " + cfg.get_string("model.flavor") + " with " + describe_args(args));
   const at::ScalarType param_dtype = dtype_of(cfg.get_string("training.dtype"));
   const bool data_parallel = dp_degree > 1;
