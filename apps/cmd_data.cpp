@@ -135,49 +135,22 @@ int tokenize(const Options& o) {
       ++resumed;
       continue;
     }
-    const fs::path tmp = shard.string() + ".tmp";
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw Error("cannot write " + tmp.string(), "check free space and permissions");
-    std::vector<unsigned char> header(ShardHeader::kSize, 0);
-    std::fwrite(header.data(), 1, header.size(), f);
+    components::ShardWriter writer(shard.string(), token_bytes, static_cast<uint64_t>(tok->vocab_size()));
     components::TextFiles docs({inputs[i]}, inputs[i], topt);
-    uint64_t tokens = 0, documents = 0;
     std::vector<std::string> chunk;
-    std::vector<unsigned char> bytes;
     auto flush_chunk = [&] {
-      const auto ids = components::encode_batch(*tok, chunk, true, true, threads);
-      for (const auto& v : ids) {
-        bytes.resize(v.size() * token_bytes);
-        for (size_t k = 0; k < v.size(); ++k) {
-          const auto t = static_cast<uint32_t>(v[k]);
-          for (uint32_t b = 0; b < token_bytes; ++b) bytes[k * token_bytes + b] = static_cast<unsigned char>(t >> (8 * b));
-        }
-        if (std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size())
-          throw Error("cannot write " + tmp.string() + " (disk full?)", "free some space and run the command again");
-        tokens += v.size();
-      }
-      documents += chunk.size();
+      for (const auto& ids : components::encode_batch(*tok, chunk, true, true, threads)) writer.append(ids);
       chunk.clear();
-      progress.update(i, all_docs + static_cast<int64_t>(documents), all_tokens + static_cast<int64_t>(tokens));
+      progress.update(i, all_docs + static_cast<int64_t>(writer.documents()),
+                      all_tokens + static_cast<int64_t>(writer.tokens()));
     };
     while (auto d = docs.next()) {
       chunk.push_back(std::move(*d));
       if (chunk.size() >= 4096) flush_chunk();
     }
     if (!chunk.empty()) flush_chunk();
-    unsigned char* h = header.data();
-    std::memcpy(h, ShardHeader::kMagic, 8);
-    const uint32_t version = ShardHeader::kVersion;
-    const uint64_t vocab = static_cast<uint64_t>(tok->vocab_size());
-    std::memcpy(h + 8, &version, 4);
-    std::memcpy(h + 12, &token_bytes, 4);
-    std::memcpy(h + 16, &tokens, 8);
-    std::memcpy(h + 24, &documents, 8);
-    std::memcpy(h + 32, &vocab, 8);
-    std::fseek(f, 0, SEEK_SET);
-    std::fwrite(header.data(), 1, header.size(), f);
-    if (std::fflush(f) != 0 || std::fclose(f) != 0) throw Error("cannot write " + tmp.string(), "check free space");
-    fs::rename(tmp, shard);
+    writer.finish();
+    const uint64_t tokens = writer.tokens(), documents = writer.documents();
     const auto skipped = docs.skipped();
     entry = {{"input", inputs[i]}, {"tokens", tokens}, {"documents", documents},
              {"skipped_empty", skipped.empty}, {"skipped_malformed", skipped.malformed}};
@@ -254,7 +227,10 @@ int batches(const std::vector<std::string>& args) {
     }
     std::string first;
     const int64_t* p = b->inputs.data_ptr<int64_t>();
-    for (int64_t k = 0; k < std::min<int64_t>(8, b->inputs.numel()); ++k) first += " " + std::to_string(p[k]);
+    for (int64_t k = 0; k < std::min<int64_t>(8, b->inputs.numel()); ++k) {
+      first += ' ';
+      first += std::to_string(p[k]);
+    }
     std::printf("batch %lld: %s epoch %lld first%s\n", static_cast<long long>(i), hash_batch(*b).c_str(),
                 static_cast<long long>(loader->epoch()), first.c_str());
   }

@@ -1,5 +1,5 @@
 // Encode throughput of a tokenizer on one text file: one thread over the whole text, then
-// batch encoding of its lines on N threads. Prints one JSON line per measurement, for
+// batch encoding of its paragraphs on N threads. Prints one JSON line per measurement, for
 // bench/run_tokenizer_bench.sh (which runs tiktoken on the same text in the same run).
 //   bench_tokenizer TOKENIZER TEXT_FILE [REPEATS] [THREADS]
 #include <algorithm>
@@ -26,12 +26,13 @@ int main(int argc, char** argv) {
   std::stringstream ss;
   ss << f.rdbuf();
   const std::string text = ss.str();
+  // Documents for batch encoding: paragraphs (text up to and including a blank line).
   std::vector<std::string> lines;
   for (size_t p = 0; p < text.size();) {
-    size_t e = text.find('\n', p);
-    if (e == std::string::npos) e = text.size();
-    lines.push_back(text.substr(p, e - p + 1));
-    p = e + 1;
+    size_t e = text.find("\n\n", p);
+    e = e == std::string::npos ? text.size() : e + 2;
+    lines.push_back(text.substr(p, e - p));
+    p = e;
   }
   // Best of `repeats` (the least disturbed run), as the peer script does.
   double best = 1e30;

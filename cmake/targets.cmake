@@ -42,6 +42,7 @@ add_executable(titan_tests
   tests/unit/test_distributed_units.cpp
   tests/unit/test_observability_units.cpp
   tests/unit/test_kernels.cpp
+  tests/unit/test_data.cpp
 )
 target_link_libraries(titan_tests PRIVATE titan_lib GTest::gtest_main)
 target_compile_definitions(titan_tests PRIVATE TITAN_SOURCE_DIR="${CMAKE_CURRENT_SOURCE_DIR}")
@@ -69,6 +70,9 @@ add_test(NAME integration.distributed COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURR
          --titan $<TARGET_FILE:titan>)
 # Up to 4 processes of one thread each: run it alone.
 set_tests_properties(integration.distributed PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)
+add_test(NAME integration.data COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_data.py
+         --titan $<TARGET_FILE:titan> --shared ${CMAKE_CURRENT_SOURCE_DIR}/../shared)
+set_tests_properties(integration.data PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 900)
 add_test(NAME integration.observability COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_observability.py
          --titan $<TARGET_FILE:titan>)
 set_tests_properties(integration.observability PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)

@@ -76,18 +76,18 @@ void DataLoader::restore(const Position& p) {
 }
 
 bool DataLoader::fill_text(size_t need) {
-  bool empty_pass = true;
+  bool just_reset = false;  // a whole pass that yields nothing would loop forever
   while (buffer_.size() - pos_ < need) {
     auto doc = source_->next();
     if (!doc) {
-      if (!opt_.infinite || empty_pass) return false;  // a pass that yields nothing would loop forever
+      if (!opt_.infinite || just_reset) return false;
       ++epoch_;
       log::warning("Dataset " + opt_.name + " is being re-looped (epoch " + std::to_string(epoch_) + ")");
       source_->reset();
-      empty_pass = true;
+      just_reset = true;
       continue;
     }
-    empty_pass = false;
+    just_reset = false;
     if (pos_ > 0 && pos_ > buffer_.size() / 2) {  // drop what was consumed
       buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(pos_));
       pos_ = 0;
@@ -294,8 +294,8 @@ struct Registered {
 // local path.
 constexpr Registered kDatasets[] = {
     {"synthetic", "", "built-in generated English (no files)"},
-    {"c4", "c4-train.*.json*", "allenai/c4 \"en\" training shards (c4-train.*.json.gz)"},
-    {"c4_validation", "c4-validation.*.json*", "allenai/c4 \"en\" validation shards (c4-validation.*.json.gz)"},
+    {"c4", "c4-train.*.json*", "allenai/c4 \"en\" training shards"},
+    {"c4_validation", "c4-validation.*.json*", "allenai/c4 \"en\" validation shards"},
     {"c4_test", "", "a small local c4 sample (JSON lines)"},
     {"text", "", "your JSON-lines or text files"},
     {"tokens", "*.bin", "pre-tokenized shards from `titan data tokenize`"},

@@ -408,6 +408,57 @@ std::optional<std::string> TextFiles::next() {
 
 // ---- binary shards -------------------------------------------------------------------------------
 
+ShardWriter::ShardWriter(std::string path, uint32_t token_bytes, uint64_t vocab_size)
+    : path_(std::move(path)), tmp_(path_ + ".tmp"), token_bytes_(token_bytes), vocab_size_(vocab_size) {
+  if (token_bytes != 2 && token_bytes != 4) throw Error("token shards hold 2 or 4 bytes per token");
+  file_ = std::fopen(tmp_.c_str(), "wb");
+  if (!file_) throw Error("cannot write " + tmp_ + ": " + std::strerror(errno), "check free space and permissions");
+  const std::vector<unsigned char> header(ShardHeader::kSize, 0);  // written for real by finish()
+  std::fwrite(header.data(), 1, header.size(), static_cast<std::FILE*>(file_));
+}
+
+ShardWriter::~ShardWriter() {
+  if (!file_) return;
+  std::fclose(static_cast<std::FILE*>(file_));
+  std::remove(tmp_.c_str());
+}
+
+void ShardWriter::append(const std::vector<int64_t>& ids) {
+  bytes_.resize(ids.size() * token_bytes_);
+  const uint64_t limit = token_bytes_ == 2 ? 0xffffull : 0xffffffffull;
+  for (size_t k = 0; k < ids.size(); ++k) {
+    if (ids[k] < 0 || static_cast<uint64_t>(ids[k]) > limit)
+      throw Error("token id " + std::to_string(ids[k]) + " does not fit a " + std::to_string(token_bytes_) + "-byte shard");
+    const auto t = static_cast<uint32_t>(ids[k]);
+    for (uint32_t b = 0; b < token_bytes_; ++b) bytes_[k * token_bytes_ + b] = static_cast<unsigned char>(t >> (8 * b));
+  }
+  if (std::fwrite(bytes_.data(), 1, bytes_.size(), static_cast<std::FILE*>(file_)) != bytes_.size())
+    throw Error("cannot write " + tmp_ + " (disk full?)", "free some space and run the command again");
+  tokens_ += ids.size();
+  ++documents_;
+}
+
+void ShardWriter::finish() {
+  unsigned char h[ShardHeader::kSize] = {};
+  std::memcpy(h, ShardHeader::kMagic, 8);
+  const uint32_t version = ShardHeader::kVersion;
+  std::memcpy(h + 8, &version, 4);
+  std::memcpy(h + 12, &token_bytes_, 4);
+  std::memcpy(h + 16, &tokens_, 8);
+  std::memcpy(h + 24, &documents_, 8);
+  std::memcpy(h + 32, &vocab_size_, 8);
+  auto* f = static_cast<std::FILE*>(file_);
+  std::fseek(f, 0, SEEK_SET);
+  std::fwrite(h, 1, sizeof(h), f);
+  const bool ok = std::fflush(f) == 0;
+  std::fclose(f);
+  file_ = nullptr;
+  if (!ok || std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    std::remove(tmp_.c_str());
+    throw Error("cannot write " + path_ + ": " + std::strerror(errno), "check free space and permissions");
+  }
+}
+
 ShardHeader read_shard_header(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw Error("cannot open token shard " + path + ": " + std::strerror(errno), "check that it exists and is readable");

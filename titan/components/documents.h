@@ -126,6 +126,27 @@ struct ShardHeader {
   uint64_t tokens = 0, documents = 0, vocab_size = 0;
 };
 
+// Writes one shard: tokens go to `path`.tmp, finish() writes the header and renames it to
+// `path`, so an interrupted write never leaves a shard that looks whole.
+class ShardWriter {
+ public:
+  ShardWriter(std::string path, uint32_t token_bytes, uint64_t vocab_size);
+  ~ShardWriter();  // an unfinished shard's .tmp file is removed
+  ShardWriter(const ShardWriter&) = delete;
+  ShardWriter& operator=(const ShardWriter&) = delete;
+  void append(const std::vector<int64_t>& ids);  // one document's tokens
+  void finish();
+  uint64_t tokens() const { return tokens_; }
+  uint64_t documents() const { return documents_; }
+
+ private:
+  std::string path_, tmp_;
+  void* file_ = nullptr;
+  uint32_t token_bytes_;
+  uint64_t vocab_size_, tokens_ = 0, documents_ = 0;
+  std::vector<unsigned char> bytes_;
+};
+
 // Reads and checks a shard's header against its size; throws titan::Error naming the file.
 ShardHeader read_shard_header(const std::string& path);
 

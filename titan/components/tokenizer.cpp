@@ -47,8 +47,11 @@ std::unique_ptr<Tokenizer> build_tokenizer(const std::string& path, const std::s
   const std::string setting = key.empty() ? "the tokenizer" : key + " = \"" + path + "\"";
   if (!fs::exists(path)) {
     std::string fix = "point it at a folder with tokenizer.json or tokenizer.model, or use \"builtin:bytes\"";
-    if (path.find("assets/tokenizer") != std::string::npos && path.find("./assets/") == 0)
-      fix = "run from the project root (the repository's assets/tokenizer) or give an absolute path";
+    if (path.find("tests/assets/tokenizer") != std::string::npos)
+      fix = "torchtitan's test tokenizer is not part of titan.cpp: use \"./assets/tokenizer\" (a BPE trained on "
+            "the built-in data), \"builtin:bytes\", or your model's tokenizer folder";
+    else if (path.find("assets/tokenizer") != std::string::npos && path[0] != '/')
+      fix = "the path is relative to the current directory: run from the titan.cpp checkout or give an absolute path";
     throw Error(setting + ": no such file or folder", fix);
   }
   fs::path json_file, config_file, model_file;

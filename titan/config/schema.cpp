@@ -218,7 +218,7 @@ std::vector<KeySpec> build_schema() {
                "Keep data-loading workers alive between epochs (needs num_workers > 0)"),
       bool_key("training.dataloader.pin_memory", false, "Put batches in pinned host memory"),
       opt_int_key("training.dataloader.prefetch_factor",
-                  "Batches each worker loads ahead (needs num_workers > 0; None = loader default)",
+                  "Batches loaded ahead on the background thread (None = 2)",
                   at_least_1),
       // ---- parallelism
       int_key("parallelism.data_parallel_replicate_degree", 1,
@@ -404,7 +404,7 @@ std::vector<KeySpec> build_schema() {
       int_key("validation.seq_len", 2048, "Tokens per validation sequence", at_least_1),
       int_key("validation.freq", 10, "Validate every N training steps", at_least_1),
       int_key("validation.steps", -1,
-              "Validation batches per run; -1 uses the whole set (may hang if ranks differ)",
+              "Validation batches per run; -1 uses the whole set",
               positive_or_minus_1),
       int_key("validation.dataloader.num_workers", 0,
               "Worker processes for validation data loading", at_least_0),
@@ -413,7 +413,7 @@ std::vector<KeySpec> build_schema() {
       bool_key("validation.dataloader.pin_memory", false,
                "Put validation batches in pinned host memory"),
       opt_int_key("validation.dataloader.prefetch_factor",
-                  "Validation batches each worker loads ahead (needs num_workers > 0)", at_least_1),
+                  "Validation batches loaded ahead on the background thread (None = 2)", at_least_1),
       // ---- debug
       opt_int_key("debug.seed", "Base random seed; None picks the default"),
       bool_key("debug.deterministic", false,
