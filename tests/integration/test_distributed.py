@@ -24,6 +24,9 @@ BASE = ["--job.config_file", "configs/llama3/debug_model.toml", "--training.seq_
         "--training.steps", "10", "--training.mixed_precision_param", "float32", "--debug.seed", "7",
         "--activation_checkpoint.mode", "none", "--metrics.log_freq", "5", "--lr_scheduler.warmup_steps", "2"]
 TOL = 1e-5
+# Validation every 5 steps over 2 batches of the same global size as training.
+VAL = ["--validation.enable", "--validation.dataset", "synthetic", "--validation.seq_len", "64",
+       "--validation.freq", "5", "--validation.steps", "2"]
 checks = Checks()
 check = checks.check
 
@@ -33,7 +36,11 @@ def launch(titan, world, args, dump, timeout=300):
 
 
 def metrics(dump: str) -> list[dict]:
-    return read_jsonl(os.path.join(dump, "metrics.jsonl"))
+    return [r for r in read_jsonl(os.path.join(dump, "metrics.jsonl")) if "step" in r]
+
+
+def validations(dump: str) -> list[dict]:
+    return [r for r in read_jsonl(os.path.join(dump, "metrics.jsonl")) if "validate_step" in r]
 
 
 def rel(a: float, b: float) -> float:
@@ -47,14 +54,15 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="titan_dist_")
 
     single_dump = os.path.join(tmp, "single")
-    (rc, out, err), = launch(titan, 1, BASE + ["--training.local_batch_size", "8"], single_dump)
+    (rc, out, err), = launch(titan, 1, BASE + ["--training.local_batch_size", "8", "--validation.local_batch_size", "8"]
+                             + VAL, single_dump)
     if rc != 0:
         check("single-process reference run", False, err[-800:])
         return 1
     ref = metrics(single_dump)
 
     layouts = {
-        "FSDP(2)": (2, ["--training.local_batch_size", "4"]),
+        "FSDP(2)": (2, ["--training.local_batch_size", "4", "--validation.local_batch_size", "4"] + VAL),
         "FSDP(4)": (4, ["--training.local_batch_size", "2"]),
         "HSDP(2x2)": (4, ["--training.local_batch_size", "2", "--parallelism.data_parallel_replicate_degree", "2"]),
         "DDP(2)": (2, ["--training.local_batch_size", "4", "--parallelism.data_parallel_replicate_degree", "2",
@@ -82,6 +90,14 @@ def main() -> int:
               len(got) == 10 and worst_loss <= TOL and worst_norm <= TOL)
         check(f"{name}: step 1 loss identical", got[0]["loss"] == ref[0]["loss"],
               f"{got[0]['loss']!r} vs {ref[0]['loss']!r}")
+
+    if "FSDP(2)" in runs:
+        dump = os.path.join(tmp, "FSDP2")
+        got, want = validations(dump), validations(single_dump)
+        worst = max((rel(g["validation_loss"], w["validation_loss"]) for g, w in zip(got, want)), default=1.0)
+        check(f"FSDP(2): validation at steps 1, 5, 10 matches one process (worst {worst:.1e})",
+              [g["validate_step"] for g in got] == [1, 5, 10] == [w["validate_step"] for w in want] and worst <= TOL,
+              f"{got} vs {want}")
 
     if all(k in runs for k in ("FSDP(2)", "FSDP(2) reshard always", "FSDP(2) reshard never")):
         same = all([s["loss"] for s in runs[k]] == [s["loss"] for s in runs["FSDP(2)"]]
