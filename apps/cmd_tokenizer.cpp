@@ -129,6 +129,18 @@ std::vector<int64_t> parse_ids(std::string_view s, const std::string& where) {
   return ids;
 }
 
+// Calls f(line, line_no) for each line of `input` (without the line break).
+template <class F>
+void for_each_line(const std::string& input, F&& f) {
+  size_t pos = 0, line_no = 0;
+  while (pos < input.size()) {
+    size_t end = input.find('\n', pos);
+    if (end == std::string::npos) end = input.size();
+    f(std::string_view(input).substr(pos, end - pos), ++line_no);
+    pos = end + 1;
+  }
+}
+
 int encode(const Options& o) {
   const auto tok = components::build_tokenizer(o.need("tokenizer"), "--tokenizer");
   const bool bos = o.flag("bos"), eos = o.flag("eos"), special = o.flag("allow-special");
@@ -139,13 +151,7 @@ int encode(const Options& o) {
     flush(out);
     return 0;
   }
-  size_t pos = 0, line_no = 0;
-  while (pos < input.size()) {
-    size_t end = input.find('\n', pos);
-    if (end == std::string::npos) end = input.size();
-    const std::string line = input.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
+  for_each_line(input, [&](std::string_view line, size_t line_no) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
@@ -156,7 +162,7 @@ int encode(const Options& o) {
     if (!j.is_string()) throw Error("stdin line " + std::to_string(line_no) + " is not a JSON string", "with --jsonl each line is one JSON string");
     write_ids(tok->encode(j.get<std::string>(), bos, eos, special), out);
     if (out.size() > (1 << 20)) flush(out);
-  }
+  });
   flush(out);
   return 0;
 }
@@ -171,17 +177,11 @@ int decode(const Options& o) {
     flush(out);
     return 0;
   }
-  size_t pos = 0, line_no = 0;
-  while (pos < input.size()) {
-    size_t end = input.find('\n', pos);
-    if (end == std::string::npos) end = input.size();
-    ++line_no;
-    const std::string text = tok->decode(parse_ids(std::string_view(input).substr(pos, end - pos),
-                                                   "stdin line " + std::to_string(line_no)), skip);
-    pos = end + 1;
+  for_each_line(input, [&](std::string_view line, size_t line_no) {
+    const std::string text = tok->decode(parse_ids(line, "stdin line " + std::to_string(line_no)), skip);
     out += nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     if (out.size() > (1 << 20)) flush(out);
-  }
+  });
   flush(out);
   return 0;
 }
