@@ -43,7 +43,14 @@ void write_atomically(const fs::path& path, const std::string& body) {
     f << body;
     if (!f.flush()) throw Error("cannot write " + tmp.string(), "check free space and permissions");
   }
-  fs::rename(tmp, path);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error("cannot write " + path.string() + ": " + ec.message(), "choose another file name");
+}
+
+// JSON text of `j`; bytes that are not UTF-8 (e.g. in file names) become U+FFFD.
+std::string dump(const nlohmann::json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string human(double v) {
@@ -107,19 +114,34 @@ int tokenize(const Options& o) {
   if (ec) throw Error("cannot create --output " + out_dir.string() + ": " + ec.message(), "choose a writable folder");
   const uint32_t token_bytes = tok->vocab_size() <= 65536 ? 2 : 4;
 
-  // The manifest records finished shards; a rerun skips them and redoes an interrupted one.
+  // The manifest records finished shards; a rerun keeps those whose input and file are intact
+  // and redoes the rest (an interrupted or damaged one).
   const fs::path manifest_path = out_dir / "manifest.json";
-  nlohmann::json manifest = {{"tokenizer", tok->fingerprint()}, {"vocab_size", tok->vocab_size()}, {"shards", nlohmann::json::object()}};
-  if (fs::exists(manifest_path)) {
+  nlohmann::json previous = nlohmann::json::object();
+  if (std::error_code ec; fs::exists(manifest_path, ec)) {
     std::ifstream f(manifest_path);
-    try {
-      manifest = nlohmann::json::parse(f);
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(manifest_path.string() + " is damaged (" + e.what() + ")", "delete the --output folder and start again");
-    }
-    if (manifest.value("vocab_size", int64_t{-1}) != tok->vocab_size() || manifest.value("tokenizer", std::string()) != tok->fingerprint())
-      throw Error(out_dir.string() + " holds shards made with another tokenizer (" + manifest.value("tokenizer", std::string("?")) + ")",
+    previous = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+    if (!previous.is_object()) {
+      log::warning(manifest_path.string() + " is damaged; every shard is made again");
+      previous = nlohmann::json::object();
+    } else if (previous.contains("tokenizer") && previous["tokenizer"] != tok->fingerprint()) {
+      throw Error(out_dir.string() + " holds shards made with another tokenizer (" + dump(previous["tokenizer"]) + ")",
                   "use another --output folder, or the same --tokenizer to resume");
+    }
+  }
+  const nlohmann::json done_before = previous.contains("shards") && previous["shards"].is_object()
+                                         ? previous["shards"] : nlohmann::json::object();
+  nlohmann::json manifest = {{"tokenizer", tok->fingerprint()}, {"vocab_size", tok->vocab_size()},
+                             {"shards", nlohmann::json::object()}};
+  // Shards of inputs no longer given would be read as data: remove them.
+  for (const auto& e : fs::directory_iterator(out_dir, ec)) {
+    const std::string n = e.path().filename().string();
+    const bool shard_file = n.rfind("shard-", 0) == 0 && n.find_first_not_of("0123456789", 6) == 11 &&
+                            (n.substr(11) == ".bin" || n.substr(11) == ".bin.tmp");
+    if (shard_file) {
+      const size_t index = static_cast<size_t>(std::strtoull(n.substr(6, 5).c_str(), nullptr, 10));
+      if (index >= inputs.size()) fs::remove(e.path(), ec);
+    }
   }
   Progress progress(inputs.size());
   int64_t all_docs = 0, all_tokens = 0, resumed = 0;
@@ -127,13 +149,18 @@ int tokenize(const Options& o) {
     char name[32];
     std::snprintf(name, sizeof(name), "shard-%05zu.bin", i);
     const fs::path shard = out_dir / name;
-    auto& entry = manifest["shards"][name];
-    if (!entry.is_null() && entry.value("input", std::string()) == inputs[i] && fs::exists(shard)) {
-      const ShardHeader h = components::read_shard_header(shard.string());  // checks it is whole
-      all_docs += static_cast<int64_t>(h.documents);
-      all_tokens += static_cast<int64_t>(h.tokens);
-      ++resumed;
-      continue;
+    const nlohmann::json before = done_before.contains(name) ? done_before[name] : nlohmann::json();
+    if (before.is_object() && before.contains("input") && before["input"] == inputs[i] && fs::exists(shard, ec)) {
+      try {
+        const ShardHeader h = components::read_shard_header(shard.string());  // checks it is whole
+        all_docs += static_cast<int64_t>(h.documents);
+        all_tokens += static_cast<int64_t>(h.tokens);
+        manifest["shards"][name] = before;
+        ++resumed;
+        continue;
+      } catch (const Error& e) {
+        log::warning("making " + shard.string() + " again: " + e.what());
+      }
     }
     components::ShardWriter writer(shard.string(), token_bytes, static_cast<uint64_t>(tok->vocab_size()));
     components::TextFiles docs({inputs[i]}, inputs[i], topt);
@@ -152,14 +179,15 @@ int tokenize(const Options& o) {
     writer.finish();
     const uint64_t tokens = writer.tokens(), documents = writer.documents();
     const auto skipped = docs.skipped();
-    entry = {{"input", inputs[i]}, {"tokens", tokens}, {"documents", documents},
-             {"skipped_empty", skipped.empty}, {"skipped_malformed", skipped.malformed}};
-    write_atomically(manifest_path, manifest.dump(2) + "\n");
+    manifest["shards"][name] = {{"input", inputs[i]}, {"tokens", tokens}, {"documents", documents},
+                                {"skipped_empty", skipped.empty}, {"skipped_malformed", skipped.malformed}};
+    write_atomically(manifest_path, dump(manifest, 2) + "\n");
     all_docs += static_cast<int64_t>(documents);
     all_tokens += static_cast<int64_t>(tokens);
     progress.update(i + 1, all_docs, all_tokens, true);
   }
   progress.done();
+  write_atomically(manifest_path, dump(manifest, 2) + "\n");  // also when every shard was kept
   std::printf("%zu shards in %s (%lld already done): %lld documents, %lld tokens, %u bytes per token\n", inputs.size(),
               out_dir.c_str(), static_cast<long long>(resumed), static_cast<long long>(all_docs),
               static_cast<long long>(all_tokens), token_bytes);
@@ -204,7 +232,8 @@ int batches(const std::vector<std::string>& args) {
   }
   std::shared_ptr<const components::Tokenizer> tok = components::build_tokenizer(path, key);
   const int64_t degree = o.get_int("dp-degree", 1), rank = o.get_int("dp-rank", 0);
-  if (degree < 1 || rank < 0 || rank >= degree) throw Error("--dp-rank must be in [0, --dp-degree)", kDataUsage);
+  if (degree < 1 || degree > (1 << 20) || rank < 0 || rank >= degree)
+    throw Error("--dp-degree must be in [1, 1048576] and --dp-rank in [0, --dp-degree)", kDataUsage);
   const bool validation = o.flag("validation");
   auto loader = components::build_data_loader(cfg, validation ? "validation" : "training", tok, rank, degree, !validation);
   if (const std::string in = o.get("load-state"); !in.empty()) {
@@ -234,7 +263,7 @@ int batches(const std::vector<std::string>& args) {
     std::printf("batch %lld: %s epoch %lld first%s\n", static_cast<long long>(i), hash_batch(*b).c_str(),
                 static_cast<long long>(loader->epoch()), first.c_str());
   }
-  if (const std::string out = o.get("save-state"); !out.empty()) write_atomically(out, loader->state().dump() + "\n");
+  if (const std::string out = o.get("save-state"); !out.empty()) write_atomically(out, dump(loader->state()) + "\n");
   return 0;
 }
 

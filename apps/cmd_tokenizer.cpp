@@ -155,7 +155,7 @@ int encode(const Options& o) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       throw Error("stdin line " + std::to_string(line_no) + " is not JSON (" + e.what() + ")",
                   "with --jsonl each line is one JSON string");
     }

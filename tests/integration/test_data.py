@@ -224,6 +224,22 @@ def main() -> int:
         filecmp.cmp(os.path.join(one, f"shard-0000{i}.bin"), os.path.join(shard_dir, f"shard-0000{i}.bin"), shallow=False)
         for i in range(3))
     check("tokenize --threads 1 and --threads 2 give identical shards", same, p.stderr[-300:])
+    # A finished shard damaged afterwards is made again; a rerun with fewer inputs drops the rest.
+    with open(os.path.join(one, "shard-00001.bin"), "r+b") as f:
+        f.truncate(100)
+    p = run(titan, "data", "tokenize", "--tokenizer", llama3, "--output", one, text_dir)
+    check("tokenize redoes a damaged finished shard",
+          p.returncode == 0 and "(2 already done)" in p.stdout and
+          filecmp.cmp(os.path.join(one, "shard-00001.bin"), os.path.join(shard_dir, "shard-00001.bin"), shallow=False),
+          f"rc={p.returncode} {p.stdout[-200:]!r} {p.stderr[-300:]!r}")
+    first_input = os.path.join(text_dir, sorted(os.listdir(text_dir))[0])
+    p = run(titan, "data", "tokenize", "--tokenizer", llama3, "--output", one, first_input)
+    with open(os.path.join(one, "manifest.json")) as f:
+        listed = sorted(json.load(f)["shards"])
+    check("tokenize with fewer inputs removes the other shards",
+          p.returncode == 0 and "(1 already done)" in p.stdout and listed == ["shard-00000.bin"] and
+          sorted(x for x in os.listdir(one) if x.endswith(".bin")) == ["shard-00000.bin"],
+          f"rc={p.returncode} {p.stdout[-200:]!r} listed={listed} files={os.listdir(one)}")
     expect_error(titan, "tokenize into shards of another tokenizer",
                  ["data", "tokenize", "--tokenizer", "assets/tokenizer", "--output", shard_dir, text_dir],
                  shard_dir, "another tokenizer")

@@ -253,7 +253,9 @@ def varied_cases(rng: random.Random, shakespeare: str) -> list[str]:
     # special-token strings inside text, and near misses
     cases += [BOS, EOS + EOS, f"Hello{EOS}world", f"{BOS}<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>",
               "<|reserved_special_token_250|>", "<|reserved_special_token_251|>", "<|begin_of_text|", PAD,
-              f" {PAD} x", f"a {EOS}  b", f"x {PAD}\n\ny", f"{BOS}a{BOS}", f"a{BOS}b", "<|eot_id|>"]
+              f" {PAD} x", f"a {EOS}  b", f"x {PAD}\n\ny", f"{BOS}a{BOS}", f"a{BOS}b", "<|eot_id|>",
+              # non-ASCII whitespace and letters beside added tokens (lstrip/rstrip/single_word)
+              f"\u00a0{PAD}\u00a0", f"x\u3000{EOS}\u2003y", f"é{PAD}é", f"日 {PAD} 本", f"_{PAD}", f"{PAD}9"]
     # URLs, code
     cases += ["https://example.com/path/to?q=1&r=two#frag", "mailto:someone@example.org",
               "def f(x):\n    return x**2  # square\n", "for (int i = 0; i < n; ++i) { a[i] += b[i]; }",
@@ -430,6 +432,16 @@ def build_hf_variants(base: str, corpus: list[str]) -> dict[str, str]:
             processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, byte_level.token_to_id(BOS))]),
         ]))
 
+    def single_word(data):
+        for token in data["added_tokens"]:
+            if token["content"] == PAD:
+                token["single_word"] = True
+
+    def contiguous_invert(data):  # spaces kept apart from everything else, runs joined
+        data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"String": " "}, "behavior": "Contiguous", "invert": True},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+
     def strip_flags(data):
         for token in data["added_tokens"]:
             if token["content"] == PAD:
@@ -451,6 +463,8 @@ def build_hf_variants(base: str, corpus: list[str]) -> dict[str, str]:
         "config_add_bos": write_variant(base, "addbos", llama3_split, ignore_merges, dict_config),
         "llama3_layout": write_variant(base, "layout", llama3_split, llama3_layout, plain_config),
         "added_token_strip": write_variant(base, "strip", byte_level, strip_flags, plain_config),
+        "added_token_single_word": write_variant(base, "single", byte_level, single_word, plain_config),
+        "split_contiguous_invert": write_variant(base, "contiguous", byte_level, contiguous_invert),
     }
 
 

@@ -41,19 +41,26 @@ uint64_t mix64(uint64_t k) {
   return k ^ (k >> 33);
 }
 
-// uint64 → uint64; the key ~0 is reserved for empty slots.
+// uint64 → uint64; the key ~0 is reserved for empty slots. Grows to stay at most half full.
 class PairMap {
  public:
   void reserve(size_t n) {
     size_t cap = 16;
     while (cap < 2 * n) cap <<= 1;
-    keys_.assign(cap, kEmpty);
-    vals_.assign(cap, 0);
+    if (cap <= keys_.size()) return;
+    std::vector<uint64_t> keys(cap, kEmpty), vals(cap, 0);
+    keys.swap(keys_);
+    vals.swap(vals_);
     mask_ = cap - 1;
+    size_ = 0;
+    for (size_t i = 0; i < keys.size(); ++i)
+      if (keys[i] != kEmpty) put(keys[i], vals[i]);
   }
   void put(uint64_t k, uint64_t v) {
+    if (2 * (size_ + 1) > keys_.size()) reserve(2 * (size_ + 1));
     for (size_t i = mix64(k) & mask_;; i = (i + 1) & mask_) {
       if (keys_[i] == kEmpty || keys_[i] == k) {
+        size_ += keys_[i] == kEmpty;
         keys_[i] = k;
         vals_[i] = v;
         return;
@@ -61,6 +68,7 @@ class PairMap {
     }
   }
   bool get(uint64_t k, uint64_t& v) const {
+    if (keys_.empty()) return false;
     for (size_t i = mix64(k) & mask_;; i = (i + 1) & mask_) {
       if (keys_[i] == k) {
         v = vals_[i];
@@ -73,7 +81,7 @@ class PairMap {
  private:
   static constexpr uint64_t kEmpty = ~0ull;
   std::vector<uint64_t> keys_, vals_;
-  size_t mask_ = 0;
+  size_t mask_ = 0, size_ = 0;
 };
 
 // bytes → id, over a table of strings owned elsewhere.
@@ -213,6 +221,8 @@ class Regex {
       const int rc = jit_ ? pcre2_jit_match(code_, subject, n, from, 0, m.md, m.ctx)
                           : pcre2_match(code_, subject, n, from, 0, m.md, m.ctx);
       if (rc == PCRE2_ERROR_NOMATCH) break;
+      if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_JIT_STACKLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT)
+        break;  // pathological input (millions of spaces): the rest becomes one piece, every byte kept
       if (rc < 0) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(rc, msg, sizeof(msg));
@@ -525,8 +535,9 @@ void Model::encode_plain(std::string_view text, std::vector<int64_t>& out) const
     for (std::string_view p : pieces) {
       if (step.kind == Step::PrefixSpace) {
         if (!p.empty() && p[0] != ' ') {
-          owned.push_back(" " + std::string(p));
-          p = owned.back();
+          std::string& prefixed = owned.emplace_back(1, ' ');
+          prefixed.append(p);
+          p = prefixed;
         }
         next.push_back(p);
         continue;
@@ -561,15 +572,12 @@ void Model::encode_plain(std::string_view text, std::vector<int64_t>& out) const
           std::reverse(merged.begin(), merged.end());
           break;
         }
-        case Behavior::Contiguous: {
-          bool prev_match = false;
+        case Behavior::Contiguous:  // neighbours of the same kind join (as HF does)
           for (const Span& s : spans) {
-            if (s.match && prev_match && !merged.empty()) merged.back().e = s.e;
+            if (!merged.empty() && merged.back().match == s.match) merged.back().e = s.e;
             else merged.push_back(s);
-            prev_match = s.match;
           }
           break;
-        }
       }
       for (const Span& s : merged)
         if (s.e > s.b) next.push_back(p.substr(s.b, s.e - s.b));
@@ -581,8 +589,44 @@ void Model::encode_plain(std::string_view text, std::vector<int64_t>& out) const
 
 namespace {
 
-bool is_space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
-bool is_word(unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; }
+// The character that ends at / starts at byte i (invalid UTF-8: none).
+utf8proc_int32_t char_before(std::string_view t, size_t i) {
+  size_t b = i;
+  while (b > 0 && i - b < 4) {
+    --b;
+    if ((static_cast<unsigned char>(t[b]) & 0xC0) != 0x80) break;
+  }
+  utf8proc_int32_t cp = -1;
+  if (b < i && utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(t.data() + b),
+                                static_cast<utf8proc_ssize_t>(i - b), &cp) != static_cast<utf8proc_ssize_t>(i - b))
+    cp = -1;
+  return cp;
+}
+
+utf8proc_int32_t char_at(std::string_view t, size_t i) {
+  utf8proc_int32_t cp = -1;
+  if (i < t.size() && utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(t.data() + i),
+                                       static_cast<utf8proc_ssize_t>(t.size() - i), &cp) <= 0)
+    cp = -1;
+  return cp;
+}
+
+size_t utf8_length(utf8proc_int32_t cp) { return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4; }
+
+// Unicode White_Space, and letters/numbers: what HF's added-token options test.
+bool is_space_cp(utf8proc_int32_t c) {
+  if (c < 0) return false;
+  if ((c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85) return true;
+  const auto cat = utf8proc_category(c);
+  return cat == UTF8PROC_CATEGORY_ZS || cat == UTF8PROC_CATEGORY_ZL || cat == UTF8PROC_CATEGORY_ZP;
+}
+
+bool is_word_cp(utf8proc_int32_t c) {
+  if (c < 0) return false;
+  const auto cat = utf8proc_category(c);
+  return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
+         (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO) || c == '_';
+}
 
 }  // namespace
 
@@ -597,14 +641,10 @@ void Model::encode(std::string_view text, std::vector<int64_t>& out, bool allow_
       ++i;
       continue;
     }
-    const AddedToken* hit = nullptr;
+    const AddedToken* hit = nullptr;  // the longest added token at i (the list is longest first)
     for (const AddedToken& a : added) {
       if ((a.special && !allow_special) || a.content.empty()) continue;
       if (text.compare(i, a.content.size(), a.content) != 0) continue;
-      if (a.single_word && ((i > 0 && is_word(static_cast<unsigned char>(text[i - 1]))) ||
-                            (i + a.content.size() < text.size() &&
-                             is_word(static_cast<unsigned char>(text[i + a.content.size()])))))
-        continue;
       hit = &a;
       break;
     }
@@ -612,11 +652,17 @@ void Model::encode(std::string_view text, std::vector<int64_t>& out, bool allow_
       ++i;
       continue;
     }
-    size_t b = i, e = i + hit->content.size();
+    const size_t end = i + hit->content.size();
+    // single_word: a match inside a word is dropped, and the search goes on after it (as HF).
+    if (hit->single_word && (is_word_cp(char_before(text, i)) || is_word_cp(char_at(text, end)))) {
+      i = end;
+      continue;
+    }
+    size_t b = i, e = end;
     if (hit->lstrip)
-      while (b > done && is_space(static_cast<unsigned char>(text[b - 1]))) --b;
+      for (auto c = char_before(text, b); b > done && is_space_cp(c); c = char_before(text, b)) b -= utf8_length(c);
     if (hit->rstrip)
-      while (e < text.size() && is_space(static_cast<unsigned char>(text[e]))) ++e;
+      for (auto c = char_at(text, e); e < text.size() && is_space_cp(c); c = char_at(text, e)) e += utf8_length(c);
     encode_plain(text.substr(done, b - done), out);
     out.push_back(hit->id);
     done = i = e;
@@ -784,6 +830,17 @@ json parse_json(const std::string& path, const std::string& what, Model* hash_in
   }
 }
 
+// j[key] as T, `fallback` when absent or null; a value of another type is a titan::Error.
+template <class T>
+T get_or(const json& j, const char* key, T fallback, const std::string& path) {
+  if (!j.is_object() || !j.contains(key) || j[key].is_null()) return fallback;
+  try {
+    return j[key].get<T>();
+  } catch (const json::exception&) {
+    throw Error(path + ": \"" + key + "\" has the wrong type (" + j[key].dump() + ")", "fix the tokenizer file");
+  }
+}
+
 std::string type_of(const json& j) {
   return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : "";
 }
@@ -837,24 +894,24 @@ bool add_pretokenizer(const json& j, std::vector<bpe_detail::Step>& out, const s
     return byte_level;
   }
   if (t == "ByteLevel") {
-    if (j.value("add_prefix_space", false)) out.push_back({Step::PrefixSpace, nullptr, Behavior::Isolated, false});
-    if (j.value("use_regex", true))
+    if (get_or(j, "add_prefix_space", false, path)) out.push_back({Step::PrefixSpace, nullptr, Behavior::Isolated, false});
+    if (get_or(j, "use_regex", true, path))
       out.push_back({Step::Split, std::make_shared<Regex>(kGpt2Pattern, path), Behavior::Isolated, false});
     return true;
   }
   if (t == "Split") {
-    const json& pat = j.value("pattern", json::object());
+    const json pat = get_or(j, "pattern", json::object(), path);
     std::string re;
     if (pat.contains("Regex") && pat["Regex"].is_string()) re = pat["Regex"].get<std::string>();
     else if (pat.contains("String") && pat["String"].is_string()) re = regex_escape(pat["String"].get<std::string>());
     else throw Error(path + ": a Split pre-tokenizer without a Regex or String pattern", "fix the tokenizer file");
     out.push_back({Step::Split, std::make_shared<Regex>(re, path),
-                   parse_behavior(j.value("behavior", std::string("Isolated")), path), j.value("invert", false)});
+                   parse_behavior(get_or(j, "behavior", std::string("Isolated"), path), path), get_or(j, "invert", false, path)});
     return false;
   }
   if (t == "Digits") {
     out.push_back({Step::Split, std::make_shared<Regex>(R"(\p{N})", path),
-                   j.value("individual_digits", false) ? Behavior::Isolated : Behavior::Contiguous, false});
+                   get_or(j, "individual_digits", false, path) ? Behavior::Isolated : Behavior::Contiguous, false});
     return false;
   }
   throw Error(path + ": the pre-tokenizer \"" + t + "\" is not supported yet",
@@ -878,7 +935,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
   if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
     throw Error(path + " has no \"model\" object", "use a tokenizer.json written by Hugging Face tokenizers");
   const json& model = j["model"];
-  const std::string mtype = model.value("type", std::string("BPE"));
+  const std::string mtype = get_or(model, "type", std::string("BPE"), path);
   if (mtype != "BPE")
     throw Error(path + ": the model type \"" + mtype + "\" is not supported yet",
                 "titan.cpp reads byte-level BPE tokenizers (model type \"BPE\")");
@@ -887,14 +944,14 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
       throw Error(path + ": model." + k + " is not supported yet", "titan.cpp reads byte-level BPE tokenizers");
   if (model.contains("dropout") && model["dropout"].is_number() && model["dropout"].get<double>() > 0)
     throw Error(path + ": BPE dropout is not supported", "set model.dropout to null for pre-training");
-  if (model.value("byte_fallback", false))
+  if (get_or(model, "byte_fallback", false, path))
     throw Error(path + ": model.byte_fallback = true is not supported yet",
                 "titan.cpp reads byte-level BPE tokenizers (ByteLevel pre-tokenizer, no byte fallback)");
-  m->whole_piece = model.value("ignore_merges", false);
+  m->whole_piece = get_or(model, "ignore_merges", false, path);
 
-  add_normalizer(j.value("normalizer", json()), m->normalizers, path);
-  bool byte_level = add_pretokenizer(j.value("pre_tokenizer", json()), m->steps, path);
-  byte_level |= type_of(j.value("decoder", json())) == "ByteLevel";
+  add_normalizer(get_or(j, "normalizer", json(), path), m->normalizers, path);
+  bool byte_level = add_pretokenizer(get_or(j, "pre_tokenizer", json(), path), m->steps, path);
+  byte_level |= type_of(get_or(j, "decoder", json(), path)) == "ByteLevel";
   if (!byte_level)
     throw Error(path + ": not a byte-level BPE (no ByteLevel pre-tokenizer or decoder)",
                 "titan.cpp reads byte-level BPE tokenizers such as Llama 3's; others are not supported yet");
@@ -931,7 +988,11 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
     if (it != by_text.end()) m->unk = it->second;
   }
   // Added tokens (the file's, then tokenizer_config.json's) are matched before the BPE runs.
-  auto add_token = [&](const std::string& content, int64_t want_id, bool special, const json& opts) -> int32_t {
+  auto add_token = [&](const std::string& content, int64_t want_id, bool special, const json& opts,
+                       const std::string& where) -> int32_t {
+    if (want_id > (1 << 30))
+      throw Error(where + ": the added token \"" + content + "\" has id " + std::to_string(want_id) + ", out of range",
+                  "fix the file (ids run from 0 to the vocabulary size)");
     for (auto& a : m->added)
       if (a.content == content) {
         a.special |= special;
@@ -945,8 +1006,8 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
     m->set_size(static_cast<size_t>(id) + 1);
     m->bytes[static_cast<size_t>(id)] = content;
     m->special[static_cast<size_t>(id)] = special;
-    m->added.push_back({content, id, special, opts.value("lstrip", false), opts.value("rstrip", false),
-                        opts.value("single_word", false)});
+    m->added.push_back({content, id, special, get_or(opts, "lstrip", false, where), get_or(opts, "rstrip", false, where),
+                        get_or(opts, "single_word", false, where)});
     return id;
   };
   if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
@@ -954,7 +1015,9 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
       if (!a.is_object() || !a.contains("content") || !a["content"].is_string() || !a.contains("id") ||
           !a["id"].is_number_integer())
         throw Error(path + ": an entry of added_tokens lacks \"id\" or \"content\"", "fix the tokenizer file");
-      add_token(a["content"].get<std::string>(), a["id"].get<int64_t>(), a.value("special", false), a);
+      if (a["id"].get<int64_t>() < 0)
+        throw Error(path + ": the added token \"" + a["content"].get<std::string>() + "\" has a negative id", "fix the tokenizer file");
+      add_token(a["content"].get<std::string>(), a["id"].get<int64_t>(), get_or(a, "special", false, path), a, path);
     }
   }
   if (!config_path.empty()) {
@@ -965,14 +1028,19 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
     for (const char* key : {"bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"}) {
       const auto t = config_token(cfg, key, config_path);
       if (!t) continue;
-      const json& opts = cfg[key].is_object() ? cfg[key] : json::object();
-      add_token(*t, -1, true, opts);
+      const json opts = cfg[key].is_object() ? cfg[key] : json::object();
+      add_token(*t, -1, get_or(opts, "special", true, config_path), opts, config_path);
     }
     if (cfg.contains("added_tokens_decoder") && cfg["added_tokens_decoder"].is_object()) {
       for (const auto& [ids, a] : cfg["added_tokens_decoder"].items()) {
         if (!a.is_object() || !a.contains("content") || !a["content"].is_string())
           throw Error(config_path + ": added_tokens_decoder[\"" + ids + "\"] lacks \"content\"", "fix tokenizer_config.json");
-        add_token(a["content"].get<std::string>(), -1, a.value("special", true), a);
+        // A token the vocabulary lacks takes the id it is listed under (as HF's added_tokens_decoder).
+        int64_t id = -1;
+        if (!ids.empty() && ids.size() < 10 && ids.find_first_not_of("0123456789") == std::string::npos)
+          id = std::stoll(ids);
+        if (by_text.count(a["content"].get<std::string>())) id = -1;
+        add_token(a["content"].get<std::string>(), id, get_or(a, "special", true, config_path), a, config_path);
       }
     }
     for (const auto& a : m->added) {
@@ -1033,6 +1101,8 @@ int64_t BpeTokenizer::token_id(std::string_view text) const {
     if (a.content == text) return a.id;
   return m_->vocab.get(text);
 }
+
+std::string pcre2_pattern(const std::string& pattern) { return bpe_detail::rewrite_classes(pattern); }
 
 std::string byte_level_encode(std::string_view bytes) {
   std::string out;

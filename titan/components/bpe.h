@@ -53,6 +53,10 @@ extern const char* const kLlama3Pattern;
 // GPT-2's, used by HF's ByteLevel pre-tokenizer with use_regex = true.
 extern const char* const kGpt2Pattern;
 
+// `pattern` as PCRE2 must be given it so that \s, \p{L} and \p{N} mean what they mean in
+// tiktoken and HF tokenizers (Unicode 16).
+std::string pcre2_pattern(const std::string& pattern);
+
 // HF's ByteLevel alphabet: the printable character each byte is written as in tokenizer.json.
 std::string byte_level_encode(std::string_view bytes);
 

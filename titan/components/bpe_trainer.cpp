@@ -41,7 +41,8 @@ class Splitter {
   Splitter() {
     int err = 0;
     PCRE2_SIZE off = 0;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kLlama3Pattern), PCRE2_ZERO_TERMINATED,
+    const std::string pattern = pcre2_pattern(kLlama3Pattern);  // the tokenizer's own reading of it
+    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                           PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &off, nullptr);
     pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);
     md_ = pcre2_match_data_create_from_pattern(code_, nullptr);
@@ -222,7 +223,8 @@ int64_t BpeTrainer::train_and_write(const std::string& dir) {
     f << body;
     f.close();
     if (!f) throw Error("cannot write " + tmp, "check free space and permissions");
-    fs::rename(tmp, path);
+    fs::rename(tmp, path, ec);
+    if (ec) throw Error("cannot write " + path + ": " + ec.message(), "choose a writable --output folder");
   }
   return next_id;
 }

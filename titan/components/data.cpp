@@ -126,6 +126,15 @@ DataLoader::Item DataLoader::produce() {
         left -= take;
         at += take;
       }
+      // A damaged shard can hold ids the model has no row for; say so instead of crashing the model.
+      const int64_t* row = rows.data_ptr<int64_t>();
+      const int64_t vocab = static_cast<int64_t>(shards_->vocab_size());
+      for (size_t k = 0; k < mine; ++k)
+        if (row[k] < 0 || row[k] >= vocab)
+          throw Error("the token shards " + shards_->describe() + " hold the id " + std::to_string(row[k]) +
+                          " at token " + std::to_string(token_pos_ + mine * static_cast<uint64_t>(opt_.slice_index) + k) +
+                          " (mod " + std::to_string(total) + "), outside their vocabulary of " + std::to_string(vocab),
+                      "re-create the shards with `titan data tokenize`");
       token_pos_ += all_ranks;
       const auto e = static_cast<int64_t>(token_pos_ / total);
       if (e > epoch_) {

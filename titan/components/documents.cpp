@@ -256,13 +256,13 @@ std::vector<std::string> resolve_files(const std::string& path, const std::strin
     glob_t g{};
     const int rc = glob(path.c_str(), 0, nullptr, &g);
     for (size_t i = 0; rc == 0 && i < g.gl_pathc; ++i)
-      if (fs::is_regular_file(g.gl_pathv[i])) files.emplace_back(g.gl_pathv[i]);
+      if (std::error_code ec; fs::is_regular_file(g.gl_pathv[i], ec)) files.emplace_back(g.gl_pathv[i]);
     globfree(&g);
     if (files.empty()) throw Error(where + ": the pattern matches no files", "check the path and the pattern");
-  } else if (!fs::exists(path)) {
+  } else if (std::error_code ec; !fs::exists(path, ec)) {
     throw Error(where + ": no such file or folder",
                 "point it at a data file, a folder of them or a glob such as \"c4/en/c4-train.*.json.gz\"");
-  } else if (fs::is_directory(path)) {
+  } else if (std::error_code ec; fs::is_directory(path, ec)) {
     if (!folder_pattern.empty()) {
       for (const std::string& dir : {path, path + "/en"}) {
         if (!fs::is_directory(dir)) continue;
@@ -277,8 +277,11 @@ std::vector<std::string> resolve_files(const std::string& path, const std::strin
         throw Error(where + ": the folder holds no " + folder_pattern + " files (also looked in en/)",
                     "point it at the folder holding the shards");
     } else {
-      for (const auto& e : fs::directory_iterator(path))
-        if (e.is_regular_file() && keep(e.path().string())) files.push_back(e.path().string());
+      // manifest.json is what `titan data tokenize` writes beside its shards, not data.
+      std::error_code ec;
+      for (const auto& e : fs::directory_iterator(path, ec))
+        if (e.is_regular_file(ec) && keep(e.path().string()) && e.path().filename() != "manifest.json")
+          files.push_back(e.path().string());
       if (files.empty())
         throw Error(where + ": the folder holds no data files (.jsonl, .json, .txt, plain/.gz/.zst, or .bin shards)",
                     "put the data files there or point at a file or a glob");
@@ -379,7 +382,7 @@ std::optional<std::string> TextFiles::next() {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse errors, and numbers out of range
       if (opt_.skip_malformed) {
         ++skipped_.malformed;
         continue;
@@ -448,10 +451,10 @@ void ShardWriter::finish() {
   std::memcpy(h + 24, &documents_, 8);
   std::memcpy(h + 32, &vocab_size_, 8);
   auto* f = static_cast<std::FILE*>(file_);
-  std::fseek(f, 0, SEEK_SET);
-  std::fwrite(h, 1, sizeof(h), f);
-  const bool ok = std::fflush(f) == 0;
-  std::fclose(f);
+  // Header, flush and fsync before the rename: a shard that has its final name is whole on disk.
+  bool ok = std::fseek(f, 0, SEEK_SET) == 0 && std::fwrite(h, 1, sizeof(h), f) == sizeof(h) && std::fflush(f) == 0 &&
+            ::fsync(::fileno(f)) == 0;
+  ok = std::fclose(f) == 0 && ok;
   file_ = nullptr;
   if (!ok || std::rename(tmp_.c_str(), path_.c_str()) != 0) {
     std::remove(tmp_.c_str());
@@ -481,6 +484,9 @@ ShardHeader read_shard_header(const std::string& path) {
   s.vocab_size = u64(32);
   if (s.token_bytes != 2 && s.token_bytes != 4)
     throw Error("token shard " + path + " says " + std::to_string(s.token_bytes) + " bytes per token (2 or 4 expected)", fix);
+  if (s.tokens > (static_cast<uint64_t>(size) / s.token_bytes) + 1)
+    throw Error("token shard " + path + " is " + std::to_string(size) + " bytes but its header promises " +
+                    std::to_string(s.tokens) + " tokens: truncated or corrupt", fix);
   const uint64_t want = ShardHeader::kSize + s.tokens * s.token_bytes;
   if (static_cast<uint64_t>(size) != want)
     throw Error("token shard " + path + " is " + std::to_string(size) + " bytes but its header promises " +
@@ -490,6 +496,15 @@ ShardHeader read_shard_header(const std::string& path) {
 
 TokenShards::TokenShards(std::vector<std::string> files, std::string describe) : describe_(std::move(describe)) {
   if (!files.empty()) first_file_ = files.front();
+  try {
+    map_all(files);
+  } catch (...) {
+    for (const auto& s : shards_) munmap(const_cast<unsigned char*>(s.data - ShardHeader::kSize), s.map_size);
+    throw;
+  }
+}
+
+void TokenShards::map_all(const std::vector<std::string>& files) {
   for (const auto& path : files) {
     const ShardHeader h = read_shard_header(path);
     Shard s;

@@ -165,6 +165,7 @@ class TokenShards {
   const std::string& first_file() const { return first_file_; }
 
  private:
+  void map_all(const std::vector<std::string>& files);
   struct Shard {
     std::string path;
     const unsigned char* data = nullptr;

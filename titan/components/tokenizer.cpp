@@ -5,6 +5,7 @@
 #include <exception>
 #include <filesystem>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "titan/common/error.h"
@@ -45,7 +46,8 @@ std::unique_ptr<Tokenizer> build_tokenizer(const std::string& path, const std::s
   if (path == "builtin:bytes") return std::make_unique<ByteTokenizer>();
   namespace fs = std::filesystem;
   const std::string setting = key.empty() ? "the tokenizer" : key + " = \"" + path + "\"";
-  if (!fs::exists(path)) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
     std::string fix = "point it at a folder with tokenizer.json or tokenizer.model, or use \"builtin:bytes\"";
     if (path.find("tests/assets/tokenizer") != std::string::npos)
       fix = "torchtitan's test tokenizer is not part of titan.cpp: use \"./assets/tokenizer\" (a BPE trained on "
@@ -55,16 +57,16 @@ std::unique_ptr<Tokenizer> build_tokenizer(const std::string& path, const std::s
     throw Error(setting + ": no such file or folder", fix);
   }
   fs::path json_file, config_file, model_file;
-  if (fs::is_directory(path)) {
+  if (fs::is_directory(path, ec)) {
     const fs::path dir(path);
-    if (fs::exists(dir / "tokenizer.json")) json_file = dir / "tokenizer.json";
-    else if (fs::exists(dir / "tokenizer.model")) model_file = dir / "tokenizer.model";
-    else if (fs::exists(dir / "original" / "tokenizer.model")) model_file = dir / "original" / "tokenizer.model";
-    if (fs::exists(dir / "tokenizer_config.json")) config_file = dir / "tokenizer_config.json";
+    if (fs::exists(dir / "tokenizer.json", ec)) json_file = dir / "tokenizer.json";
+    else if (fs::exists(dir / "tokenizer.model", ec)) model_file = dir / "tokenizer.model";
+    else if (fs::exists(dir / "original" / "tokenizer.model", ec)) model_file = dir / "original" / "tokenizer.model";
+    if (fs::exists(dir / "tokenizer_config.json", ec)) config_file = dir / "tokenizer_config.json";
     if (json_file.empty() && model_file.empty()) {
       std::string listing;
-      for (const auto& e : fs::directory_iterator(dir))
-        if (e.is_regular_file()) listing += (listing.empty() ? "" : ", ") + e.path().filename().string();
+      for (const auto& e : fs::directory_iterator(dir, ec))
+        if (e.is_regular_file(ec)) listing += (listing.empty() ? "" : ", ") + e.path().filename().string();
       throw Error(setting + ": the folder holds no tokenizer.json or tokenizer.model (it has: " +
                       (listing.empty() ? "nothing" : listing) + ")",
                   "download the model's tokenizer files into it");
@@ -73,7 +75,7 @@ std::unique_ptr<Tokenizer> build_tokenizer(const std::string& path, const std::s
     const fs::path p(path);
     if (p.extension() == ".json") {
       json_file = p;
-      if (fs::exists(p.parent_path() / "tokenizer_config.json")) config_file = p.parent_path() / "tokenizer_config.json";
+      if (fs::exists(p.parent_path() / "tokenizer_config.json", ec)) config_file = p.parent_path() / "tokenizer_config.json";
     } else {
       model_file = p;  // tiktoken rank files have no fixed extension
     }
@@ -85,7 +87,8 @@ std::unique_ptr<Tokenizer> build_tokenizer(const std::string& path, const std::s
 std::vector<std::vector<int64_t>> encode_batch(const Tokenizer& tok, const std::vector<std::string>& texts,
                                                bool add_bos, bool add_eos, int threads) {
   std::vector<std::vector<int64_t>> out(texts.size());
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (threads <= 0 || threads > 4 * cores) threads = threads <= 0 ? cores : 4 * cores;
   threads = static_cast<int>(std::min<size_t>(static_cast<size_t>(threads), std::max<size_t>(texts.size(), 1)));
   if (threads <= 1) {
     for (size_t i = 0; i < texts.size(); ++i) out[i] = tok.encode(texts[i], add_bos, add_eos, false);
@@ -104,7 +107,12 @@ std::vector<std::vector<int64_t>> encode_batch(const Tokenizer& tok, const std::
     }
   };
   std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) pool.emplace_back(work);
+  try {
+    for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+  } catch (const std::system_error&) {
+    // Fewer threads than asked (the system refused more): the ones started and this one finish.
+  }
+  work();
   for (auto& t : pool) t.join();
   if (failure) std::rethrow_exception(failure);
   return out;
