@@ -108,23 +108,30 @@ def output_lines(stdout: bytes) -> list[bytes]:
     return lines
 
 
-def encode_jsonl(titan: str, name: str, tokenizer: str, texts: list[str], flags: list[str],
-                 ensure_ascii: bool = True) -> list[list[int]] | None:
-    """One `encode --jsonl` call for all texts; None (and a FAIL) when it did not work."""
-    stdin = "".join(json.dumps(t, ensure_ascii=ensure_ascii) + "\n" for t in texts).encode()
-    p = run_titan(titan, ["encode", "--tokenizer", tokenizer, "--jsonl", *flags], stdin)
+def jsonl_call(titan: str, name: str, args: list[str], stdin: bytes, count: int, parse) -> list | None:
+    """One `--jsonl` call; `count` output lines, each through `parse`. None (and a FAIL) when it
+    did not work."""
+    p = run_titan(titan, args, stdin)
     if p.returncode != 0:
         cli_failure(name, p)
         return None
     lines = output_lines(p.stdout)
-    if len(lines) != len(texts):
-        check(name, False, f"{len(texts)} lines in, {len(lines)} lines out")
+    if len(lines) != count:
+        check(name, False, f"{count} lines in, {len(lines)} lines out")
         return None
     try:
-        return [parse_ids(line) for line in lines]
+        return [parse(line) for line in lines]
     except ValueError as error:
-        check(name, False, f"output is not ids: {error}")
+        check(name, False, f"an output line does not parse: {error}")
         return None
+
+
+def encode_jsonl(titan: str, name: str, tokenizer: str, texts: list[str], flags: list[str],
+                 ensure_ascii: bool = True) -> list[list[int]] | None:
+    """One `encode --jsonl` call for all texts."""
+    stdin = "".join(json.dumps(t, ensure_ascii=ensure_ascii) + "\n" for t in texts).encode()
+    return jsonl_call(titan, name, ["encode", "--tokenizer", tokenizer, "--jsonl", *flags], stdin, len(texts),
+                      parse_ids)
 
 
 def encode_raw(titan: str, name: str, tokenizer: str, data: bytes, flags: list[str] = ()) -> list[int] | None:
@@ -149,19 +156,7 @@ def decode_raw(titan: str, name: str, tokenizer: str, ids: list[int]) -> bytes |
 
 def decode_jsonl(titan: str, name: str, tokenizer: str, id_lists: list[list[int]]) -> list[str] | None:
     stdin = "".join(" ".join(map(str, ids)) + "\n" for ids in id_lists).encode()
-    p = run_titan(titan, ["decode", "--tokenizer", tokenizer, "--jsonl"], stdin)
-    if p.returncode != 0:
-        cli_failure(name, p)
-        return None
-    lines = output_lines(p.stdout)
-    if len(lines) != len(id_lists):
-        check(name, False, f"{len(id_lists)} lines in, {len(lines)} lines out")
-        return None
-    try:
-        return [json.loads(line) for line in lines]
-    except ValueError as error:
-        check(name, False, f"output line is not a JSON string: {error}")
-        return None
+    return jsonl_call(titan, name, ["decode", "--tokenizer", tokenizer, "--jsonl"], stdin, len(id_lists), json.loads)
 
 
 def compare_ids(name: str, texts: list[str], ours: list[list[int]] | None, refs: list[list[int]],
