@@ -12,6 +12,7 @@
 
 #include "apps/commands.h"
 #include "titan/common/error.h"
+#include "titan/common/files.h"
 #include "titan/common/log.h"
 #include "titan/components/data.h"
 #include "titan/components/documents.h"
@@ -35,18 +36,6 @@ const char* kDataUsage =
     "                          [--save-state FILE]\n"
     "         prints a hash and the first tokens of each batch the config's data yields\n"
     "See docs/datasets.md.";
-
-void write_atomically(const fs::path& path, const std::string& body) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << body;
-    if (!f.flush()) throw Error("cannot write " + tmp.string(), "check free space and permissions");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error("cannot write " + path.string() + ": " + ec.message(), "choose another file name");
-}
 
 // JSON text of `j`; bytes that are not UTF-8 (e.g. in file names) become U+FFFD.
 std::string dump(const nlohmann::json& j, int indent = -1) {
@@ -181,13 +170,13 @@ int tokenize(const Options& o) {
     const auto skipped = docs.skipped();
     manifest["shards"][name] = {{"input", inputs[i]}, {"tokens", tokens}, {"documents", documents},
                                 {"skipped_empty", skipped.empty}, {"skipped_malformed", skipped.malformed}};
-    write_atomically(manifest_path, dump(manifest, 2) + "\n");
+    write_file_atomically(manifest_path.string(), dump(manifest, 2) + "\n");
     all_docs += static_cast<int64_t>(documents);
     all_tokens += static_cast<int64_t>(tokens);
     progress.update(i + 1, all_docs, all_tokens, true);
   }
   progress.done();
-  write_atomically(manifest_path, dump(manifest, 2) + "\n");  // also when every shard was kept
+  write_file_atomically(manifest_path.string(), dump(manifest, 2) + "\n");  // also when every shard was kept
   std::printf("%zu shards in %s (%lld already done): %lld documents, %lld tokens, %u bytes per token\n", inputs.size(),
               out_dir.c_str(), static_cast<long long>(resumed), static_cast<long long>(all_docs),
               static_cast<long long>(all_tokens), token_bytes);
@@ -224,13 +213,7 @@ int batches(const std::vector<std::string>& args) {
   }
   const Options o(mine, {"validation"}, {"batches", "dp-rank", "dp-degree", "load-state", "save-state"}, kDataUsage);
   const config::JobConfig cfg = config::load_config(cfg_args);
-  std::string key = "model.hf_assets_path";
-  std::string path = cfg.get_string(key);
-  if (auto old = cfg.get_opt_string("model.tokenizer_path"); old && !old->empty()) {
-    key = "model.tokenizer_path";
-    path = *old;
-  }
-  std::shared_ptr<const components::Tokenizer> tok = components::build_tokenizer(path, key);
+  std::shared_ptr<const components::Tokenizer> tok = components::tokenizer_from_config(cfg);
   const int64_t degree = o.get_int("dp-degree", 1), rank = o.get_int("dp-rank", 0);
   if (degree < 1 || degree > (1 << 20) || rank < 0 || rank >= degree)
     throw Error("--dp-degree must be in [1, 1048576] and --dp-rank in [0, --dp-degree)", kDataUsage);
@@ -263,7 +246,7 @@ int batches(const std::vector<std::string>& args) {
     std::printf("batch %lld: %s epoch %lld first%s\n", static_cast<long long>(i), hash_batch(*b).c_str(),
                 static_cast<long long>(loader->epoch()), first.c_str());
   }
-  if (const std::string out = o.get("save-state"); !out.empty()) write_atomically(out, dump(loader->state()) + "\n");
+  if (const std::string out = o.get("save-state"); !out.empty()) write_file_atomically(out, dump(loader->state()) + "\n");
   return 0;
 }
 

@@ -19,6 +19,7 @@
 #include <unordered_map>
 
 #include "titan/common/error.h"
+#include "titan/common/files.h"
 #include "titan/components/unicode_classes.h"
 
 namespace titan::components {
@@ -676,14 +677,6 @@ using bpe_detail::Model;
 
 namespace {
 
-std::string read_file(const std::string& path, const std::string& what) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot read " + what + " " + path, "check that the file exists and is readable");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 int base64_value(unsigned char c) {
   if (c >= 'A' && c <= 'Z') return c - 'A';
   if (c >= 'a' && c <= 'z') return c - 'a' + 26;
@@ -1102,7 +1095,10 @@ int64_t BpeTokenizer::token_id(std::string_view text) const {
   return m_->vocab.get(text);
 }
 
-std::string pcre2_pattern(const std::string& pattern) { return bpe_detail::rewrite_classes(pattern); }
+void split_llama3(std::string_view text, const std::function<void(std::string_view)>& f) {
+  static const bpe_detail::Regex re(kLlama3Pattern, "Llama 3's pre-tokenization regex");
+  re.split(text, [&](size_t b, size_t e, bool) { f(text.substr(b, e - b)); });
+}
 
 std::string byte_level_encode(std::string_view bytes) {
   std::string out;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -53,9 +54,10 @@ extern const char* const kLlama3Pattern;
 // GPT-2's, used by HF's ByteLevel pre-tokenizer with use_regex = true.
 extern const char* const kGpt2Pattern;
 
-// `pattern` as PCRE2 must be given it so that \s, \p{L} and \p{N} mean what they mean in
-// tiktoken and HF tokenizers (Unicode 16).
-std::string pcre2_pattern(const std::string& pattern);
+// Calls f(piece) for each piece of `text` under Llama 3's pre-tokenization regex (runs of bytes
+// no alternative matches, e.g. invalid UTF-8, are pieces too): the split the tiktoken loader
+// and `titan tokenizer train` use.
+void split_llama3(std::string_view text, const std::function<void(std::string_view)>& f);
 
 // HF's ByteLevel alphabet: the printable character each byte is written as in tokenizer.json.
 std::string byte_level_encode(std::string_view bytes);

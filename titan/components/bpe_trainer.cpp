@@ -1,8 +1,5 @@
 #include "titan/components/bpe_trainer.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +9,7 @@
 #include <set>
 
 #include "titan/common/error.h"
+#include "titan/common/files.h"
 #include "titan/components/bpe.h"
 
 namespace titan::components {
@@ -19,7 +17,6 @@ namespace titan::components {
 struct BpeTrainer::Impl {
   BpeTrainOptions opt;
   std::unordered_map<std::string, int64_t> counts;
-  std::unique_ptr<Tokenizer> splitter;  // only its pre-tokenizer is used
 };
 
 BpeTrainer::BpeTrainer(BpeTrainOptions opt) : impl_(std::make_unique<Impl>()) {
@@ -33,56 +30,8 @@ BpeTrainer::BpeTrainer(BpeTrainOptions opt) : impl_(std::make_unique<Impl>()) {
 
 BpeTrainer::~BpeTrainer() = default;
 
-namespace {
-
-// Splits text with Llama 3's regex; invalid UTF-8 bytes between matches are pieces too.
-class Splitter {
- public:
-  Splitter() {
-    int err = 0;
-    PCRE2_SIZE off = 0;
-    const std::string pattern = pcre2_pattern(kLlama3Pattern);  // the tokenizer's own reading of it
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                          PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &off, nullptr);
-    pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);
-    md_ = pcre2_match_data_create_from_pattern(code_, nullptr);
-  }
-  ~Splitter() {
-    pcre2_match_data_free(md_);
-    pcre2_code_free(code_);
-  }
-  template <class F>
-  void split(std::string_view s, F&& f) {
-    size_t from = 0;
-    while (from < s.size()) {
-      const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), from, 0, md_, nullptr);
-      if (rc < 0) break;
-      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md_);
-      if (ov[0] > from) f(s.substr(from, ov[0] - from));
-      if (ov[1] == ov[0]) {
-        from = ov[0] + 1;
-        continue;
-      }
-      f(s.substr(ov[0], ov[1] - ov[0]));
-      from = ov[1];
-    }
-    if (from < s.size()) f(s.substr(from));
-  }
-
- private:
-  pcre2_code* code_;
-  pcre2_match_data* md_;
-};
-
-Splitter& splitter() {
-  thread_local Splitter s;
-  return s;
-}
-
-}  // namespace
-
 void BpeTrainer::add(std::string_view document) {
-  splitter().split(document, [&](std::string_view piece) { ++impl_->counts[std::string(piece)]; });
+  split_llama3(document, [&](std::string_view piece) { ++impl_->counts[std::string(piece)]; });
 }
 
 int64_t BpeTrainer::train_and_write(const std::string& dir) {
@@ -215,17 +164,8 @@ int64_t BpeTrainer::train_and_write(const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error("cannot create the folder " + dir + ": " + ec.message(), "choose a writable --output folder");
-  // Written next to the final names, then renamed, so an interrupted run leaves no half file.
-  for (const auto& [name, body] : {std::pair<std::string, std::string>{"tokenizer.json", tj.dump(1) + "\n"},
-                                   {"tokenizer_config.json", cfg.dump(2) + "\n"}}) {
-    const std::string path = dir + "/" + name, tmp = path + ".tmp";
-    std::ofstream f(tmp, std::ios::binary);
-    f << body;
-    f.close();
-    if (!f) throw Error("cannot write " + tmp, "check free space and permissions");
-    fs::rename(tmp, path, ec);
-    if (ec) throw Error("cannot write " + path + ": " + ec.message(), "choose a writable --output folder");
-  }
+  write_file_atomically(dir + "/tokenizer.json", tj.dump(1) + "\n");
+  write_file_atomically(dir + "/tokenizer_config.json", cfg.dump(2) + "\n");
   return next_id;
 }
 

@@ -106,6 +106,10 @@ class DataLoader {
   bool stop_ = false, running_ = false;
 };
 
+// The tokenizer the config names: model.tokenizer_path (deprecated, with a warning) if set, else
+// model.hf_assets_path.
+std::unique_ptr<Tokenizer> tokenizer_from_config(const config::JobConfig& cfg);
+
 // The loader for `section` ("training" or "validation") of the config: the dataset registry
 // (training.dataset names, training.dataset_path overrides; docs/datasets.md).
 std::unique_ptr<DataLoader> build_data_loader(const config::JobConfig& cfg, const std::string& section,

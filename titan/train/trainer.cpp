@@ -70,16 +70,6 @@ ModelArgs model_args(const config::JobConfig& cfg) {
   return args;
 }
 
-std::string tokenizer_location(const config::JobConfig& cfg, std::string* key) {
-  if (auto old = cfg.get_opt_string("model.tokenizer_path"); old && !old->empty()) {
-    log::warning("model.tokenizer_path is deprecated; use model.hf_assets_path");
-    *key = "model.tokenizer_path";
-    return *old;
-  }
-  *key = "model.hf_assets_path";
-  return cfg.get_string("model.hf_assets_path");
-}
-
 uint64_t resolve_seed(const config::JobConfig& cfg) {
   if (auto s = cfg.get_opt_int("debug.seed")) return static_cast<uint64_t>(*s);
   const uint64_t seed = std::random_device{}() & 0x7fffffff;
@@ -312,9 +302,7 @@ RunResult run_training(const config::JobConfig& cfg) {
   log::info("Parallel dims: " + dims.describe() + (world.size() > 1 ? ", launched by " + env.launcher : ""));
 
   // ---- tokenizer and data --------------------------------------------------------------------
-  std::string tok_key;
-  const std::string tok_path = tokenizer_location(cfg, &tok_key);
-  std::shared_ptr<const components::Tokenizer> tokenizer = components::build_tokenizer(tok_path, tok_key);
+  std::shared_ptr<const components::Tokenizer> tokenizer = components::tokenizer_from_config(cfg);
   log::info("Tokenizer: " + tokenizer->describe());
   const int64_t local_bs = cfg.get_int("training.local_batch_size");
   const int64_t seq_len = cfg.get_int("training.seq_len");
