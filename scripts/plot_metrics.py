@@ -31,7 +31,8 @@ def main() -> int:
     for path in opts.metrics:
         try:
             with open(path) as f:
-                rows = [json.loads(line) for line in f if line.strip()]
+                # Step rows only: validation adds {"validate_step": ...} rows to the same file.
+                rows = [r for r in (json.loads(line) for line in f if line.strip()) if "step" in r]
         except (OSError, json.JSONDecodeError) as e:
             print(f"{path}: {e}", file=sys.stderr)
             return 2
