@@ -42,6 +42,7 @@ add_executable(titan_tests
   tests/unit/test_distributed_units.cpp
   tests/unit/test_observability_units.cpp
   tests/unit/test_kernels.cpp
+  tests/unit/test_precision.cpp
   tests/unit/test_data.cpp
 )
 target_link_libraries(titan_tests PRIVATE titan_lib GTest::gtest_main)

@@ -32,9 +32,13 @@ def check(name: str, ok: bool, detail: str = "") -> None:
     print(f"{'PASS' if ok else 'FAIL'} {name}" + ("" if ok else f": {detail}"), flush=True)
 
 
-def run(titan: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([titan, *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+def run(titan: str, *args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([titan, *args], cwd=ROOT, env=dict(ENV, **(env or {})), capture_output=True, text=True,
                           timeout=timeout)
+
+
+def step_losses(out: str) -> list[str]:
+    return [l.split("loss:")[1].split()[0] for l in out.splitlines() if " - INFO - step:" in l]
 
 
 def expect_error(titan: str, name: str, args: list[str], *needles: str) -> None:
@@ -123,6 +127,25 @@ def main() -> int:
         f.write('{"content": "x"}\n')
     expect_error(titan, "missing text field",
                  ["--job.config_file", debug, "--training.dataset_path", nofield, *FAST], "nofield.jsonl:1", "text")
+
+    # ---- precision that fits the CPU ---------------------------------------------------------
+    # The debug config asks for bf16 autocast; a CPU without native bf16 computes in float32.
+    base = ["--job.config_file", debug, *FAST, "--metrics.log_freq", "1"]
+    fp32 = run(titan, "train", *base, "--training.mixed_precision_param", "float32")
+    emulated = run(titan, "train", *base, env={"TITAN_CPU_NATIVE_BF16": "0"})
+    check("without native bf16 the debug config computes in float32 and says so",
+          emulated.returncode == 0 and "has no native bf16" in emulated.stdout
+          and "--training.cpu_bf16 always" in emulated.stdout and "handled by AMP" not in emulated.stdout
+          and len(step_losses(fp32.stdout)) == 2 and step_losses(emulated.stdout) == step_losses(fp32.stdout),
+          emulated.stdout[-600:])
+    native = run(titan, "train", *base)
+    if "has no native bf16" in native.stdout:
+        print("SKIP with native bf16 the debug config stays bfloat16: this CPU has no native bf16")
+    else:
+        check("with native bf16 the debug config stays bfloat16",
+              native.returncode == 0 and "handled by AMP (bfloat16)" in native.stdout
+              and len(step_losses(native.stdout)) == 2 and step_losses(native.stdout) != step_losses(fp32.stdout),
+              native.stdout[-600:])
 
     # ---- log format and config output ---------------------------------------------------------
     p = run(titan, "train", "--job.config_file", debug, *FAST, "--metrics.log_freq", "1",

@@ -191,8 +191,19 @@ TEST(Training, ActivationCheckpointingDoesNotChangeNumerics) {
 }
 
 TEST(Training, Bf16AutocastTrains) {
-  auto r = train::run_training(small_run({"--training.steps", "8", "--training.mixed_precision_param", "bfloat16"}));
-  EXPECT_LT(r.steps.back().loss, r.steps.front().loss - 1.0);
+  // Forced bf16 (a CPU without native bf16 would compute in float32), sized for a CPU that
+  // emulates it: 32 tokens per step.
+  const std::vector<std::string> tiny = {"--training.steps", "8", "--training.seq_len", "16",
+                                         "--training.local_batch_size", "2", "--optimizer.lr", "3e-3"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), tiny.begin(), tiny.end());
+    return train::run_training(small_run(extra));
+  };
+  auto bf16 = with({"--training.mixed_precision_param", "bfloat16", "--training.cpu_bf16", "always"});
+  auto fp32 = with({});
+  EXPECT_LT(bf16.steps.back().loss, bf16.steps.front().loss - 1.0);
+  EXPECT_NE(bf16.steps.front().loss, fp32.steps.front().loss) << "bf16 autocast should round the logits";
+  EXPECT_NEAR(bf16.steps.front().loss, fp32.steps.front().loss, 0.05);
 }
 
 TEST(Validate, UnsupportedSettingsAreListedNotIgnored) {

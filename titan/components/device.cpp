@@ -1,9 +1,21 @@
 #include "titan/components/device.h"
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+
+#include <ATen/Parallel.h>
+
+#include "titan/common/log.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#elif defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
 namespace titan::components {
 
@@ -40,7 +52,51 @@ std::string cpu_model() {
   return "CPU";
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+uint64_t xgetbv0() {
+  uint32_t eax = 0, edx = 0;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<uint64_t>(edx) << 32) | eax;
+}
+#endif
+
+// oneDNN runs bf16 matmuls natively only when its ISA cap allows the bf16 instructions.
+bool onednn_isa_allows_bf16() {
+  const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (!cap || !*cap) cap = std::getenv("DNNL_MAX_CPU_ISA");
+  if (!cap || !*cap) return true;
+  std::string v(cap);
+  std::transform(v.begin(), v.end(), v.begin(), [](unsigned char ch) { return std::toupper(ch); });
+  for (const char* below : {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+                            "AVX512_MIC", "AVX512_MIC_4OPS", "DEFAULT"})
+    if (v == below) return false;
+  return true;
+}
+
 }  // namespace
+
+std::string cpu_bf16_feature() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return "";  // no OSXSAVE: no xgetbv
+  const uint64_t xcr0 = xgetbv0();
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return "";
+  const unsigned max_subleaf = a;
+  const bool amx_bf16 = (d >> 22) & 1u;
+  bool avx512_bf16 = false;
+  if (max_subleaf >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) avx512_bf16 = (a >> 5) & 1u;
+  const bool zmm_state = (xcr0 & 0xe6) == 0xe6;              // XMM, YMM, opmask, ZMM halves
+  const bool tile_state = (xcr0 & (3ull << 17)) == (3ull << 17);  // AMX tile config and data
+  if (amx_bf16 && tile_state) return "amx_bf16";
+  if (avx512_bf16 && zmm_state) return "avx512_bf16";
+  return "";
+#elif defined(__aarch64__) && defined(__linux__)
+  constexpr unsigned long kHwcap2Bf16 = 1ul << 14;
+  return (getauxval(AT_HWCAP2) & kHwcap2Bf16) ? "bf16" : "";
+#else
+  return "";
+#endif
+}
 
 at::Device pick_device(int local_rank) {
   if (cuda::available()) return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
@@ -70,30 +126,85 @@ MemoryStats DeviceInfo::memory_stats_and_reset() {
 
 int64_t DeviceInfo::current_resident_bytes() { return proc_status_kb("VmRSS") * 1024; }
 
-double DeviceInfo::peak_flops(at::ScalarType dtype) {
+std::string dtype_name(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    case at::kDouble: return "float64";
+    default: return c10::toString(dtype);
+  }
+}
+
+ComputePrecision resolve_compute_precision(const DeviceInfo& device, at::ScalarType requested,
+                                           at::ScalarType param_dtype, const std::string& cpu_bf16) {
+  ComputePrecision p{requested, "", ""};
+  if (device.device().is_cuda() || device.native_bf16()) return p;
+  const std::string cpu = "this CPU (" + device.name() + ") has no native bf16 (AVX512-BF16 or AMX)";
+  if (param_dtype == at::kBFloat16) {
+    p.dtype = at::kBFloat16;
+    p.warning = "training.dtype = \"bfloat16\" but " + cpu +
+                ": every matmul is emulated, about 100x slower than float32. Use training.dtype = \"float32\" "
+                "on this machine";
+    return p;
+  }
+  if (requested != at::kBFloat16) return p;
+  if (cpu_bf16 == "always") {
+    p.warning = "training.cpu_bf16 = \"always\": computing in bfloat16 although " + cpu +
+                "; matmuls are emulated, about 100x slower than float32";
+    return p;
+  }
+  p.dtype = at::kFloat;
+  p.note = "Mixed precision: " + cpu + ", where bf16 matmuls are emulated about 100x slower than float32; "
+           "computing and communicating in float32 instead of training.mixed_precision_param = \"bfloat16\" "
+           "(--training.cpu_bf16 always forces bf16)";
+  return p;
+}
+
+bool DeviceInfo::native_bf16() const {
+  if (device_.is_cuda()) return true;
+  if (const char* force = std::getenv("TITAN_CPU_NATIVE_BF16"); force && *force) return std::string(force) != "0";
+  return !cpu_bf16_feature().empty() && onednn_isa_allows_bf16();
+}
+
+PeakFlops DeviceInfo::peak_flops(at::ScalarType dtype) {
   if (device_.is_cuda()) {
     const std::string& n = name_;
     auto has = [&](const char* s) { return n.find(s) != std::string::npos; };
-    if (has("A100")) return 312e12;
-    if (has("H100")) return has("NVL") ? 835e12 : has("PCIe") ? 756e12 : 989e12;
-    if (has("H200")) return 989e12;
-    if (has("B200")) return 2.25e15;
-    if (has("MI300X") || has("MI325X")) return 1300e12;
-    return 312e12;  // unknown GPU: torchtitan's fallback (A100)
+    auto table = [&](double flops) { return PeakFlops{flops, "bf16 dense peak of " + n + ", from the table of known GPUs"}; };
+    if (has("A100")) return table(312e12);
+    if (has("H100")) return table(has("NVL") ? 835e12 : has("PCIe") ? 756e12 : 989e12);
+    if (has("H200")) return table(989e12);
+    if (has("B200")) return table(2.25e15);
+    if (has("MI300X") || has("MI325X")) return table(1300e12);
+    return {312e12, n + " is not in the table of known GPUs: A100's bf16 peak, as torchtitan"};
   }
+  // Square matmuls of growing size in the run's compute dtype, each timed over a few
+  // repetitions; stops once one matmul takes 50 ms or 0.6 s have passed, so that a CPU that
+  // emulates the dtype (bf16 without native support) is measured as quickly as a fast one.
   at::NoGradGuard no_grad;
-  const int64_t n = 2048;
+  using Clock = std::chrono::steady_clock;
+  auto seconds_since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   auto opts = at::TensorOptions().dtype(dtype);
-  at::Tensor a = at::randn({n, n}, opts), b = at::randn({n, n}, opts);
-  at::mm(a, b);  // warm-up
+  at::mm(at::ones({64, 64}, opts), at::ones({64, 64}, opts));  // one-time set-up of the BLAS and threads
+  const auto start = Clock::now();
   double best = 0;
-  for (int i = 0; i < 3; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    at::mm(a, b);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, 2.0 * n * n * n / s);
+  int64_t best_n = 0;
+  for (int64_t n = 128; n <= 2048; n *= 2) {
+    at::Tensor a = at::randn({n, n}, opts), b = at::randn({n, n}, opts), c = at::empty({n, n}, opts);
+    auto t0 = Clock::now();
+    at::mm_out(c, a, b);  // warm-up, and a first estimate of the time per matmul
+    const double once = seconds_since(t0);
+    const int reps = static_cast<int>(std::clamp(0.05 / std::max(once, 1e-9), 1.0, 20.0));
+    t0 = Clock::now();
+    for (int i = 0; i < reps; ++i) at::mm_out(c, a, b);
+    const double per = seconds_since(t0) / reps;
+    if (2.0 * n * n * n / per > best) best = 2.0 * n * n * n / per, best_n = n;
+    if (per > 0.05 || seconds_since(start) > 0.6) break;
   }
-  return best;
+  return {best, dtype_name(dtype) + " " + std::to_string(best_n) + "x" + std::to_string(best_n) +
+                    " matmul measured on this CPU with " + std::to_string(at::get_num_threads()) + " threads in " +
+                    log::format("%.2f", seconds_since(start)) + " s"};
 }
 
 }  // namespace titan::components

@@ -10,6 +10,12 @@
 
 namespace titan::components {
 
+// The peak rate MFU is computed against, and where it came from (for the log).
+struct PeakFlops {
+  double flops = 0;
+  std::string source;
+};
+
 struct MemoryStats {
   double max_reserved_gib = 0;  // CUDA: peak reserved by the caching allocator; CPU: peak RSS
   double max_reserved_pct = 0;
@@ -28,8 +34,13 @@ class DeviceInfo {
   // Peak statistics since the last reset, then resets the peaks.
   MemoryStats memory_stats_and_reset();
   // Dense peak FLOP/s for MFU in `dtype`: a table of GPU models (torchtitan's), or on CPU the
-  // best rate of a measured 2048x2048 matmul in that dtype (see docs/metrics.md).
-  double peak_flops(at::ScalarType dtype);
+  // best rate of square matmuls in that dtype, measured in well under a second (growing sizes
+  // until one matmul takes long enough; see docs/metrics.md).
+  PeakFlops peak_flops(at::ScalarType dtype);
+  // Whether the device computes bfloat16 natively. CPU: AVX512-BF16 or AMX-BF16 (x86), BF16
+  // (Arm), enabled by the OS and not capped by ONEDNN_MAX_CPU_ISA; TITAN_CPU_NATIVE_BF16=0/1
+  // overrides the answer (for tests). CUDA: true.
+  bool native_bf16() const;
   // Resident memory of this process now (VmRSS), for the per-step timeline.
   static int64_t current_resident_bytes();
 
@@ -39,7 +50,26 @@ class DeviceInfo {
   double total_gib_ = 0;
 };
 
-at::Device pick_device(int local_rank);  // cuda:<local_rank> if a GPU is available, else cpu
+at::Device pick_device(int local_rank);
+
+// The dtype mixed precision computes (and FSDP communicates) in on a device: `requested`
+// (training.mixed_precision_param), except bfloat16 on a CPU without native bf16, where it is
+// emulated ~100x slower than float32: there float32 is used unless `cpu_bf16` is "always".
+// `note` is the INFO line that says so ("" when nothing changed); `warning` is set when bf16
+// runs emulated (forced, or `param_dtype` = training.dtype is bfloat16).
+struct ComputePrecision {
+  at::ScalarType dtype = at::kFloat;
+  std::string note, warning;
+};
+ComputePrecision resolve_compute_precision(const DeviceInfo& device, at::ScalarType requested,
+                                           at::ScalarType param_dtype, const std::string& cpu_bf16);
+
+// "float32", "bfloat16", "float16": the names the config uses.
+std::string dtype_name(at::ScalarType dtype);
+
+// The CPU's own answer (no override), and what it is based on ("avx512_bf16", "amx_bf16", ...,
+// or "" when it has none).
+std::string cpu_bf16_feature();  // cuda:<local_rank> if a GPU is available, else cpu
 
 // Implemented in device_cuda.cpp where CUDA code is built, else as stubs.
 namespace cuda {

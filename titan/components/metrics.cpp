@@ -50,6 +50,17 @@ MetricsProcessor::MetricsProcessor(const config::JobConfig& cfg, int rank, int64
   }
 }
 
+double MetricsProcessor::mfu_percent(double tps) {
+  const double achieved = static_cast<double>(flops_per_token_) * tps;
+  if (achieved > peak_) {
+    // A measured peak can come out low (a busy machine at start-up); MFU never exceeds 100%.
+    log::warning("achieved " + log::format("%.3e", achieved) + " FLOP/s, above the peak of " +
+                 log::format("%.3e", peak_) + " used for MFU; that rate is the peak from now on");
+    peak_ = achieved;
+  }
+  return 100.0 * achieved / peak_;
+}
+
 void MetricsProcessor::record(const StepValues& v) {
   tokens_since_log_ += v.tokens;
   data_seconds_since_log_ += v.data_seconds;
@@ -64,7 +75,7 @@ void MetricsProcessor::record(const StepValues& v) {
             << ", \"step_seconds\": " << json_number(v.step_seconds)
             << ", \"data_loading_seconds\": " << json_number(v.data_seconds) << ", \"tps\": " << json_number(tps)
             << ", \"tflops\": " << json_number(flops_per_token_ * tps / 1e12)
-            << ", \"mfu\": " << json_number(100.0 * flops_per_token_ * tps / peak_)
+            << ", \"mfu\": " << json_number(mfu_percent(tps))
             << ", \"rss_gib\": " << json_number(rss) << ", \"state_bytes\": " << v.state_bytes
             << ", \"epoch\": " << v.epoch
             << ", \"comm_bytes\": {\"all_gather\": " << json_number(cs.bytes[0])
@@ -77,7 +88,7 @@ void MetricsProcessor::record(const StepValues& v) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - last_log_).count();
   const double tps = static_cast<double>(tokens_since_log_) / (secs * non_dp_);
   const double tflops = static_cast<double>(flops_per_token_) * tps / 1e12;
-  const double mfu = 100.0 * static_cast<double>(flops_per_token_) * tps / peak_;
+  const double mfu = mfu_percent(tps);
   const MemoryStats mem = device_.memory_stats_and_reset();
   auto c = log::colors();
   log::info(std::string(c.red) + "step: " + log::format("%2.0f", static_cast<double>(v.step)) + "  " + c.green +

@@ -39,8 +39,12 @@ class MetricsProcessor {
   // validation tokens, read in `seconds`.
   void log_validation(int64_t step, double loss, int64_t tokens, double seconds);
   std::string tensorboard_dir() const { return tb_dir_; }
+  double peak_flops() const { return peak_; }
 
  private:
+  // 100 * achieved / peak; an achieved rate above the peak raises the peak (with a warning).
+  double mfu_percent(double tps);
+
   int rank_;
   int64_t log_freq_, flops_per_token_;
   double peak_;

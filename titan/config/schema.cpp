@@ -210,6 +210,10 @@ std::vector<KeySpec> build_schema() {
               "Compute dtype of parameters under mixed precision (FSDP or autocast)", kDtypes),
       str_key("training.mixed_precision_reduce", "float32",
               "Dtype of gradient reductions under FSDP mixed precision", {"float32"}),
+      str_key("training.cpu_bf16", "auto",
+              "bfloat16 mixed precision on a CPU: auto = only where the CPU has native bf16 "
+              "(AVX512-BF16/AMX), else float32; always = bf16 even where it is emulated (titan.cpp)",
+              {"auto", "always"}),
       int_key("training.gc_freq", 50, "Run garbage collection every N steps", at_least_1),
       bool_key("training.gc_debug", false, "Collect garbage every step to find reference cycles"),
       int_key("training.dataloader.num_workers", 0, "Worker processes for data loading",

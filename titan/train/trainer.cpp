@@ -342,7 +342,12 @@ RunResult run_training(const config::JobConfig& cfg) {
   log::info("FLOPs per token: " + log::with_commas(flops_per_token));
   if (auto applied = models::llama3::parallelize(model, cfg); !applied.empty()) log::info(applied);
 
-  const std::string mp = cfg.get_string("training.mixed_precision_param");
+  // The compute dtype: training.mixed_precision_param, unless this CPU would emulate it.
+  const auto precision = components::resolve_compute_precision(
+      dev, dtype_of(cfg.get_string("training.mixed_precision_param")), param_dtype, cfg.get_string("training.cpu_bf16"));
+  if (!precision.note.empty()) log::info(precision.note);
+  if (!precision.warning.empty()) log::warning(precision.warning);
+  const std::string mp = components::dtype_name(precision.dtype);
   std::unique_ptr<distributed::DataParallel> dp;
   std::optional<at::ScalarType> amp_dtype;  // autocast: single device and DDP (torchtitan's AMP path)
   if (data_parallel) {
@@ -351,16 +356,16 @@ RunResult run_training(const config::JobConfig& cfg) {
     const std::string policy = cfg.get_string("parallelism.fsdp_reshard_after_forward");
     o.reshard_after_forward = policy != "never";
     o.reshard_output_after_forward = policy == "always";
-    if (dims.fsdp_enabled()) o.param_dtype = dtype_of(mp);
+    if (dims.fsdp_enabled()) o.param_dtype = precision.dtype;
     dp = std::make_unique<distributed::DataParallel>(model, groups.dp_shard, groups.dp_replicate, device, o);
     log::info(dims.fsdp_enabled()
                   ? std::string(dims.dp_replicate_enabled() ? "Applied HSDP" : "Applied FSDP") +
                         " to the model (parameters in " + mp + ", gradients reduced in float32, reshard_after_forward " +
                         policy + ")"
                   : "Applied DDP to the model");
-    if (!dims.fsdp_enabled() && mp != "float32") amp_dtype = dtype_of(mp);
-  } else if (param_dtype == at::kFloat && mp != "float32") {
-    amp_dtype = dtype_of(mp);
+    if (!dims.fsdp_enabled() && precision.dtype != at::kFloat) amp_dtype = precision.dtype;
+  } else if (param_dtype == at::kFloat && precision.dtype != at::kFloat) {
+    amp_dtype = precision.dtype;
   }
   if (amp_dtype) log::info("Mixed precision training is handled by AMP (" + mp + ")");
   if (cfg.get_bool("model.print_after_conversion")) {
@@ -371,9 +376,9 @@ RunResult run_training(const config::JobConfig& cfg) {
   }
   if (!cfg.is_default("training.gc_freq") || cfg.get_bool("training.gc_debug"))
     log::warning("training.gc_freq and training.gc_debug have no effect in titan.cpp: there is no garbage collector");
-  const double peak = dev.peak_flops(dims.fsdp_enabled() ? dtype_of(mp) : amp_dtype.value_or(param_dtype));
-  log::info("Peak FLOPS used for computing MFU: " + log::format("%.3e", peak) +
-            (device.is_cuda() ? "" : " (measured matmul rate on this CPU)"));
+  // Matmuls run in bf16 with bf16 parameters, else in the compute dtype.
+  const auto peak = dev.peak_flops(param_dtype == at::kBFloat16 ? at::kBFloat16 : precision.dtype);
+  log::info("Peak FLOPS used for computing MFU: " + log::format("%.3e", peak.flops) + " (" + peak.source + ")");
 
   // ---- optimizer, schedule ----------------------------------------------------------------------
   components::OptimizerOptions oo;
@@ -427,7 +432,7 @@ RunResult run_training(const config::JobConfig& cfg) {
   RunResult result;
   const double max_norm = cfg.get_float("training.max_norm");
   dev.memory_stats_and_reset();
-  components::MetricsProcessor metrics(cfg, env.rank, flops_per_token, peak, dims.tp * dims.cp * dims.pp, dev);
+  components::MetricsProcessor metrics(cfg, env.rank, flops_per_token, peak.flops, dims.tp * dims.cp * dims.pp, dev);
   components::Profiler profiler(cfg, env.rank, device);
   components::MemorySnapshotter snapshots(cfg, env.rank, device);
   auto& recorder = distributed::FlightRecorder::instance();
