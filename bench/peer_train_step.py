@@ -44,6 +44,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each transformer block and the loss, as torchtitan's compile.enable")
     opts = p.parse_args()
     if opts.steps < 1 or opts.warmup < 0 or opts.batch < 1 or opts.seq < 1:
         p.error("--steps, --batch and --seq must be positive and --warmup not negative")
@@ -75,6 +77,11 @@ def main() -> int:
         model = llama_ref.Transformer(args)
     model.init_weights()
     optimizer, optimizer_impl = build_optimizer(model.parameters())
+    loss_fn = llama_ref.loss
+    if opts.compile:  # torchtitan's apply_compile: every block on its own, fullgraph, and the loss
+        for i, block in enumerate(model.layers):
+            model.layers[i] = torch.compile(block, fullgraph=True)
+        loss_fn = torch.compile(llama_ref.loss)
 
     # One fixed batch: data loading is not what this measures.
     window = torch.randint(0, args.vocab_size, (opts.batch, opts.seq + 1), device=device)
@@ -82,7 +89,7 @@ def main() -> int:
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = llama_ref.loss(model(tokens), labels)
+        loss = loss_fn(model(tokens), labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
         optimizer.step()
@@ -97,7 +104,7 @@ def main() -> int:
 
     median_ms = statistics.median(step_ms)
     result = {
-        "impl": "pytorch-eager",
+        "impl": "pytorch-compile" if opts.compile else "pytorch-eager",
         "tokens_per_s": round(opts.batch * opts.seq / (median_ms / 1e3), 1),
         "step_ms_median": round(median_ms, 3),
         "step_ms_min": round(min(step_ms), 3),

@@ -1,7 +1,10 @@
 # The libtorch-based library, the CLI, and their tests.
 set(TITAN_SOURCES
   titan/common/log.cpp
+  titan/kernels/attention_cpu.cpp
   titan/kernels/fused_ops.cpp
+  titan/kernels/linear_cross_entropy.cpp
+  titan/kernels/ops.cpp
   titan/models/llama3/args.cpp
   titan/models/llama3/model.cpp
   titan/models/llama3/parallelize.cpp
@@ -28,9 +31,53 @@ else()
   list(APPEND TITAN_SOURCES titan/components/device_nocuda.cpp)
 endif()
 
-add_library(titan_lib STATIC ${TITAN_SOURCES})
+# at::parallel_for is inline code over OpenMP in ATen's headers (torch's parallel backend): a file
+# that calls it is compiled with OpenMP, or its loop runs on one thread.
+find_package(OpenMP REQUIRED COMPONENTS CXX)
+set_source_files_properties(titan/kernels/attention_cpu.cpp PROPERTIES COMPILE_OPTIONS "${OpenMP_CXX_FLAGS}")
+
+# Fused CPU kernels: fused_cpu.cpp built once per CPU capability with the flags ATen uses for its
+# own kernels; the library picks the one ATen dispatches to at run time (kernels/fused_ops.cpp).
+set(_titan_cpu_caps DEFAULT)
+set(_titan_cpu_flags_DEFAULT "")
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
+  list(APPEND _titan_cpu_caps AVX2 AVX512)
+  set(_titan_cpu_flags_AVX2 -mavx2 -mfma -mf16c -DCPU_CAPABILITY_AVX2)
+  set(_titan_cpu_flags_AVX512 -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c -DCPU_CAPABILITY_AVX512)
+endif()
+set(_titan_kernel_objects "")
+set(_titan_kernel_defs "")
+foreach(cap IN LISTS _titan_cpu_caps)
+  add_library(titan_kernels_cpu_${cap} OBJECT titan/kernels/cpu/fused_cpu.cpp)
+  target_include_directories(titan_kernels_cpu_${cap} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_link_libraries(titan_kernels_cpu_${cap} PRIVATE torch_libs OpenMP::OpenMP_CXX)
+  target_compile_definitions(titan_kernels_cpu_${cap} PRIVATE CPU_CAPABILITY=${cap})
+  # -Wno-maybe-uninitialized: GCC 12 warns inside its own avx512fintrin.h at -O3.
+  target_compile_options(titan_kernels_cpu_${cap} PRIVATE -O3 -Wno-maybe-uninitialized ${_titan_cpu_flags_${cap}})
+  list(APPEND _titan_kernel_objects $<TARGET_OBJECTS:titan_kernels_cpu_${cap}>)
+  list(APPEND _titan_kernel_defs TITAN_CPU_${cap})
+endforeach()
+
+add_library(titan_lib STATIC ${TITAN_SOURCES} ${_titan_kernel_objects})
 target_include_directories(titan_lib PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
-target_link_libraries(titan_lib PUBLIC titan_config titan_text torch_libs)
+target_link_libraries(titan_lib PUBLIC titan_config titan_text torch_libs OpenMP::OpenMP_CXX)
+set_source_files_properties(titan/kernels/fused_ops.cpp PROPERTIES COMPILE_DEFINITIONS "${_titan_kernel_defs}")
+
+# CUDA kernels: plain CUDA C++ (no torch headers), compiled here even without a GPU.
+if(TITAN_HAVE_CUDA)
+  if(NOT CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES "80-real;90")
+  endif()
+  if(CCACHE_PROGRAM)
+    set(CMAKE_CUDA_COMPILER_LAUNCHER ${CCACHE_PROGRAM})
+  endif()
+  enable_language(CUDA)
+  add_library(titan_kernels_cuda STATIC titan/kernels/cuda/fused_cuda.cu)
+  target_include_directories(titan_kernels_cuda PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  set_target_properties(titan_kernels_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
+  target_compile_options(titan_kernels_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall>)
+  target_link_libraries(titan_lib PUBLIC titan_kernels_cuda)
+endif()
 
 add_executable(titan apps/titan.cpp apps/cmd_tokenizer.cpp apps/cmd_data.cpp)
 target_link_libraries(titan PRIVATE titan_lib)
@@ -43,6 +90,7 @@ add_executable(titan_tests
   tests/unit/test_observability_units.cpp
   tests/unit/test_kernels.cpp
   tests/unit/test_precision.cpp
+  tests/unit/test_checkpointing.cpp
   tests/unit/test_data.cpp
 )
 target_link_libraries(titan_tests PRIVATE titan_lib GTest::gtest_main)
@@ -80,3 +128,6 @@ set_tests_properties(integration.observability PROPERTIES RUN_SERIAL TRUE TIMEOU
 
 add_executable(bench_tokenizer bench/bench_tokenizer.cpp)
 target_link_libraries(bench_tokenizer PRIVATE titan_text)
+
+add_executable(bench_kernels bench/bench_kernels.cpp)
+target_link_libraries(bench_kernels PRIVATE titan_lib)

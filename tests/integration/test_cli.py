@@ -75,7 +75,10 @@ def main() -> int:
     expect_error(titan, "wrong type names key", ["--job.config_file", wrong_type], "training.steps", "type.toml")
     expect_error(titan, "bad choice lists choices", ["--lr_scheduler.decay_type", "exp"], "decay_type", "cosine")
     expect_error(titan, "unsupported feature is refused",
-                 ["--job.config_file", debug, "--compile.enable"], "compile.enable", "not supported yet")
+                 ["--job.config_file", debug, "--metrics.enable_wandb"], "metrics.enable_wandb", "not supported yet")
+    expect_error(titan, "unknown compile component is refused",
+                 ["--job.config_file", debug, "--compile.enable", "--compile.components", "model,optimizer"],
+                 "compile.components", "optimizer")
     expect_error(titan, "unknown flavor", ["--job.config_file", debug, "--model.flavor", "7B"], "7B", "debugmodel")
     expect_error(titan, "torchtitan default tokenizer path is explained",
                  ["--training.dataset", "synthetic"], "model.hf_assets_path", "builtin:bytes")
@@ -90,7 +93,7 @@ def main() -> int:
     out = p.stdout
     check("405B dry run: parameter count", "405,853,388,800 total parameters" in out, out[-800:])
     check("405B dry run: lists unsupported settings and exits 2",
-          p.returncode == 2 and "compile.enable" in out and "tensor_parallel_degree = 8" in out
+          p.returncode == 2 and "tensor_parallel_degree = 8" in out
           and "model.converters" in out, f"rc={p.returncode}")
     p = run(titan, "train", "--job.config_file", debug, "--job.dry_run")
     check("debug dry run is clean", p.returncode == 0 and "6,163,712" in p.stdout

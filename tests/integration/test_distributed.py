@@ -72,6 +72,8 @@ def main() -> int:
         "FSDP(2) reshard never": (2, ["--training.local_batch_size", "4",
                                       "--parallelism.fsdp_reshard_after_forward", "never"]),
         "FSDP(2) + full AC": (2, ["--training.local_batch_size", "4", "--activation_checkpoint.mode", "full"]),
+        "FSDP(2) + op AC": (2, ["--training.local_batch_size", "4", "--activation_checkpoint.mode", "selective",
+                                "--activation_checkpoint.selective_ac_option", "op"]),
         "FSDP(2) + grad accumulation": (2, ["--training.local_batch_size", "2", "--training.global_batch_size", "8"]),
     }
     runs = {}
@@ -90,6 +92,11 @@ def main() -> int:
               len(got) == 10 and worst_loss <= TOL and worst_norm <= TOL)
         check(f"{name}: step 1 loss identical", got[0]["loss"] == ref[0]["loss"],
               f"{got[0]['loss']!r} vs {ref[0]['loss']!r}")
+
+    if "FSDP(2)" in runs and "FSDP(2) + op AC" in runs:
+        same = [(s["loss"], s["grad_norm"]) for s in runs["FSDP(2) + op AC"]] == [
+            (s["loss"], s["grad_norm"]) for s in runs["FSDP(2)"]]
+        check("FSDP(2): op-level activation checkpointing gives the losses and grad norms of none, bit for bit", same)
 
     if "FSDP(2)" in runs:
         dump = os.path.join(tmp, "FSDP2")

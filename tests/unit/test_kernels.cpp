@@ -1,47 +1,287 @@
-// Fused kernels against their reference paths, forward and backward, in float32 and bfloat16.
+// Fused kernels against their reference paths, forward and backward, in float32 (tight) and
+// bfloat16 (within a stated tolerance), on odd sizes too, in every CPU build this machine can
+// run (DEFAULT, AVX2, AVX512); the chunked linear + cross entropy against the full one; the
+// attention op against the math path.
 #include <gtest/gtest.h>
 
+#include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/function.h>
 
 #include <algorithm>
+#include <cmath>
+#include <string>
+#include <tuple>
 
+#include "titan/kernels/cpu/fused_cpu.h"
 #include "titan/kernels/fused_ops.h"
+#include "titan/kernels/linear_cross_entropy.h"
+#include "titan/kernels/ops.h"
 
 namespace k = titan::kernels;
 
 namespace {
+
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
+
+// float32: relative to the magnitude, 1e-5; bfloat16: two bf16 steps (2^-7 relative) of it.
+double tolerance(at::ScalarType dtype, const at::Tensor& ref) {
+  const double scale = std::max(1.0, ref.abs().max().item<double>());
+  return (dtype == at::kFloat ? 1e-5 : 2 * 7.8e-3) * scale;
+}
+
+void expect_close(const at::Tensor& got, const at::Tensor& want, at::ScalarType dtype, const std::string& what) {
+  ASSERT_TRUE(got.defined()) << what;
+  EXPECT_EQ(got.sizes(), want.sizes()) << what;
+  EXPECT_LE(max_abs_diff(got, want), tolerance(dtype, want)) << what;
+}
+
+// Runs `body` once per CPU build this machine can run, with that build forced.
+template <typename F>
+void for_each_cpu_build(F body) {
+  int ran = 0;
+  for (const char* cap : {"DEFAULT", "AVX2", "AVX512"}) {
+    const auto* table = k::cpu::cpu_table_named(cap);
+    if (!table) continue;
+    k::cpu::use_cpu_table(table);
+    body(std::string(cap));
+    ++ran;
+  }
+  k::cpu::use_cpu_table(nullptr);
+  EXPECT_GE(ran, 1);
+}
+
+std::string grad_fn_name(const at::Tensor& t) { return t.grad_fn() ? t.grad_fn()->name() : "(none)"; }
+
+at::Tensor leaf(const at::Tensor& t) { return t.detach().clone().requires_grad_(true); }
+
 }  // namespace
 
-TEST(Kernels, RopeMatchesReference) {
-  at::manual_seed(1);
-  at::Tensor angles = at::rand({20, 8}) * 6;
-  at::Tensor cos = angles.cos(), sin = angles.sin();
-  for (auto dtype : {at::kFloat, at::kBFloat16}) {
-    at::Tensor x = at::randn({2, 13, 3, 16}).to(dtype), g = at::randn({2, 13, 3, 16}).to(dtype);
-    at::Tensor xf = x.clone().requires_grad_(true), xr = x.clone().requires_grad_(true);
-    at::Tensor yf = k::rope(xf, cos, sin), yr = k::rope_reference(xr, cos, sin);
-    yf.backward(g);
-    yr.backward(g);
-    // bfloat16: both round the float32 result once; allow one bf16 step of the magnitude.
-    const double tol = dtype == at::kFloat ? 1e-6 : 1.6e-2 * std::max(1.0, x.abs().max().item<double>());
-    EXPECT_LT(max_abs_diff(yf, yr), tol) << dtype;
-    EXPECT_LT(max_abs_diff(xf.grad(), xr.grad()), tol) << dtype;
+TEST(Kernels, RmsNormMatchesReference) {
+  for_each_cpu_build([](const std::string& cap) {
+    at::manual_seed(1);
+    for (auto dtype : {at::kFloat, at::kBFloat16}) {
+      for (std::vector<int64_t> shape : {std::vector<int64_t>{3, 7, 37}, {2, 5, 256}, {67, 1000}}) {
+        const int64_t D = shape.back();
+        at::Tensor x = at::randn(shape).to(dtype), w = (at::rand({D}) + 0.5).to(dtype), g = at::randn(shape).to(dtype);
+        at::Tensor xf = leaf(x), wf = leaf(w), xr = leaf(x), wr = leaf(w);
+        at::Tensor yf = k::rms_norm(xf, wf, 1e-5), yr = k::rms_norm_reference(xr, wr, 1e-5);
+        EXPECT_NE(grad_fn_name(yf).find("RmsNormFunction"), std::string::npos) << grad_fn_name(yf);
+        yf.backward(g);
+        yr.backward(g);
+        const std::string what = cap + " " + c10::toString(dtype) + " D=" + std::to_string(D);
+        expect_close(yf, yr, dtype, "y " + what);
+        expect_close(xf.grad(), xr.grad(), dtype, "dx " + what);
+        // dw sums over every row: allow for the rounding of the longer sum in bf16.
+        expect_close(wf.grad(), wr.grad(), dtype, "dw " + what);
+      }
+    }
+  });
+}
+
+TEST(Kernels, AddRmsNormMatchesReference) {
+  for_each_cpu_build([](const std::string& cap) {
+    at::manual_seed(2);
+    // x float32 with delta bfloat16 is autocast's residual stream.
+    for (auto [xt, dt] : {std::pair{at::kFloat, at::kFloat}, std::pair{at::kBFloat16, at::kBFloat16},
+                          std::pair{at::kFloat, at::kBFloat16}}) {
+      for (std::vector<int64_t> shape : {std::vector<int64_t>{3, 7, 37}, {2, 9, 256}}) {
+        const int64_t D = shape.back();
+        at::Tensor x = at::randn(shape).to(xt), delta = at::randn(shape).to(dt), w = (at::rand({D}) + 0.5);
+        const auto out_dtype = at::result_type(x, delta);
+        at::Tensor gh = at::randn(shape).to(out_dtype), gy = at::randn(shape).to(out_dtype);
+        at::Tensor xf = leaf(x), df = leaf(delta), wf = leaf(w), xr = leaf(x), dr = leaf(delta), wr = leaf(w);
+        auto [hf, yf] = k::add_rms_norm(xf, df, wf, 1e-5);
+        auto [hr, yr] = k::add_rms_norm_reference(xr, dr, wr, 1e-5);
+        EXPECT_NE(grad_fn_name(yf).find("AddRmsNormFunction"), std::string::npos) << grad_fn_name(yf);
+        torch::autograd::backward({hf, yf}, {gh, gy});
+        torch::autograd::backward({hr, yr}, {gh, gy});
+        const auto tol_dtype = xt == at::kFloat && dt == at::kFloat ? at::kFloat : at::kBFloat16;
+        const std::string what = cap + " " + c10::toString(xt) + "+" + c10::toString(dt) + " D=" + std::to_string(D);
+        expect_close(hf, hr, tol_dtype, "h " + what);
+        expect_close(yf, yr, tol_dtype, "y " + what);
+        expect_close(xf.grad(), xr.grad(), tol_dtype, "dx " + what);
+        expect_close(df.grad(), dr.grad(), tol_dtype, "ddelta " + what);
+        expect_close(wf.grad(), wr.grad(), tol_dtype, "dw " + what);
+        EXPECT_EQ(df.grad().scalar_type(), dt);
+      }
+    }
+  });
+}
+
+TEST(Kernels, SwiGLUMatchesReference) {
+  for_each_cpu_build([](const std::string& cap) {
+    at::manual_seed(3);
+    for (auto dtype : {at::kFloat, at::kBFloat16}) {
+      for (std::vector<int64_t> shape : {std::vector<int64_t>{3, 37}, {2, 5, 768}, {100003}}) {
+        at::Tensor a = (at::randn(shape) * 3).to(dtype), b = at::randn(shape).to(dtype), g = at::randn(shape).to(dtype);
+        at::Tensor af = leaf(a), bf = leaf(b), ar = leaf(a), br = leaf(b);
+        at::Tensor yf = k::swiglu(af, bf), yr = k::swiglu_reference(ar, br);
+        EXPECT_NE(grad_fn_name(yf).find("SwiGLUFunction"), std::string::npos) << grad_fn_name(yf);
+        yf.backward(g);
+        yr.backward(g);
+        const std::string what = cap + " " + c10::toString(dtype) + " n=" + std::to_string(a.numel());
+        expect_close(yf, yr, dtype, "out " + what);
+        expect_close(af.grad(), ar.grad(), dtype, "da " + what);
+        expect_close(bf.grad(), br.grad(), dtype, "db " + what);
+      }
+    }
+  });
+}
+
+TEST(Kernels, RopeQKMatchesReference) {
+  for_each_cpu_build([](const std::string& cap) {
+    at::manual_seed(4);
+    at::Tensor angles = at::rand({20, 8}) * 6;
+    at::Tensor cos = angles.cos(), sin = angles.sin();
+    for (auto dtype : {at::kFloat, at::kBFloat16}) {
+      at::Tensor q = at::randn({2, 13, 4, 16}).to(dtype), kk = at::randn({2, 13, 2, 16}).to(dtype);
+      at::Tensor gq = at::randn(q.sizes()).to(dtype), gk = at::randn(kk.sizes()).to(dtype);
+      at::Tensor qf = leaf(q), kf = leaf(kk), qr = leaf(q), kr = leaf(kk);
+      auto [qo, ko] = k::rope_qk(qf, kf, cos, sin);
+      auto [qro, kro] = k::rope_qk_reference(qr, kr, cos, sin);
+      EXPECT_NE(grad_fn_name(qo).find("RopeQKFunction"), std::string::npos) << grad_fn_name(qo);
+      torch::autograd::backward({qo, ko}, {gq, gk});
+      torch::autograd::backward({qro, kro}, {gq, gk});
+      const std::string what = cap + " " + c10::toString(dtype);
+      expect_close(qo, qro, dtype, "q " + what);
+      expect_close(ko, kro, dtype, "k " + what);
+      expect_close(qf.grad(), qr.grad(), dtype, "dq " + what);
+      expect_close(kf.grad(), kr.grad(), dtype, "dk " + what);
+      // The one-tensor form is the same rotation.
+      at::Tensor x1 = leaf(q), x2 = leaf(q);
+      at::Tensor y1 = k::rope(x1, cos, sin), y2 = k::rope_reference(x2, cos, sin);
+      y1.backward(gq);
+      y2.backward(gq);
+      expect_close(y1, y2, dtype, "rope " + what);
+      expect_close(x1.grad(), x2.grad(), dtype, "rope dx " + what);
+    }
+  });
+}
+
+TEST(Kernels, AdamWithClipScaleMatchesReference) {
+  for_each_cpu_build([](const std::string& cap) {
+    for (auto dtype : {at::kFloat, at::kBFloat16}) {
+      for (bool decoupled : {true, false}) {
+        for (double scale : {1.0, 0.37}) {
+          at::manual_seed(5);
+          std::vector<at::Tensor> pf, pr, mf, mr, vf, vr, sf, sr, grads;
+          for (int64_t n : {1, 37, 1000, 4099}) {
+            at::Tensor p = at::randn({n}).to(dtype);
+            pf.push_back(p.clone()), pr.push_back(p.clone());
+            mf.push_back(at::zeros_like(p)), mr.push_back(at::zeros_like(p));
+            vf.push_back(at::zeros_like(p)), vr.push_back(at::zeros_like(p));
+            sf.push_back(at::zeros({})), sr.push_back(at::zeros({}));
+          }
+          const k::AdamHyper h{1e-2, 0.9, 0.95, 0.1, 1e-8, decoupled};
+          for (int step = 0; step < 3; ++step) {
+            grads.clear();
+            for (const auto& p : pf) grads.push_back(at::randn(p.sizes()).to(dtype));
+            at::_foreach_add_(sf, 1);
+            at::_foreach_add_(sr, 1);
+            k::adam_step(pf, grads, mf, vf, sf, h, scale);
+            k::adam_step_reference(pr, grads, mr, vr, sr, h, scale);
+          }
+          const std::string what = cap + " " + c10::toString(dtype) + (decoupled ? " AdamW" : " Adam") +
+                                   " scale " + std::to_string(scale);
+          for (size_t i = 0; i < pf.size(); ++i) {
+            // float32: a small part of the ~lr each step moves a parameter; bf16: its rounding.
+            EXPECT_LE(max_abs_diff(pf[i], pr[i]), dtype == at::kFloat ? 2e-6 : tolerance(dtype, pr[i]))
+                << what << " p" << i;
+            EXPECT_LE(max_abs_diff(mf[i], mr[i]), tolerance(dtype, mr[i])) << what << " m" << i;
+            EXPECT_LE(max_abs_diff(vf[i], vr[i]), tolerance(dtype, vr[i])) << what << " v" << i;
+          }
+        }
+      }
+    }
+  });
+}
+
+TEST(Kernels, ChunkedLinearCrossEntropyMatchesTheFullOne) {
+  at::manual_seed(6);
+  const int64_t B = 3, T = 11, D = 24, V = 37;
+  at::Tensor h = at::randn({B, T, D}), w = at::randn({V, D}) * 0.3;
+  at::Tensor labels = at::randint(0, V, {B, T}, at::kLong);
+  labels[0][3] = k::kIgnoreIndex;
+  labels[2][10] = k::kIgnoreIndex;
+  at::Tensor g = at::rand({B, T});
+  at::Tensor hr = leaf(h), wr = leaf(w);
+  at::Tensor lr = k::linear_cross_entropy_reference(hr, wr, labels);
+  lr.backward(g);
+  for (auto [chunk, keep] : {std::pair<int64_t, int64_t>{1, 0}, {7, 0}, {0, 0}, {7, -1}, {0, -1}}) {
+    at::Tensor hf = leaf(h), wf = leaf(w);
+    at::Tensor lf = k::linear_cross_entropy(hf, wf, labels, chunk, keep);  // keep 0: backward recomputes
+    lf.backward(g);
+    const std::string what = "chunk " + std::to_string(chunk) + (keep == 0 ? " recomputed" : " kept");
+    EXPECT_EQ(lf.scalar_type(), at::kFloat);
+    EXPECT_EQ(lf[0][3].item<float>(), 0.0f) << what;
+    expect_close(lf, lr, at::kFloat, "loss " + what);
+    expect_close(hf.grad(), hr.grad(), at::kFloat, "dh " + what);
+    expect_close(wf.grad(), wr.grad(), at::kFloat, "dw " + what);
   }
+  // Under bf16 autocast both compute the logits in bf16 and reduce in float32.
+  at::autocast::set_autocast_enabled(at::kCPU, true);
+  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+  at::Tensor hb = leaf(h), wb = leaf(w), hb2 = leaf(h), wb2 = leaf(w);
+  at::Tensor lb = k::linear_cross_entropy(hb, wb, labels, 5, 0), lb2 = k::linear_cross_entropy_reference(hb2, wb2, labels);
+  at::autocast::set_autocast_enabled(at::kCPU, false);
+  at::autocast::clear_cache();
+  lb.backward(g);
+  lb2.backward(g);
+  EXPECT_EQ(lb.scalar_type(), at::kFloat);
+  expect_close(lb, lb2, at::kBFloat16, "bf16 loss");
+  expect_close(hb.grad(), hb2.grad(), at::kBFloat16, "bf16 dh");
+  expect_close(wb.grad(), wb2.grad(), at::kBFloat16, "bf16 dw");
+  // A label outside the vocabulary is an error, not a write out of bounds.
+  at::Tensor bad = labels.clone();
+  bad[1][1] = V;
+  EXPECT_THROW(k::linear_cross_entropy(h, w, bad), c10::Error);
+}
+
+TEST(Kernels, AttentionMatchesTheMathPath) {
+  // titan.cpp's kernel (fused) and ATen's flash kernel for CPU, against softmax(q k^T) v.
+  for (bool fused : {true, false}) {
+    at::manual_seed(7);
+    for (auto dtype : {at::kFloat, at::kBFloat16}) {
+      for (auto [T, hd, kv_heads] : {std::tuple<int64_t, int64_t, int64_t>{19, 16, 4}, {19, 16, 2}, {300, 16, 1},
+                                     {130, 64, 2}, {1100, 16, 2}}) {  // MHA, GQA, MQA; one and several query blocks
+        at::Tensor q = at::randn({2, 4, T, hd}).to(dtype), kk = at::randn({2, kv_heads, T, hd}).to(dtype);
+        at::Tensor v = at::randn({2, kv_heads, T, hd}).to(dtype), g = at::randn({2, 4, T, hd}).to(dtype);
+        at::Tensor qf = leaf(q), kf = leaf(kk), vf = leaf(v);
+        at::Tensor qr = leaf(q.to(at::kFloat)), kr = leaf(kk.to(at::kFloat)), vr = leaf(v.to(at::kFloat));
+        const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+        at::Tensor of = k::attention(qf, kf, vf, scale, fused), orf = k::attention_reference(qr, kr, vr, scale);
+        of.backward(g);
+        orf.backward(g.to(at::kFloat));
+        const std::string what = std::string(fused ? "titan " : "aten ") + c10::toString(dtype) + " T " +
+                                 std::to_string(T) + " hd " + std::to_string(hd) + " kv_heads " +
+                                 std::to_string(kv_heads);
+        EXPECT_EQ(of.scalar_type(), dtype) << what;
+        expect_close(of, orf, dtype, "out " + what);
+        expect_close(qf.grad(), qr.grad(), dtype, "dq " + what);
+        expect_close(kf.grad(), kr.grad(), dtype, "dk " + what);
+        expect_close(vf.grad(), vr.grad(), dtype, "dv " + what);
+      }
+    }
+  }
+  EXPECT_NE(k::attention_backend(at::Device(at::kCPU), at::kFloat, false).find("flash"), std::string::npos);
+  EXPECT_NE(k::attention_backend(at::Device(at::kCPU), at::kFloat, true).find("titan.cpp"), std::string::npos);
 }
 
 TEST(Kernels, ReferencePathWhenDisabledOrNotFusable) {
   at::Tensor d = at::randn({1, 2, 1, 4}, at::kDouble).requires_grad_(true);
   at::Tensor ones = at::ones({2, 2}), zeros = at::zeros({2, 2});
-  EXPECT_EQ(k::rope(d, ones, zeros).grad_fn()->name().find("RopeFunction"), std::string::npos);  // float64
+  EXPECT_EQ(grad_fn_name(k::rope(d, ones, zeros)).find("Rope"), std::string::npos);  // float64
+  EXPECT_EQ(grad_fn_name(k::rms_norm(d, at::ones({4}, at::kDouble), 1e-5)).find("RmsNorm"), std::string::npos);
   k::set_fused_kernels_enabled(false);
   at::Tensor x = at::randn({1, 2, 1, 4}).requires_grad_(true);
-  at::Tensor cs = at::ones({2, 2}), sn = at::zeros({2, 2});
-  at::Tensor y = k::rope(x, cs, sn);  // angle 0: identity
+  at::Tensor y = k::rope(x, ones, zeros);  // angle 0: identity
   EXPECT_TRUE(at::allclose(y, x));
-  EXPECT_EQ(y.grad_fn()->name().find("RopeFunction"), std::string::npos) << y.grad_fn()->name();
+  EXPECT_EQ(grad_fn_name(y).find("Rope"), std::string::npos) << grad_fn_name(y);
+  EXPECT_EQ(grad_fn_name(k::swiglu(x, x)).find("SwiGLU"), std::string::npos);
   k::set_fused_kernels_enabled(true);
-  EXPECT_NE(k::rope(x, cs, sn).grad_fn()->name().find("RopeFunction"), std::string::npos);
+  EXPECT_NE(grad_fn_name(k::rope(x, ones, zeros)).find("RopeFunction"), std::string::npos);
+  EXPECT_NE(std::string(k::cpu_capability()), "");
 }

@@ -180,13 +180,30 @@ TEST(Training, GradientAccumulationMatchesOneBigBatch) {
 }
 
 TEST(Training, ActivationCheckpointingDoesNotChangeNumerics) {
-  auto none = train::run_training(small_run({"--training.steps", "3"}));
-  for (const char* mode : {"full", "selective"}) {
-    auto ac = train::run_training(small_run({"--training.steps", "3", "--activation_checkpoint.mode", mode}));
-    for (size_t i = 0; i < 3; ++i) {
-      EXPECT_EQ(ac.steps[i].loss, none.steps[i].loss) << mode << " step " << i + 1;
-      EXPECT_NEAR(ac.steps[i].grad_norm, none.steps[i].grad_norm, 1e-6 * none.steps[i].grad_norm) << mode;
+  // Every mode, with ATen's ops and with the fused kernels: the losses and grad norms of no
+  // checkpointing, bit for bit.
+  for (const char* compile : {"--no-compile.enable", "--compile.enable"}) {
+    auto none = train::run_training(small_run({"--training.steps", "3", compile}));
+    for (const char* option : {"full", "2", "op"}) {
+      const bool full = std::string(option) == "full";
+      auto ac = train::run_training(small_run({"--training.steps", "3", compile, "--activation_checkpoint.mode",
+                                               full ? "full" : "selective", "--activation_checkpoint.selective_ac_option",
+                                               full ? "2" : option}));
+      for (size_t i = 0; i < 3; ++i) {
+        EXPECT_EQ(ac.steps[i].loss, none.steps[i].loss) << compile << " " << option << " step " << i + 1;
+        EXPECT_EQ(ac.steps[i].grad_norm, none.steps[i].grad_norm) << compile << " " << option << " step " << i + 1;
+      }
     }
+  }
+}
+
+TEST(Training, FusedKernelsTrainLikeTheReference) {
+  // compile.enable swaps ATen's ops for the fused kernels: the same run to float32 rounding.
+  auto ref = train::run_training(small_run({"--training.steps", "5"}));
+  auto fused = train::run_training(small_run({"--training.steps", "5", "--compile.enable"}));
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_NEAR(fused.steps[i].loss, ref.steps[i].loss, 1e-5 * ref.steps[i].loss) << "step " << i + 1;
+    EXPECT_NEAR(fused.steps[i].grad_norm, ref.steps[i].grad_norm, 1e-4 * ref.steps[i].grad_norm) << "step " << i + 1;
   }
 }
 
@@ -207,11 +224,11 @@ TEST(Training, Bf16AutocastTrains) {
 }
 
 TEST(Validate, UnsupportedSettingsAreListedNotIgnored) {
-  auto cfg = small_run({"--compile.enable", "--parallelism.tensor_parallel_degree", "2"});
+  auto cfg = small_run({"--compile.backend", "aot_eager", "--parallelism.tensor_parallel_degree", "2"});
   auto bad = train::unsupported_settings(cfg);
   ASSERT_EQ(bad.size(), 2u);
   EXPECT_NE(bad[0].find("tensor_parallel_degree = 2"), std::string::npos);
-  EXPECT_NE(bad[1].find("compile.enable"), std::string::npos);
+  EXPECT_NE(bad[1].find("compile.backend"), std::string::npos);
   EXPECT_THROW(train::run_training(cfg), titan::Error);
   EXPECT_TRUE(train::unsupported_settings(small_run()).empty());
 }

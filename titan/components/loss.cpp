@@ -23,14 +23,29 @@ int64_t count_valid_tokens(const at::Tensor& labels) {
   return labels.ne(kIgnoreIndex).sum().item<int64_t>();
 }
 
-double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
-  at::NoGradGuard no_grad;
+namespace {
+std::vector<at::Tensor> grads_of(const std::vector<at::Tensor>& params) {
   std::vector<at::Tensor> grads;
   for (const auto& p : params)
     if (p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return 0.0;
-  const double total = std::sqrt(sum_of_squares(grads).item<double>());
-  scale_to_max_norm(grads, total, max_norm);
+  return grads;
+}
+}  // namespace
+
+double total_grad_norm(const std::vector<at::Tensor>& params) {
+  at::NoGradGuard no_grad;
+  auto grads = grads_of(params);
+  return grads.empty() ? 0.0 : std::sqrt(sum_of_squares(grads).item<double>());
+}
+
+double clip_coefficient(double total_norm, double max_norm) {
+  return max_norm <= 0 ? 1.0 : std::min(1.0, max_norm / (total_norm + 1e-6));
+}
+
+double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
+  at::NoGradGuard no_grad;
+  const double total = total_grad_norm(params);
+  scale_to_max_norm(grads_of(params), total, max_norm);
   return total;
 }
 
@@ -46,8 +61,7 @@ at::Tensor sum_of_squares(const std::vector<at::Tensor>& grads) {
 
 void scale_to_max_norm(const std::vector<at::Tensor>& grads, double total_norm, double max_norm) {
   if (max_norm <= 0 || grads.empty()) return;
-  const double coef = std::min(1.0, max_norm / (total_norm + 1e-6));
-  at::_foreach_mul_(grads, coef);
+  at::_foreach_mul_(grads, clip_coefficient(total_norm, max_norm));
 }
 
 }  // namespace titan::components

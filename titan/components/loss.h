@@ -28,6 +28,12 @@ int64_t count_valid_tokens(const at::Tensor& labels);
 // max_norm / (norm + 1e-6). max_norm <= 0 only measures.
 double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
 
+// The parts the trainer uses, so that the fused optimizer applies the scale in its own pass:
+// the total L2 norm of the parameters' gradients, and the factor clipping multiplies them by
+// (min(1, max_norm / (norm + 1e-6)); 1 when max_norm <= 0).
+double total_grad_norm(const std::vector<at::Tensor>& params);
+double clip_coefficient(double total_norm, double max_norm);
+
 // The pieces, for gradients split across ranks: sum of squared L2 norms (float64, shape {1},
 // on the gradients' device), and the scaling by max_norm / (total_norm + 1e-6) when below 1.
 at::Tensor sum_of_squares(const std::vector<at::Tensor>& grads);

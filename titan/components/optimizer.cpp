@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "titan/common/error.h"
+#include "titan/kernels/fused_ops.h"
 
 namespace titan::components {
 
@@ -33,7 +34,7 @@ void Optimizer::zero_grad() {
   for (auto& p : params_) p.mutable_grad() = at::Tensor();
 }
 
-void Optimizer::step(double lr) {
+void Optimizer::step(double lr, double grad_scale) {
   at::NoGradGuard no_grad;
   if (exp_avg_.empty()) init_state();
   std::vector<at::Tensor> p, g, m, v, s;
@@ -52,12 +53,10 @@ void Optimizer::step(double lr) {
 
   if (impl == "fused") {
     at::_foreach_add_(s, 1);
-    if (decoupled_)
-      at::_fused_adamw_(p, g, m, v, {}, s, lr, b1, b2, wd, eps, false, false);
-    else
-      at::_fused_adam_(p, g, m, v, {}, s, lr, b1, b2, wd, eps, false, false);
+    kernels::adam_step(p, g, m, v, s, {lr, b1, b2, wd, eps, decoupled_}, grad_scale);
     return;
   }
+  if (grad_scale != 1.0) at::_foreach_mul_(g, grad_scale);
   if (impl == "foreach") {
     at::_foreach_add_(s, 1);
     const double step = s[0].item<double>();  // all parameters step together

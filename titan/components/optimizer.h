@@ -1,6 +1,7 @@
 // Adam and AdamW over a list of parameters, in torchtitan's three implementations: "fused"
-// (ATen's fused kernel), "foreach" (multi-tensor ops) and "for-loop" (one tensor at a time).
-// All three compute the same update; tests hold them to each other and to the closed form.
+// (titan.cpp's fused kernel, kernels/fused_ops.h, with the clipping scale folded in), "foreach"
+// (multi-tensor ops) and "for-loop" (one tensor at a time). All three compute the same update;
+// tests hold them to each other and to the closed form.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -25,9 +26,10 @@ class Optimizer {
   // Validates the options (throws titan::Error naming the optimizer.* key).
   Optimizer(std::vector<at::Tensor> params, OptimizerOptions options);
 
-  // One update with learning rate `lr` from the parameters' .grad(); parameters without a
-  // gradient are skipped.
-  void step(double lr);
+  // One update with learning rate `lr` from the parameters' .grad() times `grad_scale` (the
+  // gradient-clipping coefficient); parameters without a gradient are skipped. The fused
+  // implementation scales inside its kernel; the others scale the gradients in place first.
+  void step(double lr, double grad_scale = 1.0);
   void zero_grad();  // drops the gradients (set to undefined), as set_to_none=True
 
   const OptimizerOptions& options() const { return options_; }

@@ -4,6 +4,8 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "titan/kernels/ops.h"
+
 namespace titan::distributed {
 
 namespace {
@@ -37,16 +39,26 @@ struct AutocastState {
 
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
   static at::Tensor forward(AutogradContext* ctx, at::Tensor x, at::TensorList weights,
-                            const TransformerBlock* block, const RopeTable* rope) {
+                            const TransformerBlock* block, const RopeTable* rope, bool keep_ops) {
     (void)weights;  // inputs only so that autograd routes their gradients here
     ctx->save_for_backward({x});
+    ctx->saved_data["keep_ops"] = keep_ops;
     ctx->saved_data["block"] = reinterpret_cast<int64_t>(block);
     ctx->saved_data["rope"] = reinterpret_cast<int64_t>(rope);
     const AutocastState ac = AutocastState::capture();
     ctx->saved_data["autocast"] = std::vector<int64_t>{ac.cpu, ac.cuda, static_cast<int64_t>(ac.cpu_dtype),
                                                        static_cast<int64_t>(ac.cuda_dtype)};
-    // Grad mode is off inside a custom function's forward, so nothing is kept.
-    return block->forward(x, *rope);
+    // Grad mode is off inside a custom function's forward, so nothing is kept but what the
+    // op-level policy records.
+    if (!keep_ops) return block->forward(x, *rope);
+    std::vector<at::Tensor> kept;
+    at::Tensor out;
+    {
+      kernels::OpCheckpointScope record(kernels::OpCheckpointScope::Mode::Record, kept);
+      out = block->forward(x, *rope);
+    }
+    ctx->saved_data["kept"] = kept;
+    return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
@@ -62,7 +74,15 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     at::Tensor out;
     {
       at::AutoGradMode grad_on(true);
-      out = block->forward(x, *rope);
+      if (ctx->saved_data["keep_ops"].toBool()) {
+        std::vector<at::Tensor> kept = ctx->saved_data["kept"].toTensorVector();
+        ctx->saved_data.erase("kept");
+        kernels::OpCheckpointScope replay(kernels::OpCheckpointScope::Mode::Replay, kept);
+        out = block->forward(x, *rope);
+        replay.finish();
+      } else {
+        out = block->forward(x, *rope);
+      }
     }
     outer.apply();
     at::autocast::clear_cache();
@@ -74,6 +94,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
                                                 /*allow_unused=*/true);
     grads.emplace_back();  // block
     grads.emplace_back();  // rope
+    grads.emplace_back();  // keep_ops
     return grads;
   }
 };
@@ -83,7 +104,12 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 at::Tensor checkpointed_block_forward(const TransformerBlock& block, const at::Tensor& x,
                                       const RopeTable& rope) {
   auto weights = block_weights(block);
-  return CheckpointFunction::apply(x, at::TensorList(weights), &block, &rope);
+  return CheckpointFunction::apply(x, at::TensorList(weights), &block, &rope, false);
+}
+
+at::Tensor op_checkpointed_block_forward(const TransformerBlock& block, const at::Tensor& x, const RopeTable& rope) {
+  auto weights = block_weights(block);
+  return CheckpointFunction::apply(x, at::TensorList(weights), &block, &rope, true);
 }
 
 }  // namespace titan::distributed

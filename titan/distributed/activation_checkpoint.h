@@ -11,4 +11,10 @@ namespace titan::distributed {
 at::Tensor checkpointed_block_forward(const models::llama3::TransformerBlock& block,
                                       const at::Tensor& x, const models::llama3::RopeTable& rope);
 
+// Op-level selective checkpointing (torchtitan's "op" policy): like the above, but the outputs
+// of attention and of every second matmul (the 1st, 3rd, ...) are kept in forward, and backward
+// recomputes only the rest (kernels/ops.h). Gradients equal those without checkpointing, bit for bit.
+at::Tensor op_checkpointed_block_forward(const models::llama3::TransformerBlock& block,
+                                         const at::Tensor& x, const models::llama3::RopeTable& rope);
+
 }  // namespace titan::distributed

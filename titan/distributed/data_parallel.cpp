@@ -300,7 +300,7 @@ void DataParallel::finish_backward() {
   pending_grads_.clear();
 }
 
-double DataParallel::clip_grad_norm(double max_norm) {
+double DataParallel::grad_norm() {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> grads;
   for (const auto& u : units_)
@@ -308,9 +308,7 @@ double DataParallel::clip_grad_norm(double max_norm) {
       if (s.shard.grad().defined()) grads.push_back(s.shard.grad());
   at::Tensor sq = components::sum_of_squares(grads).to(device_);
   shard_.all_reduce(sq).wait();  // shards hold disjoint pieces; replicas hold the same ones
-  const double total = std::sqrt(sq.item<double>());
-  components::scale_to_max_norm(grads, total, max_norm);
-  return total;
+  return std::sqrt(sq.item<double>());
 }
 
 std::vector<std::pair<std::string, at::Tensor>> DataParallel::full_state() {

@@ -48,9 +48,8 @@ class DataParallel final : public models::llama3::ForwardHooks {
   // the reduced gradients into parameters()'s .grad.
   void finish_backward();
 
-  // Total L2 norm of the gradients over all shards; clips them to max_norm (> 0) like
-  // clip_grad_norm.
-  double clip_grad_norm(double max_norm);
+  // Total L2 norm of the gradients over all shards (the optimizer applies the clipping).
+  double grad_norm();
 
   // The full value of every parameter (gathered), for tests and exports.
   std::vector<std::pair<std::string, at::Tensor>> full_state();

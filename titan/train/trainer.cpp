@@ -28,6 +28,7 @@
 #include "titan/distributed/flight_recorder.h"
 #include "titan/distributed/parallel_dims.h"
 #include "titan/distributed/process_group.h"
+#include "titan/kernels/ops.h"
 #include "titan/models/llama3/args.h"
 #include "titan/models/llama3/model.h"
 #include "titan/models/llama3/parallelize.h"
@@ -126,8 +127,7 @@ void validate(Transformer& model, components::DataLoader& data, distributed::Gro
     double local_sum;
     {
       AutocastScope amp(device.type(), amp_dtype);
-      at::Tensor logits = model.forward(b->inputs.to(device));
-      local_sum = components::cross_entropy_per_token(logits, labels).sum().to(at::kDouble).item<double>();
+      local_sum = model.forward_loss(b->inputs.to(device), labels).sum().to(at::kDouble).item<double>();
     }
     at::Tensor t = at::tensor({local_sum, static_cast<double>(components::count_valid_tokens(b->labels))},
                               at::kDouble).to(device);
@@ -377,7 +377,13 @@ RunResult run_training(const config::JobConfig& cfg) {
   if (!cfg.is_default("training.gc_freq") || cfg.get_bool("training.gc_debug"))
     log::warning("training.gc_freq and training.gc_debug have no effect in titan.cpp: there is no garbage collector");
   // Matmuls run in bf16 with bf16 parameters, else in the compute dtype.
-  const auto peak = dev.peak_flops(param_dtype == at::kBFloat16 ? at::kBFloat16 : precision.dtype);
+  const at::ScalarType matmul_dtype = param_dtype == at::kBFloat16 ? at::kBFloat16 : precision.dtype;
+  const bool fused_blocks = cfg.get_bool("compile.enable") && [&] {
+    const auto& parts = cfg.get_list("compile.components");
+    return std::find(parts.begin(), parts.end(), "model") != parts.end();
+  }();
+  log::info("Attention: " + kernels::attention_backend(device, matmul_dtype, fused_blocks));
+  const auto peak = dev.peak_flops(matmul_dtype);
   log::info("Peak FLOPS used for computing MFU: " + log::format("%.3e", peak.flops) + " (" + peak.source + ")");
 
   // ---- optimizer, schedule ----------------------------------------------------------------------
@@ -478,8 +484,7 @@ RunResult run_training(const config::JobConfig& cfg) {
         {
           TITAN_RANGE("forward");
           AutocastScope amp(device.type(), amp_dtype);
-          at::Tensor logits = model.forward(b.inputs);  // (B,T,V)
-          at::Tensor per_token = components::cross_entropy_per_token(logits, b.labels);  // (B,T) float32
+          at::Tensor per_token = model.forward_loss(b.inputs, b.labels);  // (B,T) float32
           row_sums[m].copy_(per_token.detach().sum(1).to(at::kDouble).cpu());
           loss = per_token.sum() / static_cast<double>(valid);
         }
@@ -493,12 +498,12 @@ RunResult run_training(const config::JobConfig& cfg) {
       double grad_norm = 0;
       {
         TITAN_RANGE("clip_grad_norm");
-        grad_norm = dp ? dp->clip_grad_norm(max_norm) : components::clip_grad_norm(params, max_norm);
+        grad_norm = dp ? dp->grad_norm() : components::total_grad_norm(params);
       }
       const double lr = oo.lr * schedule.factor(step - 1);
       {
-        TITAN_RANGE("optimizer");
-        optimizer.step(lr);
+        TITAN_RANGE("optimizer");  // clipping is applied by the optimizer, in its own pass
+        optimizer.step(lr, components::clip_coefficient(grad_norm, max_norm));
       }
       const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
       result.steps.push_back({step, loss_value, grad_norm, lr, global_bs * seq_len});

@@ -24,6 +24,10 @@ void validate_config(const config::JobConfig& cfg) {
                   "use a non-negative integer N (every N-th block) or \"op\"");
   }
   if (cfg.get_int("training.steps") < 1) throw Error("training.steps must be >= 1");
+  for (const auto& c : cfg.get_list("compile.components"))
+    if (c != "model" && c != "loss")
+      throw Error("compile.components holds \"" + c + "\", which is not a part of the model",
+                  "use \"model\" (fused kernels in every block) and/or \"loss\" (the output head with the loss)");
 }
 
 std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
@@ -52,7 +56,9 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   need_default("checkpoint.initial_load_path", "loading an initial checkpoint");
   need_false("checkpoint.load_only", "checkpoint loading");
   need_false("metrics.enable_wandb", "Weights & Biases logging");
-  need_false("compile.enable", "compilation (fused kernels in place of torch.compile)");
+  if (!cfg.is_default("compile.backend"))
+    out.push_back("compile.backend = " + config::format_value(cfg.get("compile.backend")) +
+                  ": titan.cpp has no compiler backends (compile.enable turns on its fused kernels)");
   need_false("fault_tolerance.enable", "fault tolerance");
   need_false("memory_estimation.enable", "memory estimation");
   need_false("optimizer.early_step_in_backward", "optimizer steps in backward");
@@ -71,8 +77,6 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   const auto& ac = cfg.get_string("activation_checkpoint.mode");
   if (ac == "memory_budget")
     out.push_back("activation_checkpoint.mode = \"memory_budget\": memory-budget checkpointing is not supported yet");
-  if (ac == "selective" && cfg.get_string("activation_checkpoint.selective_ac_option") == "op")
-    out.push_back("activation_checkpoint.selective_ac_option = \"op\": per-op selective checkpointing is not supported yet");
   return out;
 }
 

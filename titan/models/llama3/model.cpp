@@ -1,6 +1,8 @@
 #include "titan/models/llama3/model.h"
 
 #include "titan/kernels/fused_ops.h"
+#include "titan/kernels/linear_cross_entropy.h"
+#include "titan/kernels/ops.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -9,10 +11,14 @@
 
 namespace titan::models::llama3 {
 
-at::Tensor Linear::forward(const at::Tensor& x) const { return at::linear(x, weight); }
+at::Tensor Linear::forward(const at::Tensor& x) const { return kernels::linear(x, weight); }
 
 at::Tensor RMSNorm::forward(const at::Tensor& x) const {
-  return at::rms_norm(x, {weight.size(0)}, weight, eps);
+  return fused ? kernels::rms_norm(x, weight, eps) : kernels::rms_norm_reference(x, weight, eps);
+}
+
+std::tuple<at::Tensor, at::Tensor> RMSNorm::add_forward(const at::Tensor& x, const at::Tensor& delta) const {
+  return fused ? kernels::add_rms_norm(x, delta, weight, eps) : kernels::add_rms_norm_reference(x, delta, weight, eps);
 }
 
 RopeTable rope_table(const ModelArgs& args, const at::TensorOptions& options) {
@@ -60,27 +66,21 @@ at::Tensor Attention::forward(const at::Tensor& x, const RopeTable& rope) const 
   at::Tensor q = wq.forward(x).view({B, T, n_heads, head_dim});
   at::Tensor k = wk.forward(x).view({B, T, n_kv_heads, head_dim});
   at::Tensor v = wv.forward(x).view({B, T, n_kv_heads, head_dim});
-  q = apply_rope(q, rope);
-  k = apply_rope(k, rope);
-  if (n_kv_heads != n_heads) {  // GQA: each kv head serves n_heads / n_kv_heads query heads
-    const int64_t rep = n_heads / n_kv_heads;
-    k = k.unsqueeze(3).expand({B, T, n_kv_heads, rep, head_dim}).reshape({B, T, n_heads, head_dim});
-    v = v.unsqueeze(3).expand({B, T, n_kv_heads, rep, head_dim}).reshape({B, T, n_heads, head_dim});
-  }
-  // (B,H,T,hd); causal attention with scale 1/sqrt(hd)
-  at::Tensor o = at::scaled_dot_product_attention(
-      q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), /*attn_mask=*/std::nullopt,
-      /*dropout_p=*/0.0, /*is_causal=*/true, /*scale=*/1.0 / std::sqrt(static_cast<double>(head_dim)));
+  std::tie(q, k) = fused ? kernels::rope_qk(q, k, rope.cos, rope.sin) : kernels::rope_qk_reference(q, k, rope.cos, rope.sin);
+  // (B,H,T,hd); causal, scale 1/sqrt(hd); with GQA each kv head serves n_heads / n_kv_heads query heads
+  at::Tensor o = kernels::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                    1.0 / std::sqrt(static_cast<double>(head_dim)), fused);
   return wo.forward(o.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
 }
 
 at::Tensor FeedForward::forward(const at::Tensor& x) const {
-  return w2.forward(at::silu(w1.forward(x)) * w3.forward(x));
+  at::Tensor a = w1.forward(x), b = w3.forward(x);  // (B,T,F) each
+  return w2.forward(fused ? kernels::swiglu(a, b) : kernels::swiglu_reference(a, b));
 }
 
 at::Tensor TransformerBlock::forward(const at::Tensor& x, const RopeTable& rope) const {
-  at::Tensor h = x + attention.forward(attention_norm.forward(x), rope);
-  return h + feed_forward.forward(ffn_norm.forward(h));
+  auto [h, h_normed] = ffn_norm.add_forward(x, attention.forward(attention_norm.forward(x), rope));
+  return h + feed_forward.forward(h_normed);
 }
 
 std::vector<NamedParam> TransformerBlock::named_parameters(const std::string& p) {
@@ -213,7 +213,16 @@ void Transformer::init_weights(uint64_t seed) {
   }
 }
 
-at::Tensor Transformer::forward(const at::Tensor& tokens) const {
+void Transformer::set_fused_kernels(bool blocks, bool loss) {
+  for (auto& b : layers_) {
+    b.attention_norm.fused = b.ffn_norm.fused = blocks;
+    b.attention.fused = b.feed_forward.fused = blocks;
+  }
+  norm_.fused = blocks;
+  fused_loss_ = loss;
+}
+
+at::Tensor Transformer::run(const at::Tensor& tokens, const at::Tensor* labels) const {
   auto before = [&](size_t part) {
     if (hooks_) hooks_->before(part, part_names_[part]);
   };
@@ -231,7 +240,16 @@ at::Tensor Transformer::forward(const at::Tensor& tokens) const {
   before(last);
   // Tied: the head reads the embedding table as it is now (data parallelism may have swapped it).
   const at::Tensor& head = args_.tied_embeddings ? tok_embeddings_ : output_.weight;
-  return after(last, at::linear(norm_.forward(h), head));  // (B,T,V)
+  h = norm_.forward(h);
+  if (!labels) return after(last, at::linear(h, head));  // (B,T,V)
+  return after(last, fused_loss_ ? kernels::linear_cross_entropy(h, head, *labels)
+                                 : kernels::linear_cross_entropy_reference(h, head, *labels));  // (B,T)
+}
+
+at::Tensor Transformer::forward(const at::Tensor& tokens) const { return run(tokens, nullptr); }
+
+at::Tensor Transformer::forward_loss(const at::Tensor& tokens, const at::Tensor& labels) const {
+  return run(tokens, &labels);
 }
 
 }  // namespace titan::models::llama3

@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -30,7 +31,10 @@ struct Linear {
 struct RMSNorm {
   at::Tensor weight;  // (dim,)
   double eps = 1e-5;
+  bool fused = false;  // the fused kernel (compile.enable) instead of ATen's ops
   at::Tensor forward(const at::Tensor& x) const;  // (..., dim) -> (..., dim)
+  // The residual add before the norm: h = x + delta -> {h, norm(h)}, each (..., dim).
+  std::tuple<at::Tensor, at::Tensor> add_forward(const at::Tensor& x, const at::Tensor& delta) const;
 };
 
 // Precomputed RoPE rotation for positions [0, max_seq_len): cos and sin, each (T, head_dim/2)
@@ -46,11 +50,13 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope);
 struct Attention {
   Linear wq, wk, wv, wo;
   int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  bool fused = false;  // fused RoPE of q and k, and titan.cpp's attention kernel on the CPU
   at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;  // (B,T,D) -> (B,T,D)
 };
 
 struct FeedForward {
   Linear w1, w2, w3;
+  bool fused = false;  // silu(a) * b in one fused kernel
   at::Tensor forward(const at::Tensor& x) const;  // (B,T,D) -> (B,T,D): w2(silu(w1 x) * w3 x)
 };
 
@@ -89,6 +95,14 @@ class Transformer {
 
   // tokens: (B, T) int64 -> logits (B, T, vocab) in the compute dtype.
   at::Tensor forward(const at::Tensor& tokens) const;
+  // tokens, labels: (B, T) -> the cross-entropy loss of each token (B, T), float32, 0 where the
+  // label is the ignore index (-100). The loss is part of the last part ("output"), so that
+  // the output head and the loss may run fused and chunked without whole logits.
+  at::Tensor forward_loss(const at::Tensor& tokens, const at::Tensor& labels) const;
+
+  // Fused kernels instead of ATen's ops: in every block (RMSNorm with the residual add, RoPE on
+  // q and k, SwiGLU) and/or for the output head with the loss (chunked linear + cross entropy).
+  void set_fused_kernels(bool blocks, bool loss);
 
   std::vector<NamedParam> named_parameters();
   std::vector<at::Tensor> parameters();
@@ -114,6 +128,10 @@ class Transformer {
   RopeTable rope_;
   std::vector<BlockRunner> runners_;
   ForwardHooks* hooks_ = nullptr;
+  bool fused_loss_ = false;
+
+  // The layers up to the final norm; then the head, with the loss when labels are given.
+  at::Tensor run(const at::Tensor& tokens, const at::Tensor* labels) const;
   std::vector<std::string> part_names_;
 };
 

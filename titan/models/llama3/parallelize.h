@@ -1,5 +1,5 @@
-// The one place that changes how a Llama 3 model runs: activation checkpointing now, and the
-// parallel plans (TP, FSDP, ...) as they land, applied in torchtitan's order.
+// The one place that changes how a Llama 3 model runs: fused kernels (compile), activation
+// checkpointing, and the parallel plans (TP, FSDP, ...) as they land, in torchtitan's order.
 #pragma once
 
 #include <string>
@@ -9,8 +9,8 @@
 
 namespace titan::models::llama3 {
 
-// Applies activation checkpointing per activation_checkpoint.*; returns a one-line summary
-// for the log ("" when nothing was applied).
+// Applies the fused kernels (compile.*) and activation checkpointing (activation_checkpoint.*);
+// returns what was applied, a line each, for the log ("" when nothing was).
 std::string parallelize(Transformer& model, const config::JobConfig& cfg);
 
 }  // namespace titan::models::llama3

@@ -1,0 +1,120 @@
+// Activation checkpointing of one transformer block: full and op-level give the gradients of a
+// run without checkpointing, bit for bit on the CPU.
+#include <gtest/gtest.h>
+
+#include "titan/distributed/activation_checkpoint.h"
+#include "titan/kernels/ops.h"
+#include "titan/models/llama3/model.h"
+
+using namespace titan;
+using models::llama3::Transformer;
+
+namespace {
+
+struct Grads {
+  at::Tensor out, dx;
+  std::vector<at::Tensor> dw;
+};
+
+Grads run_block(Transformer& model, const at::Tensor& x0, const at::Tensor& g,
+                at::Tensor (*runner)(const models::llama3::TransformerBlock&, const at::Tensor&,
+                                     const models::llama3::RopeTable&)) {
+  auto& block = model.layers()[0];
+  auto params = block.named_parameters("");
+  for (auto& p : params) p.tensor->mutable_grad() = at::Tensor();
+  at::Tensor x = x0.clone().requires_grad_(true);
+  models::llama3::RopeTable rope = models::llama3::rope_table(model.args(), at::TensorOptions());
+  at::Tensor out = runner ? runner(block, x, rope) : block.forward(x, rope);
+  out.backward(g);
+  Grads r{out.detach(), x.grad(), {}};
+  for (auto& p : params) r.dw.push_back(p.tensor->grad());
+  return r;
+}
+
+}  // namespace
+
+TEST(Checkpointing, FullAndOpLevelGiveTheGradientsOfNoCheckpointing) {
+  auto args = models::llama3::flavor("debugmodel");
+  args.n_layers = 1;
+  args.n_kv_heads = 4;  // grouped-query attention too
+  args.max_seq_len = 32;
+  for (bool fused : {false, true}) {
+    Transformer model(args, at::TensorOptions());
+    model.init_weights(5);
+    model.set_fused_kernels(fused, false);
+    at::manual_seed(0);
+    at::Tensor x = at::randn({2, 32, args.dim}), g = at::randn({2, 32, args.dim});
+    Grads none = run_block(model, x, g, nullptr);
+    for (auto runner : {distributed::checkpointed_block_forward, distributed::op_checkpointed_block_forward}) {
+      Grads ac = run_block(model, x, g, runner);
+      const bool op = runner == distributed::op_checkpointed_block_forward;
+      EXPECT_TRUE(at::equal(ac.out, none.out)) << "fused " << fused << " op " << op;
+      EXPECT_TRUE(at::equal(ac.dx, none.dx)) << "fused " << fused << " op " << op << " max diff "
+                                             << (ac.dx - none.dx).abs().max().item<double>();
+      for (size_t i = 0; i < none.dw.size(); ++i)
+        EXPECT_TRUE(at::equal(ac.dw[i], none.dw[i])) << "fused " << fused << " op " << op << " weight " << i << " max diff "
+                                                     << (ac.dw[i] - none.dw[i]).abs().max().item<double>();
+    }
+  }
+}
+
+TEST(Checkpointing, ReplayedOpsMatchTheirAtenGraphs) {
+  at::manual_seed(1);
+  at::Tensor x0 = at::randn({2, 5, 8}), w0 = at::randn({6, 8}), g = at::randn({2, 5, 6});
+  auto grads = [&](bool replay) {
+    at::Tensor x = x0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+    std::vector<at::Tensor> kept;
+    at::Tensor y;
+    if (replay) {
+      {
+        at::NoGradGuard no_grad;
+        titan::kernels::OpCheckpointScope rec(titan::kernels::OpCheckpointScope::Mode::Record, kept);
+        titan::kernels::linear(x, w);
+      }
+      titan::kernels::OpCheckpointScope rep(titan::kernels::OpCheckpointScope::Mode::Replay, kept);
+      y = titan::kernels::linear(x, w);
+      rep.finish();
+    } else {
+      y = titan::kernels::linear(x, w);
+    }
+    y.backward(g);
+    return std::make_tuple(y.detach(), x.grad(), w.grad());
+  };
+  auto [y0, dx0, dw0] = grads(false);
+  auto [y1, dx1, dw1] = grads(true);
+  EXPECT_TRUE(at::equal(y0, y1));
+  EXPECT_TRUE(at::equal(dx0, dx1)) << (dx0 - dx1).abs().max().item<double>();
+  EXPECT_TRUE(at::equal(dw0, dw1)) << (dw0 - dw1).abs().max().item<double>();
+}
+
+TEST(Checkpointing, ReplayedAttentionMatchesItsAtenGraph) {
+  at::manual_seed(2);
+  at::Tensor q0 = at::randn({2, 4, 16, 8}), k0 = at::randn({2, 2, 16, 8}), v0 = at::randn({2, 2, 16, 8});
+  at::Tensor g = at::randn({2, 4, 16, 8});
+  auto grads = [&](bool replay) {
+    at::Tensor q = q0.clone().requires_grad_(true), k = k0.clone().requires_grad_(true),
+               v = v0.clone().requires_grad_(true);
+    std::vector<at::Tensor> kept;
+    at::Tensor y;
+    if (replay) {
+      {
+        at::NoGradGuard no_grad;
+        titan::kernels::OpCheckpointScope rec(titan::kernels::OpCheckpointScope::Mode::Record, kept);
+        titan::kernels::attention(q, k, v, 0.3);
+      }
+      titan::kernels::OpCheckpointScope rep(titan::kernels::OpCheckpointScope::Mode::Replay, kept);
+      y = titan::kernels::attention(q, k, v, 0.3);
+      rep.finish();
+    } else {
+      y = titan::kernels::attention(q, k, v, 0.3);
+    }
+    y.backward(g);
+    return std::make_tuple(y.detach(), q.grad(), k.grad(), v.grad());
+  };
+  auto [y0, dq0, dk0, dv0] = grads(false);
+  auto [y1, dq1, dk1, dv1] = grads(true);
+  EXPECT_TRUE(at::equal(y0, y1));
+  EXPECT_TRUE(at::equal(dq0, dq1)) << (dq0 - dq1).abs().max().item<double>();
+  EXPECT_TRUE(at::equal(dk0, dk1)) << (dk0 - dk1).abs().max().item<double>();
+  EXPECT_TRUE(at::equal(dv0, dv1)) << (dv0 - dv1).abs().max().item<double>();
+}

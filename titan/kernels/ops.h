@@ -1,0 +1,53 @@
+// The two ops of a transformer block that op-level selective activation checkpointing keeps
+// (torchtitan's "op" policy): a linear layer and causal attention. Model code calls these in
+// place of at::linear and at::scaled_dot_product_attention; outside a checkpointed region they
+// are exactly those ATen ops (attention with the fastest exact backend ATen has on the device).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace titan::kernels {
+
+// x (..., in), weight (out, in) -> (..., out), no bias: at::linear.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight);
+
+// Exact causal attention with scale: q (B,Hq,T,hd), k and v (B,Hk,T,hd), Hq a multiple of Hk
+// (grouped-query attention without copying k and v where the backend allows). CPU: titan.cpp's
+// kernel (attention_cpu.h) when `fused`, else ATen's flash-attention kernel for CPU; CUDA:
+// ATen's scaled_dot_product_attention, which picks flash (bf16/fp16) or memory-efficient
+// attention; anything else: ATen's math path.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale, bool fused = false);
+// The math path (softmax(q k^T * scale + causal mask) v in the input dtype), for tests.
+at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
+// Which backend `attention` uses for this device and dtype (for the log).
+std::string attention_backend(at::Device device, at::ScalarType dtype, bool fused);
+
+// Op-level selective activation checkpointing of one region (a block). In the region's
+// forward (autograd off) the recorder keeps the outputs of every attention and of the 1st,
+// 3rd, 5th, ... linear; in backward the region is run again with autograd on, and those ops
+// are not recomputed: their kept outputs are attached to the same autograd nodes ATen would
+// have built, so gradients are bitwise those of a run without checkpointing.
+class OpCheckpointScope {
+ public:
+  enum class Mode { Record, Replay };
+  // Until destroyed, linear() and attention() on this thread record their kept outputs into
+  // `kept` (Record) or take them from it in the same order (Replay).
+  OpCheckpointScope(Mode mode, std::vector<at::Tensor>& kept);
+  ~OpCheckpointScope();
+  OpCheckpointScope(const OpCheckpointScope&) = delete;
+  OpCheckpointScope& operator=(const OpCheckpointScope&) = delete;
+  // Replay: throws if the region did not take exactly what was recorded.
+  void finish() const;
+
+  struct State;
+
+ private:
+  std::unique_ptr<State> state_;
+  State* previous_;
+};
+
+}  // namespace titan::kernels
