@@ -4,8 +4,10 @@
 // usage: bench_train_step [--flavor debugmodel] [--batch 8] [--seq 512] [--steps 10]
 //                         [--warmup 3] [--threads N] [--seed 0] [--device cpu|cuda]
 //                         [--compile 0|1]   (1: the fused kernels of compile.enable, model and loss)
+//                         [--bf16 0|1]      (1: forward and loss under bf16 autocast, as AMP)
 //        bench_train_step --matmul-peak N [--threads T]   (rate of an N^3 float32 matmul)
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 
 #include <algorithm>
 #include <chrono>
@@ -21,7 +23,7 @@ int main(int argc, char** argv) {
   std::string flavor = "debugmodel";
   int64_t batch = 8, seq = 512, steps = 10, warmup = 3, threads = 0, seed = 0;
   std::string device_name = "cpu";
-  bool compile = false;
+  bool compile = false, bf16 = false;
   int64_t matmul_peak = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
@@ -35,6 +37,7 @@ int main(int argc, char** argv) {
     else if (k == "--seed") seed = std::stoll(v);
     else if (k == "--device") device_name = v;
     else if (k == "--compile") compile = v == "1";
+    else if (k == "--bf16") bf16 = v == "1";
     else if (k == "--matmul-peak") matmul_peak = std::stoll(v);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
@@ -73,7 +76,15 @@ int main(int argc, char** argv) {
   for (int64_t s = 0; s < warmup + steps; ++s) {
     auto t0 = std::chrono::steady_clock::now();
     opt.zero_grad();
+    if (bf16) {
+      at::autocast::set_autocast_enabled(device.type(), true);
+      at::autocast::set_autocast_dtype(device.type(), at::kBFloat16);
+    }
     at::Tensor loss = model.forward_loss(inputs, labels).sum() / static_cast<double>(valid);
+    if (bf16) {
+      at::autocast::set_autocast_enabled(device.type(), false);
+      at::autocast::clear_cache();
+    }
     loss.backward();
     const double norm = titan::components::total_grad_norm(params);
     opt.step(oo.lr, titan::components::clip_coefficient(norm, 1.0));
@@ -84,8 +95,9 @@ int main(int argc, char** argv) {
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
   std::printf("{\"impl\":\"%s\",\"tokens_per_s\":%.1f,\"step_ms_median\":%.2f,\"batch\":%lld,"
-              "\"seq\":%lld,\"threads\":%d,\"device\":\"%s\"}\n",
+              "\"seq\":%lld,\"threads\":%d,\"device\":\"%s\",\"bf16\":%s,\"flops_per_token\":%lld}\n",
               compile ? "titan.cpp-compile" : "titan.cpp", batch * seq / (median / 1000.0), median, static_cast<long long>(batch),
-              static_cast<long long>(seq), at::get_num_threads(), device_name.c_str());
+              static_cast<long long>(seq), at::get_num_threads(), device_name.c_str(), bf16 ? "true" : "false",
+              static_cast<long long>(titan::models::llama3::flops_per_token(args, seq)));
   return 0;
 }

@@ -44,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true", help="forward and loss under bf16 autocast (AMP)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each transformer block and the loss, as torchtitan's compile.enable")
     opts = p.parse_args()
@@ -89,7 +90,8 @@ def main() -> int:
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(tokens), labels)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.bf16):
+            loss = loss_fn(model(tokens), labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
         optimizer.step()
@@ -122,6 +124,7 @@ def main() -> int:
         "steps": opts.steps,
         "warmup": opts.warmup,
         "device": str(device),
+        "bf16": opts.bf16,
         "final_loss": round(last_loss, 5),
     }
     print(json.dumps(result))

@@ -14,9 +14,10 @@ import sys
 from collections import defaultdict
 
 BUCKETS = [  # (bucket, substrings of op names), first match wins
-    ("attention", ["scaled_dot_product", "flash_attention", "efficient_attention", "attention"]),
+    ("attention", ["scaled_dot_product", "ScaledDotProduct", "flash_attention", "efficient_attention", "attention"]),
     ("matmuls", ["aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"]),
     ("loss", ["cross_entropy", "log_softmax", "nll_loss", "logsumexp", "LinearCrossEntropy"]),
+    ("norms and activations", ["RmsNorm", "SwiGLU", "Rope"]),
     ("optimizer", ["adam", "Adam", "_foreach", "linalg_vector_norm"]),
     ("communication", ["c10d", "gloo", "nccl", "all_gather", "reduce_scatter", "all_reduce", "comm:"]),
     ("norms and activations", ["rms_norm", "RmsNorm", "silu", "SwiGLU", "Rope", "rope", "aten::mul", "aten::add",
@@ -33,26 +34,36 @@ def bucket_of(name: str) -> str:
     return "other"
 
 
+# Ranges whose nested ops all count for the range's bucket (titan.cpp's kernels call ATen's mm).
+GROUPS = ["titan::attention", "titan::cross_entropy", "ScaledDotProduct", "scaled_dot_product"]
+
+
 def self_times(events: list[dict]) -> dict[str, float]:
-    """Self time (us) per op name: duration minus the time of ops nested in it, per thread."""
-    ops = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "kernel", "gpu_op")]
+    """Self time (us) per op name: duration minus the time of ops nested in it, per thread; an
+    op nested in one of GROUPS counts under that group's name."""
+    ops = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "kernel", "gpu_op", "user_annotation")]
+    ops = [e for e in ops if e.get("cat") != "user_annotation" or any(g in e["name"] for g in GROUPS)]
     by_thread = defaultdict(list)
     for e in ops:
         by_thread[(e.get("pid"), e.get("tid"))].append(e)
     out: dict[str, float] = defaultdict(float)
     for evs in by_thread.values():
         evs.sort(key=lambda e: (e["ts"], -e["dur"]))
-        stack: list[list] = []  # [event, time of children]
+        stack: list[list] = []  # [event, time of children, name it counts under]
+
+        def close() -> None:
+            done, child, name = stack.pop()
+            out[name] += max(done["dur"] - child, 0.0)
+
         for e in evs:
             while stack and stack[-1][0]["ts"] + stack[-1][0]["dur"] <= e["ts"]:
-                done, child = stack.pop()
-                out[done["name"]] += max(done["dur"] - child, 0.0)
+                close()
+            group = next((s[2] for s in stack if any(g in s[2] for g in GROUPS)), None)
             if stack:
                 stack[-1][1] += e["dur"]
-            stack.append([e, 0.0])
+            stack.append([e, 0.0, group or e["name"]])
         while stack:
-            done, child = stack.pop()
-            out[done["name"]] += max(done["dur"] - child, 0.0)
+            close()
     return out
 
 

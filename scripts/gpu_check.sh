@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: builds titan.cpp against that machine's Python torch (which
-# has CUDA), runs the unit tests (the CUDA ones included), a 20-step bf16 training of the debug
-# model, and the training-step benchmark against PyTorch eager on the GPU; prints a summary.
+# has CUDA), runs the unit tests (the CUDA ones included: the model on CUDA against the CPU, the
+# fused CUDA kernels against their references), a 20-step bf16 training of the debug model,
+# 1-GPU torchrun trainings, and the training-step benchmarks on the GPU: the debug model against
+# PyTorch eager, and the 1B flavor (bf16 autocast, fused kernels) against PyTorch with
+# torch.compile, with tokens/s and MFU; prints a summary.
 #   scripts/gpu_check.sh            (OUT=<folder> also keeps the logs there)
 # Where the -dev packages are missing and nothing can be installed, run scripts/gpu_deps.sh on
 # a machine with Debian's packages first and bring .gpu-deps/ along.
@@ -33,7 +36,9 @@ fi
 
 ./build-gpu/titan_tests >"$LOG/unit.txt" 2>&1; rc=$?
 note "unit tests: rc=$rc, $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]|SKIPPED \]' "$LOG/unit.txt" | sort | uniq -c | tr '\n' ' ')"
-grep -A3 'Gpu\.' "$LOG/unit.txt" | grep -E 'OK|FAILED|SKIPPED' | head -3
+grep -A3 'Gpu\.' "$LOG/unit.txt" | grep -E 'OK|FAILED|SKIPPED' | head -4
+./build-gpu/titan_tests --gtest_filter='Gpu.*' >"$LOG/unit_gpu.txt" 2>&1
+note "GPU unit tests (model on CUDA, fused CUDA kernels): rc=$?, $(grep -cE '^\[       OK \] Gpu' "$LOG/unit_gpu.txt") passed, $(grep -cE '^\[  FAILED  \] Gpu' "$LOG/unit_gpu.txt") failed"
 
 ./build-gpu/titan train --job.config_file configs/llama3/debug_model.toml --training.steps 20 \
   --metrics.log_freq 5 --debug.seed 42 >"$LOG/train.txt" 2>&1; rc=$?
@@ -49,11 +54,16 @@ for run in "debugmodel 8" "1B 2"; do
   note "torchrun 1 GPU, $1, local batch $2, seq 2048, bf16: rc=$?, $(grep 'step: ' "$LOG/train_$1.txt" | tail -1 | sed 's/.*step:/step:/')"
 done
 
-for shape in "--flavor debugmodel --batch 8 --seq 2048"; do
-  ours=$(./build-gpu/bench_train_step $shape --device cuda --steps 20 --warmup 5 2>&1 | tail -1)
-  peer=$(python3 bench/peer_train_step.py $shape --device cuda --steps 20 --warmup 5 2>/dev/null | tail -1)
+bench_pair() {  # $1: label; $2: titan.cpp flags; $3: peer flags; $4: shape
+  local ours peer
+  ours=$(./build-gpu/bench_train_step $4 $2 --device cuda --steps 20 --warmup 5 2>&1 | tail -1)
+  peer=$(python3 bench/peer_train_step.py $4 $3 --device cuda --steps 20 --warmup 5 2>/dev/null | tail -1)
   echo "$ours"; echo "$peer"
-  note "bench ($shape, fp32, cuda): $(python3 -c 'import json,sys; a,b=(json.loads(s) for s in sys.argv[1:]); print(f"titan.cpp {a[\"tokens_per_s\"]:,.0f} tok/s, PyTorch eager {b[\"tokens_per_s\"]:,.0f} tok/s, ratio {a[\"tokens_per_s\"]/b[\"tokens_per_s\"]:.3f}x")' "$ours" "$peer" 2>&1)"
-done
+  note "bench $1 ($4): $(python3 -c 'import json,sys; a,b=(json.loads(s) for s in sys.argv[1:3]); peak=float(sys.argv[3]); f=a["flops_per_token"]; print(f"titan.cpp {a[\"tokens_per_s\"]:,.0f} tok/s (MFU {100*f*a[\"tokens_per_s\"]/peak:.1f}%), {b[\"impl\"]} {b[\"tokens_per_s\"]:,.0f} tok/s (MFU {100*f*b[\"tokens_per_s\"]/peak:.1f}%), ratio {a[\"tokens_per_s\"]/b[\"tokens_per_s\"]:.3f}x")' "$ours" "$peer" "$PEAK" 2>&1)"
+}
+PEAK=$(python3 -c 'import torch; n=torch.cuda.get_device_name(0); print(989e12 if ("H100" in n or "H200" in n) else 2.25e15 if "B200" in n else 312e12)')
+bench_pair "fp32 eager" "--compile 0" "" "--flavor debugmodel --batch 8 --seq 2048"
+bench_pair "fp32, fused kernels vs torch.compile" "--compile 1" "--compile" "--flavor debugmodel --batch 8 --seq 2048"
+bench_pair "bf16 autocast, fused kernels vs torch.compile" "--compile 1 --bf16 1" "--compile --bf16" "--flavor 1B --batch 2 --seq 2048"
 
 echo; echo "==== gpu_check summary"; printf '%s\n' "${summary[@]}"

@@ -285,3 +285,62 @@ TEST(Kernels, ReferencePathWhenDisabledOrNotFusable) {
   EXPECT_NE(grad_fn_name(k::rope(x, ones, zeros)).find("RopeFunction"), std::string::npos);
   EXPECT_NE(std::string(k::cpu_capability()), "");
 }
+
+TEST(Gpu, FusedKernelsMatchTheirReferencesOnCuda) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const auto cuda = at::TensorOptions().device(at::kCUDA);
+  at::manual_seed(8);
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    const std::string what = c10::toString(dtype);
+    // RMSNorm with the residual add.
+    at::Tensor x = at::randn({3, 7, 300}, cuda).to(dtype), d = at::randn({3, 7, 300}, cuda).to(dtype);
+    at::Tensor w = at::rand({300}, cuda) + 0.5, g = at::randn({3, 7, 300}, cuda).to(dtype);
+    at::Tensor xf = leaf(x), df = leaf(d), wf = leaf(w), xr = leaf(x), dr = leaf(d), wr = leaf(w);
+    auto [hf, yf] = k::add_rms_norm(xf, df, wf, 1e-5);
+    auto [hr, yr] = k::add_rms_norm_reference(xr, dr, wr, 1e-5);
+    EXPECT_NE(grad_fn_name(yf).find("AddRmsNorm"), std::string::npos);
+    torch::autograd::backward({hf, yf}, {g, g});
+    torch::autograd::backward({hr, yr}, {g, g});
+    expect_close(yf, yr, dtype, "rms y " + what);
+    expect_close(xf.grad(), xr.grad(), dtype, "rms dx " + what);
+    expect_close(wf.grad(), wr.grad(), dtype, "rms dw " + what);
+    // SwiGLU.
+    at::Tensor a = at::randn({5, 1001}, cuda).to(dtype), b = at::randn({5, 1001}, cuda).to(dtype);
+    at::Tensor ga = at::randn({5, 1001}, cuda).to(dtype);
+    at::Tensor af = leaf(a), bf = leaf(b), ar = leaf(a), br = leaf(b);
+    at::Tensor sf = k::swiglu(af, bf), sr = k::swiglu_reference(ar, br);
+    sf.backward(ga);
+    sr.backward(ga);
+    expect_close(sf, sr, dtype, "swiglu " + what);
+    expect_close(af.grad(), ar.grad(), dtype, "swiglu da " + what);
+    expect_close(bf.grad(), br.grad(), dtype, "swiglu db " + what);
+    // RoPE on q and k.
+    at::Tensor ang = at::rand({9, 8}, cuda) * 6;
+    at::Tensor q = at::randn({2, 9, 4, 16}, cuda).to(dtype), kk = at::randn({2, 9, 2, 16}, cuda).to(dtype);
+    at::Tensor qf = leaf(q), kf = leaf(kk), qr = leaf(q), kr = leaf(kk);
+    auto [qo, ko] = k::rope_qk(qf, kf, ang.cos(), ang.sin());
+    auto [qro, kro] = k::rope_qk_reference(qr, kr, ang.cos(), ang.sin());
+    torch::autograd::backward({qo, ko}, {q, kk});
+    torch::autograd::backward({qro, kro}, {q, kk});
+    expect_close(qo, qro, dtype, "rope q " + what);
+    expect_close(kf.grad(), kr.grad(), dtype, "rope dk " + what);
+    // Adam(W) with a clip scale.
+    std::vector<at::Tensor> pf{at::randn({1003}, cuda).to(dtype)}, pr{pf[0].clone()};
+    std::vector<at::Tensor> mf{at::zeros_like(pf[0])}, mr{at::zeros_like(pf[0])}, vf{at::zeros_like(pf[0])},
+        vr{at::zeros_like(pf[0])}, sf2{at::ones({}, cuda)}, sr2{at::ones({}, cuda)};
+    std::vector<at::Tensor> grads{at::randn({1003}, cuda).to(dtype)};
+    k::adam_step(pf, grads, mf, vf, sf2, {1e-2, 0.9, 0.95, 0.1, 1e-8, true}, 0.5);
+    k::adam_step_reference(pr, grads, mr, vr, sr2, {1e-2, 0.9, 0.95, 0.1, 1e-8, true}, 0.5);
+    EXPECT_LE(max_abs_diff(pf[0], pr[0]), dtype == at::kFloat ? 2e-6 : tolerance(dtype, pr[0])) << "adam " << what;
+  }
+  // Chunked linear + cross entropy (ATen ops on the device).
+  at::Tensor h = at::randn({2, 9, 32}, cuda), w = at::randn({50, 32}, cuda) * 0.3;
+  at::Tensor labels = at::randint(0, 50, {2, 9}, cuda.dtype(at::kLong));
+  at::Tensor hf = leaf(h), wf = leaf(w), hr = leaf(h), wr = leaf(w);
+  at::Tensor lf = k::linear_cross_entropy(hf, wf, labels, 4, 0), lr = k::linear_cross_entropy_reference(hr, wr, labels);
+  lf.sum().backward();
+  lr.sum().backward();
+  expect_close(lf, lr, at::kFloat, "cross entropy");
+  expect_close(hf.grad(), hr.grad(), at::kFloat, "cross entropy dh");
+  expect_close(wf.grad(), wr.grad(), at::kFloat, "cross entropy dw");
+}

@@ -1,6 +1,7 @@
 #include "titan/kernels/attention_cpu.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
@@ -43,6 +44,7 @@ at::Tensor mat(const float* p, int64_t rows, int64_t cols, int64_t ld) { return 
 
 std::pair<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q_in, const at::Tensor& k_in,
                                                         const at::Tensor& v_in, double scale) {
+  RECORD_FUNCTION("titan::attention_forward", std::vector<c10::IValue>());
   const at::Tensor q = to_f32(q_in), k = to_f32(k_in), v = to_f32(v_in);
   const int64_t B = q.size(0), Hq = q.size(1), T = q.size(2), hd = q.size(3), Hk = k.size(1), rep = Hq / Hk;
   const int64_t S = k.size(2);
@@ -72,6 +74,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(const at::
                                                                       const at::Tensor& q_in, const at::Tensor& k_in,
                                                                       const at::Tensor& v_in, const at::Tensor& out,
                                                                       const at::Tensor& lse_in, double scale) {
+  RECORD_FUNCTION("titan::attention_backward", std::vector<c10::IValue>());
   const at::Tensor q = to_f32(q_in), k = to_f32(k_in), v = to_f32(v_in), dout = to_f32(grad_out);
   const at::Tensor lse = to_f32(lse_in);
   const int64_t B = q.size(0), Hq = q.size(1), T = q.size(2), hd = q.size(3), Hk = k.size(1), rep = Hq / Hk;

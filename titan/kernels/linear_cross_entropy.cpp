@@ -1,6 +1,6 @@
 #include "titan/kernels/linear_cross_entropy.h"
 
-#include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -8,6 +8,7 @@
 
 #include "titan/kernels/cpu/fused_cpu.h"
 #include "titan/kernels/fused_ops.h"
+#include "titan/kernels/ops.h"
 
 namespace titan::kernels {
 
@@ -22,14 +23,6 @@ constexpr int64_t kChunkLogitBytes = int64_t{64} << 20;
 constexpr int64_t kDefaultKeepLogitBytes = int64_t{256} << 20;
 
 at::ScalarType reduce_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-// Autocast's cast of a matmul input to the lower-precision dtype (as cached_cast does).
-at::Tensor autocast_matmul_input(const at::Tensor& t) {
-  const auto device = t.device().type();
-  if (!at::autocast::is_autocast_enabled(device) || !t.is_floating_point()) return t;
-  const auto dtype = at::autocast::get_autocast_dtype(device);
-  return t.scalar_type() == dtype ? t : t.to(dtype);
-}
 
 // loss, lse and d loss / d logits (in place of `logits`, float32) of rows [r, r + n).
 void cross_entropy_chunk(at::Tensor& logits, const at::Tensor& target, at::Tensor& loss, at::Tensor& lse) {
@@ -51,6 +44,7 @@ struct LinearCrossEntropyFunction : public torch::autograd::Function<LinearCross
   // h (N,D), w (V,D) in the matmul dtype; target (N), -1 where ignored. Returns the loss per row (N).
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w, const at::Tensor& target,
                             int64_t chunk, int64_t keep_bytes) {
+    RECORD_FUNCTION("titan::cross_entropy_forward", std::vector<c10::IValue>());
     const int64_t N = h.size(0), V = w.size(0);
     const auto rd = reduce_dtype(h.scalar_type());
     const bool keep = N * V * 4 <= keep_bytes;
@@ -73,37 +67,48 @@ struct LinearCrossEntropyFunction : public torch::autograd::Function<LinearCross
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    RECORD_FUNCTION("titan::cross_entropy_backward", std::vector<c10::IValue>());
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &h = saved[0], &w = saved[1], &target = saved[2], &lse = saved[3], &kept = saved[4];
-    const int64_t chunk = ctx->saved_data["chunk"].toInt(), N = h.size(0), V = w.size(0);
+    const int64_t N = h.size(0), V = w.size(0);
     const auto rd = lse.scalar_type();
-    at::Tensor g = at::where(target.ge(0), grads[0].to(rd), at::zeros({}, lse.options()));  // (N)
-    at::Tensor dh = at::empty_like(h);
-    at::Tensor dw = at::zeros(w.sizes(), w.options().dtype(rd));
-    at::Tensor scratch = kept.defined() ? at::Tensor() : at::empty({std::min(chunk, N), V}, h.options().dtype(rd));
-    at::Tensor loss_scratch = at::empty({std::min(chunk, N)}, lse.options());
-    const at::Tensor wt = w.t();
-    for (int64_t r = 0; r < N; r += chunk) {
-      const int64_t n = std::min(chunk, N - r);
-      const at::Tensor hc = h.narrow(0, r, n);
-      // d loss / d logits = softmax(logits) - onehot(target), times the row's gradient.
-      at::Tensor p;
-      if (kept.defined()) {
-        p = kept.narrow(0, r, n).mul(g.narrow(0, r, n).unsqueeze(1));
-      } else {
-        p = scratch.narrow(0, 0, n);
-        if (rd == h.scalar_type()) at::mm_out(p, hc, wt);
-        else p.copy_(at::mm(hc, wt));
-        at::Tensor loss_c = loss_scratch.narrow(0, 0, n), lse_c = at::empty({n}, lse.options());
-        cross_entropy_chunk(p, target.narrow(0, r, n), loss_c, lse_c);
-        p.mul_(g.narrow(0, r, n).unsqueeze(1));
-      }
-      const at::Tensor pc = p.to(h.scalar_type());
-      dh.narrow(0, r, n).copy_(at::mm(pc, w));
-      if (rd == h.scalar_type()) dw.addmm_(pc.t(), hc);
-      else dw.add_(at::mm(pc.t(), hc));
+    const bool same = rd == h.scalar_type();
+    at::Tensor g = at::where(target.ge(0), grads[0].to(rd), at::zeros({}, lse.options())).contiguous();  // (N)
+    if (kept.defined()) {  // d loss / d logits, kept by the forward: scale the rows, two matmuls
+      const at::Tensor pc = kept.mul(g.unsqueeze(1)).to(h.scalar_type());
+      return {at::mm(pc, w), at::mm(pc.t(), h), at::Tensor(), at::Tensor(), at::Tensor()};
     }
-    return {dh, dw.to(w.scalar_type()), at::Tensor(), at::Tensor(), at::Tensor()};
+    // Recomputed in blocks of vocabulary columns for every token, as many logits as a forward
+    // chunk: each block of dW is one matmul (no accumulation across chunks), and dh, small,
+    // accumulates in float.
+    const int64_t chunk = ctx->saved_data["chunk"].toInt();
+    const int64_t block = std::max<int64_t>(1, chunk * V / std::max<int64_t>(N, 1));
+    at::Tensor dh = at::zeros({N, h.size(1)}, h.options().dtype(rd));
+    at::Tensor dw = at::empty(w.sizes(), w.options());
+    at::Tensor scratch = at::empty({N * std::min(block, V)}, h.options().dtype(rd));
+    for (int64_t v0 = 0; v0 < V; v0 += block) {
+      const int64_t n = std::min(block, V - v0);
+      const at::Tensor wb = w.narrow(0, v0, n);
+      at::Tensor p = scratch.narrow(0, 0, N * n).view({N, n});
+      if (same) at::mm_out(p, h, wb.t());
+      else p.copy_(at::mm(h, wb.t()));
+      if (p.is_cpu() && rd == at::kFloat && fused_kernels_enabled()) {
+        cpu::cpu_table().cross_entropy_grad_block(p.data_ptr<float>(), N, n, v0, target.data_ptr<int64_t>(),
+                                                  lse.data_ptr<float>(), g.data_ptr<float>());
+      } else {
+        p.sub_(lse.unsqueeze(1)).exp_();
+        const at::Tensor in_block = target.ge(v0).logical_and(target.lt(v0 + n));
+        p.scatter_add_(1, (target - v0).clamp(0, n - 1).unsqueeze(1),
+                       at::where(in_block, -1.0, 0.0).to(rd).unsqueeze(1));
+        p.mul_(g.unsqueeze(1));
+      }
+      const at::Tensor pc = same ? p : p.to(h.scalar_type());
+      if (same) dh.addmm_(pc, wb);
+      else dh.add_(at::mm(pc, wb));
+      at::Tensor dwb = dw.narrow(0, v0, n);
+      at::mm_out(dwb, pc.t(), h);
+    }
+    return {dh.to(h.scalar_type()), dw, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 

@@ -49,18 +49,10 @@ at::Tensor fresh_alias(const at::Tensor& t, at::IntArrayRef sizes, at::IntArrayR
   return a;
 }
 
-// Autocast's cast of an op input to the lower-precision dtype (as cached_cast does).
-at::Tensor autocast_input(const at::Tensor& t) {
-  const auto device = t.device().type();
-  if (!at::autocast::is_autocast_enabled(device) || !t.is_floating_point()) return t;
-  const auto dtype = at::autocast::get_autocast_dtype(device);
-  return t.scalar_type() == dtype ? t : t.to(dtype);
-}
-
 // What at::linear builds for a contiguous (..., in) input: a view to 2D, mm with weight.t(),
 // an unsafe view back; with `out` (kept from the forward) as the mm result.
 at::Tensor replay_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& out) {
-  const at::Tensor xc = autocast_input(x), wc = autocast_input(weight);
+  const at::Tensor xc = autocast_matmul_input(x), wc = autocast_matmul_input(weight);
   const int64_t in = xc.size(-1), rows = xc.numel() / in, out_features = wc.size(0);
   at::Tensor x2d = xc.reshape({rows, in});
   at::Tensor wt = wc.t();
@@ -151,6 +143,14 @@ bool titan_cpu_ok(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)
 }
 
 }  // namespace
+
+at::Tensor autocast_matmul_input(const at::Tensor& t) {
+  // As autocast's cached_cast: floating-point tensors go to the lower-precision dtype.
+  const auto device = t.device().type();
+  if (!at::autocast::is_autocast_enabled(device) || !t.is_floating_point()) return t;
+  const auto dtype = at::autocast::get_autocast_dtype(device);
+  return t.scalar_type() == dtype ? t : t.to(dtype);
+}
 
 OpCheckpointScope::OpCheckpointScope(Mode mode, std::vector<at::Tensor>& kept)
     : state_(new State{mode, &kept}), previous_(t_state) {

@@ -21,6 +21,10 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight);
 // ATen's scaled_dot_product_attention, which picks flash (bf16/fp16) or memory-efficient
 // attention; anything else: ATen's math path.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale, bool fused = false);
+// What autocast does to a matmul input on its device: the cast to the autocast dtype (an
+// autograd-recorded .to()), or `t` itself when autocast is off or `t` is not floating point.
+at::Tensor autocast_matmul_input(const at::Tensor& t);
+
 // The math path (softmax(q k^T * scale + causal mask) v in the input dtype), for tests.
 at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
 // Which backend `attention` uses for this device and dtype (for the log).

@@ -459,6 +459,21 @@ void cross_entropy_rows(float* logits, int64_t rows, int64_t V, const int64_t* t
   });
 }
 
+void cross_entropy_grad_block(float* logits, int64_t rows, int64_t cols, int64_t v0, const int64_t* target,
+                              const float* lse, const float* g) {
+  at::parallel_for(0, rows, imax(1, 16384 / cols), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      float* row = logits + r * cols;
+      const Vec vl(lse[r]), vg(g[r]);
+      int64_t i = 0;
+      for (; i + kW <= cols; i += kW) ((Vec::loadu(row + i) - vl).exp() * vg).store(row + i);
+      for (; i < cols; ++i) row[i] = std::exp(row[i] - lse[r]) * g[r];
+      const int64_t t = target[r] - v0;
+      if (t >= 0 && t < cols) row[t] -= g[r];
+    }
+  });
+}
+
 #define TITAN_STR2(x) #x
 #define TITAN_STR(x) TITAN_STR2(x)
 
@@ -468,6 +483,7 @@ void cross_entropy_rows(float* logits, int64_t rows, int64_t V, const int64_t* t
 const Table& TITAN_CAT(cpu_table_, CPU_CAPABILITY)() {
   static const Table table{rms_norm_fwd,     rms_norm_bwd, swiglu_fwd,   swiglu_bwd, rope_qk,
                            adam,             attn_softmax_fwd, attn_probs, attn_dscores, cross_entropy_rows,
+                           cross_entropy_grad_block,
                            TITAN_STR(CPU_CAPABILITY)};
   return table;
 }

@@ -47,6 +47,10 @@ struct Table {
   // loss[r] = lse[r] - logit[target[r]] (0 when target[r] < 0), and the row becomes
   // softmax - onehot(target) (its gradient; plain softmax when target[r] < 0).
   void (*cross_entropy_rows)(float* logits, int64_t rows, int64_t V, const int64_t* target, float* loss, float* lse);
+  // A block of logit columns [v0, v0 + cols) of every row (rows x cols, float, in place):
+  // (exp(logit - lse[r]) - [target[r] == v0 + c]) * g[r], the gradient of the loss there.
+  void (*cross_entropy_grad_block)(float* logits, int64_t rows, int64_t cols, int64_t v0, const int64_t* target,
+                                   const float* lse, const float* g);
   const char* capability;
 };
 
