@@ -7,14 +7,16 @@
 # parameter + gradient + optimizer bytes (metrics.jsonl), whose difference is what activations
 # and the loss took.
 #   bench/bench_memory.sh [--flavor 1B] [--seq 2048] [--batch 1] [--dtype bfloat16] [--shared ../shared]
+#                         [--cases all|loss]   (loss: only the full and chunked loss under full AC)
 # Pure bf16 (training.dtype) by default so that a 1B model fits a 24 GiB machine; needs a CPU
 # with native bf16 to be quick (float32: --dtype float32, about 20 GiB of state for 1B).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FLAVOR=1B SEQ=2048 BATCH=1 DTYPE=bfloat16 SHARED=../shared
+FLAVOR=1B SEQ=2048 BATCH=1 DTYPE=bfloat16 SHARED=../shared CASES=all
 while [ $# -gt 0 ]; do
   case "$1" in
     --flavor) FLAVOR=$2 ;; --seq) SEQ=$2 ;; --batch) BATCH=$2 ;; --dtype) DTYPE=$2 ;; --shared) SHARED=$2 ;;
+    --cases) CASES=$2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift 2
@@ -32,6 +34,7 @@ cases=("full logits, AC none|--compile.components model --activation_checkpoint.
        "chunked loss, AC selective 2|--compile.components model,loss --activation_checkpoint.mode selective --activation_checkpoint.selective_ac_option 2"
        "chunked loss, AC full|--compile.components model,loss --activation_checkpoint.mode full"
        "full logits, AC full|--compile.components model --activation_checkpoint.mode full")
+[ "$CASES" = loss ] && cases=("${cases[4]}" "${cases[5]}")
 printf '%-32s %12s %12s %14s %10s\n' "case" "peak GiB" "state GiB" "peak - state" "step s"
 for c in "${cases[@]}"; do
   name=${c%%|*}
