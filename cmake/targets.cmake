@@ -1,5 +1,6 @@
 # The libtorch-based library, the CLI, and their tests.
 set(TITAN_SOURCES
+  titan/common/counter_rng.cpp
   titan/common/log.cpp
   titan/kernels/attention_cpu.cpp
   titan/kernels/fused_ops.cpp
@@ -10,10 +11,13 @@ set(TITAN_SOURCES
   titan/models/llama3/parallelize.cpp
   titan/distributed/activation_checkpoint.cpp
   titan/distributed/data_parallel.cpp
+  titan/distributed/device_mesh.cpp
   titan/distributed/flight_recorder.cpp
+  titan/distributed/placement.cpp
   titan/distributed/parallel_dims.cpp
   titan/distributed/process_group.cpp
   titan/distributed/process_group_nccl.cpp
+  titan/distributed/tensor_parallel.cpp
   titan/components/data.cpp
   titan/components/device.cpp
   titan/components/loss.cpp
@@ -34,7 +38,8 @@ endif()
 # at::parallel_for is inline code over OpenMP in ATen's headers (torch's parallel backend): a file
 # that calls it is compiled with OpenMP, or its loop runs on one thread.
 find_package(OpenMP REQUIRED COMPONENTS CXX)
-set_source_files_properties(titan/kernels/attention_cpu.cpp PROPERTIES COMPILE_OPTIONS "${OpenMP_CXX_FLAGS}")
+set_source_files_properties(titan/kernels/attention_cpu.cpp titan/common/counter_rng.cpp PROPERTIES COMPILE_OPTIONS
+                            "${OpenMP_CXX_FLAGS}")
 
 # Fused CPU kernels: fused_cpu.cpp built once per CPU capability with the flags ATen uses for its
 # own kernels; the library picks the one ATen dispatches to at run time (kernels/fused_ops.cpp).
@@ -131,3 +136,11 @@ target_link_libraries(bench_tokenizer PRIVATE titan_text)
 
 add_executable(bench_kernels bench/bench_kernels.cpp)
 target_link_libraries(bench_kernels PRIVATE titan_lib)
+
+# Tensor parallelism: the styles on 2 ranks against the unsharded computation, and the layouts.
+add_executable(tp_styles_check tests/integration/tp_styles_check.cpp)
+target_link_libraries(tp_styles_check PRIVATE titan_lib)
+add_test(NAME integration.tensor_parallel COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_tensor_parallel.py
+         --titan $<TARGET_FILE:titan> --styles $<TARGET_FILE:tp_styles_check>)
+# Up to 4 processes of one thread each: run it alone.
+set_tests_properties(integration.tensor_parallel PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)

@@ -93,7 +93,7 @@ def main() -> int:
     out = p.stdout
     check("405B dry run: parameter count", "405,853,388,800 total parameters" in out, out[-800:])
     check("405B dry run: lists unsupported settings and exits 2",
-          p.returncode == 2 and "tensor_parallel_degree = 8" in out
+          p.returncode == 2 and "enable_async_tensor_parallel" in out
           and "model.converters" in out, f"rc={p.returncode}")
     p = run(titan, "train", "--job.config_file", debug, "--job.dry_run")
     check("debug dry run is clean", p.returncode == 0 and "6,163,712" in p.stdout

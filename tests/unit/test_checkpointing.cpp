@@ -16,18 +16,19 @@ struct Grads {
   std::vector<at::Tensor> dw;
 };
 
-Grads run_block(Transformer& model, const at::Tensor& x0, const at::Tensor& g,
-                at::Tensor (*runner)(const models::llama3::TransformerBlock&, const at::Tensor&,
-                                     const models::llama3::RopeTable&)) {
+using Runner = at::Tensor (*)(const titan::BlockFn&, const at::Tensor&, const std::vector<at::Tensor*>&);
+
+Grads run_block(Transformer& model, const at::Tensor& x0, const at::Tensor& g, Runner runner) {
   auto& block = model.layers()[0];
-  auto params = block.named_parameters("");
-  for (auto& p : params) p.tensor->mutable_grad() = at::Tensor();
+  auto slots = block.weight_slots();
+  for (auto* w : slots) w->mutable_grad() = at::Tensor();
   at::Tensor x = x0.clone().requires_grad_(true);
   models::llama3::RopeTable rope = models::llama3::rope_table(model.args(), at::TensorOptions());
-  at::Tensor out = runner ? runner(block, x, rope) : block.forward(x, rope);
+  titan::BlockFn fn = [&](const at::Tensor& in) { return block.forward(in, rope); };
+  at::Tensor out = runner ? runner(fn, x, slots) : fn(x);
   out.backward(g);
   Grads r{out.detach(), x.grad(), {}};
-  for (auto& p : params) r.dw.push_back(p.tensor->grad());
+  for (auto* w : slots) r.dw.push_back(w->grad());
   return r;
 }
 
@@ -45,17 +46,46 @@ TEST(Checkpointing, FullAndOpLevelGiveTheGradientsOfNoCheckpointing) {
     at::manual_seed(0);
     at::Tensor x = at::randn({2, 32, args.dim}), g = at::randn({2, 32, args.dim});
     Grads none = run_block(model, x, g, nullptr);
-    for (auto runner : {distributed::checkpointed_block_forward, distributed::op_checkpointed_block_forward}) {
+    for (Runner runner : {&distributed::checkpoint_block, &distributed::op_checkpoint_block}) {
       Grads ac = run_block(model, x, g, runner);
-      const bool op = runner == distributed::op_checkpointed_block_forward;
+      const bool op = runner == &distributed::op_checkpoint_block;
       EXPECT_TRUE(at::equal(ac.out, none.out)) << "fused " << fused << " op " << op;
       EXPECT_TRUE(at::equal(ac.dx, none.dx)) << "fused " << fused << " op " << op << " max diff "
                                              << (ac.dx - none.dx).abs().max().item<double>();
       for (size_t i = 0; i < none.dw.size(); ++i)
-        EXPECT_TRUE(at::equal(ac.dw[i], none.dw[i])) << "fused " << fused << " op " << op << " weight " << i << " max diff "
-                                                     << (ac.dw[i] - none.dw[i]).abs().max().item<double>();
+        EXPECT_TRUE(at::equal(ac.dw[i], none.dw[i])) << "fused " << fused << " op " << op << " weight " << i
+                                                     << " max diff " << (ac.dw[i] - none.dw[i]).abs().max().item<double>();
     }
   }
+}
+
+TEST(Checkpointing, RecomputeUsesTheWeightsOfItsForward) {
+  // Data parallelism may put another microbatch's gathered weights into the slots before this
+  // microbatch's backward: the recompute still uses (and differentiates against) its own.
+  auto args = models::llama3::flavor("debugmodel");
+  args.n_layers = 1;
+  args.max_seq_len = 16;
+  Transformer model(args, at::TensorOptions());
+  model.init_weights(6);
+  at::manual_seed(1);
+  at::Tensor x = at::randn({1, 16, args.dim}), g = at::randn({1, 16, args.dim});
+  Grads want = run_block(model, x, g, nullptr);
+  auto& block = model.layers()[0];
+  auto slots = block.weight_slots();
+  for (auto* w : slots) w->mutable_grad() = at::Tensor();
+  models::llama3::RopeTable rope = models::llama3::rope_table(model.args(), at::TensorOptions());
+  titan::BlockFn fn = [&](const at::Tensor& in) { return block.forward(in, rope); };
+  at::Tensor xi = x.clone().requires_grad_(true);
+  at::Tensor out = distributed::checkpoint_block(fn, xi, slots);
+  std::vector<at::Tensor> mine;
+  for (auto* w : slots) {
+    mine.push_back(*w);
+    *w = at::zeros_like(*w).requires_grad_(true);  // someone else's weights now
+  }
+  out.backward(g);
+  EXPECT_TRUE(at::equal(xi.grad(), want.dx));
+  for (size_t i = 0; i < mine.size(); ++i) EXPECT_TRUE(at::equal(mine[i].grad(), want.dw[i])) << i;
+  EXPECT_FALSE(slots[0]->grad().defined());  // the stand-ins got nothing
 }
 
 TEST(Checkpointing, ReplayedOpsMatchTheirAtenGraphs) {

@@ -3,6 +3,8 @@
 // gradient check of a whole tiny model.
 #include <gtest/gtest.h>
 
+#include "titan/common/counter_rng.h"
+
 #include <cmath>
 #include <numbers>
 
@@ -118,6 +120,54 @@ TEST(Model, InitialisationFollowsTorchtitan) {
   Transformer m3(a, at::TensorOptions());
   m3.init_weights(8);
   EXPECT_FALSE(at::equal(*m.named_parameters()[3].tensor, *m3.named_parameters()[3].tensor));
+}
+
+TEST(Model, InitialisationOfAnySliceIsThatSliceOfTheWhole) {
+  // What a rank of any layout draws for its box equals the box of the whole draw, bit for bit.
+  ModelArgs a = tiny_args();
+  a.vocab_size = 50;
+  Transformer m(a, at::TensorOptions());
+  for (auto& p : m.named_parameters()) {
+    const auto shape = p.tensor->sizes().vec();
+    at::Tensor whole = titan::models::llama3::init_value(a, p.name, shape, 9);
+    for (int64_t parts : {2, 3, 7}) {
+      const int64_t rows = shape[0], chunk = (rows + parts - 1) / parts;
+      for (int64_t first = 0; first < rows; first += chunk) {
+        std::vector<int64_t> offsets(shape.size(), 0), sizes = shape;
+        offsets[0] = first;
+        sizes[0] = std::min(chunk, rows - first);
+        if (shape.size() == 2) {  // and a block of columns, as a 2-D layout cuts it
+          offsets[1] = shape[1] / 3;
+          sizes[1] = shape[1] - shape[1] / 3;
+        }
+        at::Tensor box = titan::models::llama3::init_value(a, p.name, shape, 9, offsets, sizes);
+        at::Tensor want = whole.narrow(0, offsets[0], sizes[0]);
+        if (shape.size() == 2) want = want.narrow(1, offsets[1], sizes[1]);
+        EXPECT_TRUE(at::equal(box, want)) << p.name << " rows " << first << "+" << sizes[0];
+      }
+    }
+  }
+}
+
+TEST(CounterRng, ErfinvInvertsErfAndDrawsHaveTheirMoments) {
+  for (double y = -4.0; y <= 4.0; y += 0.01) EXPECT_NEAR(titan::erfinv(std::erf(y)), y, 1e-9) << y;
+  // Beyond, erf(y) is within a few ulps of +-1 and y is ill-conditioned; erf(erfinv(x)) = x holds.
+  for (double x : {0.999999999, -0.9999999999999, 1 - 1e-15, -1 + 1e-15})
+    EXPECT_NEAR(std::erf(titan::erfinv(x)), x, 4e-16) << x;
+  EXPECT_EQ(titan::erfinv(0.0), 0.0);
+  const titan::CounterRng rng(1, "x");
+  double sum = 0, sq = 0, umin = 1, umax = 0;
+  const int n = 200000;
+  for (int i = 0; i < n; ++i) {
+    const double v = rng.normal(i), u = rng.uniform(i);
+    sum += v, sq += v * v, umin = std::min(umin, u), umax = std::max(umax, u);
+  }
+  EXPECT_NEAR(sum / n, 0.0, 0.01);
+  EXPECT_NEAR(sq / n, 1.0, 0.01);
+  EXPECT_GE(umin, 0.0);
+  EXPECT_LT(umax, 1.0);
+  EXPECT_NE(rng.normal(5), titan::CounterRng(2, "x").normal(5));
+  EXPECT_NE(rng.normal(5), titan::CounterRng(1, "y").normal(5));
 }
 
 TEST(Ops, RMSNormForwardBackwardAgainstFloat64) {

@@ -13,8 +13,8 @@ int g_rank = 0;
 bool g_all_ranks = false;
 bool g_color = true;
 
-void emit(const char* level, const std::string& message) {
-  if (g_rank != 0 && !g_all_ranks) return;
+void emit(const char* level, const std::string& message, bool every_rank = false) {
+  if (g_rank != 0 && !g_all_ranks && !every_rank) return;
   using namespace std::chrono;
   auto now = system_clock::now();
   std::time_t t = system_clock::to_time_t(now);
@@ -38,6 +38,7 @@ bool color_enabled() { return g_color && isatty(STDOUT_FILENO); }
 
 void info(const std::string& message) { emit("INFO", message); }
 void warning(const std::string& message) { emit("WARNING", message); }
+void info_every_rank(const std::string& message) { emit("INFO", "rank " + std::to_string(g_rank) + ": " + message, true); }
 
 Colors colors() {
   if (!color_enabled()) return {"", "", "", "", "", "", "", "", ""};

@@ -12,6 +12,8 @@ bool color_enabled();
 
 void info(const std::string& message);
 void warning(const std::string& message);
+// On every rank, prefixed "rank R: ": what differs between ranks.
+void info_every_rank(const std::string& message);
 
 // ANSI colour codes as torchtitan's Color class names them ("" when colour is off).
 struct Colors {

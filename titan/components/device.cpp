@@ -125,6 +125,7 @@ MemoryStats DeviceInfo::memory_stats_and_reset() {
 }
 
 int64_t DeviceInfo::current_resident_bytes() { return proc_status_kb("VmRSS") * 1024; }
+int64_t DeviceInfo::peak_resident_bytes() { return proc_status_kb("VmHWM") * 1024; }
 
 std::string dtype_name(at::ScalarType dtype) {
   switch (dtype) {

@@ -41,8 +41,10 @@ class DeviceInfo {
   // (Arm), enabled by the OS and not capped by ONEDNN_MAX_CPU_ISA; TITAN_CPU_NATIVE_BF16=0/1
   // overrides the answer (for tests). CUDA: true.
   bool native_bf16() const;
-  // Resident memory of this process now (VmRSS), for the per-step timeline.
+  // Resident memory of this process now (VmRSS), for the per-step timeline, and its peak since
+  // the last reset (VmHWM; memory_stats_and_reset resets it).
   static int64_t current_resident_bytes();
+  static int64_t peak_resident_bytes();
 
  private:
   at::Device device_;

@@ -8,7 +8,6 @@
 
 #include "titan/common/error.h"
 #include "titan/common/log.h"
-#include "titan/distributed/process_group.h"
 
 namespace titan::components {
 
@@ -65,7 +64,6 @@ void MetricsProcessor::record(const StepValues& v) {
   tokens_since_log_ += v.tokens;
   data_seconds_since_log_ += v.data_seconds;
   ++steps_since_log_;
-  const auto& cs = distributed::comm_stats();
   if (jsonl_) {
     const double tps = static_cast<double>(v.tokens) / (v.step_seconds * non_dp_);
     const double rss = static_cast<double>(DeviceInfo::current_resident_bytes()) / (1024.0 * 1024.0 * 1024.0);
@@ -78,9 +76,9 @@ void MetricsProcessor::record(const StepValues& v) {
             << ", \"mfu\": " << json_number(mfu_percent(tps))
             << ", \"rss_gib\": " << json_number(rss) << ", \"state_bytes\": " << v.state_bytes
             << ", \"epoch\": " << v.epoch
-            << ", \"comm_bytes\": {\"all_gather\": " << json_number(cs.bytes[0])
-            << ", \"reduce_scatter\": " << json_number(cs.bytes[1]) << ", \"all_reduce\": " << json_number(cs.bytes[2])
-            << "}}\n";
+            << ", \"comm_bytes\": {\"all_gather\": " << json_number(v.comm_bytes[0])
+            << ", \"reduce_scatter\": " << json_number(v.comm_bytes[1])
+            << ", \"all_reduce\": " << json_number(v.comm_bytes[2]) << "}}\n";
     jsonl_->flush();
   }
   if (!should_log(v.step)) return;

@@ -3,6 +3,7 @@
 // every value of every step (titan.cpp's addition, for scripts and plots).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <fstream>
 #include <memory>
@@ -26,6 +27,8 @@ struct StepValues {
   double data_seconds = 0;  // of step_seconds, waiting for data
   int64_t state_bytes = 0;  // parameters + gradients + optimizer state on this rank
   int64_t epoch = 0;        // passes the training data has completed
+  // Bytes this rank put on the wire since the start: all-gather, reduce-scatter, all-reduce.
+  std::array<double, 3> comm_bytes{};
 };
 
 class MetricsProcessor {

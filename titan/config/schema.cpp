@@ -233,6 +233,9 @@ std::vector<KeySpec> build_schema() {
       str_key("parallelism.fsdp_reshard_after_forward", "default",
               "Free gathered FSDP parameters after forward: default, always or never",
               {"default", "always", "never"}),
+      bool_key("parallelism.fsdp_sync_every_microbatch", true,
+               "Reduce-scatter gradients after every microbatch; false reduces once per step, after the "
+               "last, holding unsharded float32 gradients meanwhile (titan.cpp)"),
       int_key("parallelism.tensor_parallel_degree", 1, "Tensor-parallel degree; 1 disables",
               at_least_1),
       bool_key("parallelism.disable_loss_parallel", false,

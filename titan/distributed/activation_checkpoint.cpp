@@ -10,16 +10,8 @@ namespace titan::distributed {
 
 namespace {
 
-using models::llama3::RopeTable;
-using models::llama3::TransformerBlock;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-std::vector<at::Tensor> block_weights(const TransformerBlock& b) {
-  return {b.attention.wq.weight, b.attention.wk.weight, b.attention.wv.weight,
-          b.attention.wo.weight, b.feed_forward.w1.weight, b.feed_forward.w2.weight,
-          b.feed_forward.w3.weight, b.attention_norm.weight, b.ffn_norm.weight};
-}
 
 // Autocast state of the devices we run on, saved in forward and restored for the recompute.
 struct AutocastState {
@@ -38,32 +30,39 @@ struct AutocastState {
 };
 
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
-  static at::Tensor forward(AutogradContext* ctx, at::Tensor x, at::TensorList weights,
-                            const TransformerBlock* block, const RopeTable* rope, bool keep_ops) {
-    (void)weights;  // inputs only so that autograd routes their gradients here
+  static at::Tensor forward(AutogradContext* ctx, at::Tensor x, at::TensorList weights, const BlockFn* block,
+                            const std::vector<at::Tensor*>* slots, bool keep_ops) {
     ctx->save_for_backward({x});
+    ctx->saved_data["weights"] = weights.vec();  // what backward recomputes with and differentiates against
+    ctx->saved_data["slots"] = reinterpret_cast<int64_t>(slots);
     ctx->saved_data["keep_ops"] = keep_ops;
     ctx->saved_data["block"] = reinterpret_cast<int64_t>(block);
-    ctx->saved_data["rope"] = reinterpret_cast<int64_t>(rope);
     const AutocastState ac = AutocastState::capture();
     ctx->saved_data["autocast"] = std::vector<int64_t>{ac.cpu, ac.cuda, static_cast<int64_t>(ac.cpu_dtype),
                                                        static_cast<int64_t>(ac.cuda_dtype)};
     // Grad mode is off inside a custom function's forward, so nothing is kept but what the
     // op-level policy records.
-    if (!keep_ops) return block->forward(x, *rope);
+    if (!keep_ops) return (*block)(x);
     std::vector<at::Tensor> kept;
     at::Tensor out;
     {
       kernels::OpCheckpointScope record(kernels::OpCheckpointScope::Mode::Record, kept);
-      out = block->forward(x, *rope);
+      out = (*block)(x);
     }
     ctx->saved_data["kept"] = kept;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
-    const auto* block = reinterpret_cast<const TransformerBlock*>(ctx->saved_data["block"].toInt());
-    const auto* rope = reinterpret_cast<const RopeTable*>(ctx->saved_data["rope"].toInt());
+    const auto* block = reinterpret_cast<const BlockFn*>(ctx->saved_data["block"].toInt());
+    const auto* slots = reinterpret_cast<const std::vector<at::Tensor*>*>(ctx->saved_data["slots"].toInt());
+    const std::vector<at::Tensor> weights = ctx->saved_data["weights"].toTensorVector();
+    // The recompute reads the weights of this forward, whatever the slots hold now.
+    std::vector<at::Tensor> current;
+    for (size_t i = 0; i < slots->size(); ++i) {
+      current.push_back(*(*slots)[i]);
+      *(*slots)[i] = weights[i];
+    }
     const auto acv = ctx->saved_data["autocast"].toIntVector();
     at::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
 
@@ -78,22 +77,23 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
         std::vector<at::Tensor> kept = ctx->saved_data["kept"].toTensorVector();
         ctx->saved_data.erase("kept");
         kernels::OpCheckpointScope replay(kernels::OpCheckpointScope::Mode::Replay, kept);
-        out = block->forward(x, *rope);
+        out = (*block)(x);
         replay.finish();
       } else {
-        out = block->forward(x, *rope);
+        out = (*block)(x);
       }
     }
     outer.apply();
     at::autocast::clear_cache();
+    for (size_t i = 0; i < slots->size(); ++i) *(*slots)[i] = current[i];
 
     std::vector<at::Tensor> inputs{x};
-    for (auto& w : block_weights(*block)) inputs.push_back(w);
+    for (auto& w : weights) inputs.push_back(w);
     variable_list grads = torch::autograd::grad({out}, inputs, {grad_out[0]},
                                                 /*retain_graph=*/false, /*create_graph=*/false,
                                                 /*allow_unused=*/true);
     grads.emplace_back();  // block
-    grads.emplace_back();  // rope
+    grads.emplace_back();  // slots
     grads.emplace_back();  // keep_ops
     return grads;
   }
@@ -101,15 +101,20 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
 }  // namespace
 
-at::Tensor checkpointed_block_forward(const TransformerBlock& block, const at::Tensor& x,
-                                      const RopeTable& rope) {
-  auto weights = block_weights(block);
-  return CheckpointFunction::apply(x, at::TensorList(weights), &block, &rope, false);
+namespace {
+std::vector<at::Tensor> values(const std::vector<at::Tensor*>& slots) {
+  std::vector<at::Tensor> out;
+  for (auto* s : slots) out.push_back(*s);
+  return out;
+}
+}  // namespace
+
+at::Tensor checkpoint_block(const BlockFn& block, const at::Tensor& x, const std::vector<at::Tensor*>& weights) {
+  return CheckpointFunction::apply(x, at::TensorList(values(weights)), &block, &weights, false);
 }
 
-at::Tensor op_checkpointed_block_forward(const TransformerBlock& block, const at::Tensor& x, const RopeTable& rope) {
-  auto weights = block_weights(block);
-  return CheckpointFunction::apply(x, at::TensorList(weights), &block, &rope, true);
+at::Tensor op_checkpoint_block(const BlockFn& block, const at::Tensor& x, const std::vector<at::Tensor*>& weights) {
+  return CheckpointFunction::apply(x, at::TensorList(values(weights)), &block, &weights, true);
 }
 
 }  // namespace titan::distributed

@@ -14,10 +14,14 @@ struct BackendHandle {
   c10::intrusive_ptr<c10d::Backend> backend;
   std::string name;  // for the flight recorder
   int64_t seq = 0;   // collectives issued on this group so far
+  // NCCL: wait() only orders the current CUDA stream after the collective; it has finished
+  // when the work says so (polled by the flight recorder), not when wait() returns.
+  bool completes_on_device = false;
 };
 struct WorkHandle {
   c10::intrusive_ptr<c10d::Work> work;
   int64_t record = -1;  // flight-recorder slot
+  bool completes_on_device = false;
 };
 struct StoreHandle {
   c10::intrusive_ptr<c10d::Store> store;

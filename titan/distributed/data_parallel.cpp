@@ -15,10 +15,13 @@ using torch::autograd::variable_list;
 struct Slot {
   std::string name;
   at::Tensor* model_slot = nullptr;  // the model member its part reads
-  std::vector<int64_t> full_shape;
+  size_t layout = 0;                 // index into DataParallel::layouts_
+  Box box;                           // this rank's box of the global tensor
+  std::vector<int64_t> local_shape;  // the tensor-parallel share: what FSDP gathers
   int64_t rows = 0, rows_per_rank = 0, row_numel = 0;
-  at::Tensor shard;  // leaf the optimizer owns: (rows_per_rank, ...) float32, or the full replica
-  at::Tensor full;   // what the model reads this step (an autograd output)
+  at::Tensor shard;     // leaf the optimizer owns: (rows_per_rank, ...) float32, or the whole share
+  c10::Storage unsharded;  // FSDP: the persistent gathered buffer, its memory released between uses
+  bool tp_sharded = false, tp_partial = false;
   int64_t offset = 0, numel = 0;  // place of this slot in the unit's flat shard buffer
 };
 
@@ -31,52 +34,60 @@ struct Unit {
   bool gathered = false;
   bool issued = false;
   Pending gather_pending;
-  at::Tensor recv;  // (W * shard_numel) in the parameter dtype
+  at::Tensor recv;         // (W * shard_numel) in the parameter dtype
+  at::Tensor accumulated;  // (W * shard_numel) float32 gradients not reduced yet (no sync)
 };
 
 namespace {
 
-// Frees a tensor's memory but keeps the tensor (and autograd's references to it) valid.
-void free_storage(const at::Tensor& t) { t.storage().unsafeGetStorageImpl()->reset(); }
+// Frees a storage's memory but keeps it (and every tensor over it) valid.
+void free_storage(c10::Storage& s) { s.unsafeGetStorageImpl()->reset(); }
 
-// Gives a tensor freed by free_storage its memory back (contents undefined).
-void alloc_storage(const at::Tensor& t, size_t nbytes) {
-  c10::StorageImpl* impl = t.storage().unsafeGetStorageImpl();
+// Gives a storage freed by free_storage its memory back (contents undefined).
+void alloc_storage(c10::Storage& s, size_t nbytes) {
+  c10::StorageImpl* impl = s.unsafeGetStorageImpl();
+  if (impl->nbytes() == nbytes && impl->data() != nullptr) return;
   impl->set_data_ptr_noswap(impl->allocator()->allocate(nbytes));
   impl->set_nbytes(nbytes);
 }
 
-// A tensor over the same memory with its own version counter: writing through it does not
-// look like an in-place change to the tensors autograd saved.
-at::Tensor writable_alias(const at::Tensor& t, at::IntArrayRef sizes) {
-  at::Tensor a = at::empty({0}, t.options().requires_grad(false));
-  a.set_(t.storage(), 0, sizes, c10::contiguous_strides(sizes));
+// A tensor over `storage` with its own version counter and no autograd history: writing
+// through it does not look like an in-place change to the tensors autograd saved, and each
+// forward's output is a new tensor over the same memory.
+at::Tensor over(const c10::Storage& storage, at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor a = at::empty({0}, options.requires_grad(false));
+  a.set_(storage, 0, sizes, c10::contiguous_strides(sizes));
   return a;
 }
 
 std::vector<int64_t> padded_shape(const Slot& s, int world) {
-  std::vector<int64_t> shape = s.full_shape;
+  std::vector<int64_t> shape = s.local_shape;
   shape[0] = s.rows_per_rank * world;
   return shape;
 }
 
-// Forward: the all-gathered parameters of one unit. Backward hands the gradients to the
-// DataParallel, which reduces them asynchronously and adds them to the shards itself.
+// The gathered blocks of a unit (W x shard_numel, rank-major) into its slots' persistent buffers.
+void unpack(Unit& unit, int W, const at::Tensor& recv) {
+  at::NoGradGuard no_grad;
+  at::Tensor blocks = recv.view({W, unit.shard_numel});
+  for (Slot& s : unit.slots) {
+    const auto shape = padded_shape(s, W);
+    alloc_storage(s.unsharded, static_cast<size_t>(s.rows_per_rank * W * s.row_numel) * recv.element_size());
+    over(s.unsharded, shape, recv.options()).copy_(blocks.narrow(1, s.offset, s.numel).reshape(shape));
+  }
+}
+
+// Forward: the all-gathered parameters of one unit, new tensors over the persistent buffers.
+// Backward hands the gradients to the DataParallel, which reduces them asynchronously and adds
+// them to the shards itself.
 struct GatherFunction : public torch::autograd::Function<GatherFunction> {
   static variable_list forward(AutogradContext* ctx, at::TensorList shards, DataParallel* dp, Unit* unit, int world) {
     (void)shards;
     ctx->saved_data["dp"] = reinterpret_cast<int64_t>(dp);
     ctx->saved_data["unit"] = static_cast<int64_t>(unit->index);
-    const int64_t W = world, S = unit->shard_numel;
-    at::Tensor blocks = unit->recv.view({W, S});
+    unpack(*unit, world, unit->recv);
     variable_list out;
-    for (const Slot& s : unit->slots) {
-      // A fresh tensor per parameter (reshape could return a view into recv when a rank holds
-      // one row): its storage is what release() frees and the backward re-gather refills.
-      at::Tensor padded = at::empty(padded_shape(s, world), unit->recv.options());
-      padded.view({W, s.numel}).copy_(blocks.narrow(1, s.offset, s.numel));
-      out.push_back(padded.narrow(0, 0, s.rows));
-    }
+    for (const Slot& s : unit->slots) out.push_back(over(s.unsharded, padded_shape(s, world), unit->recv.options()).narrow(0, 0, s.rows));
     return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -90,7 +101,8 @@ struct GatherFunction : public torch::autograd::Function<GatherFunction> {
   }
 };
 
-// DDP: the replicas themselves (as views), with the same backward hand-off.
+// DDP and tensor parallelism alone: the parameters themselves (as views), with the same
+// backward hand-off.
 struct ReplicateFunction : public torch::autograd::Function<ReplicateFunction> {
   static variable_list forward(AutogradContext* ctx, at::TensorList params, DataParallel* dp, Unit* unit) {
     ctx->saved_data["dp"] = reinterpret_cast<int64_t>(dp);
@@ -116,38 +128,56 @@ void accumulate(at::Tensor& param, const at::Tensor& grad) {
 
 }  // namespace
 
-DataParallel::DataParallel(models::llama3::Transformer& model, Group shard, Group replicate, at::Device device,
+DataParallel::DataParallel(std::vector<ModelPart> parts, std::vector<ParamLayout> layouts, InitFn init,
+                           std::function<void(ForwardHooks*)> install_hooks, DeviceMesh& mesh, at::Device device,
                            DataParallelOptions options)
-    : model_(model), shard_(std::move(shard)), replicate_(std::move(replicate)), device_(device), options_(options) {
+    : install_hooks_(std::move(install_hooks)), mesh_(mesh), shard_(mesh.group("dp_shard_cp")),
+      reduce_(mesh.group("dp_shard_cp:grads")), replicate_(mesh.group("dp_replicate")), tp_(mesh.group("tp")),
+      device_(device), options_(std::move(options)), layouts_(std::move(layouts)), sync_(true) {
   at::NoGradGuard no_grad;
-  const int W = shard_.size(), r = shard_.rank();
-  const auto& args = model.args();
-  auto parts = model.parameters_by_part();
-  const auto& names = model.part_names();
+  const int W = shard_.size();
+  const MeshCoordinate coordinate = [&mesh](const std::string& name) {
+    return std::pair<int, int>{mesh.rank(name), mesh.size(name)};
+  };
+  size_t next_layout = 0;
   for (size_t u = 0; u < parts.size(); ++u) {
     auto unit = std::make_unique<Unit>();
     unit->index = u;
-    unit->part = names[u];
-    const bool is_output = names[u] == "output";
-    const bool tied_embedding = names[u] == "tok_embeddings" && args.tied_embeddings;
+    unit->part = parts[u].name;
     unit->reshard_after_forward =
-        tied_embedding ? false : is_output ? options.reshard_output_after_forward : options.reshard_after_forward;
-    for (auto& np : parts[u]) {
+        u < options_.reshard_after_forward.size() ? options_.reshard_after_forward[u] : true;
+    for (auto& np : parts[u].params) {
+      if (next_layout >= layouts_.size() || layouts_[next_layout].fqn != np.name)
+        throw std::logic_error("DataParallel: no layout for " + np.name + " in the order of the parts");
+      const ParamLayout& layout = layouts_[next_layout];
       Slot s;
       s.name = np.name;
       s.model_slot = np.tensor;
-      s.full_shape = np.tensor->sizes().vec();
-      s.rows = s.full_shape[0];
-      s.row_numel = np.tensor->numel() / s.rows;
-      s.rows_per_rank = (s.rows + W - 1) / W;
-      // Same values for any layout: drawn for the full parameter by name, then sliced.
-      at::Tensor full = models::llama3::init_value(args, s.name, s.full_shape, options.seed);
-      if (W > 1) {
-        at::Tensor padded = at::zeros(padded_shape(s, W), full.options());
-        padded.narrow(0, 0, s.rows).copy_(full);
-        full = padded.narrow(0, r * s.rows_per_rank, s.rows_per_rank).clone();
+      s.layout = next_layout++;
+      s.tp_sharded = layout.sharded_on("tp");
+      s.tp_partial = layout.on("tp").kind == Placement::Kind::Partial;
+      // FSDP's split, when there is one, is the last: the share it divides is the box before it.
+      const bool fsdp_split = layout.sharded_on("dp_shard_cp");
+      s.local_shape = local_box(layout, coordinate, fsdp_split ? 1 : 0).sizes;
+      s.box = local_box(layout, coordinate);
+      s.rows = s.local_shape[0];
+      int64_t numel = 1;
+      for (int64_t d : s.local_shape) numel *= d;
+      s.row_numel = s.rows ? numel / s.rows : 0;
+      s.rows_per_rank = piece_rows(s.rows, W);
+      // This rank draws only its box, with the values a full draw has there (per (seed, name,
+      // element)); FSDP's padding rows past the end are zero.
+      std::vector<int64_t> shard_shape = s.local_shape;
+      shard_shape[0] = s.rows_per_rank;
+      at::Tensor shard = at::empty(shard_shape, at::TensorOptions().dtype(at::kFloat));
+      if (s.box.sizes[0] < s.rows_per_rank) shard.narrow(0, s.box.sizes[0], s.rows_per_rank - s.box.sizes[0]).zero_();
+      if (s.box.numel() > 0) {
+        at::Tensor mine = shard.narrow(0, 0, s.box.sizes[0]);
+        init(s.name, layout.global_shape, s.box.offsets, mine);
       }
-      s.shard = full.to(device).requires_grad_(true);
+      s.shard = shard.to(device).requires_grad_(true);
+      s.unsharded = c10::Storage(c10::Storage::use_byte_size_t(), 0,
+                                 c10::GetAllocator(device.type()), /*resizable=*/true);
       s.offset = unit->shard_numel;
       s.numel = s.rows_per_rank * s.row_numel;
       unit->shard_numel += s.numel;
@@ -155,11 +185,10 @@ DataParallel::DataParallel(models::llama3::Transformer& model, Group shard, Grou
     }
     units_.push_back(std::move(unit));
   }
-  model.init_buffers(at::TensorOptions().device(device));
-  model.set_forward_hooks(this);
+  install_hooks_(this);
 }
 
-DataParallel::~DataParallel() { model_.set_forward_hooks(nullptr); }
+DataParallel::~DataParallel() { install_hooks_(nullptr); }
 
 std::vector<at::Tensor> DataParallel::parameters() const {
   std::vector<at::Tensor> out;
@@ -172,6 +201,13 @@ std::vector<std::string> DataParallel::parameter_names() const {
   std::vector<std::string> out;
   for (const auto& u : units_)
     for (const auto& s : u->slots) out.push_back(s.name);
+  return out;
+}
+
+std::vector<Box> DataParallel::boxes() const {
+  std::vector<Box> out;
+  for (const auto& u : units_)
+    for (const auto& s : u->slots) out.push_back(s.box);
   return out;
 }
 
@@ -196,23 +232,13 @@ void DataParallel::gather_finish(size_t u, bool for_backward) {
   unit.issued = false;
   const int W = shard_.size();
   if (for_backward) {
-    // Same tensors as in forward (autograd saved them): give their memory back and refill it.
-    at::NoGradGuard no_grad;
-    at::Tensor blocks = unit.recv.view({W, unit.shard_numel});
-    for (Slot& s : unit.slots) {
-      auto shape = padded_shape(s, W);
-      const size_t nbytes = static_cast<size_t>(s.rows_per_rank * W * s.row_numel) * unit.recv.element_size();
-      alloc_storage(s.full, nbytes);
-      writable_alias(s.full, shape).copy_(blocks.narrow(1, s.offset, s.numel).reshape(shape));
-    }
+    // The buffers every graph of this unit reads: give them their memory back and refill them.
+    unpack(unit, W, unit.recv);
   } else {
     std::vector<at::Tensor> shards;
     for (const Slot& s : unit.slots) shards.push_back(s.shard);
     variable_list full = GatherFunction::apply(at::TensorList(shards), this, &unit, W);
-    for (size_t i = 0; i < unit.slots.size(); ++i) {
-      unit.slots[i].full = full[i];
-      *unit.slots[i].model_slot = full[i];
-    }
+    for (size_t i = 0; i < unit.slots.size(); ++i) *unit.slots[i].model_slot = full[i];
   }
   unit.recv = at::Tensor();
   unit.gathered = true;
@@ -221,7 +247,7 @@ void DataParallel::gather_finish(size_t u, bool for_backward) {
 void DataParallel::release(size_t u) {
   Unit& unit = *units_[u];
   if (shard_.trivial() || !unit.gathered) return;
-  for (Slot& s : unit.slots) free_storage(s.full);
+  for (Slot& s : unit.slots) free_storage(s.unsharded);
   unit.gathered = false;
 }
 
@@ -229,7 +255,7 @@ void DataParallel::before(size_t u, const std::string&) {
   if (u == 0)  // a new forward: nothing gathered in an earlier one is current any more
     for (size_t i = 0; i < units_.size(); ++i) release(i);
   Unit& unit = *units_[u];
-  if (shard_.trivial()) {  // DDP (or one process): the replicas, through the all-reduce hand-off
+  if (shard_.trivial()) {  // DDP / tensor parallel alone: the parameters, through the reduce hand-off
     std::vector<at::Tensor> params;
     for (const Slot& s : unit.slots) params.push_back(s.shard);
     variable_list views = ReplicateFunction::apply(at::TensorList(params), this, &unit);
@@ -274,11 +300,20 @@ void DataParallel::post_backward(size_t u, std::vector<at::Tensor> grads) {
     padded.narrow(0, 0, s.rows * s.row_numel).copy_(grads[i].reshape({-1}));
     blocks.narrow(1, s.offset, s.numel).copy_(padded.view({W, s.numel}));
   }
+  if (unit.accumulated.defined()) {  // microbatches that did not reduce
+    flat.add_(unit.accumulated);
+    unit.accumulated = at::Tensor();
+  }
+  if (!sync_ && !options_.sync_every_microbatch) {
+    unit.accumulated = flat;
+    if (W > 1) release(u);
+    return;
+  }
   auto pending = std::make_shared<Pending>();
   at::Tensor reduced;
   if (W > 1) {
     reduced = at::empty({unit.shard_numel}, flat.options());
-    *pending = shard_.reduce_scatter_sum(reduced, flat);
+    *pending = reduce_.reduce_scatter_sum(reduced, flat);
   } else {
     reduced = flat;
     *pending = replicate_.all_reduce(flat);
@@ -286,9 +321,14 @@ void DataParallel::post_backward(size_t u, std::vector<at::Tensor> grads) {
   const bool hsdp = W > 1 && !replicate_.trivial();
   pending_grads_.emplace_back(pending, [this, &unit, reduced, hsdp]() {
     if (hsdp) replicate_.all_reduce(reduced).wait();
-    for (Slot& s : unit.slots) accumulate(s.shard, reduced.narrow(0, s.offset, s.numel).view(s.shard.sizes()));
+    for (Slot& s : unit.slots) {
+      at::Tensor g = reduced.narrow(0, s.offset, s.numel);
+      // Sequence-parallel norms: each tensor-parallel rank holds a partial sum.
+      if (s.tp_partial && !tp_.trivial()) tp_.all_reduce(g).wait();
+      accumulate(s.shard, g.view(s.shard.sizes()));
+    }
   });
-  release(u);
+  if (W > 1) release(u);
 }
 
 void DataParallel::finish_backward() {
@@ -302,24 +342,44 @@ void DataParallel::finish_backward() {
 
 double DataParallel::grad_norm() {
   at::NoGradGuard no_grad;
-  std::vector<at::Tensor> grads;
+  // Squares of this rank's elements: those split over tp add up over tp; those replicated over
+  // tp (each tp rank holds the same) count once. FSDP shards add up over dp_shard_cp; replicas
+  // over dp_replicate hold the same and count once.
+  std::vector<at::Tensor> split, replicated;
   for (const auto& u : units_)
     for (const auto& s : u->slots)
-      if (s.shard.grad().defined()) grads.push_back(s.shard.grad());
-  at::Tensor sq = components::sum_of_squares(grads).to(device_);
-  shard_.all_reduce(sq).wait();  // shards hold disjoint pieces; replicas hold the same ones
-  return std::sqrt(sq.item<double>());
+      if (s.shard.grad().defined()) (s.tp_sharded ? split : replicated).push_back(s.shard.grad());
+  at::Tensor sq = at::cat({components::sum_of_squares(split).to(device_), components::sum_of_squares(replicated).to(device_)});
+  if (!tp_.trivial()) {
+    at::Tensor tp_part = sq.narrow(0, 0, 1).contiguous();
+    tp_.all_reduce(tp_part).wait();
+    sq.narrow(0, 0, 1).copy_(tp_part);
+  }
+  at::Tensor total = sq.sum().reshape({1});
+  shard_.all_reduce(total).wait();
+  return std::sqrt(total.item<double>());
 }
 
 std::vector<std::pair<std::string, at::Tensor>> DataParallel::full_state() {
   at::NoGradGuard no_grad;
   std::vector<std::pair<std::string, at::Tensor>> out;
-  const int W = shard_.size();
+  const int W = shard_.size(), T = tp_.size();
   for (const auto& u : units_)
     for (const auto& s : u->slots) {
       at::Tensor all = at::empty({W * s.numel}, s.shard.options().requires_grad(false));
       shard_.all_gather(all, s.shard.detach().reshape({-1}).contiguous()).wait();
-      out.emplace_back(s.name, all.view(padded_shape(s, W)).narrow(0, 0, s.rows).clone());
+      at::Tensor share = all.view(padded_shape(s, W)).narrow(0, 0, s.rows).contiguous();
+      if (s.tp_sharded && T > 1) {
+        const int d = layouts_[s.layout].on("tp").dim;
+        at::Tensor gathered = at::empty({T * share.numel()}, share.options());
+        tp_.all_gather(gathered, share).wait();
+        std::vector<int64_t> stacked{T};
+        for (int64_t x : share.sizes()) stacked.push_back(x);
+        std::vector<int64_t> global = share.sizes().vec();
+        global[d] *= T;
+        share = gathered.view(stacked).movedim(0, d).reshape(global);
+      }
+      out.emplace_back(s.name, share.clone());
     }
   return out;
 }

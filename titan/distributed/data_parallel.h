@@ -1,57 +1,83 @@
-// Data parallelism applied to a model from outside, per part (embeddings, each block, norm +
-// output), in the manner of FSDP2:
-// - FSDP / HSDP: each parameter is sharded on dim 0 over the shard group (padded to a multiple
-//   of its size); before a part runs its parameters are all-gathered in the compute dtype,
-//   after it they are released (reshard_after_forward) and gathered again for its backward;
-//   gradients are reduce-scattered in float32 (and all-reduced over the replicate group for
-//   HSDP) while backward goes on; float32 shards are what the optimizer owns. The next part's
-//   all-gather is issued before the current part runs (prefetch).
-// - DDP: parameters replicated; each part's gradients are all-reduced while backward goes on.
+// The owner of a parallel model's parameters, applied from outside per part (embeddings, each
+// block, norm + output), in the manner of FSDP2 on tensor-parallel shards. Every parameter has
+// a layout (placement.h); each rank creates only its box of each parameter, with the values
+// one process draws. Then:
+// - FSDP / HSDP (dp_shard_cp > 1): a parameter's tensor-parallel share is sharded on dim 0
+//   (padded to a multiple of the shard size); before a part runs, its parameters are
+//   all-gathered in the compute dtype into one persistent unsharded buffer per parameter,
+//   released after (reshard_after_forward) and gathered again for its backward, so that several
+//   microbatches' graphs may be alive at once; the next part's gather is issued first
+//   (prefetch). Gradients are reduce-scattered in float32 on a group of their own (so that
+//   they overlap the next gathers), all-reduced over dp_replicate for HSDP, and added into the
+//   float32 shards the optimizer owns.
+// - DDP (dp_replicate only): parameters replicated; each part's gradients are all-reduced while
+//   backward goes on.
+// - Tensor parallelism: parameters Shard(dim) over "tp" are this rank's share; Partial
+//   gradients (the norms under sequence parallelism) are all-reduced over "tp".
 // Gradients are summed, not averaged: the loss is already divided by the global token count.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "titan/common/module.h"
+#include "titan/distributed/device_mesh.h"
+#include "titan/distributed/placement.h"
 #include "titan/distributed/process_group.h"
-#include "titan/models/llama3/model.h"
 
 namespace titan::distributed {
 
 struct DataParallelOptions {
-  at::ScalarType param_dtype = at::kFloat;   // dtype parameters are gathered and used in
-  bool reshard_after_forward = true;         // blocks and embeddings
-  bool reshard_output_after_forward = false; // norm + output (needed again at once by backward)
+  at::ScalarType param_dtype = at::kFloat;  // dtype parameters are gathered and used in
+  std::vector<bool> reshard_after_forward;  // per part: free the gathered parameters after forward
   bool prefetch = true;
-  uint64_t seed = 0;                         // initialisation (per parameter name)
+  // false: reduce gradients once per step, after the last microbatch (set_gradient_sync), holding
+  // unsharded float32 gradients meanwhile.
+  bool sync_every_microbatch = true;
 };
+
+// Draws the initial value of a box [offsets, offsets + out.sizes()) of parameter `fqn` (global
+// shape `shape`) into `out` (contiguous float32 on the CPU): the same values whichever rank
+// draws which box.
+using InitFn = std::function<void(const std::string& fqn, at::IntArrayRef shape, at::IntArrayRef offsets,
+                                  at::Tensor& out)>;
 
 struct Unit;  // one part's parameters and their state
 
-class DataParallel final : public models::llama3::ForwardHooks {
+class DataParallel final : public ForwardHooks {
  public:
-  // `model` may live on the meta device: parameters are created here, initialised by name
-  // (models::llama3::init_value) and sharded, on `device`. shard / replicate may be trivial.
-  DataParallel(models::llama3::Transformer& model, Group shard, Group replicate, at::Device device,
+  // `parts` may live on the meta device (global shapes); `layouts` has one entry per parameter of
+  // `parts`, in order; FSDP shards over "dp_shard_cp" when its size is above 1. `install_hooks`
+  // puts this object around the model's parts (and nullptr back when it is destroyed).
+  DataParallel(std::vector<ModelPart> parts, std::vector<ParamLayout> layouts, InitFn init,
+               std::function<void(ForwardHooks*)> install_hooks, DeviceMesh& mesh, at::Device device,
                DataParallelOptions options);
   ~DataParallel() override;
 
-  // The parameters the optimizer updates: float32 shards (FSDP) or full replicas (DDP).
+  // The tensors the optimizer updates, float32 (this rank's box, padded for FSDP), with FQNs.
   std::vector<at::Tensor> parameters() const;
-  // FQN of each entry of parameters(), and its full (unsharded) shape.
   std::vector<std::string> parameter_names() const;
+  const std::vector<ParamLayout>& layouts() const { return layouts_; }
+  // This rank's box of each parameter (parameters() holds it in its first rows).
+  std::vector<Box> boxes() const;
+
+  // Whether the next backward reduces the gradients (see sync_every_microbatch); the trainer
+  // turns it on for the last microbatch of a step.
+  void set_gradient_sync(bool sync) { sync_ = sync; }
 
   // Call after each backward (every microbatch): waits for the gradient collectives and adds
   // the reduced gradients into parameters()'s .grad.
   void finish_backward();
 
-  // Total L2 norm of the gradients over all shards (the optimizer applies the clipping).
+  // Total L2 norm of the gradients over every rank, each element counted once (float64
+  // accumulation). The optimizer applies the clipping.
   double grad_norm();
 
-  // The full value of every parameter (gathered), for tests and exports.
+  // The full value of every parameter (gathered over every mesh it is split on), for tests and exports.
   std::vector<std::pair<std::string, at::Tensor>> full_state();
 
   void before(size_t part_index, const std::string& part) override;
@@ -66,12 +92,15 @@ class DataParallel final : public models::llama3::ForwardHooks {
   void gather_finish(size_t u, bool for_backward);
   void release(size_t u);
 
-  models::llama3::Transformer& model_;
-  Group shard_, replicate_;
+  std::function<void(ForwardHooks*)> install_hooks_;
+  DeviceMesh& mesh_;
+  Group shard_, reduce_, replicate_, tp_;
   at::Device device_;
   DataParallelOptions options_;
+  std::vector<ParamLayout> layouts_;
   std::vector<std::unique_ptr<Unit>> units_;
   std::vector<std::pair<std::shared_ptr<Pending>, std::function<void()>>> pending_grads_;
+  bool sync_ = true;
 };
 
 }  // namespace titan::distributed

@@ -54,6 +54,7 @@ void FlightRecorder::configure(size_t capacity, int rank, int world_size, const 
 int64_t FlightRecorder::started(const std::string& group, int64_t seq, const char* op, const at::Tensor& t) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (capacity_ == 0) return -1;
+  poll_locked();
   const int64_t slot = total_++;
   Record& r = ring_[slot % capacity_];
   r.group = group;
@@ -71,6 +72,22 @@ void FlightRecorder::finished(int64_t slot) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (slot < 0 || total_ - slot > static_cast<int64_t>(capacity_)) return;  // overwritten already
   ring_[slot % capacity_].end = now_seconds();
+}
+
+void FlightRecorder::finished_when(int64_t slot, std::function<bool()> done) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (slot < 0 || capacity_ == 0) return;
+  watched_.emplace_back(slot, std::move(done));
+  poll_locked();
+}
+
+void FlightRecorder::poll_locked() {
+  std::erase_if(watched_, [&](auto& w) {
+    if (total_ - w.first > static_cast<int64_t>(capacity_)) return true;  // overwritten already
+    if (!w.second()) return false;
+    ring_[w.first % capacity_].end = now_seconds();
+    return true;
+  });
 }
 
 void FlightRecorder::failed(int64_t slot) {
@@ -91,6 +108,7 @@ void FlightRecorder::dump_from_signal(const std::string& reason) {
 
 void FlightRecorder::write_locked(const std::string& reason) {
   if (path_.empty() || capacity_ == 0) return;
+  poll_locked();
   nlohmann::json j;
   j["rank"] = rank_;
   j["world_size"] = world_;

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@ class FlightRecorder {
   // A collective starts: returns its slot, to pass to finished()/failed().
   int64_t started(const std::string& group, int64_t seq, const char* op, const at::Tensor& t);
   void finished(int64_t slot);
+  // The collective is finished once `done` says so (a device-side collective that the host only
+  // queued): checked at every later start and before a dump.
+  void finished_when(int64_t slot, std::function<bool()> done);
   void failed(int64_t slot);
   // Writes the buffer; safe to call more than once (later calls overwrite).
   void dump(const std::string& reason);
@@ -43,6 +47,8 @@ class FlightRecorder {
     bool failed = false;
   };
   std::vector<Record> ring_;
+  std::vector<std::pair<int64_t, std::function<bool()>>> watched_;
+  void poll_locked();
   size_t capacity_ = 0, next_ = 0;
   int64_t total_ = 0;
   int rank_ = 0, world_ = 1;

@@ -109,21 +109,4 @@ std::vector<std::vector<int>> ParallelDims::all_groups(const std::vector<std::st
   return groups;
 }
 
-MeshGroups build_mesh_groups(World& world, const ParallelDims& dims) {
-  MeshGroups m;
-  m.world = world.all();
-  auto make = [&](const std::vector<std::string>& names, const std::string& label) {
-    Group mine;
-    for (const auto& ranks : dims.all_groups(names)) {
-      Group g = world.new_group(ranks, label);
-      if (std::find(ranks.begin(), ranks.end(), world.rank()) != ranks.end()) mine = g;
-    }
-    return mine;
-  };
-  m.dp_shard = make({"dp_shard", "cp"}, "dp_shard_cp");
-  m.dp_replicate = make({"dp_replicate"}, "dp_replicate");
-  m.dp = make({"dp_replicate", "dp_shard", "cp"}, "dp_cp");
-  return m;
-}
-
 }  // namespace titan::distributed

@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "titan/config/job_config.h"
-#include "titan/distributed/process_group.h"
 
 namespace titan::distributed {
 
@@ -20,6 +19,9 @@ struct ParallelDims {
 
   bool fsdp_enabled() const { return dp_shard * cp > 1; }
   bool dp_replicate_enabled() const { return dp_replicate > 1; }
+  bool tp_enabled() const { return tp > 1; }
+  // Ranks that read different data: dp_replicate x dp_shard (context parallelism splits each
+  // sequence, it does not add data); the loss is averaged over dp_replicate x dp_shard x cp.
   int dp_degree() const { return dp_replicate * dp_shard; }
   std::string describe() const;  // "pp=1, dp_replicate=1, dp_shard=4, cp=1, tp=1 (world size 4)"
 
@@ -30,14 +32,5 @@ struct ParallelDims {
   std::vector<std::vector<int>> all_groups(const std::vector<std::string>& dims) const;
   int coordinate(int rank, const std::string& dim) const;
 };
-
-// This rank's process groups for the mesh.
-struct MeshGroups {
-  Group dp_shard;      // FSDP: shards parameters, reduce-scatters gradients
-  Group dp_replicate;  // DDP/HSDP: all-reduces gradients
-  Group dp;            // every data-parallel rank: loss and token counts
-  Group world;
-};
-MeshGroups build_mesh_groups(World& world, const ParallelDims& dims);
 
 }  // namespace titan::distributed

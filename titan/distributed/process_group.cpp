@@ -102,7 +102,13 @@ void Pending::wait() {
     FlightRecorder::instance().failed(work->record);
     throw;
   }
-  FlightRecorder::instance().finished(work->record);
+  if (work->completes_on_device && work->work) {
+    // The current stream now waits for the collective; it is finished when the work says so.
+    auto w = work->work;
+    FlightRecorder::instance().finished_when(work->record, [w] { return w->isCompleted(); });
+  } else {
+    FlightRecorder::instance().finished(work->record);
+  }
 }
 
 Group::Group(std::shared_ptr<BackendHandle> backend, std::vector<int> ranks, int my_index)
@@ -137,7 +143,7 @@ Pending run_collective(BackendHandle& b, int global_rank, const char* op, const 
   RECORD_USER_SCOPE(std::string("comm:") + op);
   const int64_t slot = FlightRecorder::instance().started(b.name, seq, op, t);
   try {
-    return Pending(std::make_shared<WorkHandle>(WorkHandle{issue(), slot}));
+    return Pending(std::make_shared<WorkHandle>(WorkHandle{issue(), slot, b.completes_on_device}));
   } catch (...) {
     FlightRecorder::instance().failed(slot);
     throw;

@@ -19,6 +19,7 @@ std::shared_ptr<BackendHandle> make_nccl_backend(const c10::intrusive_ptr<c10d::
   auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, opts);
   auto handle = std::make_shared<BackendHandle>();
   handle->backend = pg;
+  handle->completes_on_device = true;
   return handle;
 #else
   (void)store, (void)rank, (void)size, (void)timeout;

@@ -25,6 +25,7 @@
 #include "titan/components/metrics.h"
 #include "titan/components/profiling.h"
 #include "titan/distributed/data_parallel.h"
+#include "titan/distributed/device_mesh.h"
 #include "titan/distributed/flight_recorder.h"
 #include "titan/distributed/parallel_dims.h"
 #include "titan/distributed/process_group.h"
@@ -251,17 +252,78 @@ int dry_run(const config::JobConfig& cfg) {
   return Error::kExitCode;
 }
 
-RunResult run_training(const config::JobConfig& cfg) {
+
+namespace {
+
+// Until destroyed (also by an exception): the first SIGINT/SIGTERM stops after the current
+// step, a second one acts at once.
+struct SignalScope {
+  SignalScope() {
+    g_stop_signal.store(0);
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
+  }
+  ~SignalScope() {
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+  }
+};
+
+}  // namespace
+
+struct Trainer::Impl {
+  config::JobConfig cfg;
+  distributed::DistEnv env;
+  distributed::ParallelDims dims;
+  at::Device device{at::kCPU};
+  std::unique_ptr<components::DeviceInfo> dev;
+  std::unique_ptr<distributed::World> world;
+  std::unique_ptr<distributed::DeviceMesh> mesh;
+  uint64_t seed = 0;
+  int64_t run_id = 0;
+
+  std::shared_ptr<const components::Tokenizer> tokenizer;
+  std::unique_ptr<components::DataLoader> data, validation_data;
+
+  ModelArgs args;
+  std::unique_ptr<Transformer> model;
+  models::llama3::ParallelPlan plan;
+  std::vector<at::Tensor> params;
+  std::vector<std::string> param_names;
+  std::vector<distributed::Box> boxes;  // this rank's box of each parameter
+  std::unique_ptr<components::Optimizer> optimizer;
+  components::OptimizerOptions oo;
+  components::LRSchedule schedule;
+
+  int64_t local_bs = 0, seq_len = 0, global_bs = 0, accum = 1, steps = 0;
+  double max_norm = 1.0;
+  int64_t flops_per_token = 0;
+  components::PeakFlops peak;
+  std::unique_ptr<components::MetricsProcessor> metrics;
+  std::unique_ptr<components::Profiler> profiler;
+  std::unique_ptr<components::MemorySnapshotter> snapshots;
+
+  RunResult result;
+  int64_t last_step = 0;
+  double total_data_seconds = 0, total_step_seconds = 0;
+
+  explicit Impl(const config::JobConfig& c);
+  distributed::Group& loss_group() { return mesh->group("loss"); }
+};
+
+Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   log::set_color(!cfg.get_bool("metrics.disable_color_printing"));
   // ---- processes and the mesh: validated before anything talks to another process ----------
-  const distributed::DistEnv env = distributed::read_dist_env();
+  env = distributed::read_dist_env();
   log::set_rank(env.rank);
   log::info("Starting job: " + cfg.get_string("job.description"));
   validate_config(cfg);
   fail_on_unsupported(cfg);
-  const auto dims = distributed::ParallelDims::from_config(cfg, env.world_size);
-  if (dims.dp_degree() > 1 && cfg.get_string("training.dtype") != "float32")
-    throw Error("training.dtype = \"" + cfg.get_string("training.dtype") + "\" with data parallelism is not supported yet",
+  dims = distributed::ParallelDims::from_config(cfg, env.world_size);
+  args = model_args(cfg);
+  models::llama3::validate_plan(args, cfg, dims);
+  if (dims.world_size > 1 && cfg.get_string("training.dtype") != "float32")
+    throw Error("training.dtype = \"" + cfg.get_string("training.dtype") + "\" with several ranks is not supported yet",
                 "use training.dtype = \"float32\" (mixed precision comes from training.mixed_precision_param)");
   write_config_if_asked(cfg);
 
@@ -271,8 +333,8 @@ RunResult run_training(const config::JobConfig& cfg) {
     const int cores = static_cast<int>(std::thread::hardware_concurrency());
     at::set_num_threads(std::max(1, cores / std::max(1, env.local_world_size)));
   }
-  const at::Device device = components::pick_device(env.local_rank);
-  components::DeviceInfo dev(device);
+  device = components::pick_device(env.local_rank);
+  dev = std::make_unique<components::DeviceInfo>(device);
   if (cfg.get_bool("debug.deterministic")) {
     // cuBLAS needs a fixed workspace to be deterministic; it reads this before its first use.
     setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
@@ -280,39 +342,37 @@ RunResult run_training(const config::JobConfig& cfg) {
   }
   const auto init_timeout = std::chrono::seconds(cfg.get_int("comm.init_timeout_seconds"));
   distributed::set_collective_timeout(init_timeout);
-  distributed::World world(env, device, init_timeout);
-  distributed::MeshGroups groups = distributed::build_mesh_groups(world, dims);
-  uint64_t seed = resolve_seed(cfg);
+  world = std::make_unique<distributed::World>(env, device, init_timeout);
+  mesh = std::make_unique<distributed::DeviceMesh>(*world, dims);
+  seed = resolve_seed(cfg);
   // A run id for the flight recorder: rank 0's start time, like the seed agreed by all.
-  int64_t run_id = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count();
-  if (world.size() > 1) {  // every rank starts from rank 0's seed (it may be random)
+  run_id = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+               .count();
+  if (world->size() > 1) {  // every rank starts from rank 0's seed (it may be random)
     at::Tensor s = at::tensor({static_cast<int64_t>(seed), run_id}, at::kLong).to(device);
-    groups.world.broadcast(s, 0).wait();
+    mesh->group("world").broadcast(s, 0).wait();
     s = s.cpu();
     seed = static_cast<uint64_t>(s[0].item<int64_t>());
     run_id = s[1].item<int64_t>();
   }
   at::manual_seed(seed);
   if (device.is_cuda())
-    log::info("CUDA capacity: " + dev.name() + " with " + log::format("%.2f", dev.total_memory_gib()) + "GiB memory");
+    log::info("CUDA capacity: " + dev->name() + " with " + log::format("%.2f", dev->total_memory_gib()) + "GiB memory");
   else
-    log::info("CPU: " + dev.name() + ", " + std::to_string(at::get_num_threads()) + " threads per process");
-  log::info("Parallel dims: " + dims.describe() + (world.size() > 1 ? ", launched by " + env.launcher : ""));
+    log::info("CPU: " + dev->name() + ", " + std::to_string(at::get_num_threads()) + " threads per process");
+  log::info("Parallel dims: " + dims.describe() + (world->size() > 1 ? ", launched by " + env.launcher : ""));
 
-  // ---- tokenizer and data --------------------------------------------------------------------
-  std::shared_ptr<const components::Tokenizer> tokenizer = components::tokenizer_from_config(cfg);
+  // ---- tokenizer and data: each data-parallel rank reads its rows; tp ranks share them --------
+  tokenizer = components::tokenizer_from_config(cfg);
   log::info("Tokenizer: " + tokenizer->describe());
-  const int64_t local_bs = cfg.get_int("training.local_batch_size");
-  const int64_t seq_len = cfg.get_int("training.seq_len");
-  const int64_t dp_degree = dims.dp_degree(), dp_rank = groups.dp.rank();
-  auto data = components::build_data_loader(cfg, "training", tokenizer, dp_rank, dp_degree, /*infinite=*/true);
+  local_bs = cfg.get_int("training.local_batch_size");
+  seq_len = cfg.get_int("training.seq_len");
+  const int64_t dp_degree = dims.dp_degree(), dp_rank = mesh->rank("dp");
+  data = components::build_data_loader(cfg, "training", tokenizer, dp_rank, dp_degree, /*infinite=*/true);
   log::info("Preparing " + cfg.get_string("training.dataset") + " dataset from " + data->describe());
   if (tokenizer->bos_id() < 0 || tokenizer->eos_id() < 0)
     log::warning("the tokenizer has no " + std::string(tokenizer->bos_id() < 0 ? "BOS" : "EOS") +
                  " token (no tokenizer_config.json naming it?); documents are packed without it");
-  std::unique_ptr<components::DataLoader> validation_data;
   if (cfg.get_bool("validation.enable")) {
     // Finite unless validation.steps caps each pass (as torchtitan).
     validation_data = components::build_data_loader(cfg, "validation", tokenizer, dp_rank, dp_degree,
@@ -321,73 +381,73 @@ RunResult run_training(const config::JobConfig& cfg) {
               validation_data->describe());
   }
 
-  // ---- model -----------------------------------------------------------------------------------
-  ModelArgs args = model_args(cfg);
+  // ---- model and its parallel plan ------------------------------------------------------------
   if (tokenizer->vocab_size() > args.vocab_size)
     throw Error("the tokenizer has " + std::to_string(tokenizer->vocab_size()) + " ids but model " +
                     cfg.get_string("model.flavor") + " has vocab_size " + std::to_string(args.vocab_size),
-                "use a tokenizer with at most " + std::to_string(args.vocab_size) + " ids, another flavor, or --model.vocab_size " +
-                    std::to_string(tokenizer->vocab_size()));
+                "use a tokenizer with at most " + std::to_string(args.vocab_size) +
+                    " ids, another flavor, or --model.vocab_size " + std::to_string(tokenizer->vocab_size()));
   log::info("Building llama3 " + cfg.get_string("model.flavor") + " with " + describe_args(args));
   const at::ScalarType param_dtype = dtype_of(cfg.get_string("training.dtype"));
-  const bool data_parallel = dp_degree > 1;
-  // With data parallelism the model is built on the meta device; DataParallel creates each
-  // rank's shards (or replicas) from the same per-name initialisation.
-  Transformer model(args, at::TensorOptions().device(data_parallel ? at::Device(at::kMeta) : device).dtype(param_dtype));
-  if (!data_parallel) model.init_weights(seed);
-  const int64_t nparams = model.num_params();
-  const int64_t flops_per_token = models::llama3::flops_per_token(args, seq_len);
-  log::info("Model llama3 " + cfg.get_string("model.flavor") + " size: " + log::with_commas(nparams) +
+  const bool shared = dims.world_size > 1;
+  // With several ranks the model is built on the meta device; the plan creates each rank's
+  // slices of every parameter from the same per-element initialisation.
+  model = std::make_unique<Transformer>(
+      args, at::TensorOptions().device(shared ? at::Device(at::kMeta) : device).dtype(param_dtype));
+  if (!shared) model->init_weights(seed);
+  flops_per_token = models::llama3::flops_per_token(args, seq_len);
+  log::info("Model llama3 " + cfg.get_string("model.flavor") + " size: " + log::with_commas(model->num_params()) +
             " total parameters");
   log::info("FLOPs per token: " + log::with_commas(flops_per_token));
-  if (auto applied = models::llama3::parallelize(model, cfg); !applied.empty()) log::info(applied);
-
   // The compute dtype: training.mixed_precision_param, unless this CPU would emulate it.
   const auto precision = components::resolve_compute_precision(
-      dev, dtype_of(cfg.get_string("training.mixed_precision_param")), param_dtype, cfg.get_string("training.cpu_bf16"));
+      *dev, dtype_of(cfg.get_string("training.mixed_precision_param")), param_dtype, cfg.get_string("training.cpu_bf16"));
   if (!precision.note.empty()) log::info(precision.note);
   if (!precision.warning.empty()) log::warning(precision.warning);
-  const std::string mp = components::dtype_name(precision.dtype);
-  std::unique_ptr<distributed::DataParallel> dp;
-  std::optional<at::ScalarType> amp_dtype;  // autocast: single device and DDP (torchtitan's AMP path)
-  if (data_parallel) {
-    distributed::DataParallelOptions o;
-    o.seed = seed;
-    const std::string policy = cfg.get_string("parallelism.fsdp_reshard_after_forward");
-    o.reshard_after_forward = policy != "never";
-    o.reshard_output_after_forward = policy == "always";
-    if (dims.fsdp_enabled()) o.param_dtype = precision.dtype;
-    dp = std::make_unique<distributed::DataParallel>(model, groups.dp_shard, groups.dp_replicate, device, o);
-    log::info(dims.fsdp_enabled()
-                  ? std::string(dims.dp_replicate_enabled() ? "Applied HSDP" : "Applied FSDP") +
-                        " to the model (parameters in " + mp + ", gradients reduced in float32, reshard_after_forward " +
-                        policy + ")"
-                  : "Applied DDP to the model");
-    if (!dims.fsdp_enabled() && precision.dtype != at::kFloat) amp_dtype = precision.dtype;
-  } else if (param_dtype == at::kFloat && precision.dtype != at::kFloat) {
-    amp_dtype = precision.dtype;
+  if (!device.is_cuda()) dev->memory_stats_and_reset();  // the peak below is the materialisation's
+  const int64_t rss_before = components::DeviceInfo::current_resident_bytes();
+  plan = models::llama3::parallelize(*model, cfg, *mesh, device, precision.dtype, seed);
+  for (const auto& line : plan.applied) log::info(line);
+  if (plan.data_parallel) {
+    params = plan.data_parallel->parameters();
+    param_names = plan.data_parallel->parameter_names();
+    boxes = plan.data_parallel->boxes();
+    int64_t bytes = 0;
+    for (const auto& p : params) bytes += p.numel() * p.element_size();
+    if (!device.is_cuda())
+      log::info_every_rank("Materialised this rank's parameters: " + log::format("%.3f", bytes / 1073741824.0) +
+                " GiB; peak resident memory grew by " +
+                log::format("%.3f", (components::DeviceInfo::peak_resident_bytes() - rss_before) / 1073741824.0) +
+                " GiB meanwhile");
+  } else {
+    for (const auto& p : model->named_parameters()) {
+      params.push_back(*p.tensor);
+      param_names.push_back(p.name);
+      boxes.push_back({std::vector<int64_t>(p.tensor->dim(), 0), p.tensor->sizes().vec()});
+    }
   }
-  if (amp_dtype) log::info("Mixed precision training is handled by AMP (" + mp + ")");
   if (cfg.get_bool("model.print_after_conversion")) {
     std::string listing = "Model after conversion:";
-    for (const auto& p : model.named_parameters())
+    for (const auto& p : model->named_parameters())
       listing += "\n  " + p.name + " " + c10::str(p.tensor->sizes()) + " " + c10::toString(p.tensor->scalar_type());
     log::info(listing);
   }
   if (!cfg.is_default("training.gc_freq") || cfg.get_bool("training.gc_debug"))
     log::warning("training.gc_freq and training.gc_debug have no effect in titan.cpp: there is no garbage collector");
-  // Matmuls run in bf16 with bf16 parameters, else in the compute dtype.
-  const at::ScalarType matmul_dtype = param_dtype == at::kBFloat16 ? at::kBFloat16 : precision.dtype;
+  // Matmuls run in bf16 with bf16 parameters, else in the compute dtype (float32 where the plan
+  // turned mixed precision off).
+  const at::ScalarType matmul_dtype = param_dtype == at::kBFloat16 ? at::kBFloat16
+                                      : dims.fsdp_enabled()       ? precision.dtype
+                                                                  : plan.autocast.value_or(at::kFloat);
   const bool fused_blocks = cfg.get_bool("compile.enable") && [&] {
     const auto& parts = cfg.get_list("compile.components");
     return std::find(parts.begin(), parts.end(), "model") != parts.end();
   }();
   log::info("Attention: " + kernels::attention_backend(device, matmul_dtype, fused_blocks));
-  const auto peak = dev.peak_flops(matmul_dtype);
+  peak = dev->peak_flops(matmul_dtype);
   log::info("Peak FLOPS used for computing MFU: " + log::format("%.3e", peak.flops) + " (" + peak.source + ")");
 
   // ---- optimizer, schedule ----------------------------------------------------------------------
-  components::OptimizerOptions oo;
   oo.name = cfg.get_string("optimizer.name");
   oo.lr = cfg.get_float("optimizer.lr");
   oo.beta1 = cfg.get_float("optimizer.beta1");
@@ -395,176 +455,239 @@ RunResult run_training(const config::JobConfig& cfg) {
   oo.eps = cfg.get_float("optimizer.eps");
   oo.weight_decay = cfg.get_float("optimizer.weight_decay");
   oo.implementation = cfg.get_string("optimizer.implementation");
-  std::vector<at::Tensor> params = dp ? dp->parameters() : model.parameters();
-  components::Optimizer optimizer(params, oo);
-  const int64_t steps = cfg.get_int("training.steps");
+  optimizer = std::make_unique<components::Optimizer>(params, oo);
+  steps = cfg.get_int("training.steps");
   const int64_t total = cfg.get_opt_int("lr_scheduler.total_steps").value_or(steps);
   std::vector<std::string> warnings;
-  auto schedule = components::make_lr_schedule(cfg.get_int("lr_scheduler.warmup_steps"), total,
-                                                cfg.get_opt_float("lr_scheduler.decay_ratio"),
-                                                cfg.get_string("lr_scheduler.decay_type"),
-                                                cfg.get_float("lr_scheduler.min_lr_factor"), &warnings);
+  schedule = components::make_lr_schedule(cfg.get_int("lr_scheduler.warmup_steps"), total,
+                                          cfg.get_opt_float("lr_scheduler.decay_ratio"),
+                                          cfg.get_string("lr_scheduler.decay_type"),
+                                          cfg.get_float("lr_scheduler.min_lr_factor"), &warnings);
   for (const auto& w : warnings) log::warning(w);
 
-  const int64_t global_bs = cfg.get_int("training.global_batch_size") == -1
-                                ? local_bs * dp_degree
-                                : cfg.get_int("training.global_batch_size");
+  global_bs = cfg.get_int("training.global_batch_size") == -1 ? local_bs * dp_degree
+                                                               : cfg.get_int("training.global_batch_size");
   if (global_bs % (local_bs * dp_degree) != 0)
     throw Error("training.global_batch_size = " + std::to_string(global_bs) +
-                    " is not a multiple of local_batch_size * data-parallel degree (" + std::to_string(local_bs) + " * " +
-                    std::to_string(dp_degree) + ")",
+                    " is not a multiple of local_batch_size * data-parallel degree (" + std::to_string(local_bs) +
+                    " * " + std::to_string(dp_degree) + ")",
                 "set it to -1 or to a multiple of " + std::to_string(local_bs * dp_degree));
-  const int64_t accum = global_bs / (local_bs * dp_degree);
-  log::info("Trainer is initialized with local batch size " + std::to_string(local_bs) +
-            ", global batch size " + std::to_string(global_bs) + ", gradient accumulation steps " +
-            std::to_string(accum) + ", sequence length " + std::to_string(seq_len) + ", total steps " +
-            std::to_string(steps) + " (warmup " + std::to_string(schedule.warmup_steps) + ")");
+  accum = global_bs / (local_bs * dp_degree);
+  max_norm = cfg.get_float("training.max_norm");
+  log::info("Trainer is initialized with local batch size " + std::to_string(local_bs) + ", global batch size " +
+            std::to_string(global_bs) + ", gradient accumulation steps " + std::to_string(accum) +
+            ", sequence length " + std::to_string(seq_len) + ", total steps " + std::to_string(steps) +
+            " (warmup " + std::to_string(schedule.warmup_steps) + ")");
 
-  // Until the loop ends (also by an exception): the first SIGINT/SIGTERM stops after the
-  // current step, a second one acts at once.
-  struct SignalScope {
-    SignalScope() {
-      g_stop_signal.store(0);
-      std::signal(SIGINT, on_stop_signal);
-      std::signal(SIGTERM, on_stop_signal);
-    }
-    ~SignalScope() {
-      std::signal(SIGINT, SIG_DFL);
-      std::signal(SIGTERM, SIG_DFL);
-    }
-  } signal_scope;
-
-  // ---- the loop ---------------------------------------------------------------------------------
-  RunResult result;
-  const double max_norm = cfg.get_float("training.max_norm");
-  dev.memory_stats_and_reset();
-  components::MetricsProcessor metrics(cfg, env.rank, flops_per_token, peak.flops, dims.tp * dims.cp * dims.pp, dev);
-  components::Profiler profiler(cfg, env.rank, device);
-  components::MemorySnapshotter snapshots(cfg, env.rank, device);
+  dev->memory_stats_and_reset();
+  metrics = std::make_unique<components::MetricsProcessor>(cfg, env.rank, flops_per_token, peak.flops,
+                                                           dims.tp * dims.cp * dims.pp, *dev);
+  profiler = std::make_unique<components::Profiler>(cfg, env.rank, device);
+  snapshots = std::make_unique<components::MemorySnapshotter>(cfg, env.rank, device);
   auto& recorder = distributed::FlightRecorder::instance();
-  if (world.size() > 1) {
+  if (world->size() > 1) {
     const auto traces = std::filesystem::path(cfg.get_string("job.dump_folder")) / cfg.get_string("comm.save_traces_folder");
-    recorder.configure(static_cast<size_t>(cfg.get_int("comm.trace_buf_size")), env.rank, world.size(),
+    recorder.configure(static_cast<size_t>(cfg.get_int("comm.trace_buf_size")), env.rank, world->size(),
                        (traces / (cfg.get_string("comm.save_traces_file_prefix") + std::to_string(env.rank))).string(),
                        run_id);
     recorder.install_fatal_signal_dump();
   }
+}
+
+Trainer::Trainer(const config::JobConfig& cfg) : impl_(std::make_unique<Impl>(cfg)) {}
+Trainer::~Trainer() = default;
+
+at::Tensor Trainer::forward_backward_step(const components::Batch& b, int64_t global_valid_tokens) {
+  Impl& s = *impl_;
+  at::Tensor loss, row_sums;
+  {
+    TITAN_RANGE("forward");
+    AutocastScope amp(s.device.type(), s.plan.autocast);
+    at::Tensor per_token = s.model->forward_loss(b.inputs, b.labels);  // (B,T) float32
+    row_sums = per_token.detach().sum(1).to(at::kDouble).cpu();
+    loss = per_token.sum() / static_cast<double>(global_valid_tokens);
+  }
+  {
+    TITAN_RANGE("backward");
+    loss.backward();
+    if (s.plan.data_parallel) s.plan.data_parallel->finish_backward();
+  }
+  return row_sums;
+}
+
+StepRecord Trainer::train_step(int64_t step) {
+  Impl& s = *impl_;
+  const auto step_start = Clock::now();
+  // Data for every microbatch first: the loss is normalised by the valid tokens of all of them
+  // on every data-parallel rank.
+  std::vector<components::Batch> micro;
+  at::Tensor valid_t = at::zeros({1}, at::TensorOptions().dtype(at::kLong));
+  {
+    TITAN_RANGE("data_loading");
+    for (int64_t m = 0; m < s.accum; ++m) {
+      auto b = s.data->next();
+      valid_t += components::count_valid_tokens(b->labels);
+      b->inputs = b->inputs.to(s.device);
+      b->labels = b->labels.to(s.device);
+      micro.push_back(std::move(*b));
+    }
+  }
+  const double data_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
+  const int64_t local_valid = valid_t.item<int64_t>();
+  valid_t = valid_t.to(s.device);
+  s.loss_group().all_reduce(valid_t).wait();
+  const int64_t valid = valid_t.item<int64_t>();
+  s.optimizer->zero_grad();
+  // Per-row loss sums (float64), gathered in global row order for a layout-independent log.
+  at::Tensor row_sums = at::empty({s.accum, s.local_bs}, at::TensorOptions().dtype(at::kDouble));
+  for (int64_t m = 0; m < s.accum; ++m) {
+    if (s.plan.data_parallel) s.plan.data_parallel->set_gradient_sync(m + 1 == s.accum);
+    row_sums[m].copy_(forward_backward_step(micro[m], valid));
+  }
+  const double loss_value = global_loss(row_sums, s.loss_group(), valid, s.device);
+  double grad_norm = 0;
+  {
+    TITAN_RANGE("clip_grad_norm");
+    grad_norm = s.plan.data_parallel ? s.plan.data_parallel->grad_norm() : components::total_grad_norm(s.params);
+  }
+  const double lr = s.oo.lr * s.schedule.factor(step - 1);
+  {
+    TITAN_RANGE("optimizer");  // clipping is applied by the optimizer, in its own pass
+    s.optimizer->step(lr, components::clip_coefficient(grad_norm, s.max_norm));
+  }
+  const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
+  if (step == 1) {
+    s.result.state_bytes = state_bytes(s.params, *s.optimizer);
+    distributed::set_collective_timeout(std::chrono::seconds(s.cfg.get_int("comm.train_timeout_seconds")));
+  }
+  // One max-reduction for two things: torchtitan's global_max_loss (the largest per-rank
+  // average; ranks outside data parallelism hold the same value) and the stop signal, so that
+  // every rank stops after the same step.
+  at::Tensor maxed = at::tensor({row_sums.sum().item<double>() / std::max<int64_t>(local_valid, 1),
+                                 static_cast<double>(g_stop_signal.load())},
+                                at::kDouble)
+                         .to(s.device);
+  s.mesh->group("world").all_reduce(maxed, /*max=*/true).wait();
+  maxed = maxed.cpu();
+  components::StepValues v;
+  v.step = step;
+  v.loss = loss_value;
+  v.max_loss = maxed[0].item<double>();
+  v.grad_norm = grad_norm;
+  v.lr = lr;
+  v.tokens = s.accum * s.local_bs * s.seq_len;
+  v.tokens_seen = step * s.global_bs * s.seq_len;
+  v.step_seconds = step_seconds;
+  v.data_seconds = data_seconds;
+  v.state_bytes = s.result.state_bytes;
+  v.epoch = s.data->epoch();
+  const auto& cs = distributed::comm_stats();
+  v.comm_bytes = {cs.bytes[0], cs.bytes[1], cs.bytes[2]};
+  s.metrics->record(v);
+  s.total_data_seconds += data_seconds;
+  s.total_step_seconds += step_seconds;
+  s.last_step = step;
+  if (static_cast<int>(maxed[1].item<double>()) != 0) s.result.interrupted = true;
+  if (s.result.interrupted)
+    log::warning(std::string("Received ") + (static_cast<int>(maxed[1].item<double>()) == SIGINT ? "SIGINT" : "SIGTERM") +
+                 "; stopped after step " + std::to_string(step) + " of " + std::to_string(s.steps));
+  return {step, loss_value, grad_norm, lr, s.global_bs * s.seq_len};
+}
+
+StateDict Trainer::state_dict() {
+  Impl& s = *impl_;
+  StateDict d;
+  std::vector<std::vector<int64_t>> global_shapes;
+  if (s.plan.data_parallel)
+    for (const auto& l : s.plan.data_parallel->layouts()) global_shapes.push_back(l.global_shape);
+  else
+    for (const auto& p : s.params) global_shapes.push_back(p.sizes().vec());
+  for (size_t i = 0; i < s.params.size(); ++i) {
+    // The box's rows lead the (padded) local tensor.
+    const distributed::Box& box = s.boxes[i];
+    auto mine = [&](const at::Tensor& t) { return box.sizes.empty() ? t : t.narrow(0, 0, box.sizes[0]); };
+    d.tensors.push_back({"model." + s.param_names[i], mine(s.params[i].detach()), global_shapes[i], box});
+    if (!s.optimizer->exp_avg().empty()) {
+      d.tensors.push_back({"optimizer." + s.param_names[i] + ".exp_avg", mine(s.optimizer->exp_avg()[i]),
+                           global_shapes[i], box});
+      d.tensors.push_back({"optimizer." + s.param_names[i] + ".exp_avg_sq", mine(s.optimizer->exp_avg_sq()[i]),
+                           global_shapes[i], box});
+      d.tensors.push_back({"optimizer." + s.param_names[i] + ".step", s.optimizer->step_count()[i], {}, {}});
+    }
+  }
+  d.scalars["step"] = s.last_step;
+  d.scalars["tokens_seen"] = s.last_step * s.global_bs * s.seq_len;
+  d.scalars["seed"] = s.seed;
+  d.scalars["lr_scheduler"] = {{"last_step", s.last_step}, {"lr", s.oo.lr * s.schedule.factor(std::max<int64_t>(s.last_step - 1, 0))}};
+  d.scalars["dataloader"] = s.data->state();
+  return d;
+}
+
+namespace {
+
+// Test hook: TITAN_TEST_INITIAL_STATE=<file> makes rank 0 write the gathered initial parameters
+// there (float32, in parameter order; <file>.json names them), to compare layouts bit for bit.
+void dump_initial_state_for_test(const std::vector<std::pair<std::string, at::Tensor>>& state, int rank) {
+  const char* path = std::getenv("TITAN_TEST_INITIAL_STATE");
+  if (!path || rank != 0) return;
+  std::ofstream bin(path, std::ios::binary);
+  nlohmann::json index = nlohmann::json::array();
+  for (const auto& [name, t] : state) {
+    at::Tensor c = t.detach().to(at::kCPU, at::kFloat).contiguous();
+    bin.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.numel() * 4));
+    index.push_back({{"name", name}, {"shape", c.sizes().vec()}});
+  }
+  std::ofstream(std::string(path) + ".json") << index.dump();
+}
+
+}  // namespace
+
+RunResult Trainer::run() {
+  Impl& s = *impl_;
+  if (std::getenv("TITAN_TEST_INITIAL_STATE")) {
+    std::vector<std::pair<std::string, at::Tensor>> state;
+    if (s.plan.data_parallel) state = s.plan.data_parallel->full_state();
+    else for (auto& p : s.model->named_parameters()) state.emplace_back(p.name, *p.tensor);
+    dump_initial_state_for_test(state, s.env.rank);
+  }
+  if (std::getenv("TITAN_TEST_STOP_AFTER_INIT")) return s.result;  // test hook: building only
+  SignalScope signal_scope;
+  auto& recorder = distributed::FlightRecorder::instance();
   log::info("Training starts at step 1");
   int64_t step = 0;
-  double total_data_seconds = 0, total_step_seconds = 0;
   try {
-    for (step = 1; step <= steps; ++step) {
-      profiler.step_begin(step);
-      const auto step_start = Clock::now();
-      // Data for every microbatch first: the loss is normalised by the valid tokens of all of
-      // them on every data-parallel rank.
-      std::vector<components::Batch> micro;
-      at::Tensor valid_t = at::zeros({1}, at::TensorOptions().dtype(at::kLong));
-      {
-        TITAN_RANGE("data_loading");
-        for (int64_t m = 0; m < accum; ++m) {
-          auto b = data->next();
-          valid_t += components::count_valid_tokens(b->labels);
-          b->inputs = b->inputs.to(device);
-          b->labels = b->labels.to(device);
-          micro.push_back(std::move(*b));
-        }
-      }
-      const double data_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
-      const int64_t local_valid = valid_t.item<int64_t>();
-      valid_t = valid_t.to(device);
-      groups.dp.all_reduce(valid_t).wait();
-      const int64_t valid = valid_t.item<int64_t>();
-      optimizer.zero_grad();
-      // Per-row loss sums (float64), gathered in global row order for a layout-independent log.
-      at::Tensor row_sums = at::empty({accum, local_bs}, at::TensorOptions().dtype(at::kDouble));
-      for (int64_t m = 0; m < accum; ++m) {
-        const auto& b = micro[m];
-        at::Tensor loss;
-        {
-          TITAN_RANGE("forward");
-          AutocastScope amp(device.type(), amp_dtype);
-          at::Tensor per_token = model.forward_loss(b.inputs, b.labels);  // (B,T) float32
-          row_sums[m].copy_(per_token.detach().sum(1).to(at::kDouble).cpu());
-          loss = per_token.sum() / static_cast<double>(valid);
-        }
-        {
-          TITAN_RANGE("backward");
-          loss.backward();
-          if (dp) dp->finish_backward();
-        }
-      }
-      const double loss_value = global_loss(row_sums, groups.dp, valid, device);
-      double grad_norm = 0;
-      {
-        TITAN_RANGE("clip_grad_norm");
-        grad_norm = dp ? dp->grad_norm() : components::total_grad_norm(params);
-      }
-      const double lr = oo.lr * schedule.factor(step - 1);
-      {
-        TITAN_RANGE("optimizer");  // clipping is applied by the optimizer, in its own pass
-        optimizer.step(lr, components::clip_coefficient(grad_norm, max_norm));
-      }
-      const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
-      result.steps.push_back({step, loss_value, grad_norm, lr, global_bs * seq_len});
-      if (step == 1) {
-        result.state_bytes = state_bytes(params, optimizer);
-        distributed::set_collective_timeout(std::chrono::seconds(cfg.get_int("comm.train_timeout_seconds")));
-      }
-      // One max-reduction for two things: torchtitan's global_max_loss (the largest per-rank
-      // average; ranks outside data parallelism hold the same value) and the stop signal, so
-      // that every rank stops after the same step.
-      at::Tensor maxed = at::tensor({row_sums.sum().item<double>() / std::max<int64_t>(local_valid, 1),
-                                     static_cast<double>(g_stop_signal.load())},
-                                    at::kDouble)
-                             .to(device);
-      groups.world.all_reduce(maxed, /*max=*/true).wait();
-      maxed = maxed.cpu();
-      components::StepValues v;
-      v.step = step;
-      v.loss = loss_value;
-      v.max_loss = maxed[0].item<double>();
-      v.grad_norm = grad_norm;
-      v.lr = lr;
-      v.tokens = accum * local_bs * seq_len;
-      v.tokens_seen = step * global_bs * seq_len;
-      v.step_seconds = step_seconds;
-      v.data_seconds = data_seconds;
-      v.state_bytes = result.state_bytes;
-      v.epoch = data->epoch();
-      metrics.record(v);
-      total_data_seconds += data_seconds;
-      total_step_seconds += step_seconds;
-      if (validation_data && (step == 1 || step % cfg.get_int("validation.freq") == 0))
-        validate(model, *validation_data, groups.dp, device, amp_dtype, cfg.get_int("validation.steps"), step, metrics);
-      profiler.step_end(step);
-      snapshots.step_end(step);
-      if (int sig = static_cast<int>(maxed[1].item<double>())) {
-        log::warning(std::string("Received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + "; stopped after step " +
-                     std::to_string(step) + " of " + std::to_string(steps));
-        result.interrupted = true;
-        break;
-      }
+    for (step = 1; step <= s.steps; ++step) {
+      s.profiler->step_begin(step);
+      s.result.steps.push_back(train_step(step));
+      if (s.validation_data && (step == 1 || step % s.cfg.get_int("validation.freq") == 0))
+        validate(*s.model, *s.validation_data, s.loss_group(), s.device, s.plan.autocast,
+                 s.cfg.get_int("validation.steps"), step, *s.metrics);
+      s.profiler->step_end(step);
+      s.snapshots->step_end(step);
+      if (s.result.interrupted) break;
     }
   } catch (const c10::OutOfMemoryError&) {
-    snapshots.on_oom(step);
+    s.snapshots->on_oom(step);
     throw;
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    if (world.size() > 1) report_comm_failure(recorder, cfg, env, e.what());
+    if (s.world->size() > 1) report_comm_failure(recorder, s.cfg, s.env, e.what());
     throw;
   }
-  if (dp) result.full_state = dp->full_state();
-  const auto skipped = data->skipped();
-  log::info("Data: " + std::to_string(data->epoch()) + " full passes over " + data->describe() +
-            log::format(", waiting for data %.2f%% of step time", 100.0 * total_data_seconds / std::max(total_step_seconds, 1e-9)) +
+  if (s.plan.data_parallel) s.result.full_state = s.plan.data_parallel->full_state();
+  const auto skipped = s.data->skipped();
+  log::info("Data: " + std::to_string(s.data->epoch()) + " full passes over " + s.data->describe() +
+            log::format(", waiting for data %.2f%% of step time",
+                        100.0 * s.total_data_seconds / std::max(s.total_step_seconds, 1e-9)) +
             (skipped.empty || skipped.malformed
                  ? "; skipped " + std::to_string(skipped.empty) + " empty documents and " +
                        std::to_string(skipped.malformed) + " malformed lines"
                  : ""));
-  if (!result.interrupted) log::info("Training completed");
-  return result;
+  if (!s.result.interrupted) log::info("Training completed");
+  return s.result;
 }
+
+RunResult run_training(const config::JobConfig& cfg) { return Trainer(cfg).run(); }
 
 }  // namespace titan::train

@@ -1,16 +1,23 @@
-// The training loop, top to bottom like torchtitan's train.py: build the tokenizer, data,
-// model, parallelize it, optimizer and schedule; then for each step: data, forward/backward
-// over the microbatches, clip, step, schedule, metrics.
+// The trainer, split as torchtitan's: building everything (processes and mesh, tokenizer, data,
+// model and its parallel plan, optimizer, schedule, metrics), forward_backward_step (one
+// microbatch: the part a pipeline schedule replaces), train_step (the microbatches of a step,
+// clipping, the optimizer and the schedule), state_dict (what a checkpoint saves), and the loop.
 #pragma once
 
 #include <ATen/ATen.h>
 
-#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "titan/config/job_config.h"
+#include "titan/distributed/placement.h"
+
+namespace titan::components {
+struct Batch;
+}
 
 namespace titan::train {
 
@@ -29,11 +36,45 @@ struct RunResult {
   // Bytes of this rank's parameters, gradients and optimizer state after step 1, summed over
   // the storages that hold them.
   int64_t state_bytes = 0;
-  // With data parallelism: the full parameters at the end (gathered), for tests.
+  // With several ranks: the full parameters at the end (gathered), for tests.
   std::vector<std::pair<std::string, at::Tensor>> full_state;
 };
 
-// Runs the job the config describes. Throws titan::Error for user errors.
+// One tensor of the state: this rank's box of a tensor of `global_shape`.
+struct StateTensor {
+  std::string key;  // "model.<fqn>", "optimizer.<fqn>.exp_avg", ".exp_avg_sq", ".step"
+  at::Tensor local;
+  std::vector<int64_t> global_shape;
+  distributed::Box box;
+};
+struct StateDict {
+  std::vector<StateTensor> tensors;
+  nlohmann::json scalars;  // step, tokens seen, seed, learning rate, data loader position
+};
+
+class Trainer {
+ public:
+  // Builds everything the config describes. Throws titan::Error for user errors.
+  explicit Trainer(const config::JobConfig& cfg);
+  ~Trainer();
+
+  // One microbatch: forward (with the loss) and backward, the loss divided by
+  // `global_valid_tokens`. Returns the loss sum of each row (B) in float64 on the CPU.
+  at::Tensor forward_backward_step(const components::Batch& batch, int64_t global_valid_tokens);
+  // One step (1-based): the data of every microbatch, forward_backward_step on each, the
+  // gradient norm, the optimizer with clipping, the schedule, the metrics.
+  StepRecord train_step(int64_t step);
+  // This rank's model and optimizer state (sharded, by FQN) and the scalars of the run.
+  StateDict state_dict();
+  // Runs training.steps steps (or until SIGINT/SIGTERM) and validation; returns what happened.
+  RunResult run();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Runs the job the config describes (Trainer(cfg).run()).
 RunResult run_training(const config::JobConfig& cfg);
 
 // --job.dry_run: validates, builds the model on the meta device, prints parameters and FLOPs

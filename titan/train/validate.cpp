@@ -45,12 +45,14 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
     if (v != ok1 && v != ok2)
       out.push_back(std::string(key) + " = " + std::to_string(v) + ": " + what + " is not supported yet");
   };
-  need_int("parallelism.tensor_parallel_degree", 1, 1, "tensor parallelism");
   need_int("parallelism.pipeline_parallel_degree", 1, 1, "pipeline parallelism");
   need_int("parallelism.context_parallel_degree", 1, 1, "context parallelism");
   need_int("parallelism.expert_parallel_degree", 1, 1, "expert parallelism");
   need_int("parallelism.expert_tensor_parallel_degree", 1, 1, "expert tensor parallelism");
-  need_false("parallelism.enable_async_tensor_parallel", "async tensor parallelism");
+  if (cfg.get_bool("parallelism.enable_async_tensor_parallel"))
+    out.push_back("parallelism.enable_async_tensor_parallel = true: async tensor parallelism (matmuls overlapped with "
+                  "their collectives through CUDA symmetric memory) is not supported yet; tensor parallelism runs "
+                  "with blocking collectives");
   need_false("checkpoint.enable", "checkpointing");
   need_false("checkpoint.create_seed_checkpoint", "seed checkpoints");
   need_default("checkpoint.initial_load_path", "loading an initial checkpoint");

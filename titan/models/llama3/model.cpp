@@ -4,14 +4,18 @@
 #include "titan/kernels/linear_cross_entropy.h"
 #include "titan/kernels/ops.h"
 
-#include <ATen/CPUGeneratorImpl.h>
+#include "titan/common/counter_rng.h"
 
 #include <cmath>
 #include <numbers>
 
 namespace titan::models::llama3 {
 
-at::Tensor Linear::forward(const at::Tensor& x) const { return kernels::linear(x, weight); }
+at::Tensor Linear::forward(const at::Tensor& x) const { return style ? style(x, weight) : kernels::linear(x, weight); }
+
+at::Tensor Embedding::forward(const at::Tensor& tokens) const {
+  return style ? style(tokens, weight) : at::embedding(weight, tokens);
+}
 
 at::Tensor RMSNorm::forward(const at::Tensor& x) const {
   return fused ? kernels::rms_norm(x, weight, eps) : kernels::rms_norm_reference(x, weight, eps);
@@ -61,19 +65,22 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
   return kernels::rope(x, rope.cos, rope.sin);  // (B,T,H,hd) -> (B,T,H,hd)
 }
 
-at::Tensor Attention::forward(const at::Tensor& x, const RopeTable& rope) const {
+at::Tensor Attention::forward(const at::Tensor& x_in, const RopeTable& rope) const {
+  const at::Tensor x = prepare_input ? prepare_input(x_in) : x_in;
   const int64_t B = x.size(0), T = x.size(1);
-  at::Tensor q = wq.forward(x).view({B, T, n_heads, head_dim});
-  at::Tensor k = wk.forward(x).view({B, T, n_kv_heads, head_dim});
-  at::Tensor v = wv.forward(x).view({B, T, n_kv_heads, head_dim});
+  // Heads from the tensors: all of them, or a tensor-parallel rank's share.
+  at::Tensor q = wq.forward(x).view({B, T, -1, head_dim});
+  at::Tensor k = wk.forward(x).view({B, T, -1, head_dim});
+  at::Tensor v = wv.forward(x).view({B, T, -1, head_dim});
   std::tie(q, k) = fused ? kernels::rope_qk(q, k, rope.cos, rope.sin) : kernels::rope_qk_reference(q, k, rope.cos, rope.sin);
-  // (B,H,T,hd); causal, scale 1/sqrt(hd); with GQA each kv head serves n_heads / n_kv_heads query heads
+  // (B,H,T,hd); causal, scale 1/sqrt(hd); with GQA each kv head serves H / H_kv query heads
   at::Tensor o = kernels::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                     1.0 / std::sqrt(static_cast<double>(head_dim)), fused);
-  return wo.forward(o.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
+  return wo.forward(o.transpose(1, 2).reshape({B, T, -1}));
 }
 
-at::Tensor FeedForward::forward(const at::Tensor& x) const {
+at::Tensor FeedForward::forward(const at::Tensor& x_in) const {
+  const at::Tensor x = prepare_input ? prepare_input(x_in) : x_in;
   at::Tensor a = w1.forward(x), b = w3.forward(x);  // (B,T,F) each
   return w2.forward(fused ? kernels::swiglu(a, b) : kernels::swiglu_reference(a, b));
 }
@@ -95,16 +102,20 @@ std::vector<NamedParam> TransformerBlock::named_parameters(const std::string& p)
           {p + "ffn_norm.weight", &ffn_norm.weight}};
 }
 
+std::vector<at::Tensor*> TransformerBlock::weight_slots() {
+  std::vector<at::Tensor*> out;
+  for (auto& p : named_parameters("")) out.push_back(p.tensor);
+  return out;
+}
+
 Transformer::Transformer(const ModelArgs& args, const at::TensorOptions& options) : args_(args) {
   const int64_t D = args.dim, hd = args.head_dim(), F = args.ffn_hidden_dim();
   auto param = [&](at::IntArrayRef shape) { return at::empty(shape, options).requires_grad_(true); };
-  tok_embeddings_ = param({args.vocab_size, D});
+  tok_embeddings_.weight = param({args.vocab_size, D});
   layers_.resize(args.n_layers);
   for (int64_t i = 0; i < args.n_layers; ++i) {
     TransformerBlock& b = layers_[i];
     b.layer_id = i;
-    b.attention.n_heads = args.n_heads;
-    b.attention.n_kv_heads = args.n_kv_heads;
     b.attention.head_dim = hd;
     b.attention.wq.weight = param({args.n_heads * hd, D});
     b.attention.wk.weight = param({args.n_kv_heads * hd, D});
@@ -117,26 +128,30 @@ Transformer::Transformer(const ModelArgs& args, const at::TensorOptions& options
     b.ffn_norm = {param({D}), args.norm_eps};
   }
   norm_ = {param({D}), args.norm_eps};
-  output_.weight = args.tied_embeddings ? tok_embeddings_ : param({args.vocab_size, D});
+  output_.weight = args.tied_embeddings ? tok_embeddings_.weight : param({args.vocab_size, D});
   rope_ = rope_table(args, options);
   runners_.assign(args.n_layers, BlockRunner{});
-  part_names_.push_back("tok_embeddings");
-  for (int64_t i = 0; i < args.n_layers; ++i) part_names_.push_back("layers." + std::to_string(i));
-  part_names_.push_back("output");
+  for (int64_t i = 0; i < args.n_layers; ++i) {
+    blocks_.push_back([this, i](const at::Tensor& x) { return layers_[i].forward(x, rope_); });
+    block_slots_.push_back(layers_[i].weight_slots());
+  }
 }
 
-std::vector<std::vector<NamedParam>> Transformer::parameters_by_part() {
-  std::vector<std::vector<NamedParam>> parts;
-  parts.push_back({{"tok_embeddings.weight", &tok_embeddings_}});
-  for (auto& b : layers_) parts.push_back(b.named_parameters("layers." + std::to_string(b.layer_id) + "."));
-  std::vector<NamedParam> head{{"norm.weight", &norm_.weight}};
-  if (!args_.tied_embeddings) head.push_back({"output.weight", &output_.weight});
+std::vector<ModelPart> Transformer::parts() {
+  std::vector<ModelPart> parts;
+  parts.push_back({"tok_embeddings", {{"tok_embeddings.weight", &tok_embeddings_.weight}}});
+  for (auto& b : layers_) {
+    const std::string name = "layers." + std::to_string(b.layer_id);
+    parts.push_back({name, b.named_parameters(name + ".")});
+  }
+  ModelPart head{"output", {{"norm.weight", &norm_.weight}}};
+  if (!args_.tied_embeddings) head.params.push_back({"output.weight", &output_.weight});
   parts.push_back(head);
   return parts;
 }
 
 std::vector<NamedParam> Transformer::named_parameters() {
-  std::vector<NamedParam> out{{"tok_embeddings.weight", &tok_embeddings_}};
+  std::vector<NamedParam> out{{"tok_embeddings.weight", &tok_embeddings_.weight}};
   for (auto& b : layers_) {
     auto block = b.named_parameters("layers." + std::to_string(b.layer_id) + ".");
     out.insert(out.end(), block.begin(), block.end());
@@ -160,48 +175,42 @@ int64_t Transformer::num_params() {
 
 namespace {
 
-uint64_t mix_seed(uint64_t seed, const std::string& name) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a of the name, then splitmix64 with the seed
-  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
-  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (h | 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// Truncated normal by inverse CDF: uniform in [cdf(a), cdf(b)], mapped through erfinv.
-void trunc_normal(at::Tensor& t, double std, double a, double b, at::Generator& gen) {
-  auto cdf = [](double x) { return (1.0 + std::erf(x / std::sqrt(2.0))) / 2.0; };
-  const double l = cdf(a / std), u = cdf(b / std);
-  t.uniform_(2 * l - 1, 2 * u - 1, gen);
-  t.erfinv_();
-  t.mul_(std * std::sqrt(2.0));
-  t.clamp_(a, b);
-}
-
 bool ends_with(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
 
-at::Tensor init_value(const ModelArgs& args, const std::string& name, at::IntArrayRef shape,
-                      uint64_t seed) {
-  at::Tensor t = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
-  if (ends_with(name, "norm.weight")) return t.fill_(1.0);
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(mix_seed(seed, name));
-  if (name == "tok_embeddings.weight") return t.normal_(0.0, 1.0, gen);
-  if (name == "output.weight") {
-    const double std = 1.0 / std::sqrt(static_cast<double>(args.dim));
-    trunc_normal(t, std, -3 * std, 3 * std, gen);
-    return t;
+void init_value_into(const ModelArgs& args, const std::string& name, at::IntArrayRef shape, uint64_t seed,
+                     at::IntArrayRef offsets, at::Tensor& out) {
+  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() && out.is_cpu(),
+              "init_value_into: out must be a contiguous float32 CPU tensor");
+  if (ends_with(name, "norm.weight")) {
+    out.fill_(1.0);
+    return;
   }
-  // Block weights: "layers.<id>.<module>.<linear>.weight"
-  const int64_t layer_id = std::stoll(name.substr(7, name.find('.', 7) - 7));
-  const double depth_std = 0.02 / std::sqrt(2.0 * (args.depth_init ? layer_id + 1 : args.n_layers));
-  const bool depth_scaled = ends_with(name, "wo.weight") || ends_with(name, "w2.weight") ||
-                            ends_with(name, "w3.weight");
-  trunc_normal(t, depth_scaled ? depth_std : 0.02, -2.0, 2.0, gen);
+  const CounterRng::Box box{shape.vec(), offsets.empty() ? std::vector<int64_t>(shape.size(), 0) : offsets.vec(),
+                            out.sizes().vec()};
+  const CounterRng rng(seed, name);
+  float* dst = out.data_ptr<float>();
+  if (name == "tok_embeddings.weight") {
+    rng.fill_normal(dst, box, 0.0, 1.0);
+  } else if (name == "output.weight") {
+    const double std = 1.0 / std::sqrt(static_cast<double>(args.dim));
+    rng.fill_trunc_normal(dst, box, std, -3 * std, 3 * std);
+  } else {  // block weights: "layers.<id>.<module>.<linear>.weight"
+    const int64_t layer_id = std::stoll(name.substr(7, name.find('.', 7) - 7));
+    const double depth_std = 0.02 / std::sqrt(2.0 * (args.depth_init ? layer_id + 1 : args.n_layers));
+    const bool depth_scaled = ends_with(name, "wo.weight") || ends_with(name, "w2.weight") ||
+                              ends_with(name, "w3.weight");
+    rng.fill_trunc_normal(dst, box, depth_scaled ? depth_std : 0.02, -2.0, 2.0);
+  }
+}
+
+at::Tensor init_value(const ModelArgs& args, const std::string& name, at::IntArrayRef shape, uint64_t seed,
+                      at::IntArrayRef offsets, at::IntArrayRef sizes) {
+  at::Tensor t = at::empty(sizes.empty() ? shape : sizes, at::TensorOptions().dtype(at::kFloat));
+  init_value_into(args, name, shape, seed, offsets, t);
   return t;
 }
 
@@ -223,27 +232,31 @@ void Transformer::set_fused_kernels(bool blocks, bool loss) {
 }
 
 at::Tensor Transformer::run(const at::Tensor& tokens, const at::Tensor* labels) const {
-  auto before = [&](size_t part) {
-    if (hooks_) hooks_->before(part, part_names_[part]);
+  size_t part = 0;
+  auto before = [&](const std::string& name) {
+    if (hooks_) hooks_->before(part, name);
   };
-  auto after = [&](size_t part, at::Tensor out) {
-    return hooks_ ? hooks_->after(part, part_names_[part], out) : out;
+  auto after = [&](const std::string& name, at::Tensor out) {
+    out = hooks_ ? hooks_->after(part, name, out) : out;
+    ++part;
+    return out;
   };
-  before(0);
-  at::Tensor h = after(0, at::embedding(tok_embeddings_, tokens));  // (B,T,D)
+  before("tok_embeddings");
+  at::Tensor h = after("tok_embeddings", tok_embeddings_.forward(tokens));  // (B,T,D)
   for (size_t i = 0; i < layers_.size(); ++i) {
-    before(i + 1);
-    h = runners_[i] ? runners_[i](layers_[i], h, rope_) : layers_[i].forward(h, rope_);
-    h = after(i + 1, h);
+    const std::string name = "layers." + std::to_string(i);
+    before(name);
+    h = runners_[i] ? runners_[i](blocks_[i], h, block_slots_[i]) : blocks_[i](h);
+    h = after(name, h);
   }
-  const size_t last = layers_.size() + 1;
-  before(last);
+  before("output");
   // Tied: the head reads the embedding table as it is now (data parallelism may have swapped it).
-  const at::Tensor& head = args_.tied_embeddings ? tok_embeddings_ : output_.weight;
+  const at::Tensor& head = args_.tied_embeddings ? tok_embeddings_.weight : output_.weight;
   h = norm_.forward(h);
-  if (!labels) return after(last, at::linear(h, head));  // (B,T,V)
-  return after(last, fused_loss_ ? kernels::linear_cross_entropy(h, head, *labels)
-                                 : kernels::linear_cross_entropy_reference(h, head, *labels));  // (B,T)
+  if (!labels) return after("output", at::linear(h, head));  // (B,T,V)
+  if (head_loss_style_) return after("output", head_loss_style_(h, head, *labels));  // (B,T)
+  return after("output", fused_loss_ ? kernels::linear_cross_entropy(h, head, *labels)
+                                     : kernels::linear_cross_entropy_reference(h, head, *labels));  // (B,T)
 }
 
 at::Tensor Transformer::forward(const at::Tensor& tokens) const { return run(tokens, nullptr); }

@@ -1,6 +1,8 @@
 // Llama 3 as plain single-device code: embeddings, pre-norm transformer blocks (GQA attention
 // with RoPE, SwiGLU feed-forward), final RMSNorm and output head. Nothing here knows about
-// ranks, sharding or recomputation; `parallelize` changes how blocks run from the outside.
+// ranks, sharding or recomputation: `parallelize` changes how it runs from the outside, through
+// the hooks of titan/common/module.h (parts, forward hooks, block runners, styles). Head
+// counts are read from the tensors, so the same code runs a tensor-parallel rank's share.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -12,20 +14,23 @@
 #include <utility>
 #include <vector>
 
+#include "titan/common/module.h"
 #include "titan/models/llama3/args.h"
 
 namespace titan::models::llama3 {
 
-// A parameter with its torchtitan FQN. `tensor` points into the model so that parallelize
-// and the checkpoint code can replace it (e.g. with a shard).
-struct NamedParam {
-  std::string name;
-  at::Tensor* tensor;
-};
+using titan::NamedParam;
 
 struct Linear {
   at::Tensor weight;  // (out_features, in_features)
+  LinearStyle style;  // set by parallelize (tensor parallelism); unset: x W^T
   at::Tensor forward(const at::Tensor& x) const;  // (..., in) -> (..., out)
+};
+
+struct Embedding {
+  at::Tensor weight;  // (vocab, dim)
+  EmbeddingStyle style;
+  at::Tensor forward(const at::Tensor& tokens) const;  // (B,T) -> (B,T,dim)
 };
 
 struct RMSNorm {
@@ -49,14 +54,16 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope);
 
 struct Attention {
   Linear wq, wk, wv, wo;
-  int64_t n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  int64_t head_dim = 0;
   bool fused = false;  // fused RoPE of q and k, and titan.cpp's attention kernel on the CPU
+  InputStyle prepare_input;  // e.g. gather the sequence (sequence parallelism)
   at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;  // (B,T,D) -> (B,T,D)
 };
 
 struct FeedForward {
   Linear w1, w2, w3;
   bool fused = false;  // silu(a) * b in one fused kernel
+  InputStyle prepare_input;
   at::Tensor forward(const at::Tensor& x) const;  // (B,T,D) -> (B,T,D): w2(silu(w1 x) * w3 x)
 };
 
@@ -67,20 +74,7 @@ struct TransformerBlock {
   FeedForward feed_forward;
   at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;  // (B,T,D) -> (B,T,D)
   std::vector<NamedParam> named_parameters(const std::string& prefix);
-};
-
-// How a block is run. The default calls block.forward; activation checkpointing installs a
-// runner that recomputes the block in backward.
-using BlockRunner = std::function<at::Tensor(const TransformerBlock&, const at::Tensor& x,
-                                             const RopeTable& rope)>;
-
-// Observers of the forward pass, called around each part: "tok_embeddings", "layers.<i>" and
-// "output" (final norm + output head). Data parallelism gathers and releases parameters here.
-class ForwardHooks {
- public:
-  virtual ~ForwardHooks() = default;
-  virtual void before(size_t part_index, const std::string& part) = 0;
-  virtual at::Tensor after(size_t part_index, const std::string& part, const at::Tensor& out) = 0;
+  std::vector<at::Tensor*> weight_slots();  // what named_parameters points to
 };
 
 class Transformer {
@@ -88,6 +82,8 @@ class Transformer {
   // Allocates every parameter (uninitialised) with `options`; on the meta device nothing is
   // allocated, which is how large flavors are inspected.
   Transformer(const ModelArgs& args, const at::TensorOptions& options);
+  Transformer(const Transformer&) = delete;  // blocks_ refer to this object
+  Transformer& operator=(const Transformer&) = delete;
 
   // torchtitan's initialisation, deterministic per (seed, parameter name), so any layout that
   // initialises a parameter by name gets the same values. Values are drawn on the CPU and copied.
@@ -110,24 +106,34 @@ class Transformer {
 
   const ModelArgs& args() const { return args_; }
   std::vector<TransformerBlock>& layers() { return layers_; }
+  RMSNorm& norm() { return norm_; }
+  Embedding& tok_embeddings() { return tok_embeddings_; }
+  Linear& output() { return output_; }
+
+  // The parts in forward order ("tok_embeddings", "layers.<i>", "output") with their
+  // parameters. With tied embeddings the head reads tok_embeddings.weight, listed once.
+  std::vector<ModelPart> parts();
+  // Runs block `layer` through `runner` (activation checkpointing); unset runs it directly.
   void set_block_runner(size_t layer, BlockRunner runner) { runners_.at(layer) = std::move(runner); }
   void set_forward_hooks(ForwardHooks* hooks) { hooks_ = hooks; }
+  // The output head with its loss (tensor parallelism: vocabulary-parallel loss).
+  void set_head_loss_style(HeadLossStyle style) { head_loss_style_ = std::move(style); }
   // (Re)builds the non-parameter tensors (the RoPE table) with `options`, e.g. on the real
   // device after the model was built on the meta device.
   void init_buffers(const at::TensorOptions& options) { rope_ = rope_table(args_, options); }
-  // The parts in forward order, and the FQNs of each part's parameters.
-  const std::vector<std::string>& part_names() const { return part_names_; }
-  std::vector<std::vector<NamedParam>> parameters_by_part();
 
  private:
   ModelArgs args_;
-  at::Tensor tok_embeddings_;  // (vocab, dim)
+  Embedding tok_embeddings_;
   std::vector<TransformerBlock> layers_;
   RMSNorm norm_;
-  Linear output_;  // weight aliases tok_embeddings_ when tied
+  Linear output_;  // weight aliases tok_embeddings_.weight when tied
   RopeTable rope_;
   std::vector<BlockRunner> runners_;
+  std::vector<BlockFn> blocks_;  // layers_[i].forward as functions; they outlive every backward
+  std::vector<std::vector<at::Tensor*>> block_slots_;  // layers_[i]'s weight slots
   ForwardHooks* hooks_ = nullptr;
+  HeadLossStyle head_loss_style_;
   bool fused_loss_ = false;
 
   // The layers up to the final norm; then the head, with the loss when labels are given.
@@ -135,9 +141,14 @@ class Transformer {
   std::vector<std::string> part_names_;
 };
 
-// The weight of `name` drawn with torchtitan's initialiser for that parameter, on the CPU in
-// float32. Exposed so that a sharded layout can initialise only its own slice of a parameter.
-at::Tensor init_value(const ModelArgs& args, const std::string& name, at::IntArrayRef shape,
-                      uint64_t seed);
+// The weight of `name` (global shape `shape`) drawn with torchtitan's initialiser for that
+// parameter, on the CPU in float32; only the box [offsets, offsets + sizes) when given. Each
+// element is a function of (seed, name, its index) alone (titan/common/counter_rng.h), so a
+// sharded layout draws exactly its own slice of the values one process draws.
+at::Tensor init_value(const ModelArgs& args, const std::string& name, at::IntArrayRef shape, uint64_t seed,
+                      at::IntArrayRef offsets = {}, at::IntArrayRef sizes = {});
+// The same, drawn straight into `out` (contiguous float32 on the CPU, the box's sizes).
+void init_value_into(const ModelArgs& args, const std::string& name, at::IntArrayRef shape, uint64_t seed,
+                     at::IntArrayRef offsets, at::Tensor& out);
 
 }  // namespace titan::models::llama3

@@ -2,46 +2,172 @@
 
 #include <algorithm>
 
+#include "titan/common/error.h"
+#include "titan/components/device.h"
 #include "titan/distributed/activation_checkpoint.h"
+#include "titan/distributed/tensor_parallel.h"
 
 namespace titan::models::llama3 {
 
-std::string parallelize(Transformer& model, const config::JobConfig& cfg) {
-  std::string applied;
-  auto note = [&](const std::string& line) { applied += (applied.empty() ? "" : "\n") + line; };
-  // compile.enable: the fused kernels stand where torch.compile would fuse, per component.
-  if (cfg.get_bool("compile.enable")) {
-    const auto& parts = cfg.get_list("compile.components");
-    auto has = [&](const char* c) { return std::find(parts.begin(), parts.end(), c) != parts.end(); };
-    model.set_fused_kernels(has("model"), has("loss"));
-    note(std::string("Compiling the model with fused kernels:") +
+using distributed::ParamLayout;
+using distributed::Placement;
+
+namespace {
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// torchtitan's TP plan for one parameter: the tensor dimension split over tp, or Partial for
+// the norms (replicated weights whose gradients, from sequence shards, are partial sums).
+Placement tp_placement(const std::string& fqn) {
+  for (const char* colwise : {"wq.weight", "wk.weight", "wv.weight", "w1.weight", "w3.weight"})
+    if (ends_with(fqn, colwise)) return Placement::shard(0);
+  if (ends_with(fqn, "wo.weight") || ends_with(fqn, "w2.weight")) return Placement::shard(1);
+  if (fqn == "tok_embeddings.weight" || fqn == "output.weight") return Placement::shard(0);  // vocabulary rows
+  return Placement::partial();  // attention_norm, ffn_norm, norm
+}
+
+void apply_tensor_parallel(Transformer& model, distributed::DeviceMesh& mesh, bool loss_parallel) {
+  auto& tp = mesh.group("tp");
+  const int64_t rows = model.args().vocab_size / tp.size(), first = tp.rank() * rows;
+  model.tok_embeddings().style = distributed::tp::rowwise_embedding(tp, first);
+  for (auto& block : model.layers()) {
+    block.attention.prepare_input = distributed::tp::gather_input(tp);
+    block.attention.wo.style = distributed::tp::rowwise_linear(tp);
+    block.feed_forward.prepare_input = distributed::tp::gather_input(tp);
+    block.feed_forward.w2.style = distributed::tp::rowwise_linear(tp);
+  }
+  model.set_head_loss_style(distributed::tp::vocab_parallel_head_loss(tp, first, loss_parallel));
+}
+
+std::string apply_compile(Transformer& model, const config::JobConfig& cfg) {
+  if (!cfg.get_bool("compile.enable")) return "";
+  const auto& parts = cfg.get_list("compile.components");
+  auto has = [&](const char* c) { return std::find(parts.begin(), parts.end(), c) != parts.end(); };
+  model.set_fused_kernels(has("model"), has("loss"));
+  return std::string("Compiling the model with fused kernels:") +
          (has("model") ? " RMSNorm with the residual add, RoPE on q and k, SwiGLU in every block;" : "") +
          (has("loss") ? " the output head with the loss, chunked over tokens;" : "") +
-         (parts.empty() ? " nothing (compile.components is empty)" : ""));
-  }
+         (parts.empty() ? " nothing (compile.components is empty)" : "");
+}
+
+std::string apply_activation_checkpointing(Transformer& model, const config::JobConfig& cfg) {
   const std::string& mode = cfg.get_string("activation_checkpoint.mode");
-  if (mode == "none") return applied;
+  if (mode == "none") return "";
   const std::string& option = cfg.get_string("activation_checkpoint.selective_ac_option");
+  const size_t n = model.layers().size();
   if (mode == "selective" && option == "op") {
-    for (size_t i = 0; i < model.layers().size(); ++i)
-      model.set_block_runner(i, distributed::op_checkpointed_block_forward);
-    note("Applied selective activation checkpointing to the model (op policy: attention and every second "
-         "matmul kept, the rest recomputed, in all " + std::to_string(model.layers().size()) + " blocks)");
-    return applied;
+    for (size_t i = 0; i < n; ++i) model.set_block_runner(i, distributed::op_checkpoint_block);
+    return "Applied selective activation checkpointing to the model (op policy: attention and every second matmul "
+           "kept, the rest recomputed, in all " + std::to_string(n) + " blocks)";
   }
-  int64_t every = 1;  // full: every block
-  if (mode == "selective") every = std::stoll(option);
+  const int64_t every = mode == "selective" ? std::stoll(option) : 1;  // full: every block
   int count = 0;
-  for (size_t i = 0; i < model.layers().size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     // torchtitan counts blocks from 1 and checkpoints those divisible by N (N = 0: all).
     if (every == 0 || (static_cast<int64_t>(i) + 1) % every == 0) {
-      model.set_block_runner(i, distributed::checkpointed_block_forward);
+      model.set_block_runner(i, distributed::checkpoint_block);
       ++count;
     }
   }
-  note("Applied " + mode + " activation checkpointing to the model (" + std::to_string(count) + " of " +
-       std::to_string(model.layers().size()) + " blocks)");
-  return applied;
+  return "Applied " + mode + " activation checkpointing to the model (" + std::to_string(count) + " of " +
+         std::to_string(n) + " blocks)";
+}
+
+}  // namespace
+
+std::vector<ParamLayout> param_layouts(Transformer& model, const distributed::ParallelDims& dims) {
+  std::vector<ParamLayout> layouts;
+  for (const auto& part : model.parts())
+    for (const auto& p : part.params) {
+      ParamLayout l{p.name, p.tensor->sizes().vec(), {}};
+      if (dims.tp > 1) l.placements.emplace_back("tp", tp_placement(p.name));
+      if (dims.fsdp_enabled()) l.placements.emplace_back("dp_shard_cp", Placement::shard(0));
+      layouts.push_back(std::move(l));
+    }
+  return layouts;
+}
+
+void validate_plan(const ModelArgs& args, const config::JobConfig& cfg, const distributed::ParallelDims& dims) {
+  if (dims.tp <= 1) return;
+  const int64_t tp = dims.tp;
+  const std::string deg = "parallelism.tensor_parallel_degree = " + std::to_string(tp);
+  auto need = [&](int64_t n, const std::string& what, const std::string& fix) {
+    if (n % tp != 0)
+      throw Error(deg + " does not divide " + what + " (" + std::to_string(n) + ")", fix);
+  };
+  const std::string pick = "choose a tensor_parallel_degree that divides it";
+  need(args.n_heads, "the model's attention heads, n_heads of flavor " + cfg.get_string("model.flavor"), pick);
+  need(args.n_kv_heads, "the model's key/value heads, n_kv_heads of flavor " + cfg.get_string("model.flavor"), pick);
+  need(cfg.get_int("training.seq_len"), "training.seq_len, which sequence parallelism splits",
+       "use a training.seq_len that is a multiple of " + std::to_string(tp));
+  if (cfg.get_bool("validation.enable"))
+    need(cfg.get_int("validation.seq_len"), "validation.seq_len, which sequence parallelism splits",
+         "use a validation.seq_len that is a multiple of " + std::to_string(tp));
+  need(args.vocab_size, "the vocabulary (model.vocab_size), which the embedding and the output head split",
+       "use a model.vocab_size that is a multiple of " + std::to_string(tp));
+  need(args.ffn_hidden_dim(), "the feed-forward hidden size", pick);
+}
+
+ParallelPlan parallelize(Transformer& model, const config::JobConfig& cfg, distributed::DeviceMesh& mesh,
+                         at::Device device, at::ScalarType compute_dtype, uint64_t seed) {
+  ParallelPlan plan;
+  const auto& dims = mesh.dims();
+  auto note = [&](const std::string& line) {
+    if (!line.empty()) plan.applied.push_back(line);
+  };
+  const bool loss_parallel = !cfg.get_bool("parallelism.disable_loss_parallel");
+  if (dims.tp > 1) {
+    apply_tensor_parallel(model, mesh, loss_parallel);
+    note("Applied Tensor Parallelism to the model (degree " + std::to_string(dims.tp) +
+         ": column-wise wq wk wv w1 w3, row-wise wo w2 and embedding, sequence-parallel norms, output " +
+         (loss_parallel ? "column-wise with loss parallel)" : "column-wise, logits gathered for the loss)"));
+  }
+  note(apply_compile(model, cfg));
+  note(apply_activation_checkpointing(model, cfg));
+
+  const std::string mp = components::dtype_name(compute_dtype);
+  if (dims.world_size == 1) {  // one rank: the model holds its own weights; AMP for mixed precision
+    if (model.parameters().front().scalar_type() == at::kFloat && compute_dtype != at::kFloat) {
+      plan.autocast = compute_dtype;
+      note("Mixed precision training is handled by AMP (" + mp + ")");
+    }
+    return plan;
+  }
+  distributed::DataParallelOptions o;
+  const std::string policy = cfg.get_string("parallelism.fsdp_reshard_after_forward");
+  auto parts = model.parts();
+  for (const auto& part : parts)  // the head is needed again at once by backward; a tied table by the head
+    o.reshard_after_forward.push_back(part.name == "output" ? policy == "always"
+                                      : part.name == "tok_embeddings" && model.args().tied_embeddings
+                                          ? false
+                                          : policy != "never");
+  o.sync_every_microbatch = cfg.get_bool("parallelism.fsdp_sync_every_microbatch");
+  if (dims.fsdp_enabled()) o.param_dtype = compute_dtype;
+  const ModelArgs args = model.args();
+  plan.data_parallel = std::make_unique<distributed::DataParallel>(
+      parts, param_layouts(model, dims),
+      [args, seed](const std::string& fqn, at::IntArrayRef shape, at::IntArrayRef offsets, at::Tensor& out) {
+        init_value_into(args, fqn, shape, seed, offsets, out);
+      },
+      [&model](ForwardHooks* hooks) { model.set_forward_hooks(hooks); }, mesh, device, o);
+  model.init_buffers(at::TensorOptions().device(device));
+  if (dims.fsdp_enabled()) {
+    note(std::string(dims.dp_replicate_enabled() ? "Applied HSDP" : "Applied FSDP") + " to the model (parameters in " +
+         mp + ", gradients reduced in float32, reshard_after_forward " + policy + ")");
+  } else if (dims.dp_replicate_enabled()) {
+    note("Applied DDP to the model");
+  }
+  if (!dims.fsdp_enabled() && compute_dtype != at::kFloat) {
+    if (dims.tp > 1 || dims.pp > 1) {  // as torchtitan: AMP only without TP/PP
+      note("Mixed precision training with TP or PP is only supported when FSDP/HSDP is enabled; training in float32");
+    } else {
+      plan.autocast = compute_dtype;
+      note("Mixed precision training is handled by AMP (" + mp + ")");
+    }
+  }
+  return plan;
 }
 
 }  // namespace titan::models::llama3

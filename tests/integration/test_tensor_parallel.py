@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Tensor parallelism (with sequence and loss parallelism) and 2D layouts on CPU processes
+(Gloo): TP(2), TP(4), FSDP(2)xTP(2), HSDP(2)xTP(2), TP(2) with gradient accumulation, with full
+and op-level activation checkpointing and with the logits gathered (loss parallel off),
+against one process with the same global batch; the initial parameters of every layout equal
+one process's bit for bit; the 1B flavor materialised under FSDP(4) within 1.3x its shard;
+the parallel styles against the unsharded computation; bad layouts.
+
+Usage: python3 tests/integration/test_tensor_parallel.py --titan build/titan [--styles build/tp_styles_check]
+Prints one line per check and `N passed, N failed`; exits 0 only if none failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import ROOT, Checks, free_port, rank_env, read_jsonl  # noqa: E402
+from launch import launch as launch_ranks  # noqa: E402
+
+BASE = ["--job.config_file", "configs/llama3/debug_model.toml", "--training.seq_len", "64",
+        "--training.steps", "10", "--training.mixed_precision_param", "float32", "--debug.seed", "7",
+        "--activation_checkpoint.mode", "none", "--metrics.log_freq", "5", "--lr_scheduler.warmup_steps", "2"]
+TOL = 1e-5
+checks = Checks()
+check = checks.check
+
+
+def metrics(dump: str) -> list[dict]:
+    return [r for r in read_jsonl(os.path.join(dump, "metrics.jsonl")) if "step" in r]
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-30)
+
+
+def launch(titan, world, args, dump, timeout=300, env=None):
+    return launch_ranks(titan, world, args + ["--job.dump_folder", dump], timeout=timeout, extra_env=env)
+
+
+def read_state(path: str) -> list[tuple[str, bytes]]:
+    index = json.load(open(path + ".json"))
+    data = open(path, "rb").read()
+    out, at = [], 0
+    for entry in index:
+        n = 4
+        for d in entry["shape"]:
+            n *= d
+        out.append((entry["name"], data[at:at + n]))
+        at += n
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--titan", required=True)
+    ap.add_argument("--styles", help="the tp_styles_check binary (parallel styles against the unsharded computation)")
+    opts = ap.parse_args()
+    titan = os.path.abspath(opts.titan)
+    tmp = tempfile.mkdtemp(prefix="titan_tp_")
+
+    single = os.path.join(tmp, "single")
+    (rc, out, err), = launch(titan, 1, BASE + ["--training.local_batch_size", "8"], single,
+                             env={"TITAN_TEST_INITIAL_STATE": os.path.join(tmp, "init_single")})
+    if rc != 0:
+        check("single-process reference run", False, err[-800:])
+        return checks.summary()
+    ref = metrics(single)
+    ref_state = read_state(os.path.join(tmp, "init_single"))
+
+    tp2 = ["--parallelism.tensor_parallel_degree", "2"]
+    layouts = {
+        "TP(2)": (2, tp2 + ["--training.local_batch_size", "8"]),
+        "TP(4)": (4, ["--parallelism.tensor_parallel_degree", "4", "--training.local_batch_size", "8"]),
+        "FSDP(2)xTP(2)": (4, tp2 + ["--training.local_batch_size", "4"]),
+        "HSDP(2)xTP(2)": (4, tp2 + ["--training.local_batch_size", "4", "--parallelism.data_parallel_replicate_degree", "2",
+                                    "--parallelism.data_parallel_shard_degree", "1"]),
+        "TP(2) + grad accumulation": (2, tp2 + ["--training.local_batch_size", "4", "--training.global_batch_size", "8"]),
+        "TP(2) + full AC": (2, tp2 + ["--training.local_batch_size", "8", "--activation_checkpoint.mode", "full"]),
+        "TP(2) + op AC": (2, tp2 + ["--training.local_batch_size", "8", "--activation_checkpoint.mode", "selective",
+                                    "--activation_checkpoint.selective_ac_option", "op"]),
+        "TP(2), loss parallel off": (2, tp2 + ["--training.local_batch_size", "8", "--parallelism.disable_loss_parallel"]),
+        "FSDP(2)xTP(2), no fused kernels": (4, tp2 + ["--training.local_batch_size", "4", "--no-compile.enable"]),
+    }
+    runs = {}
+    for name, (world, extra) in layouts.items():
+        dump = os.path.join(tmp, re.sub(r"[^A-Za-z0-9]+", "_", name))
+        state = os.path.join(tmp, "init_" + re.sub(r"[^A-Za-z0-9]+", "_", name))
+        start = time.time()
+        outs = launch(titan, world, BASE + extra, dump, env={"TITAN_TEST_INITIAL_STATE": state})
+        bad = [(i, o[0], o[2][-600:]) for i, o in enumerate(outs) if o[0] != 0]
+        if bad:
+            check(f"{name} runs", False, str(bad[0]))
+            continue
+        got = metrics(dump)
+        runs[name] = got
+        worst_loss = max(rel(g["loss"], r["loss"]) for g, r in zip(got, ref))
+        worst_norm = max(rel(g["grad_norm"], r["grad_norm"]) for g, r in zip(got, ref))
+        check(f"{name}: 10 steps match one process (loss {worst_loss:.1e}, grad norm {worst_norm:.1e}, "
+              f"step 1 loss {'identical' if got[0]['loss'] == ref[0]['loss'] else 'within ' + format(rel(got[0]['loss'], ref[0]['loss']), '.1e')}, "
+              f"{time.time() - start:.0f} s)", len(got) == 10 and worst_loss <= TOL and worst_norm <= TOL)
+        mine = read_state(state)
+        check(f"{name}: initial parameters gathered equal one process's bit for bit",
+              [n for n, _ in mine] == [n for n, _ in ref_state] and all(a == b for (_, a), (_, b) in zip(mine, ref_state)),
+              f"{len(mine)} vs {len(ref_state)} tensors")
+
+    if "TP(2)" in runs and "TP(2), loss parallel off" in runs:
+        worst = max(rel(a["loss"], b["loss"]) for a, b in zip(runs["TP(2)"], runs["TP(2), loss parallel off"]))
+        check(f"loss parallel on and off agree (worst {worst:.1e})", worst <= TOL)
+    if "TP(2)" in runs and "TP(2) + op AC" in runs:
+        check("TP(2): op-level activation checkpointing gives the losses and grad norms of none, bit for bit",
+              [(s["loss"], s["grad_norm"]) for s in runs["TP(2)"]] ==
+              [(s["loss"], s["grad_norm"]) for s in runs["TP(2) + op AC"]])
+
+    # ---- the parallel styles against the unsharded computation ------------------------------------
+    if opts.styles:
+        port = free_port()
+        procs = [subprocess.Popen([os.path.abspath(opts.styles)], cwd=ROOT, env=rank_env(r, 2, port),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+        for line in outs[0].splitlines():
+            if line.startswith(("PASS ", "FAIL ")):
+                check("style " + line[5:], line.startswith("PASS"), line)
+        check("tp_styles_check: both ranks exit 0", all(p.returncode == 0 for p in procs), outs[0][-800:] + outs[1][-800:])
+
+    # ---- the 1B flavor materialised under FSDP(4): each rank draws only its shard -----------------
+    big = os.path.join(tmp, "big")
+    start = time.time()
+    outs = launch(titan, 4, ["--job.config_file", "configs/llama3/debug_model.toml", "--model.flavor", "1B",
+                             "--training.seq_len", "16", "--training.local_batch_size", "1"], big, timeout=600,
+                  env={"TITAN_TEST_STOP_AFTER_INIT": "1"})
+    lines = [re.search(r"rank \d: Materialised this rank's parameters: ([\d.]+) GiB; peak resident memory grew by "
+                       r"([\d.]+) GiB", o[1]) for o in outs]
+    if all(o[0] == 0 for o in outs) and all(lines):
+        ratios = [float(m.group(2)) / float(m.group(1)) for m in lines]
+        check(f"1B under FSDP(4): per-rank peak memory during materialisation {max(ratios):.3f} x its shard "
+              f"({float(lines[0].group(1)):.3f} GiB; {time.time() - start:.0f} s)", max(ratios) < 1.3)
+    else:
+        check("1B under FSDP(4) materialises", False, str([(o[0], o[2][-400:]) for o in outs]))
+
+    # ---- bad layouts: every rank exits 2 within seconds, one message --------------------------------
+    for name, world, extra, needle in [
+        ("heads not divisible", 3, ["--parallelism.tensor_parallel_degree", "3", "--training.seq_len", "66"], "n_heads"),
+        ("kv heads not divisible", 3, ["--parallelism.tensor_parallel_degree", "3", "--model.flavor", "3B",
+                                       "--training.seq_len", "66"], "n_kv_heads"),
+        ("sequence not divisible", 2, ["--parallelism.tensor_parallel_degree", "2", "--training.seq_len", "63"], "training.seq_len"),
+        ("async TP refused", 2, ["--parallelism.tensor_parallel_degree", "2", "--parallelism.enable_async_tensor_parallel"],
+         "enable_async_tensor_parallel"),
+        ("mesh does not fit the world", 4, ["--parallelism.tensor_parallel_degree", "3"], "world size"),
+    ]:
+        start = time.time()
+        outs = launch(titan, world, BASE + extra, os.path.join(tmp, "bad"), timeout=60)
+        took = time.time() - start
+        ok = all(o[0] == 2 for o in outs) and all(needle in o[2] and o[2].count("titan: error") == 1 for o in outs)
+        check(f"bad layout, {name}: every rank exits 2 in {took:.1f}s naming {needle}", ok and took < 30,
+              str([(o[0], o[2][-300:]) for o in outs]))
+    return checks.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

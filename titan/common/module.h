@@ -1,0 +1,55 @@
+// What a model offers the machinery that changes how it runs (data, tensor and pipeline
+// parallelism, activation checkpointing), without either knowing the other: the model's parts
+// and their parameters by FQN, hooks around each part, runners for its blocks, and style hooks
+// on its linear layers, embedding, output head and block inputs. Models implement it
+// (models/<name>/); parallelize.* fills it in; distributed/ and kernels/ supply the functions.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace titan {
+
+// A parameter with its FQN ("layers.3.attention.wq.weight"). `tensor` points into the model,
+// so that data parallelism can swap it for its gathered form and back.
+struct NamedParam {
+  std::string name;
+  at::Tensor* tensor;
+};
+
+// A unit of the forward pass: "tok_embeddings", "layers.<i>", "output" (final norm, head, loss).
+struct ModelPart {
+  std::string name;
+  std::vector<NamedParam> params;
+};
+
+// Observers of the forward pass, called around each part in forward order. Data parallelism
+// gathers and releases parameters here.
+class ForwardHooks {
+ public:
+  virtual ~ForwardHooks() = default;
+  virtual void before(size_t part_index, const std::string& part) = 0;
+  virtual at::Tensor after(size_t part_index, const std::string& part, const at::Tensor& out) = 0;
+};
+
+// A block of the model as a function of its input, with the slots of the weights it reads (so
+// that a runner can route their gradients, and recompute with the weights of this forward even
+// when data parallelism has put another microbatch's in the slots since): what activation
+// checkpointing wraps.
+using BlockFn = std::function<at::Tensor(const at::Tensor& x)>;
+using BlockRunner = std::function<at::Tensor(const BlockFn& block, const at::Tensor& x,
+                                             const std::vector<at::Tensor*>& weights)>;
+
+// Style hooks (tensor parallelism): how a linear layer, the embedding, the output head with
+// its loss, or a module's input run. Unset means the plain single-device computation.
+using LinearStyle = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& weight)>;
+using EmbeddingStyle = std::function<at::Tensor(const at::Tensor& tokens, const at::Tensor& weight)>;
+// h (B,T,D) after the final norm, the head's weight, labels (B,T) -> loss per token (B,T).
+using HeadLossStyle = std::function<at::Tensor(const at::Tensor& h, const at::Tensor& weight,
+                                               const at::Tensor& labels)>;
+using InputStyle = std::function<at::Tensor(const at::Tensor& x)>;
+
+}  // namespace titan

@@ -1,0 +1,68 @@
+#include "titan/distributed/device_mesh.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace titan::distributed {
+
+namespace {
+
+const std::map<std::string, std::vector<std::string>>& named_meshes() {
+  static const std::map<std::string, std::vector<std::string>> meshes = {
+      {"pp", {"pp"}},
+      {"dp_replicate", {"dp_replicate"}},
+      {"dp_shard", {"dp_shard"}},
+      {"cp", {"cp"}},
+      {"tp", {"tp"}},
+      {"dp", {"dp_replicate", "dp_shard"}},
+      {"dp_shard_cp", {"dp_shard", "cp"}},
+      {"dp_cp", {"dp_replicate", "dp_shard", "cp"}},
+      {"loss", {"dp_replicate", "dp_shard", "cp"}},
+      {"dp_shard_cp:grads", {"dp_shard", "cp"}},
+  };
+  return meshes;
+}
+
+// The order every rank builds the groups in. Where two names cover the same ranks the group is
+// built once, under the first name here (what the flight recorder shows): the FSDP and loss
+// meshes come before their parts.
+const std::vector<std::string> kBuildOrder = {"pp", "dp_replicate", "dp_shard_cp", "dp_cp", "tp",
+                                              "dp_shard", "cp", "dp", "loss"};
+
+}  // namespace
+
+const std::vector<std::string>& DeviceMesh::dims_of(const std::string& name) {
+  auto it = named_meshes().find(name);
+  if (it == named_meshes().end()) throw std::logic_error("unknown mesh name " + name);
+  return it->second;
+}
+
+DeviceMesh::DeviceMesh(World& world, const ParallelDims& dims) : dims_(dims), world_(world.all()) {
+  std::map<std::vector<int>, Group> built;  // by ranks: one c10d group per distinct set
+  for (const auto& name : kBuildOrder) {
+    Group mine;
+    for (const auto& ranks : dims.all_groups(dims_of(name))) {
+      auto it = built.find(ranks);
+      if (it == built.end()) it = built.emplace(ranks, world.new_group(ranks, name)).first;
+      if (std::find(ranks.begin(), ranks.end(), world.rank()) != ranks.end()) mine = it->second;
+    }
+    groups_[name] = mine;
+  }
+  // FSDP's gradient reductions get communicators of their own, so that a reduce-scatter does
+  // not queue behind (or ahead of) the next part's all-gather.
+  Group grads;
+  for (const auto& ranks : dims.all_groups(dims_of("dp_shard_cp"))) {
+    Group g = world.new_group(ranks, "dp_shard_cp:grads");
+    if (std::find(ranks.begin(), ranks.end(), world.rank()) != ranks.end()) grads = g;
+  }
+  groups_["dp_shard_cp:grads"] = grads;
+}
+
+Group& DeviceMesh::group(const std::string& name) {
+  if (name == "world") return world_;
+  auto it = groups_.find(name);
+  if (it == groups_.end()) throw std::logic_error("unknown mesh name " + name);
+  return it->second;
+}
+
+}  // namespace titan::distributed

@@ -1,0 +1,42 @@
+// Tensor parallelism with sequence parallelism (Megatron-style, as torchtitan applies it): the
+// autograd-aware collectives over the "tp" group, each with its dual in backward, and the
+// styles parallelize installs on a model's hooks (titan/common/module.h). Knows no model: a
+// style is a function of a layer's input and its local weight.
+//
+// Activations between blocks are sharded on the sequence (dim 1). A block's attention and
+// feed-forward gather the sequence once at their input; column-wise linears then compute their
+// share of the output features, row-wise linears their partial sums, which a reduce-scatter
+// returns to sequence shards. The embedding is row-wise over the vocabulary; the output head is
+// column-wise with the loss computed vocab-parallel (never gathering the logits), or with the
+// logits gathered (parallelism.disable_loss_parallel).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "titan/common/module.h"
+#include "titan/distributed/process_group.h"
+
+namespace titan::distributed::tp {
+
+// (B, T/tp, ...) -> (B, T, ...): all-gather on dim 1; backward reduce-scatters (sums) on dim 1.
+at::Tensor gather_sequence(const at::Tensor& x, Group& group);
+// (B, T, ...) partial sums -> (B, T/tp, ...) summed: reduce-scatter on dim 1; backward all-gathers.
+at::Tensor reduce_scatter_sequence(const at::Tensor& x, Group& group);
+// (..., V/tp) -> (..., V): all-gather on the last dim; backward keeps this rank's slice (every
+// rank computes the same loss from the gathered tensor).
+at::Tensor gather_last_dim(const at::Tensor& x, Group& group);
+
+// Styles. `group` must outlive the model's use of the style.
+// Row-wise linear: x (B,T,in/tp) with weight (out, in/tp) -> (B,T/tp,out), reduce-scattered.
+LinearStyle rowwise_linear(Group& group);
+// Module input under sequence parallelism: (B,T/tp,D) -> (B,T,D).
+InputStyle gather_input(Group& group);
+// Row-wise embedding: this rank holds vocabulary rows [first, first + V/tp); tokens (B,T) ->
+// (B,T/tp,D), reduce-scattered.
+EmbeddingStyle rowwise_embedding(Group& group, int64_t first_row);
+// The output head, column-wise (weight (V/tp, D), rows from first_row) on the gathered
+// sequence, with the cross entropy computed vocab-parallel (loss_parallel) or on gathered
+// logits; -> the loss of each token (B,T), the same on every tp rank.
+HeadLossStyle vocab_parallel_head_loss(Group& group, int64_t first_row, bool loss_parallel);
+
+}  // namespace titan::distributed::tp
