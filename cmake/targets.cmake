@@ -137,10 +137,11 @@ target_link_libraries(bench_tokenizer PRIVATE titan_text)
 add_executable(bench_kernels bench/bench_kernels.cpp)
 target_link_libraries(bench_kernels PRIVATE titan_lib)
 
-# Tensor parallelism: the styles on 2 ranks against the unsharded computation, and the layouts.
-add_executable(tp_styles_check tests/integration/tp_styles_check.cpp)
-target_link_libraries(tp_styles_check PRIVATE titan_lib)
+# Tensor parallelism: the layouts, and (distributed_checks) the styles on 2 ranks against the
+# unsharded computation and FSDP with several microbatch graphs alive.
+add_executable(distributed_checks tests/integration/distributed_checks.cpp)
+target_link_libraries(distributed_checks PRIVATE titan_lib)
 add_test(NAME integration.tensor_parallel COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_tensor_parallel.py
-         --titan $<TARGET_FILE:titan> --styles $<TARGET_FILE:tp_styles_check>)
+         --titan $<TARGET_FILE:titan> --checks $<TARGET_FILE:distributed_checks>)
 # Up to 4 processes of one thread each: run it alone.
 set_tests_properties(integration.tensor_parallel PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)

@@ -6,7 +6,7 @@ against one process with the same global batch; the initial parameters of every 
 one process's bit for bit; the 1B flavor materialised under FSDP(4) within 1.3x its shard;
 the parallel styles against the unsharded computation; bad layouts.
 
-Usage: python3 tests/integration/test_tensor_parallel.py --titan build/titan [--styles build/tp_styles_check]
+Usage: python3 tests/integration/test_tensor_parallel.py --titan build/titan [--checks build/distributed_checks]
 Prints one line per check and `N passed, N failed`; exits 0 only if none failed.
 """
 
@@ -61,7 +61,8 @@ def read_state(path: str) -> list[tuple[str, bytes]]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--titan", required=True)
-    ap.add_argument("--styles", help="the tp_styles_check binary (parallel styles against the unsharded computation)")
+    ap.add_argument("--checks", help="the distributed_checks binary (parallel styles against the unsharded "
+                                     "computation, FSDP with several microbatch graphs)")
     opts = ap.parse_args()
     titan = os.path.abspath(opts.titan)
     tmp = tempfile.mkdtemp(prefix="titan_tp_")
@@ -119,16 +120,18 @@ def main() -> int:
               [(s["loss"], s["grad_norm"]) for s in runs["TP(2)"]] ==
               [(s["loss"], s["grad_norm"]) for s in runs["TP(2) + op AC"]])
 
-    # ---- the parallel styles against the unsharded computation ------------------------------------
-    if opts.styles:
+    # ---- the parallel styles against the unsharded computation; FSDP with microbatches interleaved --
+    if opts.checks:
         port = free_port()
-        procs = [subprocess.Popen([os.path.abspath(opts.styles)], cwd=ROOT, env=rank_env(r, 2, port),
+        procs = [subprocess.Popen([os.path.abspath(opts.checks)], cwd=ROOT, env=rank_env(r, 2, port),
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
         outs = [p.communicate(timeout=120)[0] for p in procs]
         for line in outs[0].splitlines():
             if line.startswith(("PASS ", "FAIL ")):
-                check("style " + line[5:], line.startswith("PASS"), line)
-        check("tp_styles_check: both ranks exit 0", all(p.returncode == 0 for p in procs), outs[0][-800:] + outs[1][-800:])
+                check(("style " if "FSDP" not in line else "") + line[5:], line.startswith("PASS"), line)
+        check("distributed_checks: both ranks exit 0", all(p.returncode == 0 for p in procs), outs[0][-800:] + outs[1][-800:])
+    else:
+        checks.skip("parallel styles and FSDP microbatches", "no --checks binary given")
 
     # ---- the 1B flavor materialised under FSDP(4): each rank draws only its shard -----------------
     big = os.path.join(tmp, "big")

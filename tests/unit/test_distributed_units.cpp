@@ -1,11 +1,14 @@
-// The device mesh and the launcher environment, without starting any process.
+// The device mesh, placements and the launcher environment, without starting any process.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <map>
 
 #include "titan/common/error.h"
 #include "titan/config/job_config.h"
+#include "titan/distributed/device_mesh.h"
 #include "titan/distributed/parallel_dims.h"
+#include "titan/distributed/placement.h"
 #include "titan/distributed/process_group.h"
 
 using titan::distributed::ParallelDims;
@@ -133,4 +136,86 @@ TEST(DistEnv, InconsistentOrIncompleteEnvironmentsAreClearErrors) {
     EXPECT_EQ(env.world_size, 1);
     EXPECT_EQ(env.launcher, "none");
   }
+}
+
+// ---- placements -------------------------------------------------------------------------------
+
+namespace {
+
+using titan::distributed::Box;
+using titan::distributed::ParamLayout;
+using titan::distributed::Placement;
+
+// Coordinates on a mesh of named sizes for one rank index per name.
+titan::distributed::MeshCoordinate coords(std::map<std::string, std::pair<int, int>> c) {
+  return [c](const std::string& mesh) { return c.count(mesh) ? c.at(mesh) : std::pair<int, int>{0, 1}; };
+}
+
+}  // namespace
+
+TEST(Placement, BoxesOfOneShardWithPadding) {
+  // 10 rows over 4 ranks: pieces of ceil(10/4) = 3 rows; the last rank has 1.
+  ParamLayout l{"w", {10, 6}, {{"dp_shard_cp", Placement::shard(0)}}};
+  std::vector<int64_t> got;
+  for (int r = 0; r < 4; ++r) {
+    Box b = titan::distributed::local_box(l, coords({{"dp_shard_cp", {r, 4}}}));
+    EXPECT_EQ(b.offsets, (std::vector<int64_t>{3 * r, 0})) << r;
+    EXPECT_EQ(b.sizes[1], 6);
+    got.push_back(b.sizes[0]);
+  }
+  EXPECT_EQ(got, (std::vector<int64_t>{3, 3, 3, 1}));
+  // 2 rows over 4 ranks: the last two hold nothing (their offsets stop at the end).
+  ParamLayout small{"n", {2}, {{"dp_shard_cp", Placement::shard(0)}}};
+  Box last = titan::distributed::local_box(small, coords({{"dp_shard_cp", {3, 4}}}));
+  EXPECT_EQ(last.sizes, (std::vector<int64_t>{0}));
+  EXPECT_EQ(last.offsets, (std::vector<int64_t>{2}));
+  EXPECT_EQ(titan::distributed::piece_rows(10, 4), 3);
+}
+
+TEST(Placement, TensorParallelThenFsdpNestTheirSplits) {
+  // Row-wise (Shard(1)) over tp 2, then FSDP's Shard(0) over 3 ranks of each share.
+  ParamLayout l{"layers.0.attention.wo.weight", {7, 8},
+                {{"tp", Placement::shard(1)}, {"dp_shard_cp", Placement::shard(0)}}};
+  Box b = titan::distributed::local_box(l, coords({{"tp", {1, 2}}, {"dp_shard_cp", {2, 3}}}));
+  EXPECT_EQ(b.offsets, (std::vector<int64_t>{6, 4}));
+  EXPECT_EQ(b.sizes, (std::vector<int64_t>{1, 4}));
+  // Before FSDP's split: the tp share, what FSDP gathers.
+  Box share = titan::distributed::local_box(l, coords({{"tp", {1, 2}}, {"dp_shard_cp", {2, 3}}}), 1);
+  EXPECT_EQ(share.offsets, (std::vector<int64_t>{0, 4}));
+  EXPECT_EQ(share.sizes, (std::vector<int64_t>{7, 4}));
+  EXPECT_EQ(l.on("tp").dim, 1);
+  EXPECT_TRUE(l.sharded_on("dp_shard_cp"));
+  EXPECT_EQ(l.on("dp_replicate").kind, Placement::Kind::Replicate);
+  EXPECT_EQ(l.describe(), "layers.0.attention.wo.weight [7, 8]: tp Shard(1), dp_shard_cp Shard(0)");
+}
+
+TEST(Placement, FullToShardsToFullRoundTrips) {
+  // Every rank's box of a 2-D mesh (tp 2 x dp 3), taken from the full tensor and put back,
+  // rebuilds it exactly, and no element is held twice.
+  for (int dim : {0, 1}) {
+    ParamLayout l{"x", {9, 10}, {{"tp", Placement::shard(dim)}, {"dp_shard_cp", Placement::shard(0)}}};
+    at::Tensor full = at::arange(90, at::kFloat).view({9, 10});
+    at::Tensor rebuilt = at::zeros_like(full), count = at::zeros_like(full);
+    for (int t = 0; t < 2; ++t)
+      for (int d = 0; d < 3; ++d) {
+        Box b = titan::distributed::local_box(l, coords({{"tp", {t, 2}}, {"dp_shard_cp", {d, 3}}}));
+        at::Tensor piece = full.narrow(0, b.offsets[0], b.sizes[0]).narrow(1, b.offsets[1], b.sizes[1]).clone();
+        rebuilt.narrow(0, b.offsets[0], b.sizes[0]).narrow(1, b.offsets[1], b.sizes[1]).copy_(piece);
+        count.narrow(0, b.offsets[0], b.sizes[0]).narrow(1, b.offsets[1], b.sizes[1]).add_(1);
+      }
+    EXPECT_TRUE(at::equal(rebuilt, full)) << dim;
+    EXPECT_TRUE(at::equal(count, at::ones_like(count))) << dim;
+  }
+}
+
+TEST(DeviceMesh, FlattenedMeshesCoverTheirDimensions) {
+  using titan::distributed::DeviceMesh;
+  EXPECT_EQ(DeviceMesh::dims_of("dp"), (std::vector<std::string>{"dp_replicate", "dp_shard"}));
+  EXPECT_EQ(DeviceMesh::dims_of("dp_shard_cp"), (std::vector<std::string>{"dp_shard", "cp"}));
+  EXPECT_EQ(DeviceMesh::dims_of("loss"), (std::vector<std::string>{"dp_replicate", "dp_shard", "cp"}));
+  EXPECT_THROW(DeviceMesh::dims_of("ep"), std::logic_error);
+  // The data loader's degree leaves context parallelism out; the loss mesh has it.
+  auto d = dims({"--parallelism.data_parallel_replicate_degree", "2"}, 4);
+  EXPECT_EQ(d.dp_degree(), 4);
+  EXPECT_EQ(d.group_of(3, DeviceMesh::dims_of("loss")), (std::vector<int>{0, 1, 2, 3}));
 }

@@ -223,6 +223,36 @@ TEST(Training, Bf16AutocastTrains) {
   EXPECT_NEAR(bf16.steps.front().loss, fp32.steps.front().loss, 0.05);
 }
 
+TEST(Training, TrainerStepsAndStateDictByFqn) {
+  // The trainer's parts used one by one: train_step, and the state a checkpoint would save.
+  train::Trainer trainer(small_run({"--training.steps", "2"}));
+  auto before = trainer.state_dict();
+  EXPECT_EQ(before.scalars["step"], 0);
+  size_t model_tensors = 0;
+  for (const auto& t : before.tensors) model_tensors += t.key.rfind("model.", 0) == 0;
+  EXPECT_EQ(model_tensors, before.tensors.size());  // no optimizer state before the first step
+  auto r1 = trainer.train_step(1);
+  EXPECT_EQ(r1.step, 1);
+  EXPECT_GT(r1.loss, 0);
+  auto after = trainer.state_dict();
+  EXPECT_EQ(after.scalars["step"], 1);
+  EXPECT_TRUE(after.scalars.contains("dataloader"));
+  bool saw_wq = false, saw_moment = false;
+  for (const auto& t : after.tensors) {
+    if (t.key == "model.layers.0.attention.wq.weight") {
+      saw_wq = true;
+      EXPECT_EQ(t.global_shape, (std::vector<int64_t>{256, 256}));
+      EXPECT_EQ(t.box.sizes, t.global_shape);  // one process holds all of it
+    }
+    if (t.key == "optimizer.layers.5.feed_forward.w2.weight.exp_avg") {
+      saw_moment = true;
+      EXPECT_GT(t.local.abs().max().item<double>(), 0.0);
+    }
+  }
+  EXPECT_TRUE(saw_wq);
+  EXPECT_TRUE(saw_moment);
+}
+
 TEST(Validate, UnsupportedSettingsAreListedNotIgnored) {
   auto cfg = small_run({"--compile.backend", "aot_eager", "--parallelism.pipeline_parallel_degree", "2"});
   auto bad = train::unsupported_settings(cfg);

@@ -1,14 +1,18 @@
 #include "titan/components/optimizer.h"
 
 #include <cmath>
+#include <stdexcept>
 
 #include "titan/common/error.h"
 #include "titan/kernels/fused_ops.h"
 
 namespace titan::components {
 
-Optimizer::Optimizer(std::vector<at::Tensor> params, OptimizerOptions options)
-    : options_(std::move(options)), params_(std::move(params)) {
+Optimizer::Optimizer(std::vector<at::Tensor> params, OptimizerOptions options, std::vector<std::string> names)
+    : options_(std::move(options)), params_(std::move(params)), names_(std::move(names)) {
+  if (names_.empty())
+    for (size_t i = 0; i < params_.size(); ++i) names_.push_back("param." + std::to_string(i));
+  if (names_.size() != params_.size()) throw std::logic_error("Optimizer: one name per parameter");
   if (options_.name != "AdamW" && options_.name != "Adam")
     throw Error("optimizer.name = \"" + options_.name + "\" is not supported", "use AdamW or Adam");
   const auto& impl = options_.implementation;
@@ -20,6 +24,12 @@ Optimizer::Optimizer(std::vector<at::Tensor> params, OptimizerOptions options)
   if (!(options_.lr >= 0)) throw Error("optimizer.lr must be >= 0");
   if (!(options_.weight_decay >= 0)) throw Error("optimizer.weight_decay must be >= 0");
   decoupled_ = options_.name == "AdamW";
+}
+
+size_t Optimizer::index_of(const std::string& fqn) const {
+  for (size_t i = 0; i < names_.size(); ++i)
+    if (names_[i] == fqn) return i;
+  throw std::out_of_range("the optimizer has no parameter " + fqn);
 }
 
 void Optimizer::init_state() {

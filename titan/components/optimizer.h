@@ -23,8 +23,9 @@ struct OptimizerOptions {
 
 class Optimizer {
  public:
-  // Validates the options (throws titan::Error naming the optimizer.* key).
-  Optimizer(std::vector<at::Tensor> params, OptimizerOptions options);
+  // Validates the options (throws titan::Error naming the optimizer.* key). `names` are the
+  // parameters' FQNs (the state is keyed by them); empty: "param.<i>".
+  Optimizer(std::vector<at::Tensor> params, OptimizerOptions options, std::vector<std::string> names = {});
 
   // One update with learning rate `lr` from the parameters' .grad() times `grad_scale` (the
   // gradient-clipping coefficient); parameters without a gradient are skipped. The fused
@@ -34,6 +35,9 @@ class Optimizer {
 
   const OptimizerOptions& options() const { return options_; }
   const std::vector<at::Tensor>& params() const { return params_; }
+  const std::vector<std::string>& names() const { return names_; }
+  // The index of the parameter `fqn` (std::out_of_range when there is none).
+  size_t index_of(const std::string& fqn) const;
   // State, one entry per parameter (allocated on the first step).
   std::vector<at::Tensor>& exp_avg() { return exp_avg_; }
   std::vector<at::Tensor>& exp_avg_sq() { return exp_avg_sq_; }
@@ -44,6 +48,7 @@ class Optimizer {
   OptimizerOptions options_;
   bool decoupled_;
   std::vector<at::Tensor> params_, exp_avg_, exp_avg_sq_, steps_;
+  std::vector<std::string> names_;
 };
 
 }  // namespace titan::components

@@ -455,7 +455,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   oo.eps = cfg.get_float("optimizer.eps");
   oo.weight_decay = cfg.get_float("optimizer.weight_decay");
   oo.implementation = cfg.get_string("optimizer.implementation");
-  optimizer = std::make_unique<components::Optimizer>(params, oo);
+  optimizer = std::make_unique<components::Optimizer>(params, oo, param_names);
   steps = cfg.get_int("training.steps");
   const int64_t total = cfg.get_opt_int("lr_scheduler.total_steps").value_or(steps);
   std::vector<std::string> warnings;
@@ -606,13 +606,13 @@ StateDict Trainer::state_dict() {
     // The box's rows lead the (padded) local tensor.
     const distributed::Box& box = s.boxes[i];
     auto mine = [&](const at::Tensor& t) { return box.sizes.empty() ? t : t.narrow(0, 0, box.sizes[0]); };
-    d.tensors.push_back({"model." + s.param_names[i], mine(s.params[i].detach()), global_shapes[i], box});
-    if (!s.optimizer->exp_avg().empty()) {
-      d.tensors.push_back({"optimizer." + s.param_names[i] + ".exp_avg", mine(s.optimizer->exp_avg()[i]),
-                           global_shapes[i], box});
-      d.tensors.push_back({"optimizer." + s.param_names[i] + ".exp_avg_sq", mine(s.optimizer->exp_avg_sq()[i]),
-                           global_shapes[i], box});
-      d.tensors.push_back({"optimizer." + s.param_names[i] + ".step", s.optimizer->step_count()[i], {}, {}});
+    const std::string& fqn = s.param_names[i];
+    d.tensors.push_back({"model." + fqn, mine(s.params[i].detach()), global_shapes[i], box});
+    if (!s.optimizer->exp_avg().empty()) {  // the optimizer's state, by FQN
+      const size_t k = s.optimizer->index_of(fqn);
+      d.tensors.push_back({"optimizer." + fqn + ".exp_avg", mine(s.optimizer->exp_avg()[k]), global_shapes[i], box});
+      d.tensors.push_back({"optimizer." + fqn + ".exp_avg_sq", mine(s.optimizer->exp_avg_sq()[k]), global_shapes[i], box});
+      d.tensors.push_back({"optimizer." + fqn + ".step", s.optimizer->step_count()[k], {}, {}});
     }
   }
   d.scalars["step"] = s.last_step;
