@@ -75,6 +75,9 @@ def main() -> int:
         "FSDP(2) + op AC": (2, ["--training.local_batch_size", "4", "--activation_checkpoint.mode", "selective",
                                 "--activation_checkpoint.selective_ac_option", "op"]),
         "FSDP(2) + grad accumulation": (2, ["--training.local_batch_size", "2", "--training.global_batch_size", "8"]),
+        "FSDP(2) + grad accumulation, one reduce per step": (
+            2, ["--training.local_batch_size", "2", "--training.global_batch_size", "8",
+                "--no-parallelism.fsdp_sync_every_microbatch"]),
     }
     runs = {}
     for name, (world, extra) in layouts.items():
@@ -92,6 +95,12 @@ def main() -> int:
               len(got) == 10 and worst_loss <= TOL and worst_norm <= TOL)
         check(f"{name}: step 1 loss identical", got[0]["loss"] == ref[0]["loss"],
               f"{got[0]['loss']!r} vs {ref[0]['loss']!r}")
+
+    acc, once = "FSDP(2) + grad accumulation", "FSDP(2) + grad accumulation, one reduce per step"
+    if acc in runs and once in runs:
+        per_step = [runs[k][4]["comm_bytes"]["reduce_scatter"] - runs[k][3]["comm_bytes"]["reduce_scatter"] for k in (acc, once)]
+        check(f"FSDP(2), 2 microbatches: reducing once per step halves the reduce-scatter bytes ({per_step[1] / 1e6:.2f} "
+              f"vs {per_step[0] / 1e6:.2f} MB)", abs(per_step[1] * 2 - per_step[0]) <= 0.01 * per_step[0])
 
     if "FSDP(2)" in runs and "FSDP(2) + op AC" in runs:
         same = [(s["loss"], s["grad_norm"]) for s in runs["FSDP(2) + op AC"]] == [
