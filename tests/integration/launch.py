@@ -49,6 +49,27 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+# What the multi-process tests compare layouts on: the debug model at seq 64, 10 float32 steps.
+LAYOUT_BASE = ["--job.config_file", "configs/llama3/debug_model.toml", "--training.seq_len", "64",
+               "--training.steps", "10", "--training.mixed_precision_param", "float32", "--debug.seed", "7",
+               "--activation_checkpoint.mode", "none", "--metrics.log_freq", "5", "--lr_scheduler.warmup_steps", "2"]
+
+
+def launch_into(titan: str, world: int, args: list[str], dump: str, timeout: int = 300,
+                env: dict | None = None) -> list[tuple[int, str, str]]:
+    """launch() with the run's outputs in `dump`."""
+    return launch(titan, world, args + ["--job.dump_folder", dump], extra_env=env, timeout=timeout)
+
+
+def step_metrics(dump: str) -> list[dict]:
+    """The training-step rows of rank 0's metrics.jsonl."""
+    return [r for r in read_jsonl(os.path.join(dump, "metrics.jsonl")) if "step" in r]
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-30)
+
+
 class Checks:
     """One PASS/FAIL line per check and the closing `N passed, N failed` line."""
 

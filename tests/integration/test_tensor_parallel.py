@@ -22,27 +22,14 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from launch import ROOT, Checks, free_port, rank_env, read_jsonl  # noqa: E402
-from launch import launch as launch_ranks  # noqa: E402
+from launch import LAYOUT_BASE as BASE  # noqa: E402
+from launch import ROOT, Checks, free_port, rank_env, rel  # noqa: E402
+from launch import launch_into as launch  # noqa: E402
+from launch import step_metrics as metrics  # noqa: E402
 
-BASE = ["--job.config_file", "configs/llama3/debug_model.toml", "--training.seq_len", "64",
-        "--training.steps", "10", "--training.mixed_precision_param", "float32", "--debug.seed", "7",
-        "--activation_checkpoint.mode", "none", "--metrics.log_freq", "5", "--lr_scheduler.warmup_steps", "2"]
 TOL = 1e-5
 checks = Checks()
 check = checks.check
-
-
-def metrics(dump: str) -> list[dict]:
-    return [r for r in read_jsonl(os.path.join(dump, "metrics.jsonl")) if "step" in r]
-
-
-def rel(a: float, b: float) -> float:
-    return abs(a - b) / max(abs(b), 1e-30)
-
-
-def launch(titan, world, args, dump, timeout=300, env=None):
-    return launch_ranks(titan, world, args + ["--job.dump_folder", dump], timeout=timeout, extra_env=env)
 
 
 def read_state(path: str) -> list[tuple[str, bytes]]:
