@@ -87,3 +87,19 @@ class Checks:
         failed = self.results.count(False)
         print(f"{len(self.results) - failed} passed, {failed} failed")
         return 1 if failed else 0
+
+
+def run_layout(checks: "Checks", titan: str, name: str, world: int, args: list[str], dump: str,
+               env: dict | None = None) -> list[dict] | None:
+    """Trains a layout; returns rank 0's step rows, or None after a failed check when a rank failed."""
+    outs = launch_into(titan, world, args, dump, env=env)
+    bad = [(i, o[0], o[2][-600:]) for i, o in enumerate(outs) if o[0] != 0]
+    if bad:
+        checks.check(f"{name} runs", False, str(bad[0]))
+        return None
+    return step_metrics(dump)
+
+
+def worst_rel(got: list[dict], ref: list[dict], key: str) -> float:
+    """The largest relative difference of `key` between two runs' step rows."""
+    return max(rel(g[key], r[key]) for g, r in zip(got, ref))

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from launch import LAYOUT_BASE as BASE  # noqa: E402
-from launch import ROOT, Checks, free_port, rank_env, read_jsonl, rel  # noqa: E402
+from launch import ROOT, Checks, free_port, rank_env, read_jsonl, rel, run_layout, worst_rel  # noqa: E402
 from launch import launch_into as launch  # noqa: E402
 from launch import step_metrics as metrics  # noqa: E402
 TOL = 1e-5
@@ -69,15 +69,11 @@ def main() -> int:
     runs = {}
     for name, (world, extra) in layouts.items():
         dump = os.path.join(tmp, name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", ""))
-        outs = launch(titan, world, BASE + extra, dump)
-        bad = [(i, o[0], o[2][-600:]) for i, o in enumerate(outs) if o[0] != 0]
-        if bad:
-            check(f"{name} runs", False, str(bad[0]))
+        got = run_layout(checks, titan, name, world, BASE + extra, dump)
+        if got is None:
             continue
-        got = metrics(dump)
         runs[name] = got
-        worst_loss = max(rel(g["loss"], r["loss"]) for g, r in zip(got, ref))
-        worst_norm = max(rel(g["grad_norm"], r["grad_norm"]) for g, r in zip(got, ref))
+        worst_loss, worst_norm = worst_rel(got, ref, "loss"), worst_rel(got, ref, "grad_norm")
         check(f"{name}: 10 steps match one process (loss {worst_loss:.1e}, grad norm {worst_norm:.1e})",
               len(got) == 10 and worst_loss <= TOL and worst_norm <= TOL)
         check(f"{name}: step 1 loss identical", got[0]["loss"] == ref[0]["loss"],

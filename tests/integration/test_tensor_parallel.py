@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from launch import LAYOUT_BASE as BASE  # noqa: E402
-from launch import ROOT, Checks, free_port, rank_env, rel  # noqa: E402
+from launch import ROOT, Checks, free_port, rank_env, rel, run_layout, worst_rel  # noqa: E402
 from launch import launch_into as launch  # noqa: E402
 from launch import step_metrics as metrics  # noqa: E402
 
@@ -82,15 +82,11 @@ def main() -> int:
         dump = os.path.join(tmp, re.sub(r"[^A-Za-z0-9]+", "_", name))
         state = os.path.join(tmp, "init_" + re.sub(r"[^A-Za-z0-9]+", "_", name))
         start = time.time()
-        outs = launch(titan, world, BASE + extra, dump, env={"TITAN_TEST_INITIAL_STATE": state})
-        bad = [(i, o[0], o[2][-600:]) for i, o in enumerate(outs) if o[0] != 0]
-        if bad:
-            check(f"{name} runs", False, str(bad[0]))
+        got = run_layout(checks, titan, name, world, BASE + extra, dump, env={"TITAN_TEST_INITIAL_STATE": state})
+        if got is None:
             continue
-        got = metrics(dump)
         runs[name] = got
-        worst_loss = max(rel(g["loss"], r["loss"]) for g, r in zip(got, ref))
-        worst_norm = max(rel(g["grad_norm"], r["grad_norm"]) for g, r in zip(got, ref))
+        worst_loss, worst_norm = worst_rel(got, ref, "loss"), worst_rel(got, ref, "grad_norm")
         check(f"{name}: 10 steps match one process (loss {worst_loss:.1e}, grad norm {worst_norm:.1e}, "
               f"step 1 loss {'identical' if got[0]['loss'] == ref[0]['loss'] else 'within ' + format(rel(got[0]['loss'], ref[0]['loss']), '.1e')}, "
               f"{time.time() - start:.0f} s)", len(got) == 10 and worst_loss <= TOL and worst_norm <= TOL)
