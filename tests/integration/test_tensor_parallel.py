@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Tensor parallelism (with sequence and loss parallelism) and 2D layouts on CPU processes
-(Gloo): TP(2), TP(4), FSDP(2)xTP(2), HSDP(2)xTP(2), TP(2) with gradient accumulation, with full
-and op-level activation checkpointing and with the logits gathered (loss parallel off),
+(Gloo): TP(2), TP(4), FSDP(2)xTP(2), DDP(2)xTP(2), HSDP(2x2)xTP(2) (8 processes), TP(2) with
+gradient accumulation, with full and op-level activation checkpointing and with the logits
+gathered (loss parallel off),
 against one process with the same global batch; the initial parameters of every layout equal
 one process's bit for bit; the 1B flavor materialised under FSDP(4) within 1.3x its shard;
 the parallel styles against the unsharded computation; bad layouts.
@@ -68,8 +69,9 @@ def main() -> int:
         "TP(2)": (2, tp2 + ["--training.local_batch_size", "8"]),
         "TP(4)": (4, ["--parallelism.tensor_parallel_degree", "4", "--training.local_batch_size", "8"]),
         "FSDP(2)xTP(2)": (4, tp2 + ["--training.local_batch_size", "4"]),
-        "HSDP(2)xTP(2)": (4, tp2 + ["--training.local_batch_size", "4", "--parallelism.data_parallel_replicate_degree", "2",
-                                    "--parallelism.data_parallel_shard_degree", "1"]),
+        "DDP(2)xTP(2)": (4, tp2 + ["--training.local_batch_size", "4", "--parallelism.data_parallel_replicate_degree", "2",
+                                   "--parallelism.data_parallel_shard_degree", "1"]),
+        "HSDP(2x2)xTP(2)": (8, tp2 + ["--training.local_batch_size", "2", "--parallelism.data_parallel_replicate_degree", "2"]),
         "TP(2) + grad accumulation": (2, tp2 + ["--training.local_batch_size", "4", "--training.global_batch_size", "8"]),
         "TP(2) + full AC": (2, tp2 + ["--training.local_batch_size", "8", "--activation_checkpoint.mode", "full"]),
         "TP(2) + op AC": (2, tp2 + ["--training.local_batch_size", "8", "--activation_checkpoint.mode", "selective",
