@@ -76,6 +76,9 @@ def main() -> int:
     expect_error(titan, "bad choice lists choices", ["--lr_scheduler.decay_type", "exp"], "decay_type", "cosine")
     expect_error(titan, "unsupported feature is refused",
                  ["--job.config_file", debug, "--metrics.enable_wandb"], "metrics.enable_wandb", "not supported yet")
+    expect_error(titan, "the dry run checks that the model splits over tensor_parallel_degree",
+                 ["--job.config_file", debug, "--parallelism.tensor_parallel_degree", "3", "--job.dry_run"],
+                 "n_heads", "tensor_parallel_degree = 3")
     expect_error(titan, "unknown compile component is refused",
                  ["--job.config_file", debug, "--compile.enable", "--compile.components", "model,optimizer"],
                  "compile.components", "optimizer")

@@ -233,6 +233,9 @@ int dry_run(const config::JobConfig& cfg) {
   validate_config(cfg);
   write_config_if_asked(cfg);
   ModelArgs args = model_args(cfg);
+  distributed::ParallelDims tp_only;  // the plan's checks need only the tensor-parallel degree
+  tp_only.tp = static_cast<int>(cfg.get_int("parallelism.tensor_parallel_degree"));
+  models::llama3::validate_plan(args, cfg, tp_only);
   Transformer model(args, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
   const int64_t seq = cfg.get_int("training.seq_len");
   log::info("Dry run of " + cfg.get_string("model.name") + " " + cfg.get_string("model.flavor") +
