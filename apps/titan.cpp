@@ -11,6 +11,7 @@
 
 #include "apps/commands.h"
 #include "titan/common/error.h"
+#include "titan/components/checkpoint.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/flight_recorder.h"
 #include "titan/train/trainer.h"
@@ -28,6 +29,9 @@ const char* kUsage =
     "  data tokenize|batches\n"
     "            pre-tokenize text into binary shards; print the batches a config yields\n"
     "            (docs/datasets.md)\n"
+    "  checkpoint info PATH\n"
+    "            describe a checkpoint (a step-N folder, or the checkpoint folder: every step)\n"
+    "            and verify every chunk's checksum (docs/checkpoint.md)\n"
     "  comm-report FOLDER\n"
     "            after a failed multi-process run: read every rank's flight recorder in\n"
     "            FOLDER (<dump_folder>/comm_traces) and name the rank that fell behind\n"
@@ -61,6 +65,16 @@ int main(int argc, char** argv) {
     if (command == "train") return train(args);
     if (command == "tokenizer") return titan::apps::tokenizer_command(args);
     if (command == "data") return titan::apps::data_command(args);
+    if (command == "checkpoint") {
+      if (args.size() == 1 && (args[0] == "-h" || args[0] == "--help")) {
+        std::printf("usage: titan checkpoint info PATH\n");
+        return 0;
+      }
+      if (args.size() != 2 || args[0] != "info")
+        throw titan::Error("usage: titan checkpoint info PATH", "titan checkpoint info outputs/checkpoint/step-10");
+      std::printf("%s", titan::components::checkpoint_info(args[1]).c_str());
+      return 0;
+    }
     if (command == "comm-report") {
       if (args.size() != 1) throw titan::Error("comm-report takes one folder", "titan comm-report outputs/comm_traces");
       std::printf("%s", titan::distributed::comm_report(args[0]).c_str());

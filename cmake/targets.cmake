@@ -26,6 +26,9 @@ set(TITAN_SOURCES
   titan/components/tensorboard.cpp
   titan/components/lr_scheduler.cpp
   titan/components/optimizer.cpp
+  titan/components/checkpoint.cpp
+  titan/components/safetensors.cpp
+  titan/common/crc32c.cpp
   titan/train/trainer.cpp
   titan/train/validate.cpp
 )
@@ -147,3 +150,9 @@ add_test(NAME integration.tensor_parallel COMMAND ${Python3_EXECUTABLE} ${CMAKE_
          --titan $<TARGET_FILE:titan> --checks $<TARGET_FILE:distributed_checks>)
 # Up to 4 processes of one thread each: run it alone.
 set_tests_properties(integration.tensor_parallel PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)
+
+# Checkpoints: exact resume after SIGKILL, resharding between layouts, damaged checkpoints.
+add_test(NAME integration.checkpoint COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_checkpoint.py
+         --titan $<TARGET_FILE:titan>)
+# Up to 4 processes of one thread each: run it alone.
+set_tests_properties(integration.checkpoint PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)

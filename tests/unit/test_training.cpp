@@ -227,7 +227,7 @@ TEST(Training, TrainerStepsAndStateDictByFqn) {
   // The trainer's parts used one by one: train_step, and the state a checkpoint would save.
   train::Trainer trainer(small_run({"--training.steps", "2"}));
   auto before = trainer.state_dict();
-  EXPECT_EQ(before.scalars["step"], 0);
+  EXPECT_EQ(before.scalars["train_state"]["step"], 0);
   size_t model_tensors = 0;
   for (const auto& t : before.tensors) model_tensors += t.key.rfind("model.", 0) == 0;
   EXPECT_EQ(model_tensors, before.tensors.size());  // no optimizer state before the first step
@@ -235,7 +235,7 @@ TEST(Training, TrainerStepsAndStateDictByFqn) {
   EXPECT_EQ(r1.step, 1);
   EXPECT_GT(r1.loss, 0);
   auto after = trainer.state_dict();
-  EXPECT_EQ(after.scalars["step"], 1);
+  EXPECT_EQ(after.scalars["train_state"]["step"], 1);
   EXPECT_TRUE(after.scalars.contains("dataloader"));
   bool saw_wq = false, saw_moment = false;
   for (const auto& t : after.tensors) {

@@ -42,6 +42,10 @@ class Optimizer {
   std::vector<at::Tensor>& exp_avg() { return exp_avg_; }
   std::vector<at::Tensor>& exp_avg_sq() { return exp_avg_sq_; }
   std::vector<at::Tensor>& step_count() { return steps_; }  // float32 scalars
+  // Allocates the state (zeros) if no step has yet: a checkpoint then loads into it.
+  void ensure_state() {
+    if (exp_avg_.empty()) init_state();
+  }
 
  private:
   void init_state();

@@ -313,6 +313,9 @@ std::vector<KeySpec> build_schema() {
       bool_key("checkpoint.create_seed_checkpoint", false,
                "Build the unparallelized model, save it as a seed checkpoint and exit"),
       bool_key("checkpoint.load_only", false, "Load checkpoints but never save any"),
+      bool_key("checkpoint.save_on_preemption", true,
+               "On SIGTERM or SIGUSR1 (Slurm's warning), save a checkpoint after the current step, then exit 0 "
+               "(titan.cpp)"),
       // ---- activation_checkpoint
       str_key("activation_checkpoint.mode", "selective",
               "Activation checkpointing: selective, full, memory_budget or none",

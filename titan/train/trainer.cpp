@@ -1,5 +1,6 @@
 #include "titan/train/trainer.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 
@@ -16,6 +17,7 @@
 
 #include "titan/common/error.h"
 #include "titan/common/log.h"
+#include "titan/components/checkpoint.h"
 #include "titan/components/data.h"
 #include "titan/components/device.h"
 #include "titan/components/loss.h"
@@ -258,17 +260,19 @@ int dry_run(const config::JobConfig& cfg) {
 
 namespace {
 
-// Until destroyed (also by an exception): the first SIGINT/SIGTERM stops after the current
-// step, a second one acts at once.
+// Until destroyed (also by an exception): the first SIGINT, SIGTERM or SIGUSR1 (Slurm's warning
+// before preemption) stops after the current step, a second one acts at once.
 struct SignalScope {
   SignalScope() {
     g_stop_signal.store(0);
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);
+    std::signal(SIGUSR1, on_stop_signal);
   }
   ~SignalScope() {
     std::signal(SIGINT, SIG_DFL);
     std::signal(SIGTERM, SIG_DFL);
+    std::signal(SIGUSR1, SIG_DFL);
   }
 };
 
@@ -305,6 +309,11 @@ struct Trainer::Impl {
   std::unique_ptr<components::MetricsProcessor> metrics;
   std::unique_ptr<components::Profiler> profiler;
   std::unique_ptr<components::MemorySnapshotter> snapshots;
+
+  std::unique_ptr<components::Checkpointer> checkpointer;
+  int64_t lr_offset = 0;  // steps the schedule did not see (a checkpoint loaded without it)
+  int stop_signal = 0;    // the signal that stopped the run (the largest over ranks)
+  bool first_step_done = false;
 
   RunResult result;
   int64_t last_step = 0;
@@ -495,6 +504,17 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
                        run_id);
     recorder.install_fatal_signal_dump();
   }
+
+  components::CheckpointContext ck;
+  ck.rank = env.rank;
+  ck.world_size = env.world_size;
+  ck.world = &mesh->group("world");
+  ck.device = device;
+  ck.run_id = run_id;
+  ck.layout = {{"describe", dims.describe()}, {"dp_replicate", dims.dp_replicate}, {"dp_shard", dims.dp_shard},
+               {"cp", dims.cp}, {"tp", dims.tp}, {"pp", dims.pp}};
+  ck.model = {{"name", "llama3"}, {"flavor", cfg.get_string("model.flavor")}, {"args", describe_args(args)}};
+  checkpointer = std::make_unique<components::Checkpointer>(cfg, ck);
 }
 
 Trainer::Trainer(const config::JobConfig& cfg) : impl_(std::make_unique<Impl>(cfg)) {}
@@ -553,13 +573,14 @@ StepRecord Trainer::train_step(int64_t step) {
     TITAN_RANGE("clip_grad_norm");
     grad_norm = s.plan.data_parallel ? s.plan.data_parallel->grad_norm() : components::total_grad_norm(s.params);
   }
-  const double lr = s.oo.lr * s.schedule.factor(step - 1);
+  const double lr = s.oo.lr * s.schedule.factor(step - 1 - s.lr_offset);
   {
     TITAN_RANGE("optimizer");  // clipping is applied by the optimizer, in its own pass
     s.optimizer->step(lr, components::clip_coefficient(grad_norm, s.max_norm));
   }
   const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
-  if (step == 1) {
+  if (!s.first_step_done) {  // the first step of this run (after a resume: not step 1)
+    s.first_step_done = true;
     s.result.state_bytes = state_bytes(s.params, *s.optimizer);
     distributed::set_collective_timeout(std::chrono::seconds(s.cfg.get_int("comm.train_timeout_seconds")));
   }
@@ -590,10 +611,12 @@ StepRecord Trainer::train_step(int64_t step) {
   s.total_data_seconds += data_seconds;
   s.total_step_seconds += step_seconds;
   s.last_step = step;
-  if (static_cast<int>(maxed[1].item<double>()) != 0) s.result.interrupted = true;
-  if (s.result.interrupted)
-    log::warning(std::string("Received ") + (static_cast<int>(maxed[1].item<double>()) == SIGINT ? "SIGINT" : "SIGTERM") +
+  s.stop_signal = static_cast<int>(maxed[1].item<double>());
+  if (s.stop_signal != 0) {
+    s.result.interrupted = true;
+    log::warning(std::string("Received ") + (s.stop_signal == SIGINT ? "SIGINT" : s.stop_signal == SIGUSR1 ? "SIGUSR1" : "SIGTERM") +
                  "; stopped after step " + std::to_string(step) + " of " + std::to_string(s.steps));
+  }
   return {step, loss_value, grad_norm, lr, s.global_bs * s.seq_len};
 }
 
@@ -601,29 +624,82 @@ StateDict Trainer::state_dict() {
   Impl& s = *impl_;
   StateDict d;
   std::vector<std::vector<int64_t>> global_shapes;
-  if (s.plan.data_parallel)
-    for (const auto& l : s.plan.data_parallel->layouts()) global_shapes.push_back(l.global_shape);
-  else
-    for (const auto& p : s.params) global_shapes.push_back(p.sizes().vec());
+  // Whether this rank writes a parameter's box: it holds the first copy, i.e. it is index 0 of
+  // every mesh the parameter is not split over (replicas are saved once).
+  std::vector<bool> writer;
+  const bool rank0 = s.env.rank == 0;
+  if (s.plan.data_parallel) {
+    for (const auto& l : s.plan.data_parallel->layouts()) {
+      global_shapes.push_back(l.global_shape);
+      bool w = true;
+      for (const char* m : {"dp_replicate", "dp_shard_cp", "tp"})
+        if (!l.sharded_on(m) && s.mesh->rank(m) != 0) w = false;
+      writer.push_back(w);
+    }
+  } else {
+    for (const auto& p : s.params) {
+      global_shapes.push_back(p.sizes().vec());
+      writer.push_back(true);
+    }
+  }
   for (size_t i = 0; i < s.params.size(); ++i) {
     // The box's rows lead the (padded) local tensor.
     const distributed::Box& box = s.boxes[i];
     auto mine = [&](const at::Tensor& t) { return box.sizes.empty() ? t : t.narrow(0, 0, box.sizes[0]); };
     const std::string& fqn = s.param_names[i];
-    d.tensors.push_back({"model." + fqn, mine(s.params[i].detach()), global_shapes[i], box});
+    d.tensors.push_back({"model." + fqn, mine(s.params[i].detach()), global_shapes[i], box, writer[i]});
     if (!s.optimizer->exp_avg().empty()) {  // the optimizer's state, by FQN
       const size_t k = s.optimizer->index_of(fqn);
-      d.tensors.push_back({"optimizer." + fqn + ".exp_avg", mine(s.optimizer->exp_avg()[k]), global_shapes[i], box});
-      d.tensors.push_back({"optimizer." + fqn + ".exp_avg_sq", mine(s.optimizer->exp_avg_sq()[k]), global_shapes[i], box});
-      d.tensors.push_back({"optimizer." + fqn + ".step", s.optimizer->step_count()[k], {}, {}});
+      d.tensors.push_back({"optimizer." + fqn + ".exp_avg", mine(s.optimizer->exp_avg()[k]), global_shapes[i], box, writer[i]});
+      d.tensors.push_back({"optimizer." + fqn + ".exp_avg_sq", mine(s.optimizer->exp_avg_sq()[k]), global_shapes[i], box, writer[i]});
+      d.tensors.push_back({"optimizer." + fqn + ".step", s.optimizer->step_count()[k], {}, {}, rank0});
     }
   }
-  d.scalars["step"] = s.last_step;
-  d.scalars["tokens_seen"] = s.last_step * s.global_bs * s.seq_len;
-  d.scalars["seed"] = s.seed;
-  d.scalars["lr_scheduler"] = {{"last_step", s.last_step}, {"lr", s.oo.lr * s.schedule.factor(std::max<int64_t>(s.last_step - 1, 0))}};
+  d.scalars["train_state"] = {{"step", s.last_step}, {"tokens_seen", s.last_step * s.global_bs * s.seq_len},
+                              {"seed", s.seed}};
+  d.scalars["lr_scheduler"] = {{"last_step", s.last_step - s.lr_offset}};
   d.scalars["dataloader"] = s.data->state();
+  {  // the CPU generator (nothing in training draws from it today; saved so that what does resumes)
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    const at::Tensor st = gen.get_state();
+    const auto* b = st.data_ptr<uint8_t>();
+    std::string hex;
+    static const char* digits = "0123456789abcdef";
+    for (int64_t i = 0; i < st.numel(); ++i) {
+      hex += digits[b[i] >> 4];
+      hex += digits[b[i] & 15];
+    }
+    d.scalars["rng"] = {{"cpu", hex}};
+  }
   return d;
+}
+
+void Trainer::load_scalars(const nlohmann::json& sc) {
+  Impl& s = *impl_;
+  const std::string fix = "the checkpoint's metadata.json is damaged; load another step";
+  try {
+    int64_t step = 0;
+    if (sc.contains("train_state")) step = sc.at("train_state").at("step").get<int64_t>();
+    s.last_step = step;
+    // The schedule continues where it was; excluded, it starts again from the loaded step.
+    s.lr_offset = sc.contains("lr_scheduler") ? step - sc.at("lr_scheduler").at("last_step").get<int64_t>() : step;
+    if (sc.contains("dataloader")) s.data->load_state(sc.at("dataloader"));
+    if (sc.contains("rng") && sc.at("rng").contains("cpu")) {
+      const std::string hex = sc.at("rng").at("cpu").get<std::string>();
+      at::Tensor st = at::empty({static_cast<int64_t>(hex.size() / 2)}, at::kByte);
+      auto* b = st.data_ptr<uint8_t>();
+      auto nib = [&](char c) { return static_cast<uint8_t>(c <= '9' ? c - '0' : c - 'a' + 10); };
+      for (size_t i = 0; i + 1 < hex.size(); i += 2) b[i / 2] = static_cast<uint8_t>(nib(hex[i]) << 4 | nib(hex[i + 1]));
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(st);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("the checkpoint's scalars are malformed (") + e.what() + ")", fix);
+  } catch (const c10::Error& e) {
+    throw Error(std::string("the checkpoint's generator state is malformed (") + e.what_without_backtrace() + ")", fix);
+  }
 }
 
 namespace {
@@ -654,21 +730,62 @@ RunResult Trainer::run() {
     dump_initial_state_for_test(state, s.env.rank);
   }
   if (std::getenv("TITAN_TEST_STOP_AFTER_INIT")) return s.result;  // test hook: building only
+  auto& ck = *s.checkpointer;
+  if (s.cfg.get_bool("checkpoint.create_seed_checkpoint")) {
+    if (s.world->size() > 1)
+      throw Error("checkpoint.create_seed_checkpoint runs on one process (it saves the unparallelized model)",
+                  "run it without torchrun; every layout can then start from the seed");
+    if (!ck.enabled())
+      throw Error("checkpoint.create_seed_checkpoint = true needs checkpoint.enable = true",
+                  "add --checkpoint.enable");
+    ck.save(0, state_dict(), /*model_only=*/true, /*export_cast=*/false);
+    log::info("Created the seed checkpoint " + ck.folder() + "/step-0; runs with checkpoint.folder there start from it");
+    return s.result;
+  }
+  int64_t start = 0;
+  if (ck.enabled()) {
+    s.optimizer->ensure_state();  // loaded into, when the checkpoint has it
+    StateDict sd = state_dict();
+    const components::LoadResult loaded = ck.load(sd);
+    if (loaded.loaded) {
+      load_scalars(loaded.scalars);
+      start = s.last_step;
+      if (start > 0) log::info("Resuming training from step " + std::to_string(start) + " of " + loaded.path);
+    }
+  }
   SignalScope signal_scope;
   auto& recorder = distributed::FlightRecorder::instance();
-  log::info("Training starts at step 1");
+  if (start >= s.steps) {
+    log::info("The checkpoint is at step " + std::to_string(start) + " and training.steps is " +
+              std::to_string(s.steps) + ": nothing left to train");
+    return s.result;
+  }
+  log::info("Training starts at step " + std::to_string(start + 1));
+  const bool save_on_signal = s.cfg.get_bool("checkpoint.save_on_preemption");
+  const bool last_model_only = s.cfg.get_bool("checkpoint.last_save_model_only");
   int64_t step = 0;
   try {
-    for (step = 1; step <= s.steps; ++step) {
+    for (step = start + 1; step <= s.steps; ++step) {
       s.profiler->step_begin(step);
       s.result.steps.push_back(train_step(step));
       if (s.validation_data && (step == 1 || step % s.cfg.get_int("validation.freq") == 0))
         validate(*s.model, *s.validation_data, s.loss_group(), s.device, s.plan.autocast,
                  s.cfg.get_int("validation.steps"), step, *s.metrics);
+      // Preemption (SIGTERM, or Slurm's SIGUSR1 warning): the full state, to resume from.
+      const bool preempted = s.result.interrupted && save_on_signal && ck.enabled() &&
+                             !s.cfg.get_bool("checkpoint.load_only") &&
+                             (s.stop_signal == SIGTERM || s.stop_signal == SIGUSR1);
+      const bool last = step == s.steps;
+      if (preempted || ck.should_save(step, last)) {
+        TITAN_RANGE("checkpoint");
+        const bool model_only = last && last_model_only && !preempted;
+        ck.save(step, state_dict(), model_only, /*export_cast=*/model_only);
+      }
       s.profiler->step_end(step);
       s.snapshots->step_end(step);
       if (s.result.interrupted) break;
     }
+    ck.wait();
   } catch (const c10::OutOfMemoryError&) {
     s.snapshots->on_oom(step);
     throw;

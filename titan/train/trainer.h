@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "titan/components/checkpoint.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/placement.h"
 
@@ -40,17 +41,9 @@ struct RunResult {
   std::vector<std::pair<std::string, at::Tensor>> full_state;
 };
 
-// One tensor of the state: this rank's box of a tensor of `global_shape`.
-struct StateTensor {
-  std::string key;  // "model.<fqn>", "optimizer.<fqn>.exp_avg", ".exp_avg_sq", ".step"
-  at::Tensor local;
-  std::vector<int64_t> global_shape;
-  distributed::Box box;
-};
-struct StateDict {
-  std::vector<StateTensor> tensors;
-  nlohmann::json scalars;  // step, tokens seen, seed, learning rate, data loader position
-};
+// What a checkpoint holds (components/checkpoint.h).
+using StateTensor = components::StateTensor;
+using StateDict = components::StateDict;
 
 class Trainer {
  public:
@@ -64,9 +57,14 @@ class Trainer {
   // One step (1-based): the data of every microbatch, forward_backward_step on each, the
   // gradient norm, the optimizer with clipping, the schedule, the metrics.
   StepRecord train_step(int64_t step);
-  // This rank's model and optimizer state (sharded, by FQN) and the scalars of the run.
+  // This rank's model and optimizer state (sharded, by FQN; views of the live tensors) and the
+  // scalars of the run (train state, schedule, data position, generators).
   StateDict state_dict();
-  // Runs training.steps steps (or until SIGINT/SIGTERM) and validation; returns what happened.
+  // Puts back the scalars a checkpoint saved (the tensors load through state_dict()'s views).
+  void load_scalars(const nlohmann::json& scalars);
+  // Loads a checkpoint when checkpoint.enable finds one, runs the remaining steps of
+  // training.steps (or until SIGINT, SIGTERM or SIGUSR1; the last two save first) with
+  // validation and checkpoints; returns what happened.
   RunResult run();
 
  private:

@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Checkpoints on CPU processes (Gloo), the debug model at seq 64 in float32:
+
+- exact resume: 10 steps straight against 5 steps, every process killed with SIGKILL right after
+  the step-5 save, then the same command again: steps 6-10 identical bit for bit (loss and grad
+  norm), for one process, FSDP(2) and TP(2);
+- resharding: a step-5 checkpoint of one layout continued in another equals the uninterrupted
+  run of the target layout to 1e-5, over a chain that has every layout once as source and once
+  as target: 1 -> FSDP(4) -> HSDP(2x2) -> FSDP(2)xTP(2) -> TP(2) -> FSDP(2) -> 1;
+- async saves write the same bytes as sync ones; keep_latest_k; seed checkpoints; the final
+  model-only export in export_dtype; SIGUSR1 saves and exits 0;
+- crash safety and bad inputs: a save killed midway leaves the previous step loadable and the
+  partial one ignored with a warning; a corrupt, truncated or missing shard, a shape that does
+  not match the model, an unwritable folder, a missing load_step: exit 2, one message, nothing
+  existing deleted; `titan checkpoint info` verifies every checksum.
+
+Usage: python3 tests/integration/test_checkpoint.py --titan build/titan
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import LAYOUT_BASE, ROOT, Checks, launch_into, rank_env, free_port, rel, step_metrics  # noqa: E402
+
+checks = Checks()
+check = checks.check
+TOL = 1e-5
+# The layouts, with the same global batch (8 rows).
+LAYOUTS = {
+    "1": (1, ["--training.local_batch_size", "8"]),
+    "FSDP(2)": (2, ["--training.local_batch_size", "4"]),
+    "FSDP(4)": (4, ["--training.local_batch_size", "2"]),
+    "HSDP(2x2)": (4, ["--training.local_batch_size", "2", "--parallelism.data_parallel_replicate_degree", "2"]),
+    "TP(2)": (2, ["--parallelism.tensor_parallel_degree", "2", "--training.local_batch_size", "8"]),
+    "FSDP(2)xTP(2)": (4, ["--parallelism.tensor_parallel_degree", "2", "--training.local_batch_size", "4"]),
+}
+CK = ["--checkpoint.enable", "--checkpoint.interval", "5"]
+
+
+def run(titan: str, layout: str, dump: str, extra: list[str] | None = None, env: dict | None = None):
+    world, args = LAYOUTS[layout]
+    return launch_into(titan, world, LAYOUT_BASE + args + CK + (extra or []), dump, env=env)
+
+
+def ok(outs) -> bool:
+    return all(o[0] == 0 for o in outs)
+
+
+def first_failure(outs) -> str:
+    for i, (rc, _, err) in enumerate(outs):
+        if rc != 0:
+            return f"rank {i} exit {rc}: {err[-700:]}"
+    return ""
+
+
+def rows_after(dump: str, step: int) -> list[dict]:
+    return [r for r in step_metrics(dump) if r["step"] > step]
+
+
+def cli(titan: str, args: list[str], timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([titan, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--titan", required=True)
+    opts = ap.parse_args()
+    titan = os.path.abspath(opts.titan)
+    tmp = tempfile.mkdtemp(prefix="titan_ckpt_")
+
+    # ---- uninterrupted runs of every layout (each also saves step 5 and step 10) ------------------
+    straight: dict[str, list[dict]] = {}
+    for name in LAYOUTS:
+        dump = os.path.join(tmp, "straight_" + name)
+        outs = run(titan, name, dump)
+        check(f"{name}: 10 steps with checkpoints every 5", ok(outs), first_failure(outs))
+        straight[name] = step_metrics(dump) if ok(outs) else []
+
+    # ---- exact resume after SIGKILL -------------------------------------------------------------
+    for name in ["1", "FSDP(2)", "TP(2)"]:
+        dump = os.path.join(tmp, "killed_" + name)
+        outs = run(titan, name, dump, env={"TITAN_TEST_DIE_AFTER_SAVE": "5"})
+        killed = all(o[0] == -signal.SIGKILL for o in outs)
+        check(f"{name}: every rank killed right after the step-5 save", killed, str([o[0] for o in outs]))
+        outs = run(titan, name, dump)
+        if not ok(outs):
+            check(f"{name}: the rerun resumes", False, first_failure(outs))
+            continue
+        check(f"{name}: the rerun says it resumes from step 5", "Resuming training from step 5" in outs[0][1] + outs[0][2])
+        got, ref = rows_after(dump, 5), [r for r in straight[name] if r["step"] > 5]
+        same = len(got) == 5 and all(g["loss"] == r["loss"] and g["grad_norm"] == r["grad_norm"] for g, r in zip(got, ref))
+        check(f"{name}: steps 6-10 after the kill equal the uninterrupted run bit for bit", same,
+              str([(g["step"], g["loss"], r["loss"], g["grad_norm"], r["grad_norm"]) for g, r in zip(got, ref)]))
+
+    # ---- resharding: step 5 of one layout continued in another -------------------------------------
+    chain = ["1", "FSDP(4)", "HSDP(2x2)", "FSDP(2)xTP(2)", "TP(2)", "FSDP(2)", "1"]
+    for src, dst in zip(chain, chain[1:]):
+        saved = os.path.join(tmp, "straight_" + src, "checkpoint", "step-5")
+        dump = os.path.join(tmp, f"reshard_{src}_to_{dst}")
+        outs = run(titan, dst, dump, ["--checkpoint.initial_load_path", saved, "--no-checkpoint.initial_load_model_only"])
+        if not ok(outs):
+            check(f"{src} -> {dst}: resumes", False, first_failure(outs))
+            continue
+        got, ref = rows_after(dump, 5), [r for r in straight[dst] if r["step"] > 5]
+        worst = max((max(rel(g["loss"], r["loss"]), rel(g["grad_norm"], r["grad_norm"])) for g, r in zip(got, ref)),
+                    default=1.0)
+        check(f"{src} -> {dst}: steps 6-10 equal {dst}'s uninterrupted run (worst {worst:.1e} <= {TOL:g})",
+              len(got) == 5 and worst <= TOL, str([(g["loss"], r["loss"]) for g, r in zip(got, ref)]))
+
+    # ---- async saves, keep_latest_k, the final export, the seed --------------------------------------
+    dump = os.path.join(tmp, "async")
+    outs = run(titan, "1", dump, ["--checkpoint.async_mode", "async", "--checkpoint.keep_latest_k", "2",
+                                  "--checkpoint.interval", "2"])
+    if ok(outs):
+        log = outs[0][1] + outs[0][2]
+        check("async: the stall is logged", "the step's stall" in log, log[-500:])
+        steps = sorted(os.listdir(os.path.join(dump, "checkpoint")))
+        check("keep_latest_k = 2 keeps the newest two", steps == ["step-10", "step-8"], str(steps))
+        a = json.load(open(os.path.join(dump, "checkpoint", "step-10", "metadata.json")))
+        s = json.load(open(os.path.join(tmp, "straight_1", "checkpoint", "step-10", "metadata.json")))
+        same = all(a["tensors"][k]["chunks"][0]["crc32c"] == s["tensors"][k]["chunks"][0]["crc32c"] for k in s["tensors"])
+        check("async: step 10 holds the bytes a sync save holds (every checksum equal)", same and a["tensors"].keys() == s["tensors"].keys())
+    else:
+        check("async run", False, first_failure(outs))
+
+    dump = os.path.join(tmp, "export")
+    outs = run(titan, "FSDP(2)", dump, ["--checkpoint.last_save_model_only", "--checkpoint.export_dtype", "bfloat16",
+                                        "--training.steps", "6"])
+    if ok(outs):
+        m = json.load(open(os.path.join(dump, "checkpoint", "step-6", "metadata.json")))
+        dtypes = {t["dtype"] for t in m["tensors"].values()}
+        check("the final save holds only the model, in export_dtype", m["contents"] == ["model"] and dtypes == {"BF16"}
+              and all(k.startswith("model.") for k in m["tensors"]), f"{m['contents']} {dtypes}")
+        outs = run(titan, "FSDP(2)", dump, ["--training.steps", "8"])
+        log = outs[0][1] + outs[0][2]
+        check("a rerun skips the model-only export and resumes from step 5", ok(outs) and
+              "Resuming training from step 5" in log, first_failure(outs) or log[-400:])
+    else:
+        check("export run", False, first_failure(outs))
+
+    dump = os.path.join(tmp, "seed")
+    outs = run(titan, "1", dump, ["--checkpoint.create_seed_checkpoint"])
+    check("a seed checkpoint is created on one process", ok(outs) and
+          os.path.exists(os.path.join(dump, "checkpoint", "step-0", "metadata.json")), first_failure(outs))
+    outs = run(titan, "FSDP(2)", dump, ["--training.steps", "3"])
+    got = step_metrics(dump)
+    check("FSDP(2) starts from the seed: step 1 equals one process's", ok(outs) and got and
+          rel(got[0]["loss"], straight["1"][0]["loss"]) <= TOL and "(model only)" in outs[0][1] + outs[0][2],
+          first_failure(outs) or str(got[:1]))
+    outs = run(titan, "FSDP(2)", dump, ["--checkpoint.create_seed_checkpoint"])
+    check("a seed checkpoint on two processes is refused", all(o[0] == 2 for o in outs) and
+          "one process" in outs[0][2], first_failure(outs))
+
+    # ---- preemption ------------------------------------------------------------------------------
+    dump = os.path.join(tmp, "preempt")
+    world, args = LAYOUTS["FSDP(2)"]
+    port = free_port()
+    cmd = [titan, "train", *LAYOUT_BASE, *args, *CK, "--training.steps", "1000", "--checkpoint.interval", "1000",
+           "--metrics.log_freq", "1", "--job.dump_folder", dump]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=rank_env(r, world, port), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in range(world)]
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(os.path.join(dump, "metrics.jsonl")) and
+                                          len(step_metrics(dump)) >= 2):
+        time.sleep(0.2)
+    for p in procs:
+        p.send_signal(signal.SIGUSR1)
+    outs = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    saved = sorted(os.listdir(os.path.join(dump, "checkpoint"))) if os.path.isdir(os.path.join(dump, "checkpoint")) else []
+    full = bool(saved) and "optimizer" in json.load(open(os.path.join(dump, "checkpoint", saved[-1], "metadata.json")))["contents"]
+    check("SIGUSR1: saves the full state after the current step and exits 0", ok(outs) and len(saved) == 1 and full,
+          f"{[o[0] for o in outs]} {saved} {outs[0][2][-300:]}")
+
+    # ---- a save killed midway --------------------------------------------------------------------
+    dump = os.path.join(tmp, "midway")
+    outs = run(titan, "FSDP(2)", dump, env={"TITAN_TEST_DIE_IN_SAVE": "10"})
+    folder = os.path.join(dump, "checkpoint")
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    check("a save killed midway leaves step-5 and an unfinished step-10",
+          "step-5" in names and any(n.startswith("step-10.partial") for n in names) and "step-10" not in names, str(names))
+    info = cli(titan, ["checkpoint", "info", folder])
+    check("checkpoint info names the unfinished save and verifies step 5", info.returncode == 0 and
+          "unfinished" in info.stdout and "chunks verified" in info.stdout, info.stdout + info.stderr)
+    outs = run(titan, "FSDP(2)", dump, ["--training.steps", "6"])
+    log = outs[0][1] + outs[0][2]
+    check("the rerun warns about the unfinished save and resumes from step 5",
+          ok(outs) and "ignoring the unfinished checkpoint" in log and "Resuming training from step 5" in log,
+          first_failure(outs) or log[-400:])
+    check("the unfinished save is removed after the next commit",
+          not any(".partial" in n for n in os.listdir(folder)), str(os.listdir(folder)))
+
+    # ---- damaged checkpoints and bad settings: exit 2 on every rank, nothing deleted ------------------
+    src = os.path.join(tmp, "straight_FSDP(2)", "checkpoint", "step-5")
+
+    def damaged(name: str, damage) -> str:
+        dump = os.path.join(tmp, "damaged_" + name)
+        os.makedirs(os.path.join(dump, "checkpoint"))
+        shutil.copytree(src, os.path.join(dump, "checkpoint", "step-5"))
+        damage(os.path.join(dump, "checkpoint", "step-5"))
+        return dump
+
+    def flip(d: str) -> None:
+        p = os.path.join(d, "rank-00001.safetensors")
+        with open(p, "r+b") as f:
+            f.seek(os.path.getsize(p) - 100)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0xFF]))
+
+    def truncate(d: str) -> None:
+        p = os.path.join(d, "rank-00000.safetensors")
+        os.truncate(p, os.path.getsize(p) // 2)
+
+    cases = [
+        ("a corrupt shard", damaged("corrupt", flip), [], "does not match"),
+        ("a truncated shard", damaged("truncated", truncate), [], "truncated"),
+        ("a missing shard", damaged("missing", lambda d: os.remove(os.path.join(d, "rank-00001.safetensors"))), [],
+         "lacks its file rank-00001"),
+        ("another vocabulary size", damaged("shape", lambda d: None), ["--model.vocab_size", "2304"],
+         "model.tok_embeddings.weight with shape [2048, 256]"),
+        ("a load_step that is not there", damaged("step", lambda d: None), ["--checkpoint.load_step", "7"],
+         "use one of the saved steps: 5"),
+    ]
+    for what, dump, extra, needle in cases:
+        before = sorted(os.listdir(os.path.join(dump, "checkpoint", "step-5")))
+        outs = run(titan, "FSDP(2)", dump, extra)
+        after = sorted(os.listdir(os.path.join(dump, "checkpoint", "step-5")))
+        check(f"{what}: exit 2 on every rank naming the problem, nothing deleted",
+              all(o[0] == 2 for o in outs) and any(needle in o[2] for o in outs) and before == after
+              and "Traceback" not in outs[0][2],
+              str([o[0] for o in outs]) + " " + outs[0][2][-400:] + outs[1][2][-400:])
+    info = cli(titan, ["checkpoint", "info", os.path.join(tmp, "damaged_corrupt", "checkpoint", "step-5")])
+    check("checkpoint info rejects a corrupt shard (exit 2)", info.returncode == 2 and "does not match" in info.stderr,
+          info.stderr[-300:])
+
+    dump = os.path.join(tmp, "unwritable")
+    os.makedirs(dump)
+    open(os.path.join(dump, "checkpoint"), "w").close()  # a file where the folder should be
+    outs = run(titan, "FSDP(2)", dump, ["--training.steps", "5"])
+    check("an unwritable checkpoint folder: exit 2 on every rank", all(o[0] == 2 for o in outs) and
+          "checkpoint" in outs[0][2], str([o[0] for o in outs]) + outs[0][2][-300:])
+    for what, extra, needle in [("keep_latest_k = 1", ["--checkpoint.keep_latest_k", "1"], "keep_latest_k"),
+                                ("an unknown exclude_from_loading part",
+                                 ["--checkpoint.exclude_from_loading", "weights"], "exclude_from_loading")]:
+        outs = run(titan, "1", os.path.join(tmp, "bad"), extra)
+        check(f"{what} is refused with exit 2", outs[0][0] == 2 and needle in outs[0][2], outs[0][2][-300:])
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return checks.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

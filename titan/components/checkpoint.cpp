@@ -1,0 +1,534 @@
+#include "titan/components/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <regex>
+
+#include "titan/common/crc32c.h"
+#include "titan/common/error.h"
+#include "titan/common/files.h"
+#include "titan/common/log.h"
+#include "titan/components/safetensors.h"
+
+namespace titan::components {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kFormat = "titan.cpp checkpoint";
+constexpr int kVersion = 1;
+const std::set<std::string> kParts = {"model", "optimizer", "lr_scheduler", "dataloader", "train_state"};
+
+std::string shard_name(int rank) {
+  std::string n = std::to_string(rank);
+  return "rank-" + std::string(n.size() < 5 ? 5 - n.size() : 0, '0') + n + ".safetensors";
+}
+
+uint32_t checksum(const at::Tensor& t) {  // t: contiguous CPU
+  return crc32c(0, t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
+}
+
+void fsync_path(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// The step folders of a checkpoint folder: complete ones (step-N with metadata.json) by step,
+// and unfinished ones (a save that was interrupted).
+struct Listing {
+  std::map<int64_t, fs::path> complete;
+  std::vector<fs::path> unfinished;
+};
+Listing list_steps(const fs::path& folder) {
+  Listing out;
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) return out;
+  static const std::regex step_re("step-([0-9]+)");
+  for (const auto& e : fs::directory_iterator(folder, ec)) {
+    if (!e.is_directory()) continue;
+    const std::string name = e.path().filename().string();
+    std::smatch m;
+    if (std::regex_match(name, m, step_re) && fs::exists(e.path() / "metadata.json"))
+      out.complete[std::stoll(m[1])] = e.path();
+    else if (name.rfind("step-", 0) == 0)
+      out.unfinished.push_back(e.path());
+  }
+  return out;
+}
+
+nlohmann::json read_metadata(const fs::path& step_dir) {
+  const fs::path p = step_dir / "metadata.json";
+  nlohmann::json m;
+  try {
+    m = nlohmann::json::parse(read_file(p.string(), "checkpoint metadata"));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(p.string() + " is not valid JSON (" + e.what() + ")", "the checkpoint is damaged; load another step");
+  }
+  if (!m.is_object() || m.value("format", "") != kFormat)
+    throw Error(p.string() + " is not the metadata of a titan.cpp checkpoint", "point at a step-N folder titan.cpp wrote");
+  if (m.value("version", 0) != kVersion)
+    throw Error(p.string() + " has version " + m["version"].dump() + "; this build reads version " +
+                std::to_string(kVersion), "use the titan.cpp version that wrote it");
+  return m;
+}
+
+bool holds_full_state(const nlohmann::json& m) {
+  const auto& c = m.value("contents", nlohmann::json::array());
+  return std::find(c.begin(), c.end(), "optimizer") != c.end();
+}
+
+// The intersection of two boxes, relative to each; false when empty.
+bool overlap(const distributed::Box& a, const std::vector<int64_t>& b_off, const std::vector<int64_t>& b_size,
+             std::vector<int64_t>& start, std::vector<int64_t>& len) {
+  const size_t n = a.offsets.size();
+  start.assign(n, 0);
+  len.assign(n, 0);
+  for (size_t d = 0; d < n; ++d) {
+    const int64_t lo = std::max(a.offsets[d], b_off[d]);
+    const int64_t hi = std::min(a.offsets[d] + a.sizes[d], b_off[d] + b_size[d]);
+    if (hi <= lo) return false;
+    start[d] = lo;
+    len[d] = hi - lo;
+  }
+  return true;
+}
+
+at::Tensor slice(at::Tensor t, const std::vector<int64_t>& origin, const std::vector<int64_t>& start,
+                 const std::vector<int64_t>& len) {
+  for (size_t d = 0; d < start.size(); ++d) t = t.narrow(static_cast<int64_t>(d), start[d] - origin[d], len[d]);
+  return t;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// Reads chunks, each file's header once, and checks every chunk's checksum.
+class ChunkReader {
+ public:
+  explicit ChunkReader(fs::path dir) : dir_(std::move(dir)) {}
+  at::Tensor read(const std::string& key, const nlohmann::json& chunk) {
+    const std::string file = chunk.at("file").get<std::string>();
+    auto it = headers_.find(file);
+    if (it == headers_.end()) {
+      const fs::path p = dir_ / file;
+      if (!fs::exists(p))
+        throw Error("the checkpoint " + dir_.string() + " lacks its file " + file,
+                    "the checkpoint is incomplete; copy the whole step folder or load another step");
+      it = headers_.emplace(file, read_safetensors_header(p.string())).first;
+    }
+    const SafetensorsEntry* e = it->second.find(key);
+    if (!e) throw Error(it->second.path + " does not hold " + key + " although metadata.json says so",
+                        "the checkpoint is damaged; load another step");
+    at::Tensor t = read_safetensors_tensor(it->second, *e);
+    if (checksum(t) != chunk.at("crc32c").get<uint32_t>())
+      throw Error("the checksum of " + key + " in " + it->second.path + " does not match metadata.json",
+                  "the file is corrupt; load another step (checkpoint.load_step) or restore the file");
+    bytes_ += static_cast<uint64_t>(t.numel()) * t.element_size();
+    return t;
+  }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  fs::path dir_;
+  std::map<std::string, SafetensorsFile> headers_;
+  uint64_t bytes_ = 0;
+};
+
+int64_t env_step(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::atoll(v) : -1;
+}
+
+}  // namespace
+
+// A save: the staged tensors of this rank and what rank 0 commits.
+struct Checkpointer::Job {
+  int64_t step = 0;
+  bool model_only = false;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;  // contiguous CPU
+  nlohmann::json chunks;                                     // key -> {offsets, global_shape, crc32c}
+  nlohmann::json scalars;
+  fs::path partial, final_dir;
+  std::exception_ptr error;
+  std::chrono::steady_clock::time_point start;
+  double seconds = 0;
+  uint64_t bytes = 0;
+};
+
+Checkpointer::Checkpointer(const config::JobConfig& cfg, CheckpointContext ctx) : ctx_(std::move(ctx)) {
+  enabled_ = cfg.get_bool("checkpoint.enable");
+  load_only_ = cfg.get_bool("checkpoint.load_only");
+  first_step_ = cfg.get_bool("checkpoint.enable_first_step_checkpoint");
+  interval_ = cfg.get_int("checkpoint.interval");
+  keep_latest_k_ = cfg.get_int("checkpoint.keep_latest_k");
+  load_step_ = cfg.get_int("checkpoint.load_step");
+  folder_ = (fs::path(cfg.get_string("job.dump_folder")) / cfg.get_string("checkpoint.folder")).string();
+  initial_load_path_ = cfg.get_opt_string("checkpoint.initial_load_path").value_or("");
+  initial_model_only_ = cfg.get_bool("checkpoint.initial_load_model_only");
+  const std::string mode = cfg.get_string("checkpoint.async_mode");
+  async_ = mode != "disabled";
+  if (mode == "async_with_pinned_mem" && !ctx_.device.is_cuda())
+    throw Error("checkpoint.async_mode = \"async_with_pinned_mem\" needs a CUDA device (pinned memory stages GPU tensors)",
+                "use checkpoint.async_mode = \"async\" on the CPU");
+  const std::string ed = cfg.get_string("checkpoint.export_dtype");
+  export_dtype_ = ed == "bfloat16" ? at::kBFloat16 : ed == "float16" ? at::kHalf : at::kFloat;
+  if (keep_latest_k_ == 1)
+    throw Error("checkpoint.keep_latest_k = 1 would delete the last checkpoint while the next is being written",
+                "use 0 (keep all) or at least 2");
+  for (const auto& p : cfg.get_list("checkpoint.exclude_from_loading")) {
+    if (!kParts.count(p))
+      throw Error("checkpoint.exclude_from_loading holds \"" + p + "\", which is not a part of a checkpoint",
+                  "use model, optimizer, lr_scheduler, dataloader or train_state");
+    exclude_.insert(p);
+  }
+  config_toml_ = cfg.to_toml();
+}
+
+Checkpointer::~Checkpointer() {
+  if (thread_.joinable()) thread_.join();
+  if (job_ && job_->error) {
+    try {
+      std::rethrow_exception(job_->error);
+    } catch (const std::exception& e) {
+      log::warning(std::string("the last checkpoint save failed: ") + e.what());
+    }
+  }
+}
+
+void Checkpointer::agree(std::exception_ptr error, const std::string& doing) {
+  if (ctx_.world && !ctx_.world->trivial()) {
+    at::Tensor flag = at::full({1}, error ? 1.0 : 0.0, at::kFloat).to(ctx_.device);
+    ctx_.world->all_reduce(flag, /*max=*/true).wait();
+    if (!error && flag.cpu().item<float>() > 0)
+      throw Error("another rank failed while " + doing + " (its message above names the problem)",
+                  "fix what that rank reports");
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+bool Checkpointer::should_save(int64_t step, bool last_step) const {
+  if (!enabled_ || load_only_) return false;
+  if (step == 1 && first_step_) return true;
+  if (last_step) return true;
+  return step % interval_ == 0;
+}
+
+LoadResult Checkpointer::load(StateDict& state) {
+  LoadResult r;
+  if (!enabled_) return r;
+  std::exception_ptr error;
+  try {
+    // ---- which checkpoint -------------------------------------------------------------------
+    const Listing listing = list_steps(folder_);
+    for (const auto& u : listing.unfinished)
+      log::warning("ignoring the unfinished checkpoint " + u.string() + " (a save was interrupted)");
+    fs::path dir;
+    bool model_only = false;
+    if (load_step_ >= 0) {
+      auto it = listing.complete.find(load_step_);
+      if (it == listing.complete.end()) {
+        std::string have;
+        for (const auto& [s, p] : listing.complete) have += (have.empty() ? "" : ", ") + std::to_string(s);
+        throw Error("checkpoint.load_step = " + std::to_string(load_step_) + ": " + folder_ + " holds no step-" +
+                        std::to_string(load_step_),
+                    have.empty() ? "the folder holds no checkpoint; remove checkpoint.load_step"
+                                 : "use one of the saved steps: " + have);
+      }
+      dir = it->second;
+    } else if (!listing.complete.empty()) {
+      // The latest checkpoint that can resume training; final model-only exports are skipped.
+      for (auto it = listing.complete.rbegin(); it != listing.complete.rend() && dir.empty(); ++it) {
+        if (holds_full_state(read_metadata(it->second))) dir = it->second;
+        else if (it == listing.complete.rbegin())
+          log::info("Checkpoint " + it->second.string() + " holds only the model (a final export); looking for one "
+                    "with the full training state");
+      }
+      if (dir.empty()) dir = listing.complete.rbegin()->second;
+    } else if (!initial_load_path_.empty()) {
+      dir = initial_load_path_;
+      if (!fs::exists(dir / "metadata.json")) {
+        const Listing inner = list_steps(dir);
+        if (inner.complete.empty())
+          throw Error("checkpoint.initial_load_path = \"" + initial_load_path_ +
+                          "\" is neither a checkpoint step folder nor a folder holding one",
+                      "point it at a step-N folder (with metadata.json)");
+        dir = inner.complete.rbegin()->second;
+      }
+      model_only = initial_model_only_;
+    } else {
+      return r;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const nlohmann::json meta = read_metadata(dir);
+    if (!holds_full_state(meta)) model_only = true;
+    r.loaded = true;
+    r.path = dir.string();
+    r.model_only = model_only;
+    r.step = model_only ? 0 : meta.at("step").get<int64_t>();
+
+    // ---- the model it was saved from -----------------------------------------------------------
+    const auto& tensors = meta.at("tensors");
+    const std::string saved_model = meta.value("model", nlohmann::json::object()).value("flavor", "?");
+    for (const auto& t : state.tensors) {
+      const bool is_model = t.key.rfind("model.", 0) == 0;
+      if (!is_model && (model_only || exclude_.count("optimizer"))) continue;
+      if (is_model && exclude_.count("model")) continue;
+      if (!tensors.contains(t.key))
+        throw Error("the checkpoint " + dir.string() + " (model flavor " + saved_model + ") holds no " + t.key,
+                    is_model ? "load a checkpoint of this model, or set checkpoint.exclude_from_loading"
+                             : "it holds no optimizer state; load it with checkpoint.exclude_from_loading = [\"optimizer\"]");
+      const auto saved_shape = tensors[t.key].at("global_shape").get<std::vector<int64_t>>();
+      if (saved_shape != t.global_shape)
+        throw Error("the checkpoint " + dir.string() + " holds " + t.key + " with shape " + shape_str(saved_shape) +
+                        " but this model's is " + shape_str(t.global_shape) + " (saved flavor " + saved_model +
+                        ", this run's " + ctx_.model.value("flavor", "?") + ")",
+                    "load a checkpoint of the same model flavor and vocabulary size");
+    }
+
+    // ---- this rank's boxes from the chunks that overlap them ----------------------------------------
+    ChunkReader reader(dir);
+    at::NoGradGuard no_grad;
+    for (auto& t : state.tensors) {
+      const bool is_model = t.key.rfind("model.", 0) == 0;
+      if (!is_model && (model_only || exclude_.count("optimizer"))) continue;
+      if (is_model && exclude_.count("model")) continue;
+      if (!t.global_shape.empty() && t.box.numel() == 0) continue;  // an empty FSDP box
+      int64_t covered = 0;
+      std::vector<int64_t> start_idx, len;
+      for (const auto& c : tensors[t.key].at("chunks")) {
+        const auto off = c.at("offsets").get<std::vector<int64_t>>();
+        const auto size = c.at("sizes").get<std::vector<int64_t>>();
+        if (!overlap(t.box, off, size, start_idx, len)) continue;
+        at::Tensor chunk = reader.read(t.key, c);
+        slice(t.local, t.box.offsets, start_idx, len).copy_(slice(chunk, off, start_idx, len));
+        int64_t n = 1;
+        for (auto l : len) n *= l;
+        covered += n;
+      }
+      if (covered != std::max<int64_t>(t.box.numel(), 1))
+        throw Error("the checkpoint " + dir.string() + " covers " + std::to_string(covered) + " of the " +
+                        std::to_string(t.box.numel()) + " elements of " + t.key + " this rank holds",
+                    "the checkpoint is incomplete; load another step");
+    }
+    r.scalars = meta.value("scalars", nlohmann::json::object());
+    for (const auto& p : exclude_) r.scalars.erase(p);
+    if (model_only) r.scalars = nlohmann::json::object();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    log::info("Loaded the checkpoint " + dir.string() + (model_only ? " (model only)" : "") + " in " +
+              log::format("%.2f", secs) + " seconds: " + log::format("%.3f", reader.bytes() / 1e9) +
+              " GB read by this rank (" + log::format("%.2f", reader.bytes() / 1e9 / std::max(secs, 1e-9)) + " GB/s)" +
+              (meta.contains("layout") ? ", saved from layout " + meta["layout"].value("describe", "?") : ""));
+  } catch (...) {
+    error = std::current_exception();
+  }
+  agree(error, "loading the checkpoint");
+  return r;
+}
+
+void Checkpointer::save(int64_t step, const StateDict& state, bool model_only, bool export_cast) {
+  wait();  // two saves never overlap
+  const auto start = std::chrono::steady_clock::now();
+  auto job = std::make_unique<Job>();
+  job->step = step;
+  job->model_only = model_only;
+  job->start = start;
+  job->final_dir = fs::path(folder_) / ("step-" + std::to_string(step));
+  job->partial = fs::path(folder_) / ("step-" + std::to_string(step) + ".partial-" + std::to_string(ctx_.run_id));
+  job->chunks = nlohmann::json::object();
+  std::exception_ptr error;
+  try {
+    at::NoGradGuard no_grad;
+    for (const auto& t : state.tensors) {
+      const bool is_model = t.key.rfind("model.", 0) == 0;
+      if (!t.writer || (model_only && !is_model)) continue;
+      if (!t.global_shape.empty() && t.box.numel() == 0) continue;  // an empty FSDP box
+      at::Tensor c = t.local.detach();
+      if (model_only && export_cast) c = c.to(export_dtype_);
+      // Staged: a copy when the write runs in the background (or the tensor is on a GPU).
+      c = (async_ || !c.device().is_cpu()) ? c.to(at::kCPU, c.scalar_type(), false, /*copy=*/true).contiguous()
+                                           : c.contiguous();
+      job->chunks[t.key] = {{"offsets", t.box.offsets}, {"sizes", c.sizes().vec()},
+                            {"global_shape", t.global_shape}, {"crc32c", 0}};
+      job->tensors.emplace_back(t.key, c);
+    }
+    job->scalars = state.scalars;
+    std::error_code ec;
+    fs::create_directories(job->partial, ec);
+    if (ec) throw Error("cannot create the checkpoint folder " + job->partial.string() + ": " + ec.message(),
+                        "make job.dump_folder / checkpoint.folder writable");
+  } catch (...) {
+    error = std::current_exception();
+  }
+  agree(error, "staging the checkpoint");
+  job_ = std::move(job);
+  if (async_) {
+    const double stall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    log::info("Staged the checkpoint of step " + std::to_string(step) + " in " + log::format("%.3f", stall) +
+              " seconds (the step's stall); writing it in the background");
+    thread_ = std::thread([this] { run_job(*job_); });
+  } else {
+    run_job(*job_);
+    wait();
+  }
+}
+
+void Checkpointer::wait() {
+  if (!job_) return;
+  if (thread_.joinable()) thread_.join();
+  std::exception_ptr error = job_->error;
+  const int64_t step = job_->step;
+  const double secs = job_->seconds;
+  const uint64_t bytes = job_->bytes;
+  const bool model_only = job_->model_only;
+  const std::string dir = job_->final_dir.string();
+  job_.reset();
+  agree(error, "saving the checkpoint of step " + std::to_string(step));
+  log::info("Saved the checkpoint of step " + std::to_string(step) + (model_only ? " (model only)" : "") + " to " +
+            dir + " in " + log::format("%.2f", secs) + " seconds: " + log::format("%.3f", bytes / 1e9) +
+            " GB written by this rank (" + log::format("%.2f", bytes / 1e9 / std::max(secs, 1e-9)) + " GB/s)");
+  if (env_step("TITAN_TEST_DIE_AFTER_SAVE") == step) std::raise(SIGKILL);  // test hook: a crash right after
+}
+
+void Checkpointer::run_job(Job& job) {
+  try {
+    // ---- this rank's file -------------------------------------------------------------------------
+    for (auto& [key, t] : job.tensors) job.chunks[key]["crc32c"] = checksum(t);
+    const std::string name = shard_name(ctx_.rank);
+    const fs::path tmp = job.partial / (name + ".tmp");
+    std::function<void(uint64_t)> die;
+    uint64_t total = 0;
+    for (const auto& [key, t] : job.tensors) total += static_cast<uint64_t>(t.numel()) * t.element_size();
+    if (env_step("TITAN_TEST_DIE_IN_SAVE") == job.step)  // test hook: a crash halfway through the write
+      die = [total](uint64_t written) {
+        if (written * 2 >= total) std::raise(SIGKILL);
+      };
+    write_safetensors(tmp.string(), job.tensors, {{"titan.chunks", job.chunks.dump()}}, die);
+    std::error_code ec;
+    fs::rename(tmp, job.partial / name, ec);
+    if (ec) throw Error("cannot rename " + tmp.string() + ": " + ec.message(), "check the checkpoint folder");
+    job.bytes = total;
+    job.tensors.clear();  // the staged copies are no longer needed
+
+    // ---- rank 0: the metadata, once every rank's file is there, then the commit ----------------------
+    if (ctx_.rank == 0) {
+      const auto deadline = std::chrono::steady_clock::now() + std::max<std::chrono::milliseconds>(
+                                                                    distributed::collective_timeout(), std::chrono::seconds(60));
+      for (int r = 0; r < ctx_.world_size; ++r) {
+        while (!fs::exists(job.partial / shard_name(r))) {
+          if (std::chrono::steady_clock::now() > deadline)
+            throw Error("rank " + std::to_string(r) + "'s checkpoint file " + (job.partial / shard_name(r)).string() +
+                            " did not appear",
+                        "checkpoint.folder must be on a file system every rank shares");
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+      }
+      nlohmann::json tensors = nlohmann::json::object();
+      nlohmann::json files = nlohmann::json::object();
+      for (int r = 0; r < ctx_.world_size; ++r) {
+        const SafetensorsFile f = read_safetensors_header((job.partial / shard_name(r)).string());
+        files[shard_name(r)] = f.file_size;
+        const nlohmann::json chunks = nlohmann::json::parse(f.metadata.at("titan.chunks"));
+        for (const auto& e : f.entries) {
+          const auto& c = chunks.at(e.name);
+          auto& t = tensors[e.name];
+          t["dtype"] = safetensors_dtype(e.dtype);
+          t["global_shape"] = c.at("global_shape");
+          t["chunks"].push_back({{"file", shard_name(r)}, {"offsets", c.at("offsets")}, {"sizes", e.shape},
+                                 {"crc32c", c.at("crc32c")}});
+        }
+      }
+      nlohmann::json contents = job.model_only ? nlohmann::json::array({"model"})
+                                               : nlohmann::json::array({"model", "optimizer", "lr_scheduler",
+                                                                        "dataloader", "train_state"});
+      nlohmann::json meta = {{"format", kFormat}, {"version", kVersion}, {"step", job.step},
+                             {"contents", contents}, {"world_size", ctx_.world_size}, {"layout", ctx_.layout},
+                             {"model", ctx_.model}, {"files", files}, {"tensors", tensors},
+                             {"scalars", job.model_only ? nlohmann::json::object() : job.scalars}};
+      write_file_atomically((job.partial / "config.toml").string(), config_toml_);
+      write_file_atomically((job.partial / "metadata.json").string(), meta.dump(1));
+      fsync_path(job.partial / "metadata.json");
+      fsync_path(job.partial);
+      // A step saved before (a rerun from an earlier step) is replaced only once this one is whole.
+      const fs::path old = fs::path(folder_) / ("step-" + std::to_string(job.step) + ".old-" + std::to_string(ctx_.run_id));
+      const bool had = fs::exists(job.final_dir);
+      if (had) fs::rename(job.final_dir, old);
+      fs::rename(job.partial, job.final_dir);
+      fsync_path(folder_);
+      if (had) fs::remove_all(old, ec);
+      // Unfinished saves of earlier runs, and checkpoints beyond keep_latest_k.
+      Listing listing = list_steps(folder_);
+      for (const auto& u : listing.unfinished)
+        if (u.filename().string().find(std::to_string(ctx_.run_id)) == std::string::npos) fs::remove_all(u, ec);
+      if (keep_latest_k_ > 0)
+        while (static_cast<int64_t>(listing.complete.size()) > keep_latest_k_) {
+          log::info("Deleting the old checkpoint " + listing.complete.begin()->second.string() +
+                    " (checkpoint.keep_latest_k = " + std::to_string(keep_latest_k_) + ")");
+          fs::remove_all(listing.complete.begin()->second, ec);
+          listing.complete.erase(listing.complete.begin());
+        }
+    }
+  } catch (...) {
+    job.error = std::current_exception();
+  }
+  job.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - job.start).count();
+}
+
+std::string checkpoint_info(const std::string& path) {
+  fs::path dir = path;
+  if (!fs::exists(dir / "metadata.json")) {
+    const Listing l = list_steps(dir);
+    if (l.complete.empty())
+      throw Error(path + " is neither a checkpoint step folder nor a folder holding one",
+                  "point at <dump_folder>/checkpoint or one of its step-N folders");
+    std::string out;
+    for (const auto& u : l.unfinished) out += "unfinished (ignored on load): " + u.string() + "\n";
+    for (const auto& [s, p] : l.complete) out += checkpoint_info(p.string()) + "\n";
+    return out;
+  }
+  const nlohmann::json m = read_metadata(dir);
+  std::string out = dir.string() + "\n";
+  out += "  step: " + m.at("step").dump() + "\n";
+  std::string contents;
+  for (const auto& c : m.at("contents")) contents += (contents.empty() ? "" : ", ") + c.get<std::string>();
+  out += "  contents: " + contents + "\n";
+  out += "  model: " + m.value("model", nlohmann::json::object()).value("name", "?") + " " +
+         m.value("model", nlohmann::json::object()).value("flavor", "?") + "\n";
+  out += "  saved from: " + m.value("layout", nlohmann::json::object()).value("describe", "?") + "\n";
+  if (m.contains("scalars") && m["scalars"].contains("train_state"))
+    out += "  tokens seen: " + m["scalars"]["train_state"].value("tokens_seen", nlohmann::json(0)).dump() + "\n";
+  ChunkReader reader(dir);
+  int64_t chunks = 0, params = 0, tensors = 0;
+  std::map<std::string, int64_t> by_dtype;
+  for (const auto& [key, t] : m.at("tensors").items()) {
+    ++tensors;
+    int64_t n = 1;
+    for (auto d : t.at("global_shape")) n *= d.get<int64_t>();
+    if (key.rfind("model.", 0) == 0) params += n;
+    by_dtype[t.at("dtype").get<std::string>()] += n;
+    for (const auto& c : t.at("chunks")) {
+      reader.read(key, c);
+      ++chunks;
+    }
+  }
+  out += "  tensors: " + std::to_string(tensors) + " (" + log::with_commas(params) + " model parameters)";
+  for (const auto& [d, n] : by_dtype) out += ", " + log::with_commas(n) + " " + d;
+  out += "\n  files: " + std::to_string(m.at("files").size()) + ", " + log::format("%.3f", reader.bytes() / 1e6) +
+         " MB of tensor data\n";
+  out += "  checksums: all " + std::to_string(chunks) + " chunks verified\n";
+  return out;
+}
+
+}  // namespace titan::components

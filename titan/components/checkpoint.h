@@ -1,0 +1,109 @@
+// Checkpoints: torchtitan's checkpoint.* keys over a sharded format anyone can read.
+//
+// <dump_folder>/<checkpoint.folder>/step-N/ holds one safetensors file per rank with the boxes
+// of the state that rank is the first holder of (replicas are written once), metadata.json
+// (per tensor: dtype, global shape and each chunk's file, box and CRC-32C; the train state,
+// learning-rate schedule, data position and generators; the layout and model it was saved
+// from) and config.toml. A save is written under step-N.partial-<run id>/, flushed, and renamed
+// by rank 0 once every rank's file is there, so a crash at any moment leaves the previous
+// checkpoint loadable. Loading reads, for each box this rank holds, the chunks that overlap it
+// (checksums verified), so any layout loads any other. The folder must be shared by the ranks
+// (as for PyTorch's distributed checkpoints).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "titan/config/job_config.h"
+#include "titan/distributed/placement.h"
+#include "titan/distributed/process_group.h"
+
+namespace titan::components {
+
+// One tensor of the training state: this rank's box of a tensor of `global_shape`.
+struct StateTensor {
+  std::string key;  // "model.<fqn>", "optimizer.<fqn>.exp_avg", ".exp_avg_sq", ".step"
+  at::Tensor local;  // the box's values: a view of the live tensor (loading writes through it)
+  std::vector<int64_t> global_shape;
+  distributed::Box box;
+  bool writer = true;  // this rank saves the box (it is its first holder; replicas skip it)
+};
+struct StateDict {
+  std::vector<StateTensor> tensors;
+  // "train_state" (step, tokens_seen, seed), "lr_scheduler", "dataloader", "rng": rank 0's are saved.
+  nlohmann::json scalars;
+};
+
+// What the checkpointer knows of the run.
+struct CheckpointContext {
+  int rank = 0, world_size = 1;
+  distributed::Group* world = nullptr;  // for agreeing on success
+  at::Device device{at::kCPU};          // where the agreeing collective's tensor lives
+  int64_t run_id = 0;                   // names the unfinished save's folder
+  nlohmann::json layout;                // parallel degrees, world size
+  nlohmann::json model;                 // name, flavor, args
+};
+
+struct LoadResult {
+  bool loaded = false;
+  std::string path;           // the step folder read
+  int64_t step = 0;           // the saved step (0 for a seed or initial checkpoint loaded as model only)
+  bool model_only = false;
+  nlohmann::json scalars;     // the saved scalars minus those exclude_from_loading names
+};
+
+class Checkpointer {
+ public:
+  // Validates the checkpoint.* keys (titan::Error naming the key).
+  Checkpointer(const config::JobConfig& cfg, CheckpointContext ctx);
+  ~Checkpointer();  // waits for a save in flight (errors are logged, not thrown)
+
+  bool enabled() const { return enabled_; }
+  std::string folder() const { return folder_; }
+
+  // Loads the checkpoint the config picks (the folder's latest or checkpoint.load_step, else
+  // checkpoint.initial_load_path) into `state`'s tensors; nothing loaded when there is none.
+  // Every rank returns or throws together.
+  LoadResult load(StateDict& state);
+
+  // torchtitan's rule: step 1 with enable_first_step_checkpoint, the last step, every interval.
+  bool should_save(int64_t step, bool last_step) const;
+  // Saves `state` as step-N; model_only keeps the "model." tensors, cast to export_dtype when
+  // `export_cast`. Sync: returns once committed on every rank. Async: returns after staging a
+  // copy; the write goes on in the background (the next save or wait() joins it).
+  void save(int64_t step, const StateDict& state, bool model_only, bool export_cast);
+  // Joins the save in flight; every rank throws if any rank's save failed.
+  void wait();
+
+ private:
+  struct Job;
+  void run_job(Job& job);
+  void agree(std::exception_ptr error, const std::string& doing);
+
+  bool enabled_ = false, load_only_ = false, first_step_ = false, async_ = false;
+  int64_t interval_ = 500, keep_latest_k_ = 10, load_step_ = -1;
+  std::string folder_, initial_load_path_;
+  bool initial_model_only_ = true;
+  std::set<std::string> exclude_;
+  at::ScalarType export_dtype_ = at::kFloat;
+  std::string config_toml_;
+  CheckpointContext ctx_;
+  std::unique_ptr<Job> job_;
+  std::thread thread_;
+};
+
+// `titan checkpoint info PATH`: a step folder (or a checkpoint folder: each step in it) described,
+// every chunk's checksum verified. titan::Error for a damaged checkpoint.
+std::string checkpoint_info(const std::string& path);
+
+}  // namespace titan::components
