@@ -29,6 +29,8 @@ const char* kUsage =
     "  data tokenize|batches\n"
     "            pre-tokenize text into binary shards; print the batches a config yields\n"
     "            (docs/datasets.md)\n"
+    "  convert to-hf|from-hf\n"
+    "            Llama 3 weights between titan.cpp checkpoints and Hugging Face folders\n"
     "  checkpoint info PATH\n"
     "            describe a checkpoint (a step-N folder, or the checkpoint folder: every step)\n"
     "            and verify every chunk's checksum (docs/checkpoint.md)\n"
@@ -65,6 +67,7 @@ int main(int argc, char** argv) {
     if (command == "train") return train(args);
     if (command == "tokenizer") return titan::apps::tokenizer_command(args);
     if (command == "data") return titan::apps::data_command(args);
+    if (command == "convert") return titan::apps::convert_command(args);
     if (command == "checkpoint") {
       if (args.size() == 1 && (args[0] == "-h" || args[0] == "--help")) {
         std::printf("usage: titan checkpoint info PATH\n");

@@ -28,9 +28,12 @@ set(TITAN_SOURCES
   titan/components/optimizer.cpp
   titan/components/checkpoint.cpp
   titan/components/safetensors.cpp
+  titan/components/hf_checkpoint.cpp
+  titan/models/llama3/state_dict_adapter.cpp
   titan/common/crc32c.cpp
   titan/train/trainer.cpp
   titan/train/validate.cpp
+  titan/train/hf_convert.cpp
 )
 if(TITAN_HAVE_CUDA)
   list(APPEND TITAN_SOURCES titan/components/device_cuda.cpp)
@@ -89,7 +92,7 @@ if(TITAN_HAVE_CUDA)
   target_link_libraries(titan_lib PUBLIC titan_kernels_cuda)
 endif()
 
-add_executable(titan apps/titan.cpp apps/cmd_tokenizer.cpp apps/cmd_data.cpp)
+add_executable(titan apps/titan.cpp apps/cmd_tokenizer.cpp apps/cmd_data.cpp apps/cmd_convert.cpp)
 target_link_libraries(titan PRIVATE titan_lib)
 
 # Unit tests: one executable, so libtorch is linked once.
@@ -156,3 +159,10 @@ add_test(NAME integration.checkpoint COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRE
          --titan $<TARGET_FILE:titan>)
 # Up to 4 processes of one thread each: run it alone.
 set_tests_properties(integration.checkpoint PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)
+
+# Hugging Face interop: our exports in transformers and theirs in titan.cpp, logits compared.
+add_executable(hf_checks tests/integration/hf_checks.cpp)
+target_link_libraries(hf_checks PRIVATE titan_lib)
+add_test(NAME integration.hf COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_hf.py
+         --titan $<TARGET_FILE:titan> --checks $<TARGET_FILE:hf_checks>)
+set_tests_properties(integration.hf PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 900)

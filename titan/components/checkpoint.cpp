@@ -152,7 +152,133 @@ int64_t env_step(const char* name) {
   return v ? std::atoll(v) : -1;
 }
 
+// Rank 0's part of a save once every rank's file is in `partial`: metadata.json from the files'
+// headers, config.toml, flush, and the rename to `final_dir` (replacing an older save of that step
+// only once this one is whole).
+void commit_step(const fs::path& partial, const fs::path& final_dir, int world_size, int64_t step, bool model_only,
+                 const nlohmann::json& layout, const nlohmann::json& model, const nlohmann::json& scalars,
+                 const std::string& config_toml, int64_t run_id) {
+  nlohmann::json tensors = nlohmann::json::object();
+  nlohmann::json files = nlohmann::json::object();
+  for (int r = 0; r < world_size; ++r) {
+    const SafetensorsFile f = read_safetensors_header((partial / shard_name(r)).string());
+    files[shard_name(r)] = f.file_size;
+    const nlohmann::json chunks = nlohmann::json::parse(f.metadata.at("titan.chunks"));
+    for (const auto& e : f.entries) {
+      const auto& c = chunks.at(e.name);
+      auto& t = tensors[e.name];
+      t["dtype"] = safetensors_dtype(e.dtype);
+      t["global_shape"] = c.at("global_shape");
+      t["chunks"].push_back({{"file", shard_name(r)}, {"offsets", c.at("offsets")}, {"sizes", e.shape},
+                             {"crc32c", c.at("crc32c")}});
+    }
+  }
+  nlohmann::json contents = model_only ? nlohmann::json::array({"model"})
+                                       : nlohmann::json::array({"model", "optimizer", "lr_scheduler", "dataloader",
+                                                                "train_state"});
+  nlohmann::json meta = {{"format", kFormat}, {"version", kVersion}, {"step", step},
+                         {"contents", contents}, {"world_size", world_size}, {"layout", layout},
+                         {"model", model}, {"files", files}, {"tensors", tensors}, {"scalars", scalars}};
+  if (!config_toml.empty()) write_file_atomically((partial / "config.toml").string(), config_toml);
+  write_file_atomically((partial / "metadata.json").string(), meta.dump(1));
+  fsync_path(partial / "metadata.json");
+  fsync_path(partial);
+  const fs::path old = final_dir.parent_path() / (final_dir.filename().string() + ".old-" + std::to_string(run_id));
+  const bool had = fs::exists(final_dir);
+  if (had) fs::rename(final_dir, old);
+  fs::rename(partial, final_dir);
+  fsync_path(final_dir.parent_path());
+  std::error_code ec;
+  if (had) fs::remove_all(old, ec);
+}
+
+// This rank's file of a save: chunks with their checksums in the header, written under a
+// temporary name and renamed when flushed.
+uint64_t write_shard(const fs::path& partial, int rank, std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                     nlohmann::json& chunks, const std::function<void(uint64_t)>& after_bytes) {
+  for (auto& [key, t] : tensors) chunks[key]["crc32c"] = checksum(t);
+  const fs::path tmp = partial / (shard_name(rank) + ".tmp");
+  uint64_t total = 0;
+  for (const auto& [key, t] : tensors) total += static_cast<uint64_t>(t.numel()) * t.element_size();
+  write_safetensors(tmp.string(), tensors, {{"titan.chunks", chunks.dump()}}, after_bytes);
+  std::error_code ec;
+  fs::rename(tmp, partial / shard_name(rank), ec);
+  if (ec) throw Error("cannot rename " + tmp.string() + ": " + ec.message(), "check the checkpoint folder");
+  return total;
+}
+
 }  // namespace
+
+void write_model_checkpoint(const std::string& step_dir, int64_t step,
+                            const std::vector<std::pair<std::string, at::Tensor>>& tensors, const nlohmann::json& model) {
+  const fs::path final_dir = fs::absolute(step_dir);
+  const fs::path partial = final_dir.parent_path() / (final_dir.filename().string() + ".partial-convert");
+  std::error_code ec;
+  fs::remove_all(partial, ec);
+  fs::create_directories(partial, ec);
+  if (ec) throw Error("cannot create " + partial.string() + ": " + ec.message(), "choose a writable folder");
+  std::vector<std::pair<std::string, at::Tensor>> staged;
+  nlohmann::json chunks = nlohmann::json::object();
+  for (const auto& [key, t] : tensors) {
+    staged.emplace_back(key, t.contiguous());
+    chunks[key] = {{"offsets", std::vector<int64_t>(t.dim(), 0)}, {"sizes", t.sizes().vec()},
+                   {"global_shape", t.sizes().vec()}};
+  }
+  write_shard(partial, 0, staged, chunks, {});
+  commit_step(partial, final_dir, 1, step, /*model_only=*/true, {{"describe", "converted (one file)"}}, model,
+              nlohmann::json::object(), "", 0);
+}
+
+namespace {
+}  // namespace
+
+struct CheckpointReader::Chunks {
+  explicit Chunks(fs::path dir) : reader(std::move(dir)) {}
+  ChunkReader reader;
+};
+
+CheckpointReader::CheckpointReader(const std::string& step_dir)
+    : dir_(step_dir), meta_(read_metadata(step_dir)), chunks_(std::make_unique<Chunks>(step_dir)) {}
+CheckpointReader::~CheckpointReader() = default;
+
+bool CheckpointReader::has(const std::string& key) const { return meta_.at("tensors").contains(key); }
+
+std::vector<int64_t> CheckpointReader::global_shape(const std::string& key) const {
+  return meta_.at("tensors").at(key).at("global_shape").get<std::vector<int64_t>>();
+}
+
+uint64_t CheckpointReader::bytes_read() const { return chunks_->reader.bytes(); }
+
+void CheckpointReader::read_into(const std::string& key, const distributed::Box& box, at::Tensor out) {
+  at::NoGradGuard no_grad;
+  int64_t covered = 0;
+  std::vector<int64_t> start_idx, len;
+  for (const auto& c : meta_.at("tensors").at(key).at("chunks")) {
+    const auto off = c.at("offsets").get<std::vector<int64_t>>();
+    const auto size = c.at("sizes").get<std::vector<int64_t>>();
+    if (off.size() != box.offsets.size() || size.size() != box.offsets.size())
+      throw Error("metadata.json of " + dir_ + " gives a chunk of " + key + " of another rank than the tensor",
+                  "the checkpoint is damaged; load another step");
+    if (!overlap(box, off, size, start_idx, len)) continue;
+    at::Tensor chunk = chunks_->reader.read(key, c);
+    slice(out, box.offsets, start_idx, len).copy_(slice(chunk, off, start_idx, len));
+    int64_t n = 1;
+    for (auto l : len) n *= l;
+    covered += n;
+  }
+  if (covered != std::max<int64_t>(box.numel(), 1))
+    throw Error("the checkpoint " + dir_ + " covers " + std::to_string(covered) + " of the " +
+                    std::to_string(box.numel()) + " elements of " + key + " asked for",
+                "the checkpoint is incomplete; load another step");
+}
+
+at::Tensor CheckpointReader::read_full(const std::string& key) {
+  const auto shape = global_shape(key);
+  const auto dtype = scalar_type_of(meta_.at("tensors").at(key).at("dtype").get<std::string>(), dir_ + "/metadata.json");
+  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(dtype));
+  read_into(key, {std::vector<int64_t>(shape.size(), 0), shape}, out);
+  return out;
+}
 
 // A save: the staged tensors of this rank and what rank 0 commits.
 struct Checkpointer::Job {
@@ -219,6 +345,8 @@ void Checkpointer::agree(std::exception_ptr error, const std::string& doing) {
   if (error) std::rethrow_exception(error);
 }
 
+bool Checkpointer::has_checkpoint() const { return !list_steps(folder_).complete.empty(); }
+
 bool Checkpointer::should_save(int64_t step, bool last_step) const {
   if (!enabled_ || load_only_) return false;
   if (step == 1 && first_step_) return true;
@@ -272,64 +400,47 @@ LoadResult Checkpointer::load(StateDict& state) {
       return r;
     }
     const auto start = std::chrono::steady_clock::now();
-    const nlohmann::json meta = read_metadata(dir);
+    CheckpointReader reader(dir.string());
+    const nlohmann::json& meta = reader.metadata();
     if (!holds_full_state(meta)) model_only = true;
     r.loaded = true;
     r.path = dir.string();
     r.model_only = model_only;
     r.step = model_only ? 0 : meta.at("step").get<int64_t>();
 
-    // ---- the model it was saved from -----------------------------------------------------------
-    const auto& tensors = meta.at("tensors");
+    // ---- the model it was saved from, then this rank's boxes ---------------------------------------
     const std::string saved_model = meta.value("model", nlohmann::json::object()).value("flavor", "?");
-    for (const auto& t : state.tensors) {
+    auto wanted = [&](const StateTensor& t) {
       const bool is_model = t.key.rfind("model.", 0) == 0;
-      if (!is_model && (model_only || exclude_.count("optimizer"))) continue;
-      if (is_model && exclude_.count("model")) continue;
-      if (!tensors.contains(t.key))
+      if (is_model) return !exclude_.count("model");
+      return !model_only && !exclude_.count("optimizer");
+    };
+    for (const auto& t : state.tensors) {
+      if (!wanted(t)) continue;
+      const bool is_model = t.key.rfind("model.", 0) == 0;
+      if (!reader.has(t.key))
         throw Error("the checkpoint " + dir.string() + " (model flavor " + saved_model + ") holds no " + t.key,
                     is_model ? "load a checkpoint of this model, or set checkpoint.exclude_from_loading"
                              : "it holds no optimizer state; load it with checkpoint.exclude_from_loading = [\"optimizer\"]");
-      const auto saved_shape = tensors[t.key].at("global_shape").get<std::vector<int64_t>>();
+      const auto saved_shape = reader.global_shape(t.key);
       if (saved_shape != t.global_shape)
         throw Error("the checkpoint " + dir.string() + " holds " + t.key + " with shape " + shape_str(saved_shape) +
                         " but this model's is " + shape_str(t.global_shape) + " (saved flavor " + saved_model +
                         ", this run's " + ctx_.model.value("flavor", "?") + ")",
                     "load a checkpoint of the same model flavor and vocabulary size");
     }
-
-    // ---- this rank's boxes from the chunks that overlap them ----------------------------------------
-    ChunkReader reader(dir);
-    at::NoGradGuard no_grad;
     for (auto& t : state.tensors) {
-      const bool is_model = t.key.rfind("model.", 0) == 0;
-      if (!is_model && (model_only || exclude_.count("optimizer"))) continue;
-      if (is_model && exclude_.count("model")) continue;
+      if (!wanted(t)) continue;
       if (!t.global_shape.empty() && t.box.numel() == 0) continue;  // an empty FSDP box
-      int64_t covered = 0;
-      std::vector<int64_t> start_idx, len;
-      for (const auto& c : tensors[t.key].at("chunks")) {
-        const auto off = c.at("offsets").get<std::vector<int64_t>>();
-        const auto size = c.at("sizes").get<std::vector<int64_t>>();
-        if (!overlap(t.box, off, size, start_idx, len)) continue;
-        at::Tensor chunk = reader.read(t.key, c);
-        slice(t.local, t.box.offsets, start_idx, len).copy_(slice(chunk, off, start_idx, len));
-        int64_t n = 1;
-        for (auto l : len) n *= l;
-        covered += n;
-      }
-      if (covered != std::max<int64_t>(t.box.numel(), 1))
-        throw Error("the checkpoint " + dir.string() + " covers " + std::to_string(covered) + " of the " +
-                        std::to_string(t.box.numel()) + " elements of " + t.key + " this rank holds",
-                    "the checkpoint is incomplete; load another step");
+      reader.read_into(t.key, t.box, t.local);
     }
     r.scalars = meta.value("scalars", nlohmann::json::object());
     for (const auto& p : exclude_) r.scalars.erase(p);
     if (model_only) r.scalars = nlohmann::json::object();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     log::info("Loaded the checkpoint " + dir.string() + (model_only ? " (model only)" : "") + " in " +
-              log::format("%.2f", secs) + " seconds: " + log::format("%.3f", reader.bytes() / 1e9) +
-              " GB read by this rank (" + log::format("%.2f", reader.bytes() / 1e9 / std::max(secs, 1e-9)) + " GB/s)" +
+              log::format("%.2f", secs) + " seconds: " + log::format("%.3f", reader.bytes_read() / 1e9) +
+              " GB read by this rank (" + log::format("%.2f", reader.bytes_read() / 1e9 / std::max(secs, 1e-9)) + " GB/s)" +
               (meta.contains("layout") ? ", saved from layout " + meta["layout"].value("describe", "?") : ""));
   } catch (...) {
     error = std::current_exception();
@@ -405,9 +516,6 @@ void Checkpointer::wait() {
 void Checkpointer::run_job(Job& job) {
   try {
     // ---- this rank's file -------------------------------------------------------------------------
-    for (auto& [key, t] : job.tensors) job.chunks[key]["crc32c"] = checksum(t);
-    const std::string name = shard_name(ctx_.rank);
-    const fs::path tmp = job.partial / (name + ".tmp");
     std::function<void(uint64_t)> die;
     uint64_t total = 0;
     for (const auto& [key, t] : job.tensors) total += static_cast<uint64_t>(t.numel()) * t.element_size();
@@ -415,11 +523,7 @@ void Checkpointer::run_job(Job& job) {
       die = [total](uint64_t written) {
         if (written * 2 >= total) std::raise(SIGKILL);
       };
-    write_safetensors(tmp.string(), job.tensors, {{"titan.chunks", job.chunks.dump()}}, die);
-    std::error_code ec;
-    fs::rename(tmp, job.partial / name, ec);
-    if (ec) throw Error("cannot rename " + tmp.string() + ": " + ec.message(), "check the checkpoint folder");
-    job.bytes = total;
+    job.bytes = write_shard(job.partial, ctx_.rank, job.tensors, job.chunks, die);
     job.tensors.clear();  // the staged copies are no longer needed
 
     // ---- rank 0: the metadata, once every rank's file is there, then the commit ----------------------
@@ -435,39 +539,9 @@ void Checkpointer::run_job(Job& job) {
           std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
       }
-      nlohmann::json tensors = nlohmann::json::object();
-      nlohmann::json files = nlohmann::json::object();
-      for (int r = 0; r < ctx_.world_size; ++r) {
-        const SafetensorsFile f = read_safetensors_header((job.partial / shard_name(r)).string());
-        files[shard_name(r)] = f.file_size;
-        const nlohmann::json chunks = nlohmann::json::parse(f.metadata.at("titan.chunks"));
-        for (const auto& e : f.entries) {
-          const auto& c = chunks.at(e.name);
-          auto& t = tensors[e.name];
-          t["dtype"] = safetensors_dtype(e.dtype);
-          t["global_shape"] = c.at("global_shape");
-          t["chunks"].push_back({{"file", shard_name(r)}, {"offsets", c.at("offsets")}, {"sizes", e.shape},
-                                 {"crc32c", c.at("crc32c")}});
-        }
-      }
-      nlohmann::json contents = job.model_only ? nlohmann::json::array({"model"})
-                                               : nlohmann::json::array({"model", "optimizer", "lr_scheduler",
-                                                                        "dataloader", "train_state"});
-      nlohmann::json meta = {{"format", kFormat}, {"version", kVersion}, {"step", job.step},
-                             {"contents", contents}, {"world_size", ctx_.world_size}, {"layout", ctx_.layout},
-                             {"model", ctx_.model}, {"files", files}, {"tensors", tensors},
-                             {"scalars", job.model_only ? nlohmann::json::object() : job.scalars}};
-      write_file_atomically((job.partial / "config.toml").string(), config_toml_);
-      write_file_atomically((job.partial / "metadata.json").string(), meta.dump(1));
-      fsync_path(job.partial / "metadata.json");
-      fsync_path(job.partial);
-      // A step saved before (a rerun from an earlier step) is replaced only once this one is whole.
-      const fs::path old = fs::path(folder_) / ("step-" + std::to_string(job.step) + ".old-" + std::to_string(ctx_.run_id));
-      const bool had = fs::exists(job.final_dir);
-      if (had) fs::rename(job.final_dir, old);
-      fs::rename(job.partial, job.final_dir);
-      fsync_path(folder_);
-      if (had) fs::remove_all(old, ec);
+      commit_step(job.partial, job.final_dir, ctx_.world_size, job.step, job.model_only, ctx_.layout, ctx_.model,
+                  job.model_only ? nlohmann::json::object() : job.scalars, config_toml_, ctx_.run_id);
+      std::error_code ec;
       // Unfinished saves of earlier runs, and checkpoints beyond keep_latest_k.
       Listing listing = list_steps(folder_);
       for (const auto& u : listing.unfinished)

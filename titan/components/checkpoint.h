@@ -84,11 +84,14 @@ class Checkpointer {
   void save(int64_t step, const StateDict& state, bool model_only, bool export_cast);
   // Joins the save in flight; every rank throws if any rank's save failed.
   void wait();
+  // Whether checkpoint.folder holds a committed checkpoint (else initial_load_path applies).
+  bool has_checkpoint() const;
+  // Every rank throws if any rank had `error` (its own error, or one naming what failed elsewhere).
+  void agree(std::exception_ptr error, const std::string& doing);
 
  private:
   struct Job;
   void run_job(Job& job);
-  void agree(std::exception_ptr error, const std::string& doing);
 
   bool enabled_ = false, load_only_ = false, first_step_ = false, async_ = false;
   int64_t interval_ = 500, keep_latest_k_ = 10, load_step_ = -1;
@@ -101,6 +104,33 @@ class Checkpointer {
   std::unique_ptr<Job> job_;
   std::thread thread_;
 };
+
+// Reads any box of any tensor of a committed step folder, from the chunks that overlap it,
+// checking their checksums. titan::Error for a damaged or incomplete checkpoint.
+class CheckpointReader {
+ public:
+  explicit CheckpointReader(const std::string& step_dir);
+  ~CheckpointReader();
+  const nlohmann::json& metadata() const { return meta_; }
+  const std::string& path() const { return dir_; }
+  bool has(const std::string& key) const;
+  std::vector<int64_t> global_shape(const std::string& key) const;
+  // Fills `out` (the box's sizes; any dtype: converted) with `box` of `key` (a 0-dim box for scalars).
+  void read_into(const std::string& key, const distributed::Box& box, at::Tensor out);
+  at::Tensor read_full(const std::string& key);  // the whole tensor, in its saved dtype
+  uint64_t bytes_read() const;
+
+ private:
+  std::string dir_;
+  nlohmann::json meta_;
+  struct Chunks;
+  std::unique_ptr<Chunks> chunks_;
+};
+
+// Writes a committed, model-only step folder of one file from full tensors (keys "model.<fqn>"),
+// as `titan convert` does. `model` is recorded as the checkpoint's model.
+void write_model_checkpoint(const std::string& step_dir, int64_t step,
+                            const std::vector<std::pair<std::string, at::Tensor>>& tensors, const nlohmann::json& model);
 
 // `titan checkpoint info PATH`: a step folder (or a checkpoint folder: each step in it) described,
 // every chunk's checksum verified. titan::Error for a damaged checkpoint.

@@ -35,7 +35,9 @@
 #include "titan/models/llama3/args.h"
 #include "titan/models/llama3/model.h"
 #include "titan/models/llama3/parallelize.h"
+#include "titan/train/hf_convert.h"
 #include "titan/train/validate.h"
+#include "titan/models/llama3/state_dict_adapter.h"
 
 namespace titan::train {
 
@@ -513,7 +515,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   ck.run_id = run_id;
   ck.layout = {{"describe", dims.describe()}, {"dp_replicate", dims.dp_replicate}, {"dp_shard", dims.dp_shard},
                {"cp", dims.cp}, {"tp", dims.tp}, {"pp", dims.pp}};
-  ck.model = {{"name", "llama3"}, {"flavor", cfg.get_string("model.flavor")}, {"args", describe_args(args)}};
+  ck.model = {{"name", "llama3"}, {"flavor", cfg.get_string("model.flavor")}, {"args", models::llama3::args_to_json(args)}};
   checkpointer = std::make_unique<components::Checkpointer>(cfg, ck);
 }
 
@@ -743,7 +745,25 @@ RunResult Trainer::run() {
     return s.result;
   }
   int64_t start = 0;
-  if (ck.enabled()) {
+  const bool hf_in = s.cfg.get_bool("checkpoint.initial_load_in_hf");
+  if (ck.enabled() && hf_in && !ck.has_checkpoint()) {
+    // Hugging Face weights: the model only, each rank its boxes.
+    const std::string path = s.cfg.get_opt_string("checkpoint.initial_load_path").value_or("");
+    std::exception_ptr error;
+    const auto t0 = Clock::now();
+    try {
+      if (path.empty())
+        throw Error("checkpoint.initial_load_in_hf = true needs checkpoint.initial_load_path",
+                    "set it to a Hugging Face model folder (with model.safetensors and config.json)");
+      StateDict sd = state_dict();
+      load_hf_into(path, s.args, sd);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    ck.agree(error, "loading the Hugging Face weights");
+    log::info("Loaded the Hugging Face weights of " + path + " in " +
+              log::format("%.2f", std::chrono::duration<double>(Clock::now() - t0).count()) + " seconds");
+  } else if (ck.enabled()) {
     s.optimizer->ensure_state();  // loaded into, when the checkpoint has it
     StateDict sd = state_dict();
     const components::LoadResult loaded = ck.load(sd);
@@ -786,6 +806,20 @@ RunResult Trainer::run() {
       if (s.result.interrupted) break;
     }
     ck.wait();
+    if (s.cfg.get_bool("checkpoint.last_save_in_hf") && ck.enabled() && step > s.steps) {
+      // The final checkpoint, also as a transformers folder (in its own step folder).
+      const std::string dir = ck.folder() + "/step-" + std::to_string(s.steps);
+      std::exception_ptr error;
+      try {
+        if (s.env.rank == 0) {
+          convert_to_hf(dir, dir, std::nullopt, int64_t{5} << 30, {});
+          log::info("Wrote the final checkpoint in Hugging Face format to " + dir);
+        }
+      } catch (...) {
+        error = std::current_exception();
+      }
+      ck.agree(error, "writing the Hugging Face checkpoint");
+    }
   } catch (const c10::OutOfMemoryError&) {
     s.snapshots->on_oom(step);
     throw;

@@ -53,9 +53,7 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
     out.push_back("parallelism.enable_async_tensor_parallel = true: async tensor parallelism (matmuls overlapped with "
                   "their collectives through CUDA symmetric memory) is not supported yet; tensor parallelism runs "
                   "with blocking collectives");
-  need_false("checkpoint.initial_load_in_hf", "loading Hugging Face weights");
   need_false("checkpoint.initial_load_in_hf_quantized", "loading quantized Hugging Face weights");
-  need_false("checkpoint.last_save_in_hf", "saving in Hugging Face format");
   need_false("metrics.enable_wandb", "Weights & Biases logging");
   if (!cfg.is_default("compile.backend"))
     out.push_back("compile.backend = " + config::format_value(cfg.get("compile.backend")) +

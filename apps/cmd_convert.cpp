@@ -1,0 +1,62 @@
+// titan convert to-hf|from-hf: Llama 3 weights between titan.cpp checkpoints and Hugging Face
+// folders (docs/checkpoint.md).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "apps/commands.h"
+#include "titan/common/error.h"
+#include "titan/train/hf_convert.h"
+
+namespace titan::apps {
+
+namespace {
+
+const char* kUsage =
+    "usage: titan convert to-hf STEP_FOLDER OUT_FOLDER [--dtype float32|bfloat16|float16] [--max-shard-gb N]\n"
+    "       titan convert from-hf HF_FOLDER OUT_STEP_FOLDER [--dtype float32|bfloat16|float16]\n"
+    "\n"
+    "to-hf writes model.safetensors (or shards with model.safetensors.index.json) and config.json\n"
+    "that transformers' LlamaForCausalLM.from_pretrained loads; from-hf writes a model-only\n"
+    "checkpoint step folder that checkpoint.initial_load_path (or checkpoint.folder) loads.\n";
+
+std::optional<at::ScalarType> parse_dtype(const std::string& s) {
+  if (s.empty()) return std::nullopt;
+  if (s == "float32") return at::kFloat;
+  if (s == "bfloat16") return at::kBFloat16;
+  if (s == "float16") return at::kHalf;
+  throw Error("--dtype " + s + " is not a dtype titan convert writes", "use float32, bfloat16 or float16");
+}
+
+}  // namespace
+
+int convert_command(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "-h" || args[0] == "--help") {
+    std::fputs(kUsage, args.empty() ? stderr : stdout);
+    return args.empty() ? Error::kExitCode : 0;
+  }
+  Options o(std::vector<std::string>(args.begin() + 1, args.end()), {"help"}, {"dtype", "max-shard-gb"}, kUsage);
+  if (o.flag("help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (o.positional.size() != 2) throw Error("titan convert " + args[0] + " takes two folders", kUsage);
+  const auto dtype = parse_dtype(o.get("dtype"));
+  if (args[0] == "to-hf") {
+    const int64_t gb = o.get_int("max-shard-gb", 5);
+    if (gb < 1) throw Error("--max-shard-gb must be at least 1", kUsage);
+    train::convert_to_hf(o.positional[0], o.positional[1], dtype, gb << 30, train::stderr_progress("to-hf"));
+    std::printf("wrote %s (transformers: LlamaForCausalLM.from_pretrained(\"%s\"))\n", o.positional[1].c_str(),
+                o.positional[1].c_str());
+    return 0;
+  }
+  if (args[0] == "from-hf") {
+    train::convert_from_hf(o.positional[0], o.positional[1], dtype, train::stderr_progress("from-hf"));
+    std::printf("wrote %s (train from it: --checkpoint.enable --checkpoint.initial_load_path %s)\n",
+                o.positional[1].c_str(), o.positional[1].c_str());
+    return 0;
+  }
+  throw Error("titan convert " + args[0] + " is not a conversion", kUsage);
+}
+
+}  // namespace titan::apps

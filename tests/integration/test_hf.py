@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Hugging Face interop against transformers (float32, CPU):
+
+- our export (`titan convert to-hf`) of small random Llama 3 models, with GQA and with tied
+  embeddings, loads in transformers.LlamaForCausalLM and gives our logits to 1e-5;
+- models saved by transformers (one file, and sharded with an index) convert to titan.cpp
+  (`titan convert from-hf`) and give transformers' logits to 1e-5;
+- HF -> titan -> HF gives back every tensor byte for byte;
+- training starts from a Hugging Face folder (checkpoint.initial_load_in_hf) exactly as from
+  its conversion, and checkpoint.last_save_in_hf writes a folder transformers loads;
+- a folder of another model is refused with exit 2.
+
+Usage: python3 tests/integration/test_hf.py --titan build/titan --checks build/hf_checks
+Exits 77 (skipped) when transformers is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import LAYOUT_BASE, ROOT, Checks, launch_into, step_metrics  # noqa: E402
+
+try:
+    import torch
+    import transformers
+    from safetensors.torch import load_file
+except ImportError as e:  # pragma: no cover
+    print(f"SKIP: {e}")
+    sys.exit(77)
+
+checks = Checks()
+check = checks.check
+TOL = 1e-5
+ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192}
+TOKENS = [1, 5, 17, 42, 3, 88, 64, 2, 9, 33, 71, 12, 50, 27, 96, 4, 18, 60, 7, 45, 81, 30, 11, 90]
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def our_logits(checks_bin: str, step_dir: str, tmp: str, tokens: list[int]) -> torch.Tensor:
+    out = os.path.join(tmp, "logits.safetensors")
+    r = run([checks_bin, "logits", "--checkpoint", step_dir, "--tokens", ",".join(map(str, tokens)), "--out", out])
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    return load_file(out)["logits"]
+
+
+def hf_logits(folder: str, tokens: list[int]) -> torch.Tensor:
+    model = transformers.LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        return model(torch.tensor([tokens])).logits
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def hf_tensors(folder: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for f in sorted(os.listdir(folder)):
+        if f.endswith(".safetensors") and not f.startswith("rank-"):
+            out.update(load_file(os.path.join(folder, f)))
+    return out
+
+
+def random_hf(folder: str, seed: int, shard: str | None = None, **cfg) -> None:
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(rope_theta=500000.0, rope_scaling=ROPE, rms_norm_eps=1e-5,
+                                      max_position_embeddings=131072, **cfg)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():  # norms away from 1, so that a swapped norm shows
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    kw = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(folder, safe_serialization=True, **kw)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--titan", required=True)
+    ap.add_argument("--checks", required=True)
+    opts = ap.parse_args()
+    titan, hf_checks = os.path.abspath(opts.titan), os.path.abspath(opts.checks)
+    tmp = tempfile.mkdtemp(prefix="titan_hf_")
+
+    # ---- titan.cpp -> transformers ----------------------------------------------------------------
+    small = {"dim": 64, "n_layers": 2, "n_heads": 4, "vocab_size": 97, "multiple_of": 32, "norm_eps": 1e-5,
+             "rope_theta": 500000.0, "use_scaled_rope": True, "max_seq_len": 32}
+    for slug, name, extra in [
+            ("tied", "GQA + tied embeddings", {"n_kv_heads": 2, "tied_embeddings": True, "ffn_dim_multiplier": None}),
+            ("mult", "GQA, FFN multiplier 1.3", {"n_kv_heads": 1, "tied_embeddings": False, "ffn_dim_multiplier": 1.3})]:
+        d = os.path.join(tmp, "ours_" + slug)
+        r = run([hf_checks, "init", "--args", json.dumps({**small, **extra}), "--seed", "3", "--out", d + "/step-0"])
+        c = r.returncode == 0 and run([titan, "convert", "to-hf", d + "/step-0", d + "/hf"])
+        if not c or c.returncode != 0:
+            check(f"{name}: convert to-hf", False, (r.stderr + (c.stderr if c else ""))[-500:])
+            continue
+        err = rel_err(hf_logits(d + "/hf", TOKENS), our_logits(hf_checks, d + "/step-0", tmp, TOKENS))
+        check(f"{name}: our export in transformers gives our logits (rel {err:.1e} <= {TOL:g})", err <= TOL)
+        if extra["tied_embeddings"]:
+            names = hf_tensors(d + "/hf").keys()
+            check(f"{name}: no lm_head.weight in the export", "lm_head.weight" not in names, str(sorted(names))[:200])
+
+    # ---- transformers -> titan.cpp, and back ------------------------------------------------------------
+    for slug, name, shard, cfg in [
+            ("tied", "tied, one file", None, dict(tie_word_embeddings=True, num_key_value_heads=2)),
+            ("sharded", "untied, sharded with an index", "60KB", dict(tie_word_embeddings=False, num_key_value_heads=1))]:
+        d = os.path.join(tmp, "theirs_" + slug)
+        random_hf(d + "/hf", 5, shard, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+                  num_attention_heads=4, vocab_size=97, **cfg)
+        if shard:
+            check(f"{name}: transformers wrote an index", os.path.exists(d + "/hf/model.safetensors.index.json"))
+        c = run([titan, "convert", "from-hf", d + "/hf", d + "/titan/step-0"])
+        if c.returncode != 0:
+            check(f"{name}: convert from-hf", False, c.stderr[-500:])
+            continue
+        err = rel_err(our_logits(hf_checks, d + "/titan/step-0", tmp, TOKENS), hf_logits(d + "/hf", TOKENS))
+        check(f"{name}: transformers' model in titan.cpp gives its logits (rel {err:.1e} <= {TOL:g})", err <= TOL)
+        c = run([titan, "convert", "to-hf", d + "/titan/step-0", d + "/hf2"])
+        a, b = hf_tensors(d + "/hf"), hf_tensors(d + "/hf2") if c.returncode == 0 else {}
+        same = a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+        check(f"{name}: HF -> titan -> HF gives every tensor back byte for byte ({len(a)} tensors)", same,
+              c.stderr[-300:] + str(sorted(set(a) ^ set(b)))[:300])
+
+    # ---- training from a Hugging Face folder, and the final save in HF format ------------------------------
+    debug_hf = os.path.join(tmp, "debug_hf")
+    random_hf(debug_hf, 11, None, hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=16,
+              num_key_value_heads=16, vocab_size=2048, tie_word_embeddings=False)
+    conv = os.path.join(tmp, "debug_conv", "step-0")
+    c = run([titan, "convert", "from-hf", debug_hf, conv])
+    check("the debug-shaped model converts", c.returncode == 0, c.stderr[-300:])
+    base = LAYOUT_BASE + ["--training.local_batch_size", "4", "--training.steps", "3", "--checkpoint.enable",
+                          "--checkpoint.interval", "100"]
+    from_hf = os.path.join(tmp, "train_from_hf")
+    outs = launch_into(titan, 1, base + ["--checkpoint.initial_load_path", debug_hf, "--checkpoint.initial_load_in_hf",
+                                         "--checkpoint.last_save_in_hf"], from_hf)
+    from_conv = os.path.join(tmp, "train_from_conv")
+    outs2 = launch_into(titan, 2, base + ["--training.local_batch_size", "2", "--checkpoint.initial_load_path", conv],
+                        from_conv)
+    if outs[0][0] == 0 and outs2[0][0] == 0 and outs2[1][0] == 0:
+        a, b = step_metrics(from_hf), step_metrics(from_conv)
+        worst = max(abs(x["loss"] - y["loss"]) / y["loss"] for x, y in zip(a, b))
+        check(f"training from the HF folder equals FSDP(2) from its conversion (rel {worst:.1e})",
+              len(a) == 3 and worst <= TOL, str([(x["loss"], y["loss"]) for x, y in zip(a, b)]))
+        final = os.path.join(from_hf, "checkpoint", "step-3")
+        ok = os.path.exists(os.path.join(final, "config.json"))
+        err = rel_err(hf_logits(final, TOKENS), our_logits(hf_checks, final, tmp, TOKENS)) if ok else 1.0
+        check(f"last_save_in_hf: transformers loads the final checkpoint and gives our logits (rel {err:.1e})",
+              ok and err <= TOL)
+    else:
+        check("training from HF weights", False, (outs[0][2] + outs2[0][2])[-800:])
+
+    # ---- another model is refused -----------------------------------------------------------------
+    outs = launch_into(titan, 1, base + ["--checkpoint.initial_load_path", os.path.join(tmp, "theirs_tied", "hf"),
+                                         "--checkpoint.initial_load_in_hf"], os.path.join(tmp, "wrong"))
+    check("a Hugging Face model of another shape: exit 2 naming the difference",
+          outs[0][0] == 2 and "hidden_size is 64" in outs[0][2], outs[0][2][-300:])
+    os.makedirs(os.path.join(tmp, "empty"))
+    c = run([titan, "convert", "from-hf", os.path.join(tmp, "empty"), os.path.join(tmp, "x")])
+    check("convert from-hf of a folder without weights: exit 2", c.returncode == 2 and "model.safetensors" in c.stderr,
+          c.stderr[-300:])
+    return checks.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+#include "titan/train/hf_convert.h"
+
+#include <cstdio>
+#include <unistd.h>
+
+#include "titan/common/error.h"
+#include "titan/common/log.h"
+#include "titan/components/hf_checkpoint.h"
+#include "titan/models/llama3/model.h"
+#include "titan/models/llama3/state_dict_adapter.h"
+
+namespace titan::train {
+
+using models::llama3::ModelArgs;
+using models::llama3::StateDictAdapter;
+
+namespace {
+
+std::string dtype_name(at::ScalarType t) {
+  return t == at::kBFloat16 ? "bfloat16" : t == at::kHalf ? "float16" : t == at::kDouble ? "float64" : "float32";
+}
+
+// The parameter FQNs of a model with these arguments, in order.
+std::vector<std::string> parameter_fqns(const ModelArgs& args) {
+  models::llama3::Transformer meta(args, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
+  std::vector<std::string> out;
+  for (const auto& p : meta.named_parameters()) out.push_back(p.name);
+  return out;
+}
+
+// What a checkpoint recorded of its model.
+ModelArgs checkpoint_args(const components::CheckpointReader& r) {
+  const auto& m = r.metadata().value("model", nlohmann::json::object());
+  if (!m.contains("args") || !m["args"].is_object())
+    throw Error(r.path() + "/metadata.json does not record the model's arguments", "re-save it with this titan.cpp");
+  try {
+    return models::llama3::args_from_json(m["args"]);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(r.path() + "/metadata.json: malformed model arguments (" + e.what() + ")", "the checkpoint is damaged");
+  }
+}
+
+void check_same_model(const ModelArgs& want, const ModelArgs& have, const std::string& where) {
+  auto mismatch = [&](const char* what, auto a, auto b) {
+    if (a != b)
+      throw Error(where + ": " + what + " is " + std::to_string(b) + " but this run's model has " + std::to_string(a),
+                  "use a model.flavor (and model.vocab_size) that matches the Hugging Face model");
+  };
+  mismatch("hidden_size", want.dim, have.dim);
+  mismatch("num_hidden_layers", want.n_layers, have.n_layers);
+  mismatch("num_attention_heads", want.n_heads, have.n_heads);
+  mismatch("num_key_value_heads", want.n_kv_heads, have.n_kv_heads);
+  mismatch("vocab_size", want.vocab_size, have.vocab_size);
+  mismatch("intermediate_size", want.ffn_hidden_dim(), have.ffn_hidden_dim());
+  mismatch("tie_word_embeddings", static_cast<int>(want.tied_embeddings), static_cast<int>(have.tied_embeddings));
+}
+
+}  // namespace
+
+Progress stderr_progress(const std::string& what) {
+  const bool tty = ::isatty(2);
+  return [what, tty](size_t done, size_t total) {
+    if (!tty && done != total) return;
+    const int width = 30, filled = static_cast<int>(width * done / std::max<size_t>(total, 1));
+    std::fprintf(stderr, "\r%s [%s%s] %zu/%zu tensors%s", what.c_str(), std::string(filled, '=').c_str(),
+                 std::string(width - filled, ' ').c_str(), done, total, done == total ? "\n" : "");
+    std::fflush(stderr);
+  };
+}
+
+void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std::optional<at::ScalarType> dtype,
+                   int64_t max_shard_bytes, const Progress& progress) {
+  components::CheckpointReader reader(step_dir);
+  const ModelArgs args = checkpoint_args(reader);
+  StateDictAdapter adapter(args);
+  std::vector<components::HfTensorSpec> specs;
+  std::map<std::string, std::string> fqn_of;
+  at::ScalarType saved = at::kFloat;
+  for (const auto& fqn : parameter_fqns(args)) {
+    const std::string key = "model." + fqn;
+    if (!reader.has(key)) throw Error(step_dir + " holds no " + key, "convert a checkpoint with the model's weights");
+    saved = components::scalar_type_of(reader.metadata()["tensors"][key]["dtype"].get<std::string>(), step_dir);
+    int64_t n = 1;
+    for (auto d : reader.global_shape(key)) n *= d;
+    const std::string hf = adapter.to_hf_name(fqn);
+    specs.push_back({hf, n * static_cast<int64_t>(c10::elementSize(dtype.value_or(saved)))});
+    fqn_of[hf] = fqn;
+  }
+  const at::ScalarType out_dtype = dtype.value_or(saved);
+  components::write_hf_folder(
+      out_dir, specs,
+      [&](const std::string& hf) {
+        const std::string& fqn = fqn_of.at(hf);
+        return adapter.to_hf(fqn, reader.read_full("model." + fqn)).to(out_dtype);
+      },
+      adapter.hf_config(dtype_name(out_dtype)), max_shard_bytes, progress);
+}
+
+void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir, std::optional<at::ScalarType> dtype,
+                     const Progress& progress) {
+  components::HfReader hf(hf_dir);
+  if (hf.config_path().empty())
+    throw Error(hf_dir + " has no config.json", "convert a folder written by transformers' save_pretrained");
+  const ModelArgs args = StateDictAdapter::args_from_hf_config(hf.config(), hf.config_path());
+  StateDictAdapter adapter(args);
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  const auto fqns = parameter_fqns(args);
+  for (const auto& fqn : fqns) {
+    const std::string name = adapter.to_hf_name(fqn);
+    if (!hf.has(name)) throw Error(hf_dir + " holds no " + name, "convert the complete model folder");
+    at::Tensor t = adapter.from_hf(fqn, hf.read(name));
+    tensors.emplace_back("model." + fqn, dtype ? t.to(*dtype) : t);
+    if (progress) progress(tensors.size(), fqns.size());
+  }
+  components::write_model_checkpoint(out_step_dir, 0, tensors,
+                                     {{"name", "llama3"}, {"flavor", "converted from " + hf_dir},
+                                      {"args", models::llama3::args_to_json(args)}});
+}
+
+void load_hf_into(const std::string& hf_dir, const ModelArgs& args, components::StateDict& state) {
+  components::HfReader hf(hf_dir);
+  if (!hf.config_path().empty()) {
+    ModelArgs have = StateDictAdapter::args_from_hf_config(hf.config(), hf.config_path());
+    check_same_model(args, have, hf.config_path());
+  }
+  StateDictAdapter adapter(args);
+  at::NoGradGuard no_grad;
+  for (auto& t : state.tensors) {
+    if (t.key.rfind("model.", 0) != 0) continue;
+    const std::string fqn = t.key.substr(6);
+    const std::string name = adapter.to_hf_name(fqn);
+    if (!hf.has(name)) throw Error(hf_dir + " holds no " + name, "load the complete model folder");
+    at::Tensor full = adapter.from_hf(fqn, hf.read(name));
+    if (full.sizes().vec() != t.global_shape)
+      throw Error(hf_dir + ": " + name + " has shape " + c10::str(full.sizes()) + " but this run's " + fqn + " has " +
+                      c10::str(at::IntArrayRef(t.global_shape)),
+                  "use a model.flavor (and model.vocab_size) that matches the Hugging Face model");
+    if (t.box.numel() == 0) continue;
+    at::Tensor part = full;
+    for (size_t d = 0; d < t.box.offsets.size(); ++d)
+      part = part.narrow(static_cast<int64_t>(d), t.box.offsets[d], t.box.sizes[d]);
+    t.local.copy_(part);
+  }
+}
+
+}  // namespace titan::train

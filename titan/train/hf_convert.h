@@ -1,0 +1,32 @@
+// Llama 3 weights between titan.cpp checkpoints and Hugging Face folders, through the model's
+// state-dict adapter: `titan convert`, checkpoint.initial_load_in_hf and checkpoint.last_save_in_hf.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "titan/components/checkpoint.h"
+#include "titan/models/llama3/args.h"
+
+namespace titan::train {
+
+using Progress = std::function<void(size_t done, size_t total)>;
+
+// A step folder's model -> a transformers folder (safetensors + config.json), in `dtype` (the
+// saved dtype when unset), shards of at most `max_shard_bytes`.
+void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std::optional<at::ScalarType> dtype,
+                   int64_t max_shard_bytes, const Progress& progress = {});
+// A transformers folder -> a model-only step folder `out_step_dir` (its config.json gives the model).
+void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir, std::optional<at::ScalarType> dtype,
+                     const Progress& progress = {});
+// Fills the "model." tensors of `state` (this rank's boxes) from a transformers folder; titan::Error
+// when its config or shapes do not match `args`.
+void load_hf_into(const std::string& hf_dir, const models::llama3::ModelArgs& args, components::StateDict& state);
+
+// A text progress bar on stderr: "[=====>    ] 12/291 tensors".
+Progress stderr_progress(const std::string& what);
+
+}  // namespace titan::train
