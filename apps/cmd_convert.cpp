@@ -15,10 +15,13 @@ namespace {
 const char* kUsage =
     "usage: titan convert to-hf STEP_FOLDER OUT_FOLDER [--dtype float32|bfloat16|float16] [--max-shard-gb N]\n"
     "       titan convert from-hf HF_FOLDER OUT_STEP_FOLDER [--dtype float32|bfloat16|float16]\n"
+    "       titan convert from-dcp TORCHTITAN_STEP_FOLDER OUT_STEP_FOLDER [--flavor NAME]\n"
     "\n"
     "to-hf writes model.safetensors (or shards with model.safetensors.index.json) and config.json\n"
     "that transformers' LlamaForCausalLM.from_pretrained loads; from-hf writes a model-only\n"
-    "checkpoint step folder that checkpoint.initial_load_path (or checkpoint.folder) loads.\n";
+    "checkpoint step folder that checkpoint.initial_load_path (or checkpoint.folder) loads;\n"
+    "from-dcp reads a PyTorch distributed checkpoint torchtitan wrote (model, optimizer moments,\n"
+    "train state) into a titan.cpp step folder (training also loads such folders directly).\n";
 
 std::optional<at::ScalarType> parse_dtype(const std::string& s) {
   if (s.empty()) return std::nullopt;
@@ -35,7 +38,7 @@ int convert_command(const std::vector<std::string>& args) {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
     return args.empty() ? Error::kExitCode : 0;
   }
-  Options o(std::vector<std::string>(args.begin() + 1, args.end()), {"help"}, {"dtype", "max-shard-gb"}, kUsage);
+  Options o(std::vector<std::string>(args.begin() + 1, args.end()), {"help"}, {"dtype", "max-shard-gb", "flavor"}, kUsage);
   if (o.flag("help")) {
     std::fputs(kUsage, stdout);
     return 0;
@@ -54,6 +57,11 @@ int convert_command(const std::vector<std::string>& args) {
     train::convert_from_hf(o.positional[0], o.positional[1], dtype, train::stderr_progress("from-hf"));
     std::printf("wrote %s (train from it: --checkpoint.enable --checkpoint.initial_load_path %s)\n",
                 o.positional[1].c_str(), o.positional[1].c_str());
+    return 0;
+  }
+  if (args[0] == "from-dcp") {
+    train::convert_from_dcp(o.positional[0], o.positional[1], o.get("flavor"), train::stderr_progress("from-dcp"));
+    std::printf("wrote %s\n", o.positional[1].c_str());
     return 0;
   }
   throw Error("titan convert " + args[0] + " is not a conversion", kUsage);

@@ -28,6 +28,8 @@ set(TITAN_SOURCES
   titan/components/optimizer.cpp
   titan/components/checkpoint.cpp
   titan/components/safetensors.cpp
+  titan/components/dcp.cpp
+  titan/components/pickle.cpp
   titan/components/hf_checkpoint.cpp
   titan/models/llama3/state_dict_adapter.cpp
   titan/common/crc32c.cpp

@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
       model.init_weights(std::stoull(opt("--seed")));
       std::vector<std::pair<std::string, at::Tensor>> tensors;
       for (const auto& p : model.named_parameters()) tensors.emplace_back("model." + p.name, p.tensor->detach());
-      components::write_model_checkpoint(opt("--out"), 0, tensors,
+      components::write_checkpoint(opt("--out"), 0, tensors,
                                          {{"name", "llama3"}, {"flavor", "test"}, {"args", models::llama3::args_to_json(args)}});
       return 0;
     }

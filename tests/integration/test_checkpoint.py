@@ -118,6 +118,51 @@ def main() -> int:
         check(f"{src} -> {dst}: steps 6-10 equal {dst}'s uninterrupted run (worst {worst:.1e} <= {TOL:g})",
               len(got) == 5 and worst <= TOL, str([(g["loss"], r["loss"]) for g, r in zip(got, ref)]))
 
+    # ---- a PyTorch distributed checkpoint in torchtitan's layout -------------------------------------
+    try:
+        import torch
+        import torch.distributed.checkpoint as dcp
+        from safetensors.torch import load_file
+    except ImportError as e:
+        checks.skip("torchtitan checkpoints", str(e))
+    else:
+        src = os.path.join(tmp, "straight_1", "checkpoint", "step-5")
+        ours = load_file(os.path.join(src, "rank-00000.safetensors"))
+        meta = json.load(open(os.path.join(src, "metadata.json")))
+        sd = {k[len("model."):]: v for k, v in ours.items() if k.startswith("model.")}
+        optim = {"state." + k[len("optimizer."):]: v for k, v in ours.items() if k.startswith("optimizer.")}
+        for fqn in list(sd):
+            optim[f"param_groups.{fqn}.lr"] = 8e-4
+        sd["optimizer"] = optim
+        sd["lr_scheduler"] = {"last_epoch": 5, "base_lrs": [8e-4], "_step_count": 6}
+        sd["train_state"] = {"step": 5, "ntokens_seen": meta["scalars"]["train_state"]["tokens_seen"]}
+        sd["dataloader"] = {"dp_rank_0": b"torchtitan's own position"}
+        tt = os.path.join(tmp, "torchtitan", "checkpoint", "step-5")
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dcp.save(sd, checkpoint_id=tt)
+        conv = os.path.join(tmp, "torchtitan_converted", "step-5")
+        c = subprocess.run([titan, "convert", "from-dcp", tt, conv, "--flavor", "debugmodel"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        back = load_file(os.path.join(conv, "rank-00000.safetensors")) if c.returncode == 0 else {}
+        same = back.keys() == ours.keys() and all(torch.equal(back[k], ours[k]) for k in ours)
+        check(f"torchtitan's checkpoint converts with every weight, moment and step bit for bit ({len(ours)} tensors)",
+              same, c.stderr[-300:] + str(sorted(set(back) ^ set(ours)))[:200])
+        for name in ["FSDP(2)", "TP(2)"]:
+            a, b = os.path.join(tmp, "from_torchtitan_" + name), os.path.join(tmp, "from_ours_nodata_" + name)
+            outs = run(titan, name, a, ["--checkpoint.initial_load_path", tt, "--no-checkpoint.initial_load_model_only"])
+            outs2 = run(titan, name, b, ["--checkpoint.initial_load_path", src, "--no-checkpoint.initial_load_model_only",
+                                         "--checkpoint.exclude_from_loading", "dataloader"])
+            if not (ok(outs) and ok(outs2)):
+                check(f"{name} continues torchtitan's checkpoint", False, first_failure(outs) or first_failure(outs2))
+                continue
+            x, y = rows_after(a, 5), rows_after(b, 5)
+            same = len(x) == 5 and all(p["loss"] == q["loss"] and p["grad_norm"] == q["grad_norm"] for p, q in zip(x, y))
+            check(f"{name} continues torchtitan's checkpoint from step 5 exactly as ours (data from its start)", same and
+                  "Resuming training from step 5" in outs[0][1] + outs[0][2],
+                  str([(p["loss"], q["loss"]) for p, q in zip(x, y)]))
+
     # ---- async saves, keep_latest_k, the final export, the seed --------------------------------------
     dump = os.path.join(tmp, "async")
     outs = run(titan, "1", dump, ["--checkpoint.async_mode", "async", "--checkpoint.keep_latest_k", "2",

@@ -15,6 +15,7 @@
 #include "titan/common/error.h"
 #include "titan/common/files.h"
 #include "titan/common/log.h"
+#include "titan/components/dcp.h"
 #include "titan/components/safetensors.h"
 
 namespace titan::components {
@@ -58,7 +59,7 @@ Listing list_steps(const fs::path& folder) {
     if (!e.is_directory()) continue;
     const std::string name = e.path().filename().string();
     std::smatch m;
-    if (std::regex_match(name, m, step_re) && fs::exists(e.path() / "metadata.json"))
+    if (std::regex_match(name, m, step_re) && (fs::exists(e.path() / "metadata.json") || fs::exists(e.path() / ".metadata")))
       out.complete[std::stoll(m[1])] = e.path();
     else if (name.rfind("step-", 0) == 0)
       out.unfinished.push_back(e.path());
@@ -82,7 +83,7 @@ nlohmann::json read_metadata(const fs::path& step_dir) {
   return m;
 }
 
-bool holds_full_state(const nlohmann::json& m) {
+bool saved_full_state(const nlohmann::json& m) {
   const auto& c = m.value("contents", nlohmann::json::array());
   return std::find(c.begin(), c.end(), "optimizer") != c.end();
 }
@@ -173,9 +174,14 @@ void commit_step(const fs::path& partial, const fs::path& final_dir, int world_s
                              {"crc32c", c.at("crc32c")}});
     }
   }
-  nlohmann::json contents = model_only ? nlohmann::json::array({"model"})
-                                       : nlohmann::json::array({"model", "optimizer", "lr_scheduler", "dataloader",
-                                                                "train_state"});
+  nlohmann::json contents = nlohmann::json::array({"model"});
+  if (!model_only) {
+    bool optimizer = false;
+    for (const auto& [key, t] : tensors.items()) optimizer = optimizer || key.rfind("optimizer.", 0) == 0;
+    if (optimizer) contents.push_back("optimizer");
+    for (const char* part : {"lr_scheduler", "dataloader", "train_state"})
+      if (scalars.contains(part)) contents.push_back(part);
+  }
   nlohmann::json meta = {{"format", kFormat}, {"version", kVersion}, {"step", step},
                          {"contents", contents}, {"world_size", world_size}, {"layout", layout},
                          {"model", model}, {"files", files}, {"tensors", tensors}, {"scalars", scalars}};
@@ -209,8 +215,8 @@ uint64_t write_shard(const fs::path& partial, int rank, std::vector<std::pair<st
 
 }  // namespace
 
-void write_model_checkpoint(const std::string& step_dir, int64_t step,
-                            const std::vector<std::pair<std::string, at::Tensor>>& tensors, const nlohmann::json& model) {
+void write_checkpoint(const std::string& step_dir, int64_t step, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                      const nlohmann::json& model, const nlohmann::json& scalars) {
   const fs::path final_dir = fs::absolute(step_dir);
   const fs::path partial = final_dir.parent_path() / (final_dir.filename().string() + ".partial-convert");
   std::error_code ec;
@@ -225,8 +231,8 @@ void write_model_checkpoint(const std::string& step_dir, int64_t step,
                    {"global_shape", t.sizes().vec()}};
   }
   write_shard(partial, 0, staged, chunks, {});
-  commit_step(partial, final_dir, 1, step, /*model_only=*/true, {{"describe", "converted (one file)"}}, model,
-              nlohmann::json::object(), "", 0);
+  const bool model_only = !scalars.contains("train_state");
+  commit_step(partial, final_dir, 1, step, model_only, {{"describe", "converted (one file)"}}, model, scalars, "", 0);
 }
 
 namespace {
@@ -248,6 +254,21 @@ std::vector<int64_t> CheckpointReader::global_shape(const std::string& key) cons
 }
 
 uint64_t CheckpointReader::bytes_read() const { return chunks_->reader.bytes(); }
+bool CheckpointReader::holds_full_state() const { return saved_full_state(meta_); }
+int64_t CheckpointReader::step() const { return meta_.at("step").get<int64_t>(); }
+nlohmann::json CheckpointReader::scalars() { return meta_.value("scalars", nlohmann::json::object()); }
+std::string CheckpointReader::describe() const {
+  return "saved from layout " + meta_.value("layout", nlohmann::json::object()).value("describe", std::string("?"));
+}
+std::string CheckpointReader::model_flavor() const {
+  return meta_.value("model", nlohmann::json::object()).value("flavor", std::string("?"));
+}
+
+std::unique_ptr<StateReader> open_state_reader(const std::string& step_dir) {
+  if (!fs::exists(fs::path(step_dir) / "metadata.json") && fs::exists(fs::path(step_dir) / ".metadata"))
+    return std::make_unique<DcpReader>(step_dir);
+  return std::make_unique<CheckpointReader>(step_dir);
+}
 
 void CheckpointReader::read_into(const std::string& key, const distributed::Box& box, at::Tensor out) {
   at::NoGradGuard no_grad;
@@ -379,7 +400,7 @@ LoadResult Checkpointer::load(StateDict& state) {
     } else if (!listing.complete.empty()) {
       // The latest checkpoint that can resume training; final model-only exports are skipped.
       for (auto it = listing.complete.rbegin(); it != listing.complete.rend() && dir.empty(); ++it) {
-        if (holds_full_state(read_metadata(it->second))) dir = it->second;
+        if (open_state_reader(it->second.string())->holds_full_state()) dir = it->second;
         else if (it == listing.complete.rbegin())
           log::info("Checkpoint " + it->second.string() + " holds only the model (a final export); looking for one "
                     "with the full training state");
@@ -387,12 +408,12 @@ LoadResult Checkpointer::load(StateDict& state) {
       if (dir.empty()) dir = listing.complete.rbegin()->second;
     } else if (!initial_load_path_.empty()) {
       dir = initial_load_path_;
-      if (!fs::exists(dir / "metadata.json")) {
+      if (!fs::exists(dir / "metadata.json") && !fs::exists(dir / ".metadata")) {
         const Listing inner = list_steps(dir);
         if (inner.complete.empty())
           throw Error("checkpoint.initial_load_path = \"" + initial_load_path_ +
                           "\" is neither a checkpoint step folder nor a folder holding one",
-                      "point it at a step-N folder (with metadata.json)");
+                      "point it at a step-N folder (with metadata.json, or .metadata for PyTorch's format)");
         dir = inner.complete.rbegin()->second;
       }
       model_only = initial_model_only_;
@@ -400,16 +421,15 @@ LoadResult Checkpointer::load(StateDict& state) {
       return r;
     }
     const auto start = std::chrono::steady_clock::now();
-    CheckpointReader reader(dir.string());
-    const nlohmann::json& meta = reader.metadata();
-    if (!holds_full_state(meta)) model_only = true;
+    std::unique_ptr<StateReader> reader = open_state_reader(dir.string());
+    if (!reader->holds_full_state()) model_only = true;
     r.loaded = true;
     r.path = dir.string();
     r.model_only = model_only;
-    r.step = model_only ? 0 : meta.at("step").get<int64_t>();
+    r.step = model_only ? 0 : reader->step();
 
     // ---- the model it was saved from, then this rank's boxes ---------------------------------------
-    const std::string saved_model = meta.value("model", nlohmann::json::object()).value("flavor", "?");
+    const std::string saved_model = reader->model_flavor();
     auto wanted = [&](const StateTensor& t) {
       const bool is_model = t.key.rfind("model.", 0) == 0;
       if (is_model) return !exclude_.count("model");
@@ -418,11 +438,11 @@ LoadResult Checkpointer::load(StateDict& state) {
     for (const auto& t : state.tensors) {
       if (!wanted(t)) continue;
       const bool is_model = t.key.rfind("model.", 0) == 0;
-      if (!reader.has(t.key))
+      if (!reader->has(t.key))
         throw Error("the checkpoint " + dir.string() + " (model flavor " + saved_model + ") holds no " + t.key,
                     is_model ? "load a checkpoint of this model, or set checkpoint.exclude_from_loading"
                              : "it holds no optimizer state; load it with checkpoint.exclude_from_loading = [\"optimizer\"]");
-      const auto saved_shape = reader.global_shape(t.key);
+      const auto saved_shape = reader->global_shape(t.key);
       if (saved_shape != t.global_shape)
         throw Error("the checkpoint " + dir.string() + " holds " + t.key + " with shape " + shape_str(saved_shape) +
                         " but this model's is " + shape_str(t.global_shape) + " (saved flavor " + saved_model +
@@ -432,16 +452,15 @@ LoadResult Checkpointer::load(StateDict& state) {
     for (auto& t : state.tensors) {
       if (!wanted(t)) continue;
       if (!t.global_shape.empty() && t.box.numel() == 0) continue;  // an empty FSDP box
-      reader.read_into(t.key, t.box, t.local);
+      reader->read_into(t.key, t.box, t.local);
     }
-    r.scalars = meta.value("scalars", nlohmann::json::object());
+    r.scalars = model_only ? nlohmann::json::object() : reader->scalars();
     for (const auto& p : exclude_) r.scalars.erase(p);
-    if (model_only) r.scalars = nlohmann::json::object();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     log::info("Loaded the checkpoint " + dir.string() + (model_only ? " (model only)" : "") + " in " +
-              log::format("%.2f", secs) + " seconds: " + log::format("%.3f", reader.bytes_read() / 1e9) +
-              " GB read by this rank (" + log::format("%.2f", reader.bytes_read() / 1e9 / std::max(secs, 1e-9)) + " GB/s)" +
-              (meta.contains("layout") ? ", saved from layout " + meta["layout"].value("describe", "?") : ""));
+              log::format("%.2f", secs) + " seconds: " + log::format("%.3f", reader->bytes_read() / 1e9) +
+              " GB read by this rank (" + log::format("%.2f", reader->bytes_read() / 1e9 / std::max(secs, 1e-9)) +
+              " GB/s), " + reader->describe());
   } catch (...) {
     error = std::current_exception();
   }

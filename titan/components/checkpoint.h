@@ -105,20 +105,43 @@ class Checkpointer {
   std::thread thread_;
 };
 
-// Reads any box of any tensor of a committed step folder, from the chunks that overlap it,
-// checking their checksums. titan::Error for a damaged or incomplete checkpoint.
-class CheckpointReader {
+// A saved training state, read by key ("model.<fqn>", "optimizer.<fqn>.exp_avg", ...): a
+// titan.cpp step folder (CheckpointReader) or a PyTorch distributed checkpoint that torchtitan
+// wrote (components/dcp.h). titan::Error for a damaged or incomplete checkpoint.
+class StateReader {
+ public:
+  virtual ~StateReader() = default;
+  virtual const std::string& path() const = 0;
+  virtual bool has(const std::string& key) const = 0;
+  virtual std::vector<int64_t> global_shape(const std::string& key) const = 0;
+  // Fills `out` (the box's sizes; any dtype: converted) with `box` of `key` (a 0-dim box for
+  // scalars) from the chunks that overlap it.
+  virtual void read_into(const std::string& key, const distributed::Box& box, at::Tensor out) = 0;
+  virtual bool holds_full_state() const = 0;  // optimizer state and the train state, or the model only
+  virtual int64_t step() const = 0;
+  virtual nlohmann::json scalars() = 0;        // "train_state", "lr_scheduler", "dataloader", "rng" when saved
+  virtual std::string describe() const = 0;    // where it came from, for the log
+  virtual std::string model_flavor() const = 0;
+  virtual uint64_t bytes_read() const = 0;
+};
+
+// A step folder titan.cpp wrote: every chunk's checksum verified as it is read.
+class CheckpointReader final : public StateReader {
  public:
   explicit CheckpointReader(const std::string& step_dir);
-  ~CheckpointReader();
+  ~CheckpointReader() override;
   const nlohmann::json& metadata() const { return meta_; }
-  const std::string& path() const { return dir_; }
-  bool has(const std::string& key) const;
-  std::vector<int64_t> global_shape(const std::string& key) const;
-  // Fills `out` (the box's sizes; any dtype: converted) with `box` of `key` (a 0-dim box for scalars).
-  void read_into(const std::string& key, const distributed::Box& box, at::Tensor out);
+  const std::string& path() const override { return dir_; }
+  bool has(const std::string& key) const override;
+  std::vector<int64_t> global_shape(const std::string& key) const override;
+  void read_into(const std::string& key, const distributed::Box& box, at::Tensor out) override;
   at::Tensor read_full(const std::string& key);  // the whole tensor, in its saved dtype
-  uint64_t bytes_read() const;
+  bool holds_full_state() const override;
+  int64_t step() const override;
+  nlohmann::json scalars() override;
+  std::string describe() const override;
+  std::string model_flavor() const override;
+  uint64_t bytes_read() const override;
 
  private:
   std::string dir_;
@@ -127,10 +150,14 @@ class CheckpointReader {
   std::unique_ptr<Chunks> chunks_;
 };
 
-// Writes a committed, model-only step folder of one file from full tensors (keys "model.<fqn>"),
-// as `titan convert` does. `model` is recorded as the checkpoint's model.
-void write_model_checkpoint(const std::string& step_dir, int64_t step,
-                            const std::vector<std::pair<std::string, at::Tensor>>& tensors, const nlohmann::json& model);
+// The reader of a step folder of either kind (a `.metadata` file marks PyTorch's).
+std::unique_ptr<StateReader> open_state_reader(const std::string& step_dir);
+
+// Writes a committed step folder of one file from full tensors (keys as StateTensor's), as
+// `titan convert` does: model-only unless `scalars` holds a train state. `model` is recorded as
+// the checkpoint's model.
+void write_checkpoint(const std::string& step_dir, int64_t step, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                      const nlohmann::json& model, const nlohmann::json& scalars = nlohmann::json::object());
 
 // `titan checkpoint info PATH`: a step folder (or a checkpoint folder: each step in it) described,
 // every chunk's checksum verified. titan::Error for a damaged checkpoint.

@@ -5,6 +5,7 @@
 
 #include "titan/common/error.h"
 #include "titan/common/log.h"
+#include "titan/components/dcp.h"
 #include "titan/components/hf_checkpoint.h"
 #include "titan/models/llama3/model.h"
 #include "titan/models/llama3/state_dict_adapter.h"
@@ -112,9 +113,43 @@ void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir,
     tensors.emplace_back("model." + fqn, dtype ? t.to(*dtype) : t);
     if (progress) progress(tensors.size(), fqns.size());
   }
-  components::write_model_checkpoint(out_step_dir, 0, tensors,
+  components::write_checkpoint(out_step_dir, 0, tensors,
                                      {{"name", "llama3"}, {"flavor", "converted from " + hf_dir},
                                       {"args", models::llama3::args_to_json(args)}});
+}
+
+void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_dir, const std::string& flavor,
+                      const Progress& progress) {
+  components::DcpReader dcp(dcp_dir);
+  nlohmann::json model = {{"name", "llama3"}, {"flavor", flavor.empty() ? "torchtitan checkpoint" : flavor}};
+  std::vector<std::string> fqns;
+  if (!flavor.empty()) {
+    ModelArgs args = models::llama3::flavor(flavor);
+    model["args"] = models::llama3::args_to_json(args);
+    fqns = parameter_fqns(args);
+  } else {
+    for (const auto& k : dcp.keys())
+      if (k.find('.') != std::string::npos && k.rfind("optimizer.", 0) != 0 && k.rfind("lr_scheduler.", 0) != 0 &&
+          k.rfind("train_state.", 0) != 0 && k.rfind("dataloader.", 0) != 0)
+        fqns.push_back(k);
+  }
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  auto take = [&](const std::string& key) {
+    const auto shape = dcp.global_shape(key);
+    at::Tensor t = at::empty(shape, dcp.dtype(key));
+    dcp.read_into(key, {std::vector<int64_t>(shape.size(), 0), shape}, t);
+    tensors.emplace_back(key, t);
+  };
+  const bool full = dcp.holds_full_state();
+  for (const auto& fqn : fqns) {
+    if (!dcp.has("model." + fqn)) throw Error(dcp_dir + " holds no " + fqn, "convert a checkpoint of this model");
+    take("model." + fqn);
+    if (full)
+      for (const char* s : {".exp_avg", ".exp_avg_sq", ".step"})
+        if (dcp.has("optimizer." + fqn + s)) take("optimizer." + fqn + s);
+    if (progress) progress(&fqn - fqns.data() + 1, fqns.size());
+  }
+  components::write_checkpoint(out_step_dir, dcp.step(), tensors, model, full ? dcp.scalars() : nlohmann::json::object());
 }
 
 void load_hf_into(const std::string& hf_dir, const ModelArgs& args, components::StateDict& state) {
