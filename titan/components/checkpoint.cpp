@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -31,6 +33,13 @@ const std::set<std::string> kParts = {"model", "optimizer", "lr_scheduler", "dat
 std::string shard_name(int rank) {
   std::string n = std::to_string(rank);
   return "rank-" + std::string(n.size() < 5 ? 5 - n.size() : 0, '0') + n + ".safetensors";
+}
+
+// Checksums as 8 hex digits: a fixed width, so that they can be filled into a written header.
+std::string crc_hex(uint32_t v) {
+  char b[9];
+  std::snprintf(b, sizeof b, "%08x", v);
+  return b;
 }
 
 uint32_t checksum(const at::Tensor& t) {  // t: contiguous CPU
@@ -120,21 +129,29 @@ std::string shape_str(const std::vector<int64_t>& s) {
 class ChunkReader {
  public:
   explicit ChunkReader(fs::path dir) : dir_(std::move(dir)) {}
-  at::Tensor read(const std::string& key, const nlohmann::json& chunk) {
+  // The chunk, read into `into` when given (it must match: contiguous, dtype, size), else into a
+  // new tensor.
+  at::Tensor read(const std::string& key, const nlohmann::json& chunk, at::Tensor into = {}) {
     const std::string file = chunk.at("file").get<std::string>();
-    auto it = headers_.find(file);
-    if (it == headers_.end()) {
-      const fs::path p = dir_ / file;
-      if (!fs::exists(p))
-        throw Error("the checkpoint " + dir_.string() + " lacks its file " + file,
-                    "the checkpoint is incomplete; copy the whole step folder or load another step");
-      it = headers_.emplace(file, read_safetensors_header(p.string())).first;
+    std::map<std::string, SafetensorsFile>::iterator it;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      it = headers_.find(file);
+      if (it == headers_.end()) {
+        const fs::path p = dir_ / file;
+        if (!fs::exists(p))
+          throw Error("the checkpoint " + dir_.string() + " lacks its file " + file,
+                      "the checkpoint is incomplete; copy the whole step folder or load another step");
+        it = headers_.emplace(file, read_safetensors_header(p.string())).first;
+      }
     }
     const SafetensorsEntry* e = it->second.find(key);
     if (!e) throw Error(it->second.path + " does not hold " + key + " although metadata.json says so",
                         "the checkpoint is damaged; load another step");
-    at::Tensor t = read_safetensors_tensor(it->second, *e);
-    if (checksum(t) != chunk.at("crc32c").get<uint32_t>())
+    at::Tensor t = into;
+    if (t.defined()) read_safetensors_into(it->second, *e, t);
+    else t = read_safetensors_tensor(it->second, *e);
+    if (crc_hex(checksum(t)) != chunk.at("crc32c").get<std::string>())
       throw Error("the checksum of " + key + " in " + it->second.path + " does not match metadata.json",
                   "the file is corrupt; load another step (checkpoint.load_step) or restore the file");
     bytes_ += static_cast<uint64_t>(t.numel()) * t.element_size();
@@ -144,8 +161,9 @@ class ChunkReader {
 
  private:
   fs::path dir_;
-  std::map<std::string, SafetensorsFile> headers_;
-  uint64_t bytes_ = 0;
+  std::mutex mu_;
+  std::map<std::string, SafetensorsFile> headers_;  // std::map: entries stay put as others are added
+  std::atomic<uint64_t> bytes_{0};
 };
 
 int64_t env_step(const char* name) {
@@ -200,17 +218,49 @@ void commit_step(const fs::path& partial, const fs::path& final_dir, int world_s
 
 // This rank's file of a save: chunks with their checksums in the header, written under a
 // temporary name and renamed when flushed.
-uint64_t write_shard(const fs::path& partial, int rank, std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                     nlohmann::json& chunks, const std::function<void(uint64_t)>& after_bytes) {
-  for (auto& [key, t] : tensors) chunks[key]["crc32c"] = checksum(t);
+struct ShardTimes {
+  uint64_t bytes = 0;
+  double checksum_seconds = 0, write_seconds = 0;
+};
+ShardTimes write_shard(const fs::path& partial, int rank, std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                       nlohmann::json& chunks, const std::function<void(uint64_t)>& after_bytes) {
+  ShardTimes out;
+  auto t0 = std::chrono::steady_clock::now();
+  // The checksums are computed on other threads while the data is written, and go into the
+  // header (placeholders of the same width until then) once both are done.
+  std::vector<uint32_t> crc(tensors.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < tensors.size();) crc[i] = checksum(tensors[i].second);
+  };
+  std::vector<std::thread> pool;
+  const int n = std::max(1, std::min<int>(4, static_cast<int>(std::thread::hardware_concurrency()) - 1));
+  for (int k = 0; k < n; ++k) pool.emplace_back(work);
+  for (auto& [key, t] : tensors) chunks[key]["crc32c"] = crc_hex(0);
   const fs::path tmp = partial / (shard_name(rank) + ".tmp");
-  uint64_t total = 0;
-  for (const auto& [key, t] : tensors) total += static_cast<uint64_t>(t.numel()) * t.element_size();
-  write_safetensors(tmp.string(), tensors, {{"titan.chunks", chunks.dump()}}, after_bytes);
+  for (const auto& [key, t] : tensors) out.bytes += static_cast<uint64_t>(t.numel()) * t.element_size();
+  double crc_wait = 0;
+  try {
+    write_safetensors(tmp.string(), tensors, {{"titan.chunks", chunks.dump()}}, after_bytes, [&] {
+      const auto w0 = std::chrono::steady_clock::now();
+      for (auto& th : pool) th.join();
+      pool.clear();
+      crc_wait = std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count();
+      for (size_t i = 0; i < tensors.size(); ++i) chunks[tensors[i].first]["crc32c"] = crc_hex(crc[i]);
+      return std::map<std::string, std::string>{{"titan.chunks", chunks.dump()}};
+    });
+  } catch (...) {
+    next = tensors.size();
+    for (auto& th : pool) th.join();
+    throw;
+  }
+  auto t1 = std::chrono::steady_clock::now();
   std::error_code ec;
   fs::rename(tmp, partial / shard_name(rank), ec);
   if (ec) throw Error("cannot rename " + tmp.string() + ": " + ec.message(), "check the checkpoint folder");
-  return total;
+  out.checksum_seconds = crc_wait;  // what the checksums added after the write
+  out.write_seconds = std::chrono::duration<double>(t1 - t0).count() - crc_wait;
+  return out;
 }
 
 }  // namespace
@@ -230,7 +280,7 @@ void write_checkpoint(const std::string& step_dir, int64_t step, const std::vect
     chunks[key] = {{"offsets", std::vector<int64_t>(t.dim(), 0)}, {"sizes", t.sizes().vec()},
                    {"global_shape", t.sizes().vec()}};
   }
-  write_shard(partial, 0, staged, chunks, {});
+  (void)write_shard(partial, 0, staged, chunks, {});
   const bool model_only = !scalars.contains("train_state");
   commit_step(partial, final_dir, 1, step, model_only, {{"describe", "converted (one file)"}}, model, scalars, "", 0);
 }
@@ -281,6 +331,13 @@ void CheckpointReader::read_into(const std::string& key, const distributed::Box&
       throw Error("metadata.json of " + dir_ + " gives a chunk of " + key + " of another rank than the tensor",
                   "the checkpoint is damaged; load another step");
     if (!overlap(box, off, size, start_idx, len)) continue;
+    // The same box in the same dtype (a resume on the layout that saved): straight into place.
+    if (off == box.offsets && size == box.sizes && out.is_contiguous() && out.device().is_cpu() &&
+        out.scalar_type() == scalar_type_of(meta_.at("tensors").at(key).at("dtype").get<std::string>(), dir_)) {
+      chunks_->reader.read(key, c, out);
+      covered += std::max<int64_t>(box.numel(), 1);
+      continue;
+    }
     at::Tensor chunk = chunks_->reader.read(key, c);
     slice(out, box.offsets, start_idx, len).copy_(slice(chunk, off, start_idx, len));
     int64_t n = 1;
@@ -311,7 +368,7 @@ struct Checkpointer::Job {
   fs::path partial, final_dir;
   std::exception_ptr error;
   std::chrono::steady_clock::time_point start;
-  double seconds = 0;
+  double seconds = 0, checksum_seconds = 0, write_seconds = 0;
   uint64_t bytes = 0;
 };
 
@@ -449,11 +506,30 @@ LoadResult Checkpointer::load(StateDict& state) {
                         ", this run's " + ctx_.model.value("flavor", "?") + ")",
                     "load a checkpoint of the same model flavor and vocabulary size");
     }
-    for (auto& t : state.tensors) {
-      if (!wanted(t)) continue;
-      if (!t.global_shape.empty() && t.box.numel() == 0) continue;  // an empty FSDP box
-      reader->read_into(t.key, t.box, t.local);
-    }
+    // Several tensors at a time (reads, checksums and copies overlap) where the reader allows.
+    std::vector<StateTensor*> todo;
+    for (auto& t : state.tensors)
+      if (wanted(t) && !(!t.global_shape.empty() && t.box.numel() == 0)) todo.push_back(&t);
+    std::atomic<size_t> next{0};
+    std::exception_ptr first_error;
+    std::mutex error_mu;
+    auto work = [&] {
+      for (size_t i; (i = next.fetch_add(1)) < todo.size();) {
+        try {
+          reader->read_into(todo[i]->key, todo[i]->box, todo[i]->local);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(error_mu);
+          if (!first_error) first_error = std::current_exception();
+          next = todo.size();
+        }
+      }
+    };
+    std::vector<std::thread> pool;
+    const int threads = reader->thread_safe() ? std::max(1, std::min<int>(4, static_cast<int>(std::thread::hardware_concurrency()))) : 1;
+    for (int k = 1; k < threads; ++k) pool.emplace_back(work);
+    work();
+    for (auto& th : pool) th.join();
+    if (first_error) std::rethrow_exception(first_error);
     r.scalars = model_only ? nlohmann::json::object() : reader->scalars();
     for (const auto& p : exclude_) r.scalars.erase(p);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -487,11 +563,22 @@ void Checkpointer::save(int64_t step, const StateDict& state, bool model_only, b
       if (!t.global_shape.empty() && t.box.numel() == 0) continue;  // an empty FSDP box
       at::Tensor c = t.local.detach();
       if (model_only && export_cast) c = c.to(export_dtype_);
-      // Staged: a copy when the write runs in the background (or the tensor is on a GPU).
-      c = (async_ || !c.device().is_cpu()) ? c.to(at::kCPU, c.scalar_type(), false, /*copy=*/true).contiguous()
-                                           : c.contiguous();
+      // Staged: a copy when the write runs in the background (or the tensor is on a GPU), into
+      // the buffers of the previous save when they fit (no new memory after the first).
+      if (async_ || !c.device().is_cpu()) {
+        const size_t k = job->tensors.size();
+        if (k < staging_.size() && staging_[k].sizes() == c.sizes() && staging_[k].scalar_type() == c.scalar_type()) {
+          staging_[k].copy_(c);
+        } else {
+          if (k >= staging_.size()) staging_.resize(k + 1);
+          staging_[k] = c.to(at::kCPU, c.scalar_type(), false, /*copy=*/true).contiguous();
+        }
+        c = staging_[k];
+      } else {
+        c = c.contiguous();
+      }
       job->chunks[t.key] = {{"offsets", t.box.offsets}, {"sizes", c.sizes().vec()},
-                            {"global_shape", t.global_shape}, {"crc32c", 0}};
+                            {"global_shape", t.global_shape}};
       job->tensors.emplace_back(t.key, c);
     }
     job->scalars = state.scalars;
@@ -522,13 +609,15 @@ void Checkpointer::wait() {
   const int64_t step = job_->step;
   const double secs = job_->seconds;
   const uint64_t bytes = job_->bytes;
+  const double crc_secs = job_->checksum_seconds, write_secs = job_->write_seconds;
   const bool model_only = job_->model_only;
   const std::string dir = job_->final_dir.string();
   job_.reset();
   agree(error, "saving the checkpoint of step " + std::to_string(step));
   log::info("Saved the checkpoint of step " + std::to_string(step) + (model_only ? " (model only)" : "") + " to " +
             dir + " in " + log::format("%.2f", secs) + " seconds: " + log::format("%.3f", bytes / 1e9) +
-            " GB written by this rank (" + log::format("%.2f", bytes / 1e9 / std::max(secs, 1e-9)) + " GB/s)");
+            " GB written by this rank (" + log::format("%.2f", bytes / 1e9 / std::max(secs, 1e-9)) + " GB/s; checksums " +
+            log::format("%.2f", crc_secs) + " s, write and flush " + log::format("%.2f", write_secs) + " s)");
   if (env_step("TITAN_TEST_DIE_AFTER_SAVE") == step) std::raise(SIGKILL);  // test hook: a crash right after
 }
 
@@ -542,7 +631,10 @@ void Checkpointer::run_job(Job& job) {
       die = [total](uint64_t written) {
         if (written * 2 >= total) std::raise(SIGKILL);
       };
-    job.bytes = write_shard(job.partial, ctx_.rank, job.tensors, job.chunks, die);
+    const ShardTimes times = write_shard(job.partial, ctx_.rank, job.tensors, job.chunks, die);
+    job.bytes = times.bytes;
+    job.checksum_seconds = times.checksum_seconds;
+    job.write_seconds = times.write_seconds;
     job.tensors.clear();  // the staged copies are no longer needed
 
     // ---- rank 0: the metadata, once every rank's file is there, then the commit ----------------------

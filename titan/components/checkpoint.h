@@ -103,6 +103,7 @@ class Checkpointer {
   CheckpointContext ctx_;
   std::unique_ptr<Job> job_;
   std::thread thread_;
+  std::vector<at::Tensor> staging_;  // async saves' CPU copies, reused from save to save
 };
 
 // A saved training state, read by key ("model.<fqn>", "optimizer.<fqn>.exp_avg", ...): a
@@ -123,6 +124,7 @@ class StateReader {
   virtual std::string describe() const = 0;    // where it came from, for the log
   virtual std::string model_flavor() const = 0;
   virtual uint64_t bytes_read() const = 0;
+  virtual bool thread_safe() const { return false; }  // read_into may run on several threads at once
 };
 
 // A step folder titan.cpp wrote: every chunk's checksum verified as it is read.
@@ -142,6 +144,7 @@ class CheckpointReader final : public StateReader {
   std::string describe() const override;
   std::string model_flavor() const override;
   uint64_t bytes_read() const override;
+  bool thread_safe() const override { return true; }
 
  private:
   std::string dir_;

@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <future>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "titan/common/error.h"
@@ -147,45 +150,211 @@ SafetensorsFile read_safetensors_header(const std::string& path) {
 
 at::Tensor read_safetensors_tensor(const SafetensorsFile& file, const SafetensorsEntry& entry) {
   at::Tensor t = at::empty(entry.shape, at::TensorOptions().dtype(entry.dtype));
-  Fd f;
-  f.fd = ::open(file.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (f.fd < 0) throw Error("cannot open " + file.path + ": " + std::strerror(errno), "check that the file exists");
-  read_all(f.fd, t.data_ptr(), entry.end - entry.begin, file.data_start + entry.begin, file.path);
+  read_safetensors_into(file, entry, t);
   return t;
 }
 
+void read_safetensors_into(const SafetensorsFile& file, const SafetensorsEntry& entry, at::Tensor& t) {
+  TORCH_CHECK(t.is_contiguous() && t.device().is_cpu() && t.scalar_type() == entry.dtype &&
+                  static_cast<uint64_t>(t.numel()) * t.element_size() == entry.end - entry.begin,
+              "read_safetensors_into: the destination does not match ", entry.name);
+  const uint64_t begin = file.data_start + entry.begin, length = entry.end - entry.begin;
+  constexpr uint64_t kAlign = 4096, kBlock = uint64_t{16} << 20;
+  Fd f;
+  // Large tensors: O_DIRECT through an aligned block (the disk's own speed, no page cache).
+  if (length >= kBlock) f.fd = ::open(file.path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+  if (f.fd >= 0) {
+    void* raw = nullptr;
+    if (::posix_memalign(&raw, kAlign, kBlock) != 0) throw std::bad_alloc();
+    std::unique_ptr<char, decltype(&std::free)> buf(static_cast<char*>(raw), &std::free);
+    char* dst = static_cast<char*>(t.data_ptr());
+    uint64_t pos = begin / kAlign * kAlign;  // aligned start
+    while (pos < begin + length) {
+      const uint64_t want = std::min(kBlock, (begin + length - pos + kAlign - 1) / kAlign * kAlign);
+      ssize_t r;
+      do r = ::pread(f.fd, buf.get(), want, static_cast<off_t>(pos));
+      while (r < 0 && errno == EINTR);
+      if (r <= 0) {
+        if (r < 0 && errno == EINVAL) break;  // O_DIRECT refused after all: read below
+        throw Error("cannot read " + file.path + (r < 0 ? std::string(": ") + std::strerror(errno) : ": the file is truncated"),
+                    "the file is damaged; use another checkpoint");
+      }
+      const uint64_t lo = std::max(pos, begin), hi = std::min(pos + static_cast<uint64_t>(r), begin + length);
+      if (hi > lo) std::memcpy(dst + (lo - begin), buf.get() + (lo - pos), hi - lo);
+      if (static_cast<uint64_t>(r) < want && hi < begin + length)
+        throw Error("cannot read " + file.path + ": the file is truncated", "the file is damaged; use another checkpoint");
+      pos += static_cast<uint64_t>(r);
+    }
+    if (pos >= begin + length) return;
+    ::close(f.fd);
+    f.fd = -1;
+  }
+  f.fd = ::open(file.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f.fd < 0) throw Error("cannot open " + file.path + ": " + std::strerror(errno), "check that the file exists");
+  read_all(f.fd, t.data_ptr(), length, begin, file.path);
+}
+
+namespace {
+
+// Streams bytes to a file through aligned blocks written with O_DIRECT, several in flight while
+// the next fills: no page cache, so a checkpoint of many GB does not push the training state out
+// of memory and the disk runs at its own speed. Falls back to plain writes where the file system
+// refuses O_DIRECT (tmpfs).
+class BlockWriter {
+ public:
+  static constexpr size_t kBlock = size_t{32} << 20, kAlign = 4096;
+  static constexpr int kBlocks = 4;
+
+  explicit BlockWriter(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0644);
+    if (fd_ < 0 && errno == EINVAL) {
+      direct_ = false;
+      fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    }
+    if (fd_ < 0) throw Error("cannot write " + path + ": " + std::strerror(errno), "check that the folder is writable");
+    for (auto& b : buf_) {
+      void* p = nullptr;
+      if (::posix_memalign(&p, kAlign, kBlock) != 0) throw std::bad_alloc();
+      b = static_cast<char*>(p);
+    }
+  }
+  ~BlockWriter() {
+    for (auto& f : pending_)
+      if (f.valid()) f.wait();
+    for (auto* b : buf_) std::free(b);
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  // Keeps a copy of the file's first `n` bytes (rounded up to the alignment) for rewrite_prefix.
+  void keep_prefix(size_t n) { prefix_.reserve((n + kAlign - 1) / kAlign * kAlign); prefix_len_ = prefix_.capacity(); }
+
+  // Replaces bytes [offset, offset + bytes.size()) of the kept prefix; written by finish().
+  void rewrite_prefix(size_t offset, const std::string& bytes) {
+    TORCH_CHECK(offset + bytes.size() <= prefix_.size(), "rewrite_prefix beyond the kept prefix");
+    std::memcpy(prefix_.data() + offset, bytes.data(), bytes.size());
+    rewrite_ = true;
+  }
+
+  void append(const void* data, size_t n) {
+    if (prefix_.size() < prefix_len_)
+      prefix_.insert(prefix_.end(), static_cast<const char*>(data),
+                     static_cast<const char*>(data) + std::min(n, prefix_len_ - prefix_.size()));
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      const size_t take = std::min(n, kBlock - fill_);
+      std::memcpy(buf_[cur_] + fill_, p, take);
+      fill_ += take;
+      p += take;
+      n -= take;
+      if (fill_ == kBlock) flush_block();
+    }
+  }
+
+  // Writes the rest, flushes to the disk and closes. `size` is the file's exact length.
+  void finish(uint64_t size) {
+    if (fill_ > 0) {
+      const size_t padded = direct_ ? (fill_ + kAlign - 1) / kAlign * kAlign : fill_;
+      std::memset(buf_[cur_] + fill_, 0, padded - fill_);
+      fill_ = padded;
+      flush_block();
+    }
+    for (auto& f : pending_)
+      if (f.valid()) f.get();
+    if (rewrite_) {  // the prefix again, now final (whole aligned blocks, zero beyond the data)
+      std::vector<char> pad(prefix_len_, 0);
+      std::memcpy(pad.data(), prefix_.data(), prefix_.size());
+      const size_t n = direct_ ? prefix_len_ : std::min<size_t>(prefix_.size(), size);
+      std::memcpy(buf_[0], pad.data(), n);
+      size_t done = 0;
+      while (done < n) {
+        const ssize_t w = ::pwrite(fd_, buf_[0] + done, n - done, static_cast<off_t>(done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) throw Error("cannot write " + path_ + ": " + std::strerror(errno), "check free space");
+        done += static_cast<size_t>(w);
+      }
+    }
+    if (direct_ && ::ftruncate(fd_, static_cast<off_t>(size)) != 0)
+      throw Error("cannot write " + path_ + ": " + std::strerror(errno), "check free space");
+    if (::fsync(fd_) != 0) throw Error("cannot flush " + path_ + ": " + std::strerror(errno), "check the disk");
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) throw Error("cannot write " + path_ + ": " + std::strerror(errno), "check free space");
+  }
+
+ private:
+  void flush_block() {
+    const char* b = buf_[cur_];
+    const size_t n = fill_;
+    const uint64_t at = offset_;
+    pending_[cur_] = std::async(std::launch::async, [this, b, n, at] {
+      size_t done = 0;
+      while (done < n) {
+        const ssize_t w = ::pwrite(fd_, b + done, n - done, static_cast<off_t>(at + done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) throw Error("cannot write " + path_ + ": " + std::strerror(errno), "check free space and permissions");
+        done += static_cast<size_t>(w);
+      }
+    });
+    offset_ += n;
+    cur_ = (cur_ + 1) % kBlocks;
+    fill_ = 0;
+    if (pending_[cur_].valid()) pending_[cur_].get();  // the next block is free again (its errors surface)
+  }
+
+  std::string path_;
+  int fd_ = -1;
+  bool direct_ = true;
+  char* buf_[kBlocks] = {};
+  int cur_ = 0;
+  size_t fill_ = 0;
+  uint64_t offset_ = 0;
+  std::future<void> pending_[kBlocks];
+  std::vector<char> prefix_;
+  size_t prefix_len_ = 0;
+  bool rewrite_ = false;
+};
+
+}  // namespace
+
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata,
-                       const std::function<void(uint64_t)>& after_bytes) {
-  nlohmann::ordered_json h;
-  if (!metadata.empty()) h["__metadata__"] = metadata;
-  uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    const uint64_t bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
-    h[name] = {{"dtype", safetensors_dtype(t.scalar_type())}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
-  }
-  std::string text = h.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');  // the data starts 8-byte aligned
-  Fd f;
-  f.fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (f.fd < 0) throw Error("cannot write " + path + ": " + std::strerror(errno), "check that the folder is writable");
+                       const std::function<void(uint64_t)>& after_bytes,
+                       const std::function<std::map<std::string, std::string>()>& final_metadata) {
+  auto header = [&](const std::map<std::string, std::string>& meta) {
+    nlohmann::ordered_json h;
+    if (!meta.empty()) h["__metadata__"] = meta;
+    uint64_t offset = 0;
+    for (const auto& [name, t] : tensors) {
+      const uint64_t bytes = static_cast<uint64_t>(t.numel()) * t.element_size();
+      h[name] = {{"dtype", safetensors_dtype(t.scalar_type())}, {"shape", t.sizes().vec()},
+                 {"data_offsets", {offset, offset + bytes}}};
+      offset += bytes;
+    }
+    std::string text = h.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');  // the data starts 8-byte aligned
+    return text;
+  };
+  const std::string text = header(metadata);
+  BlockWriter w(path);
+  if (final_metadata) w.keep_prefix(8 + text.size());
   unsigned char len_bytes[8];
   for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>((text.size() >> (8 * i)) & 0xff);
-  write_all(f.fd, len_bytes, 8, path);
-  write_all(f.fd, text.data(), text.size(), path);
+  w.append(len_bytes, 8);
+  w.append(text.data(), text.size());
   uint64_t written = 0;
   for (const auto& [name, t] : tensors) {
     const at::Tensor c = t.device().is_cpu() ? t.contiguous() : t.to(at::kCPU).contiguous();
     const size_t bytes = static_cast<size_t>(c.numel()) * c.element_size();
-    write_all(f.fd, c.data_ptr(), bytes, path);
+    w.append(c.data_ptr(), bytes);
     written += bytes;
     if (after_bytes) after_bytes(written);
   }
-  if (::fsync(f.fd) != 0) throw Error("cannot flush " + path + ": " + std::strerror(errno), "check the disk");
-  const int fd = f.fd;
-  f.fd = -1;
-  if (::close(fd) != 0) throw Error("cannot write " + path + ": " + std::strerror(errno), "check free space");
+  if (final_metadata) {
+    const std::string final_text = header(final_metadata());
+    TORCH_CHECK(final_text.size() == text.size(), "write_safetensors: the final header changed length");
+    w.rewrite_prefix(8, final_text);
+  }
+  w.finish(8 + text.size() + written);
 }
 
 }  // namespace titan::components

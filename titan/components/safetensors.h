@@ -39,13 +39,19 @@ at::ScalarType scalar_type_of(const std::string& safetensors_dtype, const std::s
 SafetensorsFile read_safetensors_header(const std::string& path);
 // One tensor's bytes as a CPU tensor.
 at::Tensor read_safetensors_tensor(const SafetensorsFile& file, const SafetensorsEntry& entry);
+// One tensor's bytes into `out` (contiguous CPU, the entry's dtype and element count).
+void read_safetensors_into(const SafetensorsFile& file, const SafetensorsEntry& entry, at::Tensor& out);
 
 // Writes `tensors` (any device or layout; copied to contiguous CPU memory one at a time) to
-// `path` and flushes it to the disk (fsync). `path` is written in place: callers write under a
-// temporary name and rename. `after_bytes`, when set, is called with the bytes written so far
-// (tests use it to die midway).
+// `path` and flushes it to the disk (fsync), with O_DIRECT where the file system allows.
+// `path` is written in place: callers write under a temporary name and rename. `after_bytes`,
+// when set, is called with the bytes written so far (tests use it to die midway).
+// `final_metadata`, when set, is called once the data is written and its result replaces
+// `metadata` in the header: it must have the same keys and value lengths (placeholders
+// filled in, e.g. checksums computed while the data was written).
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata,
-                       const std::function<void(uint64_t)>& after_bytes = {});
+                       const std::function<void(uint64_t)>& after_bytes = {},
+                       const std::function<std::map<std::string, std::string>()>& final_metadata = {});
 
 }  // namespace titan::components
