@@ -2,7 +2,7 @@
 # On a machine with an NVIDIA GPU: builds titan.cpp against that machine's Python torch (which
 # has CUDA), runs the unit tests (the CUDA ones included: the model on CUDA against the CPU, the
 # fused CUDA kernels against their references), a 20-step bf16 training of the debug model,
-# 1-GPU torchrun trainings, and the training-step benchmarks on the GPU: the debug model against
+# a checkpoint save and resume on the GPU, 1-GPU torchrun trainings, and the training-step benchmarks on the GPU: the debug model against
 # PyTorch eager, and the 1B flavor (bf16 autocast, fused kernels) against PyTorch with
 # torch.compile, with tokens/s and MFU; prints a summary.
 #   scripts/gpu_check.sh            (OUT=<folder> also keeps the logs there)
@@ -44,6 +44,18 @@ note "GPU unit tests (model on CUDA, fused CUDA kernels): rc=$?, $(grep -cE '^\[
   --metrics.log_freq 5 --debug.seed 42 >"$LOG/train.txt" 2>&1; rc=$?
 grep -E 'CUDA capacity|Mixed precision|step: ' "$LOG/train.txt"
 note "20-step bf16 debug training: rc=$rc, $(grep -c 'step: ' "$LOG/train.txt") step lines, last: $(grep 'step: ' "$LOG/train.txt" | tail -1 | sed 's/.*step:/step:/')"
+
+# Checkpoints on the GPU: 10 steps with a save at 5, then a rerun from step 5 (data, optimizer
+# and schedule restored): the rerun's steps 6-10 must print the first run's losses.
+CK="--job.config_file configs/llama3/debug_model.toml --training.steps 10 --metrics.log_freq 1 --debug.seed 42 \
+  --checkpoint.enable --checkpoint.interval 5 --job.dump_folder $LOG/ckpt"
+./build-gpu/titan train $CK >"$LOG/ckpt_a.txt" 2>&1
+rm -rf "$LOG/ckpt/checkpoint/step-10"
+./build-gpu/titan train $CK >"$LOG/ckpt_b.txt" 2>&1; rc=$?
+a=$(grep 'step: ' "$LOG/ckpt_a.txt" | sed -n '6,10p' | sed 's/.*step:/step:/' | awk '{print $2, $4, $6}')
+b=$(grep 'step: ' "$LOG/ckpt_b.txt" | sed 's/.*step:/step:/' | awk '{print $2, $4, $6}')
+note "checkpoint resume on the GPU: rc=$rc, $(grep -o 'Saved the checkpoint of step 5.*' "$LOG/ckpt_a.txt" | head -1), \
+$(grep -c 'Resuming training from step 5' "$LOG/ckpt_b.txt") resume line(s), steps 6-10 $([ "$a" = "$b" ] && echo identical || echo DIFFER: "$a" vs "$b")"
 
 # One GPU through torchrun (world size 1) in bf16: the debug model and the 1B flavor.
 for run in "debugmodel 8" "1B 2"; do
