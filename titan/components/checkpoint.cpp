@@ -98,7 +98,7 @@ bool saved_full_state(const nlohmann::json& m) {
 }
 
 // The intersection of two boxes, relative to each; false when empty.
-bool overlap(const distributed::Box& a, const std::vector<int64_t>& b_off, const std::vector<int64_t>& b_size,
+bool overlap(const Box& a, const std::vector<int64_t>& b_off, const std::vector<int64_t>& b_size,
              std::vector<int64_t>& start, std::vector<int64_t>& len) {
   const size_t n = a.offsets.size();
   start.assign(n, 0);
@@ -320,7 +320,7 @@ std::unique_ptr<StateReader> open_state_reader(const std::string& step_dir) {
   return std::make_unique<CheckpointReader>(step_dir);
 }
 
-void CheckpointReader::read_into(const std::string& key, const distributed::Box& box, at::Tensor out) {
+void CheckpointReader::read_into(const std::string& key, const Box& box, at::Tensor out) {
   at::NoGradGuard no_grad;
   int64_t covered = 0;
   std::vector<int64_t> start_idx, len;
@@ -413,13 +413,9 @@ Checkpointer::~Checkpointer() {
 }
 
 void Checkpointer::agree(std::exception_ptr error, const std::string& doing) {
-  if (ctx_.world && !ctx_.world->trivial()) {
-    at::Tensor flag = at::full({1}, error ? 1.0 : 0.0, at::kFloat).to(ctx_.device);
-    ctx_.world->all_reduce(flag, /*max=*/true).wait();
-    if (!error && flag.cpu().item<float>() > 0)
-      throw Error("another rank failed while " + doing + " (its message above names the problem)",
-                  "fix what that rank reports");
-  }
+  if (ctx_.any_failed && ctx_.any_failed(error != nullptr) && !error)
+    throw Error("another rank failed while " + doing + " (its message above names the problem)",
+                "fix what that rank reports");
   if (error) std::rethrow_exception(error);
 }
 
@@ -639,8 +635,7 @@ void Checkpointer::run_job(Job& job) {
 
     // ---- rank 0: the metadata, once every rank's file is there, then the commit ----------------------
     if (ctx_.rank == 0) {
-      const auto deadline = std::chrono::steady_clock::now() + std::max<std::chrono::milliseconds>(
-                                                                    distributed::collective_timeout(), std::chrono::seconds(60));
+      const auto deadline = std::chrono::steady_clock::now() + ctx_.wait_for_files;
       for (int r = 0; r < ctx_.world_size; ++r) {
         while (!fs::exists(job.partial / shard_name(r))) {
           if (std::chrono::steady_clock::now() > deadline)

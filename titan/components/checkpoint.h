@@ -14,7 +14,9 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <exception>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -25,8 +27,7 @@
 #include <vector>
 
 #include "titan/config/job_config.h"
-#include "titan/distributed/placement.h"
-#include "titan/distributed/process_group.h"
+#include "titan/common/box.h"
 
 namespace titan::components {
 
@@ -35,7 +36,7 @@ struct StateTensor {
   std::string key;  // "model.<fqn>", "optimizer.<fqn>.exp_avg", ".exp_avg_sq", ".step"
   at::Tensor local;  // the box's values: a view of the live tensor (loading writes through it)
   std::vector<int64_t> global_shape;
-  distributed::Box box;
+  Box box;
   bool writer = true;  // this rank saves the box (it is its first holder; replicas skip it)
 };
 struct StateDict {
@@ -47,8 +48,12 @@ struct StateDict {
 // What the checkpointer knows of the run.
 struct CheckpointContext {
   int rank = 0, world_size = 1;
-  distributed::Group* world = nullptr;  // for agreeing on success
-  at::Device device{at::kCPU};          // where the agreeing collective's tensor lives
+  // Every rank calls it with whether it failed; true when any rank did (a collective over the
+  // world). Unset: one process.
+  std::function<bool(bool failed)> any_failed;
+  at::Device device{at::kCPU};  // the training device (async_with_pinned_mem needs CUDA)
+  // How long rank 0 waits for the other ranks' files before giving up.
+  std::chrono::milliseconds wait_for_files{std::chrono::seconds(600)};
   int64_t run_id = 0;                   // names the unfinished save's folder
   nlohmann::json layout;                // parallel degrees, world size
   nlohmann::json model;                 // name, flavor, args
@@ -117,7 +122,7 @@ class StateReader {
   virtual std::vector<int64_t> global_shape(const std::string& key) const = 0;
   // Fills `out` (the box's sizes; any dtype: converted) with `box` of `key` (a 0-dim box for
   // scalars) from the chunks that overlap it.
-  virtual void read_into(const std::string& key, const distributed::Box& box, at::Tensor out) = 0;
+  virtual void read_into(const std::string& key, const Box& box, at::Tensor out) = 0;
   virtual bool holds_full_state() const = 0;  // optimizer state and the train state, or the model only
   virtual int64_t step() const = 0;
   virtual nlohmann::json scalars() = 0;        // "train_state", "lr_scheduler", "dataloader", "rng" when saved
@@ -136,7 +141,7 @@ class CheckpointReader final : public StateReader {
   const std::string& path() const override { return dir_; }
   bool has(const std::string& key) const override;
   std::vector<int64_t> global_shape(const std::string& key) const override;
-  void read_into(const std::string& key, const distributed::Box& box, at::Tensor out) override;
+  void read_into(const std::string& key, const Box& box, at::Tensor out) override;
   at::Tensor read_full(const std::string& key);  // the whole tensor, in its saved dtype
   bool holds_full_state() const override;
   int64_t step() const override;

@@ -139,7 +139,7 @@ std::vector<char> DcpReader::read_bytes(const std::string& file, uint64_t offset
   return buf;
 }
 
-void DcpReader::read_into(const std::string& key, const distributed::Box& box, at::Tensor out) {
+void DcpReader::read_into(const std::string& key, const Box& box, at::Tensor out) {
   const std::string k = dcp_key(key);
   const Tensor& t = tensors_.at(k);
   at::NoGradGuard no_grad;

@@ -22,7 +22,7 @@ class DcpReader final : public StateReader {
   const std::string& path() const override { return dir_; }
   bool has(const std::string& key) const override;
   std::vector<int64_t> global_shape(const std::string& key) const override;
-  void read_into(const std::string& key, const distributed::Box& box, at::Tensor out) override;
+  void read_into(const std::string& key, const Box& box, at::Tensor out) override;
   bool holds_full_state() const override;
   int64_t step() const override;
   nlohmann::json scalars() override;

@@ -13,12 +13,6 @@ std::string Placement::describe() const {
   return "?";
 }
 
-int64_t Box::numel() const {
-  int64_t n = 1;
-  for (int64_t s : sizes) n *= s;
-  return n;
-}
-
 Placement ParamLayout::on(const std::string& mesh) const {
   for (const auto& [m, p] : placements)
     if (m == mesh) return p;

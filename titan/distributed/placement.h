@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "titan/common/box.h"
+
 namespace titan::distributed {
 
 struct Placement {
@@ -25,12 +27,7 @@ struct Placement {
   std::string describe() const;  // "Replicate", "Shard(0)", "Partial"
 };
 
-// A contiguous box of a tensor: offsets and sizes per dimension.
-struct Box {
-  std::vector<int64_t> offsets, sizes;
-  int64_t numel() const;
-  bool operator==(const Box&) const = default;
-};
+using titan::Box;  // a contiguous box of a tensor (common/box.h)
 
 struct ParamLayout {
   std::string fqn;

@@ -510,8 +510,15 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   components::CheckpointContext ck;
   ck.rank = env.rank;
   ck.world_size = env.world_size;
-  ck.world = &mesh->group("world");
+  ck.any_failed = [this](bool failed) {
+    distributed::Group& w = mesh->group("world");
+    if (w.trivial()) return failed;
+    at::Tensor flag = at::full({1}, failed ? 1.0 : 0.0, at::kFloat).to(device);
+    w.all_reduce(flag, /*max=*/true).wait();
+    return flag.cpu().item<float>() > 0;
+  };
   ck.device = device;
+  ck.wait_for_files = std::max<std::chrono::milliseconds>(distributed::collective_timeout(), std::chrono::seconds(60));
   ck.run_id = run_id;
   ck.layout = {{"describe", dims.describe()}, {"dp_replicate", dims.dp_replicate}, {"dp_shard", dims.dp_shard},
                {"cp", dims.cp}, {"tp", dims.tp}, {"pp", dims.pp}};
