@@ -1,5 +1,6 @@
 #include "titan/components/checkpoint.h"
 
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -384,6 +385,7 @@ Checkpointer::Checkpointer(const config::JobConfig& cfg, CheckpointContext ctx) 
   initial_model_only_ = cfg.get_bool("checkpoint.initial_load_model_only");
   const std::string mode = cfg.get_string("checkpoint.async_mode");
   async_ = mode != "disabled";
+  pinned_ = mode == "async_with_pinned_mem";
   if (mode == "async_with_pinned_mem" && !ctx_.device.is_cuda())
     throw Error("checkpoint.async_mode = \"async_with_pinned_mem\" needs a CUDA device (pinned memory stages GPU tensors)",
                 "use checkpoint.async_mode = \"async\" on the CPU");
@@ -553,6 +555,7 @@ void Checkpointer::save(int64_t step, const StateDict& state, bool model_only, b
   std::exception_ptr error;
   try {
     at::NoGradGuard no_grad;
+    c10::DeviceIndex sync_device = -1;
     for (const auto& t : state.tensors) {
       const bool is_model = t.key.rfind("model.", 0) == 0;
       if (!t.writer || (model_only && !is_model)) continue;
@@ -561,14 +564,17 @@ void Checkpointer::save(int64_t step, const StateDict& state, bool model_only, b
       if (model_only && export_cast) c = c.to(export_dtype_);
       // Staged: a copy when the write runs in the background (or the tensor is on a GPU), into
       // the buffers of the previous save when they fit (no new memory after the first).
+      // With async_with_pinned_mem, GPU tensors go to pinned buffers without blocking, and the
+      // device is synchronised once after the last.
       if (async_ || !c.device().is_cpu()) {
         const size_t k = job->tensors.size();
-        if (k < staging_.size() && staging_[k].sizes() == c.sizes() && staging_[k].scalar_type() == c.scalar_type()) {
-          staging_[k].copy_(c);
-        } else {
+        const bool pinned = pinned_ && c.device().is_cuda();
+        if (!(k < staging_.size() && staging_[k].sizes() == c.sizes() && staging_[k].scalar_type() == c.scalar_type())) {
           if (k >= staging_.size()) staging_.resize(k + 1);
-          staging_[k] = c.to(at::kCPU, c.scalar_type(), false, /*copy=*/true).contiguous();
+          staging_[k] = at::empty(c.sizes(), c.options().device(at::kCPU).pinned_memory(pinned));
         }
+        staging_[k].copy_(c, /*non_blocking=*/pinned);
+        if (pinned) sync_device = c.device().index();
         c = staging_[k];
       } else {
         c = c.contiguous();
@@ -577,6 +583,7 @@ void Checkpointer::save(int64_t step, const StateDict& state, bool model_only, b
                             {"global_shape", t.global_shape}};
       job->tensors.emplace_back(t.key, c);
     }
+    if (sync_device >= 0) at::detail::getCUDAHooks().deviceSynchronize(sync_device);
     job->scalars = state.scalars;
     std::error_code ec;
     fs::create_directories(job->partial, ec);

@@ -98,7 +98,7 @@ class Checkpointer {
   struct Job;
   void run_job(Job& job);
 
-  bool enabled_ = false, load_only_ = false, first_step_ = false, async_ = false;
+  bool enabled_ = false, load_only_ = false, first_step_ = false, async_ = false, pinned_ = false;
   int64_t interval_ = 500, keep_latest_k_ = 10, load_step_ = -1;
   std::string folder_, initial_load_path_;
   bool initial_model_only_ = true;
