@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "apps/commands.h"
+#include "titan/common/crc32c.h"
 #include "titan/common/error.h"
 #include "titan/common/files.h"
 #include "titan/common/log.h"
@@ -83,6 +84,28 @@ class Progress {
   Clock::time_point start_, last_;
 };
 
+// What identifies an input's content: its size, modification time and CRC-32C. A shard is kept on
+// a rerun only if all three still match (a changed file with the same size and time has another
+// checksum; a touched but unchanged file is tokenized again, which is only slower).
+nlohmann::json input_fingerprint(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  const auto mtime = fs::last_write_time(path, ec);
+  if (ec) throw Error("cannot stat input " + path + ": " + ec.message(), "check that it exists and is readable");
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error("cannot read input " + path, "check that it exists and is readable");
+  std::vector<char> buf(8 << 20);
+  uint32_t crc = 0;
+  while (const size_t n = std::fread(buf.data(), 1, buf.size(), f)) crc = crc32c(crc, buf.data(), n);
+  const bool failed = std::ferror(f);
+  std::fclose(f);
+  if (failed) throw Error("cannot read input " + path, "check the disk and the file");
+  char hex[16];
+  std::snprintf(hex, sizeof(hex), "%08x", crc);
+  return {{"input", path}, {"input_bytes", static_cast<uint64_t>(size)},
+          {"input_mtime_ns", static_cast<int64_t>(mtime.time_since_epoch().count())}, {"input_crc32c", hex}};
+}
+
 int tokenize(const Options& o) {
   const auto tok = components::build_tokenizer(o.need("tokenizer"), "--tokenizer");
   const fs::path out_dir = o.need("output");
@@ -108,18 +131,12 @@ int tokenize(const Options& o) {
   const fs::path manifest_path = out_dir / "manifest.json";
   nlohmann::json previous = nlohmann::json::object();
   if (std::error_code ec; fs::exists(manifest_path, ec)) {
-    std::ifstream f(manifest_path);
-    previous = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
-    if (!previous.is_object()) {
-      log::warning(manifest_path.string() + " is damaged; every shard is made again");
-      previous = nlohmann::json::object();
-    } else if (previous.contains("tokenizer") && previous["tokenizer"] != tok->fingerprint()) {
+    previous = components::parse_tokenize_manifest(read_file(manifest_path.string(), "manifest"), manifest_path.string());
+    if (previous["tokenizer"] != tok->fingerprint())
       throw Error(out_dir.string() + " holds shards made with another tokenizer (" + dump(previous["tokenizer"]) + ")",
                   "use another --output folder, or the same --tokenizer to resume");
-    }
   }
-  const nlohmann::json done_before = previous.contains("shards") && previous["shards"].is_object()
-                                         ? previous["shards"] : nlohmann::json::object();
+  const nlohmann::json done_before = previous.contains("shards") ? previous["shards"] : nlohmann::json::object();
   nlohmann::json manifest = {{"tokenizer", tok->fingerprint()}, {"vocab_size", tok->vocab_size()},
                              {"shards", nlohmann::json::object()}};
   // Shards of inputs no longer given would be read as data: remove them.
@@ -139,9 +156,12 @@ int tokenize(const Options& o) {
     std::snprintf(name, sizeof(name), "shard-%05zu.bin", i);
     const fs::path shard = out_dir / name;
     const nlohmann::json before = done_before.contains(name) ? done_before[name] : nlohmann::json();
-    if (before.is_object() && before.contains("input") && before["input"] == inputs[i] && fs::exists(shard, ec)) {
+    const nlohmann::json fingerprint = input_fingerprint(inputs[i]);
+    bool same_input = before.is_object();
+    for (const auto& [key, value] : fingerprint.items()) same_input = same_input && before.value(key, nlohmann::json()) == value;
+    if (same_input && fs::exists(shard, ec)) {
       try {
-        const ShardHeader h = components::read_shard_header(shard.string());  // checks it is whole
+        const ShardHeader h = components::read_and_verify_shard(shard.string());  // whole, and its checksum holds
         all_docs += static_cast<int64_t>(h.documents);
         all_tokens += static_cast<int64_t>(h.tokens);
         manifest["shards"][name] = before;
@@ -150,6 +170,8 @@ int tokenize(const Options& o) {
       } catch (const Error& e) {
         log::warning("making " + shard.string() + " again: " + e.what());
       }
+    } else if (before.is_object()) {
+      log::info("making " + shard.string() + " again: its input " + inputs[i] + " changed since it was made");
     }
     components::ShardWriter writer(shard.string(), token_bytes, static_cast<uint64_t>(tok->vocab_size()));
     components::TextFiles docs({inputs[i]}, inputs[i], topt);
@@ -168,8 +190,10 @@ int tokenize(const Options& o) {
     writer.finish();
     const uint64_t tokens = writer.tokens(), documents = writer.documents();
     const auto skipped = docs.skipped();
-    manifest["shards"][name] = {{"input", inputs[i]}, {"tokens", tokens}, {"documents", documents},
-                                {"skipped_empty", skipped.empty}, {"skipped_malformed", skipped.malformed}};
+    nlohmann::json entry = fingerprint;
+    entry.update({{"tokens", tokens}, {"documents", documents}, {"skipped_empty", skipped.empty},
+                  {"skipped_malformed", skipped.malformed}});
+    manifest["shards"][name] = entry;
     write_file_atomically(manifest_path.string(), dump(manifest, 2) + "\n");
     all_docs += static_cast<int64_t>(documents);
     all_tokens += static_cast<int64_t>(tokens);
@@ -253,10 +277,8 @@ int batches(const std::vector<std::string>& args) {
 }  // namespace
 
 int data_command(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    std::printf("%s\n", kDataUsage);
-    return args.empty() ? 2 : 0;
-  }
+  check_help(args, kDataUsage);
+  if (args.empty()) throw Error("titan data needs a command", kDataUsage);
   const std::string sub = args[0];
   const std::vector<std::string> rest(args.begin() + 1, args.end());
   if (sub == "tokenize")

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "titan/common/error.h"
+#include "titan/common/files.h"
 #include "titan/common/log.h"
 #include "titan/config/job_config.h"
 
@@ -396,10 +397,8 @@ std::unique_ptr<DataLoader> build_data_loader(const config::JobConfig& cfg, cons
     // the vocabulary size.
     const auto manifest = std::filesystem::path(r.shards->first_file()).parent_path() / "manifest.json";
     if (std::filesystem::exists(manifest)) {
-      std::ifstream f(manifest);
-      const auto m = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
-      if (m.is_object() && m.contains("tokenizer") && m["tokenizer"].is_string() &&
-          m["tokenizer"].get<std::string>() != tokenizer->fingerprint())
+      const auto m = parse_tokenize_manifest(read_file(manifest.string(), "manifest"), manifest.string());
+      if (m["tokenizer"].get<std::string>() != tokenizer->fingerprint())
         throw Error(section + ".dataset_path: the shards in " + manifest.parent_path().string() +
                         " were made with another tokenizer (" + m["tokenizer"].get<std::string>() + ") than " +
                         tokenizer->describe() + " (" + tokenizer->fingerprint() + ")",

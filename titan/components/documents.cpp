@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <string_view>
 
+#include "titan/common/crc32c.h"
 #include "titan/common/error.h"
 
 namespace titan::components {
@@ -151,51 +152,97 @@ bool is_text_file(const std::string& s) { return is_jsonl(s) || has_suffix(strip
 bool is_token_shard(const std::string& s) { return has_suffix(s, ".bin"); }
 
 LineReader::LineReader(std::string path) : path_(std::move(path)) {
+  file_ = std::fopen(path_.c_str(), "rb");
+  if (!file_) throw Error("cannot open data file " + path_ + ": " + std::strerror(errno), "check that it exists and is readable");
   if (has_suffix(path_, ".zst")) {
-    file_ = std::fopen(path_.c_str(), "rb");
-    if (!file_) throw Error("cannot open data file " + path_ + ": " + std::strerror(errno), "check that it exists and is readable");
     zstd_ = ZSTD_createDStream();
     ZSTD_initDStream(static_cast<ZSTD_DStream*>(zstd_));
     in_.resize(ZSTD_DStreamInSize());
-  } else {
-    gz_ = gzopen(path_.c_str(), "rb");
-    if (!gz_) throw Error("cannot open data file " + path_, "check that it exists and is readable");
-    gzbuffer(static_cast<gzFile>(gz_), 1 << 20);
+  } else if (has_suffix(path_, ".gz")) {
+    auto* z = new z_stream{};
+    if (inflateInit2(z, 15 + 16) != Z_OK) {  // 15 + 16: a gzip wrapper, not zlib's
+      delete z;
+      throw Error("cannot start a gzip decoder for " + path_);
+    }
+    gz_ = z;
+    in_.resize(1 << 20);
   }
   buf_.resize(1 << 20);
 }
 
 LineReader::~LineReader() {
-  if (gz_) gzclose(static_cast<gzFile>(gz_));
+  if (gz_) {
+    inflateEnd(static_cast<z_stream*>(gz_));
+    delete static_cast<z_stream*>(gz_);
+  }
   if (file_) std::fclose(static_cast<FILE*>(file_));
   if (zstd_) ZSTD_freeDStream(static_cast<ZSTD_DStream*>(zstd_));
 }
 
+bool LineReader::fill_input() {
+  in_len_ = std::fread(in_.data(), 1, in_.size(), static_cast<FILE*>(file_));
+  in_pos_ = 0;
+  if (in_len_ == 0 && std::ferror(static_cast<FILE*>(file_)))
+    throw Error("cannot read data file " + path_ + ": " + std::strerror(errno), "check the disk and the file");
+  return in_len_ > 0;
+}
+
+// gzip: every member is read (a file may be several gzip streams one after another, as `cat a.gz
+// b.gz` makes) and each is checked whole (its CRC and length); anything after the last member
+// that is not another gzip member is damage, as `gzip -t` says.
+size_t LineReader::read_gzip(char* dst, size_t n) {
+  auto* z = static_cast<z_stream*>(gz_);
+  const std::string fix = "re-create or re-download the file (gzip -t " + path_ + " checks it)";
+  z->next_out = reinterpret_cast<Bytef*>(dst);
+  z->avail_out = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
+  while (z->next_out == reinterpret_cast<Bytef*>(dst)) {  // until something is decoded, or the end
+    if (in_pos_ == in_len_ && !fill_input()) {
+      if (gz_in_member_)
+        throw Error("data file " + path_ + " is truncated (its gzip stream ends early)", fix);
+      return 0;
+    }
+    if (!gz_in_member_) {
+      // Between members: the next bytes must start another gzip member.
+      if (static_cast<unsigned char>(in_[in_pos_]) != 0x1f ||
+          (in_pos_ + 1 < in_len_ && static_cast<unsigned char>(in_[in_pos_ + 1]) != 0x8b))
+        throw Error("data file " + path_ + " has " + (gz_members_ ? "bytes after its last gzip member that are not gzip"
+                                                                  : "no gzip header (is it really .gz?)"),
+                    fix);
+      inflateReset(z);
+      gz_in_member_ = true;
+    }
+    z->next_in = reinterpret_cast<Bytef*>(in_.data() + in_pos_);
+    z->avail_in = static_cast<uInt>(in_len_ - in_pos_);
+    const int rc = inflate(z, Z_NO_FLUSH);
+    in_pos_ = in_len_ - z->avail_in;
+    if (rc == Z_STREAM_END) {
+      gz_in_member_ = false;
+      ++gz_members_;
+    } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+      throw Error("data file " + path_ + " is corrupt in gzip member " + std::to_string(gz_members_ + 1) + " (" +
+                      (z->msg ? z->msg : "zlib error " + std::to_string(rc)) + ")",
+                  fix);
+    }
+  }
+  return static_cast<size_t>(z->next_out - reinterpret_cast<Bytef*>(dst));
+}
+
 size_t LineReader::read_some(char* dst, size_t n) {
-  if (gz_) {
-    auto* f = static_cast<gzFile>(gz_);
-    const int got = gzread(f, dst, static_cast<unsigned>(n));
-    int err = 0;
-    const char* msg = gzerror(f, &err);
-    if (got < 0 || (err != Z_OK && err != Z_BUF_ERROR))
-      throw Error("data file " + path_ + " is corrupt or truncated: " + msg, "re-create or re-download the file");
-    if (got == 0 && err == Z_BUF_ERROR)
-      throw Error("data file " + path_ + " is truncated (the compressed stream ends early)",
-                  "re-create or re-download the file");
-    return static_cast<size_t>(got);
+  if (gz_) return read_gzip(dst, n);
+  if (!zstd_) {
+    const size_t got = std::fread(dst, 1, n, static_cast<FILE*>(file_));
+    if (got == 0 && std::ferror(static_cast<FILE*>(file_)))
+      throw Error("cannot read data file " + path_ + ": " + std::strerror(errno), "check the disk and the file");
+    return got;
   }
   auto* z = static_cast<ZSTD_DStream*>(zstd_);
   ZSTD_outBuffer out{dst, n, 0};
   while (out.pos == 0) {
-    if (in_pos_ == in_len_) {
-      in_len_ = std::fread(in_.data(), 1, in_.size(), static_cast<FILE*>(file_));
-      in_pos_ = 0;
-      if (in_len_ == 0) {
-        if (zstd_hint_ != 0)
-          throw Error("data file " + path_ + " is truncated (the zstd frame ends early)",
-                      "re-create or re-download the file");
-        return 0;
-      }
+    if (in_pos_ == in_len_ && !fill_input()) {
+      if (zstd_hint_ != 0)
+        throw Error("data file " + path_ + " is truncated (the zstd frame ends early)",
+                    "re-create or re-download the file");
+      return 0;
     }
     ZSTD_inBuffer in{in_.data(), in_len_, in_pos_};
     const size_t rc = ZSTD_decompressStream(z, &out, &in);
@@ -409,6 +456,18 @@ std::optional<std::string> TextFiles::next() {
   return std::nullopt;
 }
 
+nlohmann::json parse_tokenize_manifest(std::string_view text, const std::string& path) {
+  const std::string fix = "delete " + path + " and run `titan data tokenize` again (it remakes every shard)";
+  auto m = nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (!m.is_object() || !m.contains("tokenizer") || !m["tokenizer"].is_string() || !m.contains("shards") ||
+      !m["shards"].is_object())
+    throw Error(path + " is malformed (not the JSON object `titan data tokenize` writes)", fix);
+  for (const auto& [name, entry] : m["shards"].items())
+    if (!entry.is_object() || !entry.contains("input") || !entry["input"].is_string())
+      throw Error(path + " is malformed: the entry of " + name + " names no input", fix);
+  return m;
+}
+
 // ---- binary shards -------------------------------------------------------------------------------
 
 ShardWriter::ShardWriter(std::string path, uint32_t token_bytes, uint64_t vocab_size)
@@ -437,6 +496,7 @@ void ShardWriter::append(const std::vector<int64_t>& ids) {
   }
   if (std::fwrite(bytes_.data(), 1, bytes_.size(), static_cast<std::FILE*>(file_)) != bytes_.size())
     throw Error("cannot write " + tmp_ + " (disk full?)", "free some space and run the command again");
+  crc_ = crc32c(crc_, bytes_.data(), bytes_.size());
   tokens_ += ids.size();
   ++documents_;
 }
@@ -450,6 +510,7 @@ void ShardWriter::finish() {
   std::memcpy(h + 16, &tokens_, 8);
   std::memcpy(h + 24, &documents_, 8);
   std::memcpy(h + 32, &vocab_size_, 8);
+  std::memcpy(h + 40, &crc_, 4);
   auto* f = static_cast<std::FILE*>(file_);
   // Header, flush and fsync before the rename: a shard that has its final name is whole on disk.
   bool ok = std::fseek(f, 0, SEEK_SET) == 0 && std::fwrite(h, 1, sizeof(h), f) == sizeof(h) && std::fflush(f) == 0 &&
@@ -475,9 +536,12 @@ ShardHeader read_shard_header(const std::string& path) {
     throw Error("token shard " + path + " has no TITANTOK header (truncated, or not a titan.cpp shard)", fix);
   auto u32 = [&](size_t o) { uint32_t v; std::memcpy(&v, h + o, 4); return v; };
   auto u64 = [&](size_t o) { uint64_t v; std::memcpy(&v, h + o, 8); return v; };
-  if (u32(8) != ShardHeader::kVersion)
-    throw Error("token shard " + path + " has format version " + std::to_string(u32(8)) + "; this build reads version 1", fix);
+  if (u32(8) != 1 && u32(8) != ShardHeader::kVersion)
+    throw Error("token shard " + path + " has format version " + std::to_string(u32(8)) + "; this build reads versions 1 and 2",
+                fix);
   ShardHeader s;
+  s.version = u32(8);
+  s.crc32c = s.version >= 2 ? u32(40) : 0;
   s.token_bytes = u32(12);
   s.tokens = u64(16);
   s.documents = u64(24);
@@ -492,6 +556,43 @@ ShardHeader read_shard_header(const std::string& path) {
     throw Error("token shard " + path + " is " + std::to_string(size) + " bytes but its header promises " +
                     std::to_string(want) + " (" + std::to_string(s.tokens) + " tokens): truncated or corrupt", fix);
   return s;
+}
+
+namespace {
+
+void check_shard_crc(const std::string& path, const ShardHeader& h, uint32_t crc) {
+  if (crc != h.crc32c)
+    throw Error("token shard " + path + " is damaged: its tokens' CRC-32C is " + std::to_string(crc) +
+                    " but its header says " + std::to_string(h.crc32c),
+                "re-create it with `titan data tokenize` (delete the shard; the rerun makes it again)");
+}
+
+}  // namespace
+
+void verify_shard(const std::string& path, const ShardHeader& h, const unsigned char* tokens) {
+  if (h.version < 2) return;  // version 1 carries no checksum
+  check_shard_crc(path, h, crc32c(0, tokens, h.tokens * h.token_bytes));
+}
+
+ShardHeader read_and_verify_shard(const std::string& path) {
+  const ShardHeader h = read_shard_header(path);
+  if (h.version < 2) return h;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw Error("cannot open token shard " + path + ": " + std::strerror(errno));
+  std::vector<unsigned char> buf(std::min<uint64_t>(h.tokens * h.token_bytes, 8u << 20) + 1);
+  uint32_t crc = 0;
+  uint64_t left = h.tokens * h.token_bytes;
+  bool ok = std::fseek(f, ShardHeader::kSize, SEEK_SET) == 0;
+  while (ok && left > 0) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(left, buf.size()));
+    ok = std::fread(buf.data(), 1, n, f) == n;
+    crc = crc32c(crc, buf.data(), n);
+    left -= n;
+  }
+  std::fclose(f);
+  if (!ok) throw Error("cannot read token shard " + path, "check the disk and the file");
+  check_shard_crc(path, h, crc);
+  return h;
 }
 
 TokenShards::TokenShards(std::vector<std::string> files, std::string describe) : describe_(std::move(describe)) {
@@ -520,6 +621,12 @@ void TokenShards::map_all(const std::vector<std::string>& files) {
     ::close(fd);
     if (p == MAP_FAILED) throw Error("cannot map token shard " + path + ": " + std::strerror(errno));
     s.data = static_cast<const unsigned char*>(p) + ShardHeader::kSize;
+    try {
+      verify_shard(path, h, s.data);
+    } catch (...) {
+      munmap(p, s.map_size);
+      throw;
+    }
     total_ += h.tokens;
     vocab_size_ = std::max(vocab_size_, h.vocab_size);
     shards_.push_back(s);

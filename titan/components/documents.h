@@ -65,11 +65,15 @@ class LineReader {
 
  private:
   size_t read_some(char* dst, size_t n);  // 0 at the end
+  size_t read_gzip(char* dst, size_t n);
+  bool fill_input();                      // false at the end of the file
   bool refill();
   std::string path_;
-  void* gz_ = nullptr;     // gzFile for plain and .gz
-  void* file_ = nullptr;   // FILE* for .zst
-  void* zstd_ = nullptr;   // ZSTD_DStream*
+  void* file_ = nullptr;   // FILE*
+  void* gz_ = nullptr;     // z_stream* for .gz
+  void* zstd_ = nullptr;   // ZSTD_DStream* for .zst
+  bool gz_in_member_ = false;
+  int64_t gz_members_ = 0;
   std::vector<char> in_, buf_;
   size_t in_pos_ = 0, in_len_ = 0, buf_pos_ = 0, buf_len_ = 0;
   size_t zstd_hint_ = 0;
@@ -115,15 +119,17 @@ bool is_token_shard(const std::string& path);  // .bin
 
 // ---- pre-tokenized binary shards ----------------------------------------------------------------
 
-// Header (64 bytes, little-endian): magic "TITANTOK", uint32 version (1), uint32 bytes per token
-// (2 or 4), uint64 token count, uint64 document count, uint64 vocabulary size, then 24 zero
-// bytes; the tokens follow.
+// Header (64 bytes, little-endian): magic "TITANTOK", uint32 version (2), uint32 bytes per token
+// (2 or 4), uint64 token count, uint64 document count, uint64 vocabulary size, uint32 CRC-32C
+// of the token bytes, then 20 zero bytes; the tokens follow. Version 1 (no checksum) is read too.
 struct ShardHeader {
   static constexpr char kMagic[8] = {'T', 'I', 'T', 'A', 'N', 'T', 'O', 'K'};
-  static constexpr uint32_t kVersion = 1;
+  static constexpr uint32_t kVersion = 2;
   static constexpr size_t kSize = 64;
+  uint32_t version = kVersion;
   uint32_t token_bytes = 4;
   uint64_t tokens = 0, documents = 0, vocab_size = 0;
+  uint32_t crc32c = 0;  // of the token bytes (version 2)
 };
 
 // Writes one shard: tokens go to `path`.tmp, finish() writes the header and renames it to
@@ -144,11 +150,24 @@ class ShardWriter {
   void* file_ = nullptr;
   uint32_t token_bytes_;
   uint64_t vocab_size_, tokens_ = 0, documents_ = 0;
+  uint32_t crc_ = 0;
   std::vector<unsigned char> bytes_;
 };
 
+// The manifest.json `titan data tokenize` writes beside its shards: {"tokenizer": fingerprint,
+// "vocab_size": N, "shards": {"shard-00000.bin": {"input": path, "input_bytes", "input_mtime_ns",
+// "input_crc32c", "tokens", "documents", ...}}}. Parses and checks its shape; throws titan::Error
+// naming `path` when it is malformed.
+nlohmann::json parse_tokenize_manifest(std::string_view text, const std::string& path);
+
 // Reads and checks a shard's header against its size; throws titan::Error naming the file.
 ShardHeader read_shard_header(const std::string& path);
+
+// Checks a shard's tokens against the header's checksum (version 2); throws titan::Error.
+void verify_shard(const std::string& path, const ShardHeader& header, const unsigned char* tokens);
+
+// read_shard_header, then the checksum of the tokens read from the file.
+ShardHeader read_and_verify_shard(const std::string& path);
 
 // A read-only view of shards as one token stream (memory-mapped).
 class TokenShards {
