@@ -922,6 +922,9 @@ std::optional<std::string> config_token(const json& cfg, const char* key, const 
 
 }  // namespace
 
+// How far past the tokens a file lists an id may go (ids index dense tables of ~50 bytes an id).
+constexpr int64_t kMaxIdGap = 65536;
+
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, const std::string& config_path) {
   auto m = std::make_unique<Model>();
   const json j = parse_json(path, "tokenizer.json", m.get());
@@ -952,11 +955,22 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
   if (!model.contains("vocab") || !model["vocab"].is_object())
     throw Error(path + ": model.vocab is missing", "use a tokenizer.json written by Hugging Face tokenizers");
   std::unordered_map<std::string, int32_t> by_text;
+  std::unordered_map<int64_t, std::string> owner;  // id -> the token text that holds it
+  // Ids index dense tables: a gap far past the tokens listed is a typo, not a vocabulary.
+  const int64_t listed = static_cast<int64_t>(model["vocab"].size()) +
+                         (j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0);
+  const int64_t max_id = listed + kMaxIdGap;
   std::string bytes;
   for (const auto& [text, idj] : model["vocab"].items()) {
-    if (!idj.is_number_integer() || idj.get<int64_t>() < 0 || idj.get<int64_t>() > (1 << 30))
-      throw Error(path + ": model.vocab[\"" + text + "\"] is not a valid id", "fix the tokenizer file");
+    if (!idj.is_number_integer() || idj.get<int64_t>() < 0 || idj.get<int64_t>() > max_id)
+      throw Error(path + ": model.vocab[\"" + text + "\"] = " + idj.dump() + " is not a valid id (ids run from 0, at most " +
+                      std::to_string(kMaxIdGap) + " past the " + std::to_string(listed) + " tokens listed)",
+                  "fix the tokenizer file");
     const auto id = idj.get<int32_t>();
+    if (auto [it, fresh] = owner.emplace(id, text); !fresh)
+      throw Error(path + ": model.vocab gives the id " + std::to_string(id) + " to both \"" + it->second + "\" and \"" +
+                      text + "\" (decoding that id could not give back both)",
+                  "fix the tokenizer file: every token needs its own id");
     m->set_size(static_cast<size_t>(id) + 1);
     m->bytes[static_cast<size_t>(id)] = bpe_detail::byte_level_decode(text, bytes) ? bytes : text;
     by_text.emplace(text, id);
@@ -983,8 +997,10 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
   // Added tokens (the file's, then tokenizer_config.json's) are matched before the BPE runs.
   auto add_token = [&](const std::string& content, int64_t want_id, bool special, const json& opts,
                        const std::string& where) -> int32_t {
-    if (want_id > (1 << 30))
-      throw Error(where + ": the added token \"" + content + "\" has id " + std::to_string(want_id) + ", out of range",
+    if (want_id > max_id)
+      throw Error(where + ": the added token \"" + content + "\" has id " + std::to_string(want_id) +
+                      ", out of range (ids run from 0, at most " + std::to_string(kMaxIdGap) + " past the " +
+                      std::to_string(listed) + " tokens listed)",
                   "fix the file (ids run from 0 to the vocabulary size)");
     for (auto& a : m->added)
       if (a.content == content) {
@@ -993,8 +1009,15 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
         return a.id;
       }
     int32_t id;
-    if (want_id >= 0) id = static_cast<int32_t>(want_id);
-    else if (auto it = by_text.find(content); it != by_text.end()) id = it->second;
+    if (want_id >= 0) {
+      id = static_cast<int32_t>(want_id);
+      // An added token may repeat a vocabulary entry (same text, same id), never take another's id.
+      auto [it, fresh] = owner.emplace(id, content);
+      if (!fresh && it->second != content && m->bytes[static_cast<size_t>(id)] != content)
+        throw Error(where + ": the added token \"" + content + "\" has the id " + std::to_string(id) + " of \"" +
+                        it->second + "\" (decoding that id could not give back both)",
+                    "fix the file: every token needs its own id");
+    } else if (auto it = by_text.find(content); it != by_text.end()) id = it->second;
     else id = static_cast<int32_t>(m->bytes.size());
     m->set_size(static_cast<size_t>(id) + 1);
     m->bytes[static_cast<size_t>(id)] = content;
