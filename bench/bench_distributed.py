@@ -20,7 +20,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-from launch import launch, read_jsonl  # noqa: E402
+from launch import latest_run, launch, read_jsonl  # noqa: E402
 
 
 def run(titan, world, args, dump, threads):
@@ -28,7 +28,7 @@ def run(titan, world, args, dump, threads):
     for rc, _, err in outs:
         if rc != 0:
             sys.exit(f"run failed: {err[-500:]}")
-    return read_jsonl(os.path.join(dump, "metrics.jsonl"))
+    return latest_run(read_jsonl(os.path.join(dump, "metrics.jsonl")))
 
 
 def padded_numel(shapes, w):

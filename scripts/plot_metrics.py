@@ -33,6 +33,9 @@ def main() -> int:
             with open(path) as f:
                 # Step rows only: validation adds {"validate_step": ...} rows to the same file.
                 rows = [r for r in (json.loads(line) for line in f if line.strip()) if "step" in r]
+            # Runs into the same folder append (a resume, a rerun): the latest value of each step.
+            rows = list({r["step"]: r for r in rows}.values())
+            rows.sort(key=lambda r: r["step"])
         except (OSError, json.JSONDecodeError) as e:
             print(f"{path}: {e}", file=sys.stderr)
             return 2

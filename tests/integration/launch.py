@@ -61,9 +61,14 @@ def launch_into(titan: str, world: int, args: list[str], dump: str, timeout: int
     return launch(titan, world, args + ["--job.dump_folder", dump], extra_env=env, timeout=timeout)
 
 
+def latest_run(rows: list[dict]) -> list[dict]:
+    """The rows of the last run in a metrics.jsonl (a rerun into the same folder appends)."""
+    return [r for r in rows if r.get("run_id") == rows[-1].get("run_id")] if rows else rows
+
+
 def step_metrics(dump: str) -> list[dict]:
-    """The training-step rows of rank 0's metrics.jsonl."""
-    return [r for r in read_jsonl(os.path.join(dump, "metrics.jsonl")) if "step" in r]
+    """The training-step rows of the last run in rank 0's metrics.jsonl."""
+    return [r for r in latest_run(read_jsonl(os.path.join(dump, "metrics.jsonl"))) if "step" in r]
 
 
 def rel(a: float, b: float) -> float:

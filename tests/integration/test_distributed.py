@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from launch import LAYOUT_BASE as BASE  # noqa: E402
-from launch import ROOT, Checks, free_port, rank_env, read_jsonl, rel, run_layout, worst_rel  # noqa: E402
+from launch import ROOT, Checks, free_port, latest_run, rank_env, read_jsonl, rel, run_layout, worst_rel  # noqa: E402
 from launch import launch_into as launch  # noqa: E402
 from launch import step_metrics as metrics  # noqa: E402
 TOL = 1e-5
@@ -31,7 +31,7 @@ check = checks.check
 
 
 def validations(dump: str) -> list[dict]:
-    return [r for r in read_jsonl(os.path.join(dump, "metrics.jsonl")) if "validate_step" in r]
+    return [r for r in latest_run(read_jsonl(os.path.join(dump, "metrics.jsonl"))) if "validate_step" in r]
 
 
 def main() -> int:

@@ -15,6 +15,12 @@ class Error : public std::runtime_error {
       : std::runtime_error(what), fix_(std::move(fix)) {}
 
   const std::string& fix() const { return fix_; }
+  // 2 for a user's mistake; 1 for a run that failed on its own (e.g. a non-finite loss).
+  int exit_code() const { return exit_code_; }
+  Error& with_exit_code(int code) {
+    exit_code_ = code;
+    return *this;
+  }
 
   // The message as the CLI prints it: "<what>" or "<what>\n  fix: <fix>".
   std::string message() const {
@@ -25,6 +31,7 @@ class Error : public std::runtime_error {
 
  private:
   std::string fix_;
+  int exit_code_ = kExitCode;
 };
 
 }  // namespace titan

@@ -23,8 +23,8 @@ std::string json_number(double v) {
 }  // namespace
 
 MetricsProcessor::MetricsProcessor(const config::JobConfig& cfg, int rank, int64_t flops_per_token, double peak_flops,
-                                   int non_data_parallel_size, DeviceInfo& device)
-    : rank_(rank), log_freq_(cfg.get_int("metrics.log_freq")), flops_per_token_(flops_per_token), peak_(peak_flops),
+                                   int non_data_parallel_size, DeviceInfo& device, int64_t run_id)
+    : rank_(rank), run_id_(run_id), log_freq_(cfg.get_int("metrics.log_freq")), flops_per_token_(flops_per_token), peak_(peak_flops),
       non_dp_(non_data_parallel_size), device_(device), last_log_(std::chrono::steady_clock::now()) {
   const bool all_ranks = cfg.get_bool("metrics.save_for_all_ranks");
   const std::filesystem::path dump = cfg.get_string("job.dump_folder");
@@ -32,7 +32,9 @@ MetricsProcessor::MetricsProcessor(const config::JobConfig& cfg, int rank, int64
     std::error_code ec;
     std::filesystem::create_directories(dump, ec);
     const auto file = dump / (rank == 0 ? std::string("metrics.jsonl") : "metrics_rank" + std::to_string(rank) + ".jsonl");
-    jsonl_ = std::make_unique<std::ofstream>(file);
+    // Appended to: a rerun into the same folder (a resume) keeps the earlier runs' rows; each
+    // row names its run.
+    jsonl_ = std::make_unique<std::ofstream>(file, std::ios::app);
     if (!*jsonl_) throw Error("cannot write " + file.string(), "check that job.dump_folder is writable");
     if (cfg.get_bool("metrics.enable_tensorboard")) {
       std::time_t t = std::time(nullptr);
@@ -67,7 +69,7 @@ void MetricsProcessor::record(const StepValues& v) {
   if (jsonl_) {
     const double tps = static_cast<double>(v.tokens) / (v.step_seconds * non_dp_);
     const double rss = static_cast<double>(DeviceInfo::current_resident_bytes()) / (1024.0 * 1024.0 * 1024.0);
-    *jsonl_ << "{\"step\": " << v.step << ", \"loss\": " << json_number(v.loss)
+    *jsonl_ << "{\"run_id\": " << run_id_ << ", \"step\": " << v.step << ", \"loss\": " << json_number(v.loss)
             << ", \"max_loss\": " << json_number(v.max_loss) << ", \"grad_norm\": " << json_number(v.grad_norm)
             << ", \"lr\": " << json_number(v.lr) << ", \"tokens_seen\": " << v.tokens_seen
             << ", \"step_seconds\": " << json_number(v.step_seconds)
@@ -129,7 +131,7 @@ void MetricsProcessor::log_validation(int64_t step, double loss, int64_t tokens,
             "GiB(" + log::format("%.2f", mem.max_reserved_pct) + "%)  " + c.blue + "tps: " + log::with_commas(std::llround(tps)) +
             c.reset);
   if (jsonl_) {
-    *jsonl_ << "{\"validate_step\": " << step << ", \"validation_loss\": " << json_number(loss)
+    *jsonl_ << "{\"run_id\": " << run_id_ << ", \"validate_step\": " << step << ", \"validation_loss\": " << json_number(loss)
             << ", \"validation_tps\": " << json_number(tps) << "}\n";
     jsonl_->flush();
   }

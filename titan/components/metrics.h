@@ -35,7 +35,7 @@ class MetricsProcessor {
  public:
   // rank: this process; tp*cp*pp divide tokens per second (per device), as torchtitan.
   MetricsProcessor(const config::JobConfig& cfg, int rank, int64_t flops_per_token, double peak_flops,
-                   int non_data_parallel_size, DeviceInfo& device);
+                   int non_data_parallel_size, DeviceInfo& device, int64_t run_id = 0);
   bool should_log(int64_t step) const { return step == 1 || step % log_freq_ == 0; }
   void record(const StepValues& v);
   // torchtitan's `validate step:` line and validation_metrics/* scalars. `tokens`: this rank's
@@ -49,6 +49,7 @@ class MetricsProcessor {
   double mfu_percent(double tps);
 
   int rank_;
+  int64_t run_id_;  // in every metrics.jsonl row: a rerun appends to the file
   int64_t log_freq_, flops_per_token_;
   double peak_;
   int non_dp_;

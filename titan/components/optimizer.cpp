@@ -8,21 +8,31 @@
 
 namespace titan::components {
 
+void validate_optimizer_options(const OptimizerOptions& o) {
+  if (o.name != "AdamW" && o.name != "Adam")
+    throw Error("optimizer.name = \"" + o.name + "\" is not supported", "use AdamW or Adam");
+  const auto& impl = o.implementation;
+  if (impl != "fused" && impl != "foreach" && impl != "for-loop")
+    throw Error("optimizer.implementation = \"" + impl + "\" is unknown", "use fused, foreach or for-loop");
+  auto show = [](double v) { return std::to_string(v); };
+  // The comparisons are written so that NaN fails them too; infinities are caught by name.
+  if (!(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1))
+    throw Error("optimizer.beta1 = " + show(o.beta1) + ", optimizer.beta2 = " + show(o.beta2) + ": both must lie in [0, 1)",
+                "e.g. beta1 = 0.9, beta2 = 0.95");
+  if (!(o.eps > 0) || !std::isfinite(o.eps))
+    throw Error("optimizer.eps = " + show(o.eps) + " must be finite and > 0", "e.g. eps = 1e-8");
+  if (!(o.lr >= 0) || !std::isfinite(o.lr))
+    throw Error("optimizer.lr = " + show(o.lr) + " must be finite and >= 0", "e.g. lr = 3e-4");
+  if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay))
+    throw Error("optimizer.weight_decay = " + show(o.weight_decay) + " must be finite and >= 0", "e.g. weight_decay = 0.1");
+}
+
 Optimizer::Optimizer(std::vector<at::Tensor> params, OptimizerOptions options, std::vector<std::string> names)
     : options_(std::move(options)), params_(std::move(params)), names_(std::move(names)) {
   if (names_.empty())
     for (size_t i = 0; i < params_.size(); ++i) names_.push_back("param." + std::to_string(i));
   if (names_.size() != params_.size()) throw std::logic_error("Optimizer: one name per parameter");
-  if (options_.name != "AdamW" && options_.name != "Adam")
-    throw Error("optimizer.name = \"" + options_.name + "\" is not supported", "use AdamW or Adam");
-  const auto& impl = options_.implementation;
-  if (impl != "fused" && impl != "foreach" && impl != "for-loop")
-    throw Error("optimizer.implementation = \"" + impl + "\" is unknown", "use fused, foreach or for-loop");
-  if (!(options_.beta1 >= 0 && options_.beta1 < 1) || !(options_.beta2 >= 0 && options_.beta2 < 1))
-    throw Error("optimizer.beta1/beta2 must lie in [0, 1)", "e.g. beta1 = 0.9, beta2 = 0.95");
-  if (!(options_.eps > 0)) throw Error("optimizer.eps must be > 0", "e.g. eps = 1e-8");
-  if (!(options_.lr >= 0)) throw Error("optimizer.lr must be >= 0");
-  if (!(options_.weight_decay >= 0)) throw Error("optimizer.weight_decay must be >= 0");
+  validate_optimizer_options(options_);
   decoupled_ = options_.name == "AdamW";
 }
 

@@ -21,6 +21,10 @@ struct OptimizerOptions {
   std::string implementation = "fused";  // fused / foreach / for-loop
 };
 
+// Throws titan::Error for an unknown name/implementation or a value out of range (NaN and
+// infinities included): the checks the constructor makes, callable before anything is built.
+void validate_optimizer_options(const OptimizerOptions& options);
+
 class Optimizer {
  public:
   // Validates the options (throws titan::Error naming the optimizer.* key). `names` are the

@@ -199,6 +199,9 @@ std::vector<KeySpec> build_schema() {
               "means local_batch_size x data-parallel degree",
               positive_or_minus_1),
       int_key("training.seq_len", 2048, "Tokens per sequence", at_least_1),
+      bool_key("training.stop_on_nonfinite", true,
+               "Stop (exit 1) when the loss or the gradient norm is NaN or infinite; false keeps going "
+               "(titan.cpp)"),
       float_key("training.max_norm", 1.0, "Clip the gradient norm to this value", positive_float),
       int_key("training.steps", 10000, "Number of training steps", at_least_1),
       bool_key("training.enable_cpu_offload", false,
@@ -432,6 +435,8 @@ std::vector<KeySpec> build_schema() {
                "Warn about ops without a deterministic version instead of failing"),
       bool_key("debug.moe_force_load_balance", false,
                "Route tokens round-robin so every expert gets the same load (debugging)"),
+      bool_key("debug.skip_memory_check", false,
+               "Start even when the estimate of a rank's memory exceeds the device (titan.cpp; see --job.dry_run)"),
   };
 }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include <thread>
 
 #include "titan/common/error.h"
+#include "titan/common/folder_lock.h"
 #include "titan/common/log.h"
 #include "titan/components/checkpoint.h"
 #include "titan/components/data.h"
@@ -67,13 +69,6 @@ std::string describe_args(const ModelArgs& a) {
          ", norm_eps=" + log::format("%g", a.norm_eps) + ", rope_theta=" + log::format("%g", a.rope_theta) +
          ", max_seq_len=" + std::to_string(a.max_seq_len) +
          ", tied_embeddings=" + (a.tied_embeddings ? "True" : "False") + ")";
-}
-
-ModelArgs model_args(const config::JobConfig& cfg) {
-  ModelArgs args = models::llama3::flavor(cfg.get_string("model.flavor"));
-  args.max_seq_len = cfg.get_int("training.seq_len");
-  if (auto v = cfg.get_opt_int("model.vocab_size")) args.vocab_size = *v;
-  return args;
 }
 
 uint64_t resolve_seed(const config::JobConfig& cfg) {
@@ -223,42 +218,74 @@ void write_config_if_asked(const config::JobConfig& cfg) {
   }
 }
 
-void fail_on_unsupported(const config::JobConfig& cfg) {
-  auto bad = unsupported_settings(cfg);
-  if (bad.empty()) return;
-  std::string msg = "the config asks for " + std::to_string(bad.size()) + " setting(s) titan.cpp does not support yet:";
-  for (const auto& b : bad) msg += "\n  - " + b;
-  throw Error(msg, "set them back to their defaults (see --job.dry_run for the full list)");
+// The tokenizer and the data loaders of this data-parallel rank, checked against the model:
+// what a start opens, and what the dry run opens too (nothing is read ahead until the first batch).
+struct DataParts {
+  std::shared_ptr<const components::Tokenizer> tokenizer;
+  std::unique_ptr<components::DataLoader> data, validation_data;
+};
+
+DataParts open_data(const config::JobConfig& cfg, const ModelArgs& args, int64_t dp_rank, int64_t dp_degree) {
+  DataParts d;
+  d.tokenizer = components::tokenizer_from_config(cfg);
+  if (d.tokenizer->vocab_size() > args.vocab_size)
+    throw Error("the tokenizer has " + std::to_string(d.tokenizer->vocab_size()) + " ids but model " +
+                    cfg.get_string("model.flavor") + " has vocab_size " + std::to_string(args.vocab_size),
+                "use a tokenizer with at most " + std::to_string(args.vocab_size) +
+                    " ids, another flavor, or --model.vocab_size " + std::to_string(d.tokenizer->vocab_size()));
+  d.data = components::build_data_loader(cfg, "training", d.tokenizer, dp_rank, dp_degree, /*infinite=*/true);
+  if (cfg.get_bool("validation.enable"))  // finite unless validation.steps caps each pass (as torchtitan)
+    d.validation_data = components::build_data_loader(cfg, "validation", d.tokenizer, dp_rank, dp_degree,
+                                                      /*infinite=*/cfg.get_int("validation.steps") != -1);
+  return d;
+}
+
+// The memory one rank may use: the GPU's, or on the CPU the machine's shared by its ranks.
+double usable_memory_bytes(const components::DeviceInfo& dev, int local_world_size) {
+  const double total = dev.total_memory_gib() * 1073741824.0;
+  return dev.device().is_cuda() ? total : total / std::max(1, local_world_size);
 }
 
 }  // namespace
 
 int dry_run(const config::JobConfig& cfg) {
-  validate_config(cfg);
-  write_config_if_asked(cfg);
-  ModelArgs args = model_args(cfg);
-  distributed::ParallelDims tp_only;  // the plan's checks need only the tensor-parallel degree
-  tp_only.tp = static_cast<int>(cfg.get_int("parallelism.tensor_parallel_degree"));
-  models::llama3::validate_plan(args, cfg, tp_only);
+  const auto env = distributed::read_dist_env();
+  // Without a launcher, the world the config's degrees describe (data_parallel_shard_degree = -1 as 1).
+  int world = env.world_size;
+  if (world == 1) {
+    const int64_t shard = cfg.get_int("parallelism.data_parallel_shard_degree");
+    int64_t w = std::max<int64_t>(shard, 1);
+    for (const char* k : {"pipeline_parallel_degree", "data_parallel_replicate_degree", "context_parallel_degree",
+                          "tensor_parallel_degree"})
+      w *= std::max<int64_t>(cfg.get_int(std::string("parallelism.") + k), 1);
+    world = static_cast<int>(std::min<int64_t>(w, 1 << 30));
+  }
+  // What the model is, first (shapes only, on the meta device); then every check a start makes.
+  const ModelArgs args = model_args(cfg);
   Transformer model(args, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
   const int64_t seq = cfg.get_int("training.seq_len");
-  log::info("Dry run of " + cfg.get_string("model.name") + " " + cfg.get_string("model.flavor") +
-            " (nothing is allocated)");
+  log::info("Dry run of " + cfg.get_string("model.name") + " " + cfg.get_string("model.flavor") + " on " +
+            std::to_string(world) + " rank(s) (nothing is allocated)");
   log::info("Building llama3 " + cfg.get_string("model.flavor") + " with " + describe_args(args));
   log::info("Model llama3 " + cfg.get_string("model.flavor") + " size: " +
             log::with_commas(model.num_params()) + " total parameters");
   log::info("FLOPs per token at seq_len " + std::to_string(seq) + ": " +
             log::with_commas(models::llama3::flops_per_token(args, seq)));
-  auto bad = unsupported_settings(cfg);
-  if (bad.empty()) {
-    log::info("Every setting of this config is supported.");
-    return 0;
-  }
-  log::warning(std::to_string(bad.size()) + " setting(s) of this config are not supported yet:");
-  for (const auto& b : bad) log::warning("  - " + b);
-  return Error::kExitCode;
+  const Preflight p = preflight(cfg, world);
+  write_config_if_asked(cfg);
+  log::info("Parallel dims: " + p.dims.describe());
+  const components::DeviceInfo dev(components::pick_device(env.local_rank));
+  const double usable = usable_memory_bytes(dev, env.world_size > 1 ? env.local_world_size : world);
+  log::info("Memory per rank (estimate): " + p.memory.describe() + "; " + dev.name() + " offers " +
+            log::format("%.2f", usable / 1073741824.0) + " GiB per rank");
+  check_memory(p.memory, usable, dev.name(), cfg);
+  const auto data = open_data(cfg, p.args, 0, p.dims.dp_degree());
+  log::info("Tokenizer: " + data.tokenizer->describe());
+  log::info("Training data: " + data.data->describe());
+  if (data.validation_data) log::info("Validation data: " + data.validation_data->describe());
+  log::info("Every setting of this config is supported; training would start with these checks passed.");
+  return 0;
 }
-
 
 namespace {
 
@@ -321,8 +348,12 @@ struct Trainer::Impl {
   int64_t last_step = 0;
   double total_data_seconds = 0, total_step_seconds = 0;
 
+  std::optional<FolderLock> dump_lock;  // rank 0's, for the whole run
+
   explicit Impl(const config::JobConfig& c);
   distributed::Group& loss_group() { return mesh->group("loss"); }
+  // Rank 0 locks job.dump_folder; every rank fails (exit 2) if another live run holds it.
+  void lock_dump_folder();
 };
 
 Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
@@ -331,15 +362,9 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   env = distributed::read_dist_env();
   log::set_rank(env.rank);
   log::info("Starting job: " + cfg.get_string("job.description"));
-  validate_config(cfg);
-  fail_on_unsupported(cfg);
-  dims = distributed::ParallelDims::from_config(cfg, env.world_size);
-  args = model_args(cfg);
-  models::llama3::validate_plan(args, cfg, dims);
-  if (dims.world_size > 1 && cfg.get_string("training.dtype") != "float32")
-    throw Error("training.dtype = \"" + cfg.get_string("training.dtype") + "\" with several ranks is not supported yet",
-                "use training.dtype = \"float32\" (mixed precision comes from training.mixed_precision_param)");
-  write_config_if_asked(cfg);
+  const Preflight checked = preflight(cfg, env.world_size);  // the dry run's checks
+  dims = checked.dims;
+  args = checked.args;
 
   // ---- device, threads, determinism --------------------------------------------------------
   // On the CPU each process takes its share of the cores, unless OMP_NUM_THREADS says.
@@ -349,6 +374,8 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   }
   device = components::pick_device(env.local_rank);
   dev = std::make_unique<components::DeviceInfo>(device);
+  check_memory(checked.memory, usable_memory_bytes(*dev, env.local_world_size), dev->name(), cfg);
+  log::info("Memory per rank (estimate): " + checked.memory.describe());
   if (cfg.get_bool("debug.deterministic")) {
     // cuBLAS needs a fixed workspace to be deterministic; it reads this before its first use.
     setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
@@ -358,6 +385,8 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   distributed::set_collective_timeout(init_timeout);
   world = std::make_unique<distributed::World>(env, device, init_timeout);
   mesh = std::make_unique<distributed::DeviceMesh>(*world, dims);
+  lock_dump_folder();
+  write_config_if_asked(cfg);
   seed = resolve_seed(cfg);
   // A run id for the flight recorder: rank 0's start time, like the seed agreed by all.
   run_id = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -377,30 +406,25 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   log::info("Parallel dims: " + dims.describe() + (world->size() > 1 ? ", launched by " + env.launcher : ""));
 
   // ---- tokenizer and data: each data-parallel rank reads its rows; tp ranks share them --------
-  tokenizer = components::tokenizer_from_config(cfg);
-  log::info("Tokenizer: " + tokenizer->describe());
   local_bs = cfg.get_int("training.local_batch_size");
   seq_len = cfg.get_int("training.seq_len");
   const int64_t dp_degree = dims.dp_degree(), dp_rank = mesh->rank("dp");
-  data = components::build_data_loader(cfg, "training", tokenizer, dp_rank, dp_degree, /*infinite=*/true);
+  {
+    auto parts = open_data(cfg, args, dp_rank, dp_degree);
+    tokenizer = std::move(parts.tokenizer);
+    data = std::move(parts.data);
+    validation_data = std::move(parts.validation_data);
+  }
+  log::info("Tokenizer: " + tokenizer->describe());
   log::info("Preparing " + cfg.get_string("training.dataset") + " dataset from " + data->describe());
   if (tokenizer->bos_id() < 0 || tokenizer->eos_id() < 0)
     log::warning("the tokenizer has no " + std::string(tokenizer->bos_id() < 0 ? "BOS" : "EOS") +
                  " token (no tokenizer_config.json naming it?); documents are packed without it");
-  if (cfg.get_bool("validation.enable")) {
-    // Finite unless validation.steps caps each pass (as torchtitan).
-    validation_data = components::build_data_loader(cfg, "validation", tokenizer, dp_rank, dp_degree,
-                                                    /*infinite=*/cfg.get_int("validation.steps") != -1);
+  if (validation_data)
     log::info("Preparing " + cfg.get_string("validation.dataset") + " validation dataset from " +
               validation_data->describe());
-  }
 
   // ---- model and its parallel plan ------------------------------------------------------------
-  if (tokenizer->vocab_size() > args.vocab_size)
-    throw Error("the tokenizer has " + std::to_string(tokenizer->vocab_size()) + " ids but model " +
-                    cfg.get_string("model.flavor") + " has vocab_size " + std::to_string(args.vocab_size),
-                "use a tokenizer with at most " + std::to_string(args.vocab_size) +
-                    " ids, another flavor, or --model.vocab_size " + std::to_string(tokenizer->vocab_size()));
   log::info("Building llama3 " + cfg.get_string("model.flavor") + " with " + describe_args(args));
   const at::ScalarType param_dtype = dtype_of(cfg.get_string("training.dtype"));
   const bool shared = dims.world_size > 1;
@@ -495,7 +519,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
 
   dev->memory_stats_and_reset();
   metrics = std::make_unique<components::MetricsProcessor>(cfg, env.rank, flops_per_token, peak.flops,
-                                                           dims.tp * dims.cp * dims.pp, *dev);
+                                                           dims.tp * dims.cp * dims.pp, *dev, run_id);
   profiler = std::make_unique<components::Profiler>(cfg, env.rank, device);
   snapshots = std::make_unique<components::MemorySnapshotter>(cfg, env.rank, device);
   auto& recorder = distributed::FlightRecorder::instance();
@@ -524,6 +548,22 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
                {"cp", dims.cp}, {"tp", dims.tp}, {"pp", dims.pp}};
   ck.model = {{"name", "llama3"}, {"flavor", cfg.get_string("model.flavor")}, {"args", models::llama3::args_to_json(args)}};
   checkpointer = std::make_unique<components::Checkpointer>(cfg, ck);
+}
+
+void Trainer::Impl::lock_dump_folder() {
+  const std::string folder = cfg.get_string("job.dump_folder");
+  std::string holder;
+  if (env.rank == 0) dump_lock = FolderLock::try_lock(folder, &holder);
+  bool locked = env.rank != 0 || dump_lock.has_value();
+  if (world->size() > 1) {
+    at::Tensor flag = at::full({1}, locked ? 0.0 : 1.0, at::kFloat).to(device);
+    mesh->group("world").all_reduce(flag, /*max=*/true).wait();
+    locked = flag.cpu().item<float>() == 0;
+  }
+  if (!locked)
+    throw Error("job.dump_folder = \"" + folder + "\" is in use by another live run (" +
+                    (env.rank == 0 ? holder : "rank 0 names it") + ")",
+                "wait for that run to end, or give this one another --job.dump_folder");
 }
 
 Trainer::Trainer(const config::JobConfig& cfg) : impl_(std::make_unique<Impl>(cfg)) {}
@@ -617,6 +657,8 @@ StepRecord Trainer::train_step(int64_t step) {
   const auto& cs = distributed::comm_stats();
   v.comm_bytes = {cs.bytes[0], cs.bytes[1], cs.bytes[2]};
   s.metrics->record(v);
+  if ((!std::isfinite(loss_value) || !std::isfinite(grad_norm)) && s.cfg.get_bool("training.stop_on_nonfinite"))
+    stop_on_nonfinite(step, loss_value, grad_norm);  // after the step's metrics are written
   s.total_data_seconds += data_seconds;
   s.total_step_seconds += step_seconds;
   s.last_step = step;
@@ -627,6 +669,29 @@ StepRecord Trainer::train_step(int64_t step) {
                  "; stopped after step " + std::to_string(step) + " of " + std::to_string(s.steps));
   }
   return {step, loss_value, grad_norm, lr, s.global_bs * s.seq_len};
+}
+
+void Trainer::stop_on_nonfinite(int64_t step, double loss, double grad_norm) {
+  Impl& s = *impl_;
+  std::string msg = "step " + std::to_string(step) + ": the loss is " + log::format("%g", loss) +
+                    " and the gradient norm " + log::format("%g", grad_norm);
+  if (!std::isfinite(grad_norm)) {
+    // The first parameter (in model order) with a non-finite gradient on any rank.
+    int64_t first = static_cast<int64_t>(s.params.size());
+    for (size_t i = 0; i < s.params.size() && first == static_cast<int64_t>(s.params.size()); ++i) {
+      const at::Tensor& g = s.params[i].grad();
+      if (g.defined() && !at::isfinite(g).all().item<bool>()) first = static_cast<int64_t>(i);
+    }
+    at::Tensor t = at::full({1}, -static_cast<double>(first), at::kDouble).to(s.device);
+    s.mesh->group("world").all_reduce(t, /*max=*/true).wait();
+    first = -static_cast<int64_t>(t.cpu().item<double>());
+    if (first < static_cast<int64_t>(s.param_names.size()))
+      msg += "; the first parameter with a non-finite gradient is " + s.param_names[static_cast<size_t>(first)];
+  }
+  throw Error(msg + ". Training stopped; the metrics of this step were written",
+              "lower optimizer.lr, raise lr_scheduler.warmup_steps or keep training.max_norm clipping on; resume "
+              "from the last checkpoint, or set training.stop_on_nonfinite = false to keep going")
+      .with_exit_code(1);
 }
 
 StateDict Trainer::state_dict() {

@@ -68,6 +68,9 @@ class Trainer {
   RunResult run();
 
  private:
+  // A non-finite loss or gradient norm at `step`: throws titan::Error (exit code 1) naming the
+  // first parameter with a non-finite gradient (agreed by all ranks).
+  [[noreturn]] void stop_on_nonfinite(int64_t step, double loss, double grad_norm);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
@@ -75,8 +78,9 @@ class Trainer {
 // Runs the job the config describes (Trainer(cfg).run()).
 RunResult run_training(const config::JobConfig& cfg);
 
-// --job.dry_run: validates, builds the model on the meta device, prints parameters and FLOPs
-// per token and every unsupported setting. Returns the exit code (2 if any is unsupported).
+// --job.dry_run: the checks a start makes (preflight, the memory estimate against this machine's
+// device, the tokenizer and the data files), the model on the meta device, parameters and FLOPs
+// per token. Allocates nothing large; throws titan::Error where a start would. Returns 0.
 int dry_run(const config::JobConfig& cfg);
 
 }  // namespace titan::train

@@ -1,8 +1,24 @@
 #include "titan/train/validate.h"
 
+#include <cmath>
+#include <cstdio>
+
 #include "titan/common/error.h"
+#include "titan/components/lr_scheduler.h"
+#include "titan/components/optimizer.h"
+#include "titan/models/llama3/parallelize.h"
 
 namespace titan::train {
+
+namespace {
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f GiB", bytes / 1073741824.0);
+  return buf;
+}
+
+}  // namespace
 
 void validate_config(const config::JobConfig& cfg) {
   if (cfg.get_string("model.name") != "llama3")
@@ -24,6 +40,33 @@ void validate_config(const config::JobConfig& cfg) {
                   "use a non-negative integer N (every N-th block) or \"op\"");
   }
   if (cfg.get_int("training.steps") < 1) throw Error("training.steps must be >= 1");
+  if (cfg.get_bool("validation.enable") && cfg.get_int("validation.seq_len") > cfg.get_int("training.seq_len"))
+    throw Error("validation.seq_len = " + std::to_string(cfg.get_int("validation.seq_len")) +
+                    " is longer than training.seq_len = " + std::to_string(cfg.get_int("training.seq_len")) +
+                    " (the model's RoPE table covers training.seq_len positions)",
+                "set validation.seq_len <= " + std::to_string(cfg.get_int("training.seq_len")));
+  for (const char* key : {"training.max_norm", "lr_scheduler.min_lr_factor"})
+    if (!std::isfinite(cfg.get_float(key)))
+      throw Error(std::string(key) + " = " + config::format_value(cfg.get(key)) + " must be finite");
+  if (!(cfg.get_float("lr_scheduler.min_lr_factor") >= 0 && cfg.get_float("lr_scheduler.min_lr_factor") <= 1))
+    throw Error("lr_scheduler.min_lr_factor = " + config::format_value(cfg.get("lr_scheduler.min_lr_factor")) +
+                    " must lie in [0, 1]", "e.g. min_lr_factor = 0.0");
+  if (auto r = cfg.get_opt_float("lr_scheduler.decay_ratio"); r && !(*r >= 0 && *r <= 1))
+    throw Error("lr_scheduler.decay_ratio = " + config::format_value(cfg.get("lr_scheduler.decay_ratio")) +
+                    " must lie in [0, 1]", "e.g. decay_ratio = 0.8, or leave it unset");
+  components::OptimizerOptions oo;
+  oo.name = cfg.get_string("optimizer.name");
+  oo.lr = cfg.get_float("optimizer.lr");
+  oo.beta1 = cfg.get_float("optimizer.beta1");
+  oo.beta2 = cfg.get_float("optimizer.beta2");
+  oo.eps = cfg.get_float("optimizer.eps");
+  oo.weight_decay = cfg.get_float("optimizer.weight_decay");
+  oo.implementation = cfg.get_string("optimizer.implementation");
+  components::validate_optimizer_options(oo);
+  components::make_lr_schedule(cfg.get_int("lr_scheduler.warmup_steps"),
+                               cfg.get_opt_int("lr_scheduler.total_steps").value_or(cfg.get_int("training.steps")),
+                               cfg.get_opt_float("lr_scheduler.decay_ratio"), cfg.get_string("lr_scheduler.decay_type"),
+                               cfg.get_float("lr_scheduler.min_lr_factor"), nullptr);
   for (const auto& c : cfg.get_list("compile.components"))
     if (c != "model" && c != "loss")
       throw Error("compile.components holds \"" + c + "\", which is not a part of the model",
@@ -77,6 +120,100 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   if (ac == "memory_budget")
     out.push_back("activation_checkpoint.mode = \"memory_budget\": memory-budget checkpointing is not supported yet");
   return out;
+}
+
+models::llama3::ModelArgs model_args(const config::JobConfig& cfg) {
+  models::llama3::ModelArgs args = models::llama3::flavor(cfg.get_string("model.flavor"));
+  args.max_seq_len = cfg.get_int("training.seq_len");
+  if (auto v = cfg.get_opt_int("model.vocab_size")) {
+    if (*v < 1) throw Error("model.vocab_size = " + std::to_string(*v) + " must be >= 1");
+    args.vocab_size = *v;
+  }
+  return args;
+}
+
+std::string MemoryEstimate::describe() const {
+  return gib(total()) + " (parameters " + gib(parameters) + ", gradients " + gib(gradients) + ", optimizer state " +
+         gib(optimizer) + ", activations " + gib(activations) + ", gathered layers and logits " + gib(transient) + ")";
+}
+
+MemoryEstimate estimate_memory(const models::llama3::ModelArgs& a, const config::JobConfig& cfg,
+                               const distributed::ParallelDims& dims) {
+  // Doubles throughout: a mistyped size must give a huge estimate, never an overflow.
+  const double param_bytes = cfg.get_string("training.dtype") == "float32" ? 4 : 2;
+  const std::string mp = cfg.get_string("training.mixed_precision_param");
+  const double compute_bytes = (mp == "float32" || (dims.world_size == 1 && param_bytes == 4 && mp != "bfloat16")) ? 4 : 2;
+  const double tp = dims.tp, shard = static_cast<double>(dims.dp_shard) * dims.cp;
+  const double dim = static_cast<double>(a.dim), layers = static_cast<double>(a.n_layers);
+  const double kv_dim = static_cast<double>(a.n_kv_heads) * static_cast<double>(a.head_dim());
+  const double hidden = static_cast<double>(a.ffn_hidden_dim()), vocab = static_cast<double>(a.vocab_size);
+  const double layer_params = dim * (dim + 2 * kv_dim) + dim * dim + 3 * dim * hidden + 2 * dim;
+  const double params = layers * layer_params + vocab * dim * (a.tied_embeddings ? 1 : 2) + dim;
+  MemoryEstimate m;
+  m.parameters = params / (tp * shard) * param_bytes;
+  m.gradients = m.parameters;
+  m.optimizer = 2 * m.parameters;  // AdamW's two moments, in the parameters' dtype
+  // Per token of one block, the tensors kept for backward (q, k, v, the attention output, the
+  // norms' inputs and outputs, w1/w3 outputs and their product); tensor parallel splits the heads
+  // and the hidden size.
+  const double tokens = static_cast<double>(cfg.get_int("training.local_batch_size")) *
+                        static_cast<double>(cfg.get_int("training.seq_len")) / dims.cp;
+  const double full_block = tokens * compute_bytes * (4 * dim + (2 * dim + 2 * kv_dim) / tp + 3 * hidden / tp);
+  const double block_input = tokens * 4 * dim;  // what a checkpointed block keeps (float32 residual)
+  const std::string ac = cfg.get_string("activation_checkpoint.mode");
+  double kept = layers * full_block;
+  if (ac == "full") {
+    kept = layers * block_input + full_block;  // one block recomputed at a time
+  } else if (ac == "selective") {
+    const std::string opt = cfg.get_string("activation_checkpoint.selective_ac_option");
+    if (opt == "op") {
+      kept = layers * full_block * 0.6;  // matmul outputs kept, the cheap ops recomputed
+    } else {
+      const double every = std::max(1.0, std::atof(opt.c_str()));
+      const double checkpointed = std::floor(layers / every);
+      kept = checkpointed * block_input + (layers - checkpointed) * full_block + full_block;
+    }
+  }
+  m.activations = kept + tokens * dim * 4 * 2;  // plus the embedding output and the final norm
+  // The logits in float32 and their gradient (the fused loss works in chunks), and FSDP's
+  // gathered copy of two blocks (the one computing and the one prefetched).
+  const bool fused_loss = cfg.get_bool("compile.enable") && [&] {
+    for (const auto& c : cfg.get_list("compile.components"))
+      if (c == "loss") return true;
+    return false;
+  }();
+  const double logits = tokens * vocab / tp * 4 * 2;
+  m.transient = (fused_loss ? std::min(logits, 2.0 * 1073741824.0) : logits) +
+                (shard > 1 ? 2 * layer_params / tp * compute_bytes : 0);
+  return m;
+}
+
+Preflight preflight(const config::JobConfig& cfg, int world_size) {
+  validate_config(cfg);
+  if (auto bad = unsupported_settings(cfg); !bad.empty()) {
+    std::string msg = "the config asks for " + std::to_string(bad.size()) + " setting(s) titan.cpp does not support yet:";
+    for (const auto& b : bad) msg += "\n  - " + b;
+    throw Error(msg, "set them back to their defaults");
+  }
+  Preflight p;
+  p.dims = distributed::ParallelDims::from_config(cfg, world_size);
+  p.args = model_args(cfg);
+  models::llama3::validate_plan(p.args, cfg, p.dims);
+  if (p.dims.world_size > 1 && cfg.get_string("training.dtype") != "float32")
+    throw Error("training.dtype = \"" + cfg.get_string("training.dtype") + "\" with several ranks is not supported yet",
+                "use training.dtype = \"float32\" (mixed precision comes from training.mixed_precision_param)");
+  p.memory = estimate_memory(p.args, cfg, p.dims);
+  return p;
+}
+
+void check_memory(const MemoryEstimate& m, double capacity_bytes, const std::string& device_name,
+                  const config::JobConfig& cfg) {
+  if (cfg.get_bool("debug.skip_memory_check") || m.total() <= capacity_bytes) return;
+  throw Error("each rank would need about " + m.describe() + ", more than the " + gib(capacity_bytes) + " of " +
+                  device_name + " it can use",
+              "lower training.local_batch_size or training.seq_len, use activation_checkpoint.mode = \"full\", "
+              "shard over more ranks (parallelism.data_parallel_shard_degree, tensor_parallel_degree) or a smaller "
+              "flavor; --debug.skip_memory_check true starts anyway");
 }
 
 }  // namespace titan::train

@@ -1,11 +1,14 @@
 // Checks of a whole job config before anything is built: rules that span keys (batch sizes,
-// degrees, sequence length) and the list of settings that ask for features not built yet.
+// degrees, sequence length), the settings that ask for features not built yet, and an estimate
+// of each rank's memory. The dry run and a real start run the same checks (preflight).
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "titan/config/job_config.h"
+#include "titan/distributed/parallel_dims.h"
+#include "titan/models/llama3/args.h"
 
 namespace titan::train {
 
@@ -15,5 +18,32 @@ void validate_config(const config::JobConfig& cfg);
 // One line per setting that asks for something titan.cpp does not do yet, e.g.
 // "compile.enable = true: torch.compile-style compilation is not supported yet".
 std::vector<std::string> unsupported_settings(const config::JobConfig& cfg);
+
+// The model's arguments: the flavor, with training.seq_len and model.vocab_size applied.
+models::llama3::ModelArgs model_args(const config::JobConfig& cfg);
+
+// Bytes one rank holds at its peak, by part: an estimate from the shapes alone (parameters,
+// gradients and optimizer state exactly; activations from the tensors each block keeps for
+// its backward under the activation-checkpointing mode, the logits, and FSDP's gathered layers).
+struct MemoryEstimate {
+  double parameters = 0, gradients = 0, optimizer = 0, activations = 0, transient = 0;
+  double total() const { return parameters + gradients + optimizer + activations + transient; }
+  std::string describe() const;  // "12.3 GiB (parameters 1.0, gradients 1.0, ...)"
+};
+MemoryEstimate estimate_memory(const models::llama3::ModelArgs& args, const config::JobConfig& cfg,
+                               const distributed::ParallelDims& dims);
+
+// What a start learns from the config alone. Throws titan::Error for the first problem.
+struct Preflight {
+  distributed::ParallelDims dims;
+  models::llama3::ModelArgs args;
+  MemoryEstimate memory;
+};
+Preflight preflight(const config::JobConfig& cfg, int world_size);
+
+// Throws titan::Error (before anything is allocated) when the estimate exceeds `capacity_bytes`,
+// the memory of `device_name` this rank may use; debug.skip_memory_check turns it off.
+void check_memory(const MemoryEstimate& estimate, double capacity_bytes, const std::string& device_name,
+                  const config::JobConfig& cfg);
 
 }  // namespace titan::train

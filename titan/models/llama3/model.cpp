@@ -49,15 +49,15 @@ RopeTable rope_table(const ModelArgs& args, const at::TensorOptions& options) {
     }
     freqs[i] = static_cast<float>(f);
   }
+  auto opts = options.dtype(at::kFloat);
+  if (opts.device().is_meta()) {  // shapes only: a dry run allocates nothing
+    auto shape = std::vector<int64_t>{args.max_seq_len, half};
+    return {at::empty(shape, opts), at::empty(shape, opts)};
+  }
   auto cpu_f32 = at::TensorOptions().dtype(at::kFloat);
   at::Tensor inv = at::from_blob(freqs.data(), {half}, cpu_f32).clone();
   at::Tensor t = at::arange(args.max_seq_len, cpu_f32);
   at::Tensor angles = at::outer(t, inv);  // (T, hd/2)
-  auto opts = options.dtype(at::kFloat);
-  if (opts.device().is_meta()) {
-    auto shape = std::vector<int64_t>{args.max_seq_len, half};
-    return {at::empty(shape, opts), at::empty(shape, opts)};
-  }
   return {angles.cos().to(opts.device()), angles.sin().to(opts.device())};
 }
 
