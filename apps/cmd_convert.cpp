@@ -34,15 +34,9 @@ std::optional<at::ScalarType> parse_dtype(const std::string& s) {
 }  // namespace
 
 int convert_command(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "-h" || args[0] == "--help") {
-    std::fputs(kUsage, args.empty() ? stderr : stdout);
-    return args.empty() ? Error::kExitCode : 0;
-  }
-  Options o(std::vector<std::string>(args.begin() + 1, args.end()), {"help"}, {"dtype", "max-shard-gb", "flavor"}, kUsage);
-  if (o.flag("help")) {
-    std::fputs(kUsage, stdout);
-    return 0;
-  }
+  check_help(args, kUsage);
+  if (args.empty()) throw Error("titan convert needs a conversion", kUsage);
+  Options o(std::vector<std::string>(args.begin() + 1, args.end()), {}, {"dtype", "max-shard-gb", "flavor"}, kUsage);
   if (o.positional.size() != 2) throw Error("titan convert " + args[0] + " takes two folders", kUsage);
   const auto dtype = parse_dtype(o.get("dtype"));
   if (args[0] == "to-hf") {

@@ -15,9 +15,15 @@
 
 namespace titan::apps {
 
+void check_help(const std::vector<std::string>& args, const std::string& usage) {
+  for (const auto& a : args)
+    if (a == "--help" || a == "-h") throw UsageRequested(usage);
+}
+
 Options::Options(const std::vector<std::string>& args, const std::vector<std::string>& flags,
                  const std::vector<std::string>& valued, const std::string& usage)
     : usage_(usage) {
+  check_help(args, usage);
   auto known = [](const std::vector<std::string>& v, const std::string& s) {
     return std::find(v.begin(), v.end(), s) != v.end();
   };
@@ -228,10 +234,8 @@ int info(const Options& o) {
 }  // namespace
 
 int tokenizer_command(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
-    std::printf("%s\n", kTokenizerUsage);
-    return args.empty() ? 2 : 0;
-  }
+  check_help(args, kTokenizerUsage);
+  if (args.empty()) throw Error("titan tokenizer needs a command", kTokenizerUsage);
   const std::string sub = args[0];
   const std::vector<std::string> rest(args.begin() + 1, args.end());
   if (sub == "encode") return encode(Options(rest, {"bos", "eos", "allow-special", "jsonl"}, {"tokenizer"}, kTokenizerUsage));

@@ -2,10 +2,25 @@
 // titan::Error, which main() prints and turns into exit code 2).
 #pragma once
 
+#include <exception>
 #include <string>
 #include <vector>
 
 namespace titan::apps {
+
+// Thrown when the arguments ask for --help or -h: main() prints `usage` to stdout and exits 0.
+class UsageRequested : public std::exception {
+ public:
+  explicit UsageRequested(std::string usage) : usage_(std::move(usage)) {}
+  const char* what() const noexcept override { return "usage requested"; }
+  const std::string& usage() const { return usage_; }
+
+ private:
+  std::string usage_;
+};
+
+// Throws UsageRequested if `args` hold --help or -h anywhere.
+void check_help(const std::vector<std::string>& args, const std::string& usage);
 
 int tokenizer_command(const std::vector<std::string>& args);  // titan tokenizer ...
 int data_command(const std::vector<std::string>& args);       // titan data ...

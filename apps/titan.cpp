@@ -1,10 +1,12 @@
 // The `titan` command line: `titan train [--section.key value ...]`. User errors (titan::Error)
 // print one message and exit 2; anything else is an internal failure and exits 1.
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,49 +55,74 @@ int train(const std::vector<std::string>& args) {
   return 0;
 }
 
+// A libtorch error's text without its C++ backtrace, unless TITAN_BACKTRACE=1 asks for it.
+std::string describe_internal(const std::exception& e) {
+  const char* want = std::getenv("TITAN_BACKTRACE");
+  const bool backtrace = want && std::string(want) == "1";
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e); c && !backtrace) {
+    std::string msg = c->what_without_backtrace();
+    return msg + "\n  (TITAN_BACKTRACE=1 prints where it happened)";
+  }
+  return e.what();
+}
+
+int run_command(const std::string& command, const std::vector<std::string>& args) {
+  if (command == "train") return train(args);
+  if (command == "tokenizer") return titan::apps::tokenizer_command(args);
+  if (command == "data") return titan::apps::data_command(args);
+  if (command == "convert") return titan::apps::convert_command(args);
+  if (command == "checkpoint") {
+    const char* usage = "usage: titan checkpoint info PATH\n";
+    titan::apps::check_help(args, usage);
+    if (args.size() != 2 || args[0] != "info")
+      throw titan::Error("titan checkpoint takes `info PATH`", "titan checkpoint info outputs/checkpoint/step-10");
+    std::printf("%s", titan::components::checkpoint_info(args[1]).c_str());
+    return 0;
+  }
+  if (command == "comm-report") {
+    titan::apps::check_help(args, "usage: titan comm-report FOLDER   (FOLDER: <dump_folder>/comm_traces)\n");
+    if (args.size() != 1) throw titan::Error("comm-report takes one folder", "titan comm-report outputs/comm_traces");
+    std::printf("%s", titan::distributed::comm_report(args[0]).c_str());
+    return 0;
+  }
+  if (command == "version") {
+    titan::apps::check_help(args, "usage: titan version\n");
+    if (!args.empty()) throw titan::Error("titan version takes no arguments", "titan version");
+    std::printf("titan 0.1.0\n");
+    return 0;
+  }
+  std::fprintf(stderr, "titan: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+  return titan::Error::kExitCode;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "-h" || args[0] == "--help") {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
-    return args.empty() ? 2 : 0;
+    return args.empty() ? titan::Error::kExitCode : 0;
   }
   const std::string command = args[0];
   args.erase(args.begin());
   try {
-    if (command == "train") return train(args);
-    if (command == "tokenizer") return titan::apps::tokenizer_command(args);
-    if (command == "data") return titan::apps::data_command(args);
-    if (command == "convert") return titan::apps::convert_command(args);
-    if (command == "checkpoint") {
-      if (args.size() == 1 && (args[0] == "-h" || args[0] == "--help")) {
-        std::printf("usage: titan checkpoint info PATH\n");
-        return 0;
-      }
-      if (args.size() != 2 || args[0] != "info")
-        throw titan::Error("usage: titan checkpoint info PATH", "titan checkpoint info outputs/checkpoint/step-10");
-      std::printf("%s", titan::components::checkpoint_info(args[1]).c_str());
-      return 0;
-    }
-    if (command == "comm-report") {
-      if (args.size() != 1) throw titan::Error("comm-report takes one folder", "titan comm-report outputs/comm_traces");
-      std::printf("%s", titan::distributed::comm_report(args[0]).c_str());
-      return 0;
-    }
-    if (command == "version") {
-      std::printf("titan 0.1.0\n");
-      return 0;
-    }
-    std::fprintf(stderr, "titan: unknown command '%s'\n\n%s", command.c_str(), kUsage);
-    return 2;
+    return run_command(command, args);
+  } catch (const titan::apps::UsageRequested& u) {
+    std::fputs(u.usage().c_str(), stdout);
+    if (!u.usage().empty() && u.usage().back() != '\n') std::fputc('\n', stdout);
+    return 0;
   } catch (const titan::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "titan: error: %s\n", e.message().c_str());
+    return e.exit_code();
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "titan: error: out of memory\n  fix: lower training.local_batch_size or training.seq_len, "
+                         "use activation_checkpoint.mode = \"full\", or more ranks (--job.dry_run estimates memory)\n");
     return titan::Error::kExitCode;
   } catch (const std::exception& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "titan: internal error: %s\n", e.what());
+    std::fprintf(stderr, "titan: internal error: %s\n", describe_internal(e).c_str());
     return 1;
   }
 }

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "titan/distributed/comm_report.h"
+
 namespace titan::distributed {
 
 class FlightRecorder {
@@ -56,10 +58,5 @@ class FlightRecorder {
   std::string path_;
   void write_locked(const std::string& reason);
 };
-
-// Reads the recorder files of every rank in `folder` (prefix `prefix`) and explains which rank
-// fell behind or diverged, at which collective. Only files of the most recent run (the one
-// dumped last) are read. Throws titan::Error when there is nothing to read.
-std::string comm_report(const std::string& folder, const std::string& prefix = "rank_");
 
 }  // namespace titan::distributed

@@ -13,6 +13,7 @@
 
 #include <ATen/record_function.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -237,17 +238,33 @@ World::World(const DistEnv& env, at::Device device, std::chrono::milliseconds in
   o.waitWorkers = true;
   o.timeout = init_timeout;
   c10::intrusive_ptr<c10d::Store> store;
+  const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
   try {
     store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
   } catch (const std::exception& e) {
-    throw Error("rank " + std::to_string(env.rank) + " could not meet the other processes at " + env.master_addr + ":" +
-                    std::to_string(env.master_port) + " within comm.init_timeout_seconds: " + e.what(),
+    const auto* c = dynamic_cast<const c10::Error*>(&e);
+    const std::string what = c ? c->what_without_backtrace() : e.what();
+    if (o.isServer && (what.find("EADDRINUSE") != std::string::npos || what.find("already in use") != std::string::npos))
+      throw Error("MASTER_PORT " + std::to_string(env.master_port) +
+                      " is already in use on this host (another job, or an earlier run still ending), so rank 0 "
+                      "cannot serve the rendezvous there",
+                  "choose a free port: torchrun --master-port P, or export MASTER_PORT=P for every process");
+    throw Error("rank " + std::to_string(env.rank) + " could not meet the other processes at " + where +
+                    " within comm.init_timeout_seconds (" +
+                    std::to_string(std::chrono::duration_cast<std::chrono::seconds>(init_timeout).count()) +
+                    " s): " + what.substr(0, what.find('\n')),
                 "check MASTER_ADDR/MASTER_PORT and that every process was started");
   }
   // A torchrun restart keeps the agent's store: keys of this attempt get their own prefix.
   if (o.isServer == false && std::getenv("TORCHELASTIC_RESTART_COUNT"))
     store = c10::make_intrusive<c10d::PrefixStore>(
         std::string("/worker/attempt_") + std::getenv("TORCHELASTIC_RESTART_COUNT"), store);
+  // Each rank claims its number in the store: a second claim means this store belongs to another
+  // job (rank 0 of this one could not take MASTER_PORT, and the port is another job's).
+  if (store->add("titan/claimed_rank_" + std::to_string(env.rank), 1) > 1)
+    throw Error("rank " + std::to_string(env.rank) + " found another job's rendezvous at " + where +
+                    " (its rank " + std::to_string(env.rank) + " already joined there)",
+                "choose a free MASTER_PORT for this job (torchrun --master-port P, or export MASTER_PORT=P)");
   store_ = std::make_shared<StoreHandle>(StoreHandle{store});
   std::vector<int> ranks(env.world_size);
   for (int i = 0; i < env.world_size; ++i) ranks[i] = i;
