@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds everything and runs every test with ctest: unit tests,
 # Python parity tests against PyTorch, command-line tests; then the unit tests again in a
-# Debug build with AddressSanitizer and UndefinedBehaviorSanitizer.
+# Debug build with AddressSanitizer and UndefinedBehaviorSanitizer, and every fuzz target for 20
+# seconds (scripts/fuzz.sh, clang).
 #   ./run_tests.sh                 everything
 #   ./run_tests.sh -R parity       only tests matching a ctest regex (no sanitizer pass)
-#   TITAN_SKIP_SANITIZE=1 ./run_tests.sh   skip the sanitizer pass
+#   TITAN_SKIP_SANITIZE=1 ./run_tests.sh   skip the sanitizer and fuzzing passes
 set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/setup.sh
@@ -21,4 +22,5 @@ ctest --test-dir build --output-on-failure --timeout 900 -j 2 "$@"
 if [ $# -eq 0 ] && [ "${TITAN_SKIP_SANITIZE:-0}" != 1 ]; then
   BUILD_DIR=build-asan BUILD_TYPE=Debug TITAN_SANITIZE=ON ./scripts/setup.sh --target titan_tests test_config
   ctest --test-dir build-asan --output-on-failure --timeout 900 -j 2 -L unit
+  FUZZ_SECONDS=${FUZZ_SECONDS:-20} ./scripts/fuzz.sh
 fi

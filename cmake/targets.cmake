@@ -32,7 +32,7 @@ set(TITAN_SOURCES
   titan/components/pickle.cpp
   titan/components/hf_checkpoint.cpp
   titan/models/llama3/state_dict_adapter.cpp
-  titan/common/crc32c.cpp
+  titan/common/folder_lock.cpp
   titan/train/trainer.cpp
   titan/train/validate.cpp
   titan/train/hf_convert.cpp
@@ -169,3 +169,9 @@ target_link_libraries(hf_checks PRIVATE titan_lib)
 add_test(NAME integration.hf COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_hf.py
          --titan $<TARGET_FILE:titan> --checks $<TARGET_FILE:hf_checks>)
 set_tests_properties(integration.hf PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 900)
+
+# Hostile inputs and run hygiene (docs/reliability.md): bad values, damaged files, a busy port or
+# dump folder, a diverging run. Up to 4 processes of one thread each: run it alone.
+add_test(NAME integration.hostile COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_hostile.py
+         --titan $<TARGET_FILE:titan>)
+set_tests_properties(integration.hostile PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)

@@ -96,8 +96,8 @@ def main() -> int:
     out = p.stdout
     check("405B dry run: parameter count", "405,853,388,800 total parameters" in out, out[-800:])
     check("405B dry run: lists unsupported settings and exits 2",
-          p.returncode == 2 and "enable_async_tensor_parallel" in out
-          and "model.converters" in out, f"rc={p.returncode}")
+          p.returncode == 2 and "enable_async_tensor_parallel" in p.stderr
+          and "model.converters" in p.stderr, f"rc={p.returncode} {p.stderr[-500:]}")
     p = run(titan, "train", "--job.config_file", debug, "--job.dry_run")
     check("debug dry run is clean", p.returncode == 0 and "6,163,712" in p.stdout
           and "71,585,280" in p.stdout, p.stdout[-500:])

@@ -1,3 +1,7 @@
+#include <unistd.h>
+
+#include <filesystem>
+
 // Training components and the loop: LR schedule boundaries, one optimizer step against its
 // closed form, clipping, and short runs of the debug model (loss falls, bitwise
 // reproducibility, gradient accumulation, activation checkpointing).
@@ -148,7 +152,11 @@ config::JobConfig small_run(std::vector<std::string> extra = {}) {
                                    "--training.steps", "20", "--lr_scheduler.warmup_steps", "2",
                                    "--debug.seed", "42", "--metrics.log_freq", "5",
                                    "--training.mixed_precision_param", "float32",
-                                   "--activation_checkpoint.mode", "none"};
+                                   "--activation_checkpoint.mode", "none",
+                                   // ctest runs tests as parallel processes: each its own dump folder
+                                   "--job.dump_folder",
+                                   (std::filesystem::temp_directory_path() / ("titan_unit_" + std::to_string(::getpid())))
+                                       .string()};
   args.insert(args.end(), extra.begin(), extra.end());
   return config::load_config(args);
 }

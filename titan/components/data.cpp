@@ -261,7 +261,7 @@ nlohmann::json DataLoader::state() const {
 void DataLoader::load_state(const nlohmann::json& s) {
   const std::string fix = "resume with the dataset and tokenizer the state was saved with";
   try {
-    if (s.at("version").get<int>() != 1)
+    if (state_integer(s, "version") != 1)
       throw Error("the saved data position has version " + s.at("version").dump() + "; this build reads version 1", fix);
     const std::string kind = s.at("kind").get<std::string>();
     if (kind != (shards_ ? "tokens" : "text"))
@@ -274,13 +274,16 @@ void DataLoader::load_state(const nlohmann::json& s) {
       throw Error("the saved data position was made with another tokenizer (" + s.at("tokenizer").get<std::string>() +
                       "); this run uses " + tokenizer_->describe() + " (" + tokenizer_->fingerprint() + ")", fix);
     Position p;
-    p.epoch = s.at("epoch").get<int64_t>();
+    p.epoch = state_integer(s, "epoch");
     p.exhausted = s.at("exhausted").get<bool>();
     if (shards_) {
-      p.token_pos = s.at("token_position").get<uint64_t>();
+      p.token_pos = static_cast<uint64_t>(state_integer(s, "token_position"));
     } else {
       p.source = s.at("source");
-      p.buffer = s.at("buffer").get<std::vector<int64_t>>();
+      for (const auto& id : s.at("buffer")) {
+        if (!id.is_number_integer()) throw Error("the saved data position's buffer holds " + id.dump() + ", not a token id", fix);
+        p.buffer.push_back(id.get<int64_t>());
+      }
     }
     stop();
     restore(p);

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -108,6 +109,16 @@ std::string SyntheticEnglish::document(int64_t index) {
   return doc + "\n";
 }
 
+int64_t state_integer(const nlohmann::json& state, const char* key) {
+  const auto it = state.is_object() ? state.find(key) : state.end();
+  if (it == state.end() || !it->is_number_integer() || (it->is_number_unsigned() && it->get<uint64_t>() > INT64_MAX) ||
+      it->get<int64_t>() < 0)
+    throw Error(std::string("the saved data position is malformed: \"") + key + "\" is " +
+                    (it == state.end() ? std::string("missing") : it->dump()) + ", not a non-negative integer",
+                "resume from a checkpoint or --save-state file titan.cpp wrote");
+  return it->get<int64_t>();
+}
+
 std::optional<std::string> SyntheticEnglish::next() {
   if (index_ >= num_documents_) return std::nullopt;
   std::string doc = document(index_);
@@ -120,7 +131,7 @@ std::string SyntheticEnglish::describe() const {
 }
 
 void SyntheticEnglish::load_state(const nlohmann::json& s) {
-  const int64_t i = s.at("index").get<int64_t>();
+  const int64_t i = state_integer(s, "index");
   if (i < 0 || (i - rank_) % world_ != 0)
     throw Error("the saved data position (synthetic document " + std::to_string(i) +
                     ") does not belong to this rank", "resume with the layout the state was saved with");
@@ -380,17 +391,18 @@ nlohmann::json TextFiles::state() const {
 }
 
 void TextFiles::load_state(const nlohmann::json& s) {
-  const size_t file = s.at("file").get<size_t>();
+  const size_t file = static_cast<size_t>(state_integer(s, "file"));
   if (file > files_.size() || (file < files_.size() && s.at("file_name").get<std::string>() != files_[file]))
     throw Error("the saved data position is in file " + s.at("file_name").get<std::string>() +
                     ", which is not file " + std::to_string(file) + " of " + describe_,
                 "resume with the same data files the state was saved with");
   open(file);
-  if (reader_) reader_->skip_to(s.at("offset").get<uint64_t>());
-  line_no_ = s.at("line").get<int64_t>();
-  doc_index_ = s.at("document").get<int64_t>();
-  skipped_.empty = s.value("skipped_empty", int64_t{0});
-  skipped_.malformed = s.value("skipped_malformed", int64_t{0});
+  const auto offset = static_cast<uint64_t>(state_integer(s, "offset"));
+  line_no_ = state_integer(s, "line");
+  doc_index_ = state_integer(s, "document");
+  if (reader_) reader_->skip_to(offset);
+  skipped_.empty = s.contains("skipped_empty") ? state_integer(s, "skipped_empty") : 0;
+  skipped_.malformed = s.contains("skipped_malformed") ? state_integer(s, "skipped_malformed") : 0;
 }
 
 std::optional<std::string> TextFiles::next() {

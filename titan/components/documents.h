@@ -19,6 +19,10 @@ struct SkipCounts {
   int64_t malformed = 0;  // malformed lines, with skip_malformed
 };
 
+// An integer field of a saved data position; throws titan::Error if it is absent, not an
+// integer (1.5, 1e300) or negative. Converting such values with nlohmann's get<> is undefined.
+int64_t state_integer(const nlohmann::json& state, const char* key);
+
 class DocumentSource {
  public:
   virtual ~DocumentSource() = default;

@@ -433,10 +433,10 @@ std::vector<KeySpec> build_schema() {
                "Use deterministic algorithms wherever possible (may be slower)"),
       bool_key("debug.deterministic_warn_only", false,
                "Warn about ops without a deterministic version instead of failing"),
-      bool_key("debug.moe_force_load_balance", false,
-               "Route tokens round-robin so every expert gets the same load (debugging)"),
       bool_key("debug.skip_memory_check", false,
                "Start even when the estimate of a rank's memory exceeds the device (titan.cpp; see --job.dry_run)"),
+      bool_key("debug.moe_force_load_balance", false,
+               "Route tokens round-robin so every expert gets the same load (debugging)"),
   };
 }
 

@@ -486,21 +486,11 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   log::info("Peak FLOPS used for computing MFU: " + log::format("%.3e", peak.flops) + " (" + peak.source + ")");
 
   // ---- optimizer, schedule ----------------------------------------------------------------------
-  oo.name = cfg.get_string("optimizer.name");
-  oo.lr = cfg.get_float("optimizer.lr");
-  oo.beta1 = cfg.get_float("optimizer.beta1");
-  oo.beta2 = cfg.get_float("optimizer.beta2");
-  oo.eps = cfg.get_float("optimizer.eps");
-  oo.weight_decay = cfg.get_float("optimizer.weight_decay");
-  oo.implementation = cfg.get_string("optimizer.implementation");
+  oo = optimizer_options(cfg);
   optimizer = std::make_unique<components::Optimizer>(params, oo, param_names);
   steps = cfg.get_int("training.steps");
-  const int64_t total = cfg.get_opt_int("lr_scheduler.total_steps").value_or(steps);
   std::vector<std::string> warnings;
-  schedule = components::make_lr_schedule(cfg.get_int("lr_scheduler.warmup_steps"), total,
-                                          cfg.get_opt_float("lr_scheduler.decay_ratio"),
-                                          cfg.get_string("lr_scheduler.decay_type"),
-                                          cfg.get_float("lr_scheduler.min_lr_factor"), &warnings);
+  schedule = lr_schedule(cfg, &warnings);
   for (const auto& w : warnings) log::warning(w);
 
   global_bs = cfg.get_int("training.global_batch_size") == -1 ? local_bs * dp_degree

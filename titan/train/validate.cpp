@@ -20,6 +20,26 @@ std::string gib(double bytes) {
 
 }  // namespace
 
+components::OptimizerOptions optimizer_options(const config::JobConfig& cfg) {
+  components::OptimizerOptions oo;
+  oo.name = cfg.get_string("optimizer.name");
+  oo.lr = cfg.get_float("optimizer.lr");
+  oo.beta1 = cfg.get_float("optimizer.beta1");
+  oo.beta2 = cfg.get_float("optimizer.beta2");
+  oo.eps = cfg.get_float("optimizer.eps");
+  oo.weight_decay = cfg.get_float("optimizer.weight_decay");
+  oo.implementation = cfg.get_string("optimizer.implementation");
+  return oo;
+}
+
+components::LRSchedule lr_schedule(const config::JobConfig& cfg, std::vector<std::string>* warnings) {
+  return components::make_lr_schedule(
+      cfg.get_int("lr_scheduler.warmup_steps"),
+      cfg.get_opt_int("lr_scheduler.total_steps").value_or(cfg.get_int("training.steps")),
+      cfg.get_opt_float("lr_scheduler.decay_ratio"), cfg.get_string("lr_scheduler.decay_type"),
+      cfg.get_float("lr_scheduler.min_lr_factor"), warnings);
+}
+
 void validate_config(const config::JobConfig& cfg) {
   if (cfg.get_string("model.name") != "llama3")
     throw Error("model.name = \"" + cfg.get_string("model.name") + "\" is not a known model",
@@ -54,19 +74,8 @@ void validate_config(const config::JobConfig& cfg) {
   if (auto r = cfg.get_opt_float("lr_scheduler.decay_ratio"); r && !(*r >= 0 && *r <= 1))
     throw Error("lr_scheduler.decay_ratio = " + config::format_value(cfg.get("lr_scheduler.decay_ratio")) +
                     " must lie in [0, 1]", "e.g. decay_ratio = 0.8, or leave it unset");
-  components::OptimizerOptions oo;
-  oo.name = cfg.get_string("optimizer.name");
-  oo.lr = cfg.get_float("optimizer.lr");
-  oo.beta1 = cfg.get_float("optimizer.beta1");
-  oo.beta2 = cfg.get_float("optimizer.beta2");
-  oo.eps = cfg.get_float("optimizer.eps");
-  oo.weight_decay = cfg.get_float("optimizer.weight_decay");
-  oo.implementation = cfg.get_string("optimizer.implementation");
-  components::validate_optimizer_options(oo);
-  components::make_lr_schedule(cfg.get_int("lr_scheduler.warmup_steps"),
-                               cfg.get_opt_int("lr_scheduler.total_steps").value_or(cfg.get_int("training.steps")),
-                               cfg.get_opt_float("lr_scheduler.decay_ratio"), cfg.get_string("lr_scheduler.decay_type"),
-                               cfg.get_float("lr_scheduler.min_lr_factor"), nullptr);
+  components::validate_optimizer_options(optimizer_options(cfg));
+  lr_schedule(cfg, nullptr);
   for (const auto& c : cfg.get_list("compile.components"))
     if (c != "model" && c != "loss")
       throw Error("compile.components holds \"" + c + "\", which is not a part of the model",

@@ -6,11 +6,17 @@
 #include <string>
 #include <vector>
 
+#include "titan/components/lr_scheduler.h"
+#include "titan/components/optimizer.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/parallel_dims.h"
 #include "titan/models/llama3/args.h"
 
 namespace titan::train {
+
+// The optimizer's settings and the learning-rate schedule the config describes.
+components::OptimizerOptions optimizer_options(const config::JobConfig& cfg);
+components::LRSchedule lr_schedule(const config::JobConfig& cfg, std::vector<std::string>* warnings);
 
 // Throws titan::Error for the first rule a config breaks.
 void validate_config(const config::JobConfig& cfg);
