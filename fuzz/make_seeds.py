@@ -40,7 +40,7 @@ def main() -> int:
     out = sys.argv[1]
     seeds: dict[str, dict[str, bytes]] = {t: {} for t in (
         "fuzz_config", "fuzz_tokenizer_json", "fuzz_tiktoken", "fuzz_token_shard", "fuzz_data_position",
-        "fuzz_comm_report")}
+        "fuzz_comm_report", "fuzz_checkpoint_metadata")}
     for path in sorted(glob.glob(os.path.join(ROOT, "configs", "llama3", "*.toml"))):
         with open(path, "rb") as f:
             seeds["fuzz_config"][os.path.basename(path)] = f.read()
@@ -64,6 +64,16 @@ def main() -> int:
             "entries": [entry, dict(entry, seq=1, state="started")]}
     seeds["fuzz_comm_report"]["behind"] = (json.dumps(dump) + "\0" +
                                            json.dumps(dict(dump, rank=1, entries=[entry]))).encode()
+    chunk = {"file": "rank-00000.safetensors", "offsets": [0, 0], "sizes": [2, 4], "crc32c": "0a1b2c3d"}
+    seeds["fuzz_checkpoint_metadata"]["metadata.json"] = json.dumps({
+        "format": "titan.cpp checkpoint", "version": 1, "step": 10, "contents": ["model", "optimizer", "train_state"],
+        "world_size": 2, "layout": {"describe": "dp_shard=2"}, "model": {"name": "llama3", "flavor": "debugmodel"},
+        "files": {"rank-00000.safetensors": 1024, "rank-00001.safetensors": 1024},
+        "tensors": {"model.w": {"dtype": "F32", "global_shape": [4, 4], "chunks": [
+            chunk, dict(chunk, file="rank-00001.safetensors", offsets=[2, 0])]},
+                    "model.b": {"dtype": "BF16", "global_shape": [], "chunks": [
+                        {"file": "rank-00000.safetensors", "offsets": [], "sizes": [], "crc32c": "ffffffff"}]}},
+        "scalars": {"train_state": {"step": 10, "tokens_seen": 1000}}}).encode()
     for target, files in seeds.items():
         folder = os.path.join(out, target)
         shutil.rmtree(folder, ignore_errors=True)

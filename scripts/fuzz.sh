@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (fuzz/*.cpp: the TOML loader, tokenizer.json, tokenizer.model,
-# token shards and their manifest, saved data positions, flight-recorder dumps) with clang under
+# token shards and their manifest, saved data positions, flight-recorder dumps, checkpoint
+# metadata) with clang under
 # AddressSanitizer + UndefinedBehaviorSanitizer, and runs each for FUZZ_SECONDS (default 60) from
 # the seeds in fuzz/seeds/<target>. Prints executions per target; exits 1 on any finding (the
 # crashing input is left in build-fuzz/findings/).
@@ -15,7 +16,8 @@ if ! command -v clang++ >/dev/null; then
   echo "[fuzz] installing clang (libFuzzer)"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang >/dev/null
 fi
-TARGETS=(fuzz_config fuzz_tokenizer_json fuzz_tiktoken fuzz_token_shard fuzz_data_position fuzz_comm_report)
+TARGETS=(fuzz_config fuzz_tokenizer_json fuzz_tiktoken fuzz_token_shard fuzz_data_position fuzz_comm_report
+         fuzz_checkpoint_metadata)
 [ $# -gt 0 ] && TARGETS=("$@")
 CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTITAN_WITH_TORCH=OFF \
   -DTITAN_FUZZ=ON >/dev/null

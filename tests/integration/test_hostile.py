@@ -292,6 +292,27 @@ def main() -> int:
     check("comm-report with collective numbers far apart answers at once",
           p.returncode == 0 and time.time() - start < 10, f"rc={p.returncode} {p.stderr[-300:]}")
 
+    # ---- checkpoint metadata: checked whole before use ------------------------------------------
+    chunk = {"file": "rank-00000.safetensors", "offsets": [0], "sizes": [4], "crc32c": "0a1b2c3d"}
+    meta = {"format": "titan.cpp checkpoint", "version": 1, "step": 3, "contents": ["model"],
+            "files": {"rank-00000.safetensors": 100}, "tensors": {"model.w": {
+                "dtype": "F32", "global_shape": [4], "chunks": [chunk]}}}
+    broken = {
+        "a float step": dict(meta, step=2.5),
+        "a chunk file outside the folder": dict(meta, files={"../x": 1}, tensors={"model.w": dict(
+            meta["tensors"]["model.w"], chunks=[dict(chunk, file="../x")])}),
+        "a chunk outside its tensor": dict(meta, tensors={"model.w": dict(
+            meta["tensors"]["model.w"], chunks=[dict(chunk, offsets=[2])])}),
+        "no tensors": {k: v for k, v in meta.items() if k != "tensors"},
+    }
+    for name, body in broken.items():
+        folder = os.path.join(tmp, "ckpt_" + name.replace(" ", "_"), "step-3")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "metadata.json"), "w") as f:
+            json.dump(body, f)
+        expect(titan, f"checkpoint metadata with {name}: one clear error", ["checkpoint", "info", folder],
+               "metadata.json is malformed")
+
     # ---- 12. MASTER_PORT taken by another job: every rank of the new job exits 2, quickly -------
     port = free_port()
     long_run = [*BASE, "--training.steps", "100000", "--comm.init_timeout_seconds", "60"]

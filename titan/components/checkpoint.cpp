@@ -18,6 +18,7 @@
 #include "titan/common/error.h"
 #include "titan/common/files.h"
 #include "titan/common/log.h"
+#include "titan/components/checkpoint_metadata.h"
 #include "titan/components/dcp.h"
 #include "titan/components/safetensors.h"
 
@@ -27,8 +28,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kFormat = "titan.cpp checkpoint";
-constexpr int kVersion = 1;
+constexpr const char* kFormat = kCheckpointFormat;
+constexpr int kVersion = kCheckpointVersion;
 const std::set<std::string> kParts = {"model", "optimizer", "lr_scheduler", "dataloader", "train_state"};
 
 std::string shard_name(int rank) {
@@ -79,18 +80,7 @@ Listing list_steps(const fs::path& folder) {
 
 nlohmann::json read_metadata(const fs::path& step_dir) {
   const fs::path p = step_dir / "metadata.json";
-  nlohmann::json m;
-  try {
-    m = nlohmann::json::parse(read_file(p.string(), "checkpoint metadata"));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(p.string() + " is not valid JSON (" + e.what() + ")", "the checkpoint is damaged; load another step");
-  }
-  if (!m.is_object() || m.value("format", "") != kFormat)
-    throw Error(p.string() + " is not the metadata of a titan.cpp checkpoint", "point at a step-N folder titan.cpp wrote");
-  if (m.value("version", 0) != kVersion)
-    throw Error(p.string() + " has version " + m["version"].dump() + "; this build reads version " +
-                std::to_string(kVersion), "use the titan.cpp version that wrote it");
-  return m;
+  return parse_checkpoint_metadata(read_file(p.string(), "checkpoint metadata"), p.string());
 }
 
 bool saved_full_state(const nlohmann::json& m) {
