@@ -20,7 +20,7 @@ fi
 # Two tests at a time, one thread each, on a 2-core machine.
 ctest --test-dir build --output-on-failure --timeout 900 -j 2 "$@"
 if [ $# -eq 0 ] && [ "${TITAN_SKIP_SANITIZE:-0}" != 1 ]; then
-  BUILD_DIR=build-asan BUILD_TYPE=Debug TITAN_SANITIZE=ON ./scripts/setup.sh --target titan_tests test_config
+  BUILD_DIR=build-asan BUILD_TYPE=Debug TITAN_SANITIZE=ON ./scripts/setup.sh --target titan_tests test_config test_pipeline_schedule
   ctest --test-dir build-asan --output-on-failure --timeout 900 -j 2 -L unit
   FUZZ_SECONDS=${FUZZ_SECONDS:-20} ./scripts/fuzz.sh
 fi

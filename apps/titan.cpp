@@ -36,6 +36,9 @@ const char* kUsage =
     "  checkpoint info PATH\n"
     "            describe a checkpoint (a step-N folder, or the checkpoint folder: every step)\n"
     "            and verify every chunk's checksum (docs/checkpoint.md)\n"
+    "  pp-schedule --schedule NAME --stages S --microbatches M\n"
+    "            print a pipeline schedule's timeline per rank and its bubble fraction\n"
+    "            (docs/pipeline.md)\n"
     "  comm-report FOLDER\n"
     "            after a failed multi-process run: read every rank's flight recorder in\n"
     "            FOLDER (<dump_folder>/comm_traces) and name the rank that fell behind\n"
@@ -71,6 +74,7 @@ int run_command(const std::string& command, const std::vector<std::string>& args
   if (command == "tokenizer") return titan::apps::tokenizer_command(args);
   if (command == "data") return titan::apps::data_command(args);
   if (command == "convert") return titan::apps::convert_command(args);
+  if (command == "pp-schedule") return titan::apps::pp_schedule_command(args);
   if (command == "checkpoint") {
     const char* usage = "usage: titan checkpoint info PATH\n";
     titan::apps::check_help(args, usage);

@@ -94,7 +94,8 @@ if(TITAN_HAVE_CUDA)
   target_link_libraries(titan_lib PUBLIC titan_kernels_cuda)
 endif()
 
-add_executable(titan apps/titan.cpp apps/cmd_tokenizer.cpp apps/cmd_data.cpp apps/cmd_convert.cpp)
+add_executable(titan apps/titan.cpp apps/cmd_tokenizer.cpp apps/cmd_data.cpp apps/cmd_convert.cpp
+               apps/cmd_pp_schedule.cpp)
 target_link_libraries(titan PRIVATE titan_lib)
 
 # Unit tests: one executable, so libtorch is linked once.

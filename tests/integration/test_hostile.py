@@ -254,13 +254,13 @@ def main() -> int:
     # ---- 9. --help and -h everywhere: usage on stdout, exit 0; unknown options exit 2 -----------
     for cmd in (["train"], ["tokenizer"], ["tokenizer", "encode"], ["data"], ["data", "tokenize"], ["data", "batches"],
                 ["convert"], ["convert", "to-hf"], ["checkpoint"], ["checkpoint", "info"], ["comm-report"],
-                ["version"], []):
+                ["pp-schedule"], ["version"], []):
         for flag in ("--help", "-h"):
             p = run(titan, *cmd, flag)
             check(f"titan {' '.join(cmd + [flag])}: usage, exit 0",
                   p.returncode == 0 and "usage" in p.stdout.lower() and p.stderr == "",
                   f"rc={p.returncode} out={p.stdout[:200]!r} err={p.stderr[-300:]!r}")
-    for cmd in (["tokenizer", "info"], ["data", "tokenize"], ["convert", "to-hf", "a", "b"]):
+    for cmd in (["tokenizer", "info"], ["data", "tokenize"], ["convert", "to-hf", "a", "b"], ["pp-schedule"]):
         expect(titan, f"titan {' '.join(cmd)} --bogus: exit 2", [*cmd, "--bogus"], "--bogus")
     expect(titan, "titan train --bogus.key: exit 2", ["train", "--bogus.key", "1"], "bogus")
 
