@@ -85,6 +85,15 @@ def main() -> int:
     expect_error(titan, "unknown flavor", ["--job.config_file", debug, "--model.flavor", "7B"], "7B", "debugmodel")
     expect_error(titan, "torchtitan default tokenizer path is explained",
                  ["--training.dataset", "synthetic"], "model.hf_assets_path", "builtin:bytes")
+    expect_error(titan, "the dry run checks a pipeline schedule's microbatches",
+                 ["--job.config_file", debug, "--parallelism.pipeline_parallel_degree", "2",
+                  "--parallelism.pipeline_parallel_schedule", "1F1B", "--training.local_batch_size", "1",
+                  "--job.dry_run"], "1 microbatches are fewer than the 2 stages")
+    expect_error(titan, "the dry run checks the pipeline's stage split",
+                 ["--job.config_file", debug, "--parallelism.pipeline_parallel_degree", "2",
+                  "--parallelism.pipeline_parallel_schedule", "1F1B",
+                  "--parallelism.pipeline_parallel_layers_per_stage", "2", "--job.dry_run"],
+                 "runs one stage per rank")
     expect_error(titan, "c4 without a local copy",
                  ["--job.config_file", debug, "--training.dataset", "c4"], "c4", "training.dataset_path")
 

@@ -14,6 +14,7 @@
 
 #include "titan/common/error.h"
 #include "titan/distributed/pipeline_schedule.h"
+#include "titan/distributed/pipeline_split.h"
 
 namespace pp = titan::distributed::pp;
 
@@ -185,4 +186,62 @@ TEST(PipelineSchedule, SendsAndReceivesPairUpAcrossRanks) {
   const auto dead = pp::load_schedule_csv(write_csv("dead.csv", "0F0,0B0,0F1,0B1\n1F1,1B1,1F0,1B0\n"), 2, 1, 2,
                                           pp::Placement::Loop);
   EXPECT_NE(error_of([&] { pp::with_communication(dead); }).find("every rank waits for another"), std::string::npos);
+}
+
+TEST(PipelineSplit, LayersSplitAsTorchtitanSplitsThem) {
+  pp::SplitOptions o;
+  o.schedule = "Interleaved1F1B";
+  o.pp = 4;
+  o.n_layers = 16;
+  const auto s = pp::split_stages(o);  // 2 stages per rank by default: 8 stages of 18 weights
+  ASSERT_EQ(s.num_stages(), 8);
+  EXPECT_EQ(s.stages_per_rank, 2);
+  EXPECT_EQ(s.modules[0], (std::vector<std::string>{"tok_embeddings", "layers.0", "layers.1"}));
+  EXPECT_EQ(s.modules[1], (std::vector<std::string>{"layers.2", "layers.3", "layers.4"}));
+  EXPECT_EQ(s.modules[2], (std::vector<std::string>{"layers.5", "layers.6"}));
+  EXPECT_EQ(s.modules[7], (std::vector<std::string>{"layers.15", "norm", "output"}));
+  o.schedule = "1F1B";
+  o.pp = 2;
+  o.n_layers = 8;
+  const auto one = pp::split_stages(o);
+  ASSERT_EQ(one.num_stages(), 2);
+  EXPECT_EQ(one.modules[0].size(), 5u);  // tok_embeddings + 4 layers (weights 5 and 5)
+  EXPECT_EQ(one.modules[1].back(), "output");
+  o.layers_per_stage = 5;  // (8 + 1 + 1) / 5 = 2 stages: one per rank
+  EXPECT_EQ(pp::split_stages(o).num_stages(), 2);
+}
+
+TEST(PipelineSplit, SplitsThatCannotBeMadeAreClearErrors) {
+  pp::SplitOptions o;
+  o.pp = 2;
+  o.n_layers = 8;
+  o.layers_per_stage = 2;  // 5 stages for 2 ranks
+  EXPECT_NE(error_of([&] { pp::split_stages(o); }).find("5 pipeline stages do not divide"), std::string::npos);
+  o.layers_per_stage = 3;  // 4 stages, 2 per rank, for 1F1B
+  EXPECT_NE(error_of([&] { pp::split_stages(o); }).find("runs one stage per rank"), std::string::npos);
+  o.schedule = "ZBVZeroBubble";
+  o.layers_per_stage = 1;  // 10 stages, 5 per rank
+  EXPECT_NE(error_of([&] { pp::split_stages(o); }).find("exactly 2 stages per rank"), std::string::npos);
+  o.schedule = "Interleaved1F1B";
+  o.layers_per_stage = 5;  // 2 stages: 1 per rank
+  EXPECT_NE(error_of([&] { pp::split_stages(o); }).find("runs several stages per rank"), std::string::npos);
+  o.layers_per_stage.reset();
+  o.module_fqns_per_model_part = {{"tok_embeddings", "layers.0", "layers.1", "layers.2"},
+                                  {"layers.3", "layers.4"},
+                                  {"layers.6", "layers.5", "layers.7"},
+                                  {"norm", "output"}};
+  EXPECT_NE(error_of([&] { pp::split_stages(o); }).find("\"layers.6\" is out of place"), std::string::npos);
+  o.module_fqns_per_model_part[2] = {"layers.5", "layers.6", "layers.7", "layers.8"};
+  EXPECT_NE(error_of([&] { pp::split_stages(o); }).find("\"layers.8\" is not a module"), std::string::npos);
+  o.module_fqns_per_model_part[2] = {"layers.5", "layers.6", "layers.7"};
+  EXPECT_EQ(pp::split_stages(o).modules[2].size(), 3u);
+  o.module_fqns_per_model_part[3] = {"norm"};
+  EXPECT_NE(error_of([&] { pp::split_stages(o); }).find("\"output\" and the modules after it are in no stage"),
+            std::string::npos);
+  o.module_fqns_per_model_part.clear();
+  o.n_layers = 2;
+  o.pp = 4;  // 8 stages for 2 layers + 2 weights
+  EXPECT_NE(error_of([&] { pp::split_stages(o); }).find("more than the model's 2 layers"), std::string::npos);
+  EXPECT_EQ(pp::microbatch_count(8, 2), 4);
+  EXPECT_NE(error_of([] { pp::microbatch_count(8, 3); }).find("not a multiple"), std::string::npos);
 }

@@ -32,6 +32,8 @@
 #include "titan/distributed/device_mesh.h"
 #include "titan/distributed/flight_recorder.h"
 #include "titan/distributed/parallel_dims.h"
+#include "titan/distributed/pipeline_schedule.h"
+#include "titan/distributed/pipeline_split.h"
 #include "titan/distributed/process_group.h"
 #include "titan/kernels/ops.h"
 #include "titan/models/llama3/args.h"
@@ -246,6 +248,38 @@ double usable_memory_bytes(const components::DeviceInfo& dev, int local_world_si
   return dev.device().is_cuda() ? total : total / std::max(1, local_world_size);
 }
 
+// The dry run of a pipeline-parallel config: its stages and its schedule's timeline in numbers,
+// checked (training with them is not built yet; preflight then refuses the config).
+void describe_pipeline(const config::JobConfig& cfg, const ModelArgs& args) {
+  namespace pp = distributed::pp;
+  pp::SplitOptions o;
+  o.schedule = cfg.get_string("parallelism.pipeline_parallel_schedule");
+  o.pp = static_cast<int>(cfg.get_int("parallelism.pipeline_parallel_degree"));
+  o.n_layers = args.n_layers;
+  o.layers_per_stage = cfg.get_opt_int("parallelism.pipeline_parallel_layers_per_stage");
+  o.first_stage_less_layers = cfg.get_int("parallelism.pipeline_parallel_first_stage_less_layers");
+  o.last_stage_less_layers = cfg.get_int("parallelism.pipeline_parallel_last_stage_less_layers");
+  o.module_fqns_per_model_part = cfg.get_list_list("parallelism.module_fqns_per_model_part");
+  const pp::StageSplit split = pp::split_stages(o);
+  const int m = pp::microbatch_count(cfg.get_int("training.local_batch_size"),
+                                     cfg.get_int("parallelism.pipeline_parallel_microbatch_size"));
+  const auto csv = cfg.get_opt_string("parallelism.pipeline_parallel_schedule_csv").value_or("");
+  const pp::Schedule schedule =
+      csv.empty() ? pp::make_schedule(o.schedule, o.pp, split.stages_per_rank, m)
+                  : pp::load_schedule_csv(csv, o.pp, split.stages_per_rank, m, pp::schedule_placement(o.schedule));
+  pp::with_communication(schedule);  // a table that would deadlock is refused here
+  log::info("Pipeline: " + schedule.name + " over " + std::to_string(o.pp) + " ranks, " +
+            std::to_string(split.num_stages()) + " stages, " + std::to_string(m) + " microbatches; bubble " +
+            log::format("%.1f%%", 100.0 * pp::simulate(schedule).bubble_fraction) +
+            " at unit costs (titan pp-schedule prints the timeline)");
+  for (int st = 0; st < split.num_stages(); ++st) {
+    const auto& mods = split.modules[static_cast<size_t>(st)];
+    log::info("  stage " + std::to_string(st) + " on rank " + std::to_string(schedule.rank_of_stage(st)) + ": " +
+              mods.front() + (mods.size() > 1 ? " .. " + mods.back() : "") + " (" + std::to_string(mods.size()) +
+              " modules)");
+  }
+}
+
 }  // namespace
 
 int dry_run(const config::JobConfig& cfg) {
@@ -271,6 +305,7 @@ int dry_run(const config::JobConfig& cfg) {
             log::with_commas(model.num_params()) + " total parameters");
   log::info("FLOPs per token at seq_len " + std::to_string(seq) + ": " +
             log::with_commas(models::llama3::flops_per_token(args, seq)));
+  if (cfg.get_int("parallelism.pipeline_parallel_degree") > 1) describe_pipeline(cfg, args);
   const Preflight p = preflight(cfg, world);
   write_config_if_asked(cfg);
   log::info("Parallel dims: " + p.dims.describe());
