@@ -274,3 +274,20 @@ TEST(Validate, UnsupportedSettingsAreListedNotIgnored) {
 TEST(Validate, GlobalBatchMustBeAMultiple) {
   EXPECT_THROW(train::validate_config(small_run({"--training.global_batch_size", "6"})), titan::Error);
 }
+
+TEST(Validate, MemoryEstimateCountsTheStateExactly) {
+  // Parameters, gradients and AdamW's moments are known from the shapes: the estimate must equal
+  // the bytes the trainer holds, apart from the optimizer's step counters (4 bytes per tensor).
+  for (const char* dtype : {"float32", "bfloat16"}) {
+    const auto cfg = small_run({"--training.steps", "1", "--training.dtype", dtype});
+    const auto checked = train::preflight(cfg, 1);
+    const auto result = train::run_training(cfg);
+    const double state = checked.memory.parameters + checked.memory.gradients + checked.memory.optimizer;
+    const double counters = 4.0 * (2 + 9 * static_cast<double>(checked.args.n_layers) + 1);  // one per parameter
+    EXPECT_NEAR(state + counters, static_cast<double>(result.state_bytes), 64.0) << dtype;
+  }
+  // A size that cannot fit is refused by preflight's estimate, before anything is allocated.
+  const auto huge = small_run({"--training.seq_len", "1000000000000"});
+  EXPECT_GT(train::preflight(huge, 1).memory.total(), 1e15);
+  EXPECT_THROW(train::check_memory(train::preflight(huge, 1).memory, 64e9, "test", huge), titan::Error);
+}
