@@ -279,7 +279,9 @@ TEST(Validate, MemoryEstimateCountsTheStateExactly) {
   // Parameters, gradients and AdamW's moments are known from the shapes: the estimate must equal
   // the bytes the trainer holds, apart from the optimizer's step counters (4 bytes per tensor).
   for (const char* dtype : {"float32", "bfloat16"}) {
-    const auto cfg = small_run({"--training.steps", "1", "--training.dtype", dtype});
+    // Few tokens: on CPUs without native bf16 its matmuls are emulated (~100x slower).
+    const auto cfg = small_run({"--training.steps", "1", "--training.dtype", dtype, "--training.seq_len", "16",
+                                "--training.local_batch_size", "1"});
     const auto checked = train::preflight(cfg, 1);
     const auto result = train::run_training(cfg);
     const double state = checked.memory.parameters + checked.memory.gradients + checked.memory.optimizer;
