@@ -251,6 +251,13 @@ def main() -> int:
     expect(titan, "an added token taking a vocabulary token's id is refused",
            ["tokenizer", "info", "--tokenizer", write_tokenizer(os.path.join(tmp, "clash"), clash)], "has the id")
 
+    model = os.path.join(tmp, "typo.model")
+    with open(model, "w") as f:
+        f.write("AA== 0\nAQ== 33333373\n")  # a rank typed with extra digits
+    start = time.time()
+    expect(titan, "a tiktoken rank far past the ranks listed is refused (no GBs allocated)",
+           ["tokenizer", "info", "--tokenizer", model], "is beyond the 2 ranks")
+
     # ---- 9. --help and -h everywhere: usage on stdout, exit 0; unknown options exit 2 -----------
     for cmd in (["train"], ["tokenizer"], ["tokenizer", "encode"], ["data"], ["data", "tokenize"], ["data", "batches"],
                 ["convert"], ["convert", "to-hf"], ["checkpoint"], ["checkpoint", "info"], ["comm-report"],

@@ -749,6 +749,13 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tiktoken(const std::string& pat
   std::string tok;
   size_t pos = 0, line_no = 0;
   std::vector<char> seen;
+  int64_t lines = 0;  // lines that are not empty: the most ranks the file can hold
+  for (size_t p = 0; p < text.size();) {
+    size_t end = text.find('\n', p);
+    if (end == std::string::npos) end = text.size();
+    lines += end > p && !(end == p + 1 && text[p] == '\r');
+    p = end + 1;
+  }
   while (pos < text.size()) {
     size_t end = text.find('\n', pos);
     if (end == std::string::npos) end = text.size();
@@ -768,6 +775,11 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tiktoken(const std::string& pat
       throw Error(where + ": the rank \"" + std::string(num) + "\" is not a number",
                   "use an unmodified tiktoken file such as Llama 3's tokenizer.model");
     for (char c : num) rank = rank * 10 + (c - '0');
+    // Ranks run 0..lines-1: a larger one is a typo (and would size dense tables by it).
+    if (rank >= lines)
+      throw Error(where + ": rank " + std::to_string(rank) + " is beyond the " + std::to_string(lines) +
+                      " ranks the file lists (ranks must run 0.." + std::to_string(lines - 1) + ")",
+                  "use an unmodified tiktoken file");
     if (static_cast<size_t>(rank) >= seen.size()) seen.resize(static_cast<size_t>(rank) + 1, 0);
     if (seen[static_cast<size_t>(rank)])
       throw Error(where + ": rank " + std::to_string(rank) + " appears twice", "use an unmodified tiktoken file");
