@@ -739,6 +739,9 @@ std::vector<std::string> llama3_special_tokens() {
 
 }  // namespace
 
+// How far past the tokens a file lists an id may go (ids index dense tables of ~50 bytes an id).
+constexpr int64_t kMaxIdGap = 65536;
+
 BpeTokenizer::BpeTokenizer(std::unique_ptr<Model> m) : m_(std::move(m)) {}
 BpeTokenizer::~BpeTokenizer() = default;
 
@@ -775,8 +778,9 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tiktoken(const std::string& pat
       throw Error(where + ": the rank \"" + std::string(num) + "\" is not a number",
                   "use an unmodified tiktoken file such as Llama 3's tokenizer.model");
     for (char c : num) rank = rank * 10 + (c - '0');
-    // Ranks run 0..lines-1: a larger one is a typo (and would size dense tables by it).
-    if (rank >= lines)
+    // Ranks run 0..lines-1. One far past that is a typo that would size dense tables by it;
+    // a small gap is reported below as the rank that is missing.
+    if (rank >= lines + kMaxIdGap)
       throw Error(where + ": rank " + std::to_string(rank) + " is beyond the " + std::to_string(lines) +
                       " ranks the file lists (ranks must run 0.." + std::to_string(lines - 1) + ")",
                   "use an unmodified tiktoken file");
@@ -933,9 +937,6 @@ std::optional<std::string> config_token(const json& cfg, const char* key, const 
 }
 
 }  // namespace
-
-// How far past the tokens a file lists an id may go (ids index dense tables of ~50 bytes an id).
-constexpr int64_t kMaxIdGap = 65536;
 
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, const std::string& config_path) {
   auto m = std::make_unique<Model>();
