@@ -15,6 +15,7 @@ set(TITAN_SOURCES
   titan/distributed/flight_recorder.cpp
   titan/distributed/placement.cpp
   titan/distributed/parallel_dims.cpp
+  titan/distributed/pipeline_runtime.cpp
   titan/distributed/process_group.cpp
   titan/distributed/process_group_nccl.cpp
   titan/distributed/tensor_parallel.cpp

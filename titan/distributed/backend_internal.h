@@ -22,6 +22,8 @@ struct WorkHandle {
   c10::intrusive_ptr<c10d::Work> work;
   int64_t record = -1;  // flight-recorder slot
   bool completes_on_device = false;
+  // Point-to-point work: waited with this timeout (Gloo's own is the one it was built with).
+  std::chrono::milliseconds wait_timeout{0};
 };
 struct StoreHandle {
   c10::intrusive_ptr<c10d::Store> store;

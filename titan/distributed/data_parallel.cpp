@@ -357,6 +357,8 @@ double DataParallel::grad_norm() {
   }
   at::Tensor total = sq.sum().reshape({1});
   shard_.all_reduce(total).wait();
+  // Pipeline stages hold different parameters: their squares add up.
+  if (Group& pp = mesh_.group("pp"); !pp.trivial()) pp.all_reduce(total).wait();
   return std::sqrt(total.item<double>());
 }
 

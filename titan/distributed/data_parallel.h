@@ -73,8 +73,8 @@ class DataParallel final : public ForwardHooks {
   // the reduced gradients into parameters()'s .grad.
   void finish_backward();
 
-  // Total L2 norm of the gradients over every rank, each element counted once (float64
-  // accumulation). The optimizer applies the clipping.
+  // Total L2 norm of the gradients over every rank (and pipeline stage), each element counted
+  // once (float64 accumulation). The optimizer applies the clipping.
   double grad_norm();
 
   // The full value of every parameter (gathered over every mesh it is split on), for tests and exports.

@@ -443,6 +443,20 @@ std::vector<std::vector<Action>> with_communication(const Schedule& s) {
   return out;
 }
 
+Schedule forward_only_schedule(int pp, int stages_per_rank, int microbatches, Placement placement) {
+  Schedule s;
+  s.name = "forward-only";
+  s.pp = pp;
+  s.stages_per_rank = stages_per_rank;
+  s.microbatches = microbatches;
+  s.placement = placement;
+  s.compute.assign(static_cast<size_t>(pp), {});
+  for (int r = 0; r < pp; ++r)
+    for (int st : s.stages_of_rank(r))
+      for (int m = 0; m < microbatches; ++m) s.compute[static_cast<size_t>(r)].push_back({st, ActionType::Forward, m});
+  return s;
+}
+
 Timeline simulate(const Schedule& s) {
   const int S = s.num_stages();
   auto cost = [](ActionType t) { return t == ActionType::FullBackward ? 2.0 : 1.0; };

@@ -75,6 +75,9 @@ void validate_schedule(const Schedule& s);
 // deadlocks (a receive that can never be matched).
 std::vector<std::vector<Action>> with_communication(const Schedule& s);
 
+// A forward-only schedule (validation): each rank runs its stages in order, every microbatch.
+Schedule forward_only_schedule(int pp, int stages_per_rank, int microbatches, Placement placement);
+
 // Unit-cost timeline: F = 1, I = 1, W = 1, B = 2 (I + W), communication free. Every rank runs
 // its actions in order, each as soon as its inputs exist.
 struct Timeline {

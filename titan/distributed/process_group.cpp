@@ -98,7 +98,15 @@ void Pending::wait() {
   RECORD_USER_SCOPE("comm:wait");
   auto work = std::move(work_);
   try {
-    if (work->work) work->work->wait();
+    if (work->work) {
+      if (work->wait_timeout.count() > 0) {
+        if (!work->work->wait(work->wait_timeout))
+          throw std::runtime_error("a point-to-point message did not come within " +
+                                   std::to_string(work->wait_timeout.count() / 1000) + " s");
+      } else {
+        work->work->wait();
+      }
+    }
   } catch (...) {
     FlightRecorder::instance().failed(work->record);
     throw;
@@ -208,6 +216,49 @@ Pending Group::broadcast(at::Tensor t, int root_index) {
   std::vector<at::Tensor> ts{t};
   return run_collective(*backend_, ranks_[my_index_], "broadcast", t,
                         [&] { return backend_->backend->broadcast(ts, o); });
+}
+
+Pending Group::send(const at::Tensor& t, int peer, int tag, const std::string& channel, int64_t seq) {
+  TORCH_CHECK(!trivial() && peer >= 0 && peer < size() && peer != my_index_, "send: bad peer ", peer);
+  TORCH_CHECK(t.is_contiguous(), "send: the tensor must be contiguous");
+  RECORD_USER_SCOPE("comm:send");
+  const int64_t slot = FlightRecorder::instance().started(channel, seq, "p2p", t);
+  try {
+    std::vector<at::Tensor> ts{t};
+    auto work = std::make_shared<WorkHandle>(WorkHandle{backend_->backend->send(ts, peer, tag), slot,
+                                                        backend_->completes_on_device});
+    if (!backend_->completes_on_device) work->wait_timeout = g_timeout;  // NCCL: its own watchdog
+    return Pending(work);
+  } catch (...) {
+    FlightRecorder::instance().failed(slot);
+    throw;
+  }
+}
+
+Pending Group::recv(at::Tensor& t, int peer, int tag, const std::string& channel, int64_t seq) {
+  TORCH_CHECK(!trivial() && peer >= 0 && peer < size() && peer != my_index_, "recv: bad peer ", peer);
+  TORCH_CHECK(t.is_contiguous(), "recv: the tensor must be contiguous");
+  RECORD_USER_SCOPE("comm:recv");
+  const int64_t slot = FlightRecorder::instance().started(channel, seq, "p2p", t);
+  try {
+    std::vector<at::Tensor> ts{t};
+    auto work = std::make_shared<WorkHandle>(WorkHandle{backend_->backend->recv(ts, peer, tag), slot,
+                                                        backend_->completes_on_device});
+    if (!backend_->completes_on_device) work->wait_timeout = g_timeout;  // NCCL: its own watchdog
+    return Pending(work);
+  } catch (...) {
+    FlightRecorder::instance().failed(slot);
+    throw;
+  }
+}
+
+void Group::begin_p2p_batch() {
+  if (!trivial() && backend_->completes_on_device) backend_->backend->startCoalescing();
+}
+
+Pending Group::end_p2p_batch() {
+  if (trivial() || !backend_->completes_on_device) return {};
+  return Pending(std::make_shared<WorkHandle>(WorkHandle{backend_->backend->endCoalescing(), -1, true}));
 }
 
 std::shared_ptr<BackendHandle> make_gloo_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,

@@ -67,6 +67,17 @@ class Group {
   Pending reduce_scatter_sum(at::Tensor out, at::Tensor in);
   Pending all_reduce(at::Tensor t, bool max = false);  // sum (or max), in place
   Pending broadcast(at::Tensor t, int root_index);
+  // Point to point (pipeline parallelism): `t` to, or into `t` from, the member `peer` (its index
+  // in this group). `channel` and `seq` name the message in the flight recorder, the same on
+  // both ends (e.g. "pp activations stage 0 -> stage 1", #3), so that a message that never
+  // comes is reported by the stages it links. A wait gives up after collective_timeout().
+  Pending send(const at::Tensor& t, int peer, int tag, const std::string& channel, int64_t seq);
+  Pending recv(at::Tensor& t, int peer, int tag, const std::string& channel, int64_t seq);
+  // Brackets sends and receives that must start together (NCCL runs them as one group, so that
+  // two ranks that each send before they receive do not wait on each other); a no-op on Gloo,
+  // whose sends never wait for the receiver. end_p2p_batch returns the batch's work on NCCL.
+  void begin_p2p_batch();
+  Pending end_p2p_batch();
 
  private:
   std::shared_ptr<BackendHandle> backend_;

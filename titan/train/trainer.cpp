@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <thread>
 
@@ -32,6 +33,7 @@
 #include "titan/distributed/device_mesh.h"
 #include "titan/distributed/flight_recorder.h"
 #include "titan/distributed/parallel_dims.h"
+#include "titan/distributed/pipeline_runtime.h"
 #include "titan/distributed/pipeline_schedule.h"
 #include "titan/distributed/pipeline_split.h"
 #include "titan/distributed/process_group.h"
@@ -82,8 +84,9 @@ uint64_t resolve_seed(const config::JobConfig& cfg) {
 
 // torchtitan's validator: the average over validation batches of (loss sum / global valid
 // tokens), with no gradients; each pass starts the validation data from its beginning.
-void validate(Transformer& model, components::DataLoader& data, distributed::Group& dp, at::Device device,
-              std::optional<at::ScalarType> amp_dtype, int64_t max_steps, int64_t step,
+// `local_sum` gives this rank's loss sum of a batch (on the device).
+void validate(const std::function<double(const components::Batch&)>& local_sum, components::DataLoader& data,
+              distributed::Group& dp, at::Device device, int64_t max_steps, int64_t step,
               components::MetricsProcessor& metrics);
 
 // Autocast around forward + loss: torchtitan's single-device mixed precision (AMP).
@@ -113,8 +116,8 @@ class AutocastScope {
 
 // The step's loss: every row's loss sum, in global row order (microbatch, data-parallel rank,
 // row), added in float64, over the global count of valid tokens. The same for any layout.
-void validate(Transformer& model, components::DataLoader& data, distributed::Group& dp, at::Device device,
-              std::optional<at::ScalarType> amp_dtype, int64_t max_steps, int64_t step,
+void validate(const std::function<double(const components::Batch&)>& local_sum_of, components::DataLoader& data,
+              distributed::Group& dp, at::Device device, int64_t max_steps, int64_t step,
               components::MetricsProcessor& metrics) {
   const auto start = std::chrono::steady_clock::now();
   at::NoGradGuard no_grad;
@@ -125,12 +128,7 @@ void validate(Transformer& model, components::DataLoader& data, distributed::Gro
     auto b = data.next();
     if (!b) break;
     tokens += b->labels.numel();
-    at::Tensor labels = b->labels.to(device);
-    double local_sum;
-    {
-      AutocastScope amp(device.type(), amp_dtype);
-      local_sum = model.forward_loss(b->inputs.to(device), labels).sum().to(at::kDouble).item<double>();
-    }
+    const double local_sum = local_sum_of({b->inputs.to(device), b->labels.to(device)});
     at::Tensor t = at::tensor({local_sum, static_cast<double>(components::count_valid_tokens(b->labels))},
                               at::kDouble).to(device);
     dp.all_reduce(t).wait();
@@ -248,32 +246,16 @@ double usable_memory_bytes(const components::DeviceInfo& dev, int local_world_si
   return dev.device().is_cuda() ? total : total / std::max(1, local_world_size);
 }
 
-// The dry run of a pipeline-parallel config: its stages and its schedule's timeline in numbers,
-// checked (training with them is not built yet; preflight then refuses the config).
-void describe_pipeline(const config::JobConfig& cfg, const ModelArgs& args) {
+// The dry run of a pipeline-parallel config: its stages and its schedule's timeline in numbers.
+void describe_pipeline(const PipelinePlan& plan) {
   namespace pp = distributed::pp;
-  pp::SplitOptions o;
-  o.schedule = cfg.get_string("parallelism.pipeline_parallel_schedule");
-  o.pp = static_cast<int>(cfg.get_int("parallelism.pipeline_parallel_degree"));
-  o.n_layers = args.n_layers;
-  o.layers_per_stage = cfg.get_opt_int("parallelism.pipeline_parallel_layers_per_stage");
-  o.first_stage_less_layers = cfg.get_int("parallelism.pipeline_parallel_first_stage_less_layers");
-  o.last_stage_less_layers = cfg.get_int("parallelism.pipeline_parallel_last_stage_less_layers");
-  o.module_fqns_per_model_part = cfg.get_list_list("parallelism.module_fqns_per_model_part");
-  const pp::StageSplit split = pp::split_stages(o);
-  const int m = pp::microbatch_count(cfg.get_int("training.local_batch_size"),
-                                     cfg.get_int("parallelism.pipeline_parallel_microbatch_size"));
-  const auto csv = cfg.get_opt_string("parallelism.pipeline_parallel_schedule_csv").value_or("");
-  const pp::Schedule schedule =
-      csv.empty() ? pp::make_schedule(o.schedule, o.pp, split.stages_per_rank, m)
-                  : pp::load_schedule_csv(csv, o.pp, split.stages_per_rank, m, pp::schedule_placement(o.schedule));
-  pp::with_communication(schedule);  // a table that would deadlock is refused here
-  log::info("Pipeline: " + schedule.name + " over " + std::to_string(o.pp) + " ranks, " +
-            std::to_string(split.num_stages()) + " stages, " + std::to_string(m) + " microbatches; bubble " +
-            log::format("%.1f%%", 100.0 * pp::simulate(schedule).bubble_fraction) +
+  const auto& schedule = plan.schedule;
+  log::info("Pipeline: " + schedule.name + " over " + std::to_string(schedule.pp) + " ranks, " +
+            std::to_string(plan.split.num_stages()) + " stages, " + std::to_string(schedule.microbatches) +
+            " microbatches; bubble " + log::format("%.1f%%", 100.0 * pp::simulate(schedule).bubble_fraction) +
             " at unit costs (titan pp-schedule prints the timeline)");
-  for (int st = 0; st < split.num_stages(); ++st) {
-    const auto& mods = split.modules[static_cast<size_t>(st)];
+  for (int st = 0; st < plan.split.num_stages(); ++st) {
+    const auto& mods = plan.split.modules[static_cast<size_t>(st)];
     log::info("  stage " + std::to_string(st) + " on rank " + std::to_string(schedule.rank_of_stage(st)) + ": " +
               mods.front() + (mods.size() > 1 ? " .. " + mods.back() : "") + " (" + std::to_string(mods.size()) +
               " modules)");
@@ -305,8 +287,8 @@ int dry_run(const config::JobConfig& cfg) {
             log::with_commas(model.num_params()) + " total parameters");
   log::info("FLOPs per token at seq_len " + std::to_string(seq) + ": " +
             log::with_commas(models::llama3::flops_per_token(args, seq)));
-  if (cfg.get_int("parallelism.pipeline_parallel_degree") > 1) describe_pipeline(cfg, args);
   const Preflight p = preflight(cfg, world);
+  if (p.pipeline) describe_pipeline(*p.pipeline);
   write_config_if_asked(cfg);
   log::info("Parallel dims: " + p.dims.describe());
   const components::DeviceInfo dev(components::pick_device(env.local_rank));
@@ -385,7 +367,22 @@ struct Trainer::Impl {
 
   std::optional<FolderLock> dump_lock;  // rank 0's, for the whole run
 
+  // ---- pipeline parallelism (pipeline_parallel_degree > 1) ----
+  std::optional<PipelinePlan> pipeline_plan;
+  std::unique_ptr<distributed::pp::Runtime> pipeline, pipeline_eval;
+  std::vector<components::Batch> pp_micro;  // the microbatches the schedule runs now
+  at::Tensor pp_row_sums;                   // (microbatches, rows): each row's loss sum, last stage
+  int64_t pp_valid = 1;                     // the step's global count of valid tokens
+  bool pp_last_accum = true;                // the step's last gradient-accumulation round
+  double pp_eval_sum = 0;                   // validation: the loss sum of the batch, last stage
+
   explicit Impl(const config::JobConfig& c);
+  // The pipeline runtimes of this rank's stages (training, and validation when enabled).
+  void build_pipeline(at::ScalarType activation_dtype);
+  // Runs the schedule over `batch` split into microbatches of pipeline_parallel_microbatch_size.
+  void split_microbatches(const components::Batch& batch);
+  // Validation's loss sum of one batch on this rank (the model, or the pipeline).
+  double validation_sum(const components::Batch& batch);
   distributed::Group& loss_group() { return mesh->group("loss"); }
   // Rank 0 locks job.dump_folder; every rank fails (exit 2) if another live run holds it.
   void lock_dump_folder();
@@ -400,6 +397,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   const Preflight checked = preflight(cfg, env.world_size);  // the dry run's checks
   dims = checked.dims;
   args = checked.args;
+  pipeline_plan = checked.pipeline;
 
   // ---- device, threads, determinism --------------------------------------------------------
   // On the CPU each process takes its share of the cores, unless OMP_NUM_THREADS says.
@@ -479,7 +477,15 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   if (!precision.warning.empty()) log::warning(precision.warning);
   if (!device.is_cuda()) dev->memory_stats_and_reset();  // the peak below is the materialisation's
   const int64_t rss_before = components::DeviceInfo::current_resident_bytes();
-  plan = models::llama3::parallelize(*model, cfg, *mesh, device, precision.dtype, seed);
+  std::vector<size_t> parts_held;  // pipeline parallelism: the parts of this rank's stages
+  if (pipeline_plan) {
+    for (int st : pipeline_plan->schedule.stages_of_rank(mesh->rank("pp"))) {
+      const auto [first, last] = pipeline_plan->part_ranges[static_cast<size_t>(st)];
+      for (size_t i = first; i < last; ++i) parts_held.push_back(i);
+    }
+    describe_pipeline(*pipeline_plan);
+  }
+  plan = models::llama3::parallelize(*model, cfg, *mesh, device, precision.dtype, seed, parts_held);
   for (const auto& line : plan.applied) log::info(line);
   if (plan.data_parallel) {
     params = plan.data_parallel->parameters();
@@ -517,6 +523,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
     return std::find(parts.begin(), parts.end(), "model") != parts.end();
   }();
   log::info("Attention: " + kernels::attention_backend(device, matmul_dtype, fused_blocks));
+  if (pipeline_plan) build_pipeline(matmul_dtype);
   peak = dev->peak_flops(matmul_dtype);
   log::info("Peak FLOPS used for computing MFU: " + log::format("%.3e", peak.flops) + " (" + peak.source + ")");
 
@@ -573,6 +580,84 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
                {"cp", dims.cp}, {"tp", dims.tp}, {"pp", dims.pp}};
   ck.model = {{"name", "llama3"}, {"flavor", cfg.get_string("model.flavor")}, {"args", models::llama3::args_to_json(args)}};
   checkpointer = std::make_unique<components::Checkpointer>(cfg, ck);
+}
+
+namespace {
+
+// The index in model.parts() of the part a parameter belongs to.
+size_t part_of(const std::string& fqn, size_t n_layers) {
+  if (fqn.rfind("tok_embeddings.", 0) == 0) return 0;
+  if (fqn.rfind("layers.", 0) == 0) return static_cast<size_t>(std::stoll(fqn.substr(7))) + 1;
+  return n_layers + 1;  // norm, output
+}
+
+}  // namespace
+
+void Trainer::Impl::build_pipeline(at::ScalarType activation_dtype) {
+  namespace pp = distributed::pp;
+  const PipelinePlan& pl = *pipeline_plan;
+  const size_t n_parts = model->num_parts();
+  const auto names = plan.data_parallel->parameter_names();
+  const auto weights = plan.data_parallel->parameters();
+  auto stages = [&](bool training, int64_t rows, int64_t seq) {
+    std::vector<pp::Stage> out;
+    for (int st : pl.schedule.stages_of_rank(mesh->rank("pp"))) {
+      const auto [first, last] = pl.part_ranges[static_cast<size_t>(st)];
+      pp::Stage stage;
+      stage.index = st;
+      // Between blocks the hidden state is (rows, seq, dim); sequence parallelism splits seq.
+      stage.input = stage.output = pp::Boundary{{rows, seq / dims.tp, args.dim}, activation_dtype};
+      for (size_t i = 0; i < names.size(); ++i) {
+        const size_t part = part_of(names[i], static_cast<size_t>(args.n_layers));
+        if (part >= first && part < last) stage.weights.push_back(weights[i]);
+      }
+      stage.forward = [this, first = first, last = last, n_parts, training](int m, const at::Tensor& input) {
+        const components::Batch& mb = pp_micro.at(static_cast<size_t>(m));
+        const at::Tensor& x = first == 0 ? mb.inputs : input;
+        if (last < n_parts) return model->forward_parts(x, nullptr, first, last);
+        at::Tensor per_token = model->forward_parts(x, &mb.labels, first, last);  // (rows, T) float32
+        if (!training) {
+          pp_eval_sum += per_token.sum().to(at::kDouble).item<double>();
+          return per_token.sum();
+        }
+        pp_row_sums[m].copy_(per_token.detach().sum(1).to(at::kDouble).cpu());
+        return per_token.sum() / static_cast<double>(pp_valid);
+      };
+      out.push_back(std::move(stage));
+    }
+    return out;
+  };
+  pp::RuntimeHooks hooks;
+  hooks.before_weight_gradients = [this](int, bool last) { plan.data_parallel->set_gradient_sync(last && pp_last_accum); };
+  hooks.after_weight_gradients = [this] { plan.data_parallel->finish_backward(); };
+  auto& group = mesh->group("pp");
+  pipeline = std::make_unique<pp::Runtime>(pl.schedule, stages(true, pl.microbatch_size, seq_len), group, device,
+                                           /*training=*/true, hooks);
+  if (validation_data)
+    pipeline_eval = std::make_unique<pp::Runtime>(pl.eval_schedule,
+                                                  stages(false, pl.microbatch_size, cfg.get_int("validation.seq_len")),
+                                                  group, device, /*training=*/false);
+}
+
+void Trainer::Impl::split_microbatches(const components::Batch& batch) {
+  const int64_t rows = pipeline_plan->microbatch_size, count = batch.inputs.size(0) / rows;
+  pp_micro.clear();
+  for (int64_t k = 0; k < count; ++k)
+    pp_micro.push_back({batch.inputs.narrow(0, k * rows, rows), batch.labels.narrow(0, k * rows, rows)});
+}
+
+double Trainer::Impl::validation_sum(const components::Batch& batch) {
+  if (!pipeline_eval) {
+    AutocastScope amp(device.type(), plan.autocast);
+    return model->forward_loss(batch.inputs, batch.labels).sum().to(at::kDouble).item<double>();
+  }
+  split_microbatches(batch);
+  pp_eval_sum = 0;
+  pipeline_eval->run_step();
+  // Only the last stage computed it: the others add zero.
+  at::Tensor t = at::full({1}, pp_eval_sum, at::kDouble).to(device);
+  mesh->group("pp").all_reduce(t).wait();
+  return t.cpu().item<double>();
 }
 
 void Trainer::Impl::lock_dump_folder() {
@@ -637,9 +722,28 @@ StepRecord Trainer::train_step(int64_t step) {
   s.optimizer->zero_grad();
   // Per-row loss sums (float64), gathered in global row order for a layout-independent log.
   at::Tensor row_sums = at::empty({s.accum, s.local_bs}, at::TensorOptions().dtype(at::kDouble));
-  for (int64_t m = 0; m < s.accum; ++m) {
-    if (s.plan.data_parallel) s.plan.data_parallel->set_gradient_sync(m + 1 == s.accum);
-    row_sums[m].copy_(forward_backward_step(micro[m], valid));
+  if (s.pipeline) {
+    // The schedule runs each round's local batch in microbatches; the last stage computes the
+    // losses, which every stage then shares (the others add zeros: exact).
+    for (int64_t m = 0; m < s.accum; ++m) {
+      s.split_microbatches(micro[m]);
+      s.pp_row_sums = at::zeros({static_cast<int64_t>(s.pp_micro.size()), s.pipeline_plan->microbatch_size}, at::kDouble);
+      s.pp_valid = valid;
+      s.pp_last_accum = m + 1 == s.accum;
+      {
+        TITAN_RANGE("pipeline_schedule");
+        s.pipeline->run_step();
+      }
+      row_sums[m].copy_(s.pp_row_sums.view({-1}));
+    }
+    at::Tensor shared = row_sums.to(s.device);
+    s.mesh->group("pp").all_reduce(shared).wait();
+    row_sums = shared.cpu();
+  } else {
+    for (int64_t m = 0; m < s.accum; ++m) {
+      if (s.plan.data_parallel) s.plan.data_parallel->set_gradient_sync(m + 1 == s.accum);
+      row_sums[m].copy_(forward_backward_step(micro[m], valid));
+    }
   }
   const double loss_value = global_loss(row_sums, s.loss_group(), valid, s.device);
   double grad_norm = 0;
@@ -726,7 +830,6 @@ StateDict Trainer::state_dict() {
   // Whether this rank writes a parameter's box: it holds the first copy, i.e. it is index 0 of
   // every mesh the parameter is not split over (replicas are saved once).
   std::vector<bool> writer;
-  const bool rank0 = s.env.rank == 0;
   if (s.plan.data_parallel) {
     for (const auto& l : s.plan.data_parallel->layouts()) {
       global_shapes.push_back(l.global_shape);
@@ -751,7 +854,11 @@ StateDict Trainer::state_dict() {
       const size_t k = s.optimizer->index_of(fqn);
       d.tensors.push_back({"optimizer." + fqn + ".exp_avg", mine(s.optimizer->exp_avg()[k]), global_shapes[i], box, writer[i]});
       d.tensors.push_back({"optimizer." + fqn + ".exp_avg_sq", mine(s.optimizer->exp_avg_sq()[k]), global_shapes[i], box, writer[i]});
-      d.tensors.push_back({"optimizer." + fqn + ".step", s.optimizer->step_count()[k], {}, {}, rank0});
+      // The step counter once: by the rank that writes the parameter's first element (rank 0
+      // does not hold every pipeline stage).
+      const bool first_box = writer[i] && std::all_of(box.offsets.begin(), box.offsets.end(),
+                                                      [](int64_t o) { return o == 0; });
+      d.tensors.push_back({"optimizer." + fqn + ".step", s.optimizer->step_count()[k], {}, {}, first_box});
     }
   }
   d.scalars["train_state"] = {{"step", s.last_step}, {"tokens_seen", s.last_step * s.global_bs * s.seq_len},
@@ -886,8 +993,8 @@ RunResult Trainer::run() {
       s.profiler->step_begin(step);
       s.result.steps.push_back(train_step(step));
       if (s.validation_data && (step == 1 || step % s.cfg.get_int("validation.freq") == 0))
-        validate(*s.model, *s.validation_data, s.loss_group(), s.device, s.plan.autocast,
-                 s.cfg.get_int("validation.steps"), step, *s.metrics);
+        validate([&s](const components::Batch& b) { return s.validation_sum(b); }, *s.validation_data,
+                 s.loss_group(), s.device, s.cfg.get_int("validation.steps"), step, *s.metrics);
       // Preemption (SIGTERM, or Slurm's SIGUSR1 warning): the full state, to resume from.
       const bool preempted = s.result.interrupted && save_on_signal && ck.enabled() &&
                              !s.cfg.get_bool("checkpoint.load_only") &&

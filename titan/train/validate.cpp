@@ -97,7 +97,6 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
     if (v != ok1 && v != ok2)
       out.push_back(std::string(key) + " = " + std::to_string(v) + ": " + what + " is not supported yet");
   };
-  need_int("parallelism.pipeline_parallel_degree", 1, 1, "pipeline parallelism");
   need_int("parallelism.context_parallel_degree", 1, 1, "context parallelism");
   need_int("parallelism.expert_parallel_degree", 1, 1, "expert parallelism");
   need_int("parallelism.expert_tensor_parallel_degree", 1, 1, "expert tensor parallelism");
@@ -157,7 +156,10 @@ MemoryEstimate estimate_memory(const models::llama3::ModelArgs& a, const config:
   const double kv_dim = static_cast<double>(a.n_kv_heads) * static_cast<double>(a.head_dim());
   const double hidden = static_cast<double>(a.ffn_hidden_dim()), vocab = static_cast<double>(a.vocab_size);
   const double layer_params = dim * (dim + 2 * kv_dim) + dim * dim + 3 * dim * hidden + 2 * dim;
-  const double params = layers * layer_params + vocab * dim * (a.tied_embeddings ? 1 : 2) + dim;
+  // Pipeline parallelism: this rank's stages hold about 1/pp of the layers (rounded up), and may
+  // hold both ends (a V places the first and the last stage on rank 0).
+  const double stage_layers = dims.pp > 1 ? std::ceil(layers / dims.pp) : layers;
+  const double params = stage_layers * layer_params + vocab * dim * (a.tied_embeddings ? 1 : 2) + dim;
   MemoryEstimate m;
   m.parameters = params / (tp * shard) * param_bytes;
   m.gradients = m.parameters;
@@ -170,17 +172,18 @@ MemoryEstimate estimate_memory(const models::llama3::ModelArgs& a, const config:
   const double full_block = tokens * compute_bytes * (4 * dim + (2 * dim + 2 * kv_dim) / tp + 3 * hidden / tp);
   const double block_input = tokens * 4 * dim;  // what a checkpointed block keeps (float32 residual)
   const std::string ac = cfg.get_string("activation_checkpoint.mode");
-  double kept = layers * full_block;
+  // Every microbatch of the step may be in flight at once (GPipe), over this rank's layers.
+  double kept = stage_layers * full_block;
   if (ac == "full") {
-    kept = layers * block_input + full_block;  // one block recomputed at a time
+    kept = stage_layers * block_input + full_block;  // one block recomputed at a time
   } else if (ac == "selective") {
     const std::string opt = cfg.get_string("activation_checkpoint.selective_ac_option");
     if (opt == "op") {
-      kept = layers * full_block * 0.6;  // matmul outputs kept, the cheap ops recomputed
+      kept = stage_layers * full_block * 0.6;  // matmul outputs kept, the cheap ops recomputed
     } else {
       const double every = std::max(1.0, std::atof(opt.c_str()));
-      const double checkpointed = std::floor(layers / every);
-      kept = checkpointed * block_input + (layers - checkpointed) * full_block + full_block;
+      const double checkpointed = std::floor(stage_layers / every);
+      kept = checkpointed * block_input + (stage_layers - checkpointed) * full_block + full_block;
     }
   }
   m.activations = kept + tokens * dim * 4 * 2;  // plus the embedding output and the final norm
@@ -211,8 +214,80 @@ Preflight preflight(const config::JobConfig& cfg, int world_size) {
   if (p.dims.world_size > 1 && cfg.get_string("training.dtype") != "float32")
     throw Error("training.dtype = \"" + cfg.get_string("training.dtype") + "\" with several ranks is not supported yet",
                 "use training.dtype = \"float32\" (mixed precision comes from training.mixed_precision_param)");
+  if (p.dims.pp > 1) p.pipeline = plan_pipeline(cfg, p.args);
   p.memory = estimate_memory(p.args, cfg, p.dims);
   return p;
+}
+
+PipelinePlan plan_pipeline(const config::JobConfig& cfg, const models::llama3::ModelArgs& args) {
+  namespace pp = distributed::pp;
+  PipelinePlan plan;
+  pp::SplitOptions o;
+  o.schedule = cfg.get_string("parallelism.pipeline_parallel_schedule");
+  o.pp = static_cast<int>(cfg.get_int("parallelism.pipeline_parallel_degree"));
+  o.n_layers = args.n_layers;
+  o.layers_per_stage = cfg.get_opt_int("parallelism.pipeline_parallel_layers_per_stage");
+  o.first_stage_less_layers = cfg.get_int("parallelism.pipeline_parallel_first_stage_less_layers");
+  o.last_stage_less_layers = cfg.get_int("parallelism.pipeline_parallel_last_stage_less_layers");
+  o.module_fqns_per_model_part = cfg.get_list_list("parallelism.module_fqns_per_model_part");
+  plan.split = pp::split_stages(o);
+  plan.microbatch_size = cfg.get_int("parallelism.pipeline_parallel_microbatch_size");
+  const int m = pp::microbatch_count(cfg.get_int("training.local_batch_size"), plan.microbatch_size);
+  const auto csv = cfg.get_opt_string("parallelism.pipeline_parallel_schedule_csv").value_or("");
+  const auto placement = pp::schedule_placement(o.schedule);
+  plan.schedule = csv.empty() ? pp::make_schedule(o.schedule, o.pp, plan.split.stages_per_rank, m)
+                              : pp::load_schedule_csv(csv, o.pp, plan.split.stages_per_rank, m, placement);
+  pp::with_communication(plan.schedule);  // a table that would deadlock is refused here
+  if (cfg.get_bool("validation.enable")) {
+    const int64_t vb = cfg.get_int("validation.local_batch_size");
+    if (vb % plan.microbatch_size != 0)
+      throw Error("validation.local_batch_size = " + std::to_string(vb) +
+                      " is not a multiple of parallelism.pipeline_parallel_microbatch_size = " +
+                      std::to_string(plan.microbatch_size) + " (validation runs the pipeline in microbatches too)",
+                  "use a validation.local_batch_size that is a multiple of " + std::to_string(plan.microbatch_size));
+    plan.eval_schedule = pp::forward_only_schedule(o.pp, plan.split.stages_per_rank,
+                                                   static_cast<int>(vb / plan.microbatch_size), placement);
+  }
+  // The model's parts: tok_embeddings = 0, layers.<i> = i + 1, norm and output = n_layers + 1.
+  const size_t L = static_cast<size_t>(args.n_layers);
+  for (int st = 0; st < plan.split.num_stages(); ++st) {
+    const auto& mods = plan.split.modules[static_cast<size_t>(st)];
+    size_t first = L + 2, last = 0;
+    bool norm = false, output = false;
+    for (const auto& name : mods) {
+      size_t part = 0;
+      if (name == "tok_embeddings") part = 0;
+      else if (name == "norm") part = L + 1, norm = true;
+      else if (name == "output") part = L + 1, output = true;
+      else part = static_cast<size_t>(std::stoll(name.substr(7))) + 1;  // "layers.<i>", checked by split_stages
+      first = std::min(first, part);
+      last = std::max(last, part + 1);
+    }
+    if (norm != output)
+      throw Error("pipeline stage " + std::to_string(st) + " holds \"" + (norm ? "norm" : "output") +
+                      "\" without \"" + (norm ? "output" : "norm") + "\"",
+                  "put norm and output in the same stage of parallelism.module_fqns_per_model_part (titan.cpp runs "
+                  "them as one part with the loss)");
+    if (last - first != mods.size() - (norm && output ? 1 : 0))
+      throw Error("pipeline stage " + std::to_string(st) + " holds modules that are not consecutive",
+                  "list consecutive layers in each stage of parallelism.module_fqns_per_model_part");
+    plan.part_ranges.emplace_back(first, last);
+  }
+  if (args.tied_embeddings)
+    throw Error("pipeline parallelism with tied embeddings (flavor " + cfg.get_string("model.flavor") +
+                    ") is not supported: the first and the last stage would share the table",
+                "use a flavor without tied embeddings, or parallelism.pipeline_parallel_degree = 1");
+  bool split_backward = false;
+  for (const auto& actions : plan.schedule.compute)
+    for (const auto& a : actions) split_backward |= a.type == pp::ActionType::BackwardInput;
+  if (split_backward && cfg.get_string("activation_checkpoint.mode") == "selective" &&
+      cfg.get_string("activation_checkpoint.selective_ac_option") == "op")
+    throw Error("the pipeline schedule " + plan.schedule.name +
+                    " splits backwards in two (I and W), which op-level selective activation checkpointing does not "
+                    "support yet",
+                "use activation_checkpoint.mode = \"full\", a layer-level selective_ac_option, or a schedule "
+                "without the split (1F1B, Interleaved1F1B)");
+  return plan;
 }
 
 void check_memory(const MemoryEstimate& m, double capacity_bytes, const std::string& device_name,

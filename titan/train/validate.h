@@ -3,6 +3,7 @@
 // of each rank's memory. The dry run and a real start run the same checks (preflight).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,8 @@
 #include "titan/components/optimizer.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/parallel_dims.h"
+#include "titan/distributed/pipeline_schedule.h"
+#include "titan/distributed/pipeline_split.h"
 #include "titan/models/llama3/args.h"
 
 namespace titan::train {
@@ -39,11 +42,24 @@ struct MemoryEstimate {
 MemoryEstimate estimate_memory(const models::llama3::ModelArgs& args, const config::JobConfig& cfg,
                                const distributed::ParallelDims& dims);
 
+// Pipeline parallelism as the config asks for it: the stages (modules of each), the training
+// schedule (built in, or the CSV) and the forward-only schedule of validation. Throws
+// titan::Error naming the key for a split, a microbatch count or a table that cannot run.
+struct PipelinePlan {
+  distributed::pp::StageSplit split;
+  distributed::pp::Schedule schedule, eval_schedule;
+  int64_t microbatch_size = 1;
+  // Per stage, the range [first, last) of the model's parts (tok_embeddings, layers.<i>, output).
+  std::vector<std::pair<size_t, size_t>> part_ranges;
+};
+PipelinePlan plan_pipeline(const config::JobConfig& cfg, const models::llama3::ModelArgs& args);
+
 // What a start learns from the config alone. Throws titan::Error for the first problem.
 struct Preflight {
   distributed::ParallelDims dims;
   models::llama3::ModelArgs args;
   MemoryEstimate memory;
+  std::optional<PipelinePlan> pipeline;  // with pipeline_parallel_degree > 1
 };
 Preflight preflight(const config::JobConfig& cfg, int world_size);
 

@@ -231,8 +231,9 @@ void Transformer::set_fused_kernels(bool blocks, bool loss) {
   fused_loss_ = loss;
 }
 
-at::Tensor Transformer::run(const at::Tensor& tokens, const at::Tensor* labels) const {
-  size_t part = 0;
+at::Tensor Transformer::forward_parts(const at::Tensor& x, const at::Tensor* labels, size_t first, size_t last) const {
+  TORCH_CHECK(first < last && last <= num_parts(), "forward_parts: bad range [", first, ", ", last, ")");
+  size_t part = first;
   auto before = [&](const std::string& name) {
     if (hooks_) hooks_->before(part, name);
   };
@@ -241,14 +242,19 @@ at::Tensor Transformer::run(const at::Tensor& tokens, const at::Tensor* labels) 
     ++part;
     return out;
   };
-  before("tok_embeddings");
-  at::Tensor h = after("tok_embeddings", tok_embeddings_.forward(tokens));  // (B,T,D)
-  for (size_t i = 0; i < layers_.size(); ++i) {
+  at::Tensor h = x;
+  if (first == 0) {
+    before("tok_embeddings");
+    h = after("tok_embeddings", tok_embeddings_.forward(x));  // (B,T,D)
+  }
+  const size_t end_layer = std::min(last, layers_.size() + 1) - 1;  // layers [part - 1, end_layer)
+  for (size_t i = part - 1; i < end_layer; ++i) {
     const std::string name = "layers." + std::to_string(i);
     before(name);
     h = runners_[i] ? runners_[i](blocks_[i], h, block_slots_[i]) : blocks_[i](h);
     h = after(name, h);
   }
+  if (last < num_parts()) return h;
   before("output");
   // Tied: the head reads the embedding table as it is now (data parallelism may have swapped it).
   const at::Tensor& head = args_.tied_embeddings ? tok_embeddings_.weight : output_.weight;
@@ -259,10 +265,10 @@ at::Tensor Transformer::run(const at::Tensor& tokens, const at::Tensor* labels) 
                                      : kernels::linear_cross_entropy_reference(h, head, *labels));  // (B,T)
 }
 
-at::Tensor Transformer::forward(const at::Tensor& tokens) const { return run(tokens, nullptr); }
+at::Tensor Transformer::forward(const at::Tensor& tokens) const { return forward_parts(tokens, nullptr, 0, num_parts()); }
 
 at::Tensor Transformer::forward_loss(const at::Tensor& tokens, const at::Tensor& labels) const {
-  return run(tokens, &labels);
+  return forward_parts(tokens, &labels, 0, num_parts());
 }
 
 }  // namespace titan::models::llama3

@@ -96,6 +96,13 @@ class Transformer {
   // the output head and the loss may run fused and chunked without whole logits.
   at::Tensor forward_loss(const at::Tensor& tokens, const at::Tensor& labels) const;
 
+  // Parts [first, last) of model.parts() only (a pipeline stage): `x` is the tokens (B,T) when
+  // first is 0, else the hidden state (B,T,D) that part first-1 returned; returns the hidden
+  // state after part last-1, or, when last is the end, the loss of each token (B,T) with
+  // `labels` (the logits without). Hooks see each part's index in model.parts().
+  at::Tensor forward_parts(const at::Tensor& x, const at::Tensor* labels, size_t first, size_t last) const;
+  size_t num_parts() const { return layers_.size() + 2; }
+
   // Fused kernels instead of ATen's ops: in every block (RMSNorm with the residual add, RoPE on
   // q and k, SwiGLU) and/or for the output head with the loss (chunked linear + cross entropy).
   void set_fused_kernels(bool blocks, bool loss);
@@ -136,8 +143,6 @@ class Transformer {
   HeadLossStyle head_loss_style_;
   bool fused_loss_ = false;
 
-  // The layers up to the final norm; then the head, with the loss when labels are given.
-  at::Tensor run(const at::Tensor& tokens, const at::Tensor* labels) const;
   std::vector<std::string> part_names_;
 };
 

@@ -1,6 +1,7 @@
 #include "titan/models/llama3/parallelize.h"
 
 #include <algorithm>
+#include <map>
 
 #include "titan/common/error.h"
 #include "titan/components/device.h"
@@ -75,6 +76,23 @@ std::string apply_activation_checkpointing(Transformer& model, const config::Job
          std::to_string(n) + " blocks)";
 }
 
+// Pipeline parallelism: the model numbers its parts globally, data parallelism holds only this
+// rank's; this passes each call on with the part's index among those held.
+class PartMap final : public ForwardHooks {
+ public:
+  explicit PartMap(const std::vector<size_t>& held) {
+    for (size_t i = 0; i < held.size(); ++i) local_[held[i]] = i;
+  }
+  ForwardHooks* inner = nullptr;
+  void before(size_t part, const std::string& name) override { inner->before(local_.at(part), name); }
+  at::Tensor after(size_t part, const std::string& name, const at::Tensor& out) override {
+    return inner->after(local_.at(part), name, out);
+  }
+
+ private:
+  std::map<size_t, size_t> local_;
+};
+
 }  // namespace
 
 std::vector<ParamLayout> param_layouts(Transformer& model, const distributed::ParallelDims& dims) {
@@ -111,7 +129,8 @@ void validate_plan(const ModelArgs& args, const config::JobConfig& cfg, const di
 }
 
 ParallelPlan parallelize(Transformer& model, const config::JobConfig& cfg, distributed::DeviceMesh& mesh,
-                         at::Device device, at::ScalarType compute_dtype, uint64_t seed) {
+                         at::Device device, at::ScalarType compute_dtype, uint64_t seed,
+                         const std::vector<size_t>& parts_held) {
   ParallelPlan plan;
   const auto& dims = mesh.dims();
   auto note = [&](const std::string& line) {
@@ -137,25 +156,51 @@ ParallelPlan parallelize(Transformer& model, const config::JobConfig& cfg, distr
   }
   distributed::DataParallelOptions o;
   const std::string policy = cfg.get_string("parallelism.fsdp_reshard_after_forward");
-  auto parts = model.parts();
+  // As torchtitan: under pipeline parallelism "default" keeps the gathered parameters from forward
+  // to backward (each microbatch would otherwise gather every stage twice).
+  const bool reshard = policy == "always" || (policy == "default" && dims.pp == 1);
+  std::vector<ModelPart> parts;
+  std::vector<ParamLayout> layouts;
+  {
+    auto all_parts = model.parts();
+    auto all_layouts = param_layouts(model, dims);
+    size_t next_layout = 0;
+    for (size_t i = 0; i < all_parts.size(); ++i) {
+      const bool held = parts_held.empty() || std::find(parts_held.begin(), parts_held.end(), i) != parts_held.end();
+      for (size_t k = 0; k < all_parts[i].params.size(); ++k, ++next_layout)
+        if (held) layouts.push_back(all_layouts[next_layout]);
+      if (held) parts.push_back(all_parts[i]);
+    }
+  }
   for (const auto& part : parts)  // the head is needed again at once by backward; a tied table by the head
     o.reshard_after_forward.push_back(part.name == "output" ? policy == "always"
                                       : part.name == "tok_embeddings" && model.args().tied_embeddings
                                           ? false
-                                          : policy != "never");
+                                          : reshard);
   o.sync_every_microbatch = cfg.get_bool("parallelism.fsdp_sync_every_microbatch");
   if (dims.fsdp_enabled()) o.param_dtype = compute_dtype;
   const ModelArgs args = model.args();
+  std::function<void(ForwardHooks*)> install = [&model](ForwardHooks* hooks) { model.set_forward_hooks(hooks); };
+  if (!parts_held.empty()) {
+    auto map = std::make_unique<PartMap>(parts_held);
+    PartMap* m = map.get();
+    plan.part_map = std::move(map);
+    install = [&model, m](ForwardHooks* hooks) {
+      m->inner = hooks;
+      model.set_forward_hooks(hooks ? m : nullptr);
+    };
+  }
   plan.data_parallel = std::make_unique<distributed::DataParallel>(
-      parts, param_layouts(model, dims),
+      parts, layouts,
       [args, seed](const std::string& fqn, at::IntArrayRef shape, at::IntArrayRef offsets, at::Tensor& out) {
         init_value_into(args, fqn, shape, seed, offsets, out);
       },
-      [&model](ForwardHooks* hooks) { model.set_forward_hooks(hooks); }, mesh, device, o);
+      install, mesh, device, o);
   model.init_buffers(at::TensorOptions().device(device));
   if (dims.fsdp_enabled()) {
     note(std::string(dims.dp_replicate_enabled() ? "Applied HSDP" : "Applied FSDP") + " to the model (parameters in " +
-         mp + ", gradients reduced in float32, reshard_after_forward " + policy + ")");
+         mp + ", gradients reduced in float32, reshard_after_forward " + policy +
+         (policy == "default" ? (reshard ? ": resharded" : ": kept, as under pipeline parallelism") : "") + ")");
   } else if (dims.dp_replicate_enabled()) {
     note("Applied DDP to the model");
   }

@@ -17,6 +17,8 @@
 namespace titan::models::llama3 {
 
 struct ParallelPlan {
+  // Pipeline parallelism: the hooks that give data parallelism this rank's part numbers.
+  std::unique_ptr<ForwardHooks> part_map;
   // The owner of the parameters when more than one rank shares the model (FSDP, HSDP, DDP or
   // tensor parallelism), else null: the model then holds its own parameters.
   std::unique_ptr<distributed::DataParallel> data_parallel;
@@ -36,7 +38,10 @@ void validate_plan(const ModelArgs& args, const config::JobConfig& cfg, const di
 // Applies the plan. `model` is on the meta device when the mesh has more than one rank (each
 // rank then creates only its own slices of the parameters, from `seed`), else on `device` with
 // its weights. `compute_dtype` is what mixed precision computes in on this device.
+// `parts_held` (pipeline parallelism): the indices in model.parts() of this rank's stages; only
+// those are materialised. Empty: every part.
 ParallelPlan parallelize(Transformer& model, const config::JobConfig& cfg, distributed::DeviceMesh& mesh,
-                         at::Device device, at::ScalarType compute_dtype, uint64_t seed);
+                         at::Device device, at::ScalarType compute_dtype, uint64_t seed,
+                         const std::vector<size_t>& parts_held = {});
 
 }  // namespace titan::models::llama3

@@ -1,0 +1,254 @@
+#include "titan/distributed/pipeline_runtime.h"
+
+#include <torch/csrc/autograd/autograd.h>
+
+#include <map>
+
+#include "titan/common/error.h"
+#include "titan/common/log.h"
+
+namespace titan::distributed::pp {
+
+std::string describe(const Boundary& b) {
+  std::string s = "[";
+  for (size_t i = 0; i < b.shape.size(); ++i) s += (i ? ", " : "") + std::to_string(b.shape[i]);
+  return s + "] " + c10::toString(b.dtype);
+}
+
+// The tensors of one (stage, microbatch) while its forward's graph is alive.
+struct Runtime::Slot {
+  at::Tensor input;        // the stage's input leaf (not on stage 0)
+  at::Tensor output;       // what forward returned
+  at::Tensor grad_output;  // the gradient of output, from the next stage (not on the last)
+  at::Tensor grad_input;   // the gradient of input, for the previous stage
+  Pending recv_input, recv_grad;
+  bool input_posted = false, grad_posted = false;
+};
+
+namespace {
+
+constexpr int kDescribed = 8;  // dtype, rank, up to 6 sizes
+
+void put(const Boundary& b, int64_t* row) {
+  row[0] = static_cast<int64_t>(b.dtype);
+  row[1] = static_cast<int64_t>(b.shape.size());
+  for (size_t i = 0; i < b.shape.size() && i < kDescribed - 2; ++i) row[2 + i] = b.shape[i];
+}
+
+Boundary get(const int64_t* row) {
+  Boundary b;
+  b.dtype = static_cast<at::ScalarType>(row[0]);
+  for (int64_t i = 0; i < row[1] && i < kDescribed - 2; ++i) b.shape.push_back(row[2 + i]);
+  return b;
+}
+
+// A tag per (stage that sends, microbatch, direction), unique within a step.
+int tag_of(int stage, int microbatch, bool gradient, int num_stages) {
+  return ((microbatch * num_stages + stage) << 1) | (gradient ? 1 : 0);
+}
+
+std::string channel(int from, int to, bool gradient) {
+  return std::string(gradient ? "pp gradients stage " : "pp activations stage ") + std::to_string(from) + " -> stage " +
+         std::to_string(to);
+}
+
+}  // namespace
+
+Runtime::Runtime(Schedule schedule, std::vector<Stage> stages, Group& group, at::Device device, bool training,
+                 RuntimeHooks hooks)
+    : schedule_(std::move(schedule)), stages_(std::move(stages)), group_(group), device_(device), training_(training),
+      hooks_(std::move(hooks)) {
+  actions_ = with_communication(schedule_)[static_cast<size_t>(group_.rank())];
+  const auto mine = schedule_.stages_of_rank(group_.rank());
+  if (mine.size() != stages_.size())
+    throw std::logic_error("pipeline runtime: rank " + std::to_string(group_.rank()) + " holds " +
+                           std::to_string(stages_.size()) + " stages, the schedule places " + std::to_string(mine.size()));
+  for (size_t i = 0; i < mine.size(); ++i)
+    if (stages_[i].index != mine[i])
+      throw std::logic_error("pipeline runtime: stage " + std::to_string(stages_[i].index) + " is not the schedule's");
+  last_weight_action_.assign(stages_.size(), -1);
+  for (size_t i = 0; i < actions_.size(); ++i) {
+    const Action& a = actions_[i];
+    if (a.type != ActionType::FullBackward && a.type != ActionType::BackwardWeight) continue;
+    for (size_t k = 0; k < stages_.size(); ++k)
+      if (stages_[k].index == a.stage) last_weight_action_[k] = static_cast<int>(i);
+  }
+  exchange_boundaries();
+}
+
+Stage& Runtime::local(int stage) {
+  for (auto& s : stages_)
+    if (s.index == stage) return s;
+  throw std::logic_error("pipeline runtime: stage " + std::to_string(stage) + " is not on this rank");
+}
+
+void Runtime::exchange_boundaries() {
+  const int S = schedule_.num_stages();
+  // Per stage: what it expects (row 0) and what it sends (row 1); -1 where another rank says.
+  at::Tensor table = at::full({S, 2, kDescribed}, -1, at::kLong);
+  for (const auto& st : stages_) {
+    at::Tensor in = table[st.index][0], out = table[st.index][1];
+    in.fill_(0);
+    out.fill_(0);
+    if (st.index > 0) put(st.input, in.data_ptr<int64_t>());
+    if (st.index < S - 1) put(st.output, out.data_ptr<int64_t>());
+  }
+  if (!group_.trivial()) {
+    // Gloo and NCCL reduce on the group's device: bring the table there and back.
+    at::Tensor t = table.to(device_);
+    group_.all_reduce(t, /*max=*/true).wait();
+    table = t.cpu();
+  }
+  const int64_t* v = table.data_ptr<int64_t>();
+  for (int s = 0; s + 1 < S; ++s) {
+    const Boundary sends = get(v + (s * 2 + 1) * kDescribed), expects = get(v + ((s + 1) * 2) * kDescribed);
+    if (!(sends == expects))
+      throw Error("pipeline stage " + std::to_string(s) + " (rank " + std::to_string(schedule_.rank_of_stage(s)) +
+                      ") sends activations of " + describe(sends) + " but stage " + std::to_string(s + 1) + " (rank " +
+                      std::to_string(schedule_.rank_of_stage(s + 1)) + ") expects " + describe(expects),
+                  "launch every rank with the same config (training.seq_len, local_batch_size, "
+                  "pipeline_parallel_microbatch_size, model flavor and dtype)");
+  }
+}
+
+void Runtime::run_step() {
+  ++step_;
+  const int S = schedule_.num_stages(), M = schedule_.microbatches;
+  std::map<std::pair<int, int>, Slot> slots;  // (stage, microbatch)
+  std::vector<std::pair<Pending, at::Tensor>> sends;  // kept alive until they are done
+  int64_t seq_base = (step_ - 1) * M;  // the flight recorder's message number: step-major
+  auto peer = [&](int stage) { return schedule_.rank_of_stage(stage); };
+  auto wait_input = [&](Slot& sl) {
+    if (sl.input_posted) {
+      sl.recv_input.wait();
+      sl.input_posted = false;
+    }
+  };
+  auto wait_grad = [&](Slot& sl) {
+    if (sl.grad_posted) {
+      sl.recv_grad.wait();
+      sl.grad_posted = false;
+    }
+  };
+  // Consecutive communication actions start together (one NCCL group).
+  bool in_batch = false;
+  std::vector<Pending> batch_work;
+  auto end_batch = [&] {
+    if (!in_batch) return;
+    batch_work.push_back(group_.end_p2p_batch());
+    in_batch = false;
+  };
+  for (size_t i = 0; i < actions_.size(); ++i) {
+    const Action& a = actions_[i];
+    const int st = a.stage, m = a.microbatch;
+    Slot& sl = slots[{st, m}];
+    const bool comm = !is_compute(a.type);
+    if (comm && !in_batch) {
+      group_.begin_p2p_batch();
+      in_batch = true;
+    }
+    if (!comm) end_batch();
+    switch (a.type) {
+      case ActionType::RecvF: {
+        const Stage& s = local(st);
+        sl.input = at::empty(s.input.shape, at::TensorOptions().dtype(s.input.dtype).device(device_));
+        sl.recv_input = group_.recv(sl.input, peer(st - 1), tag_of(st - 1, m, false, S), channel(st - 1, st, false),
+                                    seq_base + m);
+        sl.input_posted = true;
+        break;
+      }
+      case ActionType::SendF: {
+        at::Tensor out = sl.output.detach().contiguous();
+        sends.emplace_back(group_.send(out, peer(st + 1), tag_of(st, m, false, S), channel(st, st + 1, false),
+                                       seq_base + m),
+                           out);
+        if (!training_) sl.output = at::Tensor();
+        break;
+      }
+      case ActionType::RecvB: {
+        const Stage& s = local(st);
+        sl.grad_output = at::empty(s.output.shape, at::TensorOptions().dtype(s.output.dtype).device(device_));
+        sl.recv_grad = group_.recv(sl.grad_output, peer(st + 1), tag_of(st + 1, m, true, S), channel(st + 1, st, true),
+                                   seq_base + m);
+        sl.grad_posted = true;
+        break;
+      }
+      case ActionType::SendB: {
+        at::Tensor g = sl.grad_input.contiguous();
+        sends.emplace_back(group_.send(g, peer(st - 1), tag_of(st, m, true, S), channel(st, st - 1, true), seq_base + m), g);
+        sl.grad_input = at::Tensor();
+        break;
+      }
+      case ActionType::Forward: {
+        Stage& s = local(st);
+        at::Tensor input;
+        if (st > 0) {
+          wait_input(sl);
+          if (!sl.input.defined())
+            throw std::logic_error("pipeline runtime: no input for " + to_string(a));
+          if (training_) sl.input.requires_grad_(true);
+          input = sl.input;
+        }
+        at::Tensor out = s.forward(m, input);
+        if (st < S - 1) {
+          const Boundary got{out.sizes().vec(), out.scalar_type()};
+          if (!(got == s.output))
+            throw std::logic_error("pipeline stage " + std::to_string(st) + " produced " + describe(got) +
+                                   " where it declared " + describe(s.output));
+          // The next stage on this rank (a V's turn) takes it as its input directly.
+          if (peer(st + 1) == group_.rank()) slots[{st + 1, m}].input = out.detach();
+        }
+        sl.output = out;
+        if (!training_) sl.input = at::Tensor();
+        if (!training_ && (st == S - 1 || peer(st + 1) == group_.rank())) sl.output = at::Tensor();
+        break;
+      }
+      case ActionType::FullBackward:
+      case ActionType::BackwardInput:
+      case ActionType::BackwardWeight: {
+        if (!training_) throw std::logic_error("pipeline runtime: a backward in a forward-only schedule");
+        Stage& s = local(st);
+        at::Tensor grad;
+        if (st < S - 1) {
+          wait_grad(sl);
+          grad = sl.grad_output;
+          if (!grad.defined()) throw std::logic_error("pipeline runtime: no output gradient for " + to_string(a));
+        }
+        const std::vector<at::Tensor> outputs{sl.output};
+        const std::vector<at::Tensor> grads{grad};  // undefined: the loss (a scalar) starts at 1
+        size_t local_index = 0;
+        while (stages_[local_index].index != st) ++local_index;
+        const bool last = last_weight_action_[local_index] == static_cast<int>(i);
+        if (a.type == ActionType::BackwardInput) {
+          if (st > 0) {
+            auto g = torch::autograd::grad(outputs, {sl.input}, grads, /*retain_graph=*/true, /*create_graph=*/false,
+                                           /*allow_unused=*/true);
+            sl.grad_input = g[0].defined() ? g[0] : at::zeros_like(sl.input);
+          }
+        } else {
+          if (hooks_.before_weight_gradients) hooks_.before_weight_gradients(st, last);
+          if (a.type == ActionType::FullBackward) {
+            torch::autograd::backward(outputs, grads);
+            if (st > 0) sl.grad_input = sl.input.grad().defined() ? sl.input.grad() : at::zeros_like(sl.input);
+          } else {
+            torch::autograd::backward(outputs, grads, /*keep_graph=*/false, /*create_graph=*/false, s.weights);
+          }
+          if (hooks_.after_weight_gradients) hooks_.after_weight_gradients();
+          sl.output = at::Tensor();
+          sl.grad_output = at::Tensor();
+          if (a.type == ActionType::BackwardWeight || st == 0) sl.input = at::Tensor();
+        }
+        if (st > 0 && a.type != ActionType::BackwardWeight && peer(st - 1) == group_.rank()) {
+          slots[{st - 1, m}].grad_output = sl.grad_input;
+          sl.grad_input = at::Tensor();
+        }
+        break;
+      }
+    }
+  }
+  end_batch();
+  for (auto& w : batch_work) w.wait();
+  for (auto& [p, t] : sends) p.wait();
+}
+
+}  // namespace titan::distributed::pp
