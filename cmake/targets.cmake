@@ -159,6 +159,12 @@ add_test(NAME integration.tensor_parallel COMMAND ${Python3_EXECUTABLE} ${CMAKE_
 # Up to 4 processes of one thread each: run it alone.
 set_tests_properties(integration.tensor_parallel PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)
 
+# Pipeline parallelism: every schedule and its compositions against one process, bad configs,
+# a killed rank. Up to 8 processes of one thread each: run it alone.
+add_test(NAME integration.pipeline COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_pipeline.py
+         --titan $<TARGET_FILE:titan>)
+set_tests_properties(integration.pipeline PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)
+
 # Checkpoints: exact resume after SIGKILL, resharding between layouts, damaged checkpoints.
 add_test(NAME integration.checkpoint COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_checkpoint.py
          --titan $<TARGET_FILE:titan>)

@@ -188,6 +188,24 @@ TEST(PipelineSchedule, SendsAndReceivesPairUpAcrossRanks) {
   EXPECT_NE(error_of([&] { pp::with_communication(dead); }).find("every rank waits for another"), std::string::npos);
 }
 
+TEST(PipelineSchedule, ForwardOnlyScheduleRunsEveryStageInOrderOnEitherPlacement) {
+  for (const auto placement : {pp::Placement::Loop, pp::Placement::V}) {
+    const auto s = pp::forward_only_schedule(3, 2, 4, placement);
+    const auto all = pp::with_communication(s);  // no deadlock
+    int forwards = 0, sends = 0;
+    for (int r = 0; r < s.pp; ++r)
+      for (const auto& a : all[r]) {
+        forwards += a.type == pp::ActionType::Forward;
+        sends += a.type == pp::ActionType::SendF;
+        EXPECT_NE(a.type, pp::ActionType::SendB);
+      }
+    EXPECT_EQ(forwards, 6 * 4);
+    int boundaries = 0;
+    for (int st = 0; st + 1 < s.num_stages(); ++st) boundaries += s.rank_of_stage(st) != s.rank_of_stage(st + 1);
+    EXPECT_EQ(sends, boundaries * 4);
+  }
+}
+
 TEST(PipelineSplit, LayersSplitAsTorchtitanSplitsThem) {
   pp::SplitOptions o;
   o.schedule = "Interleaved1F1B";

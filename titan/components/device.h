@@ -79,6 +79,7 @@ bool available();
 std::string device_name(int index);
 double total_memory_gib(int index);
 MemoryStats memory_stats_and_reset(int index, double total_gib);
+int64_t active_bytes(int index);  // the caching allocator's bytes in use now
 }  // namespace cuda
 
 }  // namespace titan::components

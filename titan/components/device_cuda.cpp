@@ -35,6 +35,11 @@ MemoryStats memory_stats_and_reset(int index, double total_gib) {
   return s;
 }
 
+int64_t active_bytes(int index) {
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+  return stats.active_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
+}
+
 }  // namespace titan::components::cuda
 
 #include <torch/csrc/cuda/memory_snapshot.h>

@@ -7,6 +7,7 @@ bool available() { return false; }
 std::string device_name(int) { return "none"; }
 double total_memory_gib(int) { return 0; }
 MemoryStats memory_stats_and_reset(int, double) { return {}; }
+int64_t active_bytes(int) { return 0; }
 
 }  // namespace titan::components::cuda
 

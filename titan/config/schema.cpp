@@ -157,6 +157,10 @@ std::vector<KeySpec> build_schema() {
                   "Vocabulary size instead of the flavor's, e.g. 128256 to train the debug model "
                   "with Llama 3's tokenizer (titan.cpp)",
                   at_least_1),
+      opt_int_key("model.n_layers",
+                  "Transformer blocks instead of the flavor's, e.g. 8 to give the debug model one layer "
+                  "per pipeline stage at more stages (titan.cpp)",
+                  at_least_1),
       list_key("model.converters", {}, "Model converters to apply, e.g. float8"),
       bool_key("model.print_after_conversion", false,
                "Print the model after all converters have been applied"),

@@ -2,6 +2,7 @@
 
 #include <torch/csrc/autograd/autograd.h>
 
+#include <chrono>
 #include <map>
 
 #include "titan/common/error.h"
@@ -111,8 +112,16 @@ void Runtime::exchange_boundaries() {
   }
 }
 
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+}  // namespace
+
 void Runtime::run_step() {
   ++step_;
+  stats_ = {};
+  const auto step_start = Clock::now();
+  int in_flight = 0;
   const int S = schedule_.num_stages(), M = schedule_.microbatches;
   std::map<std::pair<int, int>, Slot> slots;  // (stage, microbatch)
   std::vector<std::pair<Pending, at::Tensor>> sends;  // kept alive until they are done
@@ -120,13 +129,17 @@ void Runtime::run_step() {
   auto peer = [&](int stage) { return schedule_.rank_of_stage(stage); };
   auto wait_input = [&](Slot& sl) {
     if (sl.input_posted) {
+      const auto t = Clock::now();
       sl.recv_input.wait();
+      stats_.wait_seconds += since(t);
       sl.input_posted = false;
     }
   };
   auto wait_grad = [&](Slot& sl) {
     if (sl.grad_posted) {
+      const auto t = Clock::now();
       sl.recv_grad.wait();
+      stats_.wait_seconds += since(t);
       sl.grad_posted = false;
     }
   };
@@ -189,7 +202,10 @@ void Runtime::run_step() {
           if (training_) sl.input.requires_grad_(true);
           input = sl.input;
         }
+        const auto t = Clock::now();
         at::Tensor out = s.forward(m, input);
+        stats_.compute_seconds += since(t);
+        if (training_) stats_.max_in_flight = std::max(stats_.max_in_flight, ++in_flight);
         if (st < S - 1) {
           const Boundary got{out.sizes().vec(), out.scalar_type()};
           if (!(got == s.output))
@@ -219,6 +235,7 @@ void Runtime::run_step() {
         size_t local_index = 0;
         while (stages_[local_index].index != st) ++local_index;
         const bool last = last_weight_action_[local_index] == static_cast<int>(i);
+        const auto t = Clock::now();
         if (a.type == ActionType::BackwardInput) {
           if (st > 0) {
             auto g = torch::autograd::grad(outputs, {sl.input}, grads, /*retain_graph=*/true, /*create_graph=*/false,
@@ -234,10 +251,12 @@ void Runtime::run_step() {
             torch::autograd::backward(outputs, grads, /*keep_graph=*/false, /*create_graph=*/false, s.weights);
           }
           if (hooks_.after_weight_gradients) hooks_.after_weight_gradients();
+          --in_flight;
           sl.output = at::Tensor();
           sl.grad_output = at::Tensor();
           if (a.type == ActionType::BackwardWeight || st == 0) sl.input = at::Tensor();
         }
+        stats_.compute_seconds += since(t);
         if (st > 0 && a.type != ActionType::BackwardWeight && peer(st - 1) == group_.rank()) {
           slots[{st - 1, m}].grad_output = sl.grad_input;
           sl.grad_input = at::Tensor();
@@ -247,8 +266,11 @@ void Runtime::run_step() {
     }
   }
   end_batch();
+  const auto t = Clock::now();
   for (auto& w : batch_work) w.wait();
-  for (auto& [p, t] : sends) p.wait();
+  for (auto& [p, sent] : sends) p.wait();
+  stats_.wait_seconds += since(t);
+  stats_.wall_seconds = since(step_start);
 }
 
 }  // namespace titan::distributed::pp

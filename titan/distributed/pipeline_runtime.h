@@ -57,6 +57,15 @@ class Runtime {
   // Runs this rank's actions for one step. Throws on a failed or timed-out message.
   void run_step();
 
+  // What the last step spent: wall time, time in forwards and backwards, time waiting for
+  // messages (receives, and the sends at the end), and the most microbatches whose forward
+  // graph was alive at once on this rank (what activation memory grows with).
+  struct StepStats {
+    double wall_seconds = 0, compute_seconds = 0, wait_seconds = 0;
+    int max_in_flight = 0;
+  };
+  const StepStats& last_step_stats() const { return stats_; }
+
   const Schedule& schedule() const { return schedule_; }
   const std::vector<Action>& actions() const { return actions_; }  // with communication
 
@@ -74,6 +83,7 @@ class Runtime {
   std::vector<Action> actions_;
   std::vector<int> last_weight_action_;  // per local stage: index into actions_
   int64_t step_ = 0;
+  StepStats stats_;
 };
 
 }  // namespace titan::distributed::pp

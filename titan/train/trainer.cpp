@@ -375,6 +375,11 @@ struct Trainer::Impl {
   int64_t pp_valid = 1;                     // the step's global count of valid tokens
   bool pp_last_accum = true;                // the step's last gradient-accumulation round
   double pp_eval_sum = 0;                   // validation: the loss sum of the batch, last stage
+  // From step 3 on (the first steps warm up): the schedule's time, its waits, microbatches in
+  // flight, and the peak memory growth during a schedule (CPU: resident; CUDA: allocated).
+  int64_t pp_measured = 0;
+  double pp_wall = 0, pp_wait = 0, pp_peak_growth = 0;
+  int pp_max_in_flight = 0;
 
   explicit Impl(const config::JobConfig& c);
   // The pipeline runtimes of this rank's stages (training, and validation when enabled).
@@ -732,7 +737,24 @@ StepRecord Trainer::train_step(int64_t step) {
       s.pp_last_accum = m + 1 == s.accum;
       {
         TITAN_RANGE("pipeline_schedule");
+        const bool measure = step > 2;
+        int64_t before = 0;
+        if (measure) {
+          s.dev->memory_stats_and_reset();
+          before = s.device.is_cuda() ? components::cuda::active_bytes(s.device.index())
+                                      : components::DeviceInfo::current_resident_bytes();
+        }
         s.pipeline->run_step();
+        if (measure) {
+          const auto& st = s.pipeline->last_step_stats();
+          const double peak = s.device.is_cuda() ? s.dev->memory_stats_and_reset().max_active_gib * 1073741824.0
+                                                 : static_cast<double>(components::DeviceInfo::peak_resident_bytes());
+          s.pp_peak_growth = std::max(s.pp_peak_growth, peak - static_cast<double>(before));
+          s.pp_wall += st.wall_seconds;
+          s.pp_wait += st.wait_seconds;
+          s.pp_max_in_flight = std::max(s.pp_max_in_flight, st.max_in_flight);
+          ++s.pp_measured;
+        }
       }
       row_sums[m].copy_(s.pp_row_sums.view({-1}));
     }
@@ -1042,6 +1064,19 @@ RunResult Trainer::run() {
                  ? "; skipped " + std::to_string(skipped.empty) + " empty documents and " +
                        std::to_string(skipped.malformed) + " malformed lines"
                  : ""));
+  if (s.pipeline && s.pp_measured > 0) {
+    std::string stages;
+    for (int st : s.pipeline->schedule().stages_of_rank(s.mesh->rank("pp")))
+      stages += (stages.empty() ? "" : ", ") + std::to_string(st);
+    log::info_every_rank(
+        "Pipeline rank " + std::to_string(s.mesh->rank("pp")) + " (stage " + stages + "): idle " +
+        log::format("%.1f%%", 100.0 * s.pp_wait / std::max(s.pp_wall, 1e-12)) + " of the schedule's time over " +
+        std::to_string(s.pp_measured) + " rounds (its bubble at unit costs: " +
+        log::format("%.1f%%", 100.0 * distributed::pp::simulate(s.pipeline->schedule()).bubble_fraction) + "), up to " +
+        std::to_string(s.pp_max_in_flight) + " microbatches in flight, peak memory " +
+        log::format("%.3f", s.pp_peak_growth / 1073741824.0) + " GiB above the schedule's start, " +
+        log::format("%.4f", s.pp_wall / static_cast<double>(s.pp_measured)) + " s per schedule");
+  }
   if (!s.result.interrupted) log::info("Training completed");
   return s.result;
 }

@@ -137,6 +137,10 @@ models::llama3::ModelArgs model_args(const config::JobConfig& cfg) {
     if (*v < 1) throw Error("model.vocab_size = " + std::to_string(*v) + " must be >= 1");
     args.vocab_size = *v;
   }
+  if (auto v = cfg.get_opt_int("model.n_layers")) {
+    if (*v < 1 || *v > 100000) throw Error("model.n_layers = " + std::to_string(*v) + " is out of range", "use 1 to 100000");
+    args.n_layers = *v;
+  }
   return args;
 }
 
