@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,6 +98,26 @@ def main() -> int:
             worst = max((rel(a["validation_loss"], b["validation_loss"]) for a, b in zip(val, ref_val)), default=1.0)
             check(f"{name}: validation through the pipeline matches one process ({len(val)} passes, worst {worst:.1e})",
                   len(val) == len(ref_val) == 3 and worst <= TOL)
+
+    # ---- checkpoints: a PP(2) run resumed at step 5 continues exactly; one process loads it ----------
+    ck = ["--checkpoint.enable", "--checkpoint.interval", "5"]
+    dump = os.path.join(tmp, "ck_pp")
+    full = run_layout(checks, titan, "PP(2) 1F1B with checkpoints", 2, BASE + pp(2, "1F1B") + lb8 + ck, dump)
+    if full is not None and "PP(2) 1F1B" in runs:
+        shutil.rmtree(os.path.join(dump, "checkpoint", "step-10"))
+        one = os.path.join(tmp, "ck_one")
+        shutil.copytree(os.path.join(dump, "checkpoint"), os.path.join(one, "checkpoint"))
+        resumed = run_layout(checks, titan, "PP(2) 1F1B resumed", 2, BASE + pp(2, "1F1B") + lb8 + ck, dump)
+        if resumed is not None:
+            check("PP(2): a run resumed from its step-5 checkpoint gives steps 6-10 of the uninterrupted run bit for bit",
+                  [(r["loss"], r["grad_norm"]) for r in resumed] ==
+                  [(r["loss"], r["grad_norm"]) for r in runs["PP(2) 1F1B"][5:]],
+                  f"{[r['loss'] for r in resumed]} vs {[r['loss'] for r in runs['PP(2) 1F1B'][5:]]}")
+        got = run_layout(checks, titan, "one process from the PP(2) checkpoint", 1, BASE + lb8 + ck, one)
+        if got is not None:
+            worst_loss = max((rel(a["loss"], b["loss"]) for a, b in zip(got, ref[5:])), default=1.0)
+            check(f"one process loads the PP(2) checkpoint (resharded) and continues the curve (worst {worst_loss:.1e})",
+                  len(got) == 5 and worst_loss <= TOL, str(got))
 
     # ---- a schedule table equal to 1F1B gives 1F1B's losses, bit for bit ------------------------------
     csv = os.path.join(tmp, "1f1b.csv")
