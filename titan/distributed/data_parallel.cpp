@@ -252,8 +252,8 @@ void DataParallel::release(size_t u) {
 }
 
 void DataParallel::before(size_t u, const std::string&) {
-  if (u == 0)  // a new forward: nothing gathered in an earlier one is current any more
-    for (size_t i = 0; i < units_.size(); ++i) release(i);
+  if (u == 0 && !options_.pipelined)  // a new forward: nothing gathered before is current
+    release_all();
   Unit& unit = *units_[u];
   if (shard_.trivial()) {  // DDP / tensor parallel alone: the parameters, through the reduce hand-off
     std::vector<at::Tensor> params;
@@ -306,7 +306,7 @@ void DataParallel::post_backward(size_t u, std::vector<at::Tensor> grads) {
   }
   if (!sync_ && !options_.sync_every_microbatch) {
     unit.accumulated = flat;
-    if (W > 1) release(u);
+    if (W > 1 && !options_.pipelined) release(u);
     return;
   }
   auto pending = std::make_shared<Pending>();
@@ -328,7 +328,11 @@ void DataParallel::post_backward(size_t u, std::vector<at::Tensor> grads) {
       accumulate(s.shard, g.view(s.shard.sizes()));
     }
   });
-  if (W > 1) release(u);
+  if (W > 1 && !options_.pipelined) release(u);
+}
+
+void DataParallel::release_all() {
+  for (size_t i = 0; i < units_.size(); ++i) release(i);
 }
 
 void DataParallel::finish_backward() {

@@ -38,6 +38,11 @@ struct DataParallelOptions {
   // false: reduce gradients once per step, after the last microbatch (set_gradient_sync), holding
   // unsharded float32 gradients meanwhile.
   bool sync_every_microbatch = true;
+  // Pipeline parallelism: the forwards and backwards of several microbatches interleave in a
+  // step, so gathered parameters stay gathered through it (unless reshard_after_forward): the
+  // first part's forward and a part's backward do not release them, the trainer calls
+  // release_all() once the shards have changed.
+  bool pipelined = false;
 };
 
 // Draws the initial value of a box [offsets, offsets + out.sizes()) of parameter `fqn` (global
@@ -68,6 +73,9 @@ class DataParallel final : public ForwardHooks {
   // Whether the next backward reduces the gradients (see sync_every_microbatch); the trainer
   // turns it on for the last microbatch of a step.
   void set_gradient_sync(bool sync) { sync_ = sync; }
+
+  // Frees every gathered part (their shards changed: the next use gathers them again).
+  void release_all();
 
   // Call after each backward (every microbatch): waits for the gradient collectives and adds
   // the reduced gradients into parameters()'s .grad.

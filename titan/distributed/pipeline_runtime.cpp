@@ -1,9 +1,15 @@
 #include "titan/distributed/pipeline_runtime.h"
 
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/engine.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <chrono>
 #include <map>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "titan/common/error.h"
 #include "titan/common/log.h"
@@ -16,6 +22,138 @@ std::string describe(const Boundary& b) {
   return s + "] " + c10::toString(b.dtype);
 }
 
+namespace {
+
+using torch::autograd::Edge;
+using torch::autograd::Node;
+using torch::autograd::variable_list;
+
+// The backward of one stage split in two (zero-bubble schedules), as PyTorch's pipelining does it.
+// The nodes where a weight's gradient path meets the input's ("intermediates": a matmul, a norm's
+// multiply, a checkpointed block) are found in the graph. The input backward (I) computes the
+// input gradient only, and keeps the gradients that arrive at those nodes. The weight backward
+// (W) then runs each of them again for its weight-side outputs only, and passes what they give
+// down to the weights in one go (so that a node feeding several weights, e.g. data
+// parallelism's gather, runs once). No input-gradient work is repeated.
+struct SplitBackward {
+  struct Captured {
+    std::shared_ptr<Node> node;
+    variable_list grads;              // what arrived at the node in the input backward
+    std::vector<uint32_t> weight_edges;  // the node's next edges that lead to weights only
+  };
+  std::vector<Captured> captured;
+  std::shared_ptr<bool> active = std::make_shared<bool>(true);
+};
+
+class CaptureGrads final : public torch::autograd::FunctionPreHook {
+ public:
+  CaptureGrads(std::shared_ptr<bool> active, variable_list* into) : active_(std::move(active)), into_(into) {}
+  variable_list operator()(const variable_list& grads) override {
+    if (*active_) *into_ = grads;
+    return grads;
+  }
+
+ private:
+  std::shared_ptr<bool> active_;
+  variable_list* into_;
+};
+
+// The input backward: returns the gradient of `input`, and fills `split` for the weight backward.
+at::Tensor backward_input(const at::Tensor& output, const at::Tensor& grad, const at::Tensor& input,
+                          const std::vector<at::Tensor>& weights, SplitBackward& split) {
+  // The graph from the output, with each node's consumers.
+  std::unordered_map<Node*, std::vector<Node*>> consumers;
+  std::unordered_map<Node*, std::shared_ptr<Node>> owned;
+  std::vector<Node*> todo;
+  if (const auto root = output.grad_fn()) {
+    owned[root.get()] = root;
+    todo.push_back(root.get());
+  }
+  while (!todo.empty()) {
+    Node* n = todo.back();
+    todo.pop_back();
+    for (const Edge& e : n->next_edges()) {
+      if (!e.is_valid()) continue;
+      Node* c = e.function.get();
+      consumers[c].push_back(n);
+      if (owned.emplace(c, e.function).second) todo.push_back(c);
+    }
+  }
+  auto upward = [&](Node* start, const std::unordered_set<Node*>& stop, std::unordered_set<Node*>& seen,
+                    std::unordered_set<Node*>* hit) {
+    std::vector<Node*> stack{start};
+    seen.insert(start);
+    while (!stack.empty()) {
+      Node* n = stack.back();
+      stack.pop_back();
+      for (Node* p : consumers[n]) {
+        if (stop.count(p)) {
+          hit->insert(p);
+          continue;
+        }
+        if (seen.insert(p).second) stack.push_back(p);
+      }
+    }
+  };
+  // Nodes whose output depends on the input; then, going up from each weight, the first of them.
+  std::unordered_set<Node*> depends_on_input, none, weight_side, intermediates;
+  const Edge input_edge = torch::autograd::impl::gradient_edge(input);
+  if (owned.count(input_edge.function.get())) upward(input_edge.function.get(), none, depends_on_input, &intermediates);
+  intermediates.clear();
+  for (const auto& w : weights) {
+    const Edge e = torch::autograd::impl::gradient_edge(w);
+    if (!owned.count(e.function.get()) || weight_side.count(e.function.get())) continue;
+    upward(e.function.get(), depends_on_input, weight_side, &intermediates);
+  }
+  split.captured.reserve(intermediates.size());  // the hooks keep pointers into it
+  for (Node* n : intermediates) {
+    SplitBackward::Captured c;
+    c.node = owned[n];
+    for (uint32_t i = 0; i < n->next_edges().size(); ++i) {
+      const Edge& e = n->next_edge(i);
+      if (e.is_valid() && weight_side.count(e.function.get())) c.weight_edges.push_back(i);
+    }
+    split.captured.push_back(std::move(c));
+  }
+  for (auto& c : split.captured) c.node->add_pre_hook(std::make_unique<CaptureGrads>(split.active, &c.grads));
+  auto g = torch::autograd::grad({output}, {input}, {grad}, /*retain_graph=*/true, /*create_graph=*/false,
+                                 /*allow_unused=*/true);
+  *split.active = false;
+  return g[0].defined() ? g[0] : at::zeros_like(input);
+}
+
+// The weight backward: the intermediates' weight-side outputs, then everything below them at once.
+void backward_weight(SplitBackward& split, const std::vector<at::Tensor>& weights) {
+  auto& engine = torch::autograd::Engine::get_default_engine();
+  torch::autograd::edge_list roots;
+  variable_list root_grads;
+  for (auto& c : split.captured) {
+    torch::autograd::edge_list from, to;
+    variable_list grads;
+    for (uint32_t i = 0; i < c.grads.size(); ++i)
+      if (c.grads[i].defined()) {
+        from.emplace_back(c.node, i);
+        grads.push_back(c.grads[i]);
+      }
+    if (from.empty() || c.weight_edges.empty()) continue;
+    for (uint32_t i : c.weight_edges) to.push_back(c.node->next_edge(i));
+    const variable_list got = engine.execute(from, grads, /*keep_graph=*/true, /*create_graph=*/false,
+                                             /*accumulate_grad=*/false, to);
+    for (size_t k = 0; k < to.size(); ++k)
+      if (got[k].defined()) {
+        roots.push_back(to[k]);
+        root_grads.push_back(got[k]);
+      }
+    c.grads.clear();
+  }
+  if (roots.empty()) return;
+  torch::autograd::edge_list leaves;
+  for (const auto& w : weights) leaves.push_back(torch::autograd::impl::gradient_edge(w));
+  engine.execute(roots, root_grads, /*keep_graph=*/false, /*create_graph=*/false, /*accumulate_grad=*/true, leaves);
+}
+
+}  // namespace
+
 // The tensors of one (stage, microbatch) while its forward's graph is alive.
 struct Runtime::Slot {
   at::Tensor input;        // the stage's input leaf (not on stage 0)
@@ -24,6 +162,7 @@ struct Runtime::Slot {
   at::Tensor grad_input;   // the gradient of input, for the previous stage
   Pending recv_input, recv_grad;
   bool input_posted = false, grad_posted = false;
+  std::unique_ptr<SplitBackward> split;  // between I and W
 };
 
 namespace {
@@ -238,16 +377,18 @@ void Runtime::run_step() {
         const auto t = Clock::now();
         if (a.type == ActionType::BackwardInput) {
           if (st > 0) {
-            auto g = torch::autograd::grad(outputs, {sl.input}, grads, /*retain_graph=*/true, /*create_graph=*/false,
-                                           /*allow_unused=*/true);
-            sl.grad_input = g[0].defined() ? g[0] : at::zeros_like(sl.input);
+            sl.split = std::make_unique<SplitBackward>();
+            sl.grad_input = backward_input(sl.output, grad, sl.input, s.weights, *sl.split);
           }
         } else {
           if (hooks_.before_weight_gradients) hooks_.before_weight_gradients(st, last);
           if (a.type == ActionType::FullBackward) {
             torch::autograd::backward(outputs, grads);
             if (st > 0) sl.grad_input = sl.input.grad().defined() ? sl.input.grad() : at::zeros_like(sl.input);
-          } else {
+          } else if (sl.split) {  // after an I: the weight-side work only
+            backward_weight(*sl.split, s.weights);
+            sl.split.reset();
+          } else {  // the first stage has no input gradient: its W is the whole backward
             torch::autograd::backward(outputs, grads, /*keep_graph=*/false, /*create_graph=*/false, s.weights);
           }
           if (hooks_.after_weight_gradients) hooks_.after_weight_gradients();

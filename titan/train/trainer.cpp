@@ -658,6 +658,7 @@ double Trainer::Impl::validation_sum(const components::Batch& batch) {
   }
   split_microbatches(batch);
   pp_eval_sum = 0;
+  plan.data_parallel->release_all();  // gathered before the last optimizer step, maybe
   pipeline_eval->run_step();
   // Only the last stage computed it: the others add zero.
   at::Tensor t = at::full({1}, pp_eval_sum, at::kDouble).to(device);
@@ -744,6 +745,7 @@ StepRecord Trainer::train_step(int64_t step) {
           before = s.device.is_cuda() ? components::cuda::active_bytes(s.device.index())
                                       : components::DeviceInfo::current_resident_bytes();
         }
+        if (m == 0) s.plan.data_parallel->release_all();  // the shards were stepped since
         s.pipeline->run_step();
         if (measure) {
           const auto& st = s.pipeline->last_step_stats();

@@ -218,7 +218,17 @@ Preflight preflight(const config::JobConfig& cfg, int world_size) {
   if (p.dims.world_size > 1 && cfg.get_string("training.dtype") != "float32")
     throw Error("training.dtype = \"" + cfg.get_string("training.dtype") + "\" with several ranks is not supported yet",
                 "use training.dtype = \"float32\" (mixed precision comes from training.mixed_precision_param)");
-  if (p.dims.pp > 1) p.pipeline = plan_pipeline(cfg, p.args);
+  if (p.dims.pp > 1) {
+    p.pipeline = plan_pipeline(cfg, p.args);
+    bool split_backward = false;
+    for (const auto& actions : p.pipeline->schedule.compute)
+      for (const auto& a : actions) split_backward |= a.type == distributed::pp::ActionType::BackwardWeight;
+    if (split_backward && p.dims.fsdp_enabled() && cfg.get_string("parallelism.fsdp_reshard_after_forward") == "always")
+      throw Error("parallelism.fsdp_reshard_after_forward = \"always\" with the pipeline schedule " +
+                      p.pipeline->schedule.name + " (which splits backwards into I and W) is not supported yet",
+                  "use fsdp_reshard_after_forward = \"default\" (kept under pipeline parallelism), or a schedule "
+                  "without the split (1F1B, Interleaved1F1B)");
+  }
   p.memory = estimate_memory(p.args, cfg, p.dims);
   return p;
 }

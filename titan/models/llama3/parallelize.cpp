@@ -178,6 +178,7 @@ ParallelPlan parallelize(Transformer& model, const config::JobConfig& cfg, distr
                                           ? false
                                           : reshard);
   o.sync_every_microbatch = cfg.get_bool("parallelism.fsdp_sync_every_microbatch");
+  o.pipelined = dims.pp > 1;
   if (dims.fsdp_enabled()) o.param_dtype = compute_dtype;
   const ModelArgs args = model.args();
   std::function<void(ForwardHooks*)> install = [&model](ForwardHooks* hooks) { model.set_forward_hooks(hooks); };
