@@ -66,6 +66,27 @@ for run in "debugmodel 8" "1B 2"; do
   note "torchrun 1 GPU, $1, local batch $2, seq 2048, bf16: rc=$?, $(grep 'step: ' "$LOG/train_$1.txt" | tail -1 | sed 's/.*step:/step:/')"
 done
 
+# Pipeline parallelism over NCCL needs a GPU per rank: PP(2) 1F1B (and with 8 GPUs the 3D layout
+# pp=2, dp_shard=2, tp=2) against one GPU, float32, the same global batch.
+NGPUS=$(nvidia-smi -L 2>/dev/null | wc -l)
+PPB="--job.config_file configs/llama3/debug_model.toml --model.n_layers 8 --training.seq_len 256 --training.steps 10 \
+  --training.mixed_precision_param float32 --debug.seed 42 --metrics.log_freq 1 --training.local_batch_size 8 \
+  --parallelism.pipeline_parallel_microbatch_size 2"
+pp_layout() {  # $1: label, $2: processes, $3: flags
+  python3 -m torch.distributed.run --standalone --nproc_per_node="$2" --no-python ./build-gpu/titan train $PPB $3 \
+    --job.dump_folder "$LOG/pp_$2" >"$LOG/pp_$2.txt" 2>&1
+  local rc=$?
+  note "$1 on $2 GPUs: rc=$rc, last $(grep 'step: ' "$LOG/pp_$2.txt" | tail -1 | sed 's/.*step:/step:/' | awk '{print $2, $3, $4}') vs one GPU $(grep 'step: ' "$LOG/pp_1.txt" | tail -1 | sed 's/.*step:/step:/' | awk '{print $2, $3, $4}')"
+}
+if [ "$NGPUS" -ge 2 ]; then
+  ./build-gpu/titan train $PPB --job.dump_folder "$LOG/pp_1" >"$LOG/pp_1.txt" 2>&1
+  pp_layout "PP(2) 1F1B" 2 "--parallelism.pipeline_parallel_degree 2 --parallelism.pipeline_parallel_schedule 1F1B"
+  [ "$NGPUS" -ge 8 ] && pp_layout "PP(2)xFSDP(2)xTP(2) Interleaved1F1B" 8 "--parallelism.pipeline_parallel_degree 2 \
+    --parallelism.tensor_parallel_degree 2 --parallelism.data_parallel_shard_degree 2 --training.local_batch_size 4"
+else
+  note "SKIP pipeline parallelism over NCCL: $NGPUS GPU(s), it needs 2 or more"
+fi
+
 bench_pair() {  # $1: label; $2: titan.cpp flags; $3: peer flags; $4: shape
   local ours peer
   ours=$(./build-gpu/bench_train_step $4 $2 --device cuda --steps 20 --warmup 5 2>&1 | tail -1)

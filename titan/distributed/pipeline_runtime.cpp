@@ -187,9 +187,11 @@ int tag_of(int stage, int microbatch, bool gradient, int num_stages) {
   return ((microbatch * num_stages + stage) << 1) | (gradient ? 1 : 0);
 }
 
-std::string channel(int from, int to, bool gradient) {
-  return std::string(gradient ? "pp gradients stage " : "pp activations stage ") + std::to_string(from) + " -> stage " +
-         std::to_string(to);
+// The flight recorder's name for the messages between two stages (validation's apart: its
+// messages are numbered on their own).
+std::string channel(int from, int to, bool gradient, bool training) {
+  return std::string(training ? "pp " : "pp validation ") + (gradient ? "gradients stage " : "activations stage ") +
+         std::to_string(from) + " -> stage " + std::to_string(to);
 }
 
 }  // namespace
@@ -304,15 +306,15 @@ void Runtime::run_step() {
       case ActionType::RecvF: {
         const Stage& s = local(st);
         sl.input = at::empty(s.input.shape, at::TensorOptions().dtype(s.input.dtype).device(device_));
-        sl.recv_input = group_.recv(sl.input, peer(st - 1), tag_of(st - 1, m, false, S), channel(st - 1, st, false),
-                                    seq_base + m);
+        sl.recv_input = group_.recv(sl.input, peer(st - 1), tag_of(st - 1, m, false, S),
+                                    channel(st - 1, st, false, training_), seq_base + m);
         sl.input_posted = true;
         break;
       }
       case ActionType::SendF: {
         at::Tensor out = sl.output.detach().contiguous();
-        sends.emplace_back(group_.send(out, peer(st + 1), tag_of(st, m, false, S), channel(st, st + 1, false),
-                                       seq_base + m),
+        sends.emplace_back(group_.send(out, peer(st + 1), tag_of(st, m, false, S),
+                                       channel(st, st + 1, false, training_), seq_base + m),
                            out);
         if (!training_) sl.output = at::Tensor();
         break;
@@ -320,14 +322,16 @@ void Runtime::run_step() {
       case ActionType::RecvB: {
         const Stage& s = local(st);
         sl.grad_output = at::empty(s.output.shape, at::TensorOptions().dtype(s.output.dtype).device(device_));
-        sl.recv_grad = group_.recv(sl.grad_output, peer(st + 1), tag_of(st + 1, m, true, S), channel(st + 1, st, true),
-                                   seq_base + m);
+        sl.recv_grad = group_.recv(sl.grad_output, peer(st + 1), tag_of(st + 1, m, true, S),
+                                   channel(st + 1, st, true, training_), seq_base + m);
         sl.grad_posted = true;
         break;
       }
       case ActionType::SendB: {
         at::Tensor g = sl.grad_input.contiguous();
-        sends.emplace_back(group_.send(g, peer(st - 1), tag_of(st, m, true, S), channel(st, st - 1, true), seq_base + m), g);
+        sends.emplace_back(group_.send(g, peer(st - 1), tag_of(st, m, true, S), channel(st, st - 1, true, training_),
+                                       seq_base + m),
+                           g);
         sl.grad_input = at::Tensor();
         break;
       }
