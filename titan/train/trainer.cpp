@@ -33,15 +33,14 @@
 #include "titan/distributed/device_mesh.h"
 #include "titan/distributed/flight_recorder.h"
 #include "titan/distributed/parallel_dims.h"
-#include "titan/distributed/pipeline_runtime.h"
 #include "titan/distributed/pipeline_schedule.h"
-#include "titan/distributed/pipeline_split.h"
 #include "titan/distributed/process_group.h"
 #include "titan/kernels/ops.h"
 #include "titan/models/llama3/args.h"
 #include "titan/models/llama3/model.h"
 #include "titan/models/llama3/parallelize.h"
 #include "titan/train/hf_convert.h"
+#include "titan/train/pipeline.h"
 #include "titan/train/validate.h"
 #include "titan/models/llama3/state_dict_adapter.h"
 
@@ -369,23 +368,9 @@ struct Trainer::Impl {
 
   // ---- pipeline parallelism (pipeline_parallel_degree > 1) ----
   std::optional<PipelinePlan> pipeline_plan;
-  std::unique_ptr<distributed::pp::Runtime> pipeline, pipeline_eval;
-  std::vector<components::Batch> pp_micro;  // the microbatches the schedule runs now
-  at::Tensor pp_row_sums;                   // (microbatches, rows): each row's loss sum, last stage
-  int64_t pp_valid = 1;                     // the step's global count of valid tokens
-  bool pp_last_accum = true;                // the step's last gradient-accumulation round
-  double pp_eval_sum = 0;                   // validation: the loss sum of the batch, last stage
-  // From step 3 on (the first steps warm up): the schedule's time, its waits, microbatches in
-  // flight, and the peak memory growth during a schedule (CPU: resident; CUDA: allocated).
-  int64_t pp_measured = 0;
-  double pp_wall = 0, pp_wait = 0, pp_peak_growth = 0;
-  int pp_max_in_flight = 0;
+  std::unique_ptr<Pipeline> pipeline;
 
   explicit Impl(const config::JobConfig& c);
-  // The pipeline runtimes of this rank's stages (training, and validation when enabled).
-  void build_pipeline(at::ScalarType activation_dtype);
-  // Runs the schedule over `batch` split into microbatches of pipeline_parallel_microbatch_size.
-  void split_microbatches(const components::Batch& batch);
   // Validation's loss sum of one batch on this rank (the model, or the pipeline).
   double validation_sum(const components::Batch& batch);
   distributed::Group& loss_group() { return mesh->group("loss"); }
@@ -484,10 +469,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   const int64_t rss_before = components::DeviceInfo::current_resident_bytes();
   std::vector<size_t> parts_held;  // pipeline parallelism: the parts of this rank's stages
   if (pipeline_plan) {
-    for (int st : pipeline_plan->schedule.stages_of_rank(mesh->rank("pp"))) {
-      const auto [first, last] = pipeline_plan->part_ranges[static_cast<size_t>(st)];
-      for (size_t i = first; i < last; ++i) parts_held.push_back(i);
-    }
+    parts_held = parts_of_rank(*pipeline_plan, mesh->rank("pp"));
     describe_pipeline(*pipeline_plan);
   }
   plan = models::llama3::parallelize(*model, cfg, *mesh, device, precision.dtype, seed, parts_held);
@@ -528,7 +510,10 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
     return std::find(parts.begin(), parts.end(), "model") != parts.end();
   }();
   log::info("Attention: " + kernels::attention_backend(device, matmul_dtype, fused_blocks));
-  if (pipeline_plan) build_pipeline(matmul_dtype);
+  if (pipeline_plan)
+    pipeline = std::make_unique<Pipeline>(*pipeline_plan, *model, *plan.data_parallel, *mesh, *dev, matmul_dtype, seq_len,
+                                          validation_data ? std::optional<int64_t>(cfg.get_int("validation.seq_len"))
+                                                          : std::nullopt);
   peak = dev->peak_flops(matmul_dtype);
   log::info("Peak FLOPS used for computing MFU: " + log::format("%.3e", peak.flops) + " (" + peak.source + ")");
 
@@ -587,83 +572,10 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   checkpointer = std::make_unique<components::Checkpointer>(cfg, ck);
 }
 
-namespace {
-
-// The index in model.parts() of the part a parameter belongs to.
-size_t part_of(const std::string& fqn, size_t n_layers) {
-  if (fqn.rfind("tok_embeddings.", 0) == 0) return 0;
-  if (fqn.rfind("layers.", 0) == 0) return static_cast<size_t>(std::stoll(fqn.substr(7))) + 1;
-  return n_layers + 1;  // norm, output
-}
-
-}  // namespace
-
-void Trainer::Impl::build_pipeline(at::ScalarType activation_dtype) {
-  namespace pp = distributed::pp;
-  const PipelinePlan& pl = *pipeline_plan;
-  const size_t n_parts = model->num_parts();
-  const auto names = plan.data_parallel->parameter_names();
-  const auto weights = plan.data_parallel->parameters();
-  auto stages = [&](bool training, int64_t rows, int64_t seq) {
-    std::vector<pp::Stage> out;
-    for (int st : pl.schedule.stages_of_rank(mesh->rank("pp"))) {
-      const auto [first, last] = pl.part_ranges[static_cast<size_t>(st)];
-      pp::Stage stage;
-      stage.index = st;
-      // Between blocks the hidden state is (rows, seq, dim); sequence parallelism splits seq.
-      stage.input = stage.output = pp::Boundary{{rows, seq / dims.tp, args.dim}, activation_dtype};
-      for (size_t i = 0; i < names.size(); ++i) {
-        const size_t part = part_of(names[i], static_cast<size_t>(args.n_layers));
-        if (part >= first && part < last) stage.weights.push_back(weights[i]);
-      }
-      stage.forward = [this, first = first, last = last, n_parts, training](int m, const at::Tensor& input) {
-        const components::Batch& mb = pp_micro.at(static_cast<size_t>(m));
-        const at::Tensor& x = first == 0 ? mb.inputs : input;
-        if (last < n_parts) return model->forward_parts(x, nullptr, first, last);
-        at::Tensor per_token = model->forward_parts(x, &mb.labels, first, last);  // (rows, T) float32
-        if (!training) {
-          pp_eval_sum += per_token.sum().to(at::kDouble).item<double>();
-          return per_token.sum();
-        }
-        pp_row_sums[m].copy_(per_token.detach().sum(1).to(at::kDouble).cpu());
-        return per_token.sum() / static_cast<double>(pp_valid);
-      };
-      out.push_back(std::move(stage));
-    }
-    return out;
-  };
-  pp::RuntimeHooks hooks;
-  hooks.before_weight_gradients = [this](int, bool last) { plan.data_parallel->set_gradient_sync(last && pp_last_accum); };
-  hooks.after_weight_gradients = [this] { plan.data_parallel->finish_backward(); };
-  auto& group = mesh->group("pp");
-  pipeline = std::make_unique<pp::Runtime>(pl.schedule, stages(true, pl.microbatch_size, seq_len), group, device,
-                                           /*training=*/true, hooks);
-  if (validation_data)
-    pipeline_eval = std::make_unique<pp::Runtime>(pl.eval_schedule,
-                                                  stages(false, pl.microbatch_size, cfg.get_int("validation.seq_len")),
-                                                  group, device, /*training=*/false);
-}
-
-void Trainer::Impl::split_microbatches(const components::Batch& batch) {
-  const int64_t rows = pipeline_plan->microbatch_size, count = batch.inputs.size(0) / rows;
-  pp_micro.clear();
-  for (int64_t k = 0; k < count; ++k)
-    pp_micro.push_back({batch.inputs.narrow(0, k * rows, rows), batch.labels.narrow(0, k * rows, rows)});
-}
-
 double Trainer::Impl::validation_sum(const components::Batch& batch) {
-  if (!pipeline_eval) {
-    AutocastScope amp(device.type(), plan.autocast);
-    return model->forward_loss(batch.inputs, batch.labels).sum().to(at::kDouble).item<double>();
-  }
-  split_microbatches(batch);
-  pp_eval_sum = 0;
-  plan.data_parallel->release_all();  // gathered before the last optimizer step, maybe
-  pipeline_eval->run_step();
-  // Only the last stage computed it: the others add zero.
-  at::Tensor t = at::full({1}, pp_eval_sum, at::kDouble).to(device);
-  mesh->group("pp").all_reduce(t).wait();
-  return t.cpu().item<double>();
+  if (pipeline) return pipeline->validation_sum(batch);
+  AutocastScope amp(device.type(), plan.autocast);
+  return model->forward_loss(batch.inputs, batch.labels).sum().to(at::kDouble).item<double>();
 }
 
 void Trainer::Impl::lock_dump_folder() {
@@ -730,39 +642,10 @@ StepRecord Trainer::train_step(int64_t step) {
   at::Tensor row_sums = at::empty({s.accum, s.local_bs}, at::TensorOptions().dtype(at::kDouble));
   if (s.pipeline) {
     // The schedule runs each round's local batch in microbatches; the last stage computes the
-    // losses, which every stage then shares (the others add zeros: exact).
-    for (int64_t m = 0; m < s.accum; ++m) {
-      s.split_microbatches(micro[m]);
-      s.pp_row_sums = at::zeros({static_cast<int64_t>(s.pp_micro.size()), s.pipeline_plan->microbatch_size}, at::kDouble);
-      s.pp_valid = valid;
-      s.pp_last_accum = m + 1 == s.accum;
-      {
-        TITAN_RANGE("pipeline_schedule");
-        const bool measure = step > 2;
-        int64_t before = 0;
-        if (measure) {
-          s.dev->memory_stats_and_reset();
-          before = s.device.is_cuda() ? components::cuda::active_bytes(s.device.index())
-                                      : components::DeviceInfo::current_resident_bytes();
-        }
-        if (m == 0) s.plan.data_parallel->release_all();  // the shards were stepped since
-        s.pipeline->run_step();
-        if (measure) {
-          const auto& st = s.pipeline->last_step_stats();
-          const double peak = s.device.is_cuda() ? s.dev->memory_stats_and_reset().max_active_gib * 1073741824.0
-                                                 : static_cast<double>(components::DeviceInfo::peak_resident_bytes());
-          s.pp_peak_growth = std::max(s.pp_peak_growth, peak - static_cast<double>(before));
-          s.pp_wall += st.wall_seconds;
-          s.pp_wait += st.wait_seconds;
-          s.pp_max_in_flight = std::max(s.pp_max_in_flight, st.max_in_flight);
-          ++s.pp_measured;
-        }
-      }
-      row_sums[m].copy_(s.pp_row_sums.view({-1}));
-    }
-    at::Tensor shared = row_sums.to(s.device);
-    s.mesh->group("pp").all_reduce(shared).wait();
-    row_sums = shared.cpu();
+    // losses and shares them with the other stages.
+    TITAN_RANGE("pipeline_schedule");
+    for (int64_t m = 0; m < s.accum; ++m)
+      row_sums[m].copy_(s.pipeline->train_round(micro[m], valid, m + 1 == s.accum, /*measure=*/step > 2));
   } else {
     for (int64_t m = 0; m < s.accum; ++m) {
       if (s.plan.data_parallel) s.plan.data_parallel->set_gradient_sync(m + 1 == s.accum);
@@ -1066,19 +949,7 @@ RunResult Trainer::run() {
                  ? "; skipped " + std::to_string(skipped.empty) + " empty documents and " +
                        std::to_string(skipped.malformed) + " malformed lines"
                  : ""));
-  if (s.pipeline && s.pp_measured > 0) {
-    std::string stages;
-    for (int st : s.pipeline->schedule().stages_of_rank(s.mesh->rank("pp")))
-      stages += (stages.empty() ? "" : ", ") + std::to_string(st);
-    log::info_every_rank(
-        "Pipeline rank " + std::to_string(s.mesh->rank("pp")) + " (stage " + stages + "): idle " +
-        log::format("%.1f%%", 100.0 * s.pp_wait / std::max(s.pp_wall, 1e-12)) + " of the schedule's time over " +
-        std::to_string(s.pp_measured) + " rounds (its bubble at unit costs: " +
-        log::format("%.1f%%", 100.0 * distributed::pp::simulate(s.pipeline->schedule()).bubble_fraction) + "), up to " +
-        std::to_string(s.pp_max_in_flight) + " microbatches in flight, peak memory " +
-        log::format("%.3f", s.pp_peak_growth / 1073741824.0) + " GiB above the schedule's start, " +
-        log::format("%.4f", s.pp_wall / static_cast<double>(s.pp_measured)) + " s per schedule");
-  }
+  if (s.pipeline && !s.pipeline->summary().empty()) log::info_every_rank(s.pipeline->summary());
   if (!s.result.interrupted) log::info("Training completed");
   return s.result;
 }

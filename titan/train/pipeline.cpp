@@ -1,0 +1,141 @@
+#include "titan/train/pipeline.h"
+
+#include "titan/common/log.h"
+
+namespace titan::train {
+
+namespace pp = distributed::pp;
+
+namespace {
+
+// The index in model.parts() of the part a parameter belongs to.
+size_t part_of(const std::string& fqn, size_t n_layers) {
+  if (fqn.rfind("tok_embeddings.", 0) == 0) return 0;
+  if (fqn.rfind("layers.", 0) == 0) return static_cast<size_t>(std::stoll(fqn.substr(7))) + 1;
+  return n_layers + 1;  // norm, output
+}
+
+}  // namespace
+
+std::vector<size_t> parts_of_rank(const PipelinePlan& plan, int pp_rank) {
+  std::vector<size_t> parts;
+  for (int st : plan.schedule.stages_of_rank(pp_rank)) {
+    const auto [first, last] = plan.part_ranges[static_cast<size_t>(st)];
+    for (size_t i = first; i < last; ++i) parts.push_back(i);
+  }
+  return parts;
+}
+
+Pipeline::Pipeline(const PipelinePlan& plan, models::llama3::Transformer& model, distributed::DataParallel& dp,
+                   distributed::DeviceMesh& mesh, components::DeviceInfo& device, at::ScalarType activation_dtype,
+                   int64_t seq_len, std::optional<int64_t> validation_seq_len)
+    : plan_(plan), dp_(dp), mesh_(mesh), device_(device) {
+  const size_t n_parts = model.num_parts();
+  const auto& args = model.args();
+  const auto names = dp.parameter_names();
+  const auto weights = dp.parameters();
+  const int tp = mesh.dims().tp;
+  auto stages = [&](bool training, int64_t seq) {
+    std::vector<pp::Stage> out;
+    for (int st : plan.schedule.stages_of_rank(mesh.rank("pp"))) {
+      const auto [first, last] = plan.part_ranges[static_cast<size_t>(st)];
+      pp::Stage stage;
+      stage.index = st;
+      // Between blocks the hidden state is (rows, seq, dim); sequence parallelism splits seq.
+      stage.input = stage.output = pp::Boundary{{plan.microbatch_size, seq / tp, args.dim}, activation_dtype};
+      for (size_t i = 0; i < names.size(); ++i) {
+        const size_t part = part_of(names[i], static_cast<size_t>(args.n_layers));
+        if (part >= first && part < last) stage.weights.push_back(weights[i]);
+      }
+      stage.forward = [this, &model, first = first, last = last, n_parts, training](int m, const at::Tensor& input) {
+        const components::Batch& mb = micro_.at(static_cast<size_t>(m));
+        const at::Tensor& x = first == 0 ? mb.inputs : input;
+        if (last < n_parts) return model.forward_parts(x, nullptr, first, last);
+        at::Tensor per_token = model.forward_parts(x, &mb.labels, first, last);  // (rows, T) float32
+        if (!training) {
+          eval_sum_ += per_token.sum().to(at::kDouble).item<double>();
+          return per_token.sum();
+        }
+        row_sums_[m].copy_(per_token.detach().sum(1).to(at::kDouble).cpu());
+        return per_token.sum() / static_cast<double>(valid_);
+      };
+      out.push_back(std::move(stage));
+    }
+    return out;
+  };
+  pp::RuntimeHooks hooks;
+  hooks.before_weight_gradients = [this](int, bool last) { dp_.set_gradient_sync(last && last_round_); };
+  hooks.after_weight_gradients = [this] { dp_.finish_backward(); };
+  auto& group = mesh.group("pp");
+  train_ = std::make_unique<pp::Runtime>(plan.schedule, stages(true, seq_len), group, device.device(),
+                                         /*training=*/true, hooks);
+  if (validation_seq_len)
+    eval_ = std::make_unique<pp::Runtime>(plan.eval_schedule, stages(false, *validation_seq_len), group,
+                                          device.device(), /*training=*/false);
+}
+
+Pipeline::~Pipeline() = default;
+
+void Pipeline::split(const components::Batch& batch) {
+  const int64_t rows = plan_.microbatch_size, count = batch.inputs.size(0) / rows;
+  micro_.clear();
+  for (int64_t k = 0; k < count; ++k)
+    micro_.push_back({batch.inputs.narrow(0, k * rows, rows), batch.labels.narrow(0, k * rows, rows)});
+}
+
+at::Tensor Pipeline::train_round(const components::Batch& batch, int64_t global_valid_tokens, bool last_round,
+                                 bool measure) {
+  split(batch);
+  row_sums_ = at::zeros({static_cast<int64_t>(micro_.size()), plan_.microbatch_size}, at::kDouble);
+  valid_ = global_valid_tokens;
+  last_round_ = last_round;
+  dp_.release_all();  // gathered before the last optimizer step, maybe
+  const bool cuda = device_.device().is_cuda();
+  int64_t before = 0;
+  if (measure) {
+    device_.memory_stats_and_reset();
+    before = cuda ? components::cuda::active_bytes(device_.device().index())
+                  : components::DeviceInfo::current_resident_bytes();
+  }
+  train_->run_step();
+  if (measure) {
+    const auto& st = train_->last_step_stats();
+    const double peak = cuda ? device_.memory_stats_and_reset().max_active_gib * 1073741824.0
+                             : static_cast<double>(components::DeviceInfo::peak_resident_bytes());
+    peak_growth_ = std::max(peak_growth_, peak - static_cast<double>(before));
+    wall_ += st.wall_seconds;
+    wait_ += st.wait_seconds;
+    max_in_flight_ = std::max(max_in_flight_, st.max_in_flight);
+    ++measured_;
+  }
+  // Only the last stage computed the losses: the others add zeros (exact).
+  at::Tensor shared = row_sums_.view({-1}).to(device_.device());
+  mesh_.group("pp").all_reduce(shared).wait();
+  return shared.cpu();
+}
+
+double Pipeline::validation_sum(const components::Batch& batch) {
+  split(batch);
+  eval_sum_ = 0;
+  dp_.release_all();
+  eval_->run_step();
+  at::Tensor t = at::full({1}, eval_sum_, at::kDouble).to(device_.device());
+  mesh_.group("pp").all_reduce(t).wait();  // only the last stage computed it
+  return t.cpu().item<double>();
+}
+
+std::string Pipeline::summary() const {
+  if (measured_ == 0) return "";
+  std::string stages;
+  for (int st : train_->schedule().stages_of_rank(mesh_.rank("pp")))
+    stages += (stages.empty() ? "" : ", ") + std::to_string(st);
+  return "Pipeline rank " + std::to_string(mesh_.rank("pp")) + " (stage " + stages + "): idle " +
+         log::format("%.1f%%", 100.0 * wait_ / std::max(wall_, 1e-12)) + " of the schedule's time over " +
+         std::to_string(measured_) + " rounds (its bubble at unit costs: " +
+         log::format("%.1f%%", 100.0 * pp::simulate(train_->schedule()).bubble_fraction) + "), up to " +
+         std::to_string(max_in_flight_) + " microbatches in flight, peak memory " +
+         log::format("%.3f", peak_growth_ / 1073741824.0) + " GiB above the schedule's start, " +
+         log::format("%.4f", wall_ / static_cast<double>(measured_)) + " s per schedule";
+}
+
+}  // namespace titan::train
