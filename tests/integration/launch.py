@@ -105,6 +105,17 @@ def run_layout(checks: "Checks", titan: str, name: str, world: int, args: list[s
     return step_metrics(dump)
 
 
+def check_refused(checks: "Checks", titan: str, label: str, world: int, args: list[str], dump: str,
+                  needle: str) -> None:
+    """A config every rank must refuse: each exits 2 within 30 s with one error naming `needle`."""
+    start = time.time()
+    outs = launch_into(titan, world, args, dump, timeout=60)
+    took = time.time() - start
+    ok = all(o[0] == 2 for o in outs) and all(needle in o[2] and o[2].count("titan: error") == 1 for o in outs)
+    checks.check(f"{label}: every rank exits 2 in {took:.1f}s naming {needle}", ok and took < 30,
+                 str([(o[0], o[2][-400:]) for o in outs]))
+
+
 def worst_rel(got: list[dict], ref: list[dict], key: str) -> float:
     """The largest relative difference of `key` between two runs' step rows."""
     return max(rel(g[key], r[key]) for g, r in zip(got, ref))

@@ -25,7 +25,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from launch import LAYOUT_BASE, ROOT, Checks, free_port, latest_run, rank_env, read_jsonl, rel, run_layout  # noqa: E402
+from launch import LAYOUT_BASE, ROOT, Checks, check_refused, free_port, latest_run, rank_env, read_jsonl, rel  # noqa: E402
+from launch import run_layout  # noqa: E402
 from launch import launch_into as launch  # noqa: E402
 from launch import worst_rel  # noqa: E402
 
@@ -152,12 +153,7 @@ def main() -> int:
         ("tied embeddings", 2, pp(2, "1F1B") + lb8 + ["--model.flavor", "1B", "--training.seq_len", "16",
                                                       "--model.n_layers", "2"], "tied embeddings"),
     ]:
-        start = time.time()
-        outs = launch(titan, world, BASE + extra, os.path.join(tmp, "bad"), timeout=60)
-        took = time.time() - start
-        ok = all(o[0] == 2 for o in outs) and all(needle in o[2] and o[2].count("titan: error") == 1 for o in outs)
-        check(f"bad pipeline config, {name}: every rank exits 2 in {took:.1f}s naming {needle}", ok and took < 30,
-              str([(o[0], o[2][-400:]) for o in outs]))
+        check_refused(checks, titan, f"bad pipeline config, {name}", world, BASE + extra, os.path.join(tmp, "bad"), needle)
 
     # ---- ranks with different shapes: refused before any data moves, naming both stages --------------
     port = free_port()

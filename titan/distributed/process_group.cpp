@@ -218,16 +218,18 @@ Pending Group::broadcast(at::Tensor t, int root_index) {
                         [&] { return backend_->backend->broadcast(ts, o); });
 }
 
-Pending Group::send(const at::Tensor& t, int peer, int tag, const std::string& channel, int64_t seq) {
-  TORCH_CHECK(!trivial() && peer >= 0 && peer < size() && peer != my_index_, "send: bad peer ", peer);
-  TORCH_CHECK(t.is_contiguous(), "send: the tensor must be contiguous");
-  RECORD_USER_SCOPE("comm:send");
+namespace {
+
+// A send or a receive: recorded under `channel` #seq, waited with the collective timeout on Gloo.
+template <typename F>
+Pending point_to_point(BackendHandle& b, const char* scope, const at::Tensor& t, const std::string& channel,
+                       int64_t seq, F issue) {
+  TORCH_CHECK(t.is_contiguous(), scope, ": the tensor must be contiguous");
+  RECORD_USER_SCOPE(scope);
   const int64_t slot = FlightRecorder::instance().started(channel, seq, "p2p", t);
   try {
-    std::vector<at::Tensor> ts{t};
-    auto work = std::make_shared<WorkHandle>(WorkHandle{backend_->backend->send(ts, peer, tag), slot,
-                                                        backend_->completes_on_device});
-    if (!backend_->completes_on_device) work->wait_timeout = g_timeout;  // NCCL: its own watchdog
+    auto work = std::make_shared<WorkHandle>(WorkHandle{issue(), slot, b.completes_on_device});
+    if (!b.completes_on_device) work->wait_timeout = g_timeout;  // NCCL: its own watchdog
     return Pending(work);
   } catch (...) {
     FlightRecorder::instance().failed(slot);
@@ -235,21 +237,18 @@ Pending Group::send(const at::Tensor& t, int peer, int tag, const std::string& c
   }
 }
 
+}  // namespace
+
+Pending Group::send(const at::Tensor& t, int peer, int tag, const std::string& channel, int64_t seq) {
+  TORCH_CHECK(!trivial() && peer >= 0 && peer < size() && peer != my_index_, "send: bad peer ", peer);
+  std::vector<at::Tensor> ts{t};
+  return point_to_point(*backend_, "comm:send", t, channel, seq, [&] { return backend_->backend->send(ts, peer, tag); });
+}
+
 Pending Group::recv(at::Tensor& t, int peer, int tag, const std::string& channel, int64_t seq) {
   TORCH_CHECK(!trivial() && peer >= 0 && peer < size() && peer != my_index_, "recv: bad peer ", peer);
-  TORCH_CHECK(t.is_contiguous(), "recv: the tensor must be contiguous");
-  RECORD_USER_SCOPE("comm:recv");
-  const int64_t slot = FlightRecorder::instance().started(channel, seq, "p2p", t);
-  try {
-    std::vector<at::Tensor> ts{t};
-    auto work = std::make_shared<WorkHandle>(WorkHandle{backend_->backend->recv(ts, peer, tag), slot,
-                                                        backend_->completes_on_device});
-    if (!backend_->completes_on_device) work->wait_timeout = g_timeout;  // NCCL: its own watchdog
-    return Pending(work);
-  } catch (...) {
-    FlightRecorder::instance().failed(slot);
-    throw;
-  }
+  std::vector<at::Tensor> ts{t};
+  return point_to_point(*backend_, "comm:recv", t, channel, seq, [&] { return backend_->backend->recv(ts, peer, tag); });
 }
 
 void Group::begin_p2p_batch() {
