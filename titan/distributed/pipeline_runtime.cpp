@@ -284,12 +284,12 @@ void Runtime::run_step() {
       sl.grad_posted = false;
     }
   };
-  // Consecutive communication actions start together (one NCCL group).
+  // Consecutive communication actions start together (one NCCL group). On NCCL the group's work
+  // stands for its transfers: waiting on it orders the compute after them (the host goes on).
   bool in_batch = false;
-  std::vector<Pending> batch_work;
   auto end_batch = [&] {
     if (!in_batch) return;
-    batch_work.push_back(group_.end_p2p_batch());
+    group_.end_p2p_batch().wait();
     in_batch = false;
   };
   for (size_t i = 0; i < actions_.size(); ++i) {
@@ -412,7 +412,6 @@ void Runtime::run_step() {
   }
   end_batch();
   const auto t = Clock::now();
-  for (auto& w : batch_work) w.wait();
   for (auto& [p, sent] : sends) p.wait();
   stats_.wait_seconds += since(t);
   stats_.wall_seconds = since(step_start);
