@@ -6,6 +6,7 @@
 
 #include "apps/commands.h"
 #include "titan/common/error.h"
+#include "titan/components/checkpoint.h"
 #include "titan/train/hf_convert.h"
 
 namespace titan::apps {
@@ -13,15 +14,19 @@ namespace titan::apps {
 namespace {
 
 const char* kUsage =
-    "usage: titan convert to-hf STEP_FOLDER OUT_FOLDER [--dtype float32|bfloat16|float16] [--max-shard-gb N]\n"
-    "       titan convert from-hf HF_FOLDER OUT_STEP_FOLDER [--dtype float32|bfloat16|float16]\n"
-    "       titan convert from-dcp TORCHTITAN_STEP_FOLDER OUT_STEP_FOLDER [--flavor NAME]\n"
+    "usage: titan convert to-hf STEP_FOLDER OUT_FOLDER [--dtype float32|bfloat16|float16] [--max-shard-gb N] [--force]\n"
+    "       titan convert from-hf HF_FOLDER OUT_STEP_FOLDER [--dtype float32|bfloat16|float16] [--force]\n"
+    "       titan convert from-dcp TORCHTITAN_STEP_FOLDER OUT_STEP_FOLDER [--flavor NAME] [--force]\n"
     "\n"
     "to-hf writes model.safetensors (or shards with model.safetensors.index.json) and config.json\n"
     "that transformers' LlamaForCausalLM.from_pretrained loads; from-hf writes a model-only\n"
     "checkpoint step folder that checkpoint.initial_load_path (or checkpoint.folder) loads;\n"
     "from-dcp reads a PyTorch distributed checkpoint torchtitan wrote (model, optimizer moments,\n"
-    "train state) into a titan.cpp step folder (training also loads such folders directly).\n";
+    "train state) into a titan.cpp step folder (training also loads such folders directly).\n"
+    "\n"
+    "The output must be a new or empty folder. --force lets to-hf write into a folder of other\n"
+    "files (same names replaced) and lets from-hf/from-dcp replace a model-only step folder; a\n"
+    "training checkpoint or a checkpoint folder is never written into.\n";
 
 std::optional<at::ScalarType> parse_dtype(const std::string& s) {
   if (s.empty()) return std::nullopt;
@@ -36,9 +41,12 @@ std::optional<at::ScalarType> parse_dtype(const std::string& s) {
 int convert_command(const std::vector<std::string>& args) {
   check_help(args, kUsage);
   if (args.empty()) throw Error("titan convert needs a conversion", kUsage);
-  Options o(std::vector<std::string>(args.begin() + 1, args.end()), {}, {"dtype", "max-shard-gb", "flavor"}, kUsage);
+  Options o(std::vector<std::string>(args.begin() + 1, args.end()), {"force"}, {"dtype", "max-shard-gb", "flavor"}, kUsage);
   if (o.positional.size() != 2) throw Error("titan convert " + args[0] + " takes two folders", kUsage);
   const auto dtype = parse_dtype(o.get("dtype"));
+  const bool known = args[0] == "to-hf" || args[0] == "from-hf" || args[0] == "from-dcp";
+  const bool replace =
+      known && components::check_convert_output(o.positional[1], o.flag("force"), /*step_folder=*/args[0] != "to-hf");
   if (args[0] == "to-hf") {
     const int64_t gb = o.get_int("max-shard-gb", 5);
     if (gb < 1) throw Error("--max-shard-gb must be at least 1", kUsage);
@@ -48,13 +56,13 @@ int convert_command(const std::vector<std::string>& args) {
     return 0;
   }
   if (args[0] == "from-hf") {
-    train::convert_from_hf(o.positional[0], o.positional[1], dtype, train::stderr_progress("from-hf"));
+    train::convert_from_hf(o.positional[0], o.positional[1], dtype, train::stderr_progress("from-hf"), replace);
     std::printf("wrote %s (train from it: --checkpoint.enable --checkpoint.initial_load_path %s)\n",
                 o.positional[1].c_str(), o.positional[1].c_str());
     return 0;
   }
   if (args[0] == "from-dcp") {
-    train::convert_from_dcp(o.positional[0], o.positional[1], o.get("flavor"), train::stderr_progress("from-dcp"));
+    train::convert_from_dcp(o.positional[0], o.positional[1], o.get("flavor"), train::stderr_progress("from-dcp"), replace);
     std::printf("wrote %s\n", o.positional[1].c_str());
     return 0;
   }

@@ -185,3 +185,10 @@ set_tests_properties(integration.hf PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "
 add_test(NAME integration.hostile COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_hostile.py
          --titan $<TARGET_FILE:titan>)
 set_tests_properties(integration.hostile PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)
+# Nothing titan.cpp did not write is deleted or overwritten, and no check says "fine" when it is
+# not (docs/reliability.md): step folders, conversions, model mismatches, shared checkpoint
+# folders, full disks, checkpoint info, HF headers, data positions. One process at a time (two
+# for the shared-folder check), one thread each.
+add_test(NAME integration.safety COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_safety.py
+         --titan $<TARGET_FILE:titan>)
+set_tests_properties(integration.safety PROPERTIES TIMEOUT 900)

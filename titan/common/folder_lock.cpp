@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "titan/common/error.h"
+#include "titan/common/log.h"
 
 namespace titan {
 
@@ -40,9 +41,10 @@ std::optional<FolderLock> FolderLock::try_lock(const std::string& folder, std::s
   char when[32];
   std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
   const std::string me = "pid " + std::to_string(::getpid()) + " on host " + host + " since " + when + "\n";
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
-    // The lock holds even if the note could not be written.
-  }
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size()))
+    // The lock holds even if the note could not be written; a second run is then told only
+    // that the folder is in use.
+    log::warning("cannot write " + path + ": " + std::strerror(errno) + " (the lock holds; free some space on that disk)");
   return FolderLock(fd);
 }
 

@@ -55,26 +55,41 @@ void fsync_path(const fs::path& p) {
   ::close(fd);
 }
 
-// The step folders of a checkpoint folder: complete ones (step-N with metadata.json) by step,
-// and unfinished ones (a save that was interrupted).
+// The step folders of a checkpoint folder. titan.cpp touches only what it names as its own:
+// it rotates (keep_latest_k) only step-N folders it committed (with metadata.json), and cleans
+// only its interrupted saves (step-N.partial-<run id>). Anything else named step-* (a user's
+// backup, a folder without an index) is listed apart and never deleted or overwritten.
 struct Listing {
-  std::map<int64_t, fs::path> complete;
-  std::vector<fs::path> unfinished;
+  std::map<int64_t, fs::path> complete;  // step-N with metadata.json (titan.cpp's) or .metadata (PyTorch's)
+  std::set<int64_t> committed;           // those with metadata.json: the only ones keep_latest_k deletes
+  std::vector<fs::path> unfinished;      // step-N.partial-<run id>: saves that were interrupted
+  std::vector<fs::path> foreign;         // other step-* entries, left alone
 };
 Listing list_steps(const fs::path& folder) {
   Listing out;
   std::error_code ec;
   if (!fs::is_directory(folder, ec)) return out;
-  static const std::regex step_re("step-([0-9]+)");
+  static const std::regex step_re("step-([0-9]{1,18})");
+  static const std::regex partial_re("step-[0-9]{1,18}\\.partial-[0-9]+");
   for (const auto& e : fs::directory_iterator(folder, ec)) {
-    if (!e.is_directory()) continue;
     const std::string name = e.path().filename().string();
+    if (name.rfind("step-", 0) != 0) continue;
+    std::error_code dir_ec;
+    const bool dir = e.is_directory(dir_ec) && !e.is_symlink(dir_ec);
     std::smatch m;
-    if (std::regex_match(name, m, step_re) && (fs::exists(e.path() / "metadata.json") || fs::exists(e.path() / ".metadata")))
+    if (dir && std::regex_match(name, m, step_re) && fs::exists(e.path() / "metadata.json")) {
       out.complete[std::stoll(m[1])] = e.path();
-    else if (name.rfind("step-", 0) == 0)
+      out.committed.insert(std::stoll(m[1]));
+    } else if (dir && std::regex_match(name, m, step_re) && fs::exists(e.path() / ".metadata")) {
+      out.complete[std::stoll(m[1])] = e.path();
+    } else if (dir && std::regex_match(name, partial_re)) {
       out.unfinished.push_back(e.path());
+    } else {
+      out.foreign.push_back(e.path());
+    }
   }
+  std::sort(out.unfinished.begin(), out.unfinished.end());
+  std::sort(out.foreign.begin(), out.foreign.end());
   return out;
 }
 
@@ -88,25 +103,10 @@ bool saved_full_state(const nlohmann::json& m) {
   return std::find(c.begin(), c.end(), "optimizer") != c.end();
 }
 
-// The intersection of two boxes, relative to each; false when empty.
-bool overlap(const Box& a, const std::vector<int64_t>& b_off, const std::vector<int64_t>& b_size,
-             std::vector<int64_t>& start, std::vector<int64_t>& len) {
-  const size_t n = a.offsets.size();
-  start.assign(n, 0);
-  len.assign(n, 0);
-  for (size_t d = 0; d < n; ++d) {
-    const int64_t lo = std::max(a.offsets[d], b_off[d]);
-    const int64_t hi = std::min(a.offsets[d] + a.sizes[d], b_off[d] + b_size[d]);
-    if (hi <= lo) return false;
-    start[d] = lo;
-    len[d] = hi - lo;
-  }
-  return true;
-}
-
-at::Tensor slice(at::Tensor t, const std::vector<int64_t>& origin, const std::vector<int64_t>& start,
-                 const std::vector<int64_t>& len) {
-  for (size_t d = 0; d < start.size(); ++d) t = t.narrow(static_cast<int64_t>(d), start[d] - origin[d], len[d]);
+// The part `part` (in the tensor's coordinates) of `t`, which holds the box at `origin`.
+at::Tensor slice(at::Tensor t, const std::vector<int64_t>& origin, const Box& part) {
+  for (size_t d = 0; d < part.offsets.size(); ++d)
+    t = t.narrow(static_cast<int64_t>(d), part.offsets[d] - origin[d], part.sizes[d]);
   return t;
 }
 
@@ -116,13 +116,28 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
+// A step folder named step-N holds the training state of step N (a renamed or hand-edited folder
+// would resume at another step than its name says).
+void check_step_matches_folder(fs::path dir, const nlohmann::json& meta) {
+  static const std::regex step_re("step-([0-9]{1,18})");
+  std::smatch m;
+  dir = dir.lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();  // "step-5/"
+  const std::string name = dir.filename().string();
+  if (!saved_full_state(meta) || !std::regex_match(name, m, step_re)) return;
+  if (std::stoll(m[1]) != meta.at("step").get<int64_t>())
+    throw Error((dir / "metadata.json").string() + " records step " + meta.at("step").dump() + " but the folder is " + name,
+                "the folder was renamed or metadata.json edited; rename it step-" + meta.at("step").dump() +
+                    " or load another step");
+}
+
 // Reads chunks, each file's header once, and checks every chunk's checksum.
 class ChunkReader {
  public:
   explicit ChunkReader(fs::path dir) : dir_(std::move(dir)) {}
   // The chunk, read into `into` when given (it must match: contiguous, dtype, size), else into a
   // new tensor.
-  at::Tensor read(const std::string& key, const nlohmann::json& chunk, at::Tensor into = {}) {
+  at::Tensor read(const std::string& key, const nlohmann::json& chunk, const std::string& dtype, at::Tensor into = {}) {
     const std::string file = chunk.at("file").get<std::string>();
     std::map<std::string, SafetensorsFile>::iterator it;
     {
@@ -139,6 +154,12 @@ class ChunkReader {
     const SafetensorsEntry* e = it->second.find(key);
     if (!e) throw Error(it->second.path + " does not hold " + key + " although metadata.json says so",
                         "the checkpoint is damaged; load another step");
+    // The file's header agrees with metadata.json on what the chunk is.
+    const auto sizes = chunk.at("sizes").get<std::vector<int64_t>>();
+    if (e->shape != sizes || safetensors_dtype(e->dtype) != dtype)
+      throw Error(it->second.path + " holds " + key + " as " + safetensors_dtype(e->dtype) + " " + shape_str(e->shape) +
+                      " but metadata.json says " + dtype + " " + shape_str(sizes),
+                  "the checkpoint is damaged; load another step");
     at::Tensor t = into;
     if (t.defined()) read_safetensors_into(it->second, *e, t);
     else t = read_safetensors_tensor(it->second, *e);
@@ -167,7 +188,7 @@ int64_t env_step(const char* name) {
 // only once this one is whole).
 void commit_step(const fs::path& partial, const fs::path& final_dir, int world_size, int64_t step, bool model_only,
                  const nlohmann::json& layout, const nlohmann::json& model, const nlohmann::json& scalars,
-                 const std::string& config_toml, int64_t run_id) {
+                 const std::string& config_toml, int64_t run_id, bool replace = false) {
   nlohmann::json tensors = nlohmann::json::object();
   nlohmann::json files = nlohmann::json::object();
   for (int r = 0; r < world_size; ++r) {
@@ -198,12 +219,23 @@ void commit_step(const fs::path& partial, const fs::path& final_dir, int world_s
   write_file_atomically((partial / "metadata.json").string(), meta.dump(1));
   fsync_path(partial / "metadata.json");
   fsync_path(partial);
-  const fs::path old = final_dir.parent_path() / (final_dir.filename().string() + ".old-" + std::to_string(run_id));
-  const bool had = fs::exists(final_dir);
-  if (had) fs::rename(final_dir, old);
-  fs::rename(partial, final_dir);
-  fsync_path(final_dir.parent_path());
+  // A committed step folder is never replaced by a save (the run refuses at its start to save
+  // over one; this is the last guard). `replace` (titan convert --force over a model-only folder)
+  // moves the old folder aside and deletes it once the new one is in place.
   std::error_code ec;
+  const bool had = fs::exists(fs::symlink_status(final_dir, ec));
+  if (had && !replace)
+    throw Error(final_dir.string() + " already exists; titan.cpp never overwrites a committed checkpoint",
+                "move " + final_dir.string() + " out of the checkpoint folder, or use another checkpoint.folder");
+  const fs::path old = final_dir.parent_path() / (final_dir.filename().string() + ".old-" + std::to_string(run_id));
+  if (had) {
+    fs::rename(final_dir, old, ec);
+    if (ec) throw Error("cannot move " + final_dir.string() + " aside: " + ec.message(), "check the folder's permissions");
+  }
+  fs::rename(partial, final_dir, ec);
+  if (ec) throw Error("cannot rename " + partial.string() + " to " + final_dir.string() + ": " + ec.message(),
+                      "check the checkpoint folder's permissions");
+  fsync_path(final_dir.parent_path());
   if (had) fs::remove_all(old, ec);
 }
 
@@ -257,27 +289,66 @@ ShardTimes write_shard(const fs::path& partial, int rank, std::vector<std::pair<
 }  // namespace
 
 void write_checkpoint(const std::string& step_dir, int64_t step, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                      const nlohmann::json& model, const nlohmann::json& scalars) {
+                      const nlohmann::json& model, const nlohmann::json& scalars, bool replace) {
   const fs::path final_dir = fs::absolute(step_dir);
   const fs::path partial = final_dir.parent_path() / (final_dir.filename().string() + ".partial-convert");
   std::error_code ec;
-  fs::remove_all(partial, ec);
+  fs::remove_all(partial, ec);  // an earlier conversion's, interrupted
   fs::create_directories(partial, ec);
   if (ec) throw Error("cannot create " + partial.string() + ": " + ec.message(), "choose a writable folder");
-  std::vector<std::pair<std::string, at::Tensor>> staged;
-  nlohmann::json chunks = nlohmann::json::object();
-  for (const auto& [key, t] : tensors) {
-    staged.emplace_back(key, t.contiguous());
-    chunks[key] = {{"offsets", std::vector<int64_t>(t.dim(), 0)}, {"sizes", t.sizes().vec()},
-                   {"global_shape", t.sizes().vec()}};
+  try {
+    std::vector<std::pair<std::string, at::Tensor>> staged;
+    nlohmann::json chunks = nlohmann::json::object();
+    for (const auto& [key, t] : tensors) {
+      staged.emplace_back(key, t.contiguous());
+      chunks[key] = {{"offsets", std::vector<int64_t>(t.dim(), 0)}, {"sizes", t.sizes().vec()},
+                     {"global_shape", t.sizes().vec()}};
+    }
+    (void)write_shard(partial, 0, staged, chunks, {});
+    const bool model_only = !scalars.contains("train_state");
+    // An empty folder (checked by the caller) is replaced too.
+    const bool empty_dir = fs::is_directory(final_dir, ec) && fs::is_empty(final_dir, ec);
+    commit_step(partial, final_dir, 1, step, model_only, {{"describe", "converted (one file)"}}, model, scalars, "", 0,
+                replace || empty_dir);
+  } catch (...) {
+    fs::remove_all(partial, ec);
+    throw;
   }
-  (void)write_shard(partial, 0, staged, chunks, {});
-  const bool model_only = !scalars.contains("train_state");
-  commit_step(partial, final_dir, 1, step, model_only, {{"describe", "converted (one file)"}}, model, scalars, "", 0);
 }
 
-namespace {
-}  // namespace
+bool check_convert_output(const std::string& out, bool force, bool step_folder) {
+  const fs::path p = out;
+  std::error_code ec;
+  const auto st = fs::symlink_status(p, ec);
+  if (!fs::exists(st)) return false;
+  if (!fs::is_directory(st))
+    throw Error(out + " exists and is not a folder", "give titan convert a new folder to write");
+  if (fs::is_empty(p, ec)) return false;
+  const bool step = fs::exists(p / "metadata.json") || fs::exists(p / ".metadata");
+  if (step) {
+    const bool full = open_state_reader(out)->holds_full_state();
+    if (full)
+      throw Error(out + " is a training checkpoint (it holds the optimizer state); titan convert never writes into one",
+                  "give titan convert a new folder to write");
+    if (!force || !step_folder)
+      throw Error(out + " is a checkpoint step folder" +
+                      std::string(step_folder ? " (model only)" : "; titan convert to-hf never writes into one"),
+                  step_folder ? "give titan convert a new folder, or --force to replace this model-only checkpoint"
+                              : "give titan convert a new folder to write");
+    return true;
+  }
+  if (!list_steps(p).complete.empty())
+    throw Error(out + " is a checkpoint folder (it holds step folders); titan convert never writes into one",
+                "give titan convert a new folder to write");
+  if (step_folder)
+    throw Error(out + " is a folder that is not empty and not a checkpoint; titan convert writes a step folder as a "
+                      "whole and does not mix it with other files",
+                "give titan convert a new or empty folder to write");
+  if (!force)
+    throw Error(out + " is not empty; titan convert does not write into a folder that holds files unless told to",
+                "give titan convert a new folder, or --force to write there (files of the same name are replaced)");
+  return true;
+}
 
 struct CheckpointReader::Chunks {
   explicit Chunks(fs::path dir) : reader(std::move(dir)) {}
@@ -285,7 +356,9 @@ struct CheckpointReader::Chunks {
 };
 
 CheckpointReader::CheckpointReader(const std::string& step_dir)
-    : dir_(step_dir), meta_(read_metadata(step_dir)), chunks_(std::make_unique<Chunks>(step_dir)) {}
+    : dir_(step_dir), meta_(read_metadata(step_dir)), chunks_(std::make_unique<Chunks>(step_dir)) {
+  check_step_matches_folder(step_dir, meta_);
+}
 CheckpointReader::~CheckpointReader() = default;
 
 bool CheckpointReader::has(const std::string& key) const { return meta_.at("tensors").contains(key); }
@@ -304,6 +377,12 @@ std::string CheckpointReader::describe() const {
 std::string CheckpointReader::model_flavor() const {
   return meta_.value("model", nlohmann::json::object()).value("flavor", std::string("?"));
 }
+nlohmann::json CheckpointReader::model_description() const { return meta_.value("model", nlohmann::json::object()); }
+std::vector<std::string> CheckpointReader::keys() const {
+  std::vector<std::string> out;
+  for (const auto& [key, t] : meta_.at("tensors").items()) out.push_back(key);
+  return out;
+}
 
 std::unique_ptr<StateReader> open_state_reader(const std::string& step_dir) {
   if (!fs::exists(fs::path(step_dir) / "metadata.json") && fs::exists(fs::path(step_dir) / ".metadata"))
@@ -313,27 +392,25 @@ std::unique_ptr<StateReader> open_state_reader(const std::string& step_dir) {
 
 void CheckpointReader::read_into(const std::string& key, const Box& box, at::Tensor out) {
   at::NoGradGuard no_grad;
+  const auto& t = meta_.at("tensors").at(key);
+  const std::string dtype = t.at("dtype").get<std::string>();
   int64_t covered = 0;
-  std::vector<int64_t> start_idx, len;
-  for (const auto& c : meta_.at("tensors").at(key).at("chunks")) {
-    const auto off = c.at("offsets").get<std::vector<int64_t>>();
-    const auto size = c.at("sizes").get<std::vector<int64_t>>();
-    if (off.size() != box.offsets.size() || size.size() != box.offsets.size())
+  for (const auto& c : t.at("chunks")) {
+    const Box chunk_box{c.at("offsets").get<std::vector<int64_t>>(), c.at("sizes").get<std::vector<int64_t>>()};
+    if (chunk_box.offsets.size() != box.offsets.size())
       throw Error("metadata.json of " + dir_ + " gives a chunk of " + key + " of another rank than the tensor",
                   "the checkpoint is damaged; load another step");
-    if (!overlap(box, off, size, start_idx, len)) continue;
+    const std::optional<Box> common = intersect(box, chunk_box);
+    if (!common) continue;
     // The same box in the same dtype (a resume on the layout that saved): straight into place.
-    if (off == box.offsets && size == box.sizes && out.is_contiguous() && out.device().is_cpu() &&
-        out.scalar_type() == scalar_type_of(meta_.at("tensors").at(key).at("dtype").get<std::string>(), dir_)) {
-      chunks_->reader.read(key, c, out);
+    if (chunk_box == box && out.is_contiguous() && out.device().is_cpu() && out.scalar_type() == scalar_type_of(dtype, dir_)) {
+      chunks_->reader.read(key, c, dtype, out);
       covered += std::max<int64_t>(box.numel(), 1);
       continue;
     }
-    at::Tensor chunk = chunks_->reader.read(key, c);
-    slice(out, box.offsets, start_idx, len).copy_(slice(chunk, off, start_idx, len));
-    int64_t n = 1;
-    for (auto l : len) n *= l;
-    covered += n;
+    at::Tensor chunk = chunks_->reader.read(key, c, dtype);
+    slice(out, box.offsets, *common).copy_(slice(chunk, chunk_box.offsets, *common));
+    covered += common->numel();
   }
   if (covered != std::max<int64_t>(box.numel(), 1))
     throw Error("the checkpoint " + dir_ + " covers " + std::to_string(covered) + " of the " +
@@ -370,6 +447,7 @@ Checkpointer::Checkpointer(const config::JobConfig& cfg, CheckpointContext ctx) 
   interval_ = cfg.get_int("checkpoint.interval");
   keep_latest_k_ = cfg.get_int("checkpoint.keep_latest_k");
   load_step_ = cfg.get_int("checkpoint.load_step");
+  steps_ = cfg.get_int("training.steps");
   folder_ = (fs::path(cfg.get_string("job.dump_folder")) / cfg.get_string("checkpoint.folder")).string();
   initial_load_path_ = cfg.get_opt_string("checkpoint.initial_load_path").value_or("");
   initial_model_only_ = cfg.get_bool("checkpoint.initial_load_model_only");
@@ -404,11 +482,27 @@ Checkpointer::~Checkpointer() {
   }
 }
 
-void Checkpointer::agree(std::exception_ptr error, const std::string& doing) {
-  if (ctx_.any_failed && ctx_.any_failed(error != nullptr) && !error)
+void Checkpointer::agree(std::exception_ptr error, const std::string& doing, const std::function<void()>& on_failure) {
+  const bool failed = ctx_.any_failed ? ctx_.any_failed(error != nullptr) : error != nullptr;
+  if (failed && on_failure) {
+    try {
+      on_failure();
+    } catch (const std::exception& e) {
+      log::warning(std::string("while cleaning up after a failure: ") + e.what());
+    }
+  }
+  if (failed && !error)
     throw Error("another rank failed while " + doing + " (its message above names the problem)",
                 "fix what that rank reports");
   if (error) std::rethrow_exception(error);
+}
+
+void Checkpointer::remove_unfinished(const fs::path& partial) const {
+  if (ctx_.rank != 0) return;  // every rank has finished with the folder: the collective came first
+  std::error_code ec;
+  fs::remove_all(partial, ec);
+  if (ec) log::warning("could not remove the failed save's folder " + partial.string() + ": " + ec.message());
+  else log::info("Removed " + partial.string() + " (the failed save)");
 }
 
 bool Checkpointer::has_checkpoint() const { return !list_steps(folder_).complete.empty(); }
@@ -428,7 +522,10 @@ LoadResult Checkpointer::load(StateDict& state) {
     // ---- which checkpoint -------------------------------------------------------------------
     const Listing listing = list_steps(folder_);
     for (const auto& u : listing.unfinished)
-      log::warning("ignoring the unfinished checkpoint " + u.string() + " (a save was interrupted)");
+      log::warning("ignoring the unfinished checkpoint " + u.string() + " (a save was interrupted; it is deleted "
+                   "after this run's first save)");
+    for (const auto& f : listing.foreign)
+      log::info("Leaving " + f.string() + " alone: not a checkpoint (no metadata.json)");
     fs::path dir;
     bool model_only = false;
     if (load_step_ >= 0) {
@@ -443,15 +540,15 @@ LoadResult Checkpointer::load(StateDict& state) {
       }
       dir = it->second;
     } else if (!listing.complete.empty()) {
-      // The latest checkpoint that can resume training; final model-only exports are skipped.
+      // The latest checkpoint that can resume training. Model-only exports (a last save with
+      // last_save_model_only) are skipped; a model-only step 0 is a seed checkpoint and is loaded.
       for (auto it = listing.complete.rbegin(); it != listing.complete.rend() && dir.empty(); ++it) {
-        if (open_state_reader(it->second.string())->holds_full_state()) dir = it->second;
-        else if (it == listing.complete.rbegin())
-          log::info("Checkpoint " + it->second.string() + " holds only the model (a final export); looking for one "
-                    "with the full training state");
+        if (it->first == 0 || open_state_reader(it->second.string())->holds_full_state()) dir = it->second;
+        else
+          log::info("Checkpoint " + it->second.string() + " holds only the model (a final export): not resumed from");
       }
-      if (dir.empty()) dir = listing.complete.rbegin()->second;
-    } else if (!initial_load_path_.empty()) {
+    }
+    if (dir.empty() && !initial_load_path_.empty()) {
       dir = initial_load_path_;
       if (!fs::exists(dir / "metadata.json") && !fs::exists(dir / ".metadata")) {
         const Listing inner = list_steps(dir);
@@ -462,7 +559,9 @@ LoadResult Checkpointer::load(StateDict& state) {
         dir = inner.complete.rbegin()->second;
       }
       model_only = initial_model_only_;
-    } else {
+    }
+    if (dir.empty()) {
+      check_nothing_overwritten(0);
       return r;
     }
     const auto start = std::chrono::steady_clock::now();
@@ -472,9 +571,11 @@ LoadResult Checkpointer::load(StateDict& state) {
     r.path = dir.string();
     r.model_only = model_only;
     r.step = model_only ? 0 : reader->step();
+    check_nothing_overwritten(r.step);
 
     // ---- the model it was saved from, then this rank's boxes ---------------------------------------
     const std::string saved_model = reader->model_flavor();
+    if (!exclude_.count("model") || (!model_only && !exclude_.count("optimizer"))) check_model(*reader, state, dir.string());
     auto wanted = [&](const StateTensor& t) {
       const bool is_model = t.key.rfind("model.", 0) == 0;
       if (is_model) return !exclude_.count("model");
@@ -532,6 +633,65 @@ LoadResult Checkpointer::load(StateDict& state) {
   return r;
 }
 
+void Checkpointer::check_model(StateReader& reader, const StateDict& state, const std::string& dir) const {
+  const nlohmann::json saved = reader.model_description();
+  const std::string saved_flavor = saved.value("flavor", std::string("?")), flavor = ctx_.model.value("flavor", std::string("?"));
+  const std::string flavors = " (saved flavor " + saved_flavor + ", this run's " + flavor + ")";
+  const std::string fix = "resume with the saved model's settings (" + dir +
+                          "/config.toml holds the saved run's config), or train it anew in another checkpoint.folder";
+  if (saved.contains("name") && ctx_.model.contains("name") && saved["name"] != ctx_.model["name"])
+    throw Error("the checkpoint " + dir + " holds a " + saved["name"].dump() + " model; this run trains " +
+                    ctx_.model["name"].dump(),
+                fix);
+  if (saved.contains("args") && saved["args"].is_object() && ctx_.model.contains("args")) {
+    for (const auto& [arg, value] : ctx_.model["args"].items()) {
+      if (arg == "max_seq_len" || !saved["args"].contains(arg)) continue;  // follows training.seq_len
+      if (saved["args"][arg] != value)
+        throw Error("the checkpoint " + dir + " was saved from a model with " + arg + " = " + saved["args"][arg].dump() +
+                        "; this run's model has " + arg + " = " + value.dump() + flavors,
+                    fix);
+    }
+  }
+  if (exclude_.count("model")) return;
+  std::set<std::string> mine = ctx_.model_keys;
+  if (mine.empty())
+    for (const auto& t : state.tensors)
+      if (t.key.rfind("model.", 0) == 0) mine.insert(t.key);
+  for (const auto& key : reader.keys())
+    if (key.rfind("model.", 0) == 0 && !mine.count(key))
+      throw Error("the checkpoint " + dir + " holds " + key + ", which this run's model does not have" + flavors,
+                  fix + "; or load it without the model: checkpoint.exclude_from_loading = [\"model\"]");
+}
+
+void Checkpointer::check_nothing_overwritten(int64_t start_step) const {
+  if (!enabled_ || load_only_) return;
+  const Listing listing = list_steps(folder_);
+  static const std::regex step_re("step-([0-9]{1,18})");
+  std::vector<std::pair<int64_t, std::string>> in_way;  // step folders this run would save into
+  // The steps this run saves on schedule (a preemption save elsewhere meets commit_step's guard).
+  auto saves = [&](int64_t step) { return step > start_step && step <= steps_ && should_save(step, step == steps_); };
+  for (const auto& [step, path] : listing.complete)
+    if (saves(step))
+      in_way.emplace_back(step, std::string(listing.committed.count(step) ? "" : "a PyTorch distributed checkpoint, ") +
+                                    (step > 0 && !open_state_reader(path.string())->holds_full_state()
+                                         ? "a model-only export, not resumed from"
+                                         : "a checkpoint"));
+  for (const auto& f : listing.foreign) {
+    std::smatch m;
+    const std::string name = f.filename().string();
+    if (std::regex_match(name, m, step_re) && saves(std::stoll(m[1])))
+      in_way.emplace_back(std::stoll(m[1]), "not a checkpoint: no metadata.json");
+  }
+  if (in_way.empty()) return;
+  std::sort(in_way.begin(), in_way.end());
+  const std::string first = (fs::path(folder_) / ("step-" + std::to_string(in_way[0].first))).string();
+  throw Error(first + " already exists (" + in_way[0].second + ")" +
+                  (in_way.size() > 1 ? " with " + std::to_string(in_way.size() - 1) + " more step folders after it" : "") +
+                  ", and this run, training steps " + std::to_string(start_step + 1) + " to " + std::to_string(steps_) +
+                  ", would save that step; titan.cpp never overwrites a step folder",
+              "move it out of " + folder_ + ", give this run another checkpoint.folder, or set checkpoint.load_only = true");
+}
+
 void Checkpointer::save(int64_t step, const StateDict& state, bool model_only, bool export_cast) {
   wait();  // two saves never overlap
   const auto start = std::chrono::steady_clock::now();
@@ -582,7 +742,7 @@ void Checkpointer::save(int64_t step, const StateDict& state, bool model_only, b
   } catch (...) {
     error = std::current_exception();
   }
-  agree(error, "staging the checkpoint");
+  agree(error, "staging the checkpoint", [&] { remove_unfinished(job->partial); });
   job_ = std::move(job);
   if (async_) {
     const double stall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -605,8 +765,9 @@ void Checkpointer::wait() {
   const double crc_secs = job_->checksum_seconds, write_secs = job_->write_seconds;
   const bool model_only = job_->model_only;
   const std::string dir = job_->final_dir.string();
+  const fs::path partial = job_->partial;
   job_.reset();
-  agree(error, "saving the checkpoint of step " + std::to_string(step));
+  agree(error, "saving the checkpoint of step " + std::to_string(step), [&] { remove_unfinished(partial); });
   log::info("Saved the checkpoint of step " + std::to_string(step) + (model_only ? " (model only)" : "") + " to " +
             dir + " in " + log::format("%.2f", secs) + " seconds: " + log::format("%.3f", bytes / 1e9) +
             " GB written by this rank (" + log::format("%.2f", bytes / 1e9 / std::max(secs, 1e-9)) + " GB/s; checksums " +
@@ -645,17 +806,25 @@ void Checkpointer::run_job(Job& job) {
       commit_step(job.partial, job.final_dir, ctx_.world_size, job.step, job.model_only, ctx_.layout, ctx_.model,
                   job.model_only ? nlohmann::json::object() : job.scalars, config_toml_, ctx_.run_id);
       std::error_code ec;
-      // Unfinished saves of earlier runs, and checkpoints beyond keep_latest_k.
-      Listing listing = list_steps(folder_);
-      for (const auto& u : listing.unfinished)
-        if (u.filename().string().find(std::to_string(ctx_.run_id)) == std::string::npos) fs::remove_all(u, ec);
-      if (keep_latest_k_ > 0)
-        while (static_cast<int64_t>(listing.complete.size()) > keep_latest_k_) {
-          log::info("Deleting the old checkpoint " + listing.complete.begin()->second.string() +
-                    " (checkpoint.keep_latest_k = " + std::to_string(keep_latest_k_) + ")");
-          fs::remove_all(listing.complete.begin()->second, ec);
-          listing.complete.erase(listing.complete.begin());
+      // Unfinished saves of earlier runs (the folder's lock says none is live), and the step
+      // folders titan.cpp committed beyond keep_latest_k. Nothing else is touched.
+      const Listing listing = list_steps(folder_);
+      const std::string mine = ".partial-" + std::to_string(ctx_.run_id);
+      for (const auto& u : listing.unfinished) {
+        const std::string name = u.filename().string();
+        if (name.size() >= mine.size() && name.compare(name.size() - mine.size(), mine.size(), mine) == 0) continue;
+        log::info("Deleting " + u.string() + " (an interrupted save)");
+        fs::remove_all(u, ec);
+      }
+      if (keep_latest_k_ > 0) {
+        std::vector<int64_t> committed(listing.committed.begin(), listing.committed.end());
+        for (size_t i = 0; i + keep_latest_k_ < committed.size(); ++i) {
+          const fs::path old = listing.complete.at(committed[i]);
+          log::info("Deleting the old checkpoint " + old.string() + " (checkpoint.keep_latest_k = " +
+                    std::to_string(keep_latest_k_) + ")");
+          fs::remove_all(old, ec);
         }
+      }
     }
   } catch (...) {
     job.error = std::current_exception();
@@ -676,6 +845,7 @@ std::string checkpoint_info(const std::string& path) {
     return out;
   }
   const nlohmann::json m = read_metadata(dir);
+  check_step_matches_folder(dir, m);
   std::string out = dir.string() + "\n";
   out += "  step: " + m.at("step").dump() + "\n";
   std::string contents;
@@ -696,7 +866,7 @@ std::string checkpoint_info(const std::string& path) {
     if (key.rfind("model.", 0) == 0) params += n;
     by_dtype[t.at("dtype").get<std::string>()] += n;
     for (const auto& c : t.at("chunks")) {
-      reader.read(key, c);
+      reader.read(key, c, t.at("dtype").get<std::string>());
       ++chunks;
     }
   }

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <exception>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -57,6 +58,9 @@ struct CheckpointContext {
   int64_t run_id = 0;                   // names the unfinished save's folder
   nlohmann::json layout;                // parallel degrees, world size
   nlohmann::json model;                 // name, flavor, args
+  // Every "model.<fqn>" of the whole model (all pipeline stages): a checkpoint holding a model
+  // tensor outside it is refused. Empty: the keys of the state loaded into.
+  std::set<std::string> model_keys;
 };
 
 struct LoadResult {
@@ -66,6 +70,8 @@ struct LoadResult {
   bool model_only = false;
   nlohmann::json scalars;     // the saved scalars minus those exclude_from_loading names
 };
+
+class StateReader;
 
 class Checkpointer {
  public:
@@ -91,15 +97,23 @@ class Checkpointer {
   void wait();
   // Whether checkpoint.folder holds a committed checkpoint (else initial_load_path applies).
   bool has_checkpoint() const;
-  // Every rank throws if any rank had `error` (its own error, or one naming what failed elsewhere).
-  void agree(std::exception_ptr error, const std::string& doing);
+  // Every rank throws if any rank had `error` (its own error, or one naming what failed elsewhere);
+  // `on_failure` runs first on every rank when any failed.
+  void agree(std::exception_ptr error, const std::string& doing, const std::function<void()>& on_failure = {});
 
  private:
   struct Job;
   void run_job(Job& job);
 
+  // The rules a loaded checkpoint must pass: the model it was saved from is this run's, and no
+  // committed step folder lies in this run's way (saves never overwrite one).
+  void check_model(StateReader& reader, const StateDict& state, const std::string& dir) const;
+  void check_nothing_overwritten(int64_t start_step) const;
+  // Rank 0 removes the step-N.partial-<run id> folder of a save that failed on some rank.
+  void remove_unfinished(const std::filesystem::path& partial) const;
+
   bool enabled_ = false, load_only_ = false, first_step_ = false, async_ = false, pinned_ = false;
-  int64_t interval_ = 500, keep_latest_k_ = 10, load_step_ = -1;
+  int64_t interval_ = 500, keep_latest_k_ = 10, load_step_ = -1, steps_ = 0;
   std::string folder_, initial_load_path_;
   bool initial_model_only_ = true;
   std::set<std::string> exclude_;
@@ -128,6 +142,9 @@ class StateReader {
   virtual nlohmann::json scalars() = 0;        // "train_state", "lr_scheduler", "dataloader", "rng" when saved
   virtual std::string describe() const = 0;    // where it came from, for the log
   virtual std::string model_flavor() const = 0;
+  // The model the checkpoint was saved from ({"name", "flavor", "args"}); empty when unknown.
+  virtual nlohmann::json model_description() const { return nlohmann::json::object(); }
+  virtual std::vector<std::string> keys() const = 0;  // every tensor key saved
   virtual uint64_t bytes_read() const = 0;
   virtual bool thread_safe() const { return false; }  // read_into may run on several threads at once
 };
@@ -148,6 +165,8 @@ class CheckpointReader final : public StateReader {
   nlohmann::json scalars() override;
   std::string describe() const override;
   std::string model_flavor() const override;
+  nlohmann::json model_description() const override;
+  std::vector<std::string> keys() const override;
   uint64_t bytes_read() const override;
   bool thread_safe() const override { return true; }
 
@@ -163,9 +182,17 @@ std::unique_ptr<StateReader> open_state_reader(const std::string& step_dir);
 
 // Writes a committed step folder of one file from full tensors (keys as StateTensor's), as
 // `titan convert` does: model-only unless `scalars` holds a train state. `model` is recorded as
-// the checkpoint's model.
+// the checkpoint's model. An existing `step_dir` is replaced only when `replace` (checked by the
+// caller: see check_convert_output), once the new one is whole.
 void write_checkpoint(const std::string& step_dir, int64_t step, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                      const nlohmann::json& model, const nlohmann::json& scalars = nlohmann::json::object());
+                      const nlohmann::json& model, const nlohmann::json& scalars = nlohmann::json::object(),
+                      bool replace = false);
+
+// Where `titan convert` may write: a new or empty folder; with `force`, also a folder of files
+// that are not a checkpoint (to-hf) or a model-only step folder (from-hf, from-dcp: replaced
+// whole). Never a training checkpoint or a checkpoint folder, force or not. titan::Error
+// otherwise. Returns whether `out` exists and will be replaced or written into.
+bool check_convert_output(const std::string& out, bool force, bool step_folder);
 
 // `titan checkpoint info PATH`: a step folder (or a checkpoint folder: each step in it) described,
 // every chunk's checksum verified. titan::Error for a damaged checkpoint.

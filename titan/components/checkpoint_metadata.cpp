@@ -3,6 +3,7 @@
 #include <array>
 #include <cstdint>
 
+#include "titan/common/box.h"
 #include "titan/common/error.h"
 
 namespace titan::components {
@@ -30,7 +31,10 @@ nlohmann::json parse_checkpoint_metadata(std::string_view text, const std::strin
   if (!m.contains("step") || !natural(m["step"])) throw bad("\"step\" is not a non-negative integer");
   if (!m.contains("contents") || !m["contents"].is_array()) throw bad("\"contents\" is not a list");
   for (const auto& c : m["contents"])
-    if (!c.is_string()) throw bad("\"contents\" holds " + c.dump() + ", not a name");
+    if (!c.is_string() || (c != "model" && c != "optimizer" && c != "lr_scheduler" && c != "dataloader" &&
+                           c != "train_state"))
+      throw bad("\"contents\" holds " + c.dump() +
+                ", not a part of a checkpoint (model, optimizer, lr_scheduler, dataloader, train_state)");
   if (!m.contains("files") || !m["files"].is_object()) throw bad("\"files\" is not an object");
   for (const auto& [name, bytes] : m["files"].items())
     if (name.empty() || name.find('/') != std::string::npos || name == "." || name == ".." || !natural(bytes))
@@ -74,6 +78,12 @@ nlohmann::json parse_checkpoint_metadata(std::string_view text, const std::strin
       if (crc.size() != 8 || crc.find_first_not_of("0123456789abcdef") != std::string::npos)
         throw bad(where + " has the checksum " + c["crc32c"].dump() + " (8 hex digits expected)");
     }
+    // Every element saved exactly once: no tensor without chunks, no gap, no overlap.
+    std::vector<Box> boxes;
+    for (const auto& c : t["chunks"])
+      boxes.push_back({c["offsets"].get<std::vector<int64_t>>(), c["sizes"].get<std::vector<int64_t>>()});
+    const std::string problem = cover_problem(boxes, shape.get<std::vector<int64_t>>());
+    if (!problem.empty()) throw bad(where + ": " + problem);
   }
   return m;
 }

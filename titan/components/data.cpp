@@ -278,6 +278,12 @@ void DataLoader::load_state(const nlohmann::json& s) {
     p.exhausted = s.at("exhausted").get<bool>();
     if (shards_) {
       p.token_pos = static_cast<uint64_t>(state_integer(s, "token_position"));
+      const uint64_t total = shards_->size();
+      if (p.epoch < 0 || p.token_pos / total != static_cast<uint64_t>(p.epoch))  // the pass it is in is its epoch
+        throw Error("the saved data position's token_position " + std::to_string(p.token_pos) + " is in pass " +
+                        std::to_string(p.token_pos / total) + " over the " + std::to_string(total) + " tokens of " +
+                        describe() + ", but its epoch is " + std::to_string(p.epoch),
+                    "the position was edited or saved with other data; resume with the data it was saved with");
     } else {
       p.source = s.at("source");
       for (const auto& id : s.at("buffer")) {

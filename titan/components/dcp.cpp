@@ -145,15 +145,8 @@ void DcpReader::read_into(const std::string& key, const Box& box, at::Tensor out
   at::NoGradGuard no_grad;
   int64_t covered = 0;
   for (const auto& c : t.chunks) {
-    std::vector<int64_t> lo(box.offsets.size()), len(box.offsets.size());
-    bool empty = false;
-    for (size_t d = 0; d < box.offsets.size(); ++d) {
-      lo[d] = std::max(box.offsets[d], c.offsets[d]);
-      const int64_t hi = std::min(box.offsets[d] + box.sizes[d], c.offsets[d] + c.sizes[d]);
-      len[d] = hi - lo[d];
-      empty = empty || len[d] <= 0;
-    }
-    if (empty) continue;
+    const std::optional<Box> common = intersect(box, {c.offsets, c.sizes});
+    if (!common) continue;
     at::Tensor chunk;
     try {
       chunk = torch::jit::pickle_load(read_bytes(c.file, c.offset, c.length, k)).toTensor();
@@ -165,14 +158,12 @@ void DcpReader::read_into(const std::string& key, const Box& box, at::Tensor out
       throw Error(dir_ + "/" + c.file + ": the chunk of " + k + " has shape " + c10::str(chunk.sizes()) +
                   " but .metadata says " + c10::str(at::IntArrayRef(c.sizes)), kDamaged);
     at::Tensor src = chunk, dst = out;
-    int64_t n = 1;
-    for (size_t d = 0; d < lo.size(); ++d) {
-      src = src.narrow(static_cast<int64_t>(d), lo[d] - c.offsets[d], len[d]);
-      dst = dst.narrow(static_cast<int64_t>(d), lo[d] - box.offsets[d], len[d]);
-      n *= len[d];
+    for (size_t d = 0; d < common->offsets.size(); ++d) {
+      src = src.narrow(static_cast<int64_t>(d), common->offsets[d] - c.offsets[d], common->sizes[d]);
+      dst = dst.narrow(static_cast<int64_t>(d), common->offsets[d] - box.offsets[d], common->sizes[d]);
     }
     dst.copy_(src);
-    covered += n;
+    covered += common->numel();
   }
   if (covered != std::max<int64_t>(box.numel(), 1))
     throw Error("the checkpoint " + dir_ + " covers " + std::to_string(covered) + " of the " +

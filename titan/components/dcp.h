@@ -30,7 +30,7 @@ class DcpReader final : public StateReader {
   std::string model_flavor() const override { return "unknown (torchtitan)"; }
   uint64_t bytes_read() const override { return bytes_; }
 
-  std::vector<std::string> keys() const;  // DCP's tensor keys
+  std::vector<std::string> keys() const override;  // DCP's tensor keys
   at::ScalarType dtype(const std::string& key) const;
   // DCP's key for one of ours ("model.x" -> "x", "optimizer.x.exp_avg" -> "optimizer.state.x.exp_avg").
   static std::string dcp_key(const std::string& key);

@@ -135,6 +135,10 @@ void SyntheticEnglish::load_state(const nlohmann::json& s) {
   if (i < 0 || (i - rank_) % world_ != 0)
     throw Error("the saved data position (synthetic document " + std::to_string(i) +
                     ") does not belong to this rank", "resume with the layout the state was saved with");
+  if (i >= num_documents_ + world_)  // one past this rank's last document is the end of a pass
+    throw Error("the saved data position's source.index is " + std::to_string(i) + ", past the " +
+                    std::to_string(num_documents_) + " documents of " + describe(),
+                "the position was edited or saved with other data; resume with the data it was saved with");
   index_ = i;
 }
 

@@ -1,7 +1,9 @@
 #include "titan/components/metrics.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -35,6 +37,7 @@ MetricsProcessor::MetricsProcessor(const config::JobConfig& cfg, int rank, int64
     // Appended to: a rerun into the same folder (a resume) keeps the earlier runs' rows; each
     // row names its run.
     jsonl_ = std::make_unique<std::ofstream>(file, std::ios::app);
+    jsonl_path_ = file.string();
     if (!*jsonl_) throw Error("cannot write " + file.string(), "check that job.dump_folder is writable");
     if (cfg.get_bool("metrics.enable_tensorboard")) {
       std::time_t t = std::time(nullptr);
@@ -48,6 +51,19 @@ MetricsProcessor::MetricsProcessor(const config::JobConfig& cfg, int rank, int64
       tb_ = std::make_unique<TensorBoardWriter>(tb_dir_);
       log::info("TensorBoard logging enabled. Logs will be saved at " + tb_dir_);
     }
+  }
+}
+
+void MetricsProcessor::check_outputs() {
+  const int err = errno;
+  const std::string why = err ? std::string(": ") + std::strerror(err) : std::string();
+  if (jsonl_ && !*jsonl_) {
+    log::warning("cannot write " + jsonl_path_ + why + "; metrics are no longer written there (training goes on)");
+    jsonl_.reset();
+  }
+  if (tb_ && !tb_->ok()) {
+    log::warning("cannot write TensorBoard events to " + tb_dir_ + why + "; TensorBoard logging stops (training goes on)");
+    tb_.reset();
   }
 }
 
@@ -82,6 +98,7 @@ void MetricsProcessor::record(const StepValues& v) {
             << ", \"reduce_scatter\": " << json_number(v.comm_bytes[1])
             << ", \"all_reduce\": " << json_number(v.comm_bytes[2]) << "}}\n";
     jsonl_->flush();
+    check_outputs();
   }
   if (!should_log(v.step)) return;
 
@@ -115,6 +132,7 @@ void MetricsProcessor::record(const StepValues& v) {
                               {"n_tokens_seen", static_cast<double>(v.tokens_seen)},
                               {"lr", v.lr}});
     tb_->flush();
+    check_outputs();
   }
   last_log_ = std::chrono::steady_clock::now();
   tokens_since_log_ = 0;
@@ -134,6 +152,7 @@ void MetricsProcessor::log_validation(int64_t step, double loss, int64_t tokens,
     *jsonl_ << "{\"run_id\": " << run_id_ << ", \"validate_step\": " << step << ", \"validation_loss\": " << json_number(loss)
             << ", \"validation_tps\": " << json_number(tps) << "}\n";
     jsonl_->flush();
+    check_outputs();
   }
   if (tb_) {
     tb_->add_scalars(step, {{"validation_metrics/loss", loss},
@@ -143,6 +162,7 @@ void MetricsProcessor::log_validation(int64_t step, double loss, int64_t tokens,
                             {"validation_metrics/memory/max_reserved(GiB)", mem.max_reserved_gib},
                             {"validation_metrics/memory/max_reserved(%)", mem.max_reserved_pct}});
     tb_->flush();
+    check_outputs();
   }
   last_log_ = std::chrono::steady_clock::now();  // validation time is not training throughput
 }

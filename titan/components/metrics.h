@@ -57,6 +57,9 @@ class MetricsProcessor {
   std::unique_ptr<TensorBoardWriter> tb_;
   std::string tb_dir_;
   std::unique_ptr<std::ofstream> jsonl_;
+  std::string jsonl_path_;
+  // After a write: a failed one (a full disk) is a warning, once, and that output stops; the run goes on.
+  void check_outputs();
   std::chrono::steady_clock::time_point last_log_;
   int64_t tokens_since_log_ = 0;
   double data_seconds_since_log_ = 0;

@@ -145,6 +145,16 @@ SafetensorsFile read_safetensors_header(const std::string& path) {
     }
   }
   std::sort(out.entries.begin(), out.entries.end(), [](const auto& a, const auto& b) { return a.begin < b.begin; });
+  // Each byte belongs to one tensor at most (the format's rule): overlapping tensors would read
+  // each other's bytes.
+  for (size_t i = 1; i < out.entries.size(); ++i) {
+    const auto& a = out.entries[i - 1];
+    const auto& b = out.entries[i];
+    if (b.begin < a.end && b.end > b.begin)
+      throw Error(path + ": the tensors " + a.name + " (bytes [" + std::to_string(a.begin) + ", " + std::to_string(a.end) +
+                      ")) and " + b.name + " (bytes [" + std::to_string(b.begin) + ", " + std::to_string(b.end) + ")) overlap",
+                  bad);
+  }
   return out;
 }
 

@@ -23,6 +23,7 @@ class TensorBoardWriter {
   // One event holding every (tag, value) as a scalar summary at `step`.
   void add_scalars(int64_t step, const std::vector<std::pair<std::string, double>>& scalars);
   void flush();
+  bool ok() const { return static_cast<bool>(out_); }  // false once a write failed (a full disk)
   const std::string& path() const { return path_; }
 
  private:

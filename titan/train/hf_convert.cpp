@@ -1,6 +1,7 @@
 #include "titan/train/hf_convert.h"
 
 #include <cstdio>
+#include <set>
 #include <unistd.h>
 
 #include "titan/common/error.h"
@@ -21,11 +22,16 @@ std::string dtype_name(at::ScalarType t) {
   return t == at::kBFloat16 ? "bfloat16" : t == at::kHalf ? "float16" : t == at::kDouble ? "float64" : "float32";
 }
 
-// The parameter FQNs of a model with these arguments, in order.
-std::vector<std::string> parameter_fqns(const ModelArgs& args) {
+// The parameter FQNs of a model with these arguments, in order, with their shapes.
+std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const ModelArgs& args) {
   models::llama3::Transformer meta(args, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  for (const auto& p : meta.named_parameters()) out.emplace_back(p.name, p.tensor->sizes().vec());
+  return out;
+}
+std::vector<std::string> parameter_fqns(const ModelArgs& args) {
   std::vector<std::string> out;
-  for (const auto& p : meta.named_parameters()) out.push_back(p.name);
+  for (const auto& [name, shape] : parameter_shapes(args)) out.push_back(name);
   return out;
 }
 
@@ -98,28 +104,42 @@ void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std:
 }
 
 void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir, std::optional<at::ScalarType> dtype,
-                     const Progress& progress) {
+                     const Progress& progress, bool replace) {
   components::HfReader hf(hf_dir);
   if (hf.config_path().empty())
     throw Error(hf_dir + " has no config.json", "convert a folder written by transformers' save_pretrained");
   const ModelArgs args = StateDictAdapter::args_from_hf_config(hf.config(), hf.config_path());
   StateDictAdapter adapter(args);
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  const auto fqns = parameter_fqns(args);
-  for (const auto& fqn : fqns) {
+  const auto params = parameter_shapes(args);
+  std::set<std::string> used;
+  for (const auto& [fqn, shape] : params) {
     const std::string name = adapter.to_hf_name(fqn);
     if (!hf.has(name)) throw Error(hf_dir + " holds no " + name, "convert the complete model folder");
     at::Tensor t = adapter.from_hf(fqn, hf.read(name));
+    if (t.sizes().vec() != shape)
+      throw Error(hf_dir + ": " + name + " has shape " + c10::str(t.sizes()) + " but " + hf.config_path() +
+                      " describes a model whose " + fqn + " has " + c10::str(at::IntArrayRef(shape)),
+                  "the weights and config.json disagree; convert a folder saved whole by save_pretrained");
+    used.insert(name);
     tensors.emplace_back("model." + fqn, dtype ? t.to(*dtype) : t);
-    if (progress) progress(tensors.size(), fqns.size());
+    if (progress) progress(tensors.size(), params.size());
   }
+  // Nothing in the files is left out (a config.json with fewer layers than the weights).
+  for (const auto& name : hf.names())
+    if (!used.count(name) && name.find("rotary_emb.inv_freq") == std::string::npos &&
+        !(args.tied_embeddings && name == "lm_head.weight"))
+      throw Error(hf_dir + " holds " + name + ", which the model that " + hf.config_path() + " describes does not have",
+                  "the weights and config.json disagree (num_hidden_layers?); convert a folder saved whole by "
+                  "save_pretrained");
   components::write_checkpoint(out_step_dir, 0, tensors,
                                      {{"name", "llama3"}, {"flavor", "converted from " + hf_dir},
-                                      {"args", models::llama3::args_to_json(args)}});
+                                      {"args", models::llama3::args_to_json(args)}},
+                                     nlohmann::json::object(), replace);
 }
 
 void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_dir, const std::string& flavor,
-                      const Progress& progress) {
+                      const Progress& progress, bool replace) {
   components::DcpReader dcp(dcp_dir);
   nlohmann::json model = {{"name", "llama3"}, {"flavor", flavor.empty() ? "torchtitan checkpoint" : flavor}};
   std::vector<std::string> fqns;
@@ -149,7 +169,8 @@ void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_di
         if (dcp.has("optimizer." + fqn + s)) take("optimizer." + fqn + s);
     if (progress) progress(&fqn - fqns.data() + 1, fqns.size());
   }
-  components::write_checkpoint(out_step_dir, dcp.step(), tensors, model, full ? dcp.scalars() : nlohmann::json::object());
+  components::write_checkpoint(out_step_dir, dcp.step(), tensors, model, full ? dcp.scalars() : nlohmann::json::object(),
+                               replace);
 }
 
 void load_hf_into(const std::string& hf_dir, const ModelArgs& args, components::StateDict& state) {

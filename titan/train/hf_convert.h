@@ -21,11 +21,11 @@ void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std:
                    int64_t max_shard_bytes, const Progress& progress = {});
 // A transformers folder -> a model-only step folder `out_step_dir` (its config.json gives the model).
 void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir, std::optional<at::ScalarType> dtype,
-                     const Progress& progress = {});
+                     const Progress& progress = {}, bool replace = false);
 // A PyTorch distributed checkpoint torchtitan wrote -> a step folder with the same model,
 // optimizer moments and train state (`flavor`'s arguments recorded, when given).
 void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_dir, const std::string& flavor,
-                      const Progress& progress = {});
+                      const Progress& progress = {}, bool replace = false);
 // Fills the "model." tensors of `state` (this rank's boxes) from a transformers folder; titan::Error
 // when its config or shapes do not match `args`.
 void load_hf_into(const std::string& hf_dir, const models::llama3::ModelArgs& args, components::StateDict& state);

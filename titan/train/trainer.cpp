@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <functional>
 #include <random>
@@ -299,6 +300,9 @@ int dry_run(const config::JobConfig& cfg) {
   log::info("Tokenizer: " + data.tokenizer->describe());
   log::info("Training data: " + data.data->describe());
   if (data.validation_data) log::info("Validation data: " + data.validation_data->describe());
+  // The first batch of each, as a start reads it (an empty or unreadable file fails here too).
+  (void)data.data->next();
+  if (data.validation_data) (void)data.validation_data->next();
   log::info("Every setting of this config is supported; training would start with these checks passed.");
   return 0;
 }
@@ -364,7 +368,8 @@ struct Trainer::Impl {
   int64_t last_step = 0;
   double total_data_seconds = 0, total_step_seconds = 0;
 
-  std::optional<FolderLock> dump_lock;  // rank 0's, for the whole run
+  std::set<std::string> model_keys;  // "model.<fqn>" of the whole model, before any stage split
+  std::vector<FolderLock> folder_locks;  // rank 0's, for the whole run: the dump and checkpoint folders
 
   // ---- pipeline parallelism (pipeline_parallel_degree > 1) ----
   std::optional<PipelinePlan> pipeline_plan;
@@ -374,7 +379,8 @@ struct Trainer::Impl {
   // Validation's loss sum of one batch on this rank (the model, or the pipeline).
   double validation_sum(const components::Batch& batch);
   distributed::Group& loss_group() { return mesh->group("loss"); }
-  // Rank 0 locks job.dump_folder; every rank fails (exit 2) if another live run holds it.
+  // Rank 0 locks job.dump_folder and the checkpoint folder; every rank fails (exit 2) if another
+  // live run holds either.
   void lock_dump_folder();
 };
 
@@ -456,6 +462,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   model = std::make_unique<Transformer>(
       args, at::TensorOptions().device(shared ? at::Device(at::kMeta) : device).dtype(param_dtype));
   if (!shared) model->init_weights(seed);
+  for (const auto& p : model->named_parameters()) model_keys.insert("model." + p.name);
   flops_per_token = models::llama3::flops_per_token(args, seq_len);
   log::info("Model llama3 " + cfg.get_string("model.flavor") + " size: " + log::with_commas(model->num_params()) +
             " total parameters");
@@ -569,6 +576,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   ck.layout = {{"describe", dims.describe()}, {"dp_replicate", dims.dp_replicate}, {"dp_shard", dims.dp_shard},
                {"cp", dims.cp}, {"tp", dims.tp}, {"pp", dims.pp}};
   ck.model = {{"name", "llama3"}, {"flavor", cfg.get_string("model.flavor")}, {"args", models::llama3::args_to_json(args)}};
+  ck.model_keys = model_keys;
   checkpointer = std::make_unique<components::Checkpointer>(cfg, ck);
 }
 
@@ -579,19 +587,47 @@ double Trainer::Impl::validation_sum(const components::Batch& batch) {
 }
 
 void Trainer::Impl::lock_dump_folder() {
-  const std::string folder = cfg.get_string("job.dump_folder");
-  std::string holder;
-  if (env.rank == 0) dump_lock = FolderLock::try_lock(folder, &holder);
-  bool locked = env.rank != 0 || dump_lock.has_value();
-  if (world->size() > 1) {
-    at::Tensor flag = at::full({1}, locked ? 0.0 : 1.0, at::kFloat).to(device);
-    mesh->group("world").all_reduce(flag, /*max=*/true).wait();
-    locked = flag.cpu().item<float>() == 0;
+  // The dump folder, and the checkpoint folder when this run saves there (it may lie outside
+  // the dump folder, shared by runs with different dump folders).
+  std::vector<std::pair<std::string, std::string>> folders = {{"job.dump_folder", cfg.get_string("job.dump_folder")}};
+  if (cfg.get_bool("checkpoint.enable") && !cfg.get_bool("checkpoint.load_only")) {
+    const auto ck = std::filesystem::path(cfg.get_string("job.dump_folder")) / cfg.get_string("checkpoint.folder");
+    std::error_code ec;
+    if (std::filesystem::weakly_canonical(ck, ec) != std::filesystem::weakly_canonical(folders[0].second, ec))
+      folders.emplace_back("checkpoint.folder", ck.string());
   }
-  if (!locked)
-    throw Error("job.dump_folder = \"" + folder + "\" is in use by another live run (" +
-                    (env.rank == 0 ? holder : "rank 0 names it") + ")",
-                "wait for that run to end, or give this one another --job.dump_folder");
+  std::string holder;
+  size_t failed = 0;  // 1 + the index of the folder another run holds; 0: all locked
+  std::exception_ptr error;  // a folder that cannot be created or locked at all
+  if (env.rank == 0) {
+    try {
+      for (size_t i = 0; i < folders.size() && !failed; ++i) {
+        std::optional<FolderLock> lock = FolderLock::try_lock(folders[i].second, &holder);
+        if (lock) folder_locks.push_back(std::move(*lock));
+        else failed = i + 1;
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  if (world->size() > 1) {
+    at::Tensor flag = at::full({2}, 0.0, at::kFloat);
+    flag[0] = static_cast<double>(failed);
+    flag[1] = error ? 1.0 : 0.0;
+    flag = flag.to(device);
+    mesh->group("world").all_reduce(flag, /*max=*/true).wait();
+    flag = flag.cpu();
+    failed = static_cast<size_t>(flag[0].item<float>());
+    if (!error && flag[1].item<float>() > 0)
+      throw Error("rank 0 cannot lock job.dump_folder or checkpoint.folder (its message names the reason)",
+                  "make the folders writable");
+  }
+  if (error) std::rethrow_exception(error);
+  if (failed) {
+    const auto& [key, folder] = folders.at(failed - 1);
+    throw Error(key + " = \"" + folder + "\" is in use by another live run (" + (env.rank == 0 ? holder : "rank 0 names it") + ")",
+                "wait for that run to end, or give this one another --" + key);
+  }
 }
 
 Trainer::Trainer(const config::JobConfig& cfg) : impl_(std::make_unique<Impl>(cfg)) {}

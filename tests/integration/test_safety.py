@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+"""Nothing titan.cpp did not write is deleted or overwritten (docs/reliability.md, "Data loss"):
+
+- step-* folders that are not titan.cpp's (a user's backup, a folder without metadata.json)
+  survive saves, keep_latest_k and the cleaning of interrupted saves; only titan.cpp's
+  step-N.partial-<run id> folders are cleaned and only its committed step-N folders rotated;
+- a step folder this run would save into is refused at the start (exit 2), never replaced;
+- `titan convert` writes only into a new or empty folder, with --force into files that are not a
+  checkpoint, and never into a training checkpoint;
+- a checkpoint of another model (n_layers 2 -> 1) is refused naming the argument and both values,
+  and a saved model tensor the run's model lacks is refused;
+- a finished run whose last save was a model-only export, run again, does not resume from the
+  export and does not overwrite it; metadata.json with an unknown "contents" part is malformed;
+- two runs with different dump folders and one checkpoint.folder: the second is refused;
+- a save that fails (a file-size limit standing in for a full disk) removes its partial folder
+  and names the reason;
+- metrics.jsonl on a full device (/dev/full): one warning, the run goes on and exits 0.
+
+Usage: python3 tests/integration/test_safety.py --titan build/titan
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import ROOT, Checks  # noqa: E402
+
+DEBUG = "configs/llama3/debug_model.toml"
+BASE = ["--job.config_file", DEBUG, "--training.mixed_precision_param", "float32", "--training.seq_len", "32",
+        "--training.local_batch_size", "2", "--activation_checkpoint.mode", "none", "--debug.seed", "1",
+        "--model.n_layers", "2", "--metrics.log_freq", "1"]
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+checks = Checks()
+check = checks.check
+
+
+def run(titan: str, *args: str, timeout: int = 300, preexec=None) -> subprocess.CompletedProcess:
+    return subprocess.run([titan, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=preexec)
+
+
+def train(titan: str, dump: str, *extra: str, **kw) -> subprocess.CompletedProcess:
+    return run(titan, "train", *BASE, "--job.dump_folder", dump, *extra, **kw)
+
+
+def refused(p: subprocess.CompletedProcess, *needles: str) -> tuple[bool, str]:
+    err = p.stderr
+    ok = (p.returncode == 2 and err.count("titan: error") == 1 and all(n in err for n in needles)
+          and "internal error" not in err)
+    return ok, f"rc={p.returncode} stderr={err[-800:]!r}"
+
+
+def tree(folder: str) -> dict[str, tuple[int, float]]:
+    """Every file under `folder` but the run lock: size and modification time (to see that nothing changed)."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for f in files:
+            if f == ".titan.lock":
+                continue
+            p = os.path.join(root, f)
+            st = os.stat(p)
+            out[os.path.relpath(p, folder)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def steps_in(ck: str) -> list[str]:
+    return sorted(n for n in os.listdir(ck) if n.startswith("step-")) if os.path.isdir(ck) else []
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--titan", required=True)
+    titan = os.path.abspath(ap.parse_args().titan)
+    tmp = tempfile.mkdtemp(prefix="titan_dataloss_")
+    CK = ["--checkpoint.enable", "--checkpoint.interval", "1"]
+
+    # A reference checkpoint for the sections below: step-6 of a 6-step run (n_layers 2).
+    ref = os.path.join(tmp, "ref")
+    p = train(titan, ref, "--checkpoint.enable", "--checkpoint.interval", "6", "--training.steps", "6")
+    good = os.path.join(ref, "checkpoint", "step-6")
+    check("a reference run saves step-6", p.returncode == 0 and os.path.isdir(good), p.stderr[-300:])
+    # A copy for the sections after the conversions (a build that lets convert write into a
+    # checkpoint would have replaced the reference, or deleted its folder).
+    pristine = os.path.join(tmp, "pristine", "checkpoint", "step-6")
+    shutil.copytree(good, pristine)
+
+    # ---- 1. a user's step-* folders survive saves and rotation ---------------------------------------
+    dump = os.path.join(tmp, "foreign")
+    ck = os.path.join(dump, "checkpoint")
+    p = train(titan, dump, *CK, "--training.steps", "2")
+    check("a run saves step-1 and step-2", p.returncode == 0 and steps_in(ck) == ["step-1", "step-2"],
+          p.stderr[-500:] + str(steps_in(ck)))
+    os.makedirs(os.path.join(ck, "step-backup"))
+    open(os.path.join(ck, "step-backup", "notes.txt"), "w").write("mine\n")
+    os.makedirs(os.path.join(ck, "step-9"))
+    open(os.path.join(ck, "step-9", "README"), "w").write("mine too\n")
+    os.makedirs(os.path.join(ck, "step-1.partial-123"))  # titan.cpp's own interrupted save
+    p = train(titan, dump, *CK, "--training.steps", "4", "--checkpoint.keep_latest_k", "0")
+    out = p.stdout + p.stderr
+    check("keep_latest_k = 0: a user's step-backup/ and step-9/ survive the next saves",
+          p.returncode == 0 and os.path.exists(os.path.join(ck, "step-backup", "notes.txt"))
+          and os.path.exists(os.path.join(ck, "step-9", "README")), f"rc={p.returncode} {steps_in(ck)} {out[-600:]}")
+    check("... and titan.cpp's own interrupted save (step-1.partial-123) is cleaned",
+          not os.path.exists(os.path.join(ck, "step-1.partial-123")), str(steps_in(ck)))
+    check("... the user's folders are named once, as left alone, not as interrupted saves",
+          out.count("Leaving") == 2 and "step-backup (a save was interrupted" not in out
+          and out.count("ignoring the unfinished checkpoint") == 1, out[-1500:])
+    p = train(titan, dump, *CK, "--training.steps", "6", "--checkpoint.keep_latest_k", "2")
+    check("keep_latest_k = 2 rotates only committed step folders; the user's stay",
+          p.returncode == 0 and steps_in(ck) == ["step-5", "step-6", "step-9", "step-backup"],
+          f"rc={p.returncode} {steps_in(ck)} {p.stderr[-400:]}")
+    before = tree(ck)
+    p = train(titan, dump, *CK, "--training.steps", "10")
+    ok, detail = refused(p, "step-9 already exists", "not a checkpoint", "never overwrites")
+    check("a run that would save step 9 over a user's step-9/ is refused at its start", ok and "step:" not in p.stdout,
+          detail)
+    check("... and nothing in the checkpoint folder changed", tree(ck) == before, "")
+
+    # ---- 2. titan convert never writes into a checkpoint, nor into files without --force -------------
+    step6 = good
+    hf = os.path.join(tmp, "hf")
+    p = run(titan, "convert", "to-hf", step6, hf)
+    check("convert to-hf into a new folder", p.returncode == 0, p.stderr[-400:])
+    before = tree(step6)
+    p = run(titan, "convert", "from-hf", hf, step6)
+    ok, detail = refused(p, "training checkpoint", "never writes into")
+    check("convert from-hf into a full training checkpoint: refused, untouched", ok and tree(step6) == before, detail)
+    p = run(titan, "convert", "from-hf", hf, step6, "--force")
+    ok, detail = refused(p, "training checkpoint")
+    check("... also with --force", ok and tree(step6) == before, detail)
+    p = run(titan, "convert", "from-hf", hf, os.path.dirname(good))
+    ok, detail = refused(p, "checkpoint folder")
+    check("convert from-hf into a checkpoint folder: refused", ok, detail)
+    p = run(titan, "convert", "to-hf", step6, step6, "--force")
+    ok, detail = refused(p, "training checkpoint")
+    check("convert to-hf into a training checkpoint, even with --force: refused", ok, detail)
+    mine = os.path.join(tmp, "mine")
+    os.makedirs(mine)
+    open(os.path.join(mine, "keep.txt"), "w").write("x")
+    p = run(titan, "convert", "to-hf", step6, mine)
+    ok, detail = refused(p, "not empty", "--force")
+    check("convert to-hf into a folder of files: refused without --force", ok and os.listdir(mine) == ["keep.txt"],
+          detail)
+    p = run(titan, "convert", "to-hf", step6, mine, "--force")
+    check("... with --force it writes there and keeps the other files", p.returncode == 0 and
+          sorted(os.listdir(mine)) == ["config.json", "keep.txt", "model.safetensors"], p.stderr[-300:])
+    p = run(titan, "convert", "from-hf", hf, mine, "--force")
+    ok, detail = refused(p, "not empty and not a checkpoint")
+    check("convert from-hf into a folder of other files: refused even with --force", ok, detail)
+    conv = os.path.join(tmp, "conv", "step-0")
+    p = run(titan, "convert", "from-hf", hf, conv)
+    check("convert from-hf into a new folder", p.returncode == 0, p.stderr[-300:])
+    p = run(titan, "convert", "from-hf", hf, conv)
+    ok, detail = refused(p, "model only", "--force")
+    check("... again into that model-only step folder: refused without --force", ok, detail)
+    p = run(titan, "convert", "from-hf", hf, conv, "--force")
+    check("... replaced with --force", p.returncode == 0 and os.path.exists(os.path.join(conv, "metadata.json"))
+          and not glob.glob(conv + ".*"), p.stderr[-300:])
+    os.makedirs(os.path.join(tmp, "empty"))
+    p = run(titan, "convert", "from-hf", hf, os.path.join(tmp, "empty"))
+    check("convert from-hf into an empty folder", p.returncode == 0, p.stderr[-300:])
+
+    # ---- 3. a checkpoint of another model is refused, naming the argument -------------------------
+    p = train(titan, os.path.dirname(os.path.dirname(pristine)), "--checkpoint.enable", "--checkpoint.load_only",
+              "--training.steps", "7",
+              "--model.n_layers", "1")
+    ok, detail = refused(p, "n_layers = 2", "n_layers = 1")
+    check("a checkpoint saved with n_layers 2 resumed with n_layers 1: refused naming both values",
+          ok and "Resuming" not in p.stdout, detail)
+    # Without the model's arguments in metadata.json, the extra layer's tensors are still caught.
+    noargs = os.path.join(tmp, "noargs")
+    shutil.copytree(pristine, os.path.join(noargs, "checkpoint", "step-6"))
+    mpath = os.path.join(noargs, "checkpoint", "step-6", "metadata.json")
+    m = json.load(open(mpath))
+    del m["model"]["args"]
+    json.dump(m, open(mpath, "w"))
+    p = train(titan, noargs, "--checkpoint.enable", "--checkpoint.load_only", "--training.steps", "7",
+              "--model.n_layers", "1")
+    ok, detail = refused(p, "model.layers.1.", "does not have")
+    check("a saved model tensor the run's model lacks is refused", ok, detail)
+    m["contents"].append("extras")
+    json.dump(m, open(mpath, "w"))
+    p = run(titan, "checkpoint", "info", os.path.join(noargs, "checkpoint", "step-6"))
+    ok, detail = refused(p, "\"extras\"", "not a part of a checkpoint")
+    check("metadata.json with an unknown contents part is malformed", ok, detail)
+
+    # ---- 4. a model-only export is neither resumed from nor overwritten -----------------------------
+    dump = os.path.join(tmp, "export")
+    ck = os.path.join(dump, "checkpoint")
+    p = train(titan, dump, "--checkpoint.enable", "--checkpoint.interval", "10", "--checkpoint.last_save_model_only",
+              "--training.steps", "2")
+    check("a run ending in a model-only export", p.returncode == 0 and steps_in(ck) == ["step-2"], p.stderr[-300:])
+    before = tree(ck)
+    p = train(titan, dump, "--checkpoint.enable", "--checkpoint.interval", "10", "--checkpoint.last_save_model_only",
+              "--training.steps", "2")
+    ok, detail = refused(p, "step-2 already exists", "model-only export")
+    check("run again: refused, the export neither loaded nor overwritten", ok and tree(ck) == before
+          and "Loaded the checkpoint" not in p.stdout, detail)
+
+    # ---- 5. one live run per checkpoint folder, whatever the dump folders --------------------------
+    shared = os.path.join(tmp, "shared_ck")
+    first = subprocess.Popen([titan, "train", *BASE, "--job.dump_folder", os.path.join(tmp, "run_a"),
+                              "--checkpoint.enable", "--checkpoint.folder", shared, "--checkpoint.interval", "1000",
+                              "--training.steps", "100000"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        lock = os.path.join(shared, ".titan.lock")
+        deadline = time.time() + 120
+        while time.time() < deadline and first.poll() is None and not (os.path.exists(lock) and os.path.getsize(lock)):
+            time.sleep(0.1)
+        started = first.poll() is None and os.path.exists(lock) and os.path.getsize(lock) > 0
+        p = train(titan, os.path.join(tmp, "run_b"), "--checkpoint.enable", "--checkpoint.folder", shared,
+                  "--training.steps", "2")
+        ok, detail = refused(p, "checkpoint.folder", "in use by another live run", "pid")
+        check("a second run into another dump folder but the same checkpoint.folder is refused", started and ok,
+              detail)
+    finally:
+        first.kill()
+        first.wait()
+
+    # ---- 6. a failed save removes its partial folder and names the reason -----------------------------
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    dump = os.path.join(tmp, "full")
+    ck = os.path.join(dump, "checkpoint")
+    for attempt in (1, 2):
+        p = train(titan, dump, "--checkpoint.enable", "--checkpoint.interval", "1", "--training.steps", "1",
+                  preexec=small_files)
+        ok, detail = refused(p, "File too large", "rank-00000.safetensors")
+        check(f"a save that cannot be written (try {attempt}): exit 2 naming the file and the reason", ok, detail)
+        check(f"... and no step-*.partial-* folder is left (try {attempt})", steps_in(ck) == [], str(steps_in(ck)))
+
+    # ---- 7. metrics on a full disk: one warning, the run goes on ---------------------------------------
+    dump = os.path.join(tmp, "devfull")
+    os.makedirs(dump)
+    os.symlink("/dev/full", os.path.join(dump, "metrics.jsonl"))
+    p = train(titan, dump, "--training.steps", "3")
+    err = p.stdout + p.stderr
+    check("metrics.jsonl on a full disk: exit 0, all steps, one warning naming the file and the reason",
+          p.returncode == 0 and "step:  3" in err and err.count("cannot write") == 1
+          and "metrics.jsonl: No space left on device" in err, f"rc={p.returncode} {err[-800:]}")
+
+    # ==== checks that said "fine" when it was not =====================================================
+    # ---- 8. checkpoint info checks what loading checks ------------------------------------------
+    def edited(name: str, folder_name: str, edit) -> str:
+        d = os.path.join(tmp, "info_" + name, folder_name)
+        shutil.copytree(pristine, d)
+        mp = os.path.join(d, "metadata.json")
+        m = json.load(open(mp))
+        edit(m)
+        json.dump(m, open(mp, "w"))
+        return d
+
+    def set_dtype(m):
+        m["tensors"]["model.norm.weight"]["dtype"] = "F16"
+
+    def set_shape(m):
+        t = m["tensors"]["model.norm.weight"]
+        t["global_shape"] = [128]
+        t["chunks"][0]["sizes"] = [128]
+
+    def drop_chunks(m):
+        m["tensors"]["model.norm.weight"]["chunks"] = []
+
+    def half_chunk(m):
+        m["tensors"]["model.norm.weight"]["chunks"][0]["sizes"] = [128]
+
+    def twice(m):
+        c = m["tensors"]["model.norm.weight"]["chunks"]
+        c.append(dict(c[0]))
+
+    for what, folder_name, edit, needles in [
+            ("a dtype metadata.json and the shard disagree on", "step-6", set_dtype, ["holds model.norm.weight as F32",
+                                                                                      "metadata.json says F16"]),
+            ("a shape metadata.json and the shard disagree on", "step-6", set_shape, ["[256]", "metadata.json says F32 [128]"]),
+            # (loading meets the model's shape check first: "holds model.norm.weight with shape [128] but ...")
+            ("a tensor without chunks", "step-6", drop_chunks, ["model.norm.weight", "no chunks"]),
+            ("a gap in a tensor", "step-6", half_chunk, ["cover 128 of its 256 elements"]),
+            ("overlapping chunks", "step-6", twice, ["chunks 0 and 1 overlap"]),
+            ("a step that is not the folder's", "step-7", lambda m: None, ["records step 6 but the folder is step-7"])]:
+        d = edited(what.replace(" ", "_").replace("'", ""), folder_name, edit)
+        p = run(titan, "checkpoint", "info", d)
+        ok, detail = refused(p, *needles)
+        check(f"checkpoint info on {what}: an error, not 'verified'", ok and "verified" not in p.stdout, detail)
+        p = train(titan, os.path.dirname(os.path.dirname(d)) + "_run", "--checkpoint.enable", "--checkpoint.load_only",
+                  "--checkpoint.initial_load_path", d, "--no-checkpoint.initial_load_model_only", "--training.steps", "8")
+        ok, detail = refused(p, *(needles if edit is not set_shape else ["model.norm.weight with shape [128]"]))
+        check(f"... loading it is refused too", ok, detail)
+
+    # ---- 9. convert from-hf checks config.json and the safetensors header -------------------------
+    def hf_copy(name: str) -> str:
+        d = os.path.join(tmp, "hf_" + name)
+        shutil.copytree(hf, d)
+        return d
+
+    def edit_config(d: str, **kv) -> None:
+        c = json.load(open(os.path.join(d, "config.json")))
+        c.update(kv)
+        json.dump(c, open(os.path.join(d, "config.json"), "w"))
+
+    def edit_header(d: str, edit) -> None:
+        path = os.path.join(d, "model.safetensors")
+        raw = bytearray(open(path, "rb").read())
+        n = int.from_bytes(raw[:8], "little")
+        h = json.loads(raw[8:8 + n])
+        edit(h)
+        text = json.dumps(h, separators=(",", ":")).encode()
+        assert len(text) <= n
+        raw[8:8 + n] = text + b" " * (n - len(text))
+        open(path, "wb").write(bytes(raw))
+
+    def transpose(h):
+        t = h["model.layers.0.mlp.gate_proj.weight"]
+        t["shape"] = t["shape"][::-1]
+
+    def overlap(h):
+        h["model.layers.0.post_attention_layernorm.weight"]["data_offsets"] = \
+            h["model.layers.0.input_layernorm.weight"]["data_offsets"]
+
+    d = hf_copy("vocab")
+    edit_config(d, vocab_size=1e12)
+    hf_cases = [("vocab_size 1e12 beside a 2048-row embedding", d, ["embed_tokens.weight has shape [2048, 256]"])]
+    d = hf_copy("fewer_layers")
+    edit_config(d, num_hidden_layers=1)
+    hf_cases.append(("num_hidden_layers 1 beside a file with two layers", d, ["model.layers.1.", "does not have"]))
+    d = hf_copy("transposed")
+    edit_header(d, transpose)
+    hf_cases.append(("a shape changed in the header", d, ["gate_proj.weight has shape"]))
+    d = hf_copy("overlap")
+    edit_header(d, overlap)
+    hf_cases.append(("overlapping data_offsets", d, ["overlap"]))
+    for what, d, needles in hf_cases:
+        out = os.path.join(tmp, "conv_" + os.path.basename(d), "step-0")
+        p = run(titan, "convert", "from-hf", d, out)
+        ok, detail = refused(p, *needles)
+        check(f"convert from-hf with {what}: refused, nothing written", ok and not os.path.exists(out)
+              and not glob.glob(out + ".*"), detail)
+
+    # ---- 10. a hand-edited data position past the data ----------------------------------------------
+    pos = edited("position", "step-6", lambda m: m["scalars"]["dataloader"]["source"].update(index=10 ** 15))
+    p = train(titan, os.path.join(tmp, "position_run"), "--checkpoint.enable", "--checkpoint.load_only",
+              "--checkpoint.initial_load_path", pos, "--no-checkpoint.initial_load_model_only", "--training.steps", "8")
+    ok, detail = refused(p, "source.index is 1000000000000000", "past the 20000 documents")
+    check("a data position past the data (source.index = 1e15) is refused naming the field", ok, detail)
+
+    # ---- 11. the dry run reads the data as a start does ------------------------------------------
+    empty = os.path.join(tmp, "empty.txt")
+    open(empty, "w").close()
+    data_args = ["--training.dataset", "text", "--training.dataset_path", empty]
+    start = train(titan, os.path.join(tmp, "empty_run"), *data_args, "--training.steps", "1")
+    dry = train(titan, os.path.join(tmp, "empty_dry"), *data_args, "--job.dry_run")
+    ok, detail = refused(dry, "yields no text")
+    check("the dry run refuses an empty data file as a start does", ok and refused(start, "yields no text")[0],
+          detail + " / start: " + start.stderr[-300:])
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return checks.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
