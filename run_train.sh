@@ -14,7 +14,14 @@ NGPU=${NGPU:-1}
 ./scripts/setup.sh --target titan >&2
 if [ "$NGPU" -gt 1 ]; then
   PYTHON=${PYTHON:-python3}
-  exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NGPU" --no-python \
-    ./build/titan train --job.config_file "$CONFIG_FILE" "$@"
+  # torchrun exits 1 whatever its ranks' codes; each rank writes its error (and its exit code)
+  # into torchrun's error file, so a user's error (exit 2 on a rank) is exit 2 here too.
+  LOGS=$(mktemp -d "${TMPDIR:-/tmp}/titan_torchrun.XXXXXX")
+  trap 'rm -rf "$LOGS"' EXIT
+  rc=0
+  "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NGPU" --log-dir "$LOGS" --no-python \
+    ./build/titan train --job.config_file "$CONFIG_FILE" "$@" || rc=$?
+  if [ "$rc" -ne 0 ] && grep -rqs '"titan_exit_code": 2' "$LOGS"; then rc=2; fi
+  exit "$rc"
 fi
 exec ./build/titan train --job.config_file "$CONFIG_FILE" "$@"

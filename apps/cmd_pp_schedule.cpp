@@ -20,7 +20,9 @@ const char* kUsage =
     "  GPipe and 1F1B, 2 for the others); M: microbatches (local_batch_size / microbatch_size).\n"
     "  --csv FILE reads a schedule table (one row per rank) instead, placed as NAME places stages.\n"
     "  --actions also prints each rank's actions with the sends and receives between ranks.\n"
-    "Prints each rank's timeline in unit costs (F = 1, B = 2, I = 1, W = 1) and the bubble fraction.\n";
+    "Prints each rank's timeline in unit costs (F = 1, B = 2, I = 1, W = 1) and the bubble fraction;\n"
+    "stages x stages-per-rank x microbatches is at most 65536, and a timeline of more than 200000\n"
+    "cells (ranks x units) is summarised.\n";
 
 }  // namespace
 
@@ -34,6 +36,14 @@ int pp_schedule_command(const std::vector<std::string>& args) {
   if (m < 1 || m > (1 << 20)) throw Error("--microbatches must be given, from 1 to 1048576", kUsage);
   const int64_t v = o.get_int("stages-per-rank", distributed::pp::single_stage_schedule(name) ? 1 : 2);
   if (v < 1 || v > 64) throw Error("--stages-per-rank must be from 1 to 64", kUsage);
+  // The work grows with stages x microbatches: bounded so that an answer takes under a second.
+  constexpr int64_t kMaxWork = int64_t{1} << 16;
+  if (ranks * v * m > kMaxWork)
+    throw Error("--stages " + std::to_string(ranks) + " x --stages-per-rank " + std::to_string(v) + " x --microbatches " +
+                    std::to_string(m) + " = " + std::to_string(ranks * v * m) +
+                    " stage-microbatches, more than titan pp-schedule simulates (65536)",
+                "ask for fewer microbatches: the bubble fraction of most schedules depends on their ratio to the "
+                "stages, which a smaller case shows");
   const std::string csv = o.get("csv");
   const auto s = csv.empty() ? distributed::pp::make_schedule(name, static_cast<int>(ranks), static_cast<int>(v),
                                                               static_cast<int>(m))
@@ -45,7 +55,13 @@ int pp_schedule_command(const std::vector<std::string>& args) {
   std::printf("%s: %d ranks x %d stage(s) (%s placement), %d microbatches; F = 1, B = 2, I = 1, W = 1\n",
               s.name.c_str(), s.pp, s.stages_per_rank, s.placement == distributed::pp::Placement::V ? "V" : "loop",
               s.microbatches);
-  std::printf("%s", distributed::pp::render_timeline(s, t).c_str());
+  // The timeline is a character per rank and unit of time: past 200,000 it is summarised.
+  constexpr double kMaxCells = 200000;
+  if (t.makespan * s.pp <= kMaxCells)
+    std::printf("%s", distributed::pp::render_timeline(s, t).c_str());
+  else
+    std::printf("(the timeline, %d ranks x %.0f units, is not printed: more than %.0f cells)\n", s.pp, t.makespan,
+                kMaxCells);
   std::printf("makespan %.0f units; bubble (idle) fraction %.2f%%", t.makespan, 100.0 * t.bubble_fraction);
   if (const auto f = distributed::pp::bubble_formula(s)) std::printf(" (the schedule's formula: %.2f%%)", 100.0 * *f);
   std::printf("\n");

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -9,6 +10,7 @@
 
 #include "apps/commands.h"
 #include "titan/common/error.h"
+#include "titan/common/progress.h"
 #include "titan/components/bpe_trainer.h"
 #include "titan/components/documents.h"
 #include "titan/components/tokenizer.h"
@@ -77,6 +79,8 @@ int64_t Options::get_int(const std::string& name, int64_t fallback) const {
     size_t used = 0;
     const int64_t n = std::stoll(v, &used);
     if (used == v.size()) return n;
+  } catch (const std::out_of_range&) {
+    throw Error("--" + name + " = " + v + " is out of range (at most 9223372036854775807)", usage_);
   } catch (const std::exception&) {
   }
   throw Error("--" + name + " = \"" + v + "\" is not an integer", usage_);
@@ -87,7 +91,7 @@ namespace {
 const char* kTokenizerUsage =
     "usage: titan tokenizer encode --tokenizer PATH [--bos] [--eos] [--allow-special] [--jsonl] < text\n"
     "       titan tokenizer decode --tokenizer PATH [--skip-special] [--jsonl] < ids\n"
-    "       titan tokenizer train --vocab-size N --output DIR [--min-frequency K] [--text-field F]\n"
+    "       titan tokenizer train --vocab-size N --output DIR [--min-frequency K] [--text-field F] [--force]\n"
     "                             (--synthetic DOCS | FILE/FOLDER/GLOB ...)\n"
     "       titan tokenizer info --tokenizer PATH\n"
     "PATH: a folder with tokenizer.json (+ tokenizer_config.json) or tokenizer.model, one of those\n"
@@ -197,12 +201,28 @@ int train(const Options& o) {
   opt.vocab_size = o.get_int("vocab-size", -1);
   if (opt.vocab_size < 0) throw Error("--vocab-size is required", kTokenizerUsage);
   opt.min_frequency = o.get_int("min-frequency", 2);
+  if (opt.vocab_size < 258 || opt.vocab_size > (int64_t{1} << 24))
+    throw Error("--vocab-size " + std::to_string(opt.vocab_size) + " is out of range: a byte-level BPE has from 258 "
+                "(256 bytes and BOS, EOS) to 16777216 ids", kTokenizerUsage);
   const std::string dir = o.need("output");
+  // The tokenizer files of a folder are not replaced unless asked (the repository's own tokenizer,
+  // a run's): --force.
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    if (std::filesystem::exists(std::filesystem::path(dir) / f) && !o.flag("force"))
+      throw Error(dir + " already holds " + f + "; titan tokenizer train does not replace a tokenizer unless told to",
+                  "give --output a new folder, or --force to replace it");
+  constexpr int64_t kMaxSynthetic = 10'000'000;
+  const int64_t synthetic = o.get_int("synthetic", 0);
+  if (synthetic < 0 || synthetic > kMaxSynthetic)
+    throw Error("--synthetic " + std::to_string(synthetic) + " is out of range: from 0 to 10000000 documents",
+                kTokenizerUsage);
   components::BpeTrainer trainer(opt);
   int64_t docs = 0;
-  const int64_t synthetic = o.get_int("synthetic", 0);
-  if (synthetic > 0)
-    for (int64_t i = 0; i < synthetic; ++i, ++docs) trainer.add(components::SyntheticEnglish::document(i));
+  ProgressBar reading("tokenizer train: reading", "documents");
+  for (int64_t i = 0; i < synthetic; ++i, ++docs) {
+    trainer.add(components::SyntheticEnglish::document(i));
+    reading.update(static_cast<uint64_t>(i + 1), static_cast<uint64_t>(synthetic + (o.positional.empty() ? 0 : 1)));
+  }
   components::TextOptions topt;
   topt.text_field = o.get("text-field", "text");
   topt.setting = "input";
@@ -210,11 +230,13 @@ int train(const Options& o) {
     components::TextFiles files(components::resolve_files(input, "input"), input, topt);
     while (auto d = files.next()) {
       trainer.add(*d);
-      ++docs;
+      reading.update(static_cast<uint64_t>(++docs), 0);
     }
   }
   if (docs == 0) throw Error("no training text", "give --synthetic N or text files (jsonl/txt, plain/.gz/.zst)");
-  const int64_t n = trainer.train_and_write(dir);
+  if (!o.positional.empty()) reading.update(static_cast<uint64_t>(docs), static_cast<uint64_t>(docs));
+  ProgressBar merging("tokenizer train: merging", "merges");
+  const int64_t n = trainer.train_and_write(dir, [&](uint64_t done, uint64_t total) { merging.update(done, total); });
   std::printf("trained on %lld documents: vocabulary of %lld ids written to %s/tokenizer.json\n",
               static_cast<long long>(docs), static_cast<long long>(n), dir.c_str());
   if (n < opt.vocab_size)
@@ -241,7 +263,7 @@ int tokenizer_command(const std::vector<std::string>& args) {
   if (sub == "encode") return encode(Options(rest, {"bos", "eos", "allow-special", "jsonl"}, {"tokenizer"}, kTokenizerUsage));
   if (sub == "decode") return decode(Options(rest, {"skip-special", "jsonl"}, {"tokenizer"}, kTokenizerUsage));
   if (sub == "train")
-    return train(Options(rest, {}, {"vocab-size", "output", "min-frequency", "text-field", "synthetic"}, kTokenizerUsage));
+    return train(Options(rest, {"force"}, {"vocab-size", "output", "min-frequency", "text-field", "synthetic"}, kTokenizerUsage));
   if (sub == "info") return info(Options(rest, {}, {"tokenizer"}, kTokenizerUsage));
   throw Error("unknown tokenizer command \"" + sub + "\"", kTokenizerUsage);
 }

@@ -2,14 +2,18 @@
 // print one message and exit 2; anything else is an internal failure and exits 1.
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
+#include <c10/util/Logging.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <exception>
 #include <new>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
 #include "titan/common/error.h"
@@ -31,8 +35,9 @@ const char* kUsage =
     "  data tokenize|batches\n"
     "            pre-tokenize text into binary shards; print the batches a config yields\n"
     "            (docs/datasets.md)\n"
-    "  convert to-hf|from-hf\n"
-    "            Llama 3 weights between titan.cpp checkpoints and Hugging Face folders\n"
+    "  convert to-hf|from-hf|from-dcp\n"
+    "            Llama 3 weights between titan.cpp checkpoints and Hugging Face folders, or\n"
+    "            a torchtitan distributed checkpoint into a titan.cpp step folder\n"
     "  checkpoint info PATH\n"
     "            describe a checkpoint (a step-N folder, or the checkpoint folder: every step)\n"
     "            and verify every chunk's checksum (docs/checkpoint.md)\n"
@@ -42,7 +47,8 @@ const char* kUsage =
     "  comm-report FOLDER\n"
     "            after a failed multi-process run: read every rank's flight recorder in\n"
     "            FOLDER (<dump_folder>/comm_traces) and name the rank that fell behind\n"
-    "  version   print the version\n";
+    "  version   print the version (also --version)\n"
+    "  help      print this message (also --help, -h)\n";
 
 int train(const std::vector<std::string>& args) {
   titan::config::JobConfig cfg;
@@ -56,6 +62,40 @@ int train(const std::vector<std::string>& args) {
   if (cfg.get_bool("job.dry_run")) return titan::train::dry_run(cfg);
   titan::train::run_training(cfg);
   return 0;
+}
+
+// A message with the control bytes a user's input may hold (a file name, a config value)
+// shown as \xNN rather than sent to the terminal; line breaks stay.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if ((c < 0x20 && c != '\n') || c == 0x7f) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\x%02x", c);
+      out += b;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+// Under torchrun, the failure for its summary: torchrun reads TORCHELASTIC_ERROR_FILE of a rank
+// that exited non-zero (the format torch.distributed.elastic's @record writes), so its report
+// shows this message instead of "error_file: <N/A>". titan_exit_code lets run_train.sh exit 2
+// for a user's error (torchrun itself exits 1).
+void write_elastic_error_file(const std::string& message, int exit_code) {
+  const char* path = std::getenv("TORCHELASTIC_ERROR_FILE");
+  if (!path || !*path) return;
+  const nlohmann::json body = {
+      {"message", {{"message", message},
+                   {"extraInfo", {{"py_callstack", message}, {"timestamp", std::to_string(std::time(nullptr))}}}}},
+      {"titan_exit_code", exit_code}};
+  if (std::FILE* f = std::fopen(path, "w")) {
+    const std::string text = body.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::fwrite(text.data(), 1, text.size(), f);
+    std::fclose(f);
+  }
 }
 
 // A libtorch error's text without its C++ backtrace, unless TITAN_BACKTRACE=1 asks for it.
@@ -89,21 +129,33 @@ int run_command(const std::string& command, const std::vector<std::string>& args
     std::printf("%s", titan::distributed::comm_report(args[0]).c_str());
     return 0;
   }
-  if (command == "version") {
+  if (command == "version" || command == "--version") {
     titan::apps::check_help(args, "usage: titan version\n");
     if (!args.empty()) throw titan::Error("titan version takes no arguments", "titan version");
     std::printf("titan 0.1.0\n");
     return 0;
   }
-  std::fprintf(stderr, "titan: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+  std::fprintf(stderr, "titan: unknown command '%s'\n\n%s", printable(command).c_str(), kUsage);
   return titan::Error::kExitCode;
+}
+
+// Prints the failure once (stderr) and hands it to the launcher; returns the exit code.
+int fail(const std::string& message, int exit_code) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "%s\n", message.c_str());
+  write_elastic_error_file(message, exit_code);
+  return exit_code;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // libtorch's errors and logs carry no C++ backtrace unless asked for (a rendezvous that
+  // fails would print pages of frames before our message).
+  if (const char* want = std::getenv("TITAN_BACKTRACE"); !want || std::string(want) != "1")
+    c10::SetStackTraceFetcher([]() -> std::string { return "(TITAN_BACKTRACE=1 prints where it happened)"; });
   std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "-h" || args[0] == "--help") {
+  if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
     return args.empty() ? titan::Error::kExitCode : 0;
   }
@@ -116,17 +168,21 @@ int main(int argc, char** argv) {
     if (!u.usage().empty() && u.usage().back() != '\n') std::fputc('\n', stdout);
     return 0;
   } catch (const titan::Error& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "titan: error: %s\n", e.message().c_str());
-    return e.exit_code();
+    return fail("titan: error: " + printable(e.message()), e.exit_code());
   } catch (const std::bad_alloc&) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "titan: error: out of memory\n  fix: lower training.local_batch_size or training.seq_len, "
-                         "use activation_checkpoint.mode = \"full\", or more ranks (--job.dry_run estimates memory)\n");
-    return titan::Error::kExitCode;
+    return fail("titan: error: out of memory\n  fix: lower training.local_batch_size or training.seq_len, use "
+                "activation_checkpoint.mode = \"full\", or more ranks (--job.dry_run estimates memory)",
+                titan::Error::kExitCode);
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "titan: internal error: %s\n", describe_internal(e).c_str());
-    return 1;
+    // A peer process that died mid-collective: say so, not "internal error" (its own output,
+    // or its exit status, says why it ended).
+    const std::string what = e.what();
+    for (const char* gone : {"Connection closed by peer", "Connection reset by peer", "Broken pipe"})
+      if (what.find(gone) != std::string::npos)
+        return fail("titan: error: another process of this job closed its connection: it exited or was killed (" +
+                        std::string(gone) + ")\n  fix: that process's output (or the launcher's summary) says why it "
+                        "ended; rerun the job",
+                    1);
+    return fail("titan: internal error: " + printable(describe_internal(e)), 1);
   }
 }

@@ -34,7 +34,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from launch import ROOT, Checks  # noqa: E402
+from launch import ROOT, Checks, free_port, rank_env  # noqa: E402
 
 DEBUG = "configs/llama3/debug_model.toml"
 BASE = ["--job.config_file", DEBUG, "--training.mixed_precision_param", "float32", "--training.seq_len", "32",
@@ -365,6 +365,143 @@ def main() -> int:
     ok, detail = refused(dry, "yields no text")
     check("the dry run refuses an empty data file as a start does", ok and refused(start, "yields no text")[0],
           detail + " / start: " + start.stderr[-300:])
+
+    # ==== signals, launchers, resources ================================================================
+    # ---- 12. a stop request at any moment after start-up: every rank stops together ----------------
+    def two_ranks(dump: str, *extra: str) -> list[subprocess.Popen]:
+        port = free_port()
+        os.makedirs(dump, exist_ok=True)
+        return [subprocess.Popen([titan, "train", *BASE, "--job.dump_folder", dump, *extra], cwd=ROOT,
+                                 env=rank_env(r, 2, port), stdout=open(os.path.join(dump, f"out{r}"), "w"),
+                                 stderr=subprocess.STDOUT) for r in range(2)]
+
+    def wait_for(paths: list[str], needle: str, timeout: float = 120) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if all(needle in open(p).read() for p in paths):
+                return True
+            time.sleep(0.005)
+        return False
+
+    for moment, needle in [("start-up", "Starting job"), ("the first step", "Training starts")]:
+        for attempt in range(3):
+            dump = os.path.join(tmp, f"sigterm_{moment.replace(' ', '_')}_{attempt}")
+            procs = two_ranks(dump, "--checkpoint.enable", "--checkpoint.interval", "1000", "--training.steps", "100000",
+                              "--comm.init_timeout_seconds", "60")
+            outs = [os.path.join(dump, f"out{r}") for r in range(2)]
+            try:
+                seen = wait_for(outs[:1], needle)  # rank 0 logs for the job
+                if moment == "start-up":
+                    time.sleep(0.2)  # rank 1 starts alongside: past its own start too
+                for p in procs:
+                    p.send_signal(signal.SIGTERM)
+                codes = [p.wait(timeout=120) for p in procs]
+            finally:
+                for p in procs:
+                    p.kill()
+            text = [open(o).read() for o in outs]
+            ok = seen and codes == [0, 0] and "Received SIGTERM" in text[0]
+            if moment == "the first step":
+                ok = ok and all("Saved the checkpoint" in t for t in text[:1])
+            check(f"SIGTERM to both ranks right after '{needle}' (try {attempt + 1}): both stop together, exit 0",
+                  ok, f"seen={seen} codes={codes} {[t[-400:] for t in text]}")
+    p = subprocess.Popen([titan, "train", *BASE, "--job.dump_folder", os.path.join(tmp, "sig_one"),
+                          "--training.steps", "100000"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.3)  # inside start-up: the process has begun, training has not
+    p.send_signal(signal.SIGTERM)
+    out = p.communicate(timeout=120)[0]
+    check("one process stopped during start-up: exit 0 with a line saying so",
+          p.returncode == 0 and ("stopped before training" in out or "stopped after step" in out),
+          f"rc={p.returncode} {out[-400:]}")
+    # A peer that died is named as such, not an internal error.
+    dump = os.path.join(tmp, "peer_died")
+    procs = two_ranks(dump, "--training.steps", "100000")
+    outs = [os.path.join(dump, f"out{r}") for r in range(2)]
+    try:
+        seen = wait_for(outs[:1], "step:  2")
+        procs[1].kill()
+        code = procs[0].wait(timeout=120)
+    finally:
+        for q in procs:
+            q.kill()
+    text = open(outs[0]).read()
+    check("a peer killed mid-run: the survivor says a process of the job exited or was killed, not 'internal error'",
+          seen and code != 0 and "exited or was killed" in text and "internal error" not in text,
+          f"seen={seen} rc={code} {text[-500:]}")
+
+    # ---- 13, 14. rendezvous failures: no backtrace; MASTER_PORT in range ------------------------------
+    def rank0(extra_env: dict, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([titan, "train", *BASE, "--job.dump_folder", os.path.join(tmp, "rdv"), *args], cwd=ROOT,
+                              env=dict(rank_env(0, 2, free_port()), **extra_env), capture_output=True, text=True,
+                              timeout=timeout)
+
+    p = rank0({"MASTER_ADDR": "no.such.host.invalid"}, "--comm.init_timeout_seconds", "3")
+    ok, detail = refused(p, "no.such.host.invalid")
+    check("an unknown MASTER_ADDR: one message, no C++ backtrace", ok and "frame #" not in p.stderr, detail)
+    for port in ("99999", "0", "-1", "12x"):
+        p = rank0({"MASTER_PORT": port})
+        ok, detail = refused(p, "MASTER_PORT")
+        check(f"MASTER_PORT={port} is refused naming it", ok and ("out of range" in p.stderr or "not an integer" in
+                                                                  p.stderr), detail)
+
+    # ---- 15. config files are regular files of reasonable size ----------------------------------------
+    fifo = os.path.join(tmp, "config.fifo")
+    os.mkfifo(fifo)
+    for what, path in [("/dev/zero", "/dev/zero"), ("a FIFO", fifo)]:
+        start = time.time()
+        p = run(titan, "train", "--job.config_file", path, timeout=60)
+        ok, detail = refused(p, "not a regular file")
+        check(f"--job.config_file {what}: refused at once", ok and time.time() - start < 10, detail)
+    big = os.path.join(tmp, "big.toml")
+    with open(big, "w") as f:
+        f.write("# " + "x" * (17 << 20) + "\n")
+    ok, detail = refused(run(titan, "train", "--job.config_file", big), "more than a config holds")
+    check("a 17 MiB config file is refused", ok, detail)
+
+    # ---- 16. pp-schedule answers within a second and 100 MB of output -------------------------------
+    start = time.time()
+    ok, detail = refused(run(titan, "pp-schedule", "--schedule", "GPipe", "--stages", "4096", "--microbatches", "4096"),
+                         "more than titan pp-schedule simulates")
+    check("pp-schedule GPipe 4096 x 4096: refused at once", ok and time.time() - start < 5, detail)
+    start = time.time()
+    p = run(titan, "pp-schedule", "--schedule", "GPipe", "--stages", "64", "--microbatches", "1024", "--actions")
+    took = time.time() - start
+    check(f"pp-schedule GPipe 64 x 1024 at the limit: {took:.2f} s, {len(p.stdout) / 1e6:.1f} MB printed, the timeline "
+          "summarised", p.returncode == 0 and took < 3 and len(p.stdout) < 100e6 and "is not printed" in p.stdout,
+          p.stderr[-300:])
+
+    # ---- 17. tokenizer train: counts have limits, long work shows progress --------------------------
+    out = os.path.join(tmp, "tok")
+    ok, detail = refused(run(titan, "tokenizer", "train", "--vocab-size", "300", "--synthetic", "99999999999999",
+                             "--output", out), "--synthetic 99999999999999 is out of range")
+    check("tokenizer train --synthetic 99999999999999: refused", ok, detail)
+    p = run(titan, "tokenizer", "train", "--vocab-size", "300", "--synthetic", "2000", "--output", out)
+    check("tokenizer train shows its progress (count, rate, time)", p.returncode == 0 and "2000/2000 documents" in
+          p.stderr and "documents/s" in p.stderr and "merges/s" in p.stderr, p.stderr[-400:])
+    ok, detail = refused(run(titan, "tokenizer", "train", "--vocab-size", "300", "--synthetic", "2000", "--output",
+                             out), "already holds tokenizer.json", "--force")
+    check("tokenizer train does not replace a tokenizer without --force", ok, detail)
+
+    # ---- 19. torchrun's error file carries our message and exit code --------------------------------
+    err_file = os.path.join(tmp, "error.json")
+    p = subprocess.run([titan, "train", *BASE, "--training.seq_len", "0"], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(ENV, TORCHELASTIC_ERROR_FILE=err_file), timeout=120)
+    body = json.load(open(err_file)) if os.path.exists(err_file) else {}
+    check("TORCHELASTIC_ERROR_FILE holds the message (torchrun's format) and the exit code",
+          p.returncode == 2 and body.get("titan_exit_code") == 2 and
+          "training.seq_len" in body.get("message", {}).get("message", "") and
+          "timestamp" in body.get("message", {}).get("extraInfo", {}), str(body)[:400])
+
+    # ---- 20. messages ------------------------------------------------------------------------------
+    p = run(titan, "train", "--job.config_file", "bad\x01\x1bname.toml")
+    check("control bytes in a user's value are shown escaped", p.returncode == 2 and "\\x01\\x1b" in p.stderr
+          and "\x1b" not in p.stderr, repr(p.stderr[-300:]))
+    p = run(titan, "--help")
+    check("titan --help names convert from-dcp", p.returncode == 0 and "from-dcp" in p.stdout, p.stdout[-300:])
+    for args in (["--version"], ["version"], ["help"]):
+        p = run(titan, *args)
+        check(f"titan {args[0]}: exit 0", p.returncode == 0 and p.stdout.strip(), p.stderr[-200:])
 
     shutil.rmtree(tmp, ignore_errors=True)
     return checks.summary()

@@ -34,7 +34,7 @@ void BpeTrainer::add(std::string_view document) {
   split_llama3(document, [&](std::string_view piece) { ++impl_->counts[std::string(piece)]; });
 }
 
-int64_t BpeTrainer::train_and_write(const std::string& dir) {
+int64_t BpeTrainer::train_and_write(const std::string& dir, const std::function<void(uint64_t, uint64_t)>& progress) {
   const BpeTrainOptions& opt = impl_->opt;
   // Words in a fixed order, so the result does not depend on hash-table order.
   std::vector<std::pair<std::string, int64_t>> sorted(impl_->counts.begin(), impl_->counts.end());
@@ -81,6 +81,7 @@ int64_t BpeTrainer::train_and_write(const std::string& dir) {
     const auto id = static_cast<int32_t>(tokens.size());
     tokens.push_back(e.merged);
     merges.push_back(e.pair);
+    if (progress) progress(merges.size(), static_cast<uint64_t>(merges_wanted));
     std::set<Pair> touched;
     const std::set<size_t> affected = where[e.pair];
     for (size_t w : affected) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -26,8 +27,9 @@ class BpeTrainer {
   ~BpeTrainer();
   void add(std::string_view document);  // counts its pieces
   // Learns the merges and writes dir/tokenizer.json and dir/tokenizer_config.json; returns the
-  // vocabulary size reached (smaller than asked when no pair is frequent enough).
-  int64_t train_and_write(const std::string& dir);
+  // vocabulary size reached (smaller than asked when no pair is frequent enough). `progress`
+  // hears (merges done, merges wanted).
+  int64_t train_and_write(const std::string& dir, const std::function<void(uint64_t, uint64_t)>& progress = {});
 
  private:
   struct Impl;

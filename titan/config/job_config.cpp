@@ -560,6 +560,15 @@ void merge_toml_file(JobConfig& config, const std::string& path) {
     throw Error("config file '" + path + "' is a directory",
                 "give --job.config_file a .toml file, e.g. configs/llama3/debug_model.toml");
   }
+  // A regular file of reasonable size: /dev/zero would grow without end, a FIFO would hang.
+  constexpr uintmax_t kMaxConfigBytes = 16u << 20;
+  if (!fs::is_regular_file(path, ec))
+    throw Error("config file '" + path + "' is not a regular file (a device, a pipe or a socket)",
+                "give --job.config_file a .toml file, e.g. configs/llama3/debug_model.toml");
+  if (fs::file_size(path, ec) > kMaxConfigBytes)
+    throw Error("config file '" + path + "' has " + std::to_string(fs::file_size(path, ec)) +
+                    " bytes, more than a config holds (16 MiB at most)",
+                "give --job.config_file a .toml file, e.g. configs/llama3/debug_model.toml");
   std::ifstream in(path, std::ios::binary);
   std::ostringstream text;
   text << in.rdbuf();

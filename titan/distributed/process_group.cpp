@@ -15,6 +15,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cerrno>
+#include <climits>
 #include <cstdlib>
 
 #include "titan/common/error.h"
@@ -30,12 +32,20 @@ const char* env(const char* name) {
   return v && *v ? v : nullptr;
 }
 
-int env_int(const char* name, int fallback) {
+// An integer environment variable within [lo, hi]; titan::Error naming it otherwise.
+int env_int(const char* name, int fallback, long long lo = 0, long long hi = INT_MAX) {
   const char* v = env(name);
   if (!v) return fallback;
   char* end = nullptr;
-  long x = std::strtol(v, &end, 10);
-  if (*end != '\0') throw Error(std::string("environment variable ") + name + " = \"" + v + "\" is not an integer");
+  errno = 0;
+  const long long x = std::strtoll(v, &end, 10);
+  if (end == v || *end != '\0')
+    throw Error(std::string("environment variable ") + name + " = \"" + v + "\" is not an integer",
+                "set it to a whole number, as torchrun, mpirun and srun do");
+  if (errno == ERANGE || x < lo || x > hi)
+    throw Error(std::string("environment variable ") + name + " = " + v + " is out of range: it must be from " +
+                    std::to_string(lo) + " to " + std::to_string(hi),
+                "set it to a value in that range");
   return static_cast<int>(x);
 }
 
@@ -46,7 +56,7 @@ DistEnv read_dist_env() {
   if (env("RANK") && env("WORLD_SIZE")) {
     e.launcher = env("TORCHELASTIC_RUN_ID") ? "torchrun" : "env";
     e.rank = env_int("RANK", 0);
-    e.world_size = env_int("WORLD_SIZE", 1);
+    e.world_size = env_int("WORLD_SIZE", 1, 1);
     e.local_rank = env_int("LOCAL_RANK", 0);
     e.local_world_size = env_int("LOCAL_WORLD_SIZE", e.world_size);
   } else if (env("OMPI_COMM_WORLD_RANK")) {
@@ -71,7 +81,7 @@ DistEnv read_dist_env() {
     e.local_world_size = tpn ? std::atoi(tpn) : e.world_size;
   }
   if (const char* a = env("MASTER_ADDR")) e.master_addr = a;
-  e.master_port = env_int("MASTER_PORT", e.master_port);
+  e.master_port = env_int("MASTER_PORT", e.master_port, 1, 65535);
   if (e.world_size < 1 || e.rank < 0 || e.rank >= e.world_size)
     throw Error("launcher environment: rank " + std::to_string(e.rank) + " of world size " +
                     std::to_string(e.world_size) + " is impossible",

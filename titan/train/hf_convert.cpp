@@ -6,6 +6,7 @@
 
 #include "titan/common/error.h"
 #include "titan/common/log.h"
+#include "titan/common/progress.h"
 #include "titan/components/dcp.h"
 #include "titan/components/hf_checkpoint.h"
 #include "titan/models/llama3/model.h"
@@ -65,14 +66,8 @@ void check_same_model(const ModelArgs& want, const ModelArgs& have, const std::s
 }  // namespace
 
 Progress stderr_progress(const std::string& what) {
-  const bool tty = ::isatty(2);
-  return [what, tty](size_t done, size_t total) {
-    if (!tty && done != total) return;
-    const int width = 30, filled = static_cast<int>(width * done / std::max<size_t>(total, 1));
-    std::fprintf(stderr, "\r%s [%s%s] %zu/%zu tensors%s", what.c_str(), std::string(filled, '=').c_str(),
-                 std::string(width - filled, ' ').c_str(), done, total, done == total ? "\n" : "");
-    std::fflush(stderr);
-  };
+  auto bar = std::make_shared<ProgressBar>(what, "tensors");
+  return [bar](size_t done, size_t total) { bar->update(done, total); };
 }
 
 void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std::optional<at::ScalarType> dtype,

@@ -59,6 +59,8 @@ extern "C" void on_stop_signal(int sig) {
   std::signal(sig, SIG_DFL);  // a second signal is not deferred
 }
 
+const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : sig == SIGUSR1 ? "SIGUSR1" : "SIGTERM"; }
+
 at::ScalarType dtype_of(const std::string& name) {
   if (name == "bfloat16") return at::kBFloat16;
   if (name == "float16") return at::kHalf;
@@ -309,8 +311,10 @@ int dry_run(const config::JobConfig& cfg) {
 
 namespace {
 
-// Until destroyed (also by an exception): the first SIGINT, SIGTERM or SIGUSR1 (Slurm's warning
-// before preemption) stops after the current step, a second one acts at once.
+// From the trainer's construction until its end (also by an exception): the first SIGINT, SIGTERM
+// or SIGUSR1 (Slurm's warning before preemption) is a stop request that every rank honours
+// together (during start-up: before the first step; in training: after the current step); a
+// second one acts at once.
 struct SignalScope {
   SignalScope() {
     g_stop_signal.store(0);
@@ -328,6 +332,7 @@ struct SignalScope {
 }  // namespace
 
 struct Trainer::Impl {
+  SignalScope signals;  // first: a stop request at any moment of start-up is heard
   config::JobConfig cfg;
   distributed::DistEnv env;
   distributed::ParallelDims dims;
@@ -379,6 +384,16 @@ struct Trainer::Impl {
   // Validation's loss sum of one batch on this rank (the model, or the pipeline).
   double validation_sum(const components::Batch& batch);
   distributed::Group& loss_group() { return mesh->group("loss"); }
+  // The largest stop signal any rank received so far (0: none), agreed by every rank.
+  int agree_stop_signal() {
+    double sig = g_stop_signal.load();
+    if (world->size() > 1) {
+      at::Tensor flag = at::full({1}, sig, at::kDouble).to(device);
+      mesh->group("world").all_reduce(flag, /*max=*/true).wait();
+      sig = flag.cpu().item<double>();
+    }
+    return static_cast<int>(sig);
+  }
   // Rank 0 locks job.dump_folder and the checkpoint folder; every rank fails (exit 2) if another
   // live run holds either.
   void lock_dump_folder();
@@ -737,7 +752,7 @@ StepRecord Trainer::train_step(int64_t step) {
   s.stop_signal = static_cast<int>(maxed[1].item<double>());
   if (s.stop_signal != 0) {
     s.result.interrupted = true;
-    log::warning(std::string("Received ") + (s.stop_signal == SIGINT ? "SIGINT" : s.stop_signal == SIGUSR1 ? "SIGUSR1" : "SIGTERM") +
+    log::warning(std::string("Received ") + signal_name(s.stop_signal) +
                  "; stopped after step " + std::to_string(step) + " of " + std::to_string(s.steps));
   }
   return {step, loss_value, grad_norm, lr, s.global_bs * s.seq_len};
@@ -920,8 +935,13 @@ RunResult Trainer::run() {
       if (start > 0) log::info("Resuming training from step " + std::to_string(start) + " of " + loaded.path);
     }
   }
-  SignalScope signal_scope;
   auto& recorder = distributed::FlightRecorder::instance();
+  if (const int sig = s.agree_stop_signal()) {  // a stop request during start-up: all ranks stop here
+    s.result.interrupted = true;
+    log::warning(std::string("Received ") + signal_name(sig) +
+                 " during start-up: stopped before training (nothing trained, nothing saved)");
+    return s.result;
+  }
   if (start >= s.steps) {
     log::info("The checkpoint is at step " + std::to_string(start) + " and training.steps is " +
               std::to_string(s.steps) + ": nothing left to train");
