@@ -255,6 +255,7 @@ int batches(const std::vector<std::string>& args) {
     loader->load_state(s);
   }
   const int64_t n = o.get_int("batches", 4);
+  if (n < 0) throw Error("--batches " + std::to_string(n) + " must be 0 or more", kDataUsage);
   for (int64_t i = 0; i < n; ++i) {
     auto b = loader->next();
     if (!b) {

@@ -503,6 +503,25 @@ def main() -> int:
         p = run(titan, *args)
         check(f"titan {args[0]}: exit 0", p.returncode == 0 and p.stdout.strip(), p.stderr[-200:])
 
+    p = subprocess.run([titan, "train", *BASE, "--job.dry_run", "--parallelism.tensor_parallel_degree", "2",
+                        "--parallelism.data_parallel_shard_degree", "1"], cwd=ROOT, capture_output=True, text=True,
+                       env=rank_env(0, 3, free_port()), timeout=120)
+    ok, detail = refused(p, "tp=2 multiply to 2, but there are 3 processes")
+    check("degrees that do not multiply to the world size: said once, plainly", ok and "world size 3" not in p.stderr,
+          detail)
+    ok, detail = refused(run(titan, "data", "batches", *BASE, "--batches", "-3"), "--batches -3")
+    check("data batches --batches -3: refused", ok, detail)
+    linked = os.path.join(tmp, "linked")
+    os.makedirs(linked)
+    open(os.path.join(linked, "a.txt"), "w").write("Some text.\n")
+    os.symlink(os.path.join(tmp, "gone.txt"), os.path.join(linked, "b.txt"))
+    ok, detail = refused(run(titan, "data", "batches", *BASE, "--training.dataset", "text", "--training.dataset_path",
+                             linked), "b.txt is a link to", "does not exist")
+    check("a dangling link in a data folder is reported, not skipped", ok, detail)
+    ok, detail = refused(run(titan, "pp-schedule", "--schedule", "1F1B", "--stages", "2", "--microbatches", "4",
+                             "--csv", tmp), "not a file (a folder?)")
+    check("a schedule CSV path that is a folder is named as such", ok, detail)
+
     shutil.rmtree(tmp, ignore_errors=True)
     return checks.summary()
 

@@ -90,6 +90,12 @@ TEST(Pickle, StackMemoAndBadInput) {
   p += "\x87\x94";    // TUPLE3
   p += ".";
   EXPECT_THROW(components::unpickle("\x80\x04\xff"), std::runtime_error);
+  try {  // the opcode in hexadecimal, as pickletools names it
+    components::unpickle("\x80\x04\xfe");
+    ADD_FAILURE() << "an unknown opcode was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("opcode 0xfe"), std::string::npos) << e.what();
+  }
   EXPECT_THROW(components::unpickle("\x80\x04\x8c\x05" "ab"), std::runtime_error);  // truncated
   auto top = components::unpickle(p);
   ASSERT_EQ(top->kind, components::PyObj::Kind::Tuple);

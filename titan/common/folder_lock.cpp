@@ -17,6 +17,9 @@ namespace titan {
 std::optional<FolderLock> FolderLock::try_lock(const std::string& folder, std::string* holder) {
   std::error_code ec;
   std::filesystem::create_directories(folder, ec);
+  if (ec)  // the reason is the folder's (a read-only parent), not the lock file's
+    throw Error("cannot create the folder " + folder + ": " + ec.message(),
+                "choose a job.dump_folder (and checkpoint.folder) where this user may write");
   const std::string path = (std::filesystem::path(folder) / ".titan.lock").string();
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0)

@@ -341,9 +341,15 @@ std::vector<std::string> resolve_files(const std::string& path, const std::strin
     } else {
       // manifest.json is what `titan data tokenize` writes beside its shards, not data.
       std::error_code ec;
-      for (const auto& e : fs::directory_iterator(path, ec))
-        if (e.is_regular_file(ec) && keep(e.path().string()) && e.path().filename() != "manifest.json")
-          files.push_back(e.path().string());
+      for (const auto& e : fs::directory_iterator(path, ec)) {
+        if (!keep(e.path().string()) || e.path().filename() == "manifest.json") continue;
+        // A data file that is a link to nothing is a mistake to report, not a file to skip.
+        if (std::error_code lec; e.is_symlink(lec) && !fs::exists(e.path(), lec))
+          throw Error(where + ": " + e.path().string() + " is a link to " + fs::read_symlink(e.path(), lec).string() +
+                          ", which does not exist",
+                      "restore the file it points at, or remove the link");
+        if (e.is_regular_file(ec)) files.push_back(e.path().string());
+      }
       if (files.empty())
         throw Error(where + ": the folder holds no data files (.jsonl, .json, .txt, plain/.gz/.zst, or .bin shards)",
                     "put the data files there or point at a file or a glob");

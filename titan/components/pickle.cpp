@@ -1,12 +1,20 @@
 #include "titan/components/pickle.h"
 
+#include <cstdio>
 #include <cstring>
+#include <string>
 #include <map>
 #include <stdexcept>
 
 namespace titan::components {
 
 namespace {
+
+std::string hex_byte(unsigned op) {
+  char b[8];
+  std::snprintf(b, sizeof b, "0x%02x", op & 0xffu);
+  return b;
+}
 
 PyRef make(PyObj::Kind k) {
   auto o = std::make_shared<PyObj>();
@@ -266,7 +274,7 @@ PyRef unpickle(std::string_view data) {
       case '1': pop_mark(); break;  // POP_MARK
       case '2': stack.push_back(top()); break;  // DUP
       default:
-        throw std::runtime_error("pickle: opcode 0x" + std::to_string(op) + " is not supported");
+        throw std::runtime_error("pickle: opcode " + hex_byte(op) + " is not supported");
     }
   }
 }

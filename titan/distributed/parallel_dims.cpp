@@ -61,8 +61,10 @@ ParallelDims ParallelDims::from_config(const config::JobConfig& cfg, int world_s
   }
   const int product = others * d.dp_shard;
   if (product != world_size)
-    throw Error("parallelism degrees multiply to " + std::to_string(product) + " (" + d.describe() +
-                    ") but the world size is " + std::to_string(world_size),
+    throw Error("parallelism degrees pp=" + std::to_string(d.pp) + " x dp_replicate=" + std::to_string(d.dp_replicate) +
+                    " x dp_shard=" + std::to_string(d.dp_shard) + " x cp=" + std::to_string(d.cp) +
+                    " x tp=" + std::to_string(d.tp) + " multiply to " + std::to_string(product) + ", but there are " +
+                    std::to_string(world_size) + " processes",
                 "make pp * dp_replicate * dp_shard * cp * tp equal the number of processes, or set "
                 "data_parallel_shard_degree = -1 to take the rest");
   return d;

@@ -4,6 +4,9 @@
 #include <cctype>
 #include <cstdio>
 #include <deque>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -303,9 +306,15 @@ Schedule make_schedule(const std::string& name_in, int pp, int stages_per_rank, 
 
 Schedule load_schedule_csv(const std::string& path, int pp, int stages_per_rank, int microbatches,
                            Placement placement) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw Error("parallelism.pipeline_parallel_schedule_csv = \"" + path + "\" is " +
+                    (std::filesystem::exists(path, ec) ? "not a file (a folder?)" : "not there"),
+                "give a CSV file with one row per pipeline rank");
   std::ifstream f(path);
   if (!f)
-    throw Error("parallelism.pipeline_parallel_schedule_csv = \"" + path + "\": cannot read it",
+    throw Error("parallelism.pipeline_parallel_schedule_csv = \"" + path + "\": cannot read it (" +
+                    std::strerror(errno) + ")",
                 "give a CSV file with one row per pipeline rank");
   Schedule s;
   s.name = "csv:" + path;
