@@ -34,6 +34,7 @@ set(TITAN_SOURCES
   titan/components/hf_checkpoint.cpp
   titan/models/llama3/state_dict_adapter.cpp
   titan/common/folder_lock.cpp
+  titan/common/test_hooks.cpp
   titan/train/pipeline.cpp
   titan/train/trainer.cpp
   titan/train/validate.cpp

@@ -126,7 +126,7 @@ def main() -> int:
     outs = launch(titan, 2, BASE + ["--parallelism.data_parallel_shard_degree", "3"], os.path.join(tmp, "bad"), 60)
     took = time.time() - start
     check(f"degrees not matching the world size: every rank exits 2 in {took:.1f}s",
-          all(o[0] == 2 for o in outs) and took < 20 and all("world size is 2" in o[2] for o in outs),
+          all(o[0] == 2 for o in outs) and took < 20 and all("but there are 2 processes" in o[2] for o in outs),
           str([(o[0], o[2][-200:]) for o in outs]))
 
     # ---- one rank killed: the others exit non-zero within the train timeout ---------------------------

@@ -157,7 +157,9 @@ TEST(PipelineSchedule, BadCsvsNameTheRankAndTheAction) {
             std::string::npos);
   EXPECT_NE(load("garbage.csv", "0F0,hello\n").find(":1:2: \"hello\" is not an action"), std::string::npos);
   EXPECT_NE(error_of([] { pp::load_schedule_csv("/nonexistent/s.csv", 2, 1, 2, pp::Placement::Loop); })
-                .find("cannot read"),
+                .find("is not there"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { pp::load_schedule_csv("/tmp", 2, 1, 2, pp::Placement::Loop); }).find("not a file (a folder?)"),
             std::string::npos);
 }
 

@@ -18,6 +18,7 @@
 #include "titan/common/error.h"
 #include "titan/common/files.h"
 #include "titan/common/log.h"
+#include "titan/common/test_hooks.h"
 #include "titan/components/checkpoint_metadata.h"
 #include "titan/components/dcp.h"
 #include "titan/components/safetensors.h"
@@ -177,11 +178,6 @@ class ChunkReader {
   std::map<std::string, SafetensorsFile> headers_;  // std::map: entries stay put as others are added
   std::atomic<uint64_t> bytes_{0};
 };
-
-int64_t env_step(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? std::atoll(v) : -1;
-}
 
 // Rank 0's part of a save once every rank's file is in `partial`: metadata.json from the files'
 // headers, config.toml, flush, and the rename to `final_dir` (replacing an older save of that step
@@ -645,7 +641,10 @@ void Checkpointer::check_model(StateReader& reader, const StateDict& state, cons
                 fix);
   if (saved.contains("args") && saved["args"].is_object() && ctx_.model.contains("args")) {
     for (const auto& [arg, value] : ctx_.model["args"].items()) {
-      if (arg == "max_seq_len" || !saved["args"].contains(arg)) continue;  // follows training.seq_len
+      // max_seq_len follows training.seq_len; multiple_of and ffn_dim_multiplier are ways to
+      // reach ffn_hidden_dim, which is compared (a converted checkpoint states it directly).
+      if (arg == "max_seq_len" || arg == "multiple_of" || arg == "ffn_dim_multiplier" || !saved["args"].contains(arg))
+        continue;
       if (saved["args"][arg] != value)
         throw Error("the checkpoint " + dir + " was saved from a model with " + arg + " = " + saved["args"][arg].dump() +
                         "; this run's model has " + arg + " = " + value.dump() + flavors,
@@ -772,7 +771,7 @@ void Checkpointer::wait() {
             dir + " in " + log::format("%.2f", secs) + " seconds: " + log::format("%.3f", bytes / 1e9) +
             " GB written by this rank (" + log::format("%.2f", bytes / 1e9 / std::max(secs, 1e-9)) + " GB/s; checksums " +
             log::format("%.2f", crc_secs) + " s, write and flush " + log::format("%.2f", write_secs) + " s)");
-  if (env_step("TITAN_TEST_DIE_AFTER_SAVE") == step) std::raise(SIGKILL);  // test hook: a crash right after
+  if (TestHooks::get().die_after_save_step == step) std::raise(SIGKILL);  // a crash right after the save
 }
 
 void Checkpointer::run_job(Job& job) {
@@ -781,7 +780,7 @@ void Checkpointer::run_job(Job& job) {
     std::function<void(uint64_t)> die;
     uint64_t total = 0;
     for (const auto& [key, t] : job.tensors) total += static_cast<uint64_t>(t.numel()) * t.element_size();
-    if (env_step("TITAN_TEST_DIE_IN_SAVE") == job.step)  // test hook: a crash halfway through the write
+    if (TestHooks::get().die_in_save_step == job.step)  // a crash halfway through the write
       die = [total](uint64_t written) {
         if (written * 2 >= total) std::raise(SIGKILL);
       };

@@ -1,6 +1,10 @@
 // Internal to process_group*.cpp: the c10d objects behind Group, Pending and World.
 #pragma once
 
+#include <atomic>
+#include <chrono>
+#include <memory>
+
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
@@ -17,6 +21,11 @@ struct BackendHandle {
   // NCCL: wait() only orders the current CUDA stream after the collective; it has finished
   // when the work says so (polled by the flight recorder), not when wait() returns.
   bool completes_on_device = false;
+  // The world's collective timeout (milliseconds), shared by all its groups.
+  std::shared_ptr<std::atomic<int64_t>> timeout_ms;
+  std::chrono::milliseconds timeout() const { return std::chrono::milliseconds(timeout_ms ? timeout_ms->load() : 300000); }
+  // Collectives issued on the world's groups so far (TestHooks' skip_collective counts them).
+  std::shared_ptr<std::atomic<int64_t>> collectives_in_world;
 };
 struct WorkHandle {
   c10::intrusive_ptr<c10d::Work> work;

@@ -20,6 +20,7 @@
 #include <cstdlib>
 
 #include "titan/common/error.h"
+#include "titan/common/test_hooks.h"
 #include "titan/distributed/backend_internal.h"
 #include "titan/distributed/flight_recorder.h"
 
@@ -92,11 +93,6 @@ DistEnv read_dist_env() {
   return e;
 }
 
-namespace {
-std::chrono::milliseconds g_timeout{300000};
-}
-void set_collective_timeout(std::chrono::milliseconds timeout) { g_timeout = timeout; }
-std::chrono::milliseconds collective_timeout() { return g_timeout; }
 
 CommStats& comm_stats() {
   static CommStats stats;
@@ -141,23 +137,14 @@ void count(Collective c, double bytes) {
   s.calls[static_cast<size_t>(c)] += 1;
 }
 
-// Test hook: TITAN_TEST_SKIP_COLLECTIVE=R:N makes rank R skip its N-th collective (counted
-// from 1 over all groups), to exercise hang diagnosis. Never set in real runs.
-bool skip_for_test(int global_rank) {
-  static const char* spec = std::getenv("TITAN_TEST_SKIP_COLLECTIVE");
-  static int64_t count = 0;
-  if (!spec) return false;
-  ++count;
-  int r = -1;
-  long long n = -1;
-  if (std::sscanf(spec, "%d:%lld", &r, &n) != 2) return false;
-  return r == global_rank && count == n;
-}
-
-// Records the collective, then runs `issue` unless the test hook skips it.
+// Records the collective, then runs `issue` unless the test hook TITAN_TEST_SKIP_COLLECTIVE=R:N
+// skips it (rank R's N-th collective, counted from 1 over the world's groups: hang diagnosis).
 template <typename F>
 Pending run_collective(BackendHandle& b, int global_rank, const char* op, const at::Tensor& t, F issue) {
-  if (skip_for_test(global_rank)) return {};  // as if the code never issued it
+  const TestHooks& hooks = TestHooks::get();
+  if (hooks.skip_collective_rank == global_rank && b.collectives_in_world &&
+      ++*b.collectives_in_world == hooks.skip_collective_number)
+    return {};  // as if the code never issued it
   const int64_t seq = b.seq++;
   RECORD_USER_SCOPE(std::string("comm:") + op);
   const int64_t slot = FlightRecorder::instance().started(b.name, seq, op, t);
@@ -182,7 +169,7 @@ Pending Group::all_gather(at::Tensor out, at::Tensor in) {
   const double n = size();
   count(Collective::AllGather, nbytes(out) * (n - 1) / n);
   c10d::AllgatherOptions o;
-  o.timeout = g_timeout;
+  o.timeout = backend_->timeout();
   // c10d wants output dim 0 = size() * input dim 0: hand it flat views.
   at::Tensor flat_out = out.view({-1}), flat_in = in.contiguous().view({-1});
   return run_collective(*backend_, ranks_[my_index_], "all_gather", flat_in,
@@ -199,7 +186,7 @@ Pending Group::reduce_scatter_sum(at::Tensor out, at::Tensor in) {
   count(Collective::ReduceScatter, nbytes(in) * (n - 1) / n);
   c10d::ReduceScatterOptions o;
   o.reduceOp = c10d::ReduceOp::SUM;
-  o.timeout = g_timeout;
+  o.timeout = backend_->timeout();
   at::Tensor flat_out = out.view({-1}), flat_in = in.contiguous().view({-1});
   return run_collective(*backend_, ranks_[my_index_], "reduce_scatter", flat_in,
                         [&] { return backend_->backend->_reduce_scatter_base(flat_out, flat_in, o); });
@@ -211,7 +198,7 @@ Pending Group::all_reduce(at::Tensor t, bool max) {
   count(Collective::AllReduce, nbytes(t) * 2 * (n - 1) / n);
   c10d::AllreduceOptions o;
   o.reduceOp = max ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM;
-  o.timeout = g_timeout;
+  o.timeout = backend_->timeout();
   std::vector<at::Tensor> ts{t};
   return run_collective(*backend_, ranks_[my_index_], max ? "all_reduce_max" : "all_reduce", t,
                         [&] { return backend_->backend->allreduce(ts, o); });
@@ -222,7 +209,7 @@ Pending Group::broadcast(at::Tensor t, int root_index) {
   count(Collective::Broadcast, nbytes(t));
   c10d::BroadcastOptions o;
   o.rootRank = root_index;
-  o.timeout = g_timeout;
+  o.timeout = backend_->timeout();
   std::vector<at::Tensor> ts{t};
   return run_collective(*backend_, ranks_[my_index_], "broadcast", t,
                         [&] { return backend_->backend->broadcast(ts, o); });
@@ -239,7 +226,7 @@ Pending point_to_point(BackendHandle& b, const char* scope, const at::Tensor& t,
   const int64_t slot = FlightRecorder::instance().started(channel, seq, "p2p", t);
   try {
     auto work = std::make_shared<WorkHandle>(WorkHandle{issue(), slot, b.completes_on_device});
-    if (!b.completes_on_device) work->wait_timeout = g_timeout;  // NCCL: its own watchdog
+    if (!b.completes_on_device) work->wait_timeout = b.timeout();  // NCCL: its own watchdog
     return Pending(work);
   } catch (...) {
     FlightRecorder::instance().failed(slot);
@@ -287,7 +274,9 @@ std::shared_ptr<BackendHandle> make_gloo_backend(const c10::intrusive_ptr<c10d::
 }
 
 World::World(const DistEnv& env, at::Device device, std::chrono::milliseconds init_timeout)
-    : env_(env), device_(device), timeout_(init_timeout) {
+    : env_(env), device_(device), timeout_(init_timeout),
+      collective_timeout_ms_(std::make_shared<std::atomic<int64_t>>(init_timeout.count())),
+      collectives_issued_(std::make_shared<std::atomic<int64_t>>(0)) {
   if (env.world_size == 1) return;
   c10d::TCPStoreOptions o;
   o.port = static_cast<uint16_t>(env.master_port);
@@ -333,6 +322,11 @@ World::World(const DistEnv& env, at::Device device, std::chrono::milliseconds in
 
 World::~World() = default;
 
+void World::set_collective_timeout(std::chrono::milliseconds timeout) { collective_timeout_ms_->store(timeout.count()); }
+std::chrono::milliseconds World::collective_timeout() const {
+  return std::chrono::milliseconds(collective_timeout_ms_->load());
+}
+
 Group World::new_group(const std::vector<int>& ranks, const std::string& name) {
   const int id = groups_made_++;
   int index = -1;
@@ -349,6 +343,8 @@ Group World::new_group(const std::vector<int>& ranks, const std::string& name) {
     members += std::to_string(r);
   }
   backend->name = name + "[" + members + "]";
+  backend->timeout_ms = collective_timeout_ms_;
+  backend->collectives_in_world = collectives_issued_;
   return Group(backend, ranks, index);
 }
 

@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -70,7 +71,7 @@ class Group {
   // Point to point (pipeline parallelism): `t` to, or into `t` from, the member `peer` (its index
   // in this group). `channel` and `seq` name the message in the flight recorder, the same on
   // both ends (e.g. "pp activations stage 0 -> stage 1", #3), so that a message that never
-  // comes is reported by the stages it links. A wait gives up after collective_timeout().
+  // comes is reported by the stages it links. A wait gives up after the world's collective timeout.
   Pending send(const at::Tensor& t, int peer, int tag, const std::string& channel, int64_t seq);
   Pending recv(at::Tensor& t, int peer, int tag, const std::string& channel, int64_t seq);
   // Brackets sends and receives that must start together (NCCL runs them as one group, so that
@@ -85,10 +86,6 @@ class Group {
   int my_index_ = 0;
 };
 
-// How long any collective may take before it fails (comm.init_timeout_seconds until the first
-// step is done, then comm.train_timeout_seconds).
-void set_collective_timeout(std::chrono::milliseconds timeout);
-std::chrono::milliseconds collective_timeout();
 
 // The processes of one job and the store they meet through.
 class World {
@@ -103,11 +100,18 @@ class World {
   // A group of the given global ranks (ascending). Every process must call this for every
   // group, in the same order, member or not; non-members get a trivial group back.
   Group new_group(const std::vector<int>& ranks, const std::string& name);
+  // How long any collective of this world's groups may take before it fails
+  // (comm.init_timeout_seconds until the trainer sets comm.train_timeout_seconds after the first
+  // step). Shared by every group made from this world, those made earlier included.
+  void set_collective_timeout(std::chrono::milliseconds timeout);
+  std::chrono::milliseconds collective_timeout() const;
 
  private:
   DistEnv env_;
   at::Device device_;
-  std::chrono::milliseconds timeout_;
+  std::chrono::milliseconds timeout_;  // the backends' own (built once, at the init timeout)
+  std::shared_ptr<std::atomic<int64_t>> collective_timeout_ms_;
+  std::shared_ptr<std::atomic<int64_t>> collectives_issued_;  // by this process, over every group
   std::shared_ptr<struct StoreHandle> store_;
   Group all_;
   int groups_made_ = 0;

@@ -21,6 +21,7 @@
 #include "titan/common/error.h"
 #include "titan/common/folder_lock.h"
 #include "titan/common/log.h"
+#include "titan/common/test_hooks.h"
 #include "titan/components/checkpoint.h"
 #include "titan/components/data.h"
 #include "titan/components/device.h"
@@ -182,7 +183,8 @@ int64_t state_bytes(const std::vector<at::Tensor>& params, components::Optimizer
 // A collective failed or timed out: write this rank's flight recorder, and on rank 0 wait a
 // moment for the others' files and print which rank fell behind.
 void report_comm_failure(distributed::FlightRecorder& recorder, const config::JobConfig& cfg,
-                         const distributed::DistEnv& env, const std::string& what) {
+                         const distributed::DistEnv& env, const std::string& what,
+                         std::chrono::milliseconds collective_timeout) {
   recorder.dump(what.substr(0, what.find('\n')));
   log::warning("rank " + std::to_string(env.rank) + ": a collective failed; wrote the flight recorder to " +
                recorder.file_path());
@@ -191,7 +193,7 @@ void report_comm_failure(distributed::FlightRecorder& recorder, const config::Jo
   const std::string prefix = cfg.get_string("comm.save_traces_file_prefix");
   // The others dump when their own collectives fail. Wait for them a bounded time (a dead rank
   // never writes): at most half the collective timeout and 10 s.
-  const auto wait = std::min<std::chrono::milliseconds>(distributed::collective_timeout() / 2, std::chrono::seconds(10));
+  const auto wait = std::min<std::chrono::milliseconds>(collective_timeout / 2, std::chrono::seconds(10));
   const auto deadline = std::chrono::steady_clock::now() + wait;
   while (std::chrono::steady_clock::now() < deadline) {
     int files = 0;  // each rank deleted its dump of any earlier run at start
@@ -426,7 +428,6 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
     at::globalContext().setDeterministicAlgorithms(true, cfg.get_bool("debug.deterministic_warn_only"));
   }
   const auto init_timeout = std::chrono::seconds(cfg.get_int("comm.init_timeout_seconds"));
-  distributed::set_collective_timeout(init_timeout);
   world = std::make_unique<distributed::World>(env, device, init_timeout);
   mesh = std::make_unique<distributed::DeviceMesh>(*world, dims);
   lock_dump_folder();
@@ -586,7 +587,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
     return flag.cpu().item<float>() > 0;
   };
   ck.device = device;
-  ck.wait_for_files = std::max<std::chrono::milliseconds>(distributed::collective_timeout(), std::chrono::seconds(60));
+  ck.wait_for_files = std::max<std::chrono::milliseconds>(world->collective_timeout(), std::chrono::seconds(60));
   ck.run_id = run_id;
   ck.layout = {{"describe", dims.describe()}, {"dp_replicate", dims.dp_replicate}, {"dp_shard", dims.dp_shard},
                {"cp", dims.cp}, {"tp", dims.tp}, {"pp", dims.pp}};
@@ -718,7 +719,7 @@ StepRecord Trainer::train_step(int64_t step) {
   if (!s.first_step_done) {  // the first step of this run (after a resume: not step 1)
     s.first_step_done = true;
     s.result.state_bytes = state_bytes(s.params, *s.optimizer);
-    distributed::set_collective_timeout(std::chrono::seconds(s.cfg.get_int("comm.train_timeout_seconds")));
+    s.world->set_collective_timeout(std::chrono::seconds(s.cfg.get_int("comm.train_timeout_seconds")));
   }
   // One max-reduction for two things: torchtitan's global_max_loss (the largest per-rank
   // average; ranks outside data parallelism hold the same value) and the stop signal, so that
@@ -868,11 +869,11 @@ void Trainer::load_scalars(const nlohmann::json& sc) {
 
 namespace {
 
-// Test hook: TITAN_TEST_INITIAL_STATE=<file> makes rank 0 write the gathered initial parameters
-// there (float32, in parameter order; <file>.json names them), to compare layouts bit for bit.
+// Test hook (TestHooks::initial_state_file): rank 0 writes the gathered initial parameters there
+// (float32, in parameter order; <file>.json names them), to compare layouts bit for bit.
 void dump_initial_state_for_test(const std::vector<std::pair<std::string, at::Tensor>>& state, int rank) {
-  const char* path = std::getenv("TITAN_TEST_INITIAL_STATE");
-  if (!path || rank != 0) return;
+  const std::string& path = TestHooks::get().initial_state_file;
+  if (path.empty() || rank != 0) return;
   std::ofstream bin(path, std::ios::binary);
   nlohmann::json index = nlohmann::json::array();
   for (const auto& [name, t] : state) {
@@ -887,13 +888,15 @@ void dump_initial_state_for_test(const std::vector<std::pair<std::string, at::Te
 
 RunResult Trainer::run() {
   Impl& s = *impl_;
-  if (std::getenv("TITAN_TEST_INITIAL_STATE")) {
+  const TestHooks& hooks = TestHooks::get();
+  if (!hooks.describe().empty()) log::warning("test hooks are set (" + hooks.describe() + "): this run is a test");
+  if (!hooks.initial_state_file.empty()) {
     std::vector<std::pair<std::string, at::Tensor>> state;
     if (s.plan.data_parallel) state = s.plan.data_parallel->full_state();
     else for (auto& p : s.model->named_parameters()) state.emplace_back(p.name, *p.tensor);
     dump_initial_state_for_test(state, s.env.rank);
   }
-  if (std::getenv("TITAN_TEST_STOP_AFTER_INIT")) return s.result;  // test hook: building only
+  if (hooks.stop_after_init) return s.result;  // building only
   auto& ck = *s.checkpointer;
   if (s.cfg.get_bool("checkpoint.create_seed_checkpoint")) {
     if (s.world->size() > 1)
@@ -993,7 +996,7 @@ RunResult Trainer::run() {
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    if (s.world->size() > 1) report_comm_failure(recorder, s.cfg, s.env, e.what());
+    if (s.world->size() > 1) report_comm_failure(recorder, s.cfg, s.env, e.what(), s.world->collective_timeout());
     throw;
   }
   if (s.plan.data_parallel) s.result.full_state = s.plan.data_parallel->full_state();

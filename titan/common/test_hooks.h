@@ -1,0 +1,23 @@
+// Fault injection for the test suite, behind one interface: read once from the environment, here
+// and nowhere else (docs/reliability.md, "Test hooks"). Real runs never set them; a run that
+// has any set says so in its log.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace titan {
+
+struct TestHooks {
+  std::string initial_state_file;     // TITAN_TEST_INITIAL_STATE=F: rank 0 writes the initial parameters to F
+  bool stop_after_init = false;       // TITAN_TEST_STOP_AFTER_INIT=1: build, parallelize, initialise, then stop
+  int64_t die_after_save_step = -1;   // TITAN_TEST_DIE_AFTER_SAVE=N: SIGKILL right after step N's save
+  int64_t die_in_save_step = -1;      // TITAN_TEST_DIE_IN_SAVE=N: SIGKILL halfway through step N's write
+  int skip_collective_rank = -1;      // TITAN_TEST_SKIP_COLLECTIVE=R:N: rank R skips its N-th collective
+  int64_t skip_collective_number = -1;
+
+  static const TestHooks& get();      // the process's hooks, read on first use
+  std::string describe() const;       // "" when none is set, else the variables that are
+};
+
+}  // namespace titan
