@@ -5,6 +5,7 @@
 #include <map>
 
 #include "titan/common/error.h"
+#include "titan/components/device.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/device_mesh.h"
 #include "titan/distributed/parallel_dims.h"
@@ -218,4 +219,34 @@ TEST(DeviceMesh, FlattenedMeshesCoverTheirDimensions) {
   auto d = dims({"--parallelism.data_parallel_replicate_degree", "2"}, 4);
   EXPECT_EQ(d.dp_degree(), 4);
   EXPECT_EQ(d.group_of(3, DeviceMesh::dims_of("loss")), (std::vector<int>{0, 1, 2, 3}));
+}
+
+// Device selection makes cuda:LOCAL_RANK the current device (through the same GpuSelector the
+// trainer uses, here a stand-in that records the calls), and refuses a rank without a GPU.
+TEST(DeviceSelection, LocalRankBecomesTheCurrentGpu) {
+  struct Recorder final : titan::components::GpuSelector {
+    int gpus = 0;
+    mutable std::vector<int> set;
+    int count() const override { return gpus; }
+    void set_current(int index) const override { set.push_back(index); }
+  };
+  Recorder eight;
+  eight.gpus = 8;
+  EXPECT_EQ(titan::components::pick_device(3, eight), at::Device(at::kCUDA, 3));
+  EXPECT_EQ(eight.set, std::vector<int>{3});
+  EXPECT_THROW(titan::components::pick_device(8, eight), titan::Error);
+  EXPECT_EQ(eight.set, std::vector<int>{3});  // nothing set for a rank that has no GPU
+  Recorder none;
+  EXPECT_EQ(titan::components::pick_device(5, none), at::Device(at::kCPU));
+  EXPECT_TRUE(none.set.empty());
+}
+
+TEST(Gpu, LocalRankIsTheCurrentCudaDevice) {
+  if (titan::components::cuda_selector().count() == 0) GTEST_SKIP() << "no CUDA device";
+  const int last = titan::components::cuda_selector().count() - 1;
+  const at::Device d = titan::components::pick_device(last);
+  EXPECT_EQ(d, at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(last)));
+  // A tensor made without naming a device index lands on the current device.
+  EXPECT_EQ(at::empty({1}, at::TensorOptions().device(at::kCUDA)).device().index(), last);
+  titan::components::pick_device(0);
 }

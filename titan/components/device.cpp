@@ -9,6 +9,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "titan/common/error.h"
 #include "titan/common/log.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -98,9 +99,27 @@ std::string cpu_bf16_feature() {
 #endif
 }
 
-at::Device pick_device(int local_rank) {
-  if (cuda::available()) return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
-  return at::Device(at::kCPU);
+namespace {
+struct CudaSelector final : GpuSelector {
+  int count() const override { return cuda::device_count(); }
+  void set_current(int index) const override { cuda::set_current_device(index); }
+};
+}  // namespace
+
+const GpuSelector& cuda_selector() {
+  static const CudaSelector selector;
+  return selector;
+}
+
+at::Device pick_device(int local_rank, const GpuSelector& gpus) {
+  const int n = gpus.count();
+  if (n <= 0) return at::Device(at::kCPU);
+  if (local_rank < 0 || local_rank >= n)
+    throw Error("LOCAL_RANK " + std::to_string(local_rank) + " names a GPU this node does not have (it sees " +
+                    std::to_string(n) + ")",
+                "start at most one process per visible GPU (torchrun --nproc_per_node, CUDA_VISIBLE_DEVICES)");
+  gpus.set_current(local_rank);
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
 }
 
 DeviceInfo::DeviceInfo(at::Device device) : device_(device) {

@@ -52,7 +52,19 @@ class DeviceInfo {
   double total_gib_ = 0;
 };
 
-at::Device pick_device(int local_rank);
+// What device selection needs of CUDA: how many GPUs this process sees, and making one the
+// thread's current device (allocations, streams and kernel launches without a device guard go
+// to the current device; every rank would otherwise use GPU 0). Tests pass a stand-in.
+struct GpuSelector {
+  virtual ~GpuSelector() = default;
+  virtual int count() const = 0;
+  virtual void set_current(int index) const = 0;
+};
+const GpuSelector& cuda_selector();  // the real one (no GPUs where CUDA code is not built)
+
+// cuda:LOCAL_RANK, made the current device, where there are GPUs; else the CPU. titan::Error when
+// LOCAL_RANK names a GPU this node does not have.
+at::Device pick_device(int local_rank, const GpuSelector& gpus = cuda_selector());
 
 // The dtype mixed precision computes (and FSDP communicates) in on a device: `requested`
 // (training.mixed_precision_param), except bfloat16 on a CPU without native bf16, where it is
@@ -76,6 +88,8 @@ std::string cpu_bf16_feature();  // cuda:<local_rank> if a GPU is available, els
 // Implemented in device_cuda.cpp where CUDA code is built, else as stubs.
 namespace cuda {
 bool available();
+int device_count();
+void set_current_device(int index);
 std::string device_name(int index);
 double total_memory_gib(int index);
 MemoryStats memory_stats_and_reset(int index, double total_gib);

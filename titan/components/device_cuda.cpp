@@ -9,6 +9,8 @@
 namespace titan::components::cuda {
 
 bool available() { return c10::cuda::device_count() > 0; }
+int device_count() { return c10::cuda::device_count(); }
+void set_current_device(int index) { c10::cuda::set_device(static_cast<c10::DeviceIndex>(index)); }
 
 std::string device_name(int index) {
   return at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index))->name;

@@ -4,6 +4,8 @@
 namespace titan::components::cuda {
 
 bool available() { return false; }
+int device_count() { return 0; }
+void set_current_device(int) {}
 std::string device_name(int) { return "none"; }
 double total_memory_gib(int) { return 0; }
 MemoryStats memory_stats_and_reset(int, double) { return {}; }

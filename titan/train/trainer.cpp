@@ -999,7 +999,6 @@ RunResult Trainer::run() {
     if (s.world->size() > 1) report_comm_failure(recorder, s.cfg, s.env, e.what(), s.world->collective_timeout());
     throw;
   }
-  if (s.plan.data_parallel) s.result.full_state = s.plan.data_parallel->full_state();
   const auto skipped = s.data->skipped();
   log::info("Data: " + std::to_string(s.data->epoch()) + " full passes over " + s.data->describe() +
             log::format(", waiting for data %.2f%% of step time",

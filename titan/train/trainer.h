@@ -37,8 +37,6 @@ struct RunResult {
   // Bytes of this rank's parameters, gradients and optimizer state after step 1, summed over
   // the storages that hold them.
   int64_t state_bytes = 0;
-  // With several ranks: the full parameters at the end (gathered), for tests.
-  std::vector<std::pair<std::string, at::Tensor>> full_state;
 };
 
 // What a checkpoint holds (components/checkpoint.h).
