@@ -82,7 +82,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--titan", required=True)
     titan = os.path.abspath(ap.parse_args().titan)
-    tmp = tempfile.mkdtemp(prefix="titan_dataloss_")
+    tmp = tempfile.mkdtemp(prefix="titan_safety_")
     CK = ["--checkpoint.enable", "--checkpoint.interval", "1"]
 
     # A reference checkpoint for the sections below: step-6 of a 6-step run (n_layers 2).
@@ -295,7 +295,8 @@ def main() -> int:
         p = run(titan, "checkpoint", "info", d)
         ok, detail = refused(p, *needles)
         check(f"checkpoint info on {what}: an error, not 'verified'", ok and "verified" not in p.stdout, detail)
-        p = train(titan, os.path.dirname(os.path.dirname(d)) + "_run", "--checkpoint.enable", "--checkpoint.load_only",
+        p = train(titan, os.path.join(os.path.dirname(d), "run"), "--checkpoint.enable",
+                  "--checkpoint.load_only",
                   "--checkpoint.initial_load_path", d, "--no-checkpoint.initial_load_model_only", "--training.steps", "8")
         ok, detail = refused(p, *(needles if edit is not set_shape else ["model.norm.weight with shape [128]"]))
         check(f"... loading it is refused too", ok, detail)
