@@ -384,6 +384,19 @@ def main() -> int:
             time.sleep(0.005)
         return False
 
+    def catches_sigterm(pid: int, timeout: float = 120) -> bool:
+        """Whether the process installed its SIGTERM handler (SigCgt in /proc), within `timeout`."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                for line in open(f"/proc/{pid}/status"):
+                    if line.startswith("SigCgt:") and int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1:
+                        return True
+            except OSError:
+                return False
+            time.sleep(0.005)
+        return False
+
     for moment, needle in [("start-up", "Starting job"), ("the first step", "Training starts")]:
         for attempt in range(3):
             dump = os.path.join(tmp, f"sigterm_{moment.replace(' ', '_')}_{attempt}")
@@ -392,8 +405,7 @@ def main() -> int:
             outs = [os.path.join(dump, f"out{r}") for r in range(2)]
             try:
                 seen = wait_for(outs[:1], needle)  # rank 0 logs for the job
-                if moment == "start-up":
-                    time.sleep(0.2)  # rank 1 starts alongside: past its own start too
+                seen = seen and all(catches_sigterm(p.pid) for p in procs)  # rank 1 past its own start too
                 for p in procs:
                     p.send_signal(signal.SIGTERM)
                 codes = [p.wait(timeout=120) for p in procs]
@@ -406,14 +418,20 @@ def main() -> int:
                 ok = ok and all("Saved the checkpoint" in t for t in text[:1])
             check(f"SIGTERM to both ranks right after '{needle}' (try {attempt + 1}): both stop together, exit 0",
                   ok, f"seen={seen} codes={codes} {[t[-400:] for t in text]}")
-    p = subprocess.Popen([titan, "train", *BASE, "--job.dump_folder", os.path.join(tmp, "sig_one"),
-                          "--training.steps", "100000"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-    time.sleep(0.3)  # inside start-up: the process has begun, training has not
-    p.send_signal(signal.SIGTERM)
-    out = p.communicate(timeout=120)[0]
+    one = os.path.join(tmp, "sig_one")
+    os.makedirs(one)
+    log_path = os.path.join(one, "out")
+    p = subprocess.Popen([titan, "train", *BASE, "--job.dump_folder", one, "--training.steps", "100000"], cwd=ROOT,
+                         env=ENV, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    try:
+        seen = catches_sigterm(p.pid) and "Training starts" not in open(log_path).read()  # in start-up
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=120)
+    finally:
+        p.kill()
+    out = open(log_path).read()
     check("one process stopped during start-up: exit 0 with a line saying so",
-          p.returncode == 0 and ("stopped before training" in out or "stopped after step" in out),
+          seen and p.returncode == 0 and ("stopped before training" in out or "stopped after step" in out),
           f"rc={p.returncode} {out[-400:]}")
     # A peer that died is named as such, not an internal error.
     dump = os.path.join(tmp, "peer_died")
