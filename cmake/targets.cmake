@@ -193,3 +193,6 @@ set_tests_properties(integration.hostile PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)
 add_test(NAME integration.safety COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_safety.py
          --titan $<TARGET_FILE:titan>)
 set_tests_properties(integration.safety PROPERTIES TIMEOUT 900)
+# scripts/gpu_check.sh parses and, without a GPU, fails saying so (skipped where there is one).
+add_test(NAME scripts.gpu_check COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tests/scripts/test_gpu_check.sh)
+set_tests_properties(scripts.gpu_check PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)

@@ -23,6 +23,11 @@ if [ -d .gpu-deps ] && ls .gpu-deps/*.deb >/dev/null 2>&1; then
   export CPLUS_INCLUDE_PATH="$prefix/usr/include:${CPLUS_INCLUDE_PATH:-}"
   note "using Debian packages from .gpu-deps"
 fi
+# No GPU: say so and fail, before anything is built (a CPU machine must never pass for a GPU one).
+if ! python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  note "FAIL: no GPU (torch.cuda.is_available() is false; nvidia-smi: $(command -v nvidia-smi >/dev/null && nvidia-smi -L 2>&1 | head -1 || echo not installed))"
+  exit 1
+fi
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))' \
   | tee "$LOG/torch.txt" || { note "FAIL: python3 torch with CUDA"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee -a "$LOG/torch.txt"
