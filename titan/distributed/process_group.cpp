@@ -322,7 +322,13 @@ World::World(const DistEnv& env, at::Device device, std::chrono::milliseconds in
 
 World::~World() = default;
 
-void World::set_collective_timeout(std::chrono::milliseconds timeout) { collective_timeout_ms_->store(timeout.count()); }
+void World::set_collective_timeout(std::chrono::milliseconds timeout) {
+  collective_timeout_ms_->store(timeout.count());
+  // Gloo takes each collective's timeout from its options; NCCL ignores that and times its work
+  // by the process group's own option, which is set here for every group made so far.
+  for (const auto& weak : nccl_backends_)
+    if (auto b = weak.lock()) b->backend->setTimeout(timeout);
+}
 std::chrono::milliseconds World::collective_timeout() const {
   return std::chrono::milliseconds(collective_timeout_ms_->load());
 }
@@ -345,6 +351,7 @@ Group World::new_group(const std::vector<int>& ranks, const std::string& name) {
   backend->name = name + "[" + members + "]";
   backend->timeout_ms = collective_timeout_ms_;
   backend->collectives_in_world = collectives_issued_;
+  if (backend->completes_on_device) nccl_backends_.push_back(backend);
   return Group(backend, ranks, index);
 }
 

@@ -112,6 +112,7 @@ class World {
   std::chrono::milliseconds timeout_;  // the backends' own (built once, at the init timeout)
   std::shared_ptr<std::atomic<int64_t>> collective_timeout_ms_;
   std::shared_ptr<std::atomic<int64_t>> collectives_issued_;  // by this process, over every group
+  std::vector<std::weak_ptr<BackendHandle>> nccl_backends_;     // whose own timeout follows the world's
   std::shared_ptr<struct StoreHandle> store_;
   Group all_;
   int groups_made_ = 0;
