@@ -171,6 +171,15 @@ def main() -> int:
     p = run(titan, "convert", "from-hf", hf, os.path.join(tmp, "empty"))
     check("convert from-hf into an empty folder", p.returncode == 0, p.stderr[-300:])
 
+    dump = os.path.join(tmp, "from_hf")
+    os.makedirs(os.path.join(dump, "checkpoint", "step-2"))
+    open(os.path.join(dump, "checkpoint", "step-2", "README"), "w").write("mine\n")
+    p = train(titan, dump, "--checkpoint.enable", "--checkpoint.interval", "10", "--training.steps", "2",
+              "--checkpoint.initial_load_in_hf", "--checkpoint.initial_load_path", hf)
+    ok, detail = refused(p, "step-2 already exists")
+    check("a start from Hugging Face weights that would save over a user's step-2/ is refused at its start",
+          ok and "step:" not in p.stdout and os.listdir(os.path.join(dump, "checkpoint", "step-2")) == ["README"], detail)
+
     # ---- 3. a checkpoint of another model is refused, naming the argument -------------------------
     p = train(titan, os.path.dirname(os.path.dirname(pristine)), "--checkpoint.enable", "--checkpoint.load_only",
               "--training.steps", "7",

@@ -97,6 +97,9 @@ class Checkpointer {
   void wait();
   // Whether checkpoint.folder holds a committed checkpoint (else initial_load_path applies).
   bool has_checkpoint() const;
+  // titan::Error when a step folder lies where this run, starting after `start_step`, would save
+  // (load() checks this itself; a start from Hugging Face weights calls it).
+  void check_nothing_overwritten(int64_t start_step) const;
   // Every rank throws if any rank had `error` (its own error, or one naming what failed elsewhere);
   // `on_failure` runs first on every rank when any failed.
   void agree(std::exception_ptr error, const std::string& doing, const std::function<void()>& on_failure = {});
@@ -105,10 +108,8 @@ class Checkpointer {
   struct Job;
   void run_job(Job& job);
 
-  // The rules a loaded checkpoint must pass: the model it was saved from is this run's, and no
-  // committed step folder lies in this run's way (saves never overwrite one).
+  // A loaded checkpoint must be of this run's model.
   void check_model(StateReader& reader, const StateDict& state, const std::string& dir) const;
-  void check_nothing_overwritten(int64_t start_step) const;
   // Rank 0 removes the step-N.partial-<run id> folder of a save that failed on some rank.
   void remove_unfinished(const std::filesystem::path& partial) const;
 

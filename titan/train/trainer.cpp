@@ -920,6 +920,7 @@ RunResult Trainer::run() {
       if (path.empty())
         throw Error("checkpoint.initial_load_in_hf = true needs checkpoint.initial_load_path",
                     "set it to a Hugging Face model folder (with model.safetensors and config.json)");
+      ck.check_nothing_overwritten(0);
       StateDict sd = state_dict();
       load_hf_into(path, s.args, sd);
     } catch (...) {
