@@ -66,23 +66,30 @@ struct Listing {
   std::vector<fs::path> unfinished;      // step-N.partial-<run id>: saves that were interrupted
   std::vector<fs::path> foreign;         // other step-* entries, left alone
 };
+// N for a folder named step-N; nullopt for any other name.
+std::optional<int64_t> step_of(const std::string& folder_name) {
+  static const std::regex step_re("step-([0-9]{1,18})");
+  std::smatch m;
+  if (!std::regex_match(folder_name, m, step_re)) return std::nullopt;
+  return std::stoll(m[1]);
+}
+
 Listing list_steps(const fs::path& folder) {
   Listing out;
   std::error_code ec;
   if (!fs::is_directory(folder, ec)) return out;
-  static const std::regex step_re("step-([0-9]{1,18})");
   static const std::regex partial_re("step-[0-9]{1,18}\\.partial-[0-9]+");
   for (const auto& e : fs::directory_iterator(folder, ec)) {
     const std::string name = e.path().filename().string();
     if (name.rfind("step-", 0) != 0) continue;
     std::error_code dir_ec;
     const bool dir = e.is_directory(dir_ec) && !e.is_symlink(dir_ec);
-    std::smatch m;
-    if (dir && std::regex_match(name, m, step_re) && fs::exists(e.path() / "metadata.json")) {
-      out.complete[std::stoll(m[1])] = e.path();
-      out.committed.insert(std::stoll(m[1]));
-    } else if (dir && std::regex_match(name, m, step_re) && fs::exists(e.path() / ".metadata")) {
-      out.complete[std::stoll(m[1])] = e.path();
+    const std::optional<int64_t> step = dir ? step_of(name) : std::nullopt;
+    if (step && fs::exists(e.path() / "metadata.json")) {
+      out.complete[*step] = e.path();
+      out.committed.insert(*step);
+    } else if (step && fs::exists(e.path() / ".metadata")) {
+      out.complete[*step] = e.path();
     } else if (dir && std::regex_match(name, partial_re)) {
       out.unfinished.push_back(e.path());
     } else {
@@ -120,13 +127,12 @@ std::string shape_str(const std::vector<int64_t>& s) {
 // A step folder named step-N holds the training state of step N (a renamed or hand-edited folder
 // would resume at another step than its name says).
 void check_step_matches_folder(fs::path dir, const nlohmann::json& meta) {
-  static const std::regex step_re("step-([0-9]{1,18})");
-  std::smatch m;
   dir = dir.lexically_normal();
   if (dir.filename().empty()) dir = dir.parent_path();  // "step-5/"
   const std::string name = dir.filename().string();
-  if (!saved_full_state(meta) || !std::regex_match(name, m, step_re)) return;
-  if (std::stoll(m[1]) != meta.at("step").get<int64_t>())
+  const std::optional<int64_t> step = step_of(name);
+  if (!saved_full_state(meta) || !step) return;
+  if (*step != meta.at("step").get<int64_t>())
     throw Error((dir / "metadata.json").string() + " records step " + meta.at("step").dump() + " but the folder is " + name,
                 "the folder was renamed or metadata.json edited; rename it step-" + meta.at("step").dump() +
                     " or load another step");
@@ -665,7 +671,6 @@ void Checkpointer::check_model(StateReader& reader, const StateDict& state, cons
 void Checkpointer::check_nothing_overwritten(int64_t start_step) const {
   if (!enabled_ || load_only_) return;
   const Listing listing = list_steps(folder_);
-  static const std::regex step_re("step-([0-9]{1,18})");
   std::vector<std::pair<int64_t, std::string>> in_way;  // step folders this run would save into
   // The steps this run saves on schedule (a preemption save elsewhere meets commit_step's guard).
   auto saves = [&](int64_t step) { return step > start_step && step <= steps_ && should_save(step, step == steps_); };
@@ -675,12 +680,9 @@ void Checkpointer::check_nothing_overwritten(int64_t start_step) const {
                                     (step > 0 && !open_state_reader(path.string())->holds_full_state()
                                          ? "a model-only export, not resumed from"
                                          : "a checkpoint"));
-  for (const auto& f : listing.foreign) {
-    std::smatch m;
-    const std::string name = f.filename().string();
-    if (std::regex_match(name, m, step_re) && saves(std::stoll(m[1])))
-      in_way.emplace_back(std::stoll(m[1]), "not a checkpoint: no metadata.json");
-  }
+  for (const auto& f : listing.foreign)
+    if (const auto step = step_of(f.filename().string()); step && saves(*step))
+      in_way.emplace_back(*step, "not a checkpoint: no metadata.json");
   if (in_way.empty()) return;
   std::sort(in_way.begin(), in_way.end());
   const std::string first = (fs::path(folder_) / ("step-" + std::to_string(in_way[0].first))).string();

@@ -386,16 +386,17 @@ struct Trainer::Impl {
   // Validation's loss sum of one batch on this rank (the model, or the pipeline).
   double validation_sum(const components::Batch& batch);
   distributed::Group& loss_group() { return mesh->group("loss"); }
-  // The largest stop signal any rank received so far (0: none), agreed by every rank.
-  int agree_stop_signal() {
-    double sig = g_stop_signal.load();
-    if (world->size() > 1) {
-      at::Tensor flag = at::full({1}, sig, at::kDouble).to(device);
-      mesh->group("world").all_reduce(flag, /*max=*/true).wait();
-      sig = flag.cpu().item<double>();
-    }
-    return static_cast<int>(sig);
+  // Each value's largest over every rank (one collective; the values as given on one process).
+  std::vector<double> world_max(std::vector<double> values) {
+    if (world->size() <= 1) return values;
+    at::Tensor t = at::tensor(values, at::kDouble).to(device);
+    mesh->group("world").all_reduce(t, /*max=*/true).wait();
+    t = t.cpu();
+    for (size_t i = 0; i < values.size(); ++i) values[i] = t[static_cast<int64_t>(i)].item<double>();
+    return values;
   }
+  // The largest stop signal any rank received so far (0: none), agreed by every rank.
+  int agree_stop_signal() { return static_cast<int>(world_max({static_cast<double>(g_stop_signal.load())})[0]); }
   // Rank 0 locks job.dump_folder and the checkpoint folder; every rank fails (exit 2) if another
   // live run holds either.
   void lock_dump_folder();
@@ -579,13 +580,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   components::CheckpointContext ck;
   ck.rank = env.rank;
   ck.world_size = env.world_size;
-  ck.any_failed = [this](bool failed) {
-    distributed::Group& w = mesh->group("world");
-    if (w.trivial()) return failed;
-    at::Tensor flag = at::full({1}, failed ? 1.0 : 0.0, at::kFloat).to(device);
-    w.all_reduce(flag, /*max=*/true).wait();
-    return flag.cpu().item<float>() > 0;
-  };
+  ck.any_failed = [this](bool failed) { return world_max({failed ? 1.0 : 0.0})[0] > 0; };
   ck.device = device;
   ck.wait_for_files = std::max<std::chrono::milliseconds>(world->collective_timeout(), std::chrono::seconds(60));
   ck.run_id = run_id;
@@ -627,14 +622,9 @@ void Trainer::Impl::lock_dump_folder() {
     }
   }
   if (world->size() > 1) {
-    at::Tensor flag = at::full({2}, 0.0, at::kFloat);
-    flag[0] = static_cast<double>(failed);
-    flag[1] = error ? 1.0 : 0.0;
-    flag = flag.to(device);
-    mesh->group("world").all_reduce(flag, /*max=*/true).wait();
-    flag = flag.cpu();
-    failed = static_cast<size_t>(flag[0].item<float>());
-    if (!error && flag[1].item<float>() > 0)
+    const std::vector<double> agreed = world_max({static_cast<double>(failed), error ? 1.0 : 0.0});
+    failed = static_cast<size_t>(agreed[0]);
+    if (!error && agreed[1] > 0)
       throw Error("rank 0 cannot lock job.dump_folder or checkpoint.folder (its message names the reason)",
                   "make the folders writable");
   }
