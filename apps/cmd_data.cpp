@@ -183,6 +183,18 @@ int tokenize(const Options& o) {
                       all_tokens + static_cast<int64_t>(writer.tokens()));
     };
     while (auto d = docs.next()) {
+      if (d->size() > components::Tokenizer::kPieceBytes) {  // a long document: a piece at a time
+        flush_chunk();
+        std::vector<int64_t> ids;
+        if (tok->bos_id() >= 0) ids.push_back(tok->bos_id());
+        for (size_t at = 0; at < d->size();) {
+          at = tok->encode_piece(*d, at, ids);
+          if (at == d->size() && tok->eos_id() >= 0) ids.push_back(tok->eos_id());
+          writer.append_part(ids, at == d->size());
+          ids.clear();
+        }
+        continue;
+      }
       chunk.push_back(std::move(*d));
       if (chunk.size() >= 4096) flush_chunk();
     }

@@ -550,8 +550,44 @@ def main() -> int:
                              "--csv", tmp), "not a file (a folder?)")
     check("a schedule CSV path that is a folder is named as such", ok, detail)
 
+    long_documents(titan, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     return checks.summary()
+
+
+def peak_rss_mb(titan: str, *args: str) -> tuple[float, int]:
+    """Runs titan and returns its own peak resident memory (MB) and exit code."""
+    p = subprocess.Popen([titan, *args], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_maxrss / 1024, p.returncode
+
+
+def long_documents(titan: str, tmp: str) -> None:
+    """A 30 MB JSON line: its tokens are streamed a piece at a time (docs/datasets.md)."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    line = (text * (30_000_000 // len(text) + 1))[:30_000_000]
+    for name, body in (("short", "A short document."), ("long", line)):
+        with open(os.path.join(tmp, name + ".jsonl"), "w", encoding="utf-8") as f:
+            for doc in ("A short first document.", body, "A short last document."):
+                f.write(json.dumps({"text": doc}) + "\n")
+    line_mb = os.path.getsize(os.path.join(tmp, "long.jsonl")) / 1e6
+    for what, args in (("data batches", ["data", "batches", *BASE, "--training.dataset", "text", "--batches", "4",
+                                         "--training.dataset_path"]),
+                       ("data tokenize", ["data", "tokenize", "--tokenizer", "assets/tokenizer", "--threads", "1",
+                                          "--output"])):
+        peaks = {}
+        for name in ("short", "long"):
+            extra = [os.path.join(tmp, name + ".jsonl")]
+            if what == "data tokenize":
+                extra = [os.path.join(tmp, "shards-" + name), *extra]
+            peaks[name], code = peak_rss_mb(titan, *args, *extra)
+            check(f"{what} on the {name} file exits 0", code == 0, str(code))
+        grown = peaks["long"] - peaks["short"]
+        # Tokens held whole would add about 10 to 13 times the line; the text itself, read and
+        # decoded from JSON, about 2.6 times.
+        check(f"{what}: a {line_mb:.0f} MB line adds {grown:.0f} MB to the peak ({grown / line_mb:.1f}x the line, "
+              f"at most 4x)", grown < 4 * line_mb, f"{peaks}")
 
 
 if __name__ == "__main__":

@@ -365,3 +365,176 @@ TEST(Tokenizer, MalformedFilesNameTheFile) {
   EXPECT_NE(expect_error([&] { build_tokenizer(t.file("none"), "model.hf_assets_path"); }).find("no tokenizer.json"),
             std::string::npos);
 }
+
+namespace {
+
+// The repository's tokenizer.json with another pre-tokenizer, normalizer or added tokens.
+std::unique_ptr<Tokenizer> variant(const TempDir& t, const std::string& name, const nlohmann::json& pre,
+                                   const nlohmann::json& normalizer, const nlohmann::json& extra_added) {
+  std::ifstream in(repo_tokenizer() + "/tokenizer.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  j["pre_tokenizer"] = pre;
+  j["normalizer"] = normalizer;
+  for (const auto& a : extra_added) j["added_tokens"].push_back(a);
+  fs::create_directories(t.path / name);
+  write(t.file(name + "/tokenizer.json"), j.dump());
+  return build_tokenizer(t.file(name), "test");
+}
+
+nlohmann::json split(const std::string& regex, const std::string& behavior = "Isolated") {
+  return {{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", behavior}, {"invert", false}};
+}
+
+// Text built from pieces that exercise every regex alternative, normalization, added tokens and
+// invalid UTF-8 around spaces.
+std::string hostile_text(std::mt19937& rng, size_t bytes) {
+  static const char* const kParts[] = {
+      "a", "Zq", "word", " ", "  ", "\n", "\r\n", "\t", " \n ", "'s", "'S", "'ll", "1", "2345", ".", ",", "\"", "?!",
+      "\xc3\xa9", "e\xcc\x81", "\xc3\x9f", "\xc4\xb0", "\xce\xa3", "\xe4\xb8\xad\xe6\x96\x87", "\xf0\x9f\x99\x82",
+      "\xff", "\xc3", " <tool_call>", "<tool_call>", "ab", "\xc2\xa0", "\xe3\x80\x80", "\xef\xac\x81", "\xe2\x85\xab",
+      " x", " Y", ". The", "3 b"};
+  std::uniform_int_distribution<size_t> pick(0, std::size(kParts) - 1);
+  std::string s;
+  while (s.size() < bytes) s += kParts[pick(rng)];
+  return s;
+}
+
+// The ids of `text` encoded a piece at a time, and how many pieces it took.
+std::vector<int64_t> in_pieces(const Tokenizer& tok, const std::string& text, size_t piece, size_t* count) {
+  std::vector<int64_t> ids;
+  *count = 0;
+  for (size_t at = 0; at < text.size(); ++*count) at = tok.encode_piece(text, at, ids, piece);
+  return ids;
+}
+
+}  // namespace
+
+TEST(CutPoint, PiecesEncodeLikeTheWholeTextForEveryKnownPreTokenizer) {
+  TempDir t;
+  const std::string llama3 = kLlama3Pattern;
+  const std::string qwen2 =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  const nlohmann::json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}};
+  const nlohmann::json plain_added = nlohmann::json::array(
+      {{{"id", 535}, {"content", "<tool_call>"}, {"special", false}, {"single_word", false}, {"lstrip", false},
+        {"rstrip", false}, {"normalized", false}},
+       {{"id", 536}, {"content", "ab"}, {"special", false}, {"single_word", false}, {"lstrip", true},
+        {"rstrip", true}, {"normalized", false}}});
+  std::vector<std::pair<std::string, std::unique_ptr<Tokenizer>>> toks;
+  toks.emplace_back("repository (Llama 3 regex)", build_tokenizer(repo_tokenizer(), "test"));
+  toks.emplace_back("GPT-2 ByteLevel with a prefix space",
+                    variant(t, "gpt2", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"use_regex", true}},
+                            nullptr, nlohmann::json::array()));
+  toks.emplace_back("digits, Qwen2 regex, NFC, plain added tokens",
+                    variant(t, "qwen",
+                            {{"type", "Sequence"},
+                             {"pretokenizers",
+                              {{{"type", "Digits"}, {"individual_digits", false}}, split(qwen2), byte_level}}},
+                            {{"type", "NFC"}}, plain_added));
+  toks.emplace_back("Llama 3 regex, NFKC and lowercase",
+                    variant(t, "lower", {{"type", "Sequence"}, {"pretokenizers", {split(llama3), byte_level}}},
+                            {{"type", "Sequence"}, {"normalizers", {{{"type", "NFKC"}}, {{"type", "Lowercase"}}}}},
+                            nlohmann::json::array()));
+  toks.emplace_back("bytes", std::make_unique<ByteTokenizer>());
+  std::mt19937 rng(7);
+  for (const auto& [name, tok] : toks) {
+    for (int round = 0; round < 40; ++round) {
+      const std::string text = hostile_text(rng, 3000);
+      const auto whole = tok->encode(text);
+      for (size_t piece : {1, 2, 5, 13, 200}) {
+        size_t count = 0;
+        ASSERT_EQ(in_pieces(*tok, text, piece, &count), whole) << name << ", piece " << piece << ", text " << text;
+        if (piece <= 13) {
+          EXPECT_GT(count, 5u) << name;  // it did cut
+        }
+      }
+    }
+  }
+}
+
+TEST(CutPoint, UnknownPreTokenizersAreEncodedWhole) {
+  TempDir t;
+  const nlohmann::json none = nlohmann::json::array();
+  const std::vector<std::unique_ptr<Tokenizer>> toks = [&] {
+    std::vector<std::unique_ptr<Tokenizer>> v;
+    v.push_back(variant(t, "space", split(" ", "MergedWithPrevious"), nullptr, none));  // an unknown regex
+    v.push_back(variant(t, "digits_last",  // a digit split after the known regex would join across a cut
+                        {{"type", "Sequence"},
+                         {"pretokenizers", {split(kLlama3Pattern), {{"type", "Digits"}, {"individual_digits", true}}}}},
+                        nullptr, none));
+    v.push_back(variant(t, "inverted", {{"type", "Split"}, {"pattern", {{"Regex", kLlama3Pattern}}},
+                                        {"behavior", "Isolated"}, {"invert", true}},
+                        nullptr, none));
+    return v;
+  }();
+  const std::string text(5000, 'a');
+  std::string words;
+  for (int i = 0; i < 500; ++i) words += "word ";
+  for (const auto& tok : toks) {
+    EXPECT_EQ(tok->cut_point(words, 10), std::string_view::npos) << tok->describe();
+    size_t count = 0;
+    EXPECT_EQ(in_pieces(*tok, words, 16, &count), tok->encode(words));
+    EXPECT_EQ(count, 1u);
+  }
+  // The known tokenizer cuts only before " word" that follows a printable character.
+  auto tok = build_tokenizer(repo_tokenizer(), "test");
+  EXPECT_EQ(tok->cut_point("ab cd", 1), 2u);
+  EXPECT_EQ(tok->cut_point("ab  cd", 1), std::string_view::npos);
+  EXPECT_EQ(tok->cut_point("ab 1d", 1), std::string_view::npos);
+  EXPECT_EQ(tok->cut_point("\xc3\xa9 cd", 1), std::string_view::npos);
+  EXPECT_EQ(tok->cut_point(text, 1), std::string_view::npos);
+}
+
+TEST(Loader, LongDocumentsAreStreamedAndResumeInside) {
+  TempDir t;
+  auto tok = std::shared_ptr<const Tokenizer>(build_tokenizer(repo_tokenizer(), "test"));
+  std::string longdoc;
+  for (int i = 0; longdoc.size() < 5 * Tokenizer::kPieceBytes; ++i) longdoc += SyntheticEnglish::document(i) + " ";
+  const std::vector<std::string> docs = {"A short first one.", longdoc, "A short last one."};
+  std::string jsonl;
+  std::vector<int64_t> stream;  // what the loader must yield: each document whole, with BOS and EOS
+  for (const auto& d : docs) {
+    jsonl += nlohmann::json{{"text", d}}.dump() + "\n";
+    const auto ids = tok->encode(d, true, true, false);
+    stream.insert(stream.end(), ids.begin(), ids.end());
+  }
+  write(t.file("long.jsonl"), jsonl);
+  auto make = [&] {
+    return DataLoader(std::make_unique<TextFiles>(std::vector<std::string>{t.file("long.jsonl")}, "long", TextOptions{}),
+                      tok, options(4, 255, /*infinite=*/false));
+  };
+  DataLoader whole = make();
+  const auto all = take(whole, 1 << 20);
+  ASSERT_EQ(all.size(), stream.size() / (4 * 256));
+  for (size_t b = 0; b < all.size(); ++b) {
+    const std::vector<int64_t> want(stream.begin() + static_cast<std::ptrdiff_t>(b * 1024),
+                                    stream.begin() + static_cast<std::ptrdiff_t>((b + 1) * 1024));
+    const at::Tensor got = all[b].contiguous();
+    ASSERT_EQ(std::vector<int64_t>(got.data_ptr<int64_t>(), got.data_ptr<int64_t>() + got.numel()), want) << "batch " << b;
+  }
+  // Inside the long document the position names a byte in it (before its last piece is read)
+  // and holds about one piece of tokens.
+  ASSERT_GT(all.size(), 240u);
+  for (int cut : {3, 60, 120, 240}) {
+    DataLoader first = make();
+    take(first, cut);
+    const nlohmann::json state = nlohmann::json::parse(first.state().dump());
+    if (cut < 200) {
+      ASSERT_EQ(state["version"], 2) << cut;
+      EXPECT_GT(state["document_offset"].get<int64_t>(), 0);
+    }
+    EXPECT_LT(state["buffer"].size(), Tokenizer::kPieceBytes + 1024);
+    DataLoader second = make();
+    second.load_state(state);
+    const auto rest = take(second, 1 << 20);
+    ASSERT_EQ(rest.size(), all.size() - static_cast<size_t>(cut));
+    for (size_t i = 0; i < rest.size(); ++i) ASSERT_TRUE(at::equal(rest[i], all[static_cast<size_t>(cut) + i])) << cut;
+    if (cut >= 200) continue;
+    // The same position over a document that is now shorter is refused.
+    write(t.file("long.jsonl"), nlohmann::json{{"text", "A short first one."}}.dump() + "\n" +
+                                    nlohmann::json{{"text", "short now"}}.dump() + "\n");
+    DataLoader changed = make();
+    EXPECT_NE(expect_error([&] { changed.load_state(state); }).find("bytes into a document"), std::string::npos);
+    write(t.file("long.jsonl"), jsonl);
+  }
+}

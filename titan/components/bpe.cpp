@@ -191,7 +191,7 @@ MatchScratch& scratch() {
 
 class Regex {
  public:
-  Regex(const std::string& pattern, const std::string& where) {
+  Regex(const std::string& pattern, const std::string& where) : pattern_(pattern) {
     int err = 0;
     PCRE2_SIZE off = 0;
     const std::string p = rewrite_classes(pattern);
@@ -209,6 +209,7 @@ class Regex {
   ~Regex() { pcre2_code_free(code_); }
   Regex(const Regex&) = delete;
   Regex& operator=(const Regex&) = delete;
+  const std::string& pattern() const { return pattern_; }
 
   // Calls emit(begin, end, is_match) for consecutive spans that cover `s`: the matches and
   // the text between them (bytes no alternative matches, e.g. invalid UTF-8).
@@ -244,6 +245,7 @@ class Regex {
   }
 
  private:
+  std::string pattern_;  // as written in the tokenizer file
   pcre2_code* code_ = nullptr;
   bool jit_ = false;
 };
@@ -419,6 +421,11 @@ struct Model {
 
   void bpe(std::string_view piece, std::vector<int64_t>& out) const;
   void encode_plain(std::string_view text, std::vector<int64_t>& out) const;
+  // Whether cut_point() may cut (plan_cuts), and what it must keep away from.
+  bool cuttable = false;
+  std::array<char, 256> plain_first{};  // first bytes of added tokens matched in plain text
+  size_t longest_plain = 0;
+  void plan_cuts();
   void encode(std::string_view text, std::vector<int64_t>& out, bool allow_special) const;
 };
 
@@ -508,6 +515,43 @@ void Model::bpe(std::string_view piece, std::vector<int64_t>& out) const {
     if (prev[i] >= 0) push(static_cast<size_t>(prev[i]));
   }
   for (size_t i = 0; i < n; i = static_cast<size_t>(next[i])) out.push_back(sym[i]);
+}
+
+// Pre-tokenizer regexes with a match boundary before " x" (x an ASCII letter) wherever a
+// printable ASCII character precedes the space: no alternative matches a non-space followed by
+// a space, a space only opens a match, nothing looks behind, and a match that ends at the
+// printable character ends there whether the text goes on or not. The CutPoint unit tests
+// compare cut and whole encodings on every one of them.
+const char* const kQwen2Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+void Model::plan_cuts() {
+  // Every step either cuts there itself (a known regex) or only splits pieces at digits or adds
+  // a leading space, and a known regex comes after the last digit split. Normalizers leave
+  // "printable ASCII, space, ASCII letter" as it is and never join across a space.
+  bool boundary_after_local = true, any_boundary = false;
+  for (const Step& step : steps) {
+    if (step.kind == Step::PrefixSpace) continue;
+    const std::string& pat = step.re->pattern();
+    const bool known = pat == kLlama3Pattern || pat == kGpt2Pattern || pat == kQwen2Pattern;
+    if (known && step.behavior == Behavior::Isolated && !step.invert) {
+      any_boundary = true;
+      boundary_after_local = true;
+    } else if (pat == R"(\p{N})" && !step.invert &&
+               (step.behavior == Behavior::Isolated || step.behavior == Behavior::Contiguous)) {
+      boundary_after_local = false;
+    } else {
+      return;
+    }
+  }
+  cuttable = any_boundary && boundary_after_local;
+  plain_first.fill(0);
+  longest_plain = 0;
+  for (const AddedToken& a : added) {
+    if (a.special || a.content.empty()) continue;
+    plain_first[static_cast<unsigned char>(a.content[0])] = 1;
+    longest_plain = std::max(longest_plain, a.content.size());
+  }
 }
 
 // Normalize, pre-tokenize and merge one stretch of text without added tokens in it.
@@ -742,7 +786,7 @@ std::vector<std::string> llama3_special_tokens() {
 // How far past the tokens a file lists an id may go (ids index dense tables of ~50 bytes an id).
 constexpr int64_t kMaxIdGap = 65536;
 
-BpeTokenizer::BpeTokenizer(std::unique_ptr<Model> m) : m_(std::move(m)) {}
+BpeTokenizer::BpeTokenizer(std::unique_ptr<Model> m) : m_(std::move(m)) { m_->plan_cuts(); }
 BpeTokenizer::~BpeTokenizer() = default;
 
 std::unique_ptr<BpeTokenizer> BpeTokenizer::from_tiktoken(const std::string& path) {
@@ -1123,6 +1167,28 @@ std::string BpeTokenizer::fingerprint() const {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "bpe-%zu-%016llx", m_->bytes.size(), static_cast<unsigned long long>(m_->file_hash));
   return buf;
+}
+
+size_t BpeTokenizer::cut_point(std::string_view t, size_t from) const {
+  constexpr size_t npos = std::string_view::npos;
+  if (!m_->cuttable) return npos;
+  for (size_t p = std::max<size_t>(from, 1); p + 1 < t.size(); ++p) {
+    const void* space = std::memchr(t.data() + p, ' ', t.size() - 1 - p);
+    if (!space) return npos;
+    p = static_cast<size_t>(static_cast<const char*>(space) - t.data());
+    const auto before = static_cast<unsigned char>(t[p - 1]);
+    const auto after = static_cast<unsigned char>(t[p + 1] | 0x20);
+    if (before < 0x21 || before > 0x7e || after < 'a' || after > 'z') continue;
+    if (m_->longest_plain > 0) {  // an added token matched in text (not special) must not span the cut
+      const size_t lo = p > m_->longest_plain ? p - m_->longest_plain : 0;
+      const size_t hi = std::min(t.size(), p + m_->longest_plain + 1);
+      bool near = false;
+      for (size_t i = lo; i < hi && !near; ++i) near = m_->plain_first[static_cast<unsigned char>(t[i])];
+      if (near) continue;
+    }
+    return p;
+  }
+  return npos;
 }
 
 int64_t BpeTokenizer::token_id(std::string_view text) const {

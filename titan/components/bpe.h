@@ -39,6 +39,10 @@ class BpeTokenizer final : public Tokenizer {
   int64_t eos_id() const override;
   std::string describe() const override;
   std::string fingerprint() const override;
+  // Before " word" (an ASCII letter) that follows a printable ASCII character, where every
+  // pre-tokenizer is one this engine knows cuts there (Llama 3's, Qwen2's and GPT-2's regexes,
+  // Digits, prefix spaces), away from added tokens; npos for other pre-tokenizers.
+  size_t cut_point(std::string_view text, size_t from) const override;
 
   // The id of a token given by its text (an added/special token or a vocabulary entry in
   // its bytes); -1 if absent.

@@ -12,7 +12,8 @@
 namespace titan::components {
 
 struct DataLoader::Position {
-  nlohmann::json source;        // text: the document source's position
+  nlohmann::json source;        // text: the document source's position (before doc_offset's document)
+  uint64_t doc_offset = 0;      // text: bytes of a long document already tokenized (0: none)
   std::vector<int64_t> buffer;  // text: tokens read but not yet in a window
   uint64_t token_pos = 0;       // shards: the next window's first token
   int64_t epoch = 0;
@@ -58,7 +59,8 @@ std::shared_ptr<const DataLoader::Position> DataLoader::position() const {
   if (shards_) {
     p->token_pos = token_pos_;
   } else {
-    p->source = source_->state();
+    p->source = in_doc_ ? doc_source_ : source_->state();
+    p->doc_offset = in_doc_ ? doc_pos_ : 0;
     p->buffer.assign(buffer_.begin() + static_cast<std::ptrdiff_t>(pos_), buffer_.end());
   }
   return p;
@@ -73,12 +75,50 @@ void DataLoader::restore(const Position& p) {
     source_->load_state(p.source);
     buffer_ = p.buffer;
     pos_ = 0;
+    end_document();
+    if (p.doc_offset > 0) {  // resume inside a long document: read it again
+      auto doc = source_->next();
+      if (!doc || doc->size() <= p.doc_offset)
+        throw Error("the saved data position is " + std::to_string(p.doc_offset) + " bytes into a document of " +
+                        source_->describe() + ", but the document there is " +
+                        (doc ? std::to_string(doc->size()) + " bytes long" : std::string("missing")),
+                    "resume with the data the position was saved with");
+      doc_ = std::move(*doc);
+      doc_pos_ = p.doc_offset;
+      doc_source_ = p.source;
+      in_doc_ = true;
+    }
   }
+}
+
+void DataLoader::end_document() {
+  if (doc_.capacity() > 2 * Tokenizer::kPieceBytes) std::string().swap(doc_);  // give a long document's memory back
+  doc_.clear();
+  doc_pos_ = 0;
+  doc_source_ = nullptr;
+  in_doc_ = false;
+}
+
+void DataLoader::encode_more() {
+  // A long document is tokenized a piece at a time: the tokens held stay near one batch.
+  doc_pos_ = tokenizer_->encode_piece(doc_, doc_pos_, buffer_);
+  if (doc_pos_ < doc_.size()) return;
+  if (tokenizer_->eos_id() >= 0) buffer_.push_back(tokenizer_->eos_id());
+  end_document();
 }
 
 bool DataLoader::fill_text(size_t need) {
   bool just_reset = false;  // a whole pass that yields nothing would loop forever
   while (buffer_.size() - pos_ < need) {
+    if (pos_ > 0 && pos_ > buffer_.size() / 2) {  // drop what was consumed
+      buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(pos_));
+      pos_ = 0;
+    }
+    if (in_doc_) {
+      encode_more();
+      continue;
+    }
+    nlohmann::json before = source_->state();
     auto doc = source_->next();
     if (!doc) {
       if (!opt_.infinite || just_reset) return false;
@@ -89,13 +129,11 @@ bool DataLoader::fill_text(size_t need) {
       continue;
     }
     just_reset = false;
-    if (pos_ > 0 && pos_ > buffer_.size() / 2) {  // drop what was consumed
-      buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(pos_));
-      pos_ = 0;
-    }
     if (tokenizer_->bos_id() >= 0) buffer_.push_back(tokenizer_->bos_id());
-    tokenizer_->encode_append(*doc, buffer_, false);
-    if (tokenizer_->eos_id() >= 0) buffer_.push_back(tokenizer_->eos_id());
+    doc_ = std::move(*doc);
+    doc_source_ = std::move(before);
+    in_doc_ = true;
+    encode_more();
   }
   return true;
 }
@@ -233,6 +271,7 @@ void DataLoader::reset() {
     source_->reset();
     buffer_.clear();
     pos_ = 0;
+    end_document();
   }
   consumed_ = position();
 }
@@ -243,7 +282,9 @@ nlohmann::json DataLoader::state() const {
     std::lock_guard<std::mutex> lock(mu_);
     p = consumed_;
   }
-  nlohmann::json s = {{"version", 1},
+  // Version 2 marks a position inside a long document, which builds that read only version 1
+  // would resume wrongly.
+  nlohmann::json s = {{"version", p->doc_offset > 0 ? 2 : 1},
                       {"kind", shards_ ? "tokens" : "text"},
                       {"dataset", describe()},
                       {"epoch", p->epoch},
@@ -253,6 +294,7 @@ nlohmann::json DataLoader::state() const {
   } else {
     s["tokenizer"] = tokenizer_->fingerprint();
     s["source"] = p->source;
+    if (p->doc_offset > 0) s["document_offset"] = p->doc_offset;
     s["buffer"] = p->buffer;
   }
   return s;
@@ -261,8 +303,9 @@ nlohmann::json DataLoader::state() const {
 void DataLoader::load_state(const nlohmann::json& s) {
   const std::string fix = "resume with the dataset and tokenizer the state was saved with";
   try {
-    if (state_integer(s, "version") != 1)
-      throw Error("the saved data position has version " + s.at("version").dump() + "; this build reads version 1", fix);
+    const int64_t version = state_integer(s, "version");
+    if (version != 1 && version != 2)
+      throw Error("the saved data position has version " + s.at("version").dump() + "; this build reads versions 1 and 2", fix);
     const std::string kind = s.at("kind").get<std::string>();
     if (kind != (shards_ ? "tokens" : "text"))
       throw Error("the saved data position is for " + kind + " data but this run reads " +
@@ -286,6 +329,7 @@ void DataLoader::load_state(const nlohmann::json& s) {
                     "the position was edited or saved with other data; resume with the data it was saved with");
     } else {
       p.source = s.at("source");
+      if (version == 2) p.doc_offset = static_cast<uint64_t>(state_integer(s, "document_offset"));
       for (const auto& id : s.at("buffer")) {
         if (!id.is_number_integer()) throw Error("the saved data position's buffer holds " + id.dump() + ", not a token id", fix);
         p.buffer.push_back(id.get<int64_t>());

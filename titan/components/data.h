@@ -84,6 +84,8 @@ class DataLoader {
   std::shared_ptr<const Position> position() const;
   void restore(const Position& p);
   bool fill_text(size_t need);
+  void encode_more();   // the next piece of doc_ into buffer_ (EOS after its last)
+  void end_document();
   void start();
   void stop();
 
@@ -95,6 +97,10 @@ class DataLoader {
   int64_t epoch_ = 0;
   std::vector<int64_t> buffer_;
   size_t pos_ = 0;
+  std::string doc_;            // the document being tokenized, while in_doc_
+  size_t doc_pos_ = 0;         // its bytes tokenized so far
+  nlohmann::json doc_source_;  // the source's position before it
+  bool in_doc_ = false;
   uint64_t token_pos_ = 0;  // binary shards: global token index of the next window
   bool exhausted_ = false;
   // Consumer side.

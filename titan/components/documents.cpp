@@ -468,7 +468,8 @@ std::optional<std::string> TextFiles::next() {
                   "each line must be a JSON object with a \"" + opt_.text_field +
                       "\" string; set " + section() + ".dataset_text_field for another field name");
     }
-    std::string text = j[opt_.text_field].get<std::string>();
+    std::string().swap(line);  // a long line's memory back before the text is returned
+    std::string text = std::move(j[opt_.text_field].get_ref<std::string&>());
     if (text.empty()) {
       ++skipped_.empty;
       continue;
@@ -507,7 +508,7 @@ ShardWriter::~ShardWriter() {
   std::remove(tmp_.c_str());
 }
 
-void ShardWriter::append(const std::vector<int64_t>& ids) {
+void ShardWriter::append_part(const std::vector<int64_t>& ids, bool document_ends) {
   bytes_.resize(ids.size() * token_bytes_);
   const uint64_t limit = token_bytes_ == 2 ? 0xffffull : 0xffffffffull;
   for (size_t k = 0; k < ids.size(); ++k) {
@@ -520,7 +521,7 @@ void ShardWriter::append(const std::vector<int64_t>& ids) {
     throw Error("cannot write " + tmp_ + " (disk full?)", "free some space and run the command again");
   crc_ = crc32c(crc_, bytes_.data(), bytes_.size());
   tokens_ += ids.size();
-  ++documents_;
+  if (document_ends) ++documents_;
 }
 
 void ShardWriter::finish() {

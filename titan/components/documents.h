@@ -144,7 +144,9 @@ class ShardWriter {
   ~ShardWriter();  // an unfinished shard's .tmp file is removed
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
-  void append(const std::vector<int64_t>& ids);  // one document's tokens
+  void append(const std::vector<int64_t>& ids) { append_part(ids, true); }  // one document's tokens
+  // Part of a document's tokens; the document is counted with its last part.
+  void append_part(const std::vector<int64_t>& ids, bool document_ends);
   void finish();
   uint64_t tokens() const { return tokens_; }
   uint64_t documents() const { return documents_; }

@@ -23,6 +23,14 @@ std::vector<int64_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
   return out;
 }
 
+size_t Tokenizer::encode_piece(std::string_view text, size_t from, std::vector<int64_t>& out,
+                               size_t piece_bytes) const {
+  size_t end = text.size();
+  if (end - from > piece_bytes) end = std::min(end, cut_point(text, from + std::max<size_t>(piece_bytes, 1)));
+  encode_append(text.substr(from, end - from), out, false);
+  return end;
+}
+
 void ByteTokenizer::encode_append(std::string_view text, std::vector<int64_t>& out, bool) const {
   out.reserve(out.size() + text.size());
   for (unsigned char c : text) out.push_back(c);

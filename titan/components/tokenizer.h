@@ -40,6 +40,23 @@ class Tokenizer {
   // [BOS] + ids + [EOS] as asked, where the tokenizer has them; never twice (torchtitan's rule).
   std::vector<int64_t> encode(std::string_view text, bool add_bos, bool add_eos,
                               bool allow_special) const;
+
+  // Where a long text may be cut so it can be encoded piece by piece: the first place p >= from
+  // such that, for any start s < p that was itself such a place (or 0), the ids of text[s, p)
+  // followed by those of text[p, ...) are the ids of text[s, ...) (allow_special false).
+  // std::string_view::npos where the tokenizer can vouch for none after `from`: the caller then
+  // encodes the rest whole. The data loader streams long documents this way (docs/datasets.md).
+  virtual size_t cut_point(std::string_view text, size_t from) const {
+    (void)text;
+    (void)from;
+    return std::string_view::npos;
+  }
+  // Appends the ids of text[from, end) to `out` and returns `end`: the first cut point at least
+  // `piece_bytes` past `from`, or the end of the text. Called until it returns text.size(), it
+  // gives encode(text) while holding the ids of about one piece at a time.
+  size_t encode_piece(std::string_view text, size_t from, std::vector<int64_t>& out,
+                      size_t piece_bytes = kPieceBytes) const;
+  static constexpr size_t kPieceBytes = size_t{1} << 18;
 };
 
 class ByteTokenizer final : public Tokenizer {
@@ -51,6 +68,9 @@ class ByteTokenizer final : public Tokenizer {
   int64_t eos_id() const override { return 257; }
   std::string describe() const override { return "built-in byte-level tokenizer (vocab 258)"; }
   std::string fingerprint() const override { return "builtin:bytes"; }
+  size_t cut_point(std::string_view text, size_t from) const override {  // every byte is a token
+    return from < text.size() ? from : std::string_view::npos;
+  }
 };
 
 // The tokenizer at `path` (model.hf_assets_path or the deprecated model.tokenizer_path; `key`
