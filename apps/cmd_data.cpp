@@ -1,9 +1,12 @@
 // `titan data tokenize` (text → binary token shards, multi-threaded, resumable) and
 // `titan data batches` (print the batches a config yields, with save/restore of the loader
 // position: what the resume test and users checking their data use).
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -88,10 +91,12 @@ class Progress {
 // a rerun only if all three still match (a changed file with the same size and time has another
 // checksum; a touched but unchanged file is tokenized again, which is only slower).
 nlohmann::json input_fingerprint(const std::string& path) {
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  const auto mtime = fs::last_write_time(path, ec);
-  if (ec) throw Error("cannot stat input " + path + ": " + ec.message(), "check that it exists and is readable");
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw Error("cannot stat input " + path + ": " + std::strerror(errno), "check that it exists and is readable");
+  const auto size = static_cast<uint64_t>(st.st_size);
+  // Nanoseconds since the Unix epoch (std::filesystem's clock has another epoch).
+  const int64_t mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw Error("cannot read input " + path, "check that it exists and is readable");
   std::vector<char> buf(8 << 20);
@@ -102,8 +107,7 @@ nlohmann::json input_fingerprint(const std::string& path) {
   if (failed) throw Error("cannot read input " + path, "check the disk and the file");
   char hex[16];
   std::snprintf(hex, sizeof(hex), "%08x", crc);
-  return {{"input", path}, {"input_bytes", static_cast<uint64_t>(size)},
-          {"input_mtime_ns", static_cast<int64_t>(mtime.time_since_epoch().count())}, {"input_crc32c", hex}};
+  return {{"input", path}, {"input_bytes", size}, {"input_mtime_ns", mtime_ns}, {"input_crc32c", hex}};
 }
 
 int tokenize(const Options& o) {

@@ -55,8 +55,7 @@ int train(const std::vector<std::string>& args) {
   try {
     cfg = titan::config::load_config(args);
   } catch (const titan::config::HelpRequested&) {
-    std::printf("usage: titan train [--job.config_file FILE] [--section.key VALUE ...]\n\n%s",
-                titan::config::help_text().c_str());
+    std::printf("%s", titan::config::help_text().c_str());
     return 0;
   }
   if (cfg.get_bool("job.dry_run")) return titan::train::dry_run(cfg);

@@ -132,6 +132,11 @@ def main() -> int:
           and all(os.path.exists(os.path.join(shard_dir, f"shard-0000{i}.bin")) for i in range(3))
           and os.path.exists(os.path.join(shard_dir, "manifest.json")),
           f"rc={p.returncode} out={p.stdout[-300:]!r} err={p.stderr[-300:]!r}")
+    with open(os.path.join(shard_dir, "manifest.json")) as f:
+        entry = json.load(f)["shards"]["shard-00000.bin"]
+    first = os.path.join(text_dir, sorted(os.listdir(text_dir))[0])
+    check("the manifest records each input's modification time in nanoseconds since 1970",
+          entry["input_mtime_ns"] == os.stat(first).st_mtime_ns, f"{entry} vs {os.stat(first).st_mtime_ns}")
 
     base = ["--job.config_file", DEBUG, "--training.seq_len", "64", "--training.local_batch_size", "2"]
     synthetic = base + ["--training.dataset", "synthetic"]

@@ -264,8 +264,8 @@ def main() -> int:
                 ["pp-schedule"], ["version"], []):
         for flag in ("--help", "-h"):
             p = run(titan, *cmd, flag)
-            check(f"titan {' '.join(cmd + [flag])}: usage, exit 0",
-                  p.returncode == 0 and "usage" in p.stdout.lower() and p.stderr == "",
+            check(f"titan {' '.join(cmd + [flag])}: one usage line, exit 0",
+                  p.returncode == 0 and p.stdout.lower().count("usage:") == 1 and p.stderr == "",
                   f"rc={p.returncode} out={p.stdout[:200]!r} err={p.stderr[-300:]!r}")
     for cmd in (["tokenizer", "info"], ["data", "tokenize"], ["convert", "to-hf", "a", "b"], ["pp-schedule"]):
         expect(titan, f"titan {' '.join(cmd)} --bogus: exit 2", [*cmd, "--bogus"], "--bogus")

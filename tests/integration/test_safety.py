@@ -551,8 +551,24 @@ def main() -> int:
     check("a schedule CSV path that is a folder is named as such", ok, detail)
 
     long_documents(titan, tmp)
+    resume_logs(titan, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     return checks.summary()
+
+
+def resume_logs(titan: str, tmp: str) -> None:
+    """A run without debug.seed, resumed: the log says the state came from the checkpoint."""
+    at = BASE.index("--debug.seed")
+    no_seed = BASE[:at] + BASE[at + 2:]
+    dump = os.path.join(tmp, "seedless")
+    args = [*no_seed, "--job.dump_folder", dump, "--checkpoint.enable", "--checkpoint.interval", "2"]
+    p = run(titan, "train", *args, "--training.steps", "2")
+    check("a first run without debug.seed says it drew a random seed",
+          p.returncode == 0 and "using random seed" in p.stderr + p.stdout, p.stderr[-300:])
+    p = run(titan, "train", *args, "--training.steps", "4")
+    out = p.stderr + p.stdout
+    check("resumed, it says the state comes from the checkpoint, not that it uses a random seed",
+          p.returncode == 0 and "come from the checkpoint" in out and "using random seed" not in out, out[-600:])
 
 
 def peak_rss_mb(titan: str, *args: str) -> tuple[float, int]:

@@ -599,7 +599,7 @@ JobConfig load_config(const std::vector<std::string>& args) {
 
 std::string help_text() {
   std::string out =
-      "Usage: titan train [--job.config_file FILE.toml] [--section.key VALUE]...\n"
+      "usage: titan train [--job.config_file FILE.toml] [--section.key VALUE]...\n"
       "\n"
       "Values come from, highest first: command-line flags, the TOML file named by\n"
       "--job.config_file, then the defaults below. --section.key=VALUE also works.\n"

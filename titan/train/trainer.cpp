@@ -78,11 +78,10 @@ std::string describe_args(const ModelArgs& a) {
          ", tied_embeddings=" + (a.tied_embeddings ? "True" : "False") + ")";
 }
 
+// debug.seed, or a random seed when it is not set (said once the run knows whether it resumes).
 uint64_t resolve_seed(const config::JobConfig& cfg) {
   if (auto s = cfg.get_opt_int("debug.seed")) return static_cast<uint64_t>(*s);
-  const uint64_t seed = std::random_device{}() & 0x7fffffff;
-  log::info("debug.seed is not set; using random seed " + std::to_string(seed));
-  return seed;
+  return std::random_device{}() & 0x7fffffff;
 }
 
 // torchtitan's validator: the average over validation batches of (loss sum / global valid
@@ -343,6 +342,7 @@ struct Trainer::Impl {
   std::unique_ptr<distributed::World> world;
   std::unique_ptr<distributed::DeviceMesh> mesh;
   uint64_t seed = 0;
+  bool random_seed = false;  // debug.seed was not set
   int64_t run_id = 0;
 
   std::shared_ptr<const components::Tokenizer> tokenizer;
@@ -434,6 +434,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   lock_dump_folder();
   write_config_if_asked(cfg);
   seed = resolve_seed(cfg);
+  random_seed = !cfg.get_opt_int("debug.seed");
   // A run id for the flight recorder: rank 0's start time, like the seed agreed by all.
   run_id = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
                .count();
@@ -837,6 +838,9 @@ void Trainer::load_scalars(const nlohmann::json& sc) {
     int64_t step = 0;
     if (sc.contains("train_state")) step = sc.at("train_state").at("step").get<int64_t>();
     s.last_step = step;
+    // A run without debug.seed goes on recording the seed its first run drew.
+    if (s.random_seed && sc.contains("train_state") && sc.at("train_state").contains("seed"))
+      s.seed = sc.at("train_state").at("seed").get<uint64_t>();
     // The schedule continues where it was; excluded, it starts again from the loaded step.
     s.lr_offset = sc.contains("lr_scheduler") ? step - sc.at("lr_scheduler").at("last_step").get<int64_t>() : step;
     if (sc.contains("dataloader")) s.data->load_state(sc.at("dataloader"));
@@ -929,6 +933,11 @@ RunResult Trainer::run() {
       if (start > 0) log::info("Resuming training from step " + std::to_string(start) + " of " + loaded.path);
     }
   }
+  if (s.random_seed && start > 0)
+    log::info("debug.seed is not set: the weights, optimizer, data position and generator come from the checkpoint "
+              "(its run's seed was " + std::to_string(s.seed) + ")");
+  else if (s.random_seed)
+    log::info("debug.seed is not set; using random seed " + std::to_string(s.seed));
   auto& recorder = distributed::FlightRecorder::instance();
   if (const int sig = s.agree_stop_signal()) {  // a stop request during start-up: all ranks stop here
     s.result.interrupted = true;
