@@ -37,8 +37,9 @@ const char* kDataUsage =
     "         input file; run it again after an interruption to resume\n"
     "       titan data batches [--job.config_file F] [--section.key VALUE ...] [--batches N]\n"
     "                          [--validation] [--dp-rank R --dp-degree D] [--load-state FILE]\n"
-    "                          [--save-state FILE]\n"
-    "         prints a hash and the first tokens of each batch the config's data yields\n"
+    "                          [--save-state FILE] [--json]\n"
+    "         prints a hash and the first tokens of each batch the config's data yields; with\n"
+    "         --json, one JSON object per batch with every id: {\"batch\", \"epoch\", \"inputs\", \"labels\"}\n"
     "See docs/datasets.md.";
 
 // JSON text of `j`; bytes that are not UTF-8 (e.g. in file names) become U+FFFD.
@@ -245,13 +246,13 @@ int batches(const std::vector<std::string>& args) {
     if (ours && i + 1 < args.size()) {
       mine.push_back(a);
       mine.push_back(args[++i]);
-    } else if (a == "--validation") {
+    } else if (a == "--validation" || a == "--json") {
       mine.push_back(a);
     } else {
       cfg_args.push_back(a);
     }
   }
-  const Options o(mine, {"validation"}, {"batches", "dp-rank", "dp-degree", "load-state", "save-state"}, kDataUsage);
+  const Options o(mine, {"validation", "json"}, {"batches", "dp-rank", "dp-degree", "load-state", "save-state"}, kDataUsage);
   const config::JobConfig cfg = config::load_config(cfg_args);
   std::shared_ptr<const components::Tokenizer> tok = components::tokenizer_from_config(cfg);
   const int64_t degree = o.get_int("dp-degree", 1), rank = o.get_int("dp-rank", 0);
@@ -277,6 +278,20 @@ int batches(const std::vector<std::string>& args) {
     if (!b) {
       std::printf("end of data after %lld batches\n", static_cast<long long>(i));
       break;
+    }
+    if (o.flag("json")) {
+      auto rows = [](const at::Tensor& t) {
+        nlohmann::json out = nlohmann::json::array();
+        for (int64_t r = 0; r < t.size(0); ++r) {
+          const int64_t* q = t[r].contiguous().data_ptr<int64_t>();
+          out.push_back(std::vector<int64_t>(q, q + t.size(1)));
+        }
+        return out;
+      };
+      const nlohmann::json line = {{"batch", i}, {"epoch", loader->epoch()}, {"inputs", rows(b->inputs)},
+                                   {"labels", rows(b->labels)}};
+      std::printf("%s\n", dump(line).c_str());
+      continue;
     }
     std::string first;
     const int64_t* p = b->inputs.data_ptr<int64_t>();

@@ -147,6 +147,16 @@ def main() -> int:
     tok_cfg = base + ["--model.hf_assets_path", llama3, "--training.dataset", "tokens",
                       "--training.dataset_path", shard_dir]
 
+    p = run(titan, "data", "batches", *synthetic, "--batches", "3", "--json", timeout=120)
+    _, plain = batches(titan, synthetic, 3)
+    lines = [json.loads(x) for x in p.stdout.splitlines()]
+    check("data batches --json: every id of each batch, the labels one token on, the same batches",
+          p.returncode == 0 and len(lines) == 3 and len(plain) == 3
+          and all(len(b["inputs"]) == 2 and len(b["inputs"][0]) == 64 for b in lines)
+          and all(b["labels"][r][:-1] == b["inputs"][r][1:] for b in lines for r in range(2))
+          and all((b["inputs"][0] + b["inputs"][1])[:8] == plain[i][2] for i, b in enumerate(lines)),
+          p.stdout[:300] + p.stderr[-300:])
+
     # ---- 1. exact resume in a new process --------------------------------------------------------
     cases = [("synthetic", synthetic, 12, 10)]
     if have_zst:
