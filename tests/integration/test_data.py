@@ -285,7 +285,7 @@ def main() -> int:
             "--training.dataset_skip_malformed", "--job.dump_folder", os.path.join(tmp, "skip_run"))
     data_line = [l for l in p.stdout.splitlines() if " - root - INFO - Data: " in l]
     check("train reports the skipped malformed line",
-          p.returncode == 0 and len(data_line) == 1 and "skipped 0 empty documents and 1 malformed lines" in data_line[0],
+          p.returncode == 0 and len(data_line) == 1 and "skipped 0 blank lines and 1 malformed lines" in data_line[0],
           f"rc={p.returncode} data={data_line} err={p.stderr[-300:]!r}")
     check("Data: line says how long training waited for data",
           bool(data_line) and re.search(r"full passes over .*malformed\.jsonl.*, waiting for data \d+\.\d\d% of step time",

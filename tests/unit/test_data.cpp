@@ -143,16 +143,18 @@ TEST(Documents, ParagraphsJsonLinesAndTheirErrors) {
   write(t.file("b.jsonl"), "{\"text\": \"one\"}\n\n{\"text\": \"\"}\n{\"body\": \"x\"}\n{not json\n{\"text\": \"two\"}\n");
   TextFiles strict({t.file("b.jsonl")}, "b", o);
   EXPECT_EQ(*strict.next(), "one");
+  EXPECT_EQ(*strict.next(), "");
   const std::string missing = expect_error([&] { strict.next(); });
   EXPECT_NE(missing.find("b.jsonl:4"), std::string::npos) << missing;
   EXPECT_NE(missing.find("\"text\""), std::string::npos);
   o.skip_malformed = true;
   TextFiles lenient({t.file("b.jsonl")}, "b", o);
   EXPECT_EQ(*lenient.next(), "one");
+  EXPECT_EQ(*lenient.next(), "");  // an empty text is a document (torchtitan: BOS + EOS)
   EXPECT_EQ(*lenient.next(), "two");
   EXPECT_FALSE(lenient.next());
   EXPECT_EQ(lenient.skipped().malformed, 2);
-  EXPECT_EQ(lenient.skipped().empty, 2);  // the blank line and the empty text
+  EXPECT_EQ(lenient.skipped().empty, 1);  // the blank line
   o.skip_malformed = false;
   o.text_field = "body";
   write(t.file("c.jsonl"), "{\"body\": \"x\"}\n{broken\n");
@@ -537,4 +539,25 @@ TEST(Loader, LongDocumentsAreStreamedAndResumeInside) {
     EXPECT_NE(expect_error([&] { changed.load_state(state); }).find("bytes into a document"), std::string::npos);
     write(t.file("long.jsonl"), jsonl);
   }
+}
+
+TEST(Loader, AnEmptyTextIsBosAndEosAsInTorchtitan) {
+  TempDir t;
+  auto tok = std::shared_ptr<const Tokenizer>(build_tokenizer(repo_tokenizer(), "test"));
+  write(t.file("e.jsonl"), "{\"text\": \"Hi.\"}\n{\"text\": \"\"}\n\n{\"text\": \"Yo.\"}\n");
+  DataLoader d(std::make_unique<TextFiles>(std::vector<std::string>{t.file("e.jsonl")}, "e", TextOptions{}), tok,
+               options(1, 1, /*infinite=*/false));
+  std::vector<int64_t> ids;
+  for (const auto& b : take(d, 100)) ids.push_back(b[0][0].item<int64_t>());  // windows of 2 tokens
+  std::vector<int64_t> want;
+  for (const char* text : {"Hi.", "", "Yo."}) {
+    const auto e = tok->encode(text, true, true, false);
+    want.insert(want.end(), e.begin(), e.end());
+  }
+  want.resize(want.size() / 2 * 2);
+  std::vector<int64_t> firsts;
+  for (size_t i = 0; i < want.size(); i += 2) firsts.push_back(want[i]);
+  EXPECT_EQ(ids, firsts);
+  const std::vector<int64_t> middle = {tok->eos_id(), tok->bos_id(), tok->eos_id(), tok->bos_id()};
+  EXPECT_NE(std::search(want.begin(), want.end(), middle.begin(), middle.end()), want.end());
 }

@@ -443,7 +443,7 @@ std::optional<std::string> TextFiles::next() {
       continue;
     }
     if (blank) {
-      ++skipped_.empty;  // a blank line in JSON lines is an empty document
+      ++skipped_.empty;  // a blank line in JSON lines holds no document
       continue;
     }
     if (doc_index_++ % world_ != rank_) continue;
@@ -469,12 +469,8 @@ std::optional<std::string> TextFiles::next() {
                       "\" string; set " + section() + ".dataset_text_field for another field name");
     }
     std::string().swap(line);  // a long line's memory back before the text is returned
-    std::string text = std::move(j[opt_.text_field].get_ref<std::string&>());
-    if (text.empty()) {
-      ++skipped_.empty;
-      continue;
-    }
-    return text;
+    // An empty text is a document (BOS and EOS alone), as torchtitan reads it.
+    return std::move(j[opt_.text_field].get_ref<std::string&>());
   }
   return std::nullopt;
 }

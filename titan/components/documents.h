@@ -15,7 +15,7 @@ namespace titan::components {
 
 // What a source skipped, for the log.
 struct SkipCounts {
-  int64_t empty = 0;      // documents with no text
+  int64_t empty = 0;      // blank lines in JSON lines (no document)
   int64_t malformed = 0;  // malformed lines, with skip_malformed
 };
 

@@ -1004,7 +1004,7 @@ RunResult Trainer::run() {
             log::format(", waiting for data %.2f%% of step time",
                         100.0 * s.total_data_seconds / std::max(s.total_step_seconds, 1e-9)) +
             (skipped.empty || skipped.malformed
-                 ? "; skipped " + std::to_string(skipped.empty) + " empty documents and " +
+                 ? "; skipped " + std::to_string(skipped.empty) + " blank lines and " +
                        std::to_string(skipped.malformed) + " malformed lines"
                  : ""));
   if (s.pipeline && !s.pipeline->summary().empty()) log::info_every_rank(s.pipeline->summary());
