@@ -49,7 +49,7 @@ try:
     import regex  # installed with tiktoken, which needs it
     import tiktoken
     import tiktoken.load
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 except ImportError as error:
     print(f"SKIPPED: tiktoken (with its regex) and tokenizers are needed ({error})")
     sys.exit(77)
@@ -313,6 +313,25 @@ def byte_level_table() -> dict[int, str]:
 CHAR_TO_BYTE = {ch: b for b, ch in byte_level_table().items()}
 
 
+def torchtitan_config_tokens(config: dict) -> list:
+    """The tokens torchtitan's HuggingFaceTokenizer adds from tokenizer_config.json, in its order:
+    the standard keys, then added_tokens_decoder's contents (their listed ids are not used)."""
+    out = []
+    for key in ("bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"):
+        value = config.get(key)
+        if isinstance(value, dict):
+            out.append(AddedToken(value["content"], single_word=value.get("single_word", False),
+                                  lstrip=value.get("lstrip", False), rstrip=value.get("rstrip", False),
+                                  normalized=value.get("normalized", True), special=value.get("special", True)))
+        elif isinstance(value, str):
+            out.append(AddedToken(value, special=True))
+    for entry in config.get("added_tokens_decoder", {}).values():
+        out.append(AddedToken(entry["content"], single_word=entry.get("single_word", False),
+                              lstrip=entry.get("lstrip", False), rstrip=entry.get("rstrip", False),
+                              normalized=entry.get("normalized", True), special=entry.get("special", True)))
+    return out
+
+
 class HfReference:
     """A tokenizer.json folder seen through HF tokenizers, with the rules of the module docstring."""
 
@@ -323,6 +342,9 @@ class HfReference:
         self.with_special = Tokenizer.from_file(path)
         config_path = os.path.join(folder, "tokenizer_config.json")
         self.config = json.load(open(config_path)) if os.path.exists(config_path) else None
+        if self.config:  # torchtitan adds the config's tokens to the HF tokenizer
+            for tok in (self.as_text, self.with_special):
+                tok.add_special_tokens(torchtitan_config_tokens(self.config))
         self.added = {i: t.content for i, t in self.with_special.get_added_tokens_decoder().items()}
         self.bos_id = self._config_token_id("bos_token")
         self.eos_id = self._config_token_id("eos_token")
@@ -361,7 +383,10 @@ class HfReference:
     def token_bytes(self, token_id: int) -> bytes:
         if token_id in self.added:
             return self.added[token_id].encode()
-        return bytes(CHAR_TO_BYTE[ch] for ch in self.with_special.id_to_token(token_id))
+        text = self.with_special.id_to_token(token_id)
+        if all(ch in CHAR_TO_BYTE for ch in text):
+            return bytes(CHAR_TO_BYTE[ch] for ch in text)
+        return text.encode()  # not byte-level text: HF's ByteLevel decoder gives the text as it is
 
     def decode_bytes(self, ids: list[int]) -> bytes:
         return b"".join(self.token_bytes(t) for t in ids)
@@ -444,6 +469,28 @@ def build_hf_variants(base: str, corpus: list[str]) -> dict[str, str]:
             if token["content"] == EOS:
                 token["rstrip"] = True
 
+    def raw_keys(data):  # the shape of torchtitan's test tokenizer: keys that are not byte-level text
+        vocab = {chr(b): b for b in range(128)}
+        vocab.update({f"\\x{b:02x}": b for b in range(128, 256)})
+        for word in (" t", "he", " the", ".\n", "in", " a", "\t", "  "):
+            vocab.setdefault(word, len(vocab))
+        for special in ("<|image|>", "<|pad|>"):
+            vocab[special] = len(vocab)
+        data["model"].update({"vocab": vocab, "merges": [], "unk_token": None})
+        data["added_tokens"] = []
+        data["post_processor"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                                  "use_regex": True}
+
+    def decoder_entry(content):
+        return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                "special": True}
+
+    # BOS and EOS are absent from the vocabulary: bos_token/eos_token add them (as torchtitan does),
+    # and added_tokens_decoder lists them again under ids far past the vocabulary.
+    raw_keys_config = {"added_tokens_decoder": {"128000": decoder_entry(BOS), "128001": decoder_entry(EOS),
+                                                "266": decoder_entry("<|image|>"), "267": decoder_entry("<|pad|>")},
+                       "bos_token": BOS, "eos_token": EOS, "pad_token": "<|pad|>"}
+
     plain_config = {"bos_token": BOS, "eos_token": EOS}
     dict_config = {"bos_token": {"__type": "AddedToken", "content": BOS, "lstrip": False, "normalized": False,
                                  "rstrip": False, "single_word": False, "special": True},
@@ -460,6 +507,7 @@ def build_hf_variants(base: str, corpus: list[str]) -> dict[str, str]:
         "added_token_strip": write_variant(base, "strip", byte_level, strip_flags, plain_config),
         "added_token_single_word": write_variant(base, "single", byte_level, single_word, plain_config),
         "split_contiguous_invert": write_variant(base, "contiguous", byte_level, contiguous_invert),
+        "raw_keys": write_variant(base, "raw", byte_level, raw_keys, raw_keys_config),
     }
 
 

@@ -377,6 +377,9 @@ struct AddedToken {
 struct Model {
   std::vector<std::string> bytes;    // id → the bytes it stands for (decoding)
   std::vector<char> special;         // id → special token
+  // id → a vocabulary key that is not byte-level text (a raw " " or "\n" beside a ByteLevel
+  // pre-tokenizer): no pre-tokenized text can spell it, so encoding never gives it (as HF).
+  std::vector<char> unreachable;
   StrMap vocab;                      // bytes → id, for the BPE vocabulary
   std::array<int32_t, 256> byte_id;  // the initial symbol of each byte (-1: none)
   PairMap merges;                    // (left << 32 | right) → (rank << 32 | merged)
@@ -405,7 +408,8 @@ struct Model {
   }
   void finish() {
     std::vector<char> usable(bytes.size(), 0);
-    for (size_t i = 0; i < bytes.size(); ++i) usable[i] = !special[i] && !bytes[i].empty();
+    unreachable.resize(bytes.size(), 0);
+    for (size_t i = 0; i < bytes.size(); ++i) usable[i] = !special[i] && !bytes[i].empty() && !unreachable[i];
     // Added tokens are matched before the BPE runs; they are not vocabulary for merging.
     for (const auto& a : added) usable[static_cast<size_t>(a.id)] = usable[static_cast<size_t>(a.id)] && !a.special;
     vocab.build(&bytes, usable);
@@ -1003,7 +1007,8 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
   m->whole_piece = get_or(model, "ignore_merges", false, path);
 
   add_normalizer(get_or(j, "normalizer", json(), path), m->normalizers, path);
-  bool byte_level = add_pretokenizer(get_or(j, "pre_tokenizer", json(), path), m->steps, path);
+  const bool byte_level_input = add_pretokenizer(get_or(j, "pre_tokenizer", json(), path), m->steps, path);
+  bool byte_level = byte_level_input;
   byte_level |= type_of(get_or(j, "decoder", json(), path)) == "ByteLevel";
   if (!byte_level)
     throw Error(path + ": not a byte-level BPE (no ByteLevel pre-tokenizer or decoder)",
@@ -1029,7 +1034,12 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
                       text + "\" (decoding that id could not give back both)",
                   "fix the tokenizer file: every token needs its own id");
     m->set_size(static_cast<size_t>(id) + 1);
-    m->bytes[static_cast<size_t>(id)] = bpe_detail::byte_level_decode(text, bytes) ? bytes : text;
+    const bool spelled = bpe_detail::byte_level_decode(text, bytes);
+    m->bytes[static_cast<size_t>(id)] = spelled ? bytes : text;  // decoded as HF does: raw text if not byte-level
+    if (!spelled && byte_level_input) {
+      m->unreachable.resize(m->bytes.size(), 0);
+      m->unreachable[static_cast<size_t>(id)] = 1;
+    }
     by_text.emplace(text, id);
   }
   std::vector<std::pair<std::string, std::string>> merge_list;
@@ -1054,17 +1064,26 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_hf(const std::string& path, con
   // Added tokens (the file's, then tokenizer_config.json's) are matched before the BPE runs.
   auto add_token = [&](const std::string& content, int64_t want_id, bool special, const json& opts,
                        const std::string& where) -> int32_t {
+    for (auto& a : m->added)
+      if (a.content == content) {
+        // Listed again: the same id. tokenizer_config.json's entry replaces the options, as
+        // torchtitan's add_special_tokens does (a plain string: special, no stripping).
+        if (where == config_path) {
+          a.special = special;
+          a.lstrip = get_or(opts, "lstrip", false, where);
+          a.rstrip = get_or(opts, "rstrip", false, where);
+          a.single_word = get_or(opts, "single_word", false, where);
+        } else {
+          a.special |= special;
+        }
+        m->special[static_cast<size_t>(a.id)] = a.special;
+        return a.id;
+      }
     if (want_id > max_id)
       throw Error(where + ": the added token \"" + content + "\" has id " + std::to_string(want_id) +
                       ", out of range (ids run from 0, at most " + std::to_string(kMaxIdGap) + " past the " +
                       std::to_string(listed) + " tokens listed)",
                   "fix the file (ids run from 0 to the vocabulary size)");
-    for (auto& a : m->added)
-      if (a.content == content) {
-        a.special |= special;
-        m->special[static_cast<size_t>(a.id)] = a.special;
-        return a.id;
-      }
     int32_t id;
     if (want_id >= 0) {
       id = static_cast<int32_t>(want_id);
