@@ -6,16 +6,16 @@
 # is allocated after backward, so step 2 is the first with everything resident) and the
 # parameter + gradient + optimizer bytes (metrics.jsonl), whose difference is what activations
 # and the loss took.
-#   bench/bench_memory.sh [--flavor 1B] [--seq 2048] [--batch 1] [--dtype bfloat16] [--shared ../shared]
+#   bench/bench_memory.sh [--flavor 1B] [--seq 2048] [--batch 1] [--dtype bfloat16] [--assets tests/assets]
 #                         [--cases all|loss]   (loss: only the full and chunked loss under full AC)
 # Pure bf16 (training.dtype) by default so that a 1B model fits a 24 GiB machine; needs a CPU
 # with native bf16 to be quick (float32: --dtype float32, about 20 GiB of state for 1B).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FLAVOR=1B SEQ=2048 BATCH=1 DTYPE=bfloat16 SHARED=../shared CASES=all
+FLAVOR=1B SEQ=2048 BATCH=1 DTYPE=bfloat16 ASSETS=tests/assets CASES=all
 while [ $# -gt 0 ]; do
   case "$1" in
-    --flavor) FLAVOR=$2 ;; --seq) SEQ=$2 ;; --batch) BATCH=$2 ;; --dtype) DTYPE=$2 ;; --shared) SHARED=$2 ;;
+    --flavor) FLAVOR=$2 ;; --seq) SEQ=$2 ;; --batch) BATCH=$2 ;; --dtype) DTYPE=$2 ;; --assets) ASSETS=$2 ;;
     --cases) CASES=$2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -24,8 +24,8 @@ done
 ./scripts/setup.sh --target titan >&2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-common=(--model.flavor "$FLAVOR" --model.hf_assets_path "$SHARED/assets/llama3" --training.dataset text
-        --training.dataset_path "$SHARED/assets/tinyshakespeare/input.txt" --training.seq_len "$SEQ"
+common=(--model.flavor "$FLAVOR" --model.hf_assets_path "$ASSETS/llama3" --training.dataset text
+        --training.dataset_path "$ASSETS/tinyshakespeare/input.txt" --training.seq_len "$SEQ"
         --training.local_batch_size "$BATCH" --training.steps 2 --training.dtype "$DTYPE" --debug.seed 0
         --lr_scheduler.warmup_steps 1 --metrics.log_freq 1 --compile.enable)
 cases=("full logits, AC none|--compile.components model --activation_checkpoint.mode none"

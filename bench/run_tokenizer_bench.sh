@@ -5,8 +5,8 @@
 #   bench/run_tokenizer_bench.sh [--text FILE] [--tokenizer FILE] [--rounds 3] [--threads N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TEXT=../shared/assets/tinyshakespeare/input.txt
-TOKENIZER=../shared/assets/llama3/tokenizer.model
+TEXT=tests/assets/tinyshakespeare/input.txt
+TOKENIZER=tests/assets/llama3/tokenizer.model
 ROUNDS=3 THREADS=$(nproc) REPEATS=5
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -133,7 +133,7 @@ add_test(NAME parity.reference_selfcheck COMMAND ${Python3_EXECUTABLE} ${CMAKE_C
 add_test(NAME integration.cli COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_cli.py
          --titan $<TARGET_FILE:titan> --shared ${CMAKE_CURRENT_SOURCE_DIR}/../shared)
 add_test(NAME parity.tokenizer COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_tokenizer_parity.py
-         --titan $<TARGET_FILE:titan> --shared ${CMAKE_CURRENT_SOURCE_DIR}/../shared)
+         --titan $<TARGET_FILE:titan>)
 set_tests_properties(parity.model parity.reference_selfcheck parity.tokenizer integration.cli PROPERTIES
                      SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1")
 add_test(NAME integration.distributed COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_distributed.py
@@ -141,7 +141,7 @@ add_test(NAME integration.distributed COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURR
 # Up to 4 processes of one thread each: run it alone.
 set_tests_properties(integration.distributed PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)
 add_test(NAME integration.data COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_data.py
-         --titan $<TARGET_FILE:titan> --shared ${CMAKE_CURRENT_SOURCE_DIR}/../shared)
+         --titan $<TARGET_FILE:titan>)
 set_tests_properties(integration.data PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 900)
 add_test(NAME integration.observability COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_observability.py
          --titan $<TARGET_FILE:titan>)

@@ -5,7 +5,7 @@ shards agreeing with the text they were made from, resumable and thread-independ
 `titan data tokenize`, one clear message and exit 2 for bad data, validation, training the debug
 model on tinyshakespeare with the Llama 3 tokenizer, and a reproducible repo tokenizer.
 
-Usage: python3 tests/integration/test_data.py --titan build/titan [--shared ../shared]
+Usage: python3 tests/integration/test_data.py --titan build/titan [--assets tests/assets]
 Needs SHARED/assets/llama3/tokenizer.model and SHARED/assets/tinyshakespeare/input.txt (exits 77,
 skipped, without them). Prints one line per check and `N passed, N failed`; exits 0 only if none
 failed.
@@ -95,12 +95,12 @@ def hashes(rows: list) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--titan", required=True)
-    ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
+    ap.add_argument("--assets", default=os.path.join(ROOT, "tests", "assets"))
     opts = ap.parse_args()
     titan = os.path.abspath(opts.titan)
-    shared = os.path.abspath(opts.shared)
-    llama3 = os.path.join(shared, "assets", "llama3")
-    shakespeare = os.path.join(shared, "assets", "tinyshakespeare", "input.txt")
+    assets = os.path.abspath(opts.assets)
+    llama3 = os.path.join(assets, "llama3")
+    shakespeare = os.path.join(assets, "tinyshakespeare", "input.txt")
     for need in (os.path.join(llama3, "tokenizer.model"), shakespeare):
         if not os.path.exists(need):
             print(f"SKIP: {need} is absent")

@@ -26,11 +26,11 @@ Reference rules (what each `titan tokenizer` call is compared with):
 The tokenizer_config.json key add_bos_token is not applied by a plain `encode` (torchtitan
 only uses it when its encode() is called without add_bos, which its data loader never does).
 
-Usage: python3 tests/parity/test_tokenizer_parity.py --titan build/titan [--shared ../shared]
+Usage: python3 tests/parity/test_tokenizer_parity.py --titan build/titan [--assets tests/assets]
        python3 tests/parity/test_tokenizer_parity.py --selfcheck   (references only, no CLI)
 Prints one line per check and `N passed, N failed`.
 Exit: 0 all passed, 1 a check failed, 2 usage error, 77 skipped (tiktoken or tokenizers cannot
-be imported, or an asset under SHARED/assets is absent).
+be imported, or an asset under tests/assets is absent).
 """
 
 from __future__ import annotations
@@ -751,14 +751,14 @@ def test_malformed(titan: str, tmp: str, rank_file: str, good_json: str) -> None
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--titan", help="the titan binary (not needed with --selfcheck)")
-    ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
+    ap.add_argument("--assets", default=os.path.join(ROOT, "tests", "assets"))
     ap.add_argument("--selfcheck", action="store_true", help="build and check the references only")
     opts = ap.parse_args()
     if not opts.selfcheck and not opts.titan:
         ap.error("--titan is required (or --selfcheck)")
-    llama3_dir = os.path.join(opts.shared, "assets", "llama3")
+    llama3_dir = os.path.join(opts.assets, "llama3")
     rank_file = os.path.join(llama3_dir, "tokenizer.model")
-    corpus_path = os.path.join(opts.shared, "assets", "tinyshakespeare", "input.txt")
+    corpus_path = os.path.join(opts.assets, "tinyshakespeare", "input.txt")
     for path in (rank_file, corpus_path):
         if not os.path.exists(path):
             print(f"SKIPPED: {path} is absent")
