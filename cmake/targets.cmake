@@ -49,6 +49,16 @@ endif()
 # at::parallel_for is inline code over OpenMP in ATen's headers (torch's parallel backend): a file
 # that calls it is compiled with OpenMP, or its loop runs on one thread.
 find_package(OpenMP REQUIRED COMPONENTS CXX)
+# The OpenMP runtime torch loads: the wheel's own libgomp.so.1 where it ships one (linking the
+# system's beside it made CMake warn that one may hide the other), else the compiler's.
+add_library(titan_openmp INTERFACE)
+target_compile_options(titan_openmp INTERFACE $<$<COMPILE_LANGUAGE:CXX>:${OpenMP_CXX_FLAGS}>)
+if(EXISTS ${_torch_libdir}/libgomp.so.1)
+  find_package(Threads REQUIRED)
+  target_link_libraries(titan_openmp INTERFACE ${_torch_libdir}/libgomp.so.1 Threads::Threads)
+else()
+  target_link_libraries(titan_openmp INTERFACE OpenMP::OpenMP_CXX)
+endif()
 set_source_files_properties(titan/kernels/attention_cpu.cpp titan/common/counter_rng.cpp PROPERTIES COMPILE_OPTIONS
                             "${OpenMP_CXX_FLAGS}")
 
@@ -66,7 +76,7 @@ set(_titan_kernel_defs "")
 foreach(cap IN LISTS _titan_cpu_caps)
   add_library(titan_kernels_cpu_${cap} OBJECT titan/kernels/cpu/fused_cpu.cpp)
   target_include_directories(titan_kernels_cpu_${cap} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
-  target_link_libraries(titan_kernels_cpu_${cap} PRIVATE torch_libs OpenMP::OpenMP_CXX)
+  target_link_libraries(titan_kernels_cpu_${cap} PRIVATE torch_libs titan_openmp)
   target_compile_definitions(titan_kernels_cpu_${cap} PRIVATE CPU_CAPABILITY=${cap})
   # GCC 12 false positives inside headers at -O3: -Wmaybe-uninitialized in its own
   # avx512fintrin.h, -Warray-bounds in ATen's vec_base.h (the DEFAULT build, with sanitizers).
@@ -78,7 +88,7 @@ endforeach()
 
 add_library(titan_lib STATIC ${TITAN_SOURCES} ${_titan_kernel_objects})
 target_include_directories(titan_lib PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
-target_link_libraries(titan_lib PUBLIC titan_config titan_text torch_libs OpenMP::OpenMP_CXX)
+target_link_libraries(titan_lib PUBLIC titan_config titan_text torch_libs titan_openmp)
 set_source_files_properties(titan/kernels/fused_ops.cpp PROPERTIES COMPILE_DEFINITIONS "${_titan_kernel_defs}")
 
 # CUDA kernels: plain CUDA C++ (no torch headers), compiled here even without a GPU.

@@ -23,6 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+PYTHON_GIVEN=${PYTHON:-}  # a Python named by the caller reconfigures a build made with another
 PYTHON=${PYTHON:-python3}
 have_torch() {
   "$PYTHON" - <<'PY' 2>/dev/null
@@ -46,7 +47,19 @@ say "torch $("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
 BUILD_DIR=${BUILD_DIR:-build}
 BUILD_TYPE=${BUILD_TYPE:-Release}
 JOBS=${JOBS:-$(nproc)}
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
-  -DTITAN_SANITIZE="${TITAN_SANITIZE:-OFF}" -DPython3_EXECUTABLE="$(command -v "$PYTHON")" >/dev/null
+# Configure only when the build folder is new or was configured otherwise; after that the build
+# itself re-runs CMake when a CMakeLists.txt changes.
+configured() {
+  local cache="$BUILD_DIR/CMakeCache.txt"
+  [ -f "$BUILD_DIR/build.ninja" ] && [ -f "$cache" ] &&
+    grep -qx "CMAKE_BUILD_TYPE:[A-Z]*=$BUILD_TYPE" "$cache" &&
+    grep -qx "TITAN_SANITIZE:[A-Z]*=${TITAN_SANITIZE:-OFF}" "$cache" &&
+    { [ -z "$PYTHON_GIVEN" ] || grep -qx "Python3_EXECUTABLE:[A-Z]*=$(command -v "$PYTHON")" "$cache"; }
+}
+if ! configured; then
+  say "configuring $BUILD_DIR"
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
+    -DTITAN_SANITIZE="${TITAN_SANITIZE:-OFF}" -DPython3_EXECUTABLE="$(command -v "$PYTHON")" >/dev/null
+fi
 say "building in $BUILD_DIR ($BUILD_TYPE, $JOBS jobs)"
 cmake --build "$BUILD_DIR" -j "$JOBS" "$@"

@@ -551,9 +551,34 @@ def main() -> int:
     check("a schedule CSV path that is a folder is named as such", ok, detail)
 
     long_documents(titan, tmp)
+    run_train_script(tmp)
     resume_logs(titan, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     return checks.summary()
+
+
+def run_train_script(tmp: str) -> None:
+    """run_train.sh: no CMake noise once configured, LOG_RANK picks the ranks shown, a user's error
+    on the ranks is exit 2. Run from a folder of its own (outputs land there)."""
+    work = os.path.join(tmp, "run_train")
+    os.makedirs(work)
+    for entry in ("configs", "assets"):
+        os.symlink(os.path.join(ROOT, entry), os.path.join(work, entry))
+    script = os.path.join(ROOT, "run_train.sh")
+    small = ["--training.steps", "1", "--training.seq_len", "32", "--training.local_batch_size", "2",
+             "--model.n_layers", "1"]
+    p = subprocess.run([script, *small], cwd=work, env=ENV, capture_output=True, text=True, timeout=600)
+    check("run_train.sh: trains from the current folder, no CMake output once configured",
+          p.returncode == 0 and os.path.isdir(os.path.join(work, "outputs")) and "CMake" not in p.stderr
+          and "configuring" not in p.stderr, p.stderr[-500:])
+    p = subprocess.run([script, *small], cwd=work, env=dict(ENV, NGPU="2", LOG_RANK="1"), capture_output=True,
+                       text=True, timeout=600)
+    out = p.stdout + p.stderr
+    check("NGPU=2 LOG_RANK=1 ./run_train.sh shows rank 1's lines, not rank 0's",
+          p.returncode == 0 and "[rank1]:" in out and "[rank0]:" not in out, out[-500:])
+    p = subprocess.run([script, *small, "--training.steps", "0"], cwd=work, env=dict(ENV, NGPU="2"),
+                       capture_output=True, text=True, timeout=600)
+    check("NGPU=2 ./run_train.sh with a bad value exits 2", p.returncode == 2, (p.stdout + p.stderr)[-500:])
 
 
 def resume_logs(titan: str, tmp: str) -> None:
