@@ -206,3 +206,9 @@ set_tests_properties(integration.safety PROPERTIES TIMEOUT 900)
 # scripts/gpu_check.sh parses and, without a GPU, fails saying so (skipped where there is one).
 add_test(NAME scripts.gpu_check COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tests/scripts/test_gpu_check.sh)
 set_tests_properties(scripts.gpu_check PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
+
+# Every command block of README.md and docs/ runs as written (tests/integration/test_docs.py):
+# up to 4 processes of one thread each, so alone.
+add_test(NAME integration.docs COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_docs.py)
+set_tests_properties(integration.docs PROPERTIES RUN_SERIAL TRUE TIMEOUT 900 SKIP_RETURN_CODE 77
+                     ENVIRONMENT "OMP_NUM_THREADS=1")

@@ -561,3 +561,14 @@ TEST(Loader, AnEmptyTextIsBosAndEosAsInTorchtitan) {
   const std::vector<int64_t> middle = {tok->eos_id(), tok->bos_id(), tok->eos_id(), tok->bos_id()};
   EXPECT_NE(std::search(want.begin(), want.end(), middle.begin(), middle.end()), want.end());
 }
+
+TEST(Documents, SyntheticValidationReadsDocumentsTrainingNeverReads) {
+  SyntheticEnglish train(0, 1, 20000), held_out(0, 1, 20000, SyntheticEnglish::kHeldOut);
+  const std::string first = *held_out.next();
+  EXPECT_EQ(first, SyntheticEnglish::document(SyntheticEnglish::kHeldOut));
+  EXPECT_NE(first, *train.next());
+  EXPECT_NE(held_out.describe().find("held-out"), std::string::npos);
+  EXPECT_THROW(held_out.load_state({{"index", 5}}), titan::Error);  // a training position
+  held_out.load_state({{"index", SyntheticEnglish::kHeldOut + 3}});
+  EXPECT_EQ(*held_out.next(), SyntheticEnglish::document(SyntheticEnglish::kHeldOut + 3));
+}

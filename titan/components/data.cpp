@@ -391,7 +391,8 @@ Resolved resolve(const std::string& section, const std::string& dataset, const s
   Resolved r;
   if (!path || path->empty()) {
     if (std::string(d->name) == "synthetic") {
-      r.text = std::make_unique<SyntheticEnglish>(0, 1);
+      // Validation reads documents training never reads.
+      r.text = std::make_unique<SyntheticEnglish>(0, 1, 20000, section == "validation" ? SyntheticEnglish::kHeldOut : 0);
       return r;
     }
     throw Error(key + " = \"" + dataset + "\" (" + d->what + ") has no local copy: titan.cpp downloads nothing",

@@ -5,11 +5,16 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <ctime>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
+#include <unistd.h>
 
 #include <ATen/Parallel.h>
 
 #include "titan/common/error.h"
+#include "titan/common/files.h"
 #include "titan/common/log.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -187,6 +192,23 @@ bool DeviceInfo::native_bf16() const {
   return !cpu_bf16_feature().empty() && onednn_isa_allows_bf16();
 }
 
+namespace {
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown host";
+  return buf;
+}
+
+}  // namespace
+
+std::string peak_cache_path() {
+  if (const char* p = std::getenv("TITAN_PEAK_CACHE")) return std::string(p) == "off" ? "" : p;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/titan/cpu_peak.json";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/titan/cpu_peak.json";
+  return "";
+}
+
 PeakFlops DeviceInfo::peak_flops(at::ScalarType dtype) {
   if (device_.is_cuda()) {
     const std::string& n = name_;
@@ -199,32 +221,58 @@ PeakFlops DeviceInfo::peak_flops(at::ScalarType dtype) {
     if (has("MI300X") || has("MI325X")) return table(1300e12);
     return {312e12, n + " is not in the table of known GPUs: A100's bf16 peak, as torchtitan"};
   }
-  // Square matmuls of growing size in the run's compute dtype, each timed over a few
-  // repetitions; stops once one matmul takes 50 ms or 0.6 s have passed, so that a CPU that
-  // emulates the dtype (bf16 without native support) is measured as quickly as a fast one.
+  // One fixed size per dtype, so that every run measures the same thing: 1024 x 1024 matmuls,
+  // or 256 x 256 where bf16 is emulated (about 100x slower); the best of repetitions over a
+  // quarter of a second. Kept per host, CPU, thread count and dtype in a small cache file.
+  const int threads = at::get_num_threads();
+  const std::string key = host_name() + " | " + name_ + " | " + std::to_string(threads) + " threads | " + dtype_name(dtype);
+  const std::string cache = peak_cache_path();
+  nlohmann::json entries = nlohmann::json::object();
+  if (!cache.empty()) {
+    try {
+      std::ifstream f(cache);
+      if (f) entries = nlohmann::json::parse(f);
+      if (!entries.is_object()) entries = nlohmann::json::object();
+    } catch (const std::exception&) {
+      entries = nlohmann::json::object();  // a damaged cache is measured again and rewritten
+    }
+    if (entries.contains(key) && entries[key].is_object() && entries[key].value("flops", 0.0) > 0)
+      return {entries[key]["flops"].get<double>(),
+              dtype_name(dtype) + " " + entries[key].value("size", std::string("?")) + " matmul measured on this CPU with " +
+                  std::to_string(threads) + " threads on " + entries[key].value("measured", std::string("?")) +
+                  ", read from " + cache + " (delete it to measure again)"};
+  }
   at::NoGradGuard no_grad;
   using Clock = std::chrono::steady_clock;
   auto seconds_since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   auto opts = at::TensorOptions().dtype(dtype);
-  at::mm(at::ones({64, 64}, opts), at::ones({64, 64}, opts));  // one-time set-up of the BLAS and threads
+  const int64_t n = dtype == at::kBFloat16 && !native_bf16() ? 256 : 1024;
+  at::Tensor a = at::randn({n, n}, opts), b = at::randn({n, n}, opts), c = at::empty({n, n}, opts);
+  at::mm_out(c, a, b);  // set-up of the BLAS and its threads
   const auto start = Clock::now();
   double best = 0;
-  int64_t best_n = 0;
-  for (int64_t n = 128; n <= 2048; n *= 2) {
-    at::Tensor a = at::randn({n, n}, opts), b = at::randn({n, n}, opts), c = at::empty({n, n}, opts);
-    auto t0 = Clock::now();
-    at::mm_out(c, a, b);  // warm-up, and a first estimate of the time per matmul
-    const double once = seconds_since(t0);
-    const int reps = static_cast<int>(std::clamp(0.05 / std::max(once, 1e-9), 1.0, 20.0));
-    t0 = Clock::now();
-    for (int i = 0; i < reps; ++i) at::mm_out(c, a, b);
-    const double per = seconds_since(t0) / reps;
-    if (2.0 * n * n * n / per > best) best = 2.0 * n * n * n / per, best_n = n;
-    if (per > 0.05 || seconds_since(start) > 0.6) break;
+  for (int rep = 0; rep < 2 || (seconds_since(start) < 0.25 && rep < 1000); ++rep) {
+    const auto t0 = Clock::now();
+    at::mm_out(c, a, b);
+    best = std::max(best, 2.0 * static_cast<double>(n * n * n) / std::max(seconds_since(t0), 1e-9));
   }
-  return {best, dtype_name(dtype) + " " + std::to_string(best_n) + "x" + std::to_string(best_n) +
-                    " matmul measured on this CPU with " + std::to_string(at::get_num_threads()) + " threads in " +
-                    log::format("%.2f", seconds_since(start)) + " s"};
+  const std::string size = std::to_string(n) + "x" + std::to_string(n);
+  std::string source = dtype_name(dtype) + " " + size + " matmul measured on this CPU with " + std::to_string(threads) +
+                       " threads in " + log::format("%.2f", seconds_since(start)) + " s";
+  if (!cache.empty()) {
+    const std::time_t now = std::time(nullptr);
+    char date[32];
+    std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M", std::localtime(&now));
+    entries[key] = {{"flops", best}, {"size", size}, {"measured", date}};
+    try {
+      std::filesystem::create_directories(std::filesystem::path(cache).parent_path());
+      write_file_atomically(cache, entries.dump(1) + "\n");
+      source += ", kept in " + cache;
+    } catch (const std::exception& e) {
+      log::warning(std::string("cannot keep the measured peak in ") + cache + ": " + e.what());
+    }
+  }
+  return {best, source};
 }
 
 }  // namespace titan::components

@@ -25,6 +25,10 @@ struct MemoryStats {
   int64_t num_ooms = 0;
 };
 
+// Where measured CPU peaks are kept: $TITAN_PEAK_CACHE ("off": nowhere), else
+// $XDG_CACHE_HOME/titan/cpu_peak.json, else ~/.cache/titan/cpu_peak.json.
+std::string peak_cache_path();
+
 class DeviceInfo {
  public:
   explicit DeviceInfo(at::Device device);
@@ -34,8 +38,8 @@ class DeviceInfo {
   // Peak statistics since the last reset, then resets the peaks.
   MemoryStats memory_stats_and_reset();
   // Dense peak FLOP/s for MFU in `dtype`: a table of GPU models (torchtitan's), or on CPU the
-  // best rate of square matmuls in that dtype, measured in well under a second (growing sizes
-  // until one matmul takes long enough; see docs/metrics.md).
+  // best rate of square matmuls of one fixed size in that dtype, measured once per host, CPU,
+  // thread count and dtype and kept in peak_cache_path() (docs/metrics.md).
   PeakFlops peak_flops(at::ScalarType dtype);
   // Whether the device computes bfloat16 natively. CPU: AVX512-BF16 or AMX-BF16 (x86), BF16
   // (Arm), enabled by the OS and not capped by ONEDNN_MAX_CPU_ISA; TITAN_CPU_NATIVE_BF16=0/1

@@ -93,8 +93,8 @@ std::string sentence(Rng& r) {
 
 }  // namespace
 
-SyntheticEnglish::SyntheticEnglish(int64_t rank, int64_t world, int64_t num_documents)
-    : rank_(rank), world_(world), num_documents_(num_documents), index_(rank) {}
+SyntheticEnglish::SyntheticEnglish(int64_t rank, int64_t world, int64_t num_documents, int64_t first)
+    : rank_(rank), world_(world), num_documents_(num_documents), first_(first), index_(first + rank) {}
 
 std::string SyntheticEnglish::document(int64_t index) {
   Rng r{static_cast<uint64_t>(index) * 0x2545F4914F6CDD1Dull + 12345};
@@ -120,22 +120,22 @@ int64_t state_integer(const nlohmann::json& state, const char* key) {
 }
 
 std::optional<std::string> SyntheticEnglish::next() {
-  if (index_ >= num_documents_) return std::nullopt;
+  if (index_ >= first_ + num_documents_) return std::nullopt;
   std::string doc = document(index_);
   index_ += world_;
   return doc;
 }
 
 std::string SyntheticEnglish::describe() const {
-  return "synthetic English (built-in, " + std::to_string(num_documents_) + " documents)";
+  return "synthetic English (built-in, " + std::to_string(num_documents_) + (first_ > 0 ? " held-out" : "") + " documents)";
 }
 
 void SyntheticEnglish::load_state(const nlohmann::json& s) {
   const int64_t i = state_integer(s, "index");
-  if (i < 0 || (i - rank_) % world_ != 0)
+  if (i < first_ || (i - first_ - rank_) % world_ != 0)
     throw Error("the saved data position (synthetic document " + std::to_string(i) +
                     ") does not belong to this rank", "resume with the layout the state was saved with");
-  if (i >= num_documents_ + world_)  // one past this rank's last document is the end of a pass
+  if (i >= first_ + num_documents_ + world_)  // one past this rank's last document is the end of a pass
     throw Error("the saved data position's source.index is " + std::to_string(i) + ", past the " +
                     std::to_string(num_documents_) + " documents of " + describe(),
                 "the position was edited or saved with other data; resume with the data it was saved with");

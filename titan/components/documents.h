@@ -37,17 +37,19 @@ class DocumentSource {
 // Deterministic generated English-like text: document i depends only on i (docs/datasets.md).
 class SyntheticEnglish final : public DocumentSource {
  public:
-  // Reads documents rank, rank + world, ...; `num_documents` per pass.
-  SyntheticEnglish(int64_t rank, int64_t world, int64_t num_documents = 20000);
+  // Reads documents first + rank, first + rank + world, ...; `num_documents` per pass. The
+  // validation set starts at kHeldOut: documents training never reads.
+  SyntheticEnglish(int64_t rank, int64_t world, int64_t num_documents = 20000, int64_t first = 0);
   std::optional<std::string> next() override;
-  void reset() override { index_ = rank_; }
+  void reset() override { index_ = first_ + rank_; }
+  static constexpr int64_t kHeldOut = 1000000000;
   std::string describe() const override;
   nlohmann::json state() const override { return {{"index", index_}}; }
   void load_state(const nlohmann::json& s) override;
   static std::string document(int64_t index);
 
  private:
-  int64_t rank_, world_, num_documents_, index_;
+  int64_t rank_, world_, num_documents_, first_, index_;
 };
 
 struct TextOptions {

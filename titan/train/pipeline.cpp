@@ -131,9 +131,9 @@ std::string Pipeline::summary() const {
     stages += (stages.empty() ? "" : ", ") + std::to_string(st);
   return "Pipeline rank " + std::to_string(mesh_.rank("pp")) + " (stage " + stages + "): idle " +
          log::format("%.1f%%", 100.0 * wait_ / std::max(wall_, 1e-12)) + " of the schedule's time over " +
-         std::to_string(measured_) + " rounds (its bubble at unit costs: " +
+         std::to_string(measured_) + (measured_ == 1 ? " round" : " rounds") + " (its bubble at unit costs: " +
          log::format("%.1f%%", 100.0 * pp::simulate(train_->schedule()).bubble_fraction) + "), up to " +
-         std::to_string(max_in_flight_) + " microbatches in flight, peak memory " +
+         std::to_string(max_in_flight_) + (max_in_flight_ == 1 ? " microbatch" : " microbatches") + " in flight, peak memory " +
          log::format("%.3f", peak_growth_ / 1073741824.0) + " GiB above the schedule's start, " +
          log::format("%.4f", wall_ / static_cast<double>(measured_)) + " s per schedule";
 }

@@ -47,10 +47,10 @@ std::string apply_compile(Transformer& model, const config::JobConfig& cfg) {
   const auto& parts = cfg.get_list("compile.components");
   auto has = [&](const char* c) { return std::find(parts.begin(), parts.end(), c) != parts.end(); };
   model.set_fused_kernels(has("model"), has("loss"));
-  return std::string("Compiling the model with fused kernels:") +
-         (has("model") ? " RMSNorm with the residual add, RoPE on q and k, SwiGLU in every block;" : "") +
-         (has("loss") ? " the output head with the loss, chunked over tokens;" : "") +
-         (parts.empty() ? " nothing (compile.components is empty)" : "");
+  std::string what;
+  if (has("model")) what = "RMSNorm with the residual add, RoPE on q and k, SwiGLU in every block";
+  if (has("loss")) what += std::string(what.empty() ? "" : "; ") + "the output head with the loss, chunked over tokens";
+  return "Compiling the model with fused kernels: " + (what.empty() ? "nothing (compile.components names neither)" : what);
 }
 
 std::string apply_activation_checkpointing(Transformer& model, const config::JobConfig& cfg) {
