@@ -594,6 +594,10 @@ def resume_logs(titan: str, tmp: str) -> None:
     out = p.stderr + p.stdout
     check("resumed, it says the state comes from the checkpoint, not that it uses a random seed",
           p.returncode == 0 and "come from the checkpoint" in out and "using random seed" not in out, out[-600:])
+    check("... and what differs from the checkpoint's run (training.steps 2 -> 4, the schedule)",
+          "This run differs from the checkpoint's:" in out and "training.steps 2 -> 4" in out
+          and "learning-rate schedule" in out and "layout" not in out.split("differs from the checkpoint's:")[-1],
+          out[-600:])
 
 
 def peak_rss_mb(titan: str, *args: str) -> tuple[float, int]:

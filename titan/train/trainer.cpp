@@ -395,6 +395,16 @@ struct Trainer::Impl {
     for (size_t i = 0; i < values.size(); ++i) values[i] = t[static_cast<int64_t>(i)].item<double>();
     return values;
   }
+  // What a resumed run compares with the checkpoint's run, to say what changed.
+  nlohmann::json run_shape() const {
+    return {{"layout", dims.describe()},
+            {"global batch size", global_bs},
+            {"sequence length", seq_len},
+            {"training.steps", steps},
+            {"learning-rate schedule", "warmup " + std::to_string(schedule.warmup_steps) + ", stable " +
+                                           std::to_string(schedule.stable_steps) + ", decay " +
+                                           std::to_string(schedule.decay_steps) + " steps"}};
+  }
   // The largest stop signal any rank received so far (0: none), agreed by every rank.
   int agree_stop_signal() { return static_cast<int>(world_max({static_cast<double>(g_stop_signal.load())})[0]); }
   // Rank 0 locks job.dump_folder and the checkpoint folder; every rank fails (exit 2) if another
@@ -812,7 +822,7 @@ StateDict Trainer::state_dict() {
     }
   }
   d.scalars["train_state"] = {{"step", s.last_step}, {"tokens_seen", s.last_step * s.global_bs * s.seq_len},
-                              {"seed", s.seed}};
+                              {"seed", s.seed}, {"run", s.run_shape()}};
   d.scalars["lr_scheduler"] = {{"last_step", s.last_step - s.lr_offset}};
   d.scalars["dataloader"] = s.data->state();
   {  // the CPU generator (nothing in training draws from it today; saved so that what does resumes)
@@ -829,6 +839,22 @@ StateDict Trainer::state_dict() {
     d.scalars["rng"] = {{"cpu", hex}};
   }
   return d;
+}
+
+// One line for what this run does differently from the checkpoint's run (a resume on another
+// layout or with other settings re-plans the batch and the schedule from the loaded step on).
+void Trainer::log_run_changes(const nlohmann::json& sc) const {
+  const Impl& s = *impl_;
+  if (!sc.contains("train_state") || !sc["train_state"].contains("run") || !sc["train_state"]["run"].is_object()) return;
+  const nlohmann::json& was = sc["train_state"]["run"];
+  const nlohmann::json now = s.run_shape();
+  std::string changes;
+  for (const auto& [key, value] : now.items()) {
+    if (!was.contains(key) || was[key] == value) continue;
+    auto text = [](const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); };
+    changes += (changes.empty() ? "" : "; ") + key + " " + text(was[key]) + " -> " + text(value);
+  }
+  if (!changes.empty()) log::info("This run differs from the checkpoint's: " + changes);
 }
 
 void Trainer::load_scalars(const nlohmann::json& sc) {
@@ -931,6 +957,7 @@ RunResult Trainer::run() {
       load_scalars(loaded.scalars);
       start = s.last_step;
       if (start > 0) log::info("Resuming training from step " + std::to_string(start) + " of " + loaded.path);
+      if (start > 0) log_run_changes(loaded.scalars);
     }
   }
   if (s.random_seed && start > 0)

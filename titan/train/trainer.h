@@ -60,6 +60,7 @@ class Trainer {
   StateDict state_dict();
   // Puts back the scalars a checkpoint saved (the tensors load through state_dict()'s views).
   void load_scalars(const nlohmann::json& scalars);
+  void log_run_changes(const nlohmann::json& scalars) const;
   // Loads a checkpoint when checkpoint.enable finds one, runs the remaining steps of
   // training.steps (or until SIGINT, SIGTERM or SIGUSR1; the last two save first) with
   // validation and checkpoints; returns what happened.
