@@ -14,12 +14,15 @@ namespace titan::apps {
 namespace {
 
 const char* kUsage =
-    "usage: titan convert to-hf STEP_FOLDER OUT_FOLDER [--dtype float32|bfloat16|float16] [--max-shard-gb N] [--force]\n"
+    "usage: titan convert to-hf STEP_FOLDER OUT_FOLDER [--dtype float32|bfloat16|float16] [--max-shard-gb N]\n"
+    "                           [--tokenizer PATH] [--force]\n"
     "       titan convert from-hf HF_FOLDER OUT_STEP_FOLDER [--dtype float32|bfloat16|float16] [--force]\n"
     "       titan convert from-dcp TORCHTITAN_STEP_FOLDER OUT_STEP_FOLDER [--flavor NAME] [--force]\n"
     "\n"
     "to-hf writes model.safetensors (or shards with model.safetensors.index.json) and config.json\n"
-    "that transformers' LlamaForCausalLM.from_pretrained loads; from-hf writes a model-only\n"
+    "that transformers' LlamaForCausalLM.from_pretrained loads, with the run's tokenizer\n"
+    "(tokenizer.json, tokenizer_config.json, generation_config.json: --tokenizer, else the one\n"
+    "the checkpoint's run recorded) for AutoTokenizer; from-hf writes a model-only\n"
     "checkpoint step folder that checkpoint.initial_load_path (or checkpoint.folder) loads;\n"
     "from-dcp reads a PyTorch distributed checkpoint torchtitan wrote (model, optimizer moments,\n"
     "train state) into a titan.cpp step folder (training also loads such folders directly).\n"
@@ -41,7 +44,7 @@ std::optional<at::ScalarType> parse_dtype(const std::string& s) {
 int convert_command(const std::vector<std::string>& args) {
   check_help(args, kUsage);
   if (args.empty()) throw Error("titan convert needs a conversion", kUsage);
-  Options o(std::vector<std::string>(args.begin() + 1, args.end()), {"force"}, {"dtype", "max-shard-gb", "flavor"}, kUsage);
+  Options o(std::vector<std::string>(args.begin() + 1, args.end()), {"force"}, {"dtype", "max-shard-gb", "flavor", "tokenizer"}, kUsage);
   if (o.positional.size() != 2) throw Error("titan convert " + args[0] + " takes two folders", kUsage);
   const auto dtype = parse_dtype(o.get("dtype"));
   const bool known = args[0] == "to-hf" || args[0] == "from-hf" || args[0] == "from-dcp";
@@ -50,9 +53,17 @@ int convert_command(const std::vector<std::string>& args) {
   if (args[0] == "to-hf") {
     const int64_t gb = o.get_int("max-shard-gb", 5);
     if (gb < 1) throw Error("--max-shard-gb must be at least 1", kUsage);
-    train::convert_to_hf(o.positional[0], o.positional[1], dtype, gb << 30, train::stderr_progress("to-hf"));
-    std::printf("wrote %s (transformers: LlamaForCausalLM.from_pretrained(\"%s\"))\n", o.positional[1].c_str(),
-                o.positional[1].c_str());
+    std::string tokenizer = o.get("tokenizer");
+    if (tokenizer.empty()) tokenizer = train::recorded_tokenizer(o.positional[0]);
+    train::convert_to_hf(o.positional[0], o.positional[1], dtype, gb << 30, train::stderr_progress("to-hf"), tokenizer);
+    if (tokenizer.empty())
+      std::printf("wrote %s (transformers: LlamaForCausalLM.from_pretrained(\"%s\")); no tokenizer: the checkpoint "
+                  "records none that is still there, give --tokenizer PATH for AutoTokenizer\n",
+                  o.positional[1].c_str(), o.positional[1].c_str());
+    else
+      std::printf("wrote %s with the tokenizer of %s (transformers: AutoTokenizer and AutoModelForCausalLM."
+                  "from_pretrained(\"%s\"))\n",
+                  o.positional[1].c_str(), tokenizer.c_str(), o.positional[1].c_str());
     return 0;
   }
   if (args[0] == "from-hf") {

@@ -32,6 +32,7 @@ set(TITAN_SOURCES
   titan/components/dcp.cpp
   titan/components/pickle.cpp
   titan/components/hf_checkpoint.cpp
+  titan/components/hf_tokenizer_export.cpp
   titan/models/llama3/state_dict_adapter.cpp
   titan/common/folder_lock.cpp
   titan/common/test_hooks.cpp

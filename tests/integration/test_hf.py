@@ -8,7 +8,10 @@
 - HF -> titan -> HF gives back every tensor byte for byte;
 - training starts from a Hugging Face folder (checkpoint.initial_load_in_hf) exactly as from
   its conversion, and checkpoint.last_save_in_hf writes a folder transformers loads;
-- a folder of another model is refused with exit 2.
+- a folder of another model is refused with exit 2;
+- the export carries the run's tokenizer: AutoTokenizer on the folder gives the ids training
+  reads (BOS in front), for the repository's BPE, Llama 3's tiktoken file (against tiktoken) and
+  the built-in byte tokenizer; last_save_in_hf writes into step-N/hf, apart from our shards.
 
 Usage: python3 tests/integration/test_hf.py --titan build/titan --checks build/hf_checks
 Exits 77 (skipped) when transformers is not installed.
@@ -87,6 +90,28 @@ def random_hf(folder: str, seed: int, shard: str | None = None, **cfg) -> None:
     model.save_pretrained(folder, safe_serialization=True, **kw)
 
 
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
+TEXTS = ["The old man walks to the river.", "Hello, world!  Tabs\tand\nnew lines\r\n", "naïve café 東京 🙂 12345",
+         "it's   spaced    out", "x" * 300, "  leading and trailing  "]
+
+
+def tokenizer_matches(titan: str, folder: str, tokenizer: str, name: str) -> None:
+    """AutoTokenizer on an exported folder gives the ids `titan tokenizer encode --bos` gives
+    (training's BOS in front), and its config.json names the same BOS and EOS."""
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    ours = subprocess.run([titan, "tokenizer", "encode", "--tokenizer", tokenizer, "--bos", "--jsonl"], cwd=ROOT,
+                          input="".join(json.dumps(t) + "\n" for t in TEXTS), capture_output=True, text=True)
+    want = [[int(x) for x in line.split()] for line in ours.stdout.splitlines()]
+    got = [tok(t)["input_ids"] for t in TEXTS]
+    config = json.load(open(os.path.join(folder, "config.json")))
+    generation = json.load(open(os.path.join(folder, "generation_config.json")))
+    check(f"{name} gives the ids training reads, BOS in front ({len(TEXTS)} texts)",
+          ours.returncode == 0 and got == want and config.get("bos_token_id") == want[0][0]
+          and generation.get("bos_token_id") == want[0][0] and config.get("eos_token_id") == tok.eos_token_id,
+          f"{ours.stderr[-200:]} ours {str(want)[:200]} HF {str(got)[:200]} config {config.get('bos_token_id')}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--titan", required=True)
@@ -154,13 +179,46 @@ def main() -> int:
         worst = max(abs(x["loss"] - y["loss"]) / y["loss"] for x, y in zip(a, b))
         check(f"training from the HF folder equals FSDP(2) from its conversion (rel {worst:.1e})",
               len(a) == 3 and worst <= TOL, str([(x["loss"], y["loss"]) for x, y in zip(a, b)]))
-        final = os.path.join(from_hf, "checkpoint", "step-3")
+        final = os.path.join(from_hf, "checkpoint", "step-3", "hf")
         ok = os.path.exists(os.path.join(final, "config.json"))
-        err = rel_err(hf_logits(final, TOKENS), our_logits(hf_checks, final, tmp, TOKENS)) if ok else 1.0
+        check("last_save_in_hf writes step-3/hf, apart from the step folder's own files",
+              ok and not os.path.exists(os.path.join(final, "..", "config.json")), str(os.listdir(final + "/..")))
+        if ok:
+            tokenizer_matches(titan, final, "./assets/tokenizer", "last_save_in_hf: AutoTokenizer on step-3/hf")
+        err = rel_err(hf_logits(final, TOKENS), our_logits(hf_checks, os.path.dirname(final), tmp, TOKENS)) if ok else 1.0
         check(f"last_save_in_hf: transformers loads the final checkpoint and gives our logits (rel {err:.1e})",
               ok and err <= TOL)
     else:
         check("training from HF weights", False, (outs[0][2] + outs2[0][2])[-800:])
+
+    # ---- the tokenizer in the export ----------------------------------------------------------------
+    for slug, tokenizer, vocab in (("tiktoken", os.path.join(ROOT, "tests", "assets", "llama3"), 128256),
+                                   ("bytes", "builtin:bytes", 258)):
+        d = os.path.join(tmp, "tok_" + slug)
+        r = run([hf_checks, "init", "--args", json.dumps({**small, "vocab_size": vocab, "n_kv_heads": 4,
+                                                           "tied_embeddings": False, "ffn_dim_multiplier": None}),
+                 "--seed", "3", "--out", d + "/step-0"])
+        c = run([titan, "convert", "to-hf", d + "/step-0", d + "/hf", "--tokenizer", tokenizer])
+        if r.returncode != 0 or c.returncode != 0:
+            check(f"to-hf --tokenizer {tokenizer}", False, (r.stderr + c.stderr)[-500:])
+            continue
+        tokenizer_matches(titan, d + "/hf", tokenizer, f"to-hf --tokenizer {slug}: AutoTokenizer")
+        if slug == "tiktoken":
+            import tiktoken
+            import tiktoken.load
+            specials = {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001}
+            enc = tiktoken.Encoding(name="llama3", pat_str=LLAMA3_PATTERN, special_tokens=specials,
+                                    mergeable_ranks=tiktoken.load.load_tiktoken_bpe(os.path.join(tokenizer,
+                                                                                                 "tokenizer.model")))
+            tok = transformers.AutoTokenizer.from_pretrained(d + "/hf")
+            with open(os.path.join(ROOT, "tests", "assets", "tinyshakespeare", "input.txt"), encoding="utf-8") as f:
+                texts = TEXTS + f.read().split("\n\n")[:2000]
+            bad = [t for t in texts if tok(t, add_special_tokens=False)["input_ids"] != enc.encode_ordinary(t)]
+            check(f"the exported Llama 3 tokenizer.json encodes as tiktoken ({len(texts)} texts)", not bad, str(bad[:2]))
+    c = run([titan, "convert", "to-hf", os.path.join(tmp, "ours_tied", "step-0"), os.path.join(tmp, "toosmall"),
+             "--tokenizer", os.path.join(ROOT, "tests", "assets", "llama3")])
+    check("a tokenizer larger than the model's vocabulary is refused",
+          c.returncode == 2 and "128256 ids" in c.stderr, c.stderr[-300:])
 
     # ---- another model is refused -----------------------------------------------------------------
     outs = launch_into(titan, 1, base + ["--checkpoint.initial_load_path", os.path.join(tmp, "theirs_tied", "hf"),

@@ -32,7 +32,14 @@ class ProgressBar {
       const int width = 30, filled = static_cast<int>(width * std::min<uint64_t>(done, total) / total);
       line += " [" + std::string(filled, '=') + std::string(width - filled, ' ') + "]";
     }
-    line += " " + std::to_string(done) + (total > 0 ? "/" + std::to_string(total) : "") + " " + unit_;
+    line += ' ';
+    line += std::to_string(done);
+    if (total > 0) {
+      line += '/';
+      line += std::to_string(total);
+    }
+    line += ' ';
+    line += unit_;
     char tail[96];
     std::snprintf(tail, sizeof tail, ", %.0f %s/s, %s", rate, unit_.c_str(),
                   end ? ("done in " + duration(secs)).c_str()

@@ -50,8 +50,12 @@ std::string ByteTokenizer::decode(const std::vector<int64_t>& ids, bool skip_spe
   return out;
 }
 
-std::unique_ptr<Tokenizer> build_tokenizer(const std::string& path, const std::string& key) {
-  if (path == "builtin:bytes") return std::make_unique<ByteTokenizer>();
+TokenizerFiles find_tokenizer_files(const std::string& path, const std::string& key) {
+  TokenizerFiles files;
+  if (path == "builtin:bytes") {
+    files.builtin = true;
+    return files;
+  }
   namespace fs = std::filesystem;
   const std::string setting = key.empty() ? "the tokenizer" : key + " = \"" + path + "\"";
   std::error_code ec;
@@ -88,8 +92,17 @@ std::unique_ptr<Tokenizer> build_tokenizer(const std::string& path, const std::s
       model_file = p;  // tiktoken rank files have no fixed extension
     }
   }
-  if (!json_file.empty()) return BpeTokenizer::from_hf(json_file.string(), config_file.string());
-  return BpeTokenizer::from_tiktoken(model_file.string());
+  files.json = json_file.string();
+  files.config = config_file.string();
+  files.model = model_file.string();
+  return files;
+}
+
+std::unique_ptr<Tokenizer> build_tokenizer(const std::string& path, const std::string& key) {
+  const TokenizerFiles files = find_tokenizer_files(path, key);
+  if (files.builtin) return std::make_unique<ByteTokenizer>();
+  if (!files.json.empty()) return BpeTokenizer::from_hf(files.json, files.config);
+  return BpeTokenizer::from_tiktoken(files.model);
 }
 
 std::vector<std::vector<int64_t>> encode_batch(const Tokenizer& tok, const std::vector<std::string>& texts,

@@ -79,6 +79,14 @@ class ByteTokenizer final : public Tokenizer {
 // or one of those files. Throws titan::Error naming the file for anything unreadable.
 std::unique_ptr<Tokenizer> build_tokenizer(const std::string& path, const std::string& key);
 
+// The files build_tokenizer reads for `path`: tokenizer.json (with tokenizer_config.json where
+// there is one) or a tiktoken rank file; `builtin` for "builtin:bytes". Throws as build_tokenizer.
+struct TokenizerFiles {
+  bool builtin = false;
+  std::string json, config, model;
+};
+TokenizerFiles find_tokenizer_files(const std::string& path, const std::string& key);
+
 // Encodes many texts on `threads` threads (0: all cores); result i holds the ids of texts[i]
 // with BOS/EOS as asked.
 std::vector<std::vector<int64_t>> encode_batch(const Tokenizer& tok, const std::vector<std::string>& texts,

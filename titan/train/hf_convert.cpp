@@ -1,6 +1,7 @@
 #include "titan/train/hf_convert.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <set>
 #include <unistd.h>
 
@@ -9,6 +10,8 @@
 #include "titan/common/progress.h"
 #include "titan/components/dcp.h"
 #include "titan/components/hf_checkpoint.h"
+#include "titan/components/hf_tokenizer_export.h"
+#include "titan/components/tokenizer.h"
 #include "titan/models/llama3/model.h"
 #include "titan/models/llama3/state_dict_adapter.h"
 
@@ -70,8 +73,15 @@ Progress stderr_progress(const std::string& what) {
   return [bar](size_t done, size_t total) { bar->update(done, total); };
 }
 
+std::string recorded_tokenizer(const std::string& step_dir) {
+  components::CheckpointReader reader(step_dir);
+  const std::string path = reader.model_description().value("tokenizer", std::string());
+  std::error_code ec;
+  return !path.empty() && (path == "builtin:bytes" || std::filesystem::exists(path, ec)) ? path : "";
+}
+
 void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std::optional<at::ScalarType> dtype,
-                   int64_t max_shard_bytes, const Progress& progress) {
+                   int64_t max_shard_bytes, const Progress& progress, const std::string& tokenizer) {
   components::CheckpointReader reader(step_dir);
   const ModelArgs args = checkpoint_args(reader);
   StateDictAdapter adapter(args);
@@ -89,13 +99,26 @@ void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std:
     fqn_of[hf] = fqn;
   }
   const at::ScalarType out_dtype = dtype.value_or(saved);
+  nlohmann::json config = adapter.hf_config(dtype_name(out_dtype));
+  if (!tokenizer.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(out_dir, ec);
+    const int64_t ids = components::build_tokenizer(tokenizer, "--tokenizer")->vocab_size();
+    if (ids > args.vocab_size)
+      throw Error("the tokenizer " + tokenizer + " has " + std::to_string(ids) + " ids but the model in " + step_dir +
+                      " has a vocabulary of " + std::to_string(args.vocab_size),
+                  "give the tokenizer the model was trained with (--tokenizer)");
+    const auto files = components::write_hf_tokenizer(tokenizer, out_dir);
+    if (files.bos_id >= 0) config["bos_token_id"] = files.bos_id;
+    if (files.eos_id >= 0) config["eos_token_id"] = files.eos_id;
+  }
   components::write_hf_folder(
       out_dir, specs,
       [&](const std::string& hf) {
         const std::string& fqn = fqn_of.at(hf);
         return adapter.to_hf(fqn, reader.read_full("model." + fqn)).to(out_dtype);
       },
-      adapter.hf_config(dtype_name(out_dtype)), max_shard_bytes, progress);
+      config, max_shard_bytes, progress);
 }
 
 void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir, std::optional<at::ScalarType> dtype,

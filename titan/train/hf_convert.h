@@ -16,9 +16,14 @@ namespace titan::train {
 using Progress = std::function<void(size_t done, size_t total)>;
 
 // A step folder's model -> a transformers folder (safetensors + config.json), in `dtype` (the
-// saved dtype when unset), shards of at most `max_shard_bytes`.
+// saved dtype when unset), shards of at most `max_shard_bytes`. With `tokenizer` (a
+// model.hf_assets_path), also its tokenizer files and generation_config.json, and config.json
+// names its BOS and EOS (components/hf_tokenizer_export.h).
 void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std::optional<at::ScalarType> dtype,
-                   int64_t max_shard_bytes, const Progress& progress = {});
+                   int64_t max_shard_bytes, const Progress& progress = {}, const std::string& tokenizer = "");
+// The tokenizer a step folder's run trained with (recorded at the save, as an absolute path), if
+// it is still there; "" otherwise.
+std::string recorded_tokenizer(const std::string& step_dir);
 // A transformers folder -> a model-only step folder `out_step_dir` (its config.json gives the model).
 void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir, std::optional<at::ScalarType> dtype,
                      const Progress& progress = {}, bool replace = false);

@@ -68,6 +68,17 @@ at::ScalarType dtype_of(const std::string& name) {
   return at::kFloat;
 }
 
+// The tokenizer this run reads (model.tokenizer_path if set, else model.hf_assets_path), as an
+// absolute path: recorded in checkpoints so that `titan convert to-hf` finds it later.
+std::string tokenizer_location(const config::JobConfig& cfg) {
+  std::string path = cfg.get_opt_string("model.tokenizer_path").value_or("");
+  if (path.empty()) path = cfg.get_string("model.hf_assets_path");
+  if (path == "builtin:bytes") return path;
+  std::error_code ec;
+  const auto abs = std::filesystem::absolute(path, ec);
+  return ec ? path : abs.lexically_normal().string();
+}
+
 std::string describe_args(const ModelArgs& a) {
   return "ModelArgs(dim=" + std::to_string(a.dim) + ", n_layers=" + std::to_string(a.n_layers) +
          ", n_heads=" + std::to_string(a.n_heads) + ", n_kv_heads=" + std::to_string(a.n_kv_heads) +
@@ -597,7 +608,8 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   ck.run_id = run_id;
   ck.layout = {{"describe", dims.describe()}, {"dp_replicate", dims.dp_replicate}, {"dp_shard", dims.dp_shard},
                {"cp", dims.cp}, {"tp", dims.tp}, {"pp", dims.pp}};
-  ck.model = {{"name", "llama3"}, {"flavor", cfg.get_string("model.flavor")}, {"args", models::llama3::args_to_json(args)}};
+  ck.model = {{"name", "llama3"}, {"flavor", cfg.get_string("model.flavor")}, {"args", models::llama3::args_to_json(args)},
+              {"tokenizer", tokenizer_location(cfg)}};
   ck.model_keys = model_keys;
   checkpointer = std::make_unique<components::Checkpointer>(cfg, ck);
 }
@@ -1004,13 +1016,14 @@ RunResult Trainer::run() {
     }
     ck.wait();
     if (s.cfg.get_bool("checkpoint.last_save_in_hf") && ck.enabled() && step > s.steps) {
-      // The final checkpoint, also as a transformers folder (in its own step folder).
+      // The final checkpoint, also as a transformers folder with the run's tokenizer, apart
+      // from the step folder's own files (step-N/hf).
       const std::string dir = ck.folder() + "/step-" + std::to_string(s.steps);
       std::exception_ptr error;
       try {
         if (s.env.rank == 0) {
-          convert_to_hf(dir, dir, std::nullopt, int64_t{5} << 30, {});
-          log::info("Wrote the final checkpoint in Hugging Face format to " + dir);
+          convert_to_hf(dir, dir + "/hf", std::nullopt, int64_t{5} << 30, {}, tokenizer_location(s.cfg));
+          log::info("Wrote the final checkpoint in Hugging Face format to " + dir + "/hf");
         }
       } catch (...) {
         error = std::current_exception();
