@@ -114,9 +114,17 @@ def main() -> int:
     if os.path.isdir(ref):
         for name in sorted(os.listdir(ref)):
             if name.endswith(".toml"):
-                p = run(titan, "train", "--job.config_file", os.path.join(ref, name), "--job.dry_run")
-                check(f"torchtitan {name} loads", p.returncode in (0, 2) and "total parameters" in p.stdout,
-                      p.stderr[-400:])
+                # With the repository's tokenizer and the built-in data (torchtitan's test
+                # tokenizer and C4 are not here) and without the memory check (8B and larger do
+                # not fit this machine): exit 0, or exit 2 listing only settings titan.cpp does
+                # not support yet (float8, async TP).
+                p = run(titan, "train", "--job.config_file", os.path.join(ref, name), "--job.dry_run",
+                        "--model.hf_assets_path", "assets/tokenizer", "--debug.skip_memory_check",
+                        "--training.dataset", "synthetic", "--validation.dataset", "synthetic")
+                unsupported = (p.returncode == 2 and p.stderr.count("titan: error:") == 1
+                               and "titan.cpp does not support yet" in p.stderr)
+                check(f"torchtitan {name} loads (exit 0, or 2 naming only unsupported settings)",
+                      (p.returncode == 0 or unsupported) and "total parameters" in p.stdout, p.stderr[-400:])
     else:
         print(f"SKIP torchtitan reference configs: {ref} is absent")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 import os
 import resource
 import shutil
@@ -129,8 +130,13 @@ def main() -> int:
     check("a non-finite loss or grad norm stops the run with exit 1, naming the step, after its metrics",
           ok and bad_step is not None and rows[-1]["step"] == bad_step and f"step {bad_step}:" in p.stderr,
           f"{detail} rows={[(r['step'], r['loss'], r['grad_norm']) for r in rows]}")
-    check("... and names the first parameter with a non-finite gradient",
-          "first parameter with a non-finite gradient is " in p.stderr or "the loss is" in p.stderr, p.stderr[-400:])
+    # A non-finite grad norm must come with the parameter's name (torchtitan's FQN); a finite one without.
+    named = re.search(r"the first parameter with a non-finite gradient is ([\w.]+?)\.(?:\s|$)", p.stderr)
+    grad_nonfinite = bool(rows) and not finite(rows[-1]["grad_norm"])
+    fqn = r"(tok_embeddings|norm|output|layers\.\d+\.(attention|feed_forward|attention_norm|ffn_norm)(\.\w+)?)\.weight"
+    check("... and names the first parameter with a non-finite gradient, when the gradient is",
+          bool(rows) and ((named is not None and re.fullmatch(fqn, named.group(1)) is not None) if grad_nonfinite
+                          else named is None), f"grad_norm {rows[-1]['grad_norm'] if rows else None}: {p.stderr[-400:]}")
     shutil.rmtree(dump, ignore_errors=True)
     p = run(titan, *diverge, "--training.stop_on_nonfinite=false")
     check("training.stop_on_nonfinite = false keeps going", p.returncode == 0 and "step:  6" in p.stdout,

@@ -154,7 +154,8 @@ def main() -> int:
           detail)
     p = run(titan, "convert", "to-hf", step6, mine, "--force")
     check("... with --force it writes there and keeps the other files", p.returncode == 0 and
-          sorted(os.listdir(mine)) == ["config.json", "keep.txt", "model.safetensors"], p.stderr[-300:])
+          sorted(os.listdir(mine)) == ["config.json", "generation_config.json", "keep.txt", "model.safetensors",
+                                       "tokenizer.json", "tokenizer_config.json"], p.stderr[-300:])
     p = run(titan, "convert", "from-hf", hf, mine, "--force")
     ok, detail = refused(p, "not empty and not a checkpoint")
     check("convert from-hf into a folder of other files: refused even with --force", ok, detail)

@@ -46,6 +46,9 @@ def read_state(path: str) -> list[tuple[str, bytes]]:
     return out
 
 
+DISTRIBUTED_CHECKS = 14  # the PASS/FAIL lines tests/integration/distributed_checks.cpp prints
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--titan", required=True)
@@ -111,9 +114,12 @@ def main() -> int:
         procs = [subprocess.Popen([os.path.abspath(opts.checks)], cwd=ROOT, env=rank_env(r, 2, port),
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(2)]
         outs = [p.communicate(timeout=120)[0] for p in procs]
-        for line in outs[0].splitlines():
-            if line.startswith(("PASS ", "FAIL ")):
-                check(("style " if "FSDP" not in line else "") + line[5:], line.startswith("PASS"), line)
+        printed = [line for line in outs[0].splitlines() if line.startswith(("PASS ", "FAIL "))]
+        for line in printed:
+            check(("style " if "FSDP" not in line else "") + line[5:], line.startswith("PASS"), line)
+        # A check that stops being printed (a crash, a skipped branch) is a failure too.
+        check(f"distributed_checks printed all {DISTRIBUTED_CHECKS} of its checks", len(printed) == DISTRIBUTED_CHECKS,
+              f"{len(printed)} printed")
         check("distributed_checks: both ranks exit 0", all(p.returncode == 0 for p in procs), outs[0][-800:] + outs[1][-800:])
     else:
         checks.skip("parallel styles and FSDP microbatches", "no --checks binary given")

@@ -311,7 +311,7 @@ void check_memory(const MemoryEstimate& m, double capacity_bytes, const std::str
                   device_name + " it can use",
               "lower training.local_batch_size or training.seq_len, use activation_checkpoint.mode = \"full\", "
               "shard over more ranks (parallelism.data_parallel_shard_degree, tensor_parallel_degree) or a smaller "
-              "flavor; --debug.skip_memory_check true starts anyway");
+              "flavor; --debug.skip_memory_check starts anyway");
 }
 
 }  // namespace titan::train
