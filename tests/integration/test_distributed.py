@@ -108,7 +108,7 @@ def main() -> int:
         if name in runs:
             ratio = runs[name][0]["state_bytes"] * shards / single_bytes
             check(f"{name}: parameter+gradient+optimizer bytes per rank = total/{shards} (ratio {ratio:.3f})",
-                  abs(ratio - 1) <= 0.10)
+                  abs(ratio - 1) <= 1e-3)  # exact: the debug model needs no padding at these degrees
 
     # ---- bf16 parameters under FSDP train ----------------------------------------------------------
     # Forced bf16, sized for a CPU that emulates it (32 tokens per rank and step).

@@ -39,10 +39,14 @@ except ImportError as e:  # pragma: no cover
 
 checks = Checks()
 check = checks.check
+# Logits of one model in both implementations (float32): the docs claim this bound; the
+# measured differences are 1e-8 to 3e-7. Training-loss comparisons keep 1e-5.
+LOGITS_TOL = 1e-6
 TOL = 1e-5
 ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 8192}
-TOKENS = [1, 5, 17, 42, 3, 88, 64, 2, 9, 33, 71, 12, 50, 27, 96, 4, 18, 60, 7, 45, 81, 30, 11, 90]
+TOKENS = [1, 5, 17, 42, 3, 88, 64, 2, 9, 33, 71, 12, 50, 27, 96, 4, 18, 60, 7, 45, 81, 30, 11, 90,
+          13, 77, 6, 58, 91, 24, 36, 69, 15, 83, 48, 2, 57, 39, 94, 21]  # 40 tokens
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -121,8 +125,8 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="titan_hf_")
 
     # ---- titan.cpp -> transformers ----------------------------------------------------------------
-    small = {"dim": 64, "n_layers": 2, "n_heads": 4, "vocab_size": 97, "multiple_of": 32, "norm_eps": 1e-5,
-             "rope_theta": 500000.0, "use_scaled_rope": True, "max_seq_len": 32}
+    small = {"dim": 64, "n_layers": 3, "n_heads": 4, "vocab_size": 97, "multiple_of": 32, "norm_eps": 1e-5,
+             "rope_theta": 500000.0, "use_scaled_rope": True, "max_seq_len": 64}
     for slug, name, extra in [
             ("tied", "GQA + tied embeddings", {"n_kv_heads": 2, "tied_embeddings": True, "ffn_dim_multiplier": None}),
             ("mult", "GQA, FFN multiplier 1.3", {"n_kv_heads": 1, "tied_embeddings": False, "ffn_dim_multiplier": 1.3})]:
@@ -133,7 +137,8 @@ def main() -> int:
             check(f"{name}: convert to-hf", False, (r.stderr + (c.stderr if c else ""))[-500:])
             continue
         err = rel_err(hf_logits(d + "/hf", TOKENS), our_logits(hf_checks, d + "/step-0", tmp, TOKENS))
-        check(f"{name}: our export in transformers gives our logits (rel {err:.1e} <= {TOL:g})", err <= TOL)
+        check(f"{name}: our export in transformers gives our logits (rel {err:.1e} <= {LOGITS_TOL:g})",
+              err <= LOGITS_TOL)
         if extra["tied_embeddings"]:
             names = hf_tensors(d + "/hf").keys()
             check(f"{name}: no lm_head.weight in the export", "lm_head.weight" not in names, str(sorted(names))[:200])
@@ -143,7 +148,7 @@ def main() -> int:
             ("tied", "tied, one file", None, dict(tie_word_embeddings=True, num_key_value_heads=2)),
             ("sharded", "untied, sharded with an index", "60KB", dict(tie_word_embeddings=False, num_key_value_heads=1))]:
         d = os.path.join(tmp, "theirs_" + slug)
-        random_hf(d + "/hf", 5, shard, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
+        random_hf(d + "/hf", 5, shard, hidden_size=64, intermediate_size=192, num_hidden_layers=3,
                   num_attention_heads=4, vocab_size=97, **cfg)
         if shard:
             check(f"{name}: transformers wrote an index", os.path.exists(d + "/hf/model.safetensors.index.json"))
@@ -152,7 +157,8 @@ def main() -> int:
             check(f"{name}: convert from-hf", False, c.stderr[-500:])
             continue
         err = rel_err(our_logits(hf_checks, d + "/titan/step-0", tmp, TOKENS), hf_logits(d + "/hf", TOKENS))
-        check(f"{name}: transformers' model in titan.cpp gives its logits (rel {err:.1e} <= {TOL:g})", err <= TOL)
+        check(f"{name}: transformers' model in titan.cpp gives its logits (rel {err:.1e} <= {LOGITS_TOL:g})",
+              err <= LOGITS_TOL)
         c = run([titan, "convert", "to-hf", d + "/titan/step-0", d + "/hf2"])
         a, b = hf_tensors(d + "/hf"), hf_tensors(d + "/hf2") if c.returncode == 0 else {}
         same = a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
@@ -186,8 +192,8 @@ def main() -> int:
         if ok:
             tokenizer_matches(titan, final, "./assets/tokenizer", "last_save_in_hf: AutoTokenizer on step-3/hf")
         err = rel_err(hf_logits(final, TOKENS), our_logits(hf_checks, os.path.dirname(final), tmp, TOKENS)) if ok else 1.0
-        check(f"last_save_in_hf: transformers loads the final checkpoint and gives our logits (rel {err:.1e})",
-              ok and err <= TOL)
+        check(f"last_save_in_hf: transformers loads the final checkpoint and gives our logits (rel {err:.1e} <= "
+              f"{LOGITS_TOL:g})", ok and err <= LOGITS_TOL)
     else:
         check("training from HF weights", False, (outs[0][2] + outs2[0][2])[-800:])
 

@@ -135,7 +135,7 @@ def main() -> int:
     if all(o[0] == 0 for o in outs) and all(lines):
         ratios = [float(m.group(2)) / float(m.group(1)) for m in lines]
         check(f"1B under FSDP(4): per-rank peak memory during materialisation {max(ratios):.3f} x its shard "
-              f"({float(lines[0].group(1)):.3f} GiB; {time.time() - start:.0f} s)", max(ratios) < 1.3)
+              f"({float(lines[0].group(1)):.3f} GiB; {time.time() - start:.0f} s; at most 1.05)", max(ratios) <= 1.05)
     else:
         check("1B under FSDP(4) materialises", False, str([(o[0], o[2][-400:]) for o in outs]))
 

@@ -29,12 +29,10 @@ except ImportError as error:
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import llama_ref  # noqa: E402
 
-# max|ours - ref| <= RELATIVE_TOLERANCE * max(1, max|ref|), per tensor: the parity bar.
-RELATIVE_TOLERANCE = 1e-5
-# Gradients are often ~1e-4, where the bar above is loose in relative terms, so a tensor must
-# also satisfy max|ours - ref| <= SCALED_TOLERANCE * max|ref|: float32 reordering noise is
-# ~1e-6 of the scale, while a wrong formula is off by a large fraction of it.
-SCALED_TOLERANCE = 1e-3
+# max|ours - ref| <= TOLERANCE * max|ref|, per tensor, against each tensor's own scale (a
+# gradient of magnitude 1e-4 is held to 1e-9): float32 reordering noise stays below 1e-6 of the
+# scale (worst seen 6.2e-7), a wrong formula is off by a large fraction of it.
+TOLERANCE = 1e-5
 DUMP_TIMEOUT_S = 600
 
 
@@ -74,7 +72,7 @@ class Tally:
             self.worst_scaled, self.worst_scaled_name = scaled, name
         detail = (f"max|diff|={max_diff:.3e}  max|ref|={max_ref:.3e}  rel={rel:.3e}  "
                   f"scaled={scaled:.3e}")
-        ok = rel <= RELATIVE_TOLERANCE and (max_ref == 0 or scaled <= SCALED_TOLERANCE)
+        ok = scaled <= TOLERANCE
         return self.record(name, ok, detail)
 
     def finish(self) -> int:
@@ -84,10 +82,9 @@ class Tally:
         return 0 if self.failed == 0 else 1
 
     def print_worst(self) -> None:
-        print(f"worst relative error: {self.worst_rel:.3e} ({self.worst_name}), "
-              f"tolerance {RELATIVE_TOLERANCE:.0e} of max(1, max|ref|)")
-        print(f"worst scaled error: {self.worst_scaled:.3e} ({self.worst_scaled_name}), "
-              f"tolerance {SCALED_TOLERANCE:.0e} of max|ref|")
+        print(f"worst error relative to max(1, max|ref|): {self.worst_rel:.3e} ({self.worst_name})")
+        print(f"worst error relative to the tensor's own max|ref|: {self.worst_scaled:.3e} "
+              f"({self.worst_scaled_name}), tolerance {TOLERANCE:.0e}")
 
 
 def load_tensor_dict(path: str) -> dict[str, torch.Tensor]:
