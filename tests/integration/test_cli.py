@@ -10,9 +10,11 @@ Prints one line per check and `N passed, N failed`; exits 0 only if none failed.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +34,16 @@ def check(name: str, ok: bool, detail: str = "") -> None:
     print(f"{'PASS' if ok else 'FAIL'} {name}" + ("" if ok else f": {detail}"), flush=True)
 
 
+# Training runs write into a folder of this test's own, never into ./outputs (whose lock another
+# run may hold).
+DUMPS = tempfile.mkdtemp(prefix="titan_cli_dumps_")
+atexit.register(shutil.rmtree, DUMPS, True)
+
+
 def run(titan: str, *args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    args = list(args)
+    if args[:1] == ["train"] and "--job.dump_folder" not in args:
+        args += ["--job.dump_folder", tempfile.mkdtemp(dir=DUMPS)]
     return subprocess.run([titan, *args], cwd=ROOT, env=dict(ENV, **(env or {})), capture_output=True, text=True,
                           timeout=timeout)
 

@@ -137,11 +137,14 @@ def main() -> int:
         procs.append(subprocess.Popen([titan, "train", *BASE, "--training.steps", "100000", "--metrics.log_freq", "1",
                                        "--comm.train_timeout_seconds", "20", "--training.local_batch_size", "4",
                                        "--job.dump_folder", os.path.join(tmp, f"kill{rank}")],
-                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    while True:
-        line = procs[0].stdout.readline()
-        if not line or "step:  2" in line:
+                                      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    # Two steps done (rank 0's metrics), or two minutes: never an endless wait.
+    kill_metrics = os.path.join(tmp, "kill0", "metrics.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and procs[0].poll() is None:
+        if os.path.exists(kill_metrics) and sum(1 for _ in open(kill_metrics)) >= 2:
             break
+        time.sleep(0.1)
     procs[1].kill()
     start = time.time()
     try:

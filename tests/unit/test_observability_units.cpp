@@ -1,6 +1,7 @@
 // Pieces of observability that need no run: CRC-32C, the TensorBoard record framing, and the
 // flight-recorder report on hand-written dumps.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -20,7 +21,7 @@ TEST(TensorBoard, Crc32cKnownVectors) {
 }
 
 TEST(TensorBoard, RecordsAreFramedWithMaskedCrcs) {
-  const auto dir = std::filesystem::temp_directory_path() / "titan_tb_unit";
+  const auto dir = std::filesystem::temp_directory_path() / ("titan_tb_unit_" + std::to_string(getpid()));
   std::filesystem::remove_all(dir);
   titan::components::TensorBoardWriter w(dir.string());
   w.add_scalars(7, {{"loss", 1.5}});
@@ -62,8 +63,9 @@ void write_dump(const std::filesystem::path& dir, int rank, int world,
   std::ofstream(dir / ("rank_" + std::to_string(rank))) << j.dump();
 }
 
+// A folder of this process's own (two test runs at once never share one).
 std::filesystem::path fresh_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / name;
+  auto dir = std::filesystem::temp_directory_path() / (name + "_" + std::to_string(getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
