@@ -27,6 +27,7 @@ FAST = ["--training.seq_len", "64", "--training.local_batch_size", "2", "--train
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 results: list[tuple[str, bool, str]] = []
+skipped: list[str] = []  # parts that could not run here: the test then reports itself skipped
 
 
 def check(name: str, ok: bool, detail: str = "") -> None:
@@ -138,6 +139,7 @@ def main() -> int:
                       (p.returncode == 0 or unsupported) and "total parameters" in p.stdout, p.stderr[-400:])
     else:
         print(f"SKIP torchtitan reference configs: {ref} is absent")
+        skipped.append("torchtitan's reference configs")
 
     # ---- training from files ----------------------------------------------------------------
     jsonl = os.path.join(tmp, "docs.jsonl.gz")
@@ -172,14 +174,12 @@ def main() -> int:
           and "--training.cpu_bf16 always" in emulated.stdout and "handled by AMP" not in emulated.stdout
           and len(step_losses(fp32.stdout)) == 2 and step_losses(emulated.stdout) == step_losses(fp32.stdout),
           emulated.stdout[-600:])
-    native = run(titan, "train", *base)
-    if "has no native bf16" in native.stdout:
-        print("SKIP with native bf16 the debug config stays bfloat16: this CPU has no native bf16")
-    else:
-        check("with native bf16 the debug config stays bfloat16",
-              native.returncode == 0 and "handled by AMP (bfloat16)" in native.stdout
-              and len(step_losses(native.stdout)) == 2 and step_losses(native.stdout) != step_losses(fp32.stdout),
-              native.stdout[-600:])
+    # Native bf16 claimed for this CPU (emulated where it has none: slow, but two short steps).
+    native = run(titan, "train", *base, env={"TITAN_CPU_NATIVE_BF16": "1"})
+    check("with native bf16 the debug config stays bfloat16",
+          native.returncode == 0 and "handled by AMP (bfloat16)" in native.stdout
+          and len(step_losses(native.stdout)) == 2 and step_losses(native.stdout) != step_losses(fp32.stdout),
+          native.stdout[-600:])
 
     # ---- log format and config output ---------------------------------------------------------
     p = run(titan, "train", "--job.config_file", debug, *FAST, "--metrics.log_freq", "1",
@@ -219,6 +219,9 @@ def main() -> int:
 
     failed = sum(1 for _, ok, _ in results if not ok)
     print(f"{len(results) - failed} passed, {failed} failed")
+    if not failed and skipped:
+        print(f"skipped: {', '.join(skipped)} (the rest passed)")
+        return 77
     return 1 if failed else 0
 
 
