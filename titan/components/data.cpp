@@ -421,12 +421,15 @@ std::unique_ptr<DocumentSource> build_source(const std::string& dataset, const s
   return std::move(r.text);
 }
 
+std::pair<std::string, std::string> tokenizer_setting(const config::JobConfig& cfg) {
+  if (auto old = cfg.get_opt_string("model.tokenizer_path"); old && !old->empty()) return {*old, "model.tokenizer_path"};
+  return {cfg.get_string("model.hf_assets_path"), "model.hf_assets_path"};
+}
+
 std::unique_ptr<Tokenizer> tokenizer_from_config(const config::JobConfig& cfg) {
-  if (auto old = cfg.get_opt_string("model.tokenizer_path"); old && !old->empty()) {
-    log::warning("model.tokenizer_path is deprecated; use model.hf_assets_path");
-    return build_tokenizer(*old, "model.tokenizer_path");
-  }
-  return build_tokenizer(cfg.get_string("model.hf_assets_path"), "model.hf_assets_path");
+  const auto [path, key] = tokenizer_setting(cfg);
+  if (key == "model.tokenizer_path") log::warning("model.tokenizer_path is deprecated; use model.hf_assets_path");
+  return build_tokenizer(path, key);
 }
 
 std::unique_ptr<DataLoader> build_data_loader(const config::JobConfig& cfg, const std::string& section,

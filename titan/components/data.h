@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <utility>
 #include <thread>
 #include <vector>
 
@@ -115,6 +116,9 @@ class DataLoader {
 // The tokenizer the config names: model.tokenizer_path (deprecated, with a warning) if set, else
 // model.hf_assets_path.
 std::unique_ptr<Tokenizer> tokenizer_from_config(const config::JobConfig& cfg);
+// The tokenizer path a config names and the key it came from: model.tokenizer_path (deprecated)
+// if set, else model.hf_assets_path.
+std::pair<std::string, std::string> tokenizer_setting(const config::JobConfig& cfg);
 
 // The loader for `section` ("training" or "validation") of the config: the dataset registry
 // (training.dataset names, training.dataset_path overrides; docs/datasets.md).

@@ -114,9 +114,13 @@ json bytes_as_hf(const Tokenizer& tok) {
 
 }  // namespace
 
-HfTokenizerFiles write_hf_tokenizer(const std::string& path, const std::string& out_dir) {
+HfTokenizerFiles write_hf_tokenizer(const std::string& path, const std::string& out_dir, int64_t max_ids) {
   const TokenizerFiles files = find_tokenizer_files(path, "the tokenizer");
   const std::unique_ptr<Tokenizer> tok = build_tokenizer(path, "the tokenizer");
+  if (tok->vocab_size() > max_ids)
+    throw Error("the tokenizer " + path + " has " + std::to_string(tok->vocab_size()) +
+                    " ids but the model has a vocabulary of " + std::to_string(max_ids),
+                "give the tokenizer the model was trained with (--tokenizer)");
   HfTokenizerFiles result;
   result.bos_id = tok->bos_id();
   result.eos_id = tok->eos_id();

@@ -22,7 +22,8 @@ struct HfTokenizerFiles {
 // puts BOS in front of a text, as training starts every document with it (a template that does
 // so already is kept); a tiktoken file becomes the equivalent byte-level BPE (its ranks as the
 // vocabulary, the merges that rebuild each token, Llama 3's pre-tokenization regex and special
-// tokens). Throws titan::Error naming the file for anything unreadable or unwritable.
-HfTokenizerFiles write_hf_tokenizer(const std::string& path, const std::string& out_dir);
+// tokens). A tokenizer with more than `max_ids` ids (the model's vocabulary) is refused before
+// anything is written. Throws titan::Error naming the file for anything unreadable or unwritable.
+HfTokenizerFiles write_hf_tokenizer(const std::string& path, const std::string& out_dir, int64_t max_ids);
 
 }  // namespace titan::components

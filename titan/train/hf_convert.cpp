@@ -11,7 +11,6 @@
 #include "titan/components/dcp.h"
 #include "titan/components/hf_checkpoint.h"
 #include "titan/components/hf_tokenizer_export.h"
-#include "titan/components/tokenizer.h"
 #include "titan/models/llama3/model.h"
 #include "titan/models/llama3/state_dict_adapter.h"
 
@@ -103,12 +102,7 @@ void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std:
   if (!tokenizer.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(out_dir, ec);
-    const int64_t ids = components::build_tokenizer(tokenizer, "--tokenizer")->vocab_size();
-    if (ids > args.vocab_size)
-      throw Error("the tokenizer " + tokenizer + " has " + std::to_string(ids) + " ids but the model in " + step_dir +
-                      " has a vocabulary of " + std::to_string(args.vocab_size),
-                  "give the tokenizer the model was trained with (--tokenizer)");
-    const auto files = components::write_hf_tokenizer(tokenizer, out_dir);
+    const auto files = components::write_hf_tokenizer(tokenizer, out_dir, args.vocab_size);
     if (files.bos_id >= 0) config["bos_token_id"] = files.bos_id;
     if (files.eos_id >= 0) config["eos_token_id"] = files.eos_id;
   }

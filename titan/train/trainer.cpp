@@ -71,8 +71,7 @@ at::ScalarType dtype_of(const std::string& name) {
 // The tokenizer this run reads (model.tokenizer_path if set, else model.hf_assets_path), as an
 // absolute path: recorded in checkpoints so that `titan convert to-hf` finds it later.
 std::string tokenizer_location(const config::JobConfig& cfg) {
-  std::string path = cfg.get_opt_string("model.tokenizer_path").value_or("");
-  if (path.empty()) path = cfg.get_string("model.hf_assets_path");
+  const std::string path = components::tokenizer_setting(cfg).first;
   if (path == "builtin:bytes") return path;
   std::error_code ec;
   const auto abs = std::filesystem::absolute(path, ec);
