@@ -124,6 +124,7 @@ add_executable(titan_tests
   tests/unit/test_data.cpp
   tests/unit/test_checkpoint_units.cpp
   tests/unit/test_pipeline_runtime.cpp
+  tests/unit/test_gpu_readiness.cpp
 )
 target_link_libraries(titan_tests PRIVATE titan_lib GTest::gtest_main)
 target_compile_definitions(titan_tests PRIVATE TITAN_SOURCE_DIR="${CMAKE_CURRENT_SOURCE_DIR}")

@@ -34,6 +34,10 @@ def validations(dump: str) -> list[dict]:
     return [r for r in latest_run(read_jsonl(os.path.join(dump, "metrics.jsonl"))) if "validate_step" in r]
 
 
+def step_rows(path: str) -> list[dict]:
+    return [r for r in latest_run(read_jsonl(path)) if "step" in r]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--titan", required=True)
@@ -79,6 +83,13 @@ def main() -> int:
         check(f"{name}: step 1 loss identical", got[0]["loss"] == ref[0]["loss"],
               f"{got[0]['loss']!r} vs {ref[0]['loss']!r}")
 
+    # The step's values reach the host in one read (on a GPU, the one synchronisation): whatever the
+    # layout and the number of microbatches.
+    syncs = {name: sorted({r["host_syncs"] for r in got}) for name, got in runs.items()}
+    syncs["one process"] = sorted({r["host_syncs"] for r in ref})
+    check(f"one host read per step in every layout, with and without gradient accumulation ({len(syncs)} runs)",
+          all(v == [1] for v in syncs.values()), str(syncs))
+
     acc, once = "FSDP(2) + grad accumulation", "FSDP(2) + grad accumulation, one reduce per step"
     if acc in runs and once in runs:
         per_step = [runs[k][4]["comm_bytes"]["reduce_scatter"] - runs[k][3]["comm_bytes"]["reduce_scatter"] for k in (acc, once)]
@@ -109,6 +120,32 @@ def main() -> int:
             ratio = runs[name][0]["state_bytes"] * shards / single_bytes
             check(f"{name}: parameter+gradient+optimizer bytes per rank = total/{shards} (ratio {ratio:.3f})",
                   abs(ratio - 1) <= 1e-3)  # exact: the debug model needs no padding at these degrees
+
+    # ---- nothing is gathered at the end of a run -----------------------------------------------------
+    # Each rank's peak memory after its last step line (the kernel's ru_maxrss of a process counts from
+    # the last reset of its peak, which every step line makes) against its memory after that step: the
+    # end of the run adds nothing. Gathering the whole model there, as a run once did, adds twice the
+    # parameters. A large vocabulary makes the parameters (P) large against the noise.
+    dump = os.path.join(tmp, "end_peak")
+    args = BASE + ["--model.vocab_size", "65536", "--training.local_batch_size", "2", "--training.steps", "3",
+                   "--metrics.log_freq", "1", "--metrics.save_for_all_ranks", "--job.dump_folder", dump]
+    port = free_port()
+    procs = [subprocess.Popen([titan, "train", *args], cwd=ROOT, env=rank_env(r, 2, port), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for r in range(2)]
+    end_peaks, codes = [], []
+    for p in procs:
+        _, status, usage = os.wait4(p.pid, 0)
+        codes.append(os.waitstatus_to_exitcode(status))
+        end_peaks.append(usage.ru_maxrss * 1024.0)
+    if codes == [0, 0]:
+        last = [step_rows(os.path.join(dump, f))[-1] for f in ("metrics.jsonl", "metrics_rank1.jsonl")]
+        params = last[0]["state_bytes"] / 2  # FSDP(2): parameters, gradients and two moments of half the model
+        rises = [peak - row["rss_gib"] * 2**30 for peak, row in zip(end_peaks, last)]
+        check(f"FSDP(2): the end of a run adds no memory (after the last step: {rises[0] / 2**20:+.1f} and "
+              f"{rises[1] / 2**20:+.1f} MiB; the model is {params / 2**20:.0f} MiB)",
+              all(r < params / 4 for r in rises))
+    else:
+        check("FSDP(2): the end of a run adds no memory", False, f"exit codes {codes}")
 
     # ---- bf16 parameters under FSDP train ----------------------------------------------------------
     # Forced bf16, sized for a CPU that emulates it (32 tokens per rank and step).

@@ -100,6 +100,12 @@ def main() -> int:
             check(f"{name}: validation through the pipeline matches one process ({len(val)} passes, worst {worst:.1e})",
                   len(val) == len(ref_val) == 3 and worst <= TOL)
 
+    # One host read per step (on a GPU, the one synchronisation), whatever the schedule and the number
+    # of microbatches (the losses travel from the last stage on the device).
+    syncs = {name: sorted({r["host_syncs"] for r in got}) for name, got in runs.items()}
+    check(f"one host read per step in every pipeline layout, gradient accumulation included ({len(syncs)} runs)",
+          len(syncs) > 0 and all(v == [1] for v in syncs.values()), str(syncs))
+
     # ---- checkpoints: a PP(2) run resumed at step 5 continues exactly; one process loads it ----------
     ck = ["--checkpoint.enable", "--checkpoint.interval", "5"]
     dump = os.path.join(tmp, "ck_pp")

@@ -12,6 +12,7 @@
 
 #include "titan/common/error.h"
 #include "titan/components/data.h"
+#include "titan/components/device.h"
 #include "titan/components/loss.h"
 #include "titan/components/lr_scheduler.h"
 #include "titan/components/optimizer.h"
@@ -257,6 +258,19 @@ TEST(Training, Bf16AutocastTrains) {
   EXPECT_LT(bf16.steps.back().loss, bf16.steps.front().loss - 1.0);
   EXPECT_NE(bf16.steps.front().loss, fp32.steps.front().loss) << "bf16 autocast should round the logits";
   EXPECT_NEAR(bf16.steps.front().loss, fp32.steps.front().loss, 0.05);
+}
+
+TEST(Training, OneHostReadPerStepWithAndWithoutGradientAccumulation) {
+  // The step's values reach the host in one read at its end (on a GPU: the one synchronisation), not
+  // one per microbatch.
+  for (const char* global : {"4", "8"}) {
+    train::Trainer trainer(small_run({"--training.steps", "3", "--training.global_batch_size", global}));
+    for (int64_t step = 1; step <= 3; ++step) {
+      const int64_t before = components::host_reads();
+      trainer.train_step(step);
+      EXPECT_EQ(components::host_reads() - before, 1) << "global batch " << global << ", step " << step;
+    }
+  }
 }
 
 TEST(Training, TrainerStepsAndStateDictByFqn) {

@@ -21,6 +21,7 @@
 #include "titan/common/test_hooks.h"
 #include "titan/components/checkpoint_metadata.h"
 #include "titan/components/dcp.h"
+#include "titan/components/device.h"
 #include "titan/components/safetensors.h"
 
 namespace titan::components {
@@ -707,12 +708,45 @@ void Checkpointer::save(int64_t step, const StateDict& state, bool model_only, b
   try {
     at::NoGradGuard no_grad;
     c10::DeviceIndex sync_device = -1;
-    for (const auto& t : state.tensors) {
+    auto staged = [&](const StateTensor& t) {  // what this save writes of `t`, or undefined
       const bool is_model = t.key.rfind("model.", 0) == 0;
-      if (!t.writer || (model_only && !is_model)) continue;
-      if (!t.global_shape.empty() && t.box.numel() == 0) continue;  // an empty FSDP box
+      if (!t.writer || (model_only && !is_model)) return at::Tensor();
+      if (!t.global_shape.empty() && t.box.numel() == 0) return at::Tensor();  // an empty FSDP box
       at::Tensor c = t.local.detach();
-      if (model_only && export_cast) c = c.to(export_dtype_);
+      return model_only && export_cast ? c.to(export_dtype_) : c;
+    };
+    if (pinned_) {
+      // async_with_pinned_mem: one block of pinned memory of exactly the staged bytes (cudaHostAlloc),
+      // cut into the staging tensors, kept while the tensors keep their shapes. (The caching host
+      // allocator would round each buffer up to a power of two and keep it: up to twice the state.)
+      std::vector<std::pair<std::vector<int64_t>, at::ScalarType>> shapes;
+      int64_t need = 0;
+      for (const auto& t : state.tensors)
+        if (at::Tensor c = staged(t); c.defined()) {
+          shapes.emplace_back(c.sizes().vec(), c.scalar_type());
+          if (c.device().is_cuda()) need += (c.numel() * c.element_size() + 63) / 64 * 64;
+        }
+      if (shapes != staging_shapes_) {
+        staging_.clear();
+        pinned_block_ = at::Tensor();  // freed before the new one is taken
+        pinned_block_ = cuda::pinned_bytes(need);
+        int64_t offset = 0;
+        for (const auto& t : state.tensors)
+          if (at::Tensor c = staged(t); c.defined()) {
+            const int64_t bytes = c.numel() * c.element_size();
+            if (c.device().is_cuda() && bytes > 0) {
+              staging_.push_back(pinned_block_.narrow(0, offset, bytes).view(c.scalar_type()).view(c.sizes()));
+              offset += (bytes + 63) / 64 * 64;
+            } else {
+              staging_.push_back(at::empty(c.sizes(), c.options().device(at::kCPU)));
+            }
+          }
+        staging_shapes_ = std::move(shapes);
+      }
+    }
+    for (const auto& t : state.tensors) {
+      at::Tensor c = staged(t);
+      if (!c.defined()) continue;
       // Staged: a copy when the write runs in the background (or the tensor is on a GPU), into
       // the buffers of the previous save when they fit (no new memory after the first).
       // With async_with_pinned_mem, GPU tensors go to pinned buffers without blocking, and the
@@ -722,7 +756,7 @@ void Checkpointer::save(int64_t step, const StateDict& state, bool model_only, b
         const bool pinned = pinned_ && c.device().is_cuda();
         if (!(k < staging_.size() && staging_[k].sizes() == c.sizes() && staging_[k].scalar_type() == c.scalar_type())) {
           if (k >= staging_.size()) staging_.resize(k + 1);
-          staging_[k] = at::empty(c.sizes(), c.options().device(at::kCPU).pinned_memory(pinned));
+          staging_[k] = at::empty(c.sizes(), c.options().device(at::kCPU));  // pinned ones: made above
         }
         staging_[k].copy_(c, /*non_blocking=*/pinned);
         if (pinned) sync_device = c.device().index();

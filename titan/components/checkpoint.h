@@ -124,6 +124,8 @@ class Checkpointer {
   std::unique_ptr<Job> job_;
   std::thread thread_;
   std::vector<at::Tensor> staging_;  // async saves' CPU copies, reused from save to save
+  at::Tensor pinned_block_;          // async_with_pinned_mem: the pinned memory staging_ views
+  std::vector<std::pair<std::vector<int64_t>, at::ScalarType>> staging_shapes_;  // what it was cut for
 };
 
 // A saved training state, read by key ("model.<fqn>", "optimizer.<fqn>.exp_avg", ...): a

@@ -1,6 +1,8 @@
 #include "titan/components/device.h"
 
 #include <algorithm>
+#include <atomic>
+#include <stdexcept>
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
@@ -10,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <unistd.h>
+#include <utility>
 
 #include <ATen/Parallel.h>
 
@@ -138,14 +141,57 @@ DeviceInfo::DeviceInfo(at::Device device) : device_(device) {
 }
 
 MemoryStats DeviceInfo::memory_stats_and_reset() {
-  if (device_.is_cuda()) return cuda::memory_stats_and_reset(device_.index(), total_gib_);
+  const double taken_gib = static_cast<double>(std::exchange(taken_peak_, 0)) / (1024.0 * 1024.0 * 1024.0);
   MemoryStats s;
-  s.max_reserved_gib = static_cast<double>(proc_status_kb("VmHWM")) / (1024.0 * 1024.0);
+  if (device_.is_cuda()) {
+    s = cuda::memory_stats_and_reset(device_.index(), total_gib_);
+    s.max_active_gib = std::max(s.max_active_gib, taken_gib);
+    s.max_active_pct = total_gib_ > 0 ? 100.0 * s.max_active_gib / total_gib_ : 0;
+    return s;
+  }
+  s.max_reserved_gib = std::max(static_cast<double>(proc_status_kb("VmHWM")) / (1024.0 * 1024.0), taken_gib);
   s.max_active_gib = s.max_reserved_gib;
   s.max_reserved_pct = s.max_active_pct = 100.0 * s.max_reserved_gib / total_gib_;
   // Writing 5 to clear_refs resets the peak RSS to the current RSS (Linux >= 4.0).
   std::ofstream("/proc/self/clear_refs") << "5";
   return s;
+}
+
+int64_t DeviceInfo::take_peak_bytes() {
+  int64_t peak;
+  if (device_.is_cuda()) {
+    peak = cuda::peak_active_bytes_and_reset(device_.index());
+  } else {
+    peak = peak_resident_bytes();
+    std::ofstream("/proc/self/clear_refs") << "5";
+  }
+  taken_peak_ = std::max(taken_peak_, peak);
+  return peak;
+}
+
+namespace {
+std::atomic<int64_t> g_host_reads{0};
+}  // namespace
+
+int64_t host_reads() { return g_host_reads.load(); }
+
+at::Tensor read_to_host(const at::Tensor& t, std::chrono::milliseconds timeout) {
+  g_host_reads.fetch_add(1);
+  if (!t.is_cuda()) return t.cpu();
+  // The copy waits in the stream behind the work that computes t; the host waits for it here, with a
+  // deadline, instead of inside a blocking copy.
+  at::Tensor host = at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(true));
+  host.copy_(t, /*non_blocking=*/true);
+  if (!cuda::wait_for_stream(t, timeout.count() > 0 ? timeout : std::chrono::hours(24 * 365)))
+    throw std::runtime_error("the GPU did not finish the step's work within " + std::to_string(timeout.count() / 1000) +
+                             " s (comm.train_timeout_seconds): a collective is waiting for a rank that fell behind, "
+                             "skipped it or died");
+  return host;
+}
+
+at::Tensor to_device(const at::Tensor& host, at::Device device) {
+  if (!device.is_cuda()) return host.to(device);
+  return (host.is_pinned() ? host : host.pin_memory()).to(device, /*non_blocking=*/true);
 }
 
 int64_t DeviceInfo::current_resident_bytes() { return proc_status_kb("VmRSS") * 1024; }
@@ -214,6 +260,13 @@ PeakFlops DeviceInfo::peak_flops(at::ScalarType dtype) {
     const std::string& n = name_;
     auto has = [&](const char* s) { return n.find(s) != std::string::npos; };
     auto table = [&](double flops) { return PeakFlops{flops, "bf16 dense peak of " + n + ", from the table of known GPUs"}; };
+    if (dtype == at::kFloat) {
+      // float32 matmuls run as float32 (TF32 is off, as PyTorch's default): the float32 peak, where known.
+      auto fp32 = [&](double flops) { return PeakFlops{flops, "float32 peak of " + n + ", from the table of known GPUs"}; };
+      if (has("A100")) return fp32(19.5e12);
+      if (has("H100")) return fp32(has("NVL") ? 60e12 : has("PCIe") ? 51e12 : 67e12);
+      if (has("H200")) return fp32(67e12);
+    }
     if (has("A100")) return table(312e12);
     if (has("H100")) return table(has("NVL") ? 835e12 : has("PCIe") ? 756e12 : 989e12);
     if (has("H200")) return table(989e12);

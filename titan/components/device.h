@@ -6,7 +6,10 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
+#include <chrono>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace titan::components {
 
@@ -37,6 +40,11 @@ class DeviceInfo {
   double total_memory_gib() const { return total_gib_; }
   // Peak statistics since the last reset, then resets the peaks.
   MemoryStats memory_stats_and_reset();
+  // For a part of a step that measures its own peak (the pipeline schedule): the peak of memory in
+  // use (CUDA: active bytes; CPU: resident) since the last reset or take, then resets it. The next
+  // memory_stats_and_reset reports the larger of its own peak and every peak taken since, so the
+  // step's peak is never hidden.
+  int64_t take_peak_bytes();
   // Dense peak FLOP/s for MFU in `dtype`: a table of GPU models (torchtitan's), or on CPU the
   // best rate of square matmuls of one fixed size in that dtype, measured once per host, CPU,
   // thread count and dtype and kept in peak_cache_path() (docs/metrics.md).
@@ -54,6 +62,36 @@ class DeviceInfo {
   at::Device device_;
   std::string name_;
   double total_gib_ = 0;
+  int64_t taken_peak_ = 0;  // the largest take_peak_bytes since memory_stats_and_reset
+};
+
+// The one way a training step reads device values on the host (docs/gpu.md "Host
+// synchronisation"): every call is counted (host_reads(), for tests), and on CUDA it waits with a
+// deadline when `timeout` > 0, so that a collective stuck on another rank ends in an error that the
+// comm-failure report handles instead of a hang. A CPU tensor comes back as it is.
+at::Tensor read_to_host(const at::Tensor& t, std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+int64_t host_reads();
+// A host tensor on `device` without waiting: on CUDA through pinned memory, copied without
+// blocking (the caching host allocator keeps the pinned block until the copy is done).
+at::Tensor to_device(const at::Tensor& host, at::Device device);
+
+// Intervals of a CUDA device's current stream, timed by the device (events) and read later
+// without waiting: begin() and end() mark one; collect() adds up the seconds of those the device
+// has passed since the last collect and keeps the others. Does nothing on the CPU (collect: 0).
+class StreamIntervals {
+ public:
+  explicit StreamIntervals(at::Device device) : device_(device) {}
+  ~StreamIntervals();
+  StreamIntervals(const StreamIntervals&) = delete;
+  StreamIntervals& operator=(const StreamIntervals&) = delete;
+  void begin();
+  void end();  // without a begin: nothing
+  double collect();
+
+ private:
+  at::Device device_;
+  void* open_ = nullptr;                      // the begin event of the interval being marked
+  std::vector<std::pair<void*, void*>> done_;  // marked, maybe not yet passed by the device
 };
 
 // What device selection needs of CUDA: how many GPUs this process sees, and making one the
@@ -98,6 +136,11 @@ std::string device_name(int index);
 double total_memory_gib(int index);
 MemoryStats memory_stats_and_reset(int index, double total_gib);
 int64_t active_bytes(int index);  // the caching allocator's bytes in use now
+int64_t peak_active_bytes_and_reset(int index);
+// Waits for the current stream of t's device, polling, at most `timeout`; false when it passed.
+bool wait_for_stream(const at::Tensor& t, std::chrono::milliseconds timeout);
+// Pinned host memory of exactly `bytes` (cudaHostAlloc, freed with the tensor), uint8.
+at::Tensor pinned_bytes(int64_t bytes);
 }  // namespace cuda
 
 }  // namespace titan::components

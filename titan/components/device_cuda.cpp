@@ -3,8 +3,61 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+
+#include <thread>
 
 #include "titan/components/device.h"
+
+namespace titan::components {
+
+namespace {
+cudaEvent_t record_on_current_stream(at::Device d) {
+  c10::cuda::CUDAGuard guard(d);
+  cudaEvent_t e;
+  C10_CUDA_CHECK(cudaEventCreate(&e));
+  C10_CUDA_CHECK(cudaEventRecord(e, c10::cuda::getCurrentCUDAStream(d.index()).stream()));
+  return e;
+}
+void destroy(void* e) {
+  if (e) (void)cudaEventDestroy(static_cast<cudaEvent_t>(e));
+}
+}  // namespace
+
+StreamIntervals::~StreamIntervals() {
+  destroy(open_);
+  for (auto& [a, b] : done_) destroy(a), destroy(b);
+}
+
+void StreamIntervals::begin() {
+  if (!device_.is_cuda()) return;
+  destroy(open_);  // a begin without its end (the step failed in between)
+  open_ = record_on_current_stream(device_);
+}
+
+void StreamIntervals::end() {
+  if (!device_.is_cuda() || !open_) return;
+  done_.emplace_back(std::exchange(open_, nullptr), record_on_current_stream(device_));
+}
+
+double StreamIntervals::collect() {
+  double seconds = 0;
+  std::erase_if(done_, [&](auto& pair) {
+    auto* b = static_cast<cudaEvent_t>(pair.second);
+    if (cudaEventQuery(b) != cudaSuccess) return false;  // not yet passed (or failed: kept, never waited for)
+    float ms = 0;
+    if (cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(pair.first), b) == cudaSuccess) seconds += ms / 1000.0;
+    destroy(pair.first), destroy(pair.second);
+    return true;
+  });
+  (void)cudaGetLastError();  // a query of an unfinished event is not an error to keep
+  return seconds;
+}
+
+}  // namespace titan::components
 
 namespace titan::components::cuda {
 
@@ -19,6 +72,12 @@ std::string device_name(int index) {
 double total_memory_gib(int index) {
   const auto* prop = at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index));
   return static_cast<double>(prop->totalGlobalMem) / (1024.0 * 1024.0 * 1024.0);
+}
+
+int64_t peak_active_bytes_and_reset(int index) {
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+  c10::cuda::CUDACachingAllocator::resetPeakStats(index);
+  return stats.active_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
 }
 
 MemoryStats memory_stats_and_reset(int index, double total_gib) {
@@ -40,6 +99,35 @@ MemoryStats memory_stats_and_reset(int index, double total_gib) {
 int64_t active_bytes(int index) {
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
   return stats.active_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
+}
+
+bool wait_for_stream(const at::Tensor& t, std::chrono::milliseconds timeout) {
+  c10::cuda::CUDAGuard guard(t.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+  cudaEvent_t done;
+  C10_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  C10_CUDA_CHECK(cudaEventRecord(done, stream));
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::microseconds(5);
+  cudaError_t state;
+  while ((state = cudaEventQuery(done)) == cudaErrorNotReady) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      (void)cudaEventDestroy(done);
+      return false;
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(1000));
+  }
+  (void)cudaEventDestroy(done);
+  C10_CUDA_CHECK(state);
+  return true;
+}
+
+at::Tensor pinned_bytes(int64_t bytes) {
+  void* p = nullptr;
+  if (bytes > 0) C10_CUDA_CHECK(cudaHostAlloc(&p, static_cast<size_t>(bytes), cudaHostAllocDefault));
+  return at::from_blob(p, {bytes}, [](void* q) { if (q) (void)cudaFreeHost(q); },
+                       at::TensorOptions().dtype(at::kByte).pinned_memory(true));
 }
 
 }  // namespace titan::components::cuda

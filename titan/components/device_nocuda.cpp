@@ -1,6 +1,15 @@
 // Stand-ins for the CUDA parts of device.h where no CUDA code is built: no GPU is ever used.
 #include "titan/components/device.h"
 
+namespace titan::components {
+
+StreamIntervals::~StreamIntervals() = default;
+void StreamIntervals::begin() {}
+void StreamIntervals::end() {}
+double StreamIntervals::collect() { return 0; }
+
+}  // namespace titan::components
+
 namespace titan::components::cuda {
 
 bool available() { return false; }
@@ -10,6 +19,9 @@ std::string device_name(int) { return "none"; }
 double total_memory_gib(int) { return 0; }
 MemoryStats memory_stats_and_reset(int, double) { return {}; }
 int64_t active_bytes(int) { return 0; }
+int64_t peak_active_bytes_and_reset(int) { return 0; }
+bool wait_for_stream(const at::Tensor&, std::chrono::milliseconds) { return true; }
+at::Tensor pinned_bytes(int64_t bytes) { return at::empty({bytes}, at::kByte); }
 
 }  // namespace titan::components::cuda
 

@@ -38,6 +38,19 @@ double total_grad_norm(const std::vector<at::Tensor>& params) {
   return grads.empty() ? 0.0 : std::sqrt(sum_of_squares(grads).item<double>());
 }
 
+at::Tensor total_grad_norm_tensor(const std::vector<at::Tensor>& params) {
+  at::NoGradGuard no_grad;
+  return sum_of_squares(grads_of(params)).sqrt();
+}
+
+at::Tensor clip_coefficient(const at::Tensor& total_norm, double max_norm) {
+  at::NoGradGuard no_grad;
+  const at::Tensor one = at::ones_like(total_norm, at::kDouble);
+  if (max_norm <= 0) return one;
+  const at::Tensor c = at::full_like(one, max_norm).div(total_norm.to(at::kDouble).add(1e-6));
+  return at::where(c.lt(1.0), c, one);
+}
+
 double clip_coefficient(double total_norm, double max_norm) {
   return max_norm <= 0 ? 1.0 : std::min(1.0, max_norm / (total_norm + 1e-6));
 }

@@ -33,6 +33,11 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
 // (min(1, max_norm / (norm + 1e-6)); 1 when max_norm <= 0).
 double total_grad_norm(const std::vector<at::Tensor>& params);
 double clip_coefficient(double total_norm, double max_norm);
+// The same on the device, nothing read on the host: the norm as a float64 tensor of one element on
+// the gradients' device (0 without gradients), and the coefficient computed from it in float64
+// with the same operations (a NaN norm gives 1, as std::min(1.0, NaN) does).
+at::Tensor total_grad_norm_tensor(const std::vector<at::Tensor>& params);
+at::Tensor clip_coefficient(const at::Tensor& total_norm, double max_norm);
 
 // The pieces, for gradients split across ranks: sum of squared L2 norms (float64, shape {1},
 // on the gradients' device), and the scaling by max_norm / (total_norm + 1e-6) when below 1.

@@ -94,6 +94,7 @@ void MetricsProcessor::record(const StepValues& v) {
             << ", \"mfu\": " << json_number(mfu_percent(tps))
             << ", \"rss_gib\": " << json_number(rss) << ", \"state_bytes\": " << v.state_bytes
             << ", \"epoch\": " << v.epoch
+            << ", \"host_syncs\": " << v.host_syncs
             << ", \"comm_bytes\": {\"all_gather\": " << json_number(v.comm_bytes[0])
             << ", \"reduce_scatter\": " << json_number(v.comm_bytes[1])
             << ", \"all_reduce\": " << json_number(v.comm_bytes[2]) << "}}\n";

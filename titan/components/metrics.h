@@ -27,6 +27,7 @@ struct StepValues {
   double data_seconds = 0;  // of step_seconds, waiting for data
   int64_t state_bytes = 0;  // parameters + gradients + optimizer state on this rank
   int64_t epoch = 0;        // passes the training data has completed
+  int64_t host_syncs = 0;   // the step's reads of device values on the host (read_to_host calls)
   // Bytes this rank put on the wire since the start: all-gather, reduce-scatter, all-reduce.
   std::array<double, 3> comm_bytes{};
 };

@@ -46,7 +46,8 @@ void Optimizer::init_state() {
   for (const auto& p : params_) {
     exp_avg_.push_back(at::zeros_like(p, at::MemoryFormat::Preserve));
     exp_avg_sq_.push_back(at::zeros_like(p, at::MemoryFormat::Preserve));
-    steps_.push_back(at::zeros({}, p.options().dtype(at::kFloat)));
+    steps_.push_back(at::zeros({}, options_.implementation == "fused" ? p.options().dtype(at::kFloat)
+                                                                      : at::TensorOptions().dtype(at::kFloat)));
   }
 }
 
@@ -54,7 +55,14 @@ void Optimizer::zero_grad() {
   for (auto& p : params_) p.mutable_grad() = at::Tensor();
 }
 
-void Optimizer::step(double lr, double grad_scale) {
+void Optimizer::step(double lr, double grad_scale) { update(lr, grad_scale, {}); }
+
+void Optimizer::step(double lr, const at::Tensor& grad_scale) {
+  if (grad_scale.is_cpu()) return update(lr, grad_scale.item<double>(), {});  // nothing to wait for
+  update(lr, 1.0, grad_scale);
+}
+
+void Optimizer::update(double lr, double grad_scale, const at::Tensor& scale_on_device) {
   at::NoGradGuard no_grad;
   if (exp_avg_.empty()) init_state();
   std::vector<at::Tensor> p, g, m, v, s;
@@ -73,10 +81,11 @@ void Optimizer::step(double lr, double grad_scale) {
 
   if (impl == "fused") {
     at::_foreach_add_(s, 1);
-    kernels::adam_step(p, g, m, v, s, {lr, b1, b2, wd, eps, decoupled_}, grad_scale);
+    kernels::adam_step(p, g, m, v, s, {lr, b1, b2, wd, eps, decoupled_}, grad_scale, scale_on_device);
     return;
   }
-  if (grad_scale != 1.0) at::_foreach_mul_(g, grad_scale);
+  if (scale_on_device.defined()) kernels::scale_gradients(g, scale_on_device);
+  else if (grad_scale != 1.0) at::_foreach_mul_(g, grad_scale);
   if (impl == "foreach") {
     at::_foreach_add_(s, 1);
     const double step = s[0].item<double>();  // all parameters step together

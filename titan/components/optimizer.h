@@ -35,6 +35,9 @@ class Optimizer {
   // gradient-clipping coefficient); parameters without a gradient are skipped. The fused
   // implementation scales inside its kernel; the others scale the gradients in place first.
   void step(double lr, double grad_scale = 1.0);
+  // The same with the scale as a float64 tensor of one element, on the parameters' device: nothing is
+  // read on the host (the trainer's clip coefficient never leaves the GPU).
+  void step(double lr, const at::Tensor& grad_scale);
   void zero_grad();  // drops the gradients (set to undefined), as set_to_none=True
 
   const OptimizerOptions& options() const { return options_; }
@@ -45,7 +48,9 @@ class Optimizer {
   // State, one entry per parameter (allocated on the first step).
   std::vector<at::Tensor>& exp_avg() { return exp_avg_; }
   std::vector<at::Tensor>& exp_avg_sq() { return exp_avg_sq_; }
-  std::vector<at::Tensor>& step_count() { return steps_; }  // float32 scalars
+  // float32 scalars: on the parameters' device for the fused implementation (its kernels read them
+  // there), on the CPU for the others (their bias corrections are computed on the host, as PyTorch's).
+  std::vector<at::Tensor>& step_count() { return steps_; }
   // Allocates the state (zeros) if no step has yet: a checkpoint then loads into it.
   void ensure_state() {
     if (exp_avg_.empty()) init_state();
@@ -53,6 +58,7 @@ class Optimizer {
 
  private:
   void init_state();
+  void update(double lr, double grad_scale, const at::Tensor& scale_on_device);
   OptimizerOptions options_;
   bool decoupled_;
   std::vector<at::Tensor> params_, exp_avg_, exp_avg_sq_, steps_;

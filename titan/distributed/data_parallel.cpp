@@ -344,7 +344,7 @@ void DataParallel::finish_backward() {
   pending_grads_.clear();
 }
 
-double DataParallel::grad_norm() {
+at::Tensor DataParallel::grad_norm() {
   at::NoGradGuard no_grad;
   // Squares of this rank's elements: those split over tp add up over tp; those replicated over
   // tp (each tp rank holds the same) count once. FSDP shards add up over dp_shard_cp; replicas
@@ -363,7 +363,7 @@ double DataParallel::grad_norm() {
   shard_.all_reduce(total).wait();
   // Pipeline stages hold different parameters: their squares add up.
   if (Group& pp = mesh_.group("pp"); !pp.trivial()) pp.all_reduce(total).wait();
-  return std::sqrt(total.item<double>());
+  return total.sqrt();
 }
 
 std::vector<std::pair<std::string, at::Tensor>> DataParallel::full_state() {

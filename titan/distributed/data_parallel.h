@@ -82,8 +82,9 @@ class DataParallel final : public ForwardHooks {
   void finish_backward();
 
   // Total L2 norm of the gradients over every rank (and pipeline stage), each element counted
-  // once (float64 accumulation). The optimizer applies the clipping.
-  double grad_norm();
+  // once (float64 accumulation), as a float64 tensor of one element on the device (not read on the
+  // host). The optimizer applies the clipping.
+  at::Tensor grad_norm();
 
   // The full value of every parameter (gathered over every mesh it is split on), for tests and exports.
   std::vector<std::pair<std::string, at::Tensor>> full_state();

@@ -98,17 +98,20 @@ void FlightRecorder::failed(int64_t slot) {
 
 void FlightRecorder::dump(const std::string& reason) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  write_locked(reason);
+  write_locked(reason, /*poll=*/true);
 }
 
 void FlightRecorder::dump_from_signal(const std::string& reason) {
+  // No polling here: asking NCCL's work whether it finished takes its mutex and calls CUDA, which a
+  // signal handler must not (NCCL's watchdog aborts from inside its own thread, holding them).
+  // Entries the last poll saw pending stay "pending".
   std::unique_lock<std::mutex> lock(g_mutex, std::try_to_lock);
-  if (lock.owns_lock()) write_locked(reason);
+  if (lock.owns_lock()) write_locked(reason, /*poll=*/false);
 }
 
-void FlightRecorder::write_locked(const std::string& reason) {
+void FlightRecorder::write_locked(const std::string& reason, bool poll) {
   if (path_.empty() || capacity_ == 0) return;
-  poll_locked();
+  if (poll) poll_locked();
   nlohmann::json j;
   j["rank"] = rank_;
   j["world_size"] = world_;

@@ -56,7 +56,7 @@ class FlightRecorder {
   int rank_ = 0, world_ = 1;
   int64_t run_id_ = 0;
   std::string path_;
-  void write_locked(const std::string& reason);
+  void write_locked(const std::string& reason, bool poll);
 };
 
 }  // namespace titan::distributed

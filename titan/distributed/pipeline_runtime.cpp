@@ -268,19 +268,23 @@ void Runtime::run_step() {
   std::vector<std::pair<Pending, at::Tensor>> sends;  // kept alive until they are done
   int64_t seq_base = (step_ - 1) * M;  // the flight recorder's message number: step-major
   auto peer = [&](int stage) { return schedule_.rank_of_stage(stage); };
+  auto timed_wait = [&](Pending& p) {
+    const auto t = Clock::now();
+    if (hooks_.around_wait) hooks_.around_wait(true);
+    p.wait();
+    if (hooks_.around_wait) hooks_.around_wait(false);
+    stats_.wait_seconds += since(t);
+  };
+  if (hooks_.around_step) hooks_.around_step(true);
   auto wait_input = [&](Slot& sl) {
     if (sl.input_posted) {
-      const auto t = Clock::now();
-      sl.recv_input.wait();
-      stats_.wait_seconds += since(t);
+      timed_wait(sl.recv_input);
       sl.input_posted = false;
     }
   };
   auto wait_grad = [&](Slot& sl) {
     if (sl.grad_posted) {
-      const auto t = Clock::now();
-      sl.recv_grad.wait();
-      stats_.wait_seconds += since(t);
+      timed_wait(sl.recv_grad);
       sl.grad_posted = false;
     }
   };
@@ -289,7 +293,8 @@ void Runtime::run_step() {
   bool in_batch = false;
   auto end_batch = [&] {
     if (!in_batch) return;
-    group_.end_p2p_batch().wait();
+    Pending batch = group_.end_p2p_batch();
+    timed_wait(batch);
     in_batch = false;
   };
   for (size_t i = 0; i < actions_.size(); ++i) {
@@ -411,9 +416,8 @@ void Runtime::run_step() {
     }
   }
   end_batch();
-  const auto t = Clock::now();
-  for (auto& [p, sent] : sends) p.wait();
-  stats_.wait_seconds += since(t);
+  for (auto& [p, sent] : sends) timed_wait(p);
+  if (hooks_.around_step) hooks_.around_step(false);
   stats_.wall_seconds = since(step_start);
 }
 

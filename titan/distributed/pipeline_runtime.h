@@ -43,6 +43,10 @@ struct RuntimeHooks {
   // `last` when it is the stage's last such action of the step (data parallelism reduces then).
   std::function<void(int stage, bool last)> before_weight_gradients;
   std::function<void()> after_weight_gradients;
+  // Around every wait for messages (begin true, then false) and around the whole step: where the
+  // device keeps its own clock (CUDA), the caller times the device's idle time there; the host's
+  // clock sees waits that return at once on NCCL (the stream waits, not the host).
+  std::function<void(bool begin)> around_wait, around_step;
 };
 
 class Runtime {

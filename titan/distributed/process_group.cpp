@@ -322,12 +322,28 @@ World::World(const DistEnv& env, at::Device device, std::chrono::milliseconds in
 
 World::~World() = default;
 
+std::chrono::milliseconds nccl_watchdog_timeout(std::chrono::milliseconds timeout) {
+  return timeout + std::max<std::chrono::milliseconds>(std::chrono::seconds(30), timeout / 2);
+}
+
 void World::set_collective_timeout(std::chrono::milliseconds timeout) {
   collective_timeout_ms_->store(timeout.count());
   // Gloo takes each collective's timeout from its options; NCCL ignores that and times its work
-  // by the process group's own option, which is set here for every group made so far.
+  // by the process group's own option, which is set here for every group made so far. NCCL's
+  // watchdog is the backstop: the step's read (components::read_to_host) gives up first, at
+  // `timeout`, and the comm-failure report runs; the watchdog would abort the process unreported.
   for (const auto& weak : nccl_backends_)
-    if (auto b = weak.lock()) b->backend->setTimeout(timeout);
+    if (auto b = weak.lock()) b->backend->setTimeout(nccl_watchdog_timeout(timeout));
+}
+
+void World::abort_device_groups() {
+  for (const auto& weak : nccl_backends_)
+    if (auto b = weak.lock()) {
+      try {
+        b->backend->abort();
+      } catch (...) {  // already aborted by its watchdog: nothing left to free
+      }
+    }
 }
 std::chrono::milliseconds World::collective_timeout() const {
   return std::chrono::milliseconds(collective_timeout_ms_->load());

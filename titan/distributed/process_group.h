@@ -88,6 +88,11 @@ class Group {
 
 
 // The processes of one job and the store they meet through.
+// NCCL's own watchdog timeout for a collective timeout: later than it (by half, at least 30 s), so
+// that the host, waiting at most `timeout`, reports a stuck collective before the watchdog kills
+// the process.
+std::chrono::milliseconds nccl_watchdog_timeout(std::chrono::milliseconds timeout);
+
 class World {
  public:
   // Single-process world when env.world_size == 1; else connects (waits up to `init_timeout`).
@@ -105,6 +110,9 @@ class World {
   // step). Shared by every group made from this world, those made earlier included.
   void set_collective_timeout(std::chrono::milliseconds timeout);
   std::chrono::milliseconds collective_timeout() const;
+  // NCCL only: ends every group's communicators at once (after a stuck collective, so that the
+  // process can exit instead of waiting for work that never finishes). Gloo: nothing.
+  void abort_device_groups();
 
  private:
   DistEnv env_;

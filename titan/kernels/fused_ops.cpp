@@ -11,6 +11,7 @@
 #include "titan/kernels/cuda/fused_cuda.h"
 
 #ifdef TITAN_HAVE_CUDA
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
 
@@ -79,6 +80,10 @@ void* stream_of(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.
 const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 void* mut_ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
+// Every CUDA branch below holds a device guard: a kernel launches on the device of its tensors, whatever
+// the thread's current device is (the stream of cuda:k with the current device cuda:0 is "invalid
+// resource handle").
+
 // ---- RMSNorm, alone or after the residual add ----------------------------------------------------
 
 // Runs the forward kernel: h (only with delta), y, and the float rstd per row.
@@ -97,6 +102,7 @@ void rms_norm_forward(const at::Tensor& x, const at::Tensor& delta, const at::Te
                                   static_cast<float>(eps));
   } else {
 #ifdef TITAN_HAVE_CUDA
+    const c10::cuda::CUDAGuard guard(x.device());
     cuda::rms_norm_fwd(x.data_ptr(), raw(x), ptr_or_null(delta), delta_dtype, w32.data_ptr<float>(),
                        mut_ptr_or_null(h), hd, y.data_ptr(), hd, rstd.data_ptr<float>(), rows, D,
                        static_cast<float>(eps), stream_of(x));
@@ -117,6 +123,7 @@ void rms_norm_backward(const at::Tensor& dy, const at::Tensor& normed, const at:
                                   dw.data_ptr<float>(), rows, D);
   } else {
 #ifdef TITAN_HAVE_CUDA
+    const c10::cuda::CUDAGuard guard(normed.device());
     const int64_t parts = std::min<int64_t>(rows, 512);
     at::Tensor partial = at::zeros({parts, D}, normed.options().dtype(at::kFloat));
     cuda::rms_norm_bwd(dy.data_ptr(), raw(dy), normed.data_ptr(), raw(normed), w32.data_ptr<float>(),
@@ -183,6 +190,7 @@ struct SwiGLUFunction : public torch::autograd::Function<SwiGLUFunction> {
       cpu::cpu_table().swiglu_fwd(a.data_ptr(), b.data_ptr(), out.data_ptr(), raw(a), a.numel());
     } else {
 #ifdef TITAN_HAVE_CUDA
+      const c10::cuda::CUDAGuard guard(a.device());
       cuda::swiglu_fwd(a.data_ptr(), b.data_ptr(), out.data_ptr(), raw(a), a.numel(), stream_of(a));
 #endif
     }
@@ -200,6 +208,7 @@ struct SwiGLUFunction : public torch::autograd::Function<SwiGLUFunction> {
                                   a.numel());
     } else {
 #ifdef TITAN_HAVE_CUDA
+      const c10::cuda::CUDAGuard guard(a.device());
       cuda::swiglu_bwd(g.data_ptr(), a.data_ptr(), b.data_ptr(), da.data_ptr(), db.data_ptr(), raw(a), a.numel(),
                        stream_of(a));
 #endif
@@ -220,6 +229,7 @@ std::pair<at::Tensor, at::Tensor> rope_run(const at::Tensor& q, const at::Tensor
                              cos.data_ptr<float>(), sin.data_ptr<float>(), B, T, Hq, Hk, hd, sign);
   } else {
 #ifdef TITAN_HAVE_CUDA
+    const c10::cuda::CUDAGuard guard(q.device());
     cuda::rope_qk(q.data_ptr(), ptr_or_null(k), qo.data_ptr(), mut_ptr_or_null(ko), raw(q), cos.data_ptr<float>(),
                   sin.data_ptr<float>(), B, T, Hq, Hk, hd, sign, stream_of(q));
 #endif
@@ -362,9 +372,23 @@ void adam_step_reference(const std::vector<at::Tensor>& params, const std::vecto
                      false);
 }
 
+void scale_gradients(const std::vector<at::Tensor>& grads, const at::Tensor& scale) {
+  if (grads.empty()) return;
+  const at::Tensor s32 = scale.reshape({}).to(at::kFloat);
+  std::vector<at::Tensor> f32;
+  for (const auto& g : grads) {
+    if (g.scalar_type() == at::kFloat) f32.push_back(g);
+    else g.copy_(g.to(at::kFloat).mul_(s32));  // in float, rounded once, as with a scalar scale
+  }
+  if (!f32.empty()) at::_foreach_mul_(f32, s32);
+}
+
 void adam_step(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
                const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq,
-               const std::vector<at::Tensor>& steps, const AdamHyper& h, double grad_scale) {
+               const std::vector<at::Tensor>& steps, const AdamHyper& h, double grad_scale,
+               const at::Tensor& scale_on_device) {
+  if (scale_on_device.defined() && scale_on_device.is_cpu())  // free to read: no device to wait for
+    return adam_step(params, grads, exp_avg, exp_avg_sq, steps, h, scale_on_device.item<double>());
   std::vector<at::Tensor> rp, rg, rm, rv, rs;  // the ones without a fused kernel
   for (size_t i = 0; i < params.size(); ++i) {
     const at::Tensor& p = params[i];
@@ -382,12 +406,27 @@ void adam_step(const std::vector<at::Tensor>& params, const std::vector<at::Tens
                             h.decoupled, grad_scale);
     } else {
 #ifdef TITAN_HAVE_CUDA
-      // The step count stays on the device (read by the kernel): no synchronisation per tensor.
+      // The step count and the clip scale stay on the device (read by the kernel): no synchronisation.
+      const c10::cuda::CUDAGuard guard(p.device());
+      const double* scale = nullptr;
+      if (scale_on_device.defined()) {
+        TORCH_CHECK(scale_on_device.device() == p.device() && scale_on_device.scalar_type() == at::kDouble &&
+                        scale_on_device.numel() == 1,
+                    "adam_step: the scale must be one float64 on the parameters' device");
+        scale = scale_on_device.data_ptr<double>();
+      }
       cuda::adam(p.data_ptr(), grads[i].data_ptr(), exp_avg[i].data_ptr(), exp_avg_sq[i].data_ptr(), raw(p),
                  p.numel(), h.lr, h.beta1, h.beta2, h.weight_decay, h.eps, steps[i].data_ptr<float>(), h.decoupled,
-                 grad_scale, stream_of(p));
+                 grad_scale, scale, stream_of(p));
 #endif
     }
+  }
+  if (scale_on_device.defined() && !rp.empty()) {
+    std::vector<at::Tensor> scaled;  // copies: the caller's gradients stay as they are
+    for (const auto& g : rg) scaled.push_back(g.clone());
+    scale_gradients(scaled, scale_on_device);
+    adam_step_reference(rp, scaled, rm, rv, rs, h, 1.0);
+    return;
   }
   adam_step_reference(rp, rg, rm, rv, rs, h, grad_scale);
 }

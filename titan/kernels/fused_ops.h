@@ -51,9 +51,15 @@ struct AdamHyper {
   double lr, beta1, beta2, weight_decay, eps;
   bool decoupled;
 };
+// The gradients are multiplied by `grad_scale`, or by `scale_on_device` (a float64 of one element
+// on the parameters' device, read by the kernels: no host synchronisation) when that is defined.
 void adam_step(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
                const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq,
-               const std::vector<at::Tensor>& steps, const AdamHyper& h, double grad_scale);
+               const std::vector<at::Tensor>& steps, const AdamHyper& h, double grad_scale,
+               const at::Tensor& scale_on_device = {});
+// grads *= scale (a float64 tensor of one element on their device), computed in float32 with the
+// scale rounded to float32 once, as mul_ by a Python float does.
+void scale_gradients(const std::vector<at::Tensor>& grads, const at::Tensor& scale);
 void adam_step_reference(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
                          const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq,
                          const std::vector<at::Tensor>& steps, const AdamHyper& h, double grad_scale);

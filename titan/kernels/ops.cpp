@@ -204,8 +204,16 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     return out;
   }
   // Other devices: ATen's choice of kernel. Under op-level checkpointing it is recomputed.
+  const int64_t rep = q.size(1) / k.size(1);
+  if (rep > 1 && q.is_cuda() && q.scalar_type() != at::kBFloat16 && q.scalar_type() != at::kHalf) {
+    // Flash attention (bf16/fp16) takes grouped-query heads as they are; for float32 the
+    // memory-efficient kernel does not, and enable_gqa would fall back to the math kernel (the
+    // whole score matrix in memory): K and V are repeated per query head instead, as torchtitan does.
+    return at::scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), std::nullopt,
+                                            0.0, /*is_causal=*/true, scale, /*enable_gqa=*/false);
+  }
   return at::scaled_dot_product_attention(q, k, v, std::nullopt, 0.0, /*is_causal=*/true, scale,
-                                          /*enable_gqa=*/k.size(1) != q.size(1));
+                                          /*enable_gqa=*/rep > 1);
 }
 
 at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
@@ -223,7 +231,10 @@ std::string attention_backend(at::Device device, at::ScalarType dtype, bool fuse
   if (device.is_cpu() && (dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf))
     return "flash attention for CPU (ATen), causal, grouped-query heads without copies";
   if (device.is_cuda())
-    return "ATen's scaled_dot_product_attention on CUDA (flash for bf16/fp16, else memory-efficient), causal";
+    return dtype == at::kBFloat16 || dtype == at::kHalf
+               ? "ATen's scaled_dot_product_attention on CUDA (flash), causal, grouped-query heads without copies"
+               : "ATen's scaled_dot_product_attention on CUDA (memory-efficient), causal, K and V repeated per query "
+                 "head";
   return "ATen's scaled_dot_product_attention (math), causal";
 }
 

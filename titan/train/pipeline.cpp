@@ -29,7 +29,7 @@ std::vector<size_t> parts_of_rank(const PipelinePlan& plan, int pp_rank) {
 Pipeline::Pipeline(const PipelinePlan& plan, models::llama3::Transformer& model, distributed::DataParallel& dp,
                    distributed::DeviceMesh& mesh, components::DeviceInfo& device, at::ScalarType activation_dtype,
                    int64_t seq_len, std::optional<int64_t> validation_seq_len)
-    : plan_(plan), dp_(dp), mesh_(mesh), device_(device) {
+    : plan_(plan), dp_(dp), mesh_(mesh), device_(device), gpu_wall_(device.device()), gpu_wait_(device.device()) {
   const size_t n_parts = model.num_parts();
   const auto& args = model.args();
   const auto names = dp.parameter_names();
@@ -56,8 +56,8 @@ Pipeline::Pipeline(const PipelinePlan& plan, models::llama3::Transformer& model,
           eval_sum_ += per_token.sum().to(at::kDouble).item<double>();
           return per_token.sum();
         }
-        row_sums_[m].copy_(per_token.detach().sum(1).to(at::kDouble).cpu());
-        return per_token.sum() / static_cast<double>(valid_);
+        row_sums_[m].copy_(per_token.detach().sum(1).to(at::kDouble));
+        return per_token.sum() / valid_;
       };
       out.push_back(std::move(stage));
     }
@@ -66,6 +66,14 @@ Pipeline::Pipeline(const PipelinePlan& plan, models::llama3::Transformer& model,
   pp::RuntimeHooks hooks;
   hooks.before_weight_gradients = [this](int, bool last) { dp_.set_gradient_sync(last && last_round_); };
   hooks.after_weight_gradients = [this] { dp_.finish_backward(); };
+  if (device.device().is_cuda()) {
+    hooks.around_wait = [this](bool begin) {
+      if (timing_) begin ? gpu_wait_.begin() : gpu_wait_.end();
+    };
+    hooks.around_step = [this](bool begin) {
+      if (timing_) begin ? gpu_wall_.begin() : gpu_wall_.end();
+    };
+  }
   auto& group = mesh.group("pp");
   train_ = std::make_unique<pp::Runtime>(plan.schedule, stages(true, seq_len), group, device.device(),
                                          /*training=*/true, hooks);
@@ -83,35 +91,44 @@ void Pipeline::split(const components::Batch& batch) {
     micro_.push_back({batch.inputs.narrow(0, k * rows, rows), batch.labels.narrow(0, k * rows, rows)});
 }
 
-at::Tensor Pipeline::train_round(const components::Batch& batch, int64_t global_valid_tokens, bool last_round,
-                                 bool measure) {
+at::Tensor Pipeline::train_round(const components::Batch& batch, const at::Tensor& global_valid_tokens,
+                                 bool last_round, bool measure) {
   split(batch);
-  row_sums_ = at::zeros({static_cast<int64_t>(micro_.size()), plan_.microbatch_size}, at::kDouble);
+  row_sums_ = at::zeros({static_cast<int64_t>(micro_.size()), plan_.microbatch_size},
+                        at::TensorOptions().dtype(at::kDouble).device(device_.device()));
   valid_ = global_valid_tokens;
   last_round_ = last_round;
   dp_.release_all();  // gathered before the last optimizer step, maybe
   const bool cuda = device_.device().is_cuda();
+  if (cuda) {  // the earlier rounds' intervals: finished since the last step's read, so their events go
+    wall_ += gpu_wall_.collect();
+    wait_ += gpu_wait_.collect();
+  }
   int64_t before = 0;
   if (measure) {
-    device_.memory_stats_and_reset();
+    // The schedule's own peak; what it takes still counts in the step's peak (take_peak_bytes).
+    device_.take_peak_bytes();
     before = cuda ? components::cuda::active_bytes(device_.device().index())
                   : components::DeviceInfo::current_resident_bytes();
   }
+  timing_ = measure && cuda;
   train_->run_step();
+  timing_ = false;
   if (measure) {
     const auto& st = train_->last_step_stats();
-    const double peak = cuda ? device_.memory_stats_and_reset().max_active_gib * 1073741824.0
-                             : static_cast<double>(components::DeviceInfo::peak_resident_bytes());
+    const double peak = static_cast<double>(device_.take_peak_bytes());
     peak_growth_ = std::max(peak_growth_, peak - static_cast<double>(before));
-    wall_ += st.wall_seconds;
-    wait_ += st.wait_seconds;
+    if (!cuda) {  // on CUDA: the stream's intervals, added up once the GPU has passed them (summary)
+      wall_ += st.wall_seconds;
+      wait_ += st.wait_seconds;
+    }
     max_in_flight_ = std::max(max_in_flight_, st.max_in_flight);
     ++measured_;
   }
   // Only the last stage computed the losses: the others add zeros (exact).
-  at::Tensor shared = row_sums_.view({-1}).to(device_.device());
+  at::Tensor shared = row_sums_.view({-1});
   mesh_.group("pp").all_reduce(shared).wait();
-  return shared.cpu();
+  return row_sums_.view({-1});
 }
 
 double Pipeline::validation_sum(const components::Batch& batch) {
@@ -124,8 +141,10 @@ double Pipeline::validation_sum(const components::Batch& batch) {
   return t.cpu().item<double>();
 }
 
-std::string Pipeline::summary() const {
+std::string Pipeline::summary() {
   if (measured_ == 0) return "";
+  wall_ += gpu_wall_.collect();  // after the last step's read: every interval is finished
+  wait_ += gpu_wait_.collect();
   std::string stages;
   for (int st : train_->schedule().stages_of_rank(mesh_.rank("pp")))
     stages += (stages.empty() ? "" : ", ") + std::to_string(st);

@@ -35,14 +35,16 @@ class Pipeline {
   ~Pipeline();
 
   // One gradient-accumulation round: `batch` (on the device) in microbatches through the
-  // schedule, the loss normalised by `global_valid_tokens`; `last_round` reduces the gradients
-  // when fsdp_sync_every_microbatch is off; `measure` adds the round to the statistics.
-  // Returns each row's loss sum (float64, CPU), the same on every stage.
-  at::Tensor train_round(const components::Batch& batch, int64_t global_valid_tokens, bool last_round, bool measure);
+  // schedule, the loss normalised by `global_valid_tokens` (one integer on the device);
+  // `last_round` reduces the gradients when fsdp_sync_every_microbatch is off; `measure` adds
+  // the round to the statistics. Returns each row's loss sum (float64, on the device, nothing read
+  // on the host), the same on every stage.
+  at::Tensor train_round(const components::Batch& batch, const at::Tensor& global_valid_tokens, bool last_round,
+                         bool measure);
   // The loss sum of a validation batch, forward only, the same on every stage.
   double validation_sum(const components::Batch& batch);
   // What this rank's schedule spent over the measured rounds (a log line); empty before any.
-  std::string summary() const;
+  std::string summary();
 
  private:
   void split(const components::Batch& batch);
@@ -54,11 +56,14 @@ class Pipeline {
   std::unique_ptr<distributed::pp::Runtime> train_, eval_;
   std::vector<components::Batch> micro_;  // the microbatches the schedule runs now
   at::Tensor row_sums_;                   // (microbatches, rows): each row's loss sum, last stage
-  int64_t valid_ = 1;
+  at::Tensor valid_;
   bool last_round_ = true;
   double eval_sum_ = 0;
   int64_t measured_ = 0;
   double wall_ = 0, wait_ = 0, peak_growth_ = 0;
+  // On CUDA the schedule's time and its waits are timed on the stream (the host does not wait).
+  components::StreamIntervals gpu_wall_, gpu_wait_;
+  bool timing_ = false;  // the hooks mark intervals only in measured rounds
   int max_in_flight_ = 0;
 };
 

@@ -140,7 +140,8 @@ void validate(const std::function<double(const components::Batch&)>& local_sum_o
     auto b = data.next();
     if (!b) break;
     tokens += b->labels.numel();
-    const double local_sum = local_sum_of({b->inputs.to(device), b->labels.to(device)});
+    const double local_sum =
+        local_sum_of({components::to_device(b->inputs, device), components::to_device(b->labels, device)});
     at::Tensor t = at::tensor({local_sum, static_cast<double>(components::count_valid_tokens(b->labels))},
                               at::kDouble).to(device);
     dp.all_reduce(t).wait();
@@ -155,18 +156,22 @@ void validate(const std::function<double(const components::Batch&)>& local_sum_o
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
-double global_loss(const at::Tensor& row_sums, distributed::Group& dp, int64_t valid, at::Device device) {
-  at::Tensor all = row_sums;  // (accum, B)
-  if (!dp.trivial()) {
-    at::Tensor mine = row_sums.contiguous().to(device);
-    at::Tensor gathered = at::empty({dp.size() * mine.numel()}, mine.options());
-    dp.all_gather(gathered, mine).wait();
-    all = gathered.cpu().view({dp.size(), row_sums.size(0), row_sums.size(1)}).transpose(0, 1).contiguous();
-  }
-  const double* v = all.data_ptr<double>();
+// Every data-parallel rank's row loss sums (float64, on the device), in global row order:
+// (microbatch, data-parallel rank, row). Nothing is read on the host.
+at::Tensor gather_rows(const at::Tensor& row_sums, distributed::Group& dp) {
+  if (dp.trivial()) return row_sums;
+  at::Tensor mine = row_sums.contiguous();
+  at::Tensor gathered = at::empty({dp.size() * mine.numel()}, mine.options());
+  dp.all_gather(gathered, mine).wait();
+  return gathered.view({dp.size(), row_sums.size(0), row_sums.size(1)}).transpose(0, 1).contiguous();
+}
+
+// The step's loss from gather_rows' values read on the host: added in order in float64, over the
+// global count of valid tokens. The same for any layout.
+double global_loss(const double* rows, int64_t n, double valid) {
   double sum = 0;
-  for (int64_t i = 0; i < all.numel(); ++i) sum += v[i];
-  return sum / static_cast<double>(std::max<int64_t>(valid, 1));
+  for (int64_t i = 0; i < n; ++i) sum += rows[i];
+  return sum / std::max(valid, 1.0);
 }
 
 // Bytes held by the parameters, their gradients and the optimizer state, from the storages.
@@ -661,15 +666,15 @@ void Trainer::Impl::lock_dump_folder() {
 Trainer::Trainer(const config::JobConfig& cfg) : impl_(std::make_unique<Impl>(cfg)) {}
 Trainer::~Trainer() = default;
 
-at::Tensor Trainer::forward_backward_step(const components::Batch& b, int64_t global_valid_tokens) {
+at::Tensor Trainer::forward_backward_step(const components::Batch& b, const at::Tensor& global_valid_tokens) {
   Impl& s = *impl_;
   at::Tensor loss, row_sums;
   {
     TITAN_RANGE("forward");
     AutocastScope amp(s.device.type(), s.plan.autocast);
     at::Tensor per_token = s.model->forward_loss(b.inputs, b.labels);  // (B,T) float32
-    row_sums = per_token.detach().sum(1).to(at::kDouble).cpu();
-    loss = per_token.sum() / static_cast<double>(global_valid_tokens);
+    row_sums = per_token.detach().sum(1).to(at::kDouble);
+    loss = per_token.sum() / global_valid_tokens;
   }
   {
     TITAN_RANGE("backward");
@@ -682,28 +687,30 @@ at::Tensor Trainer::forward_backward_step(const components::Batch& b, int64_t gl
 StepRecord Trainer::train_step(int64_t step) {
   Impl& s = *impl_;
   const auto step_start = Clock::now();
+  const int64_t reads_before = components::host_reads();
   // Data for every microbatch first: the loss is normalised by the valid tokens of all of them
-  // on every data-parallel rank.
+  // on every data-parallel rank. The batches are counted on the host and copied to the device
+  // without waiting (pinned memory on CUDA).
   std::vector<components::Batch> micro;
-  at::Tensor valid_t = at::zeros({1}, at::TensorOptions().dtype(at::kLong));
+  int64_t local_valid = 0;
   {
     TITAN_RANGE("data_loading");
     for (int64_t m = 0; m < s.accum; ++m) {
       auto b = s.data->next();
-      valid_t += components::count_valid_tokens(b->labels);
-      b->inputs = b->inputs.to(s.device);
-      b->labels = b->labels.to(s.device);
+      local_valid += components::count_valid_tokens(b->labels);
+      b->inputs = components::to_device(b->inputs, s.device);
+      b->labels = components::to_device(b->labels, s.device);
       micro.push_back(std::move(*b));
     }
   }
   const double data_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
-  const int64_t local_valid = valid_t.item<int64_t>();
-  valid_t = valid_t.to(s.device);
-  s.loss_group().all_reduce(valid_t).wait();
-  const int64_t valid = valid_t.item<int64_t>();
+  // The global count stays on the device: the losses are divided by it there.
+  at::Tensor valid = components::to_device(at::full({1}, local_valid, at::kLong), s.device);
+  s.loss_group().all_reduce(valid).wait();
+  valid = valid.reshape({});
   s.optimizer->zero_grad();
   // Per-row loss sums (float64), gathered in global row order for a layout-independent log.
-  at::Tensor row_sums = at::empty({s.accum, s.local_bs}, at::TensorOptions().dtype(at::kDouble));
+  at::Tensor row_sums = at::empty({s.accum, s.local_bs}, at::TensorOptions().dtype(at::kDouble).device(s.device));
   if (s.pipeline) {
     // The schedule runs each round's local batch in microbatches; the last stage computes the
     // losses and shares them with the other stages.
@@ -716,37 +723,44 @@ StepRecord Trainer::train_step(int64_t step) {
       row_sums[m].copy_(forward_backward_step(micro[m], valid));
     }
   }
-  const double loss_value = global_loss(row_sums, s.loss_group(), valid, s.device);
-  double grad_norm = 0;
+  const at::Tensor rows = gather_rows(row_sums, s.loss_group());
+  at::Tensor grad_norm;
   {
     TITAN_RANGE("clip_grad_norm");
-    grad_norm = s.plan.data_parallel ? s.plan.data_parallel->grad_norm() : components::total_grad_norm(s.params);
+    grad_norm = s.plan.data_parallel ? s.plan.data_parallel->grad_norm() : components::total_grad_norm_tensor(s.params);
   }
   const double lr = s.oo.lr * s.schedule.factor(step - 1 - s.lr_offset);
   {
-    TITAN_RANGE("optimizer");  // clipping is applied by the optimizer, in its own pass
+    TITAN_RANGE("optimizer");  // clipping is applied by the optimizer, in its own pass, from the device
     s.optimizer->step(lr, components::clip_coefficient(grad_norm, s.max_norm));
   }
+  // One max-reduction for two things: torchtitan's global_max_loss (the largest per-rank
+  // average; ranks outside data parallelism hold the same value) and the stop signal, so that
+  // every rank stops after the same step.
+  at::Tensor maxed = at::cat({(row_sums.sum() / static_cast<double>(std::max<int64_t>(local_valid, 1))).reshape({1}),
+                              components::to_device(at::full({1}, static_cast<double>(g_stop_signal.load()), at::kDouble),
+                                                    s.device)});
+  s.mesh->group("world").all_reduce(maxed, /*max=*/true).wait();
+  // The step's one read on the host (docs/gpu.md): every row's loss, the valid tokens, the two
+  // maxima and the gradient norm. On CUDA it waits at most the collective timeout.
+  const at::Tensor host = components::read_to_host(
+      at::cat({rows.reshape({-1}), valid.to(at::kDouble).reshape({1}), maxed, grad_norm.reshape({1}).to(at::kDouble)}),
+      s.world->collective_timeout());
+  const double* h = host.data_ptr<double>();
+  const int64_t n_rows = rows.numel();
+  const double loss_value = global_loss(h, n_rows, h[n_rows]);
+  const double grad_norm_value = h[n_rows + 3];
   const double step_seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
   if (!s.first_step_done) {  // the first step of this run (after a resume: not step 1)
     s.first_step_done = true;
     s.result.state_bytes = state_bytes(s.params, *s.optimizer);
     s.world->set_collective_timeout(std::chrono::seconds(s.cfg.get_int("comm.train_timeout_seconds")));
   }
-  // One max-reduction for two things: torchtitan's global_max_loss (the largest per-rank
-  // average; ranks outside data parallelism hold the same value) and the stop signal, so that
-  // every rank stops after the same step.
-  at::Tensor maxed = at::tensor({row_sums.sum().item<double>() / std::max<int64_t>(local_valid, 1),
-                                 static_cast<double>(g_stop_signal.load())},
-                                at::kDouble)
-                         .to(s.device);
-  s.mesh->group("world").all_reduce(maxed, /*max=*/true).wait();
-  maxed = maxed.cpu();
   components::StepValues v;
   v.step = step;
   v.loss = loss_value;
-  v.max_loss = maxed[0].item<double>();
-  v.grad_norm = grad_norm;
+  v.max_loss = h[n_rows + 1];
+  v.grad_norm = grad_norm_value;
   v.lr = lr;
   v.tokens = s.accum * s.local_bs * s.seq_len;
   v.tokens_seen = step * s.global_bs * s.seq_len;
@@ -754,21 +768,22 @@ StepRecord Trainer::train_step(int64_t step) {
   v.data_seconds = data_seconds;
   v.state_bytes = s.result.state_bytes;
   v.epoch = s.data->epoch();
+  v.host_syncs = components::host_reads() - reads_before;
   const auto& cs = distributed::comm_stats();
   v.comm_bytes = {cs.bytes[0], cs.bytes[1], cs.bytes[2]};
   s.metrics->record(v);
-  if ((!std::isfinite(loss_value) || !std::isfinite(grad_norm)) && s.cfg.get_bool("training.stop_on_nonfinite"))
-    stop_on_nonfinite(step, loss_value, grad_norm);  // after the step's metrics are written
+  if ((!std::isfinite(loss_value) || !std::isfinite(grad_norm_value)) && s.cfg.get_bool("training.stop_on_nonfinite"))
+    stop_on_nonfinite(step, loss_value, grad_norm_value);  // after the step's metrics are written
   s.total_data_seconds += data_seconds;
   s.total_step_seconds += step_seconds;
   s.last_step = step;
-  s.stop_signal = static_cast<int>(maxed[1].item<double>());
+  s.stop_signal = static_cast<int>(h[n_rows + 2]);
   if (s.stop_signal != 0) {
     s.result.interrupted = true;
     log::warning(std::string("Received ") + signal_name(s.stop_signal) +
                  "; stopped after step " + std::to_string(step) + " of " + std::to_string(s.steps));
   }
-  return {step, loss_value, grad_norm, lr, s.global_bs * s.seq_len};
+  return {step, loss_value, grad_norm_value, lr, s.global_bs * s.seq_len};
 }
 
 void Trainer::stop_on_nonfinite(int64_t step, double loss, double grad_norm) {
@@ -1035,7 +1050,10 @@ RunResult Trainer::run() {
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    if (s.world->size() > 1) report_comm_failure(recorder, s.cfg, s.env, e.what(), s.world->collective_timeout());
+    if (s.world->size() > 1) {
+      report_comm_failure(recorder, s.cfg, s.env, e.what(), s.world->collective_timeout());
+      s.world->abort_device_groups();  // NCCL: its stuck work would keep the process from ending
+    }
     throw;
   }
   const auto skipped = s.data->skipped();

@@ -50,10 +50,12 @@ class Trainer {
   ~Trainer();
 
   // One microbatch: forward (with the loss) and backward, the loss divided by
-  // `global_valid_tokens`. Returns the loss sum of each row (B) in float64 on the CPU.
-  at::Tensor forward_backward_step(const components::Batch& batch, int64_t global_valid_tokens);
+  // `global_valid_tokens` (an integer tensor of one element on the device). Returns the loss sum
+  // of each row (B) in float64 on the device; nothing is read on the host.
+  at::Tensor forward_backward_step(const components::Batch& batch, const at::Tensor& global_valid_tokens);
   // One step (1-based): the data of every microbatch, forward_backward_step on each, the
-  // gradient norm, the optimizer with clipping, the schedule, the metrics.
+  // gradient norm, the optimizer with clipping, the schedule, the metrics. The step's values
+  // reach the host in one read at its end (components::read_to_host).
   StepRecord train_step(int64_t step);
   // This rank's model and optimizer state (sharded, by FQN; views of the live tensors) and the
   // scalars of the run (train state, schedule, data position, generators).

@@ -115,8 +115,8 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   need_false("training.enable_cpu_offload", "CPU offloading");
   need_default("training.dataloader.num_workers", "data-loading worker processes (titan.cpp loads on a background thread)");
   need_default("validation.dataloader.num_workers", "data-loading worker processes (titan.cpp loads on a background thread)");
-  need_false("training.dataloader.pin_memory", "pinned-memory batches");
-  need_false("validation.dataloader.pin_memory", "pinned-memory batches");
+  // dataloader.pin_memory: on CUDA every batch goes through pinned memory anyway; on the CPU there is
+  // nothing to pin. Either value is accepted.
   need_false("activation_checkpoint.early_stop", "early stop of recomputation");
   need_false("activation_checkpoint.debug", "activation-checkpoint debug mode");
   need_default("model.converters", "model converters (e.g. float8)");

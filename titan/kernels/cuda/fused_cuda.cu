@@ -130,8 +130,9 @@ __global__ void rope_qk_kernel(const void* q, const void* k, void* qo, void* ko,
 
 __global__ void adam_kernel(void* p, const void* g, void* m, void* v, Dtype d, int64_t n, float lr, double beta1,
                             double beta2, float decay, float l2, float eps, const float* step, bool decoupled,
-                            float scale) {
+                            float scale_value, const double* scale_on_device) {
   const double st = static_cast<double>(*step);
+  const float scale = scale_on_device ? static_cast<float>(*scale_on_device) : scale_value;
   const float step_size = static_cast<float>(lr / (1.0 - pow(beta1, st)));
   const float bc2_sqrt = static_cast<float>(sqrt(1.0 - pow(beta2, st)));
   const float w1 = static_cast<float>(1.0 - beta1), b2 = static_cast<float>(beta2), w2 = static_cast<float>(1.0 - beta2);
@@ -205,11 +206,11 @@ void rope_qk(const void* q, const void* k, void* q_out, void* k_out, Dtype dtype
 
 void adam(void* param, const void* grad, void* exp_avg, void* exp_avg_sq, Dtype dtype, int64_t n, double lr,
           double beta1, double beta2, double weight_decay, double eps, const float* step, bool decoupled,
-          double grad_scale, void* stream) {
+          double grad_scale, const double* grad_scale_on_device, void* stream) {
   adam_kernel<<<elementwise_blocks(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
       param, grad, exp_avg, exp_avg_sq, dtype, n, static_cast<float>(lr), beta1, beta2,
       static_cast<float>(lr * weight_decay), static_cast<float>(weight_decay), static_cast<float>(eps), step,
-      decoupled, static_cast<float>(grad_scale));
+      decoupled, static_cast<float>(grad_scale), grad_scale_on_device);
   check_launch("adam");
 }
 

@@ -23,9 +23,11 @@ void swiglu_bwd(const void* g, const void* a, const void* b, void* da, void* db,
                 void* stream);
 void rope_qk(const void* q, const void* k, void* q_out, void* k_out, Dtype dtype, const float* cos, const float* sin,
              int64_t B, int64_t T, int64_t Hq, int64_t Hk, int64_t hd, float sign, void* stream);
-// `step` points to the (already incremented) float step counter on the device.
+// `step` points to the (already incremented) float step counter on the device; the gradient is
+// multiplied by *grad_scale_on_device (a float64 on the device) when that is not null, else by
+// `grad_scale`.
 void adam(void* param, const void* grad, void* exp_avg, void* exp_avg_sq, Dtype dtype, int64_t n, double lr,
           double beta1, double beta2, double weight_decay, double eps, const float* step, bool decoupled,
-          double grad_scale, void* stream);
+          double grad_scale, const double* grad_scale_on_device, void* stream);
 
 }  // namespace titan::kernels::cuda
