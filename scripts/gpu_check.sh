@@ -1,107 +1,262 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: builds titan.cpp against that machine's Python torch (which
-# has CUDA), runs the unit tests (the CUDA ones included: the model on CUDA against the CPU, the
-# fused CUDA kernels against their references), a 20-step bf16 training of the debug model,
-# a checkpoint save and resume on the GPU, 1-GPU torchrun trainings, and the training-step benchmarks on the GPU: the debug model against
-# PyTorch eager, and the 1B flavor (bf16 autocast, fused kernels) against PyTorch with
-# torch.compile, with tokens/s and MFU; prints a summary.
-#   scripts/gpu_check.sh            (OUT=<folder> also keeps the logs there)
-# Where the -dev packages are missing and nothing can be installed, run scripts/gpu_deps.sh on
-# a machine with Debian's packages first and bring .gpu-deps/ along.
+# The GPU check (docs/gpu.md): one call on a GPU machine that says what works, in two halves.
+#
+#   scripts/gpu_check.sh pack [BUILD_DIR]
+#       Here, on a machine that builds (the same torch wheel and CUDA toolkit as the GPU machine):
+#       checks that BUILD_DIR (default build) has its CUDA part, builds the binaries the check runs
+#       and copies them into build-gpu/ with the shared libraries they need besides torch's and
+#       glibc's. build-gpu/ then travels to the GPU machine with the working tree.
+#   scripts/gpu_check.sh
+#       On the GPU machine, from the repository root, with build-gpu/ there: runs the checks, the
+#       most telling first, each with its own time limit (about 6 minutes on one H100 in all). Prints
+#       one line per check, PASS, FAIL or SKIP with its numbers, and writes the logs and
+#       summary.json under $OUT/gpu_check (/tmp/gpu_check without OUT). Exits 0 only when nothing
+#       failed; 1 on a machine without a GPU, before anything else.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = pack ]; then
+  set -e
+  B=${2:-build}
+  [ -f "$B/build.ninja" ] || { echo "gpu_check pack: $B is not a build folder; run ./scripts/setup.sh first" >&2; exit 2; }
+  grep -q 'fused_cuda\.cu' "$B/build.ninja" || {
+    echo "gpu_check pack: $B was configured without its CUDA part (titan CUDA code: OFF); it needs a CUDA torch" \
+         "and the CUDA toolkit (nvcc) when CMake runs" >&2; exit 2; }
+  cmake --build "$B" --target titan titan_tests bench_train_step >/dev/null
+  rm -rf build-gpu && mkdir -p build-gpu/bin build-gpu/lib build-gpu/lib-fallback
+  torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+  for name in titan titan_tests bench_train_step; do
+    cp "$B/$name" build-gpu/bin/
+    # Run through a wrapper that finds the copied libraries and the GPU machine's torch (its
+    # TITAN_GPU_LIBS, set by this script), without putting them in the environment of anything else.
+    printf '#!/bin/sh\nexport LD_LIBRARY_PATH="${TITAN_GPU_LIBS:?run through scripts/gpu_check.sh}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"\nexec "$(dirname "$(readlink -f "$0")")/bin/%s" "$@"\n' \
+      "$name" > "build-gpu/$name"
+    chmod +x "build-gpu/$name"
+    ldd "$B/$name" | awk '$3 ~ /^\// {print $3}' | while read -r lib; do
+      case "$lib" in
+        "$torch_lib"/*) ;;  # the GPU machine's own torch provides these
+        */libc.so*|*/libm.so*|*/libpthread.so*|*/libdl.so*|*/librt.so*|*/libutil.so*|*/ld-linux*) ;;
+        # Used only where the GPU machine's own are older than the build's (checked there).
+        */libstdc++.so*|*/libgcc_s.so*) cp -n "$lib" build-gpu/lib-fallback/ ;;
+        *) cp -n "$lib" build-gpu/lib/ ;;
+      esac
+    done
+  done
+  {
+    echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' (with uncommitted changes)')"
+    echo "torch: $(python3 -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda)')"
+    echo "nvcc: $(nvcc --version 2>/dev/null | tail -1)"
+    echo "cuda code: $(grep -o 'arch=compute_[0-9]*,code=[^ ]*' "$B/build.ninja" | sort -u | tr '\n' ' ')"
+    echo "packed: $(date -u '+%Y-%m-%d %H:%M UTC') from $B"
+  } > build-gpu/BUILD_INFO
+  cat build-gpu/BUILD_INFO
+  echo "build-gpu/: $(du -sh build-gpu | cut -f1) ($(ls build-gpu/lib build-gpu/lib-fallback | tr '\n' ' '))"
+  exit 0
+fi
+
 LOG=${OUT:-/tmp}/gpu_check
 mkdir -p "$LOG"
-summary=()
-note() { summary+=("$*"); echo "== $*"; }
+: > "$LOG/checks.tsv"
+failed=0
+# result STATUS NAME DETAIL: one line for the reader, one row for summary.json.
+result() {
+  local detail=${3//$'\n'/ }
+  detail=${detail//$'\t'/ }
+  printf '%s %s: %s\n' "$1" "$2" "$detail"
+  printf '%s\t%s\t%s\n' "$1" "$2" "$detail" | tr -d '\r' >> "$LOG/checks.tsv"
+  [ "$1" = FAIL ] && failed=1
+  return 0
+}
+summary() {
+  python3 - "$LOG" <<'PY' || true
+import json, os, sys
+log = sys.argv[1]
+rows = [l.rstrip("\n").split("\t", 2) for l in open(os.path.join(log, "checks.tsv")) if l.strip()]
+checks = [{"status": s, "check": n, "detail": d} for s, n, d in rows]
+verdict = "FAIL" if any(c["status"] == "FAIL" for c in checks) else "PASS"
+info = os.path.join("build-gpu", "BUILD_INFO")
+json.dump({"verdict": verdict, "build": open(info).read() if os.path.exists(info) else None, "checks": checks},
+          open(os.path.join(log, "summary.json"), "w"), indent=1)
+print(f"==== gpu_check: {verdict} ({sum(c['status'] == 'PASS' for c in checks)} passed, "
+      f"{sum(c['status'] == 'FAIL' for c in checks)} failed, {sum(c['status'] == 'SKIP' for c in checks)} skipped); "
+      f"{os.path.join(log, 'summary.json')}")
+PY
+}
+finish() { summary; exit "$failed"; }
 
-if [ -d .gpu-deps ] && ls .gpu-deps/*.deb >/dev/null 2>&1; then
-  prefix=/tmp/titan-gpu-deps
-  for f in .gpu-deps/*.deb; do dpkg -x "$f" "$prefix"; done
-  export CMAKE_PREFIX_PATH="$prefix/usr:$prefix/usr/lib/x86_64-linux-gnu/cmake:${CMAKE_PREFIX_PATH:-}"
-  export LD_LIBRARY_PATH="$prefix/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-  export CPLUS_INCLUDE_PATH="$prefix/usr/include:${CPLUS_INCLUDE_PATH:-}"
-  note "using Debian packages from .gpu-deps"
-fi
-# No GPU: say so and fail, before anything is built (a CPU machine must never pass for a GPU one).
+# ---- the machine ---------------------------------------------------------------------------------
+# No GPU: say so and fail before anything else (a CPU machine must never pass for a GPU one).
 if ! python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-  note "FAIL: no GPU (torch.cuda.is_available() is false; nvidia-smi: $(command -v nvidia-smi >/dev/null && nvidia-smi -L 2>&1 | head -1 || echo not installed))"
-  exit 1
+  result FAIL "no GPU" "torch.cuda.is_available() is false; nvidia-smi: $(command -v nvidia-smi >/dev/null && nvidia-smi -L 2>&1 | head -1 || echo not installed)"
+  echo "FAIL: no GPU"
+  finish
 fi
-python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))' \
-  | tee "$LOG/torch.txt" || { note "FAIL: python3 torch with CUDA"; exit 1; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee -a "$LOG/torch.txt"
+NGPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
+result PASS "machine" "$(python3 -c 'import torch; print(torch.cuda.get_device_name(0), "x", torch.cuda.device_count(), "| torch", torch.__version__, "cuda", torch.version.cuda)')"
+if [ ! -x build-gpu/titan ] || [ ! -f build-gpu/BUILD_INFO ]; then
+  result FAIL "build-gpu/" "missing: run 'scripts/gpu_check.sh pack' on the build machine and bring build-gpu/ along"
+  finish
+fi
+TORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export TITAN_GPU_LIBS="$PWD/build-gpu/lib:$TORCH_LIB"
+# The build's C++ runtime only where this machine's is older (a missing GLIBCXX_/GCC_ version).
+if LD_LIBRARY_PATH="$TITAN_GPU_LIBS" ldd build-gpu/bin/titan 2>&1 | grep -qE "(GLIBCXX|CXXABI|GCC)_[0-9.]+' not found"; then
+  export TITAN_GPU_LIBS="$TITAN_GPU_LIBS:$PWD/build-gpu/lib-fallback"
+fi
+if ! build-gpu/titan --help >/dev/null 2>"$LOG/load.log"; then
+  result FAIL "binaries load" "$(head -c 300 "$LOG/load.log"); $(LD_LIBRARY_PATH="$TITAN_GPU_LIBS" ldd build-gpu/bin/titan | grep 'not found' | tr '\n' ' ')"
+  finish
+fi
+TITAN=$PWD/build-gpu/titan
+export TITAN_PEAK_CACHE=off
 
-if cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$(command -v python3)" \
-     >"$LOG/cmake.txt" 2>&1 && cmake --build build-gpu -j "$(nproc)" >"$LOG/build.txt" 2>&1; then
-  note "build: ok ($(grep -o 'titan CUDA code: [A-Z]*' "$LOG/cmake.txt"))"
+# last_steps FILE: "step loss grad_norm host_syncs" per step of metrics.jsonl, the latest run.
+steps_of() {
+  python3 - "$1" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = [r for r in rows if "step" in r and r.get("run_id") == rows[-1].get("run_id")]
+for r in rows:
+    print(r["step"], repr(r["loss"]), repr(r["grad_norm"]), r.get("host_syncs"))
+PY
+}
+# compare A B TOL: the worst relative difference of the losses of two runs, and whether it is within TOL.
+compare() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import sys
+a = [l.split() for l in open(sys.argv[1])]
+b = [l.split() for l in open(sys.argv[2])]
+tol = float(sys.argv[3])
+if len(a) != len(b) or not a:
+    print(f"steps {len(a)} vs {len(b)}"); sys.exit(1)
+worst = max(abs(float(x[1]) - float(y[1])) / abs(float(y[1])) for x, y in zip(a, b))
+print(f"{len(a)} steps, worst loss difference {worst:.2e} (limit {tol:g}); last loss {float(a[-1][1]):.5f} vs {float(b[-1][1]):.5f}")
+sys.exit(0 if worst <= tol else 1)
+PY
+}
+train() {  # train LABEL SECONDS FLAGS...: a training run on one process, its log in $LOG/LABEL.log
+  local label=$1 limit=$2
+  shift 2
+  timeout "$limit" "$TITAN" train "$@" --job.dump_folder "$LOG/$label" >"$LOG/$label.log" 2>&1
+}
+SMALL=(--job.config_file configs/llama3/debug_model.toml --training.seq_len 256 --training.local_batch_size 4
+       --training.steps 20 --metrics.log_freq 5 --debug.seed 42 --no-validation.enable)
+
+# ---- 1. the GPU unit tests: the device each rank uses, the model on CUDA against the CPU, every
+# fused CUDA kernel against its reference, the optimizer with the clip scale on the device, the
+# step's read with a deadline ---------------------------------------------------------------------
+timeout 240 build-gpu/titan_tests --gtest_filter='Gpu.*' >"$LOG/unit_gpu.log" 2>&1; rc=$?
+count() { grep -oE "^\[ *$1 *\] Gpu\.[A-Za-z0-9_]+" "$LOG/unit_gpu.log" | sort -u | wc -l; }
+ok=$(count OK); bad=$(count FAILED); skipped=$(count SKIPPED)
+detail="$ok passed, $bad failed, $skipped skipped (rc $rc)$(grep -E '^\[  FAILED  \] Gpu\.' "$LOG/unit_gpu.log" | sort -u | sed 's/.*Gpu\./; Gpu./' | tr -d '\n')"
+if [ "$rc" -eq 0 ] && [ "$ok" -ge 5 ] && [ "$skipped" -eq 0 ]; then result PASS "GPU unit tests" "$detail"
+else result FAIL "GPU unit tests" "$detail"; fi
+
+# ---- 2. the debug model on the GPU against the CPU, float32 (deterministic) and bf16 ------------
+train gpu_fp32 150 "${SMALL[@]}" --training.mixed_precision_param float32 --debug.deterministic; rc_gpu=$?
+CUDA_VISIBLE_DEVICES= train cpu_fp32 240 "${SMALL[@]}" --training.mixed_precision_param float32; rc_cpu=$?
+[ -f "$LOG/cpu_fp32/metrics.jsonl" ] && steps_of "$LOG/cpu_fp32/metrics.jsonl" > "$LOG/cpu_fp32.steps"
+if ! grep -q 'CUDA capacity' "$LOG/gpu_fp32.log"; then
+  result FAIL "training on the GPU" "rc $rc_gpu, no 'CUDA capacity' line: $(grep -m1 -E 'CPU:|ERROR|error' "$LOG/gpu_fp32.log" | cut -c1-200)"
 else
-  tail -30 "$LOG/cmake.txt" "$LOG/build.txt"; note "FAIL: build"; printf '%s\n' "${summary[@]}"; exit 1
+  result PASS "training on the GPU" "$(grep -m1 -o 'CUDA capacity.*' "$LOG/gpu_fp32.log"); $(grep -m1 -o 'Attention: .*' "$LOG/gpu_fp32.log" | cut -c1-120)"
+fi
+if ! grep -q 'CUDA capacity' "$LOG/gpu_fp32.log" || [ "$rc_gpu" -ne 0 ] || [ "$rc_cpu" -ne 0 ] || [ ! -s "$LOG/cpu_fp32.steps" ]; then
+  why="rc $rc_gpu (GPU), $rc_cpu (CPU)$(grep -q 'CUDA capacity' "$LOG/gpu_fp32.log" || echo ', not on the GPU'): $(grep -m1 -iE 'error' "$LOG/gpu_fp32.log" "$LOG/cpu_fp32.log" | cut -c1-300)"
+  result FAIL "float32 curve, GPU vs CPU" "$why"
+  result FAIL "one host synchronisation per step" "no GPU run to count in"
+else
+  steps_of "$LOG/gpu_fp32/metrics.jsonl" > "$LOG/gpu_fp32.steps"
+  if d=$(compare "$LOG/gpu_fp32.steps" "$LOG/cpu_fp32.steps" 2e-3); then result PASS "float32 curve, GPU vs CPU" "$d"
+  else result FAIL "float32 curve, GPU vs CPU" "$d"; fi
+  syncs=$(awk '{print $4}' "$LOG/gpu_fp32.steps" | sort -u | tr '\n' ' ')
+  ms=$(python3 -c "import json; r=[json.loads(l) for l in open('$LOG/gpu_fp32/metrics.jsonl')][5:]; print(f'{1000*sum(x[\"step_seconds\"] for x in r)/len(r):.1f} ms per step')")
+  if [ "$syncs" = "1 " ]; then result PASS "one host synchronisation per step" "host_syncs per step: $syncs; $ms"
+  else result FAIL "one host synchronisation per step" "host_syncs per step: $syncs"; fi
+fi
+train gpu_bf16 150 "${SMALL[@]}" --training.mixed_precision_param bfloat16; rc=$?
+if [ "$rc" -eq 0 ] && [ -s "$LOG/cpu_fp32.steps" ] && grep -q 'CUDA capacity' "$LOG/gpu_bf16.log"; then
+  steps_of "$LOG/gpu_bf16/metrics.jsonl" > "$LOG/gpu_bf16.steps"
+  if d=$(compare "$LOG/gpu_bf16.steps" "$LOG/cpu_fp32.steps" 3e-2); then result PASS "bf16 curve on the GPU vs float32 on the CPU" "$d"
+  else result FAIL "bf16 curve on the GPU vs float32 on the CPU" "$d"; fi
+else
+  result FAIL "bf16 curve on the GPU vs float32 on the CPU" "rc $rc$(grep -q 'CUDA capacity' "$LOG/gpu_bf16.log" || echo ', not on the GPU')$([ -s "$LOG/cpu_fp32.steps" ] || echo ', no CPU curve'): $(grep -m1 -iE 'error' "$LOG/gpu_bf16.log" | cut -c1-300)"
 fi
 
-./build-gpu/titan_tests >"$LOG/unit.txt" 2>&1; rc=$?
-note "unit tests: rc=$rc, $(grep -E '^\[  PASSED  \]|^\[  FAILED  \]|SKIPPED \]' "$LOG/unit.txt" | sort | uniq -c | tr '\n' ' ')"
-grep -A3 'Gpu\.' "$LOG/unit.txt" | grep -E 'OK|FAILED|SKIPPED' | head -4
-./build-gpu/titan_tests --gtest_filter='Gpu.*' >"$LOG/unit_gpu.txt" 2>&1
-note "GPU unit tests (model on CUDA, fused CUDA kernels): rc=$?, $(grep -cE '^\[       OK \] Gpu' "$LOG/unit_gpu.txt") passed, $(grep -cE '^\[  FAILED  \] Gpu' "$LOG/unit_gpu.txt") failed"
-
-./build-gpu/titan train --job.config_file configs/llama3/debug_model.toml --training.steps 20 \
-  --metrics.log_freq 5 --debug.seed 42 >"$LOG/train.txt" 2>&1; rc=$?
-grep -E 'CUDA capacity|Mixed precision|step: ' "$LOG/train.txt"
-note "20-step bf16 debug training: rc=$rc, $(grep -c 'step: ' "$LOG/train.txt") step lines, last: $(grep 'step: ' "$LOG/train.txt" | tail -1 | sed 's/.*step:/step:/')"
-
-# Checkpoints on the GPU: 10 steps with a save at 5, then a rerun from step 5 (data, optimizer
-# and schedule restored): the rerun's steps 6-10 must print the first run's losses.
-CK="--job.config_file configs/llama3/debug_model.toml --training.steps 10 --metrics.log_freq 1 --debug.seed 42 \
-  --checkpoint.enable --checkpoint.interval 5 --job.dump_folder $LOG/ckpt"
-./build-gpu/titan train $CK >"$LOG/ckpt_a.txt" 2>&1
+# ---- 3. checkpoint on the GPU: pinned asynchronous save at step 5, resumed: steps 6-10 bit for bit --
+CK=("${SMALL[@]}" --training.steps 10 --metrics.log_freq 1 --debug.deterministic --checkpoint.enable
+    --checkpoint.interval 5 --checkpoint.async_mode async_with_pinned_mem)
+train ckpt 150 "${CK[@]}"; rc1=$?
 rm -rf "$LOG/ckpt/checkpoint/step-10"
-./build-gpu/titan train $CK >"$LOG/ckpt_b.txt" 2>&1; rc=$?
-a=$(grep 'step: ' "$LOG/ckpt_a.txt" | sed -n '6,10p' | sed 's/.*step:/step:/' | awk '{print $2, $4, $6}')
-b=$(grep 'step: ' "$LOG/ckpt_b.txt" | sed 's/.*step:/step:/' | awk '{print $2, $4, $6}')
-note "checkpoint resume on the GPU: rc=$rc, $(grep -o 'Saved the checkpoint of step 5.*' "$LOG/ckpt_a.txt" | head -1), \
-$(grep -c 'Resuming training from step 5' "$LOG/ckpt_b.txt") resume line(s), steps 6-10 $([ "$a" = "$b" ] && echo identical || echo DIFFER: "$a" vs "$b")"
-
-# One GPU through torchrun (world size 1) in bf16: the debug model and the 1B flavor.
-for run in "debugmodel 8" "1B 2"; do
-  set -- $run
-  python3 -m torch.distributed.run --standalone --nproc_per_node=1 --no-python ./build-gpu/titan train \
-    --job.config_file configs/llama3/debug_model.toml --model.flavor "$1" --training.local_batch_size "$2" \
-    --training.steps 10 --metrics.log_freq 5 --debug.seed 42 --job.dump_folder "$LOG/out_$1" >"$LOG/train_$1.txt" 2>&1
-  note "torchrun 1 GPU, $1, local batch $2, seq 2048, bf16: rc=$?, $(grep 'step: ' "$LOG/train_$1.txt" | tail -1 | sed 's/.*step:/step:/')"
-done
-
-# Pipeline parallelism over NCCL needs a GPU per rank: PP(2) 1F1B (and with 8 GPUs the 3D layout
-# pp=2, dp_shard=2, tp=2) against one GPU, float32, the same global batch.
-NGPUS=$(nvidia-smi -L 2>/dev/null | wc -l)
-PPB="--job.config_file configs/llama3/debug_model.toml --model.n_layers 8 --training.seq_len 256 --training.steps 10 \
-  --training.mixed_precision_param float32 --debug.seed 42 --metrics.log_freq 1 --training.local_batch_size 8 \
-  --parallelism.pipeline_parallel_microbatch_size 2"
-pp_layout() {  # $1: label, $2: processes, $3: flags
-  python3 -m torch.distributed.run --standalone --nproc_per_node="$2" --no-python ./build-gpu/titan train $PPB $3 \
-    --job.dump_folder "$LOG/pp_$2" >"$LOG/pp_$2.txt" 2>&1
-  local rc=$?
-  note "$1 on $2 GPUs: rc=$rc, last $(grep 'step: ' "$LOG/pp_$2.txt" | tail -1 | sed 's/.*step:/step:/' | awk '{print $2, $3, $4}') vs one GPU $(grep 'step: ' "$LOG/pp_1.txt" | tail -1 | sed 's/.*step:/step:/' | awk '{print $2, $3, $4}')"
-}
-if [ "$NGPUS" -ge 2 ]; then
-  ./build-gpu/titan train $PPB --job.dump_folder "$LOG/pp_1" >"$LOG/pp_1.txt" 2>&1
-  pp_layout "PP(2) 1F1B" 2 "--parallelism.pipeline_parallel_degree 2 --parallelism.pipeline_parallel_schedule 1F1B"
-  [ "$NGPUS" -ge 8 ] && pp_layout "PP(2)xFSDP(2)xTP(2) Interleaved1F1B" 8 "--parallelism.pipeline_parallel_degree 2 \
-    --parallelism.tensor_parallel_degree 2 --parallelism.data_parallel_shard_degree 2 --training.local_batch_size 4"
+timeout 150 "$TITAN" train "${CK[@]}" --job.dump_folder "$LOG/ckpt" >"$LOG/ckpt_resumed.log" 2>&1; rc2=$?
+if [ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ] && grep -q 'Resuming training from step 5' "$LOG/ckpt_resumed.log"; then
+  python3 - "$LOG/ckpt/metrics.jsonl" > "$LOG/ckpt.cmp" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+runs = {}
+for r in rows:
+    if "step" in r: runs.setdefault(r["run_id"], {})[r["step"]] = (r["loss"], r["grad_norm"])
+first, second = list(runs.values())[:2]
+same = all(first[s] == second[s] for s in range(6, 11))
+print("identical" if same else f"DIFFER: {[first[s] for s in range(6, 11)]} vs {[second[s] for s in range(6, 11)]}")
+PY
+  if grep -q '^identical' "$LOG/ckpt.cmp"; then result PASS "checkpoint resume on the GPU" "async_with_pinned_mem save at step 5; the resumed run's steps 6-10 equal the first run's bit for bit"
+  else result FAIL "checkpoint resume on the GPU" "$(cat "$LOG/ckpt.cmp" | cut -c1-300)"; fi
 else
-  note "SKIP pipeline parallelism over NCCL: $NGPUS GPU(s), it needs 2 or more"
+  result FAIL "checkpoint resume on the GPU" "rc $rc1 then $rc2: $(grep -m1 -iE 'error' "$LOG/ckpt.log" "$LOG/ckpt_resumed.log" | cut -c1-300)"
 fi
 
-bench_pair() {  # $1: label; $2: titan.cpp flags; $3: peer flags; $4: shape
-  local ours peer
-  ours=$(./build-gpu/bench_train_step $4 $2 --device cuda --steps 20 --warmup 5 2>&1 | tail -1)
-  peer=$(python3 bench/peer_train_step.py $4 $3 --device cuda --steps 20 --warmup 5 2>/dev/null | tail -1)
-  echo "$ours"; echo "$peer"
-  note "bench $1 ($4): $(python3 -c 'import json,sys; a,b=(json.loads(s) for s in sys.argv[1:3]); peak=float(sys.argv[3]); f=a["flops_per_token"]; print(f"titan.cpp {a[\"tokens_per_s\"]:,.0f} tok/s (MFU {100*f*a[\"tokens_per_s\"]/peak:.1f}%), {b[\"impl\"]} {b[\"tokens_per_s\"]:,.0f} tok/s (MFU {100*f*b[\"tokens_per_s\"]/peak:.1f}%), ratio {a[\"tokens_per_s\"]/b[\"tokens_per_s\"]:.3f}x")' "$ours" "$peer" "$PEAK" 2>&1)"
-}
-PEAK=$(python3 -c 'import torch; n=torch.cuda.get_device_name(0); print(989e12 if ("H100" in n or "H200" in n) else 2.25e15 if "B200" in n else 312e12)')
-bench_pair "fp32 eager" "--compile 0" "" "--flavor debugmodel --batch 8 --seq 2048"
-bench_pair "fp32, fused kernels vs torch.compile" "--compile 1" "--compile" "--flavor debugmodel --batch 8 --seq 2048"
-bench_pair "bf16 autocast, fused kernels vs torch.compile" "--compile 1 --bf16 1" "--compile --bf16" "--flavor 1B --batch 2 --seq 2048"
+# ---- 4. several GPUs over NCCL: FSDP, TP and PP against one GPU; a skipped collective reported ------
+if [ "$NGPUS" -ge 2 ]; then
+  steps_of "$LOG/gpu_fp32/metrics.jsonl" > "$LOG/one.steps" 2>/dev/null
+  for layout in "FSDP(2)|--training.local_batch_size 2" "TP(2)|--parallelism.tensor_parallel_degree 2" \
+                "PP(2) 1F1B|--parallelism.pipeline_parallel_degree 2 --parallelism.pipeline_parallel_schedule 1F1B --parallelism.pipeline_parallel_microbatch_size 1"; do
+    name=${layout%%|*}; flags=${layout#*|}; dir="$LOG/nccl_$(echo "$name" | tr -c 'A-Za-z0-9' _)"
+    # shellcheck disable=SC2086
+    timeout 180 python3 -m torch.distributed.run --standalone --nproc_per_node=2 --no-python "$TITAN" train \
+      "${SMALL[@]}" --training.mixed_precision_param float32 --debug.deterministic $flags --job.dump_folder "$dir" \
+      >"$dir.log" 2>&1; rc=$?
+    if [ "$rc" -eq 0 ]; then
+      steps_of "$dir/metrics.jsonl" > "$dir.steps"
+      if d=$(compare "$dir.steps" "$LOG/one.steps" 2e-3); then result PASS "$name over NCCL vs one GPU" "$d"
+      else result FAIL "$name over NCCL vs one GPU" "$d"; fi
+    else
+      result FAIL "$name over NCCL vs one GPU" "rc $rc: $(grep -m1 -iE 'error' "$dir.log" | cut -c1-300)"
+    fi
+  done
+  TITAN_TEST_SKIP_COLLECTIVE=1:45 timeout 240 python3 -m torch.distributed.run --standalone --nproc_per_node=2 \
+    --no-python "$TITAN" train "${SMALL[@]}" --training.steps 50 --comm.train_timeout_seconds 15 \
+    --job.dump_folder "$LOG/hang" >"$LOG/hang.log" 2>&1; rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -qE 'rank 1 (entered|skipped|fell|issued)' "$LOG/hang.log"; then
+    result PASS "a skipped collective on NCCL is reported, not hung" "rc $rc; $(grep -m1 -E 'rank 1 (entered|skipped|fell|issued)' "$LOG/hang.log" | cut -c1-200)"
+  else
+    result FAIL "a skipped collective on NCCL is reported, not hung" "rc $rc (124: hung until the limit); $(tail -3 "$LOG/hang.log" | tr '\n' ' ' | cut -c1-300)"
+  fi
+else
+  result SKIP "FSDP, TP, PP and hang diagnosis over NCCL" "$NGPUS GPU: they need 2 or more (NCCL refuses two ranks on one GPU)"
+fi
 
-echo; echo "==== gpu_check summary"; printf '%s\n' "${summary[@]}"
+# ---- 5. speed: the 1B flavor, bf16 autocast and fused kernels, against PyTorch with torch.compile ----
+PEAK=$(python3 -c 'import torch; n=torch.cuda.get_device_name(0); print(989e12 if ("H100" in n or "H200" in n) and "PCIe" not in n and "NVL" not in n else 835e12 if "NVL" in n else 756e12 if "PCIe" in n else 2.25e15 if "B200" in n else 312e12)')
+SHAPE="--flavor 1B --batch 2 --seq 2048"
+ours=$(timeout 150 build-gpu/bench_train_step $SHAPE --compile 1 --bf16 1 --device cuda --steps 20 --warmup 5 2>"$LOG/bench_ours.err" | tail -1)
+peer=$(timeout 200 python3 bench/peer_train_step.py $SHAPE --compile --bf16 --device cuda --steps 20 --warmup 5 2>"$LOG/bench_peer.err" | tail -1)
+echo "$ours" > "$LOG/bench_ours.json"; echo "$peer" > "$LOG/bench_peer.json"
+if d=$(python3 - "$ours" "$peer" "$PEAK" <<'PY'
+import json, sys
+a = json.loads(sys.argv[1])
+peak = float(sys.argv[3])
+f = a["flops_per_token"]
+s = f"titan.cpp {a['tokens_per_s']:,.0f} tok/s (MFU {100 * f * a['tokens_per_s'] / peak:.1f}%)"
+try:
+    b = json.loads(sys.argv[2])
+    s += (f", PyTorch {b['impl']} {b['tokens_per_s']:,.0f} tok/s (MFU {100 * f * b['tokens_per_s'] / peak:.1f}%),"
+          f" ratio {a['tokens_per_s'] / b['tokens_per_s']:.3f}x")
+except Exception:
+    s += ", the PyTorch peer did not finish (see bench_peer.err)"
+print(s)
+PY
+); then result PASS "1B bf16 training step, batch 2 x 2048" "$d"
+else result FAIL "1B bf16 training step, batch 2 x 2048" "$(tail -c 300 "$LOG/bench_ours.err")"; fi
+
+finish
