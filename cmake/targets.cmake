@@ -142,11 +142,13 @@ target_link_libraries(bench_train_step PRIVATE titan_lib)
 add_test(NAME parity.model COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_model_parity.py
          --dump-bin $<TARGET_FILE:parity_dump>)
 add_test(NAME parity.reference_selfcheck COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_ref_selfcheck.py)
+add_test(NAME parity.training COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_training_parity.py
+         --titan $<TARGET_FILE:titan>)
 add_test(NAME integration.cli COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_cli.py
          --titan $<TARGET_FILE:titan> --shared ${CMAKE_CURRENT_SOURCE_DIR}/../shared)
 add_test(NAME parity.tokenizer COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_tokenizer_parity.py
          --titan $<TARGET_FILE:titan>)
-set_tests_properties(parity.model parity.reference_selfcheck parity.tokenizer integration.cli PROPERTIES
+set_tests_properties(parity.model parity.reference_selfcheck parity.training parity.tokenizer integration.cli PROPERTIES
                      SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1")
 add_test(NAME integration.distributed COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_distributed.py
          --titan $<TARGET_FILE:titan>)

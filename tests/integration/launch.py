@@ -119,3 +119,48 @@ def check_refused(checks: "Checks", titan: str, label: str, world: int, args: li
 def worst_rel(got: list[dict], ref: list[dict], key: str) -> float:
     """The largest relative difference of `key` between two runs' step rows."""
     return max(rel(g[key], r[key]) for g, r in zip(got, ref))
+
+
+
+def read_state(path: str) -> dict:
+    """Parameters written by TITAN_TEST_INITIAL_STATE / TITAN_TEST_FINAL_STATE=path, by name, as
+    float32 torch tensors; with pipeline parallelism the stages' files path.pp<k> together."""
+    import glob
+
+    import torch
+    files = [path] if os.path.exists(path) else sorted(glob.glob(path + ".pp*[0-9]"))
+    out = {}
+    for f in files:
+        index = json.load(open(f + ".json"))
+        with open(f, "rb") as data:
+            values = torch.frombuffer(bytearray(data.read()), dtype=torch.float32)
+        at = 0
+        for entry in index:
+            n = 1
+            for d in entry["shape"]:
+                n *= d
+            out[entry["name"]] = values[at:at + n].view(entry["shape"])
+            at += n
+    return out
+
+
+def worst_update_diff(got: dict, ref: dict, initial: dict) -> tuple[float, str]:
+    """How far the training's update of each parameter (final - initial) is from the reference's:
+    the largest ||got - ref|| / ||ref - initial|| (L2 over a tensor), and which tensor; infinity when
+    the names or shapes differ or nothing was read. Adam moves a weight whose gradient is near zero
+    by about the learning rate whatever the gradient's rounding, so single elements may differ by a
+    good part of their update; a wrong update rule moves every element (swapped Adam betas: 8e-2)."""
+    if not ref or set(got) != set(ref) or set(ref) - set(initial):
+        return float("inf"), f"names differ: {sorted(set(got) ^ set(ref))[:4]}"
+    worst, where = 0.0, ""
+    for name, r in ref.items():
+        g = got[name]
+        if g.shape != r.shape:
+            return float("inf"), f"{name}: {tuple(g.shape)} vs {tuple(r.shape)}"
+        moved = (r.double() - initial[name].double()).norm().item()
+        diff = (g.double() - r.double()).norm().item()
+        d = diff / moved if moved > 0 else (0.0 if diff == 0 else float("inf"))
+        if d > worst:
+            worst, where = d, name
+    return worst, where
+

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Checkpoints on CPU processes (Gloo), the debug model at seq 64 in float32:
 
-- exact resume: 10 steps straight against 5 steps, every process killed with SIGKILL right after
-  the step-5 save, then the same command again: steps 6-10 identical bit for bit (loss and grad
-  norm), for one process, FSDP(2) and TP(2);
+- exact resume: 10 steps straight against a run whose processes are all killed with SIGKILL, at a
+  random moment after the step-5 save (HSDP(2x2), DDP(2), PP(2)xFSDP(2)xTP(2)) or right after it
+  (one process, FSDP(2), TP(2)), then the same command again: steps 6-10 identical bit for bit
+  (loss and grad norm);
 - resharding: a step-5 checkpoint of one layout continued in another equals the uninterrupted
   run of the target layout to 1e-5, over a chain that has every layout once as source and once
-  as target: 1 -> FSDP(4) -> HSDP(2x2) -> FSDP(2)xTP(2) -> TP(2) -> FSDP(2) -> 1;
+  as target: 1 -> FSDP(4) -> HSDP(2x2) -> FSDP(2)xTP(2) -> TP(2) -> FSDP(2) -> DDP(2) -> TP(4)
+  -> HSDP(2x2)xTP(2) -> PP(2)xFSDP(2)xTP(2) -> 1;
+- preemption: SIGTERM to one rank, SIGUSR1 to the other in another run: every rank saves after
+  the same step and exits 0, and the resumed run continues bit for bit;
 - async saves write the same bytes as sync ones; keep_latest_k; seed checkpoints; the final
-  model-only export in export_dtype; SIGUSR1 saves and exits 0;
+  model-only export in export_dtype;
 - crash safety and bad inputs: a save killed midway leaves the previous step loadable and the
   partial one ignored with a warning; a corrupt, truncated or missing shard, a shape that does
   not match the model, an unwritable folder, a missing load_step: exit 2, one message, nothing
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -43,6 +48,13 @@ LAYOUTS = {
     "HSDP(2x2)": (4, ["--training.local_batch_size", "2", "--parallelism.data_parallel_replicate_degree", "2"]),
     "TP(2)": (2, ["--parallelism.tensor_parallel_degree", "2", "--training.local_batch_size", "8"]),
     "FSDP(2)xTP(2)": (4, ["--parallelism.tensor_parallel_degree", "2", "--training.local_batch_size", "4"]),
+    "DDP(2)": (2, ["--training.local_batch_size", "4", "--parallelism.data_parallel_replicate_degree", "2",
+                   "--parallelism.data_parallel_shard_degree", "1"]),
+    "TP(4)": (4, ["--parallelism.tensor_parallel_degree", "4", "--training.local_batch_size", "8"]),
+    "HSDP(2x2)xTP(2)": (8, ["--parallelism.tensor_parallel_degree", "2", "--training.local_batch_size", "2",
+                            "--parallelism.data_parallel_replicate_degree", "2"]),
+    "PP(2)xFSDP(2)xTP(2)": (8, ["--parallelism.pipeline_parallel_degree", "2", "--parallelism.tensor_parallel_degree", "2",
+                                "--training.local_batch_size", "4", "--parallelism.pipeline_parallel_microbatch_size", "1"]),
 }
 CK = ["--checkpoint.enable", "--checkpoint.interval", "5"]
 
@@ -92,7 +104,47 @@ def main() -> int:
         check(f"{name}: 10 steps with checkpoints every 5", ok(outs), first_failure(outs))
         straight[name] = step_metrics(dump) if ok(outs) else []
 
-    # ---- exact resume after SIGKILL -------------------------------------------------------------
+    # ---- exact resume after SIGKILL at a random moment ---------------------------------------------
+    # Every rank killed at once, at a random point after the step-5 save: a random step from 6 to 8
+    # has been logged, then a random part of a step (the middle of a step, of a collective).
+    rng = random.Random(int(os.environ.get("TITAN_TEST_SEED", str(time.time_ns()))))
+    for name in ["HSDP(2x2)", "DDP(2)", "PP(2)xFSDP(2)xTP(2)"]:
+        dump = os.path.join(tmp, "random_kill_" + name)
+        world, args = LAYOUTS[name]
+        port = free_port()
+        cmd = [titan, "train", *LAYOUT_BASE, *args, *CK, "--metrics.log_freq", "1", "--job.dump_folder", dump]
+        procs = [subprocess.Popen(cmd, cwd=ROOT, env=rank_env(r, world, port), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for r in range(world)]
+        # The pause stays within the next step (its length from the uninterrupted run), so the kill comes
+        # before the last step.
+        step_time = sorted(r["step_seconds"] for r in straight[name])[len(straight[name]) // 2] if straight[name] else 0.1
+        after, pause = rng.randint(6, 8), rng.uniform(0, 0.8 * step_time)
+        deadline = time.time() + 180
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            rows = step_metrics(dump) if os.path.exists(os.path.join(dump, "metrics.jsonl")) else []
+            if rows and rows[-1]["step"] >= after:
+                break
+            time.sleep(0.01)
+        time.sleep(pause)
+        for p in procs:
+            p.kill()
+        codes = [p.wait() for p in procs]
+        logged = step_metrics(dump)[-1]["step"] if os.path.exists(os.path.join(dump, "metrics.jsonl")) else 0
+        moment = f"killed after step {after} was logged plus {pause:.2f} s (step {logged} logged)"
+        if not (all(c == -signal.SIGKILL for c in codes) and 5 <= logged < 10):
+            check(f"{name}: every rank killed at a random moment after the step-5 save", False, f"{moment}, exits {codes}")
+            continue
+        outs = run(titan, name, dump)
+        if not ok(outs):
+            check(f"{name}: the rerun after a kill resumes", False, first_failure(outs))
+            continue
+        got, ref = rows_after(dump, 5), [r for r in straight[name] if r["step"] > 5]
+        same = len(got) == 5 and all(g["loss"] == r["loss"] and g["grad_norm"] == r["grad_norm"] for g, r in zip(got, ref))
+        check(f"{name}: {moment}; the rerun resumes from step 5 and steps 6-10 equal the uninterrupted run bit for bit",
+              "Resuming training from step 5" in outs[0][1] + outs[0][2] and same,
+              str([(g["step"], g["loss"], r["loss"]) for g, r in zip(got, ref)]))
+
+    # ---- exact resume after SIGKILL right after a save --------------------------------------------
     for name in ["1", "FSDP(2)", "TP(2)"]:
         dump = os.path.join(tmp, "killed_" + name)
         outs = run(titan, name, dump, env={"TITAN_TEST_DIE_AFTER_SAVE": "5"})
@@ -109,7 +161,8 @@ def main() -> int:
               str([(g["step"], g["loss"], r["loss"], g["grad_norm"], r["grad_norm"]) for g, r in zip(got, ref)]))
 
     # ---- resharding: step 5 of one layout continued in another -------------------------------------
-    chain = ["1", "FSDP(4)", "HSDP(2x2)", "FSDP(2)xTP(2)", "TP(2)", "FSDP(2)", "1"]
+    chain = ["1", "FSDP(4)", "HSDP(2x2)", "FSDP(2)xTP(2)", "TP(2)", "FSDP(2)", "DDP(2)", "TP(4)", "HSDP(2x2)xTP(2)",
+             "PP(2)xFSDP(2)xTP(2)", "1"]
     for src, dst in zip(chain, chain[1:]):
         saved = os.path.join(tmp, "straight_" + src, "checkpoint", "step-5")
         dump = os.path.join(tmp, f"reshard_{src}_to_{dst}")
@@ -212,25 +265,48 @@ def main() -> int:
     check("a seed checkpoint on two processes is refused", all(o[0] == 2 for o in outs) and
           "one process" in outs[0][2], first_failure(outs))
 
-    # ---- preemption ------------------------------------------------------------------------------
-    dump = os.path.join(tmp, "preempt")
-    world, args = LAYOUTS["FSDP(2)"]
-    port = free_port()
-    cmd = [titan, "train", *LAYOUT_BASE, *args, *CK, "--training.steps", "1000", "--checkpoint.interval", "1000",
-           "--metrics.log_freq", "1", "--job.dump_folder", dump]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=rank_env(r, world, port), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for r in range(world)]
-    deadline = time.time() + 120
-    while time.time() < deadline and not (os.path.exists(os.path.join(dump, "metrics.jsonl")) and
-                                          len(step_metrics(dump)) >= 2):
-        time.sleep(0.2)
-    for p in procs:
-        p.send_signal(signal.SIGUSR1)
-    outs = [(p.wait(timeout=120), *p.communicate()) for p in procs]
-    saved = step_folders(os.path.join(dump, "checkpoint"))
-    full = bool(saved) and "optimizer" in json.load(open(os.path.join(dump, "checkpoint", saved[-1], "metadata.json")))["contents"]
-    check("SIGUSR1: saves the full state after the current step and exits 0", ok(outs) and len(saved) == 1 and full,
-          f"{[o[0] for o in outs]} {saved} {outs[0][2][-300:]}")
+    # ---- preemption: a signal to one rank stops every rank after the same step, saved and resumed ----
+    # SIGTERM to rank 1 and Slurm's SIGUSR1 warning to rank 0 of an FSDP(2) run, each after step 2:
+    # every rank saves the full state after the step in which the signal arrived and exits 0; the
+    # same command then resumes there, and the remaining steps equal the uninterrupted run bit for bit.
+    for sig, target in ((signal.SIGTERM, 1), (signal.SIGUSR1, 0)):
+        label = f"{sig.name} to rank {target} only"
+        dump = os.path.join(tmp, f"preempt_{sig.name}")
+        world, args = LAYOUTS["FSDP(2)"]
+        port = free_port()
+        cmd = [titan, "train", *LAYOUT_BASE, *args, *CK, "--metrics.log_freq", "1", "--job.dump_folder", dump]
+        procs = [subprocess.Popen(cmd, cwd=ROOT, env=rank_env(r, world, port), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for r in range(world)]
+        deadline = time.time() + 120
+        while time.time() < deadline and not (os.path.exists(os.path.join(dump, "metrics.jsonl")) and
+                                              len(step_metrics(dump)) >= 2):
+            time.sleep(0.02)
+        procs[target].send_signal(sig)
+        outs = []
+        for p in procs:
+            try:
+                out, err = p.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+                err += "(hung)"
+            outs.append((p.returncode, out, err))
+        saved = step_folders(os.path.join(dump, "checkpoint"))
+        stopped = step_metrics(dump)[-1]["step"] if os.path.exists(os.path.join(dump, "metrics.jsonl")) else 0
+        meta = os.path.join(dump, "checkpoint", f"step-{stopped}", "metadata.json")
+        full = os.path.exists(meta) and "optimizer" in json.load(open(meta))["contents"]
+        check(f"{label}: every rank stops after step {stopped}, saves the full state there and exits 0",
+              ok(outs) and 2 <= stopped < 10 and full and f"stopped after step {stopped}" in outs[0][1] + outs[0][2],
+              f"{[o[0] for o in outs]} {saved} {outs[0][2][-300:]}")
+        if not (ok(outs) and full):
+            continue
+        outs = run(titan, "FSDP(2)", dump)
+        got, ref = rows_after(dump, stopped), [r for r in straight["FSDP(2)"] if r["step"] > stopped]
+        same = len(got) == len(ref) > 0 and all(g["loss"] == r["loss"] and g["grad_norm"] == r["grad_norm"]
+                                                for g, r in zip(got, ref))
+        check(f"{label}: the same command resumes from step {stopped}; steps {stopped + 1}-10 equal the uninterrupted "
+              "run bit for bit", ok(outs) and f"Resuming training from step {stopped}" in outs[0][1] + outs[0][2] and same,
+              first_failure(outs) or str([(g["step"], g["loss"], r["loss"]) for g, r in zip(got, ref)]))
 
     # ---- a save killed midway --------------------------------------------------------------------
     dump = os.path.join(tmp, "midway")

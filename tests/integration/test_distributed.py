@@ -19,10 +19,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from launch import LAYOUT_BASE as BASE  # noqa: E402
-from launch import ROOT, Checks, free_port, latest_run, rank_env, read_jsonl, rel, run_layout, worst_rel  # noqa: E402
+from launch import ROOT, Checks, free_port, latest_run, rank_env, read_jsonl, read_state, rel, run_layout  # noqa: E402
+from launch import worst_rel, worst_update_diff  # noqa: E402
 from launch import launch_into as launch  # noqa: E402
 from launch import step_metrics as metrics  # noqa: E402
 TOL = 1e-5
+UPDATE_TOL = 1e-4  # each parameter's update over the run, L2 (launch.worst_update_diff); noise is below 1e-5
 # Validation every 5 steps over 2 batches of the same global size as training.
 VAL = ["--validation.enable", "--validation.dataset", "synthetic", "--validation.seq_len", "64",
        "--validation.freq", "5", "--validation.steps", "2"]
@@ -45,12 +47,15 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="titan_dist_")
 
     single_dump = os.path.join(tmp, "single")
+    final = "final_state"  # TITAN_TEST_FINAL_STATE: the gathered parameters at the end, in the dump folder
     (rc, out, err), = launch(titan, 1, BASE + ["--training.local_batch_size", "8", "--validation.local_batch_size", "8"]
-                             + VAL, single_dump)
+                             + VAL, single_dump, env={"TITAN_TEST_FINAL_STATE": os.path.join(single_dump, final),
+                                  "TITAN_TEST_INITIAL_STATE": os.path.join(single_dump, "initial_state")})
     if rc != 0:
         check("single-process reference run", False, err[-800:])
         return 1
     ref = metrics(single_dump)
+    initial = read_state(os.path.join(single_dump, "initial_state"))  # every layout starts from these
 
     layouts = {
         "FSDP(2)": (2, ["--training.local_batch_size", "4", "--validation.local_batch_size", "4"] + VAL),
@@ -73,10 +78,16 @@ def main() -> int:
     runs = {}
     for name, (world, extra) in layouts.items():
         dump = os.path.join(tmp, name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", ""))
-        got = run_layout(checks, titan, name, world, BASE + extra, dump)
+        got = run_layout(checks, titan, name, world, BASE + extra, dump,
+                         env={"TITAN_TEST_FINAL_STATE": os.path.join(dump, final)})
         if got is None:
             continue
         runs[name] = got
+        # Not only two numbers per step: every parameter at the end, against one process's.
+        worst, where = worst_update_diff(read_state(os.path.join(dump, final)),
+                                         read_state(os.path.join(single_dump, final)), initial)
+        check(f"{name}: the final parameters match one process's (update: worst {worst:.1e} of its L2 norm, {where})",
+              worst <= UPDATE_TOL)
         worst_loss, worst_norm = worst_rel(got, ref, "loss"), worst_rel(got, ref, "grad_norm")
         check(f"{name}: 10 steps match one process (loss {worst_loss:.1e}, grad norm {worst_norm:.1e})",
               len(got) == 10 and worst_loss <= TOL and worst_norm <= TOL)

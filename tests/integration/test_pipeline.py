@@ -28,9 +28,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from launch import LAYOUT_BASE, ROOT, Checks, check_refused, free_port, latest_run, rank_env, read_jsonl, rel  # noqa: E402
 from launch import run_layout  # noqa: E402
 from launch import launch_into as launch  # noqa: E402
-from launch import worst_rel  # noqa: E402
+from launch import read_state, worst_rel, worst_update_diff  # noqa: E402
 
 TOL = 1e-5
+UPDATE_TOL = 1e-4  # each parameter's update over the run, L2 (launch.worst_update_diff); noise is below 1e-5
 BASE = LAYOUT_BASE + ["--model.n_layers", "8"]
 VAL = ["--validation.enable", "--validation.dataset", "synthetic", "--validation.seq_len", "64",
        "--validation.freq", "5", "--validation.steps", "2", "--validation.local_batch_size", "4"]
@@ -55,11 +56,14 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="titan_pp_")
 
     single = os.path.join(tmp, "single")
-    (rc, _, err), = launch(titan, 1, BASE + VAL + ["--training.local_batch_size", "8"], single)
+    (rc, _, err), = launch(titan, 1, BASE + VAL + ["--training.local_batch_size", "8"], single,
+                           env={"TITAN_TEST_FINAL_STATE": os.path.join(single, "final_state"),
+                                "TITAN_TEST_INITIAL_STATE": os.path.join(single, "initial_state")})
     if rc != 0:
         check("single-process reference run", False, err[-800:])
         return checks.summary()
     ref = [r for r in latest_run(read_jsonl(os.path.join(single, "metrics.jsonl"))) if "step" in r]
+    initial = read_state(os.path.join(single, "initial_state"))  # every layout starts from these
     ref_val = validation_rows(single)
 
     lb8, lb4 = ["--training.local_batch_size", "8"], ["--training.local_batch_size", "4"]
@@ -87,10 +91,16 @@ def main() -> int:
     for name, (world, extra) in layouts.items():
         dump = os.path.join(tmp, re.sub(r"[^A-Za-z0-9]+", "_", name))
         start = time.time()
-        got = run_layout(checks, titan, name, world, BASE + extra, dump)
+        got = run_layout(checks, titan, name, world, BASE + extra, dump,
+                         env={"TITAN_TEST_FINAL_STATE": os.path.join(dump, "final_state")})
         if got is None:
             continue
         runs[name] = got
+        # Every parameter at the end (each stage's, gathered over FSDP and TP), against one process's.
+        worst, where = worst_update_diff(read_state(os.path.join(dump, "final_state")),
+                                         read_state(os.path.join(single, "final_state")), initial)
+        check(f"{name}: the final parameters match one process's (update: worst {worst:.1e} of its L2 norm, {where})",
+              worst <= UPDATE_TOL)
         worst_loss, worst_norm = worst_rel(got, ref, "loss"), worst_rel(got, ref, "grad_norm")
         check(f"{name}: 10 steps match one process (loss {worst_loss:.1e}, grad norm {worst_norm:.1e}, "
               f"{time.time() - start:.0f} s)", len(got) == 10 and worst_loss <= TOL and worst_norm <= TOL)

@@ -24,11 +24,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from launch import LAYOUT_BASE as BASE  # noqa: E402
+from launch import read_state as read_tensors, worst_update_diff  # noqa: E402
 from launch import ROOT, Checks, check_refused, free_port, rank_env, rel, run_layout, worst_rel  # noqa: E402
 from launch import launch_into as launch  # noqa: E402
 from launch import step_metrics as metrics  # noqa: E402
 
 TOL = 1e-5
+UPDATE_TOL = 1e-4  # each parameter's update over the run, L2 (launch.worst_update_diff); noise is below 1e-5
 checks = Checks()
 check = checks.check
 
@@ -60,12 +62,14 @@ def main() -> int:
 
     single = os.path.join(tmp, "single")
     (rc, out, err), = launch(titan, 1, BASE + ["--training.local_batch_size", "8"], single,
-                             env={"TITAN_TEST_INITIAL_STATE": os.path.join(tmp, "init_single")})
+                             env={"TITAN_TEST_INITIAL_STATE": os.path.join(tmp, "init_single"),
+                                  "TITAN_TEST_FINAL_STATE": os.path.join(single, "final_state")})
     if rc != 0:
         check("single-process reference run", False, err[-800:])
         return checks.summary()
     ref = metrics(single)
     ref_state = read_state(os.path.join(tmp, "init_single"))
+    initial = read_tensors(os.path.join(tmp, "init_single"))
 
     tp2 = ["--parallelism.tensor_parallel_degree", "2"]
     layouts = {
@@ -87,7 +91,8 @@ def main() -> int:
         dump = os.path.join(tmp, re.sub(r"[^A-Za-z0-9]+", "_", name))
         state = os.path.join(tmp, "init_" + re.sub(r"[^A-Za-z0-9]+", "_", name))
         start = time.time()
-        got = run_layout(checks, titan, name, world, BASE + extra, dump, env={"TITAN_TEST_INITIAL_STATE": state})
+        got = run_layout(checks, titan, name, world, BASE + extra, dump,
+                         env={"TITAN_TEST_INITIAL_STATE": state, "TITAN_TEST_FINAL_STATE": os.path.join(dump, "final_state")})
         if got is None:
             continue
         runs[name] = got
@@ -99,6 +104,10 @@ def main() -> int:
         check(f"{name}: initial parameters gathered equal one process's bit for bit",
               [n for n, _ in mine] == [n for n, _ in ref_state] and all(a == b for (_, a), (_, b) in zip(mine, ref_state)),
               f"{len(mine)} vs {len(ref_state)} tensors")
+        worst, where = worst_update_diff(read_tensors(os.path.join(dump, "final_state")),
+                                         read_tensors(os.path.join(single, "final_state")), initial)
+        check(f"{name}: the final parameters match one process's (update: worst {worst:.1e} of its L2 norm, {where})",
+              worst <= UPDATE_TOL)
 
     if "TP(2)" in runs and "TP(2), loss parallel off" in runs:
         worst = max(rel(a["loss"], b["loss"]) for a, b in zip(runs["TP(2)"], runs["TP(2), loss parallel off"]))

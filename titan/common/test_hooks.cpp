@@ -15,6 +15,7 @@ int64_t env_step(const char* name) {
 TestHooks read_hooks() {
   TestHooks h;
   if (const char* v = std::getenv("TITAN_TEST_INITIAL_STATE"); v && *v) h.initial_state_file = v;
+  if (const char* v = std::getenv("TITAN_TEST_FINAL_STATE"); v && *v) h.final_state_file = v;
   h.stop_after_init = std::getenv("TITAN_TEST_STOP_AFTER_INIT") != nullptr;
   h.die_after_save_step = env_step("TITAN_TEST_DIE_AFTER_SAVE");
   h.die_in_save_step = env_step("TITAN_TEST_DIE_IN_SAVE");
@@ -42,6 +43,7 @@ std::string TestHooks::describe() const {
     if (set) out += (out.empty() ? "" : ", ") + std::string(name);
   };
   add(!initial_state_file.empty(), "TITAN_TEST_INITIAL_STATE");
+  add(!final_state_file.empty(), "TITAN_TEST_FINAL_STATE");
   add(stop_after_init, "TITAN_TEST_STOP_AFTER_INIT");
   add(die_after_save_step >= 0, "TITAN_TEST_DIE_AFTER_SAVE");
   add(die_in_save_step >= 0, "TITAN_TEST_DIE_IN_SAVE");

@@ -10,6 +10,7 @@ namespace titan {
 
 struct TestHooks {
   std::string initial_state_file;     // TITAN_TEST_INITIAL_STATE=F: rank 0 writes the initial parameters to F
+  std::string final_state_file;       // TITAN_TEST_FINAL_STATE=F: the final parameters, to F (F.pp<k> per stage)
   bool stop_after_init = false;       // TITAN_TEST_STOP_AFTER_INIT=1: build, parallelize, initialise, then stop
   int64_t die_after_save_step = -1;   // TITAN_TEST_DIE_AFTER_SAVE=N: SIGKILL right after step N's save
   int64_t die_in_save_step = -1;      // TITAN_TEST_DIE_IN_SAVE=N: SIGKILL halfway through step N's write

@@ -915,11 +915,9 @@ void Trainer::load_scalars(const nlohmann::json& sc) {
 
 namespace {
 
-// Test hook (TestHooks::initial_state_file): rank 0 writes the gathered initial parameters there
-// (float32, in parameter order; <file>.json names them), to compare layouts bit for bit.
-void dump_initial_state_for_test(const std::vector<std::pair<std::string, at::Tensor>>& state, int rank) {
-  const std::string& path = TestHooks::get().initial_state_file;
-  if (path.empty() || rank != 0) return;
+// Test hooks (TestHooks::initial_state_file, final_state_file): gathered parameters written to
+// `path` (float32, in parameter order; <path>.json names them), to compare layouts.
+void dump_state_for_test(const std::vector<std::pair<std::string, at::Tensor>>& state, const std::string& path) {
   std::ofstream bin(path, std::ios::binary);
   nlohmann::json index = nlohmann::json::array();
   for (const auto& [name, t] : state) {
@@ -940,7 +938,7 @@ RunResult Trainer::run() {
     std::vector<std::pair<std::string, at::Tensor>> state;
     if (s.plan.data_parallel) state = s.plan.data_parallel->full_state();
     else for (auto& p : s.model->named_parameters()) state.emplace_back(p.name, *p.tensor);
-    dump_initial_state_for_test(state, s.env.rank);
+    if (s.env.rank == 0) dump_state_for_test(state, hooks.initial_state_file);
   }
   if (hooks.stop_after_init) return s.result;  // building only
   auto& ck = *s.checkpointer;
@@ -1055,6 +1053,16 @@ RunResult Trainer::run() {
       s.world->abort_device_groups();  // NCCL: its stuck work would keep the process from ending
     }
     throw;
+  }
+  if (!hooks.final_state_file.empty()) {
+    // Every rank takes part in the gathers of its stage; the first data-parallel and tensor-parallel
+    // rank of each pipeline stage writes them (F, or F.pp<k> with pipeline parallelism).
+    std::vector<std::pair<std::string, at::Tensor>> state;
+    if (s.plan.data_parallel) state = s.plan.data_parallel->full_state();
+    else for (auto& p : s.model->named_parameters()) state.emplace_back(p.name, *p.tensor);
+    if (s.mesh->rank("dp_replicate") == 0 && s.mesh->rank("dp_shard_cp") == 0 && s.mesh->rank("tp") == 0)
+      dump_state_for_test(state, hooks.final_state_file +
+                                     (s.dims.pp > 1 ? ".pp" + std::to_string(s.mesh->rank("pp")) : std::string()));
   }
   const auto skipped = s.data->skipped();
   log::info("Data: " + std::to_string(s.data->epoch()) + " full passes over " + s.data->describe() +
