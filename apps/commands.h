@@ -19,6 +19,10 @@ class UsageRequested : public std::exception {
   std::string usage_;
 };
 
+// The whole command line (the arguments after the program's name): runs the command and returns the
+// process's exit code, having printed any failure (main() is this and nothing else; tests call it).
+int run_cli(std::vector<std::string> args);
+
 // Throws UsageRequested if `args` hold --help or -h anywhere.
 void check_help(const std::vector<std::string>& args, const std::string& usage);
 

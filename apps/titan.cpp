@@ -148,12 +148,9 @@ int fail(const std::string& message, int exit_code) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  // libtorch's errors and logs carry no C++ backtrace unless asked for (a rendezvous that
-  // fails would print pages of frames before our message).
-  if (const char* want = std::getenv("TITAN_BACKTRACE"); !want || std::string(want) != "1")
-    c10::SetStackTraceFetcher([]() -> std::string { return "(TITAN_BACKTRACE=1 prints where it happened)"; });
-  std::vector<std::string> args(argv + 1, argv + argc);
+namespace titan::apps {
+
+int run_cli(std::vector<std::string> args) {
   if (args.empty() || args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
     std::fputs(kUsage, args.empty() ? stderr : stdout);
     return args.empty() ? titan::Error::kExitCode : 0;
@@ -185,3 +182,5 @@ int main(int argc, char** argv) {
     return fail("titan: internal error: " + printable(describe_internal(e)), 1);
   }
 }
+
+}  // namespace titan::apps

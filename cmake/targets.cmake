@@ -108,9 +108,13 @@ if(TITAN_HAVE_CUDA)
   target_link_libraries(titan_lib PUBLIC titan_kernels_cuda)
 endif()
 
-add_executable(titan apps/titan.cpp apps/cmd_tokenizer.cpp apps/cmd_data.cpp apps/cmd_convert.cpp
-               apps/cmd_pp_schedule.cpp)
-target_link_libraries(titan PRIVATE titan_lib)
+# The command line as a library: the program is its main(), the unit tests call it in-process.
+add_library(titan_cli STATIC apps/titan.cpp apps/cmd_tokenizer.cpp apps/cmd_data.cpp apps/cmd_convert.cpp
+            apps/cmd_pp_schedule.cpp)
+target_link_libraries(titan_cli PUBLIC titan_lib)
+target_include_directories(titan_cli PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
+add_executable(titan apps/main.cpp)
+target_link_libraries(titan PRIVATE titan_cli)
 
 # Unit tests: one executable, so libtorch is linked once.
 add_executable(titan_tests
@@ -125,8 +129,9 @@ add_executable(titan_tests
   tests/unit/test_checkpoint_units.cpp
   tests/unit/test_pipeline_runtime.cpp
   tests/unit/test_gpu_readiness.cpp
+  tests/unit/test_cli_usage.cpp
 )
-target_link_libraries(titan_tests PRIVATE titan_lib GTest::gtest_main)
+target_link_libraries(titan_tests PRIVATE titan_cli GTest::gtest_main)
 target_compile_definitions(titan_tests PRIVATE TITAN_SOURCE_DIR="${CMAKE_CURRENT_SOURCE_DIR}")
 include(GoogleTest)
 gtest_discover_tests(titan_tests DISCOVERY_TIMEOUT 120 PROPERTIES LABELS unit ENVIRONMENT "OMP_NUM_THREADS=1")

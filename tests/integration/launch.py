@@ -4,13 +4,77 @@ metrics.jsonl, and count checks."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import selectors
+import signal
 import socket
 import subprocess
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# ---- no process outlives the test that started it ------------------------------------------------
+# Every test script imports this module. When the script ends, however it ends (a failed check, an
+# exception, SIGTERM or Ctrl-C), every process it started and their children are killed, so that a
+# trainer left running by a failed assertion never competes with the next test.
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_leftover_processes() -> None:
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _exit_on_signal(signum, _frame) -> None:
+    raise SystemExit(128 + signum)  # runs the atexit handler below
+
+
+atexit.register(kill_leftover_processes)
+for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    if signal.getsignal(_sig) in (signal.SIG_DFL, signal.default_int_handler):
+        signal.signal(_sig, _exit_on_signal)
+
+
+def read_until(proc: subprocess.Popen, needle: str, timeout: float) -> tuple[str, bool]:
+    """Reads a text-mode process's stdout until a line contains `needle`, the stream ends or `timeout`
+    seconds pass (a process that hangs without printing cannot block the test). Returns what was read
+    and whether the needle came."""
+    out = ""
+    deadline = time.time() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.time() < deadline:
+            if not sel.select(timeout=max(0.0, deadline - time.time())):
+                break
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+            if needle in line:
+                return out, True
+    return out, False
 
 
 def free_port() -> int:

@@ -21,6 +21,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import read_until  # noqa: E402  (importing launch also kills what this test leaves running)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = ["--training.seq_len", "64", "--training.local_batch_size", "2", "--training.steps", "2",
         "--activation_checkpoint.mode", "none", "--debug.seed", "1"]
@@ -201,14 +204,9 @@ def main() -> int:
     proc = subprocess.Popen([titan, "train", "--job.config_file", debug, "--training.seq_len", "64",
                              "--training.steps", "100000", "--metrics.log_freq", "1"], cwd=ROOT, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = ""
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        out += line
-        if "step:  1" in line:
-            proc.send_signal(signal.SIGTERM)
-            break
+    out, started = read_until(proc, "step:  1", timeout=120)
+    if started:
+        proc.send_signal(signal.SIGTERM)
     try:
         rest, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:

@@ -25,6 +25,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import launch  # noqa: E402,F401  (kills whatever this test leaves running when it ends)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEBUG = "configs/llama3/debug_model.toml"
 ENV = dict(os.environ, OMP_NUM_THREADS="1")

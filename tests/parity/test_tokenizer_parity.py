@@ -43,6 +43,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration"))
+import launch  # noqa: E402,F401  (kills whatever this test leaves running when it ends)
 import time
 
 try:

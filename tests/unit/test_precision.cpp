@@ -96,7 +96,9 @@ TEST(Precision, PeakRateIsMeasuredOnceAtOneSizeAndKept) {
     const auto t0 = std::chrono::steady_clock::now();
     const PeakFlops peak = cpu.peak_flops(dtype);
     const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    EXPECT_LT(took, 3.0) << dtype_name(dtype);
+    // A quarter of a second of repetitions plus the set-up: bounded, not timed (a loaded machine, an
+    // emulated bf16 CPU and ASan each slow it); a measurement that ran on for minutes would show here.
+    EXPECT_LT(took, 20.0) << dtype_name(dtype);
     EXPECT_GT(peak.flops, 1e8) << dtype_name(dtype);
     const std::string size = dtype == at::kBFloat16 && !cpu.native_bf16() ? "256x256" : "1024x1024";
     EXPECT_NE(peak.source.find(dtype_name(dtype) + " " + size + " matmul measured on this CPU"), std::string::npos)
