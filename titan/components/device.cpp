@@ -175,17 +175,14 @@ std::atomic<int64_t> g_host_reads{0};
 
 int64_t host_reads() { return g_host_reads.load(); }
 
-at::Tensor read_to_host(const at::Tensor& t, std::chrono::milliseconds timeout) {
+at::Tensor read_to_host(const at::Tensor& t, const std::function<std::string()>& stuck) {
   g_host_reads.fetch_add(1);
   if (!t.is_cuda()) return t.cpu();
   // The copy waits in the stream behind the work that computes t; the host waits for it here, with a
   // deadline, instead of inside a blocking copy.
   at::Tensor host = at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(true));
   host.copy_(t, /*non_blocking=*/true);
-  if (!cuda::wait_for_stream(t, timeout.count() > 0 ? timeout : std::chrono::hours(24 * 365)))
-    throw std::runtime_error("the GPU did not finish the step's work within " + std::to_string(timeout.count() / 1000) +
-                             " s (comm.train_timeout_seconds): a collective is waiting for a rank that fell behind, "
-                             "skipped it or died");
+  if (const std::string why = cuda::wait_for_stream(t, stuck); !why.empty()) throw std::runtime_error(why);
   return host;
 }
 

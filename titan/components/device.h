@@ -7,6 +7,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -66,10 +67,11 @@ class DeviceInfo {
 };
 
 // The one way a training step reads device values on the host (docs/gpu.md "Host
-// synchronisation"): every call is counted (host_reads(), for tests), and on CUDA it waits with a
-// deadline when `timeout` > 0, so that a collective stuck on another rank ends in an error that the
-// comm-failure report handles instead of a hang. A CPU tensor comes back as it is.
-at::Tensor read_to_host(const at::Tensor& t, std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+// synchronisation"): every call is counted (host_reads(), for tests). On CUDA it polls the device
+// and, while it waits, asks `stuck` (when given) every few milliseconds: a non-empty answer (why)
+// ends the wait with std::runtime_error, so that a collective stuck on another rank ends in an error
+// that the comm-failure report handles instead of a hang. A CPU tensor comes back as it is.
+at::Tensor read_to_host(const at::Tensor& t, const std::function<std::string()>& stuck = {});
 int64_t host_reads();
 // A host tensor on `device` without waiting: on CUDA through pinned memory, copied without
 // blocking (the caching host allocator keeps the pinned block until the copy is done).
@@ -137,8 +139,9 @@ double total_memory_gib(int index);
 MemoryStats memory_stats_and_reset(int index, double total_gib);
 int64_t active_bytes(int index);  // the caching allocator's bytes in use now
 int64_t peak_active_bytes_and_reset(int index);
-// Waits for the current stream of t's device, polling, at most `timeout`; false when it passed.
-bool wait_for_stream(const at::Tensor& t, std::chrono::milliseconds timeout);
+// Waits for the current stream of t's device, polling; asks `stuck` every few milliseconds and
+// returns its answer when that is not empty (the wait given up), else "" once the stream is done.
+std::string wait_for_stream(const at::Tensor& t, const std::function<std::string()>& stuck);
 // Pinned host memory of exactly `bytes` (cudaHostAlloc, freed with the tensor), uint8.
 at::Tensor pinned_bytes(int64_t bytes);
 }  // namespace cuda

@@ -101,26 +101,30 @@ int64_t active_bytes(int index) {
   return stats.active_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
 }
 
-bool wait_for_stream(const at::Tensor& t, std::chrono::milliseconds timeout) {
+std::string wait_for_stream(const at::Tensor& t, const std::function<std::string()>& stuck) {
   c10::cuda::CUDAGuard guard(t.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
   cudaEvent_t done;
   C10_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
   C10_CUDA_CHECK(cudaEventRecord(done, stream));
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto pause = std::chrono::microseconds(5);
+  auto next_ask = std::chrono::steady_clock::now();
   cudaError_t state;
   while ((state = cudaEventQuery(done)) == cudaErrorNotReady) {
-    if (std::chrono::steady_clock::now() >= deadline) {
-      (void)cudaEventDestroy(done);
-      return false;
+    if (stuck && std::chrono::steady_clock::now() >= next_ask) {
+      if (std::string why = stuck(); !why.empty()) {
+        (void)cudaEventDestroy(done);
+        (void)cudaGetLastError();
+        return why;
+      }
+      next_ask = std::chrono::steady_clock::now() + std::chrono::milliseconds(10);
     }
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::microseconds(1000));
   }
   (void)cudaEventDestroy(done);
   C10_CUDA_CHECK(state);
-  return true;
+  return "";
 }
 
 at::Tensor pinned_bytes(int64_t bytes) {

@@ -20,7 +20,7 @@ double total_memory_gib(int) { return 0; }
 MemoryStats memory_stats_and_reset(int, double) { return {}; }
 int64_t active_bytes(int) { return 0; }
 int64_t peak_active_bytes_and_reset(int) { return 0; }
-bool wait_for_stream(const at::Tensor&, std::chrono::milliseconds) { return true; }
+std::string wait_for_stream(const at::Tensor&, const std::function<std::string()>&) { return ""; }
 at::Tensor pinned_bytes(int64_t bytes) { return at::empty({bytes}, at::kByte); }
 
 }  // namespace titan::components::cuda

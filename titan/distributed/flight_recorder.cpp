@@ -90,6 +90,16 @@ void FlightRecorder::poll_locked() {
   });
 }
 
+double FlightRecorder::oldest_pending_seconds() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (capacity_ == 0) return 0;
+  poll_locked();
+  const double now = now_seconds();
+  double oldest = 0;
+  for (const auto& [slot, done] : watched_) oldest = std::max(oldest, now - ring_[slot % capacity_].start);
+  return oldest;
+}
+
 void FlightRecorder::failed(int64_t slot) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (slot < 0 || total_ - slot > static_cast<int64_t>(capacity_)) return;

@@ -30,6 +30,9 @@ class FlightRecorder {
   // queued): checked at every later start and before a dump.
   void finished_when(int64_t slot, std::function<bool()> done);
   void failed(int64_t slot);
+  // How long the oldest collective queued on the device (finished_when) has been running, in
+  // seconds; 0 when none is. Polls them first (not from a signal handler).
+  double oldest_pending_seconds();
   // Writes the buffer; safe to call more than once (later calls overwrite).
   void dump(const std::string& reason);
   void dump_from_signal(const std::string& reason);  // gives up instead of waiting for the lock

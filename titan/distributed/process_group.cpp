@@ -330,8 +330,9 @@ void World::set_collective_timeout(std::chrono::milliseconds timeout) {
   collective_timeout_ms_->store(timeout.count());
   // Gloo takes each collective's timeout from its options; NCCL ignores that and times its work
   // by the process group's own option, which is set here for every group made so far. NCCL's
-  // watchdog is the backstop: the step's read (components::read_to_host) gives up first, at
-  // `timeout`, and the comm-failure report runs; the watchdog would abort the process unreported.
+  // watchdog is the backstop: the step's read (components::read_to_host) gives up first, once a
+  // collective has run for `timeout`, and the comm-failure report runs; the watchdog would abort
+  // the process unreported.
   for (const auto& weak : nccl_backends_)
     if (auto b = weak.lock()) b->backend->setTimeout(nccl_watchdog_timeout(timeout));
 }

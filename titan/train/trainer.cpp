@@ -742,10 +742,19 @@ StepRecord Trainer::train_step(int64_t step) {
                                                     s.device)});
   s.mesh->group("world").all_reduce(maxed, /*max=*/true).wait();
   // The step's one read on the host (docs/gpu.md): every row's loss, the valid tokens, the two
-  // maxima and the gradient norm. On CUDA it waits at most the collective timeout.
+  // maxima and the gradient norm. On NCCL it gives up when a collective has been running for
+  // longer than the collective timeout (the flight recorder watches each).
   const at::Tensor host = components::read_to_host(
       at::cat({rows.reshape({-1}), valid.to(at::kDouble).reshape({1}), maxed, grad_norm.reshape({1}).to(at::kDouble)}),
-      s.world->collective_timeout());
+      [&s]() -> std::string {
+        if (s.world->size() <= 1) return "";
+        const double timeout = std::chrono::duration<double>(s.world->collective_timeout()).count();
+        const double running = distributed::FlightRecorder::instance().oldest_pending_seconds();
+        if (running <= timeout) return "";
+        return "a collective has been running for " + log::format("%.0f", running) + " s, longer than the collective " +
+               "timeout (" + log::format("%.0f", timeout) + " s, comm.train_timeout_seconds): a rank fell behind, " +
+               "skipped it or died";
+      });
   const double* h = host.data_ptr<double>();
   const int64_t n_rows = rows.numel();
   const double loss_value = global_loss(h, n_rows, h[n_rows]);
