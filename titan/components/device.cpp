@@ -141,12 +141,16 @@ DeviceInfo::DeviceInfo(at::Device device) : device_(device) {
 }
 
 MemoryStats DeviceInfo::memory_stats_and_reset() {
-  const double taken_gib = static_cast<double>(std::exchange(taken_peak_, 0)) / (1024.0 * 1024.0 * 1024.0);
+  constexpr double kGib = 1024.0 * 1024.0 * 1024.0;
+  const double taken_gib = static_cast<double>(std::exchange(taken_peak_, 0)) / kGib;
+  const double taken_reserved_gib = static_cast<double>(std::exchange(taken_reserved_, 0)) / kGib;
   MemoryStats s;
   if (device_.is_cuda()) {
     s = cuda::memory_stats_and_reset(device_.index(), total_gib_);
     s.max_active_gib = std::max(s.max_active_gib, taken_gib);
+    s.max_reserved_gib = std::max(s.max_reserved_gib, taken_reserved_gib);
     s.max_active_pct = total_gib_ > 0 ? 100.0 * s.max_active_gib / total_gib_ : 0;
+    s.max_reserved_pct = total_gib_ > 0 ? 100.0 * s.max_reserved_gib / total_gib_ : 0;
     return s;
   }
   s.max_reserved_gib = std::max(static_cast<double>(proc_status_kb("VmHWM")) / (1024.0 * 1024.0), taken_gib);
@@ -160,7 +164,9 @@ MemoryStats DeviceInfo::memory_stats_and_reset() {
 int64_t DeviceInfo::take_peak_bytes() {
   int64_t peak;
   if (device_.is_cuda()) {
-    peak = cuda::peak_active_bytes_and_reset(device_.index());
+    const auto [active, reserved] = cuda::peak_bytes_and_reset(device_.index());
+    peak = active;
+    taken_reserved_ = std::max(taken_reserved_, reserved);
   } else {
     peak = peak_resident_bytes();
     std::ofstream("/proc/self/clear_refs") << "5";

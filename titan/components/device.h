@@ -42,9 +42,9 @@ class DeviceInfo {
   // Peak statistics since the last reset, then resets the peaks.
   MemoryStats memory_stats_and_reset();
   // For a part of a step that measures its own peak (the pipeline schedule): the peak of memory in
-  // use (CUDA: active bytes; CPU: resident) since the last reset or take, then resets it. The next
-  // memory_stats_and_reset reports the larger of its own peak and every peak taken since, so the
-  // step's peak is never hidden.
+  // use (CUDA: active bytes; CPU: resident) since the last reset or take, then resets it (on CUDA
+  // the reserved peak too). The next memory_stats_and_reset reports the larger of its own peaks
+  // and every peak taken since, so the step's peak is never hidden.
   int64_t take_peak_bytes();
   // Dense peak FLOP/s for MFU in `dtype`: a table of GPU models (torchtitan's), or on CPU the
   // best rate of square matmuls of one fixed size in that dtype, measured once per host, CPU,
@@ -63,7 +63,8 @@ class DeviceInfo {
   at::Device device_;
   std::string name_;
   double total_gib_ = 0;
-  int64_t taken_peak_ = 0;  // the largest take_peak_bytes since memory_stats_and_reset
+  int64_t taken_peak_ = 0;      // the largest take_peak_bytes since memory_stats_and_reset
+  int64_t taken_reserved_ = 0;  // CUDA: the largest reserved peak those resets cleared
 };
 
 // The one way a training step reads device values on the host (docs/gpu.md "Host
@@ -138,7 +139,8 @@ std::string device_name(int index);
 double total_memory_gib(int index);
 MemoryStats memory_stats_and_reset(int index, double total_gib);
 int64_t active_bytes(int index);  // the caching allocator's bytes in use now
-int64_t peak_active_bytes_and_reset(int index);
+// The caching allocator's peaks of active and of reserved bytes since the last reset, then resets them.
+std::pair<int64_t, int64_t> peak_bytes_and_reset(int index);
 // Waits for the current stream of t's device, polling; asks `stuck` every few milliseconds and
 // returns its answer when that is not empty (the wait given up), else "" once the stream is done.
 std::string wait_for_stream(const at::Tensor& t, const std::function<std::string()>& stuck);

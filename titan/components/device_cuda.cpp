@@ -74,10 +74,11 @@ double total_memory_gib(int index) {
   return static_cast<double>(prop->totalGlobalMem) / (1024.0 * 1024.0 * 1024.0);
 }
 
-int64_t peak_active_bytes_and_reset(int index) {
+std::pair<int64_t, int64_t> peak_bytes_and_reset(int index) {
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
   c10::cuda::CUDACachingAllocator::resetPeakStats(index);
-  return stats.active_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  return {stats.active_bytes[agg].peak, stats.reserved_bytes[agg].peak};
 }
 
 MemoryStats memory_stats_and_reset(int index, double total_gib) {

@@ -19,7 +19,7 @@ std::string device_name(int) { return "none"; }
 double total_memory_gib(int) { return 0; }
 MemoryStats memory_stats_and_reset(int, double) { return {}; }
 int64_t active_bytes(int) { return 0; }
-int64_t peak_active_bytes_and_reset(int) { return 0; }
+std::pair<int64_t, int64_t> peak_bytes_and_reset(int) { return {0, 0}; }
 std::string wait_for_stream(const at::Tensor&, const std::function<std::string()>&) { return ""; }
 at::Tensor pinned_bytes(int64_t bytes) { return at::empty({bytes}, at::kByte); }
 
