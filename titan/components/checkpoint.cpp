@@ -1,6 +1,7 @@
 #include "titan/components/checkpoint.h"
 
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/util/accumulate.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -708,45 +709,48 @@ void Checkpointer::save(int64_t step, const StateDict& state, bool model_only, b
   try {
     at::NoGradGuard no_grad;
     c10::DeviceIndex sync_device = -1;
-    auto staged = [&](const StateTensor& t) {  // what this save writes of `t`, or undefined
-      const bool is_model = t.key.rfind("model.", 0) == 0;
-      if (!t.writer || (model_only && !is_model)) return at::Tensor();
-      if (!t.global_shape.empty() && t.box.numel() == 0) return at::Tensor();  // an empty FSDP box
-      at::Tensor c = t.local.detach();
-      return model_only && export_cast ? c.to(export_dtype_) : c;
+    auto writes = [&](const StateTensor& t) {  // whether this save writes `t`
+      if (!t.writer || (model_only && t.key.rfind("model.", 0) != 0)) return false;
+      return t.global_shape.empty() || t.box.numel() > 0;  // not an empty FSDP box
     };
+    const bool cast = model_only && export_cast;
     if (pinned_) {
       // async_with_pinned_mem: one block of pinned memory of exactly the staged bytes (cudaHostAlloc),
       // cut into the staging tensors, kept while the tensors keep their shapes. (The caching host
       // allocator would round each buffer up to a power of two and keep it: up to twice the state.)
       std::vector<std::pair<std::vector<int64_t>, at::ScalarType>> shapes;
       int64_t need = 0;
+      auto bytes_of = [](const std::pair<std::vector<int64_t>, at::ScalarType>& shape) {
+        return c10::multiply_integers(shape.first) * static_cast<int64_t>(c10::elementSize(shape.second));
+      };
       for (const auto& t : state.tensors)
-        if (at::Tensor c = staged(t); c.defined()) {
-          shapes.emplace_back(c.sizes().vec(), c.scalar_type());
-          if (c.device().is_cuda()) need += (c.numel() * c.element_size() + 63) / 64 * 64;
+        if (writes(t)) {
+          shapes.emplace_back(t.local.sizes().vec(), cast ? export_dtype_ : t.local.scalar_type());
+          if (t.local.is_cuda()) need += (bytes_of(shapes.back()) + 63) / 64 * 64;
         }
       if (shapes != staging_shapes_) {
         staging_.clear();
         pinned_block_ = at::Tensor();  // freed before the new one is taken
         pinned_block_ = cuda::pinned_bytes(need);
         int64_t offset = 0;
-        for (const auto& t : state.tensors)
-          if (at::Tensor c = staged(t); c.defined()) {
-            const int64_t bytes = c.numel() * c.element_size();
-            if (c.device().is_cuda() && bytes > 0) {
-              staging_.push_back(pinned_block_.narrow(0, offset, bytes).view(c.scalar_type()).view(c.sizes()));
-              offset += (bytes + 63) / 64 * 64;
-            } else {
-              staging_.push_back(at::empty(c.sizes(), c.options().device(at::kCPU)));
-            }
+        size_t k = 0;
+        for (const auto& t : state.tensors) {
+          if (!writes(t)) continue;
+          const auto& [sizes, dtype] = shapes[k++];
+          const int64_t bytes = bytes_of({sizes, dtype});
+          if (t.local.is_cuda() && bytes > 0) {
+            staging_.push_back(pinned_block_.narrow(0, offset, bytes).view(dtype).view(sizes));
+            offset += (bytes + 63) / 64 * 64;
+          } else {
+            staging_.push_back(at::empty(sizes, at::TensorOptions().dtype(dtype)));
           }
+        }
         staging_shapes_ = std::move(shapes);
       }
     }
     for (const auto& t : state.tensors) {
-      at::Tensor c = staged(t);
-      if (!c.defined()) continue;
+      if (!writes(t)) continue;
+      at::Tensor c = cast ? t.local.detach().to(export_dtype_) : t.local.detach();
       // Staged: a copy when the write runs in the background (or the tensor is on a GPU), into
       // the buffers of the previous save when they fit (no new memory after the first).
       // With async_with_pinned_mem, GPU tensors go to pinned buffers without blocking, and the
