@@ -1,14 +1,15 @@
 # The libtorch-based library, the CLI, and their tests.
+# Every model family's folder (titan/models/<name>/), registered in titan/models/models.def.
+file(GLOB TITAN_MODEL_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/titan/models/*/*.cpp)
 set(TITAN_SOURCES
+  ${TITAN_MODEL_SOURCES}
+  titan/models/registry.cpp
   titan/common/counter_rng.cpp
   titan/common/log.cpp
   titan/kernels/attention_cpu.cpp
   titan/kernels/fused_ops.cpp
   titan/kernels/linear_cross_entropy.cpp
   titan/kernels/ops.cpp
-  titan/models/llama3/args.cpp
-  titan/models/llama3/model.cpp
-  titan/models/llama3/parallelize.cpp
   titan/distributed/activation_checkpoint.cpp
   titan/distributed/data_parallel.cpp
   titan/distributed/device_mesh.cpp
@@ -33,7 +34,6 @@ set(TITAN_SOURCES
   titan/components/pickle.cpp
   titan/components/hf_checkpoint.cpp
   titan/components/hf_tokenizer_export.cpp
-  titan/models/llama3/state_dict_adapter.cpp
   titan/common/folder_lock.cpp
   titan/common/test_hooks.cpp
   titan/train/pipeline.cpp

@@ -12,6 +12,7 @@
 #include "titan/components/loss.h"
 #include "titan/models/llama3/args.h"
 #include "titan/models/llama3/model.h"
+#include "titan/models/registry.h"
 
 using namespace titan::models::llama3;
 
@@ -70,6 +71,47 @@ TEST(ModelArgs, UnknownFlavorNamesTheChoices) {
   } catch (const titan::Error& e) {
     EXPECT_NE(std::string(e.what()).find("7B"), std::string::npos);
     EXPECT_NE(e.fix().find("debugmodel"), std::string::npos);
+  }
+}
+
+TEST(Registry, Llama3IsRegisteredAndBuildsThroughItsSpec) {
+  const auto names = titan::models::model_names();
+  ASSERT_NE(std::find(names.begin(), names.end(), "llama3"), names.end());
+  const auto& spec = titan::models::model_spec("llama3");
+  for (const auto& name : spec.flavor_names()) {
+    const auto config = spec.flavor(name);
+    EXPECT_EQ(config->family(), "llama3");
+    EXPECT_EQ(config->num_params(), num_params(flavor(name))) << name;
+    const auto model = spec.build(*config, at::TensorOptions().device(at::kMeta));
+    EXPECT_EQ(model->num_params(), config->num_params()) << name << " (built through the spec)";
+    EXPECT_EQ(model->num_parts(), static_cast<size_t>(config->sizes().n_layers) + 2);
+  }
+  // What a checkpoint records comes back as the same arguments.
+  const auto config = spec.flavor("8B");
+  const auto again = titan::models::config_from_description({{"name", "llama3"}, {"args", config->to_json()}}, "here");
+  EXPECT_EQ(again->to_json(), config->to_json());
+  EXPECT_EQ(again->describe(), config->describe());
+}
+
+TEST(Registry, UnknownNamesAreRefusedWithTheChoices) {
+  try {
+    titan::models::model_spec("gpt5");
+    FAIL() << "no error";
+  } catch (const titan::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.name = \"gpt5\""), std::string::npos) << e.what();
+    EXPECT_NE(e.fix().find("llama3"), std::string::npos) << e.fix();
+  }
+  EXPECT_THROW(titan::models::config_from_description({{"name", "gpt5"}, {"args", nlohmann::json::object()}}, "f"),
+               titan::Error);
+  EXPECT_THROW(titan::models::config_from_description({{"name", "llama3"}}, "f"), titan::Error);
+  EXPECT_THROW(titan::models::config_from_description({{"name", "llama3"}, {"args", {{"dim", 4}}}}, "f"), titan::Error);
+  EXPECT_EQ(titan::models::model_spec_for_hf({{"model_type", "llama"}}, "c").name, "llama3");
+  EXPECT_EQ(titan::models::model_spec_for_hf(nlohmann::json::object(), "c").name, "llama3");
+  try {
+    titan::models::model_spec_for_hf({{"model_type", "gpt2"}}, "config.json");
+    FAIL() << "no error";
+  } catch (const titan::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("config.json: model_type \"gpt2\""), std::string::npos) << e.what();
   }
 }
 

@@ -327,7 +327,7 @@ TEST(Validate, MemoryEstimateCountsTheStateExactly) {
     const auto checked = train::preflight(cfg, 1);
     const auto result = train::run_training(cfg);
     const double state = checked.memory.parameters + checked.memory.gradients + checked.memory.optimizer;
-    const double counters = 4.0 * (2 + 9 * static_cast<double>(checked.args.n_layers) + 1);  // one per parameter
+    const double counters = 4.0 * (2 + 9 * static_cast<double>(checked.args->sizes().n_layers) + 1);  // one per parameter
     EXPECT_NEAR(state + counters, static_cast<double>(result.state_bytes), 64.0) << dtype;
   }
   // A size that cannot fit is refused by preflight's estimate, before anything is allocated.

@@ -11,13 +11,11 @@
 #include "titan/components/dcp.h"
 #include "titan/components/hf_checkpoint.h"
 #include "titan/components/hf_tokenizer_export.h"
-#include "titan/models/llama3/model.h"
-#include "titan/models/llama3/state_dict_adapter.h"
+#include "titan/models/registry.h"
 
 namespace titan::train {
 
-using models::llama3::ModelArgs;
-using models::llama3::StateDictAdapter;
+using models::ModelConfig;
 
 namespace {
 
@@ -26,43 +24,25 @@ std::string dtype_name(at::ScalarType t) {
 }
 
 // The parameter FQNs of a model with these arguments, in order, with their shapes.
-std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const ModelArgs& args) {
-  models::llama3::Transformer meta(args, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
+std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes(const ModelConfig& args) {
+  const auto meta = models::model_spec(args.family()).build(args, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;
-  for (const auto& p : meta.named_parameters()) out.emplace_back(p.name, p.tensor->sizes().vec());
+  for (const auto& p : meta->named_parameters()) out.emplace_back(p.name, p.tensor->sizes().vec());
   return out;
 }
-std::vector<std::string> parameter_fqns(const ModelArgs& args) {
+std::vector<std::string> parameter_fqns(const ModelConfig& args) {
   std::vector<std::string> out;
   for (const auto& [name, shape] : parameter_shapes(args)) out.push_back(name);
   return out;
 }
 
 // What a checkpoint recorded of its model.
-ModelArgs checkpoint_args(const components::CheckpointReader& r) {
-  const auto& m = r.metadata().value("model", nlohmann::json::object());
-  if (!m.contains("args") || !m["args"].is_object())
-    throw Error(r.path() + "/metadata.json does not record the model's arguments", "re-save it with this titan.cpp");
-  try {
-    return models::llama3::args_from_json(m["args"]);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(r.path() + "/metadata.json: malformed model arguments (" + e.what() + ")", "the checkpoint is damaged");
-  }
+std::unique_ptr<ModelConfig> checkpoint_args(const components::CheckpointReader& r) {
+  return models::config_from_description(r.model_description(), r.path() + "/metadata.json");
 }
 
-void check_same_model(const ModelArgs& want, const ModelArgs& have, const std::string& where) {
-  auto mismatch = [&](const char* what, auto a, auto b) {
-    if (a != b)
-      throw Error(where + ": " + what + " is " + std::to_string(b) + " but this run's model has " + std::to_string(a),
-                  "use a model.flavor (and model.vocab_size) that matches the Hugging Face model");
-  };
-  mismatch("hidden_size", want.dim, have.dim);
-  mismatch("num_hidden_layers", want.n_layers, have.n_layers);
-  mismatch("num_attention_heads", want.n_heads, have.n_heads);
-  mismatch("num_key_value_heads", want.n_kv_heads, have.n_kv_heads);
-  mismatch("vocab_size", want.vocab_size, have.vocab_size);
-  mismatch("intermediate_size", want.ffn_hidden_dim(), have.ffn_hidden_dim());
-  mismatch("tie_word_embeddings", static_cast<int>(want.tied_embeddings), static_cast<int>(have.tied_embeddings));
+std::unique_ptr<models::StateDictAdapter> adapter_for(const ModelConfig& args) {
+  return models::model_spec(args.family()).hf_adapter(args);
 }
 
 }  // namespace
@@ -82,8 +62,9 @@ std::string recorded_tokenizer(const std::string& step_dir) {
 void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std::optional<at::ScalarType> dtype,
                    int64_t max_shard_bytes, const Progress& progress, const std::string& tokenizer) {
   components::CheckpointReader reader(step_dir);
-  const ModelArgs args = checkpoint_args(reader);
-  StateDictAdapter adapter(args);
+  const auto args_ptr = checkpoint_args(reader);
+  const ModelConfig& args = *args_ptr;
+  const auto adapter = adapter_for(args);
   std::vector<components::HfTensorSpec> specs;
   std::map<std::string, std::string> fqn_of;
   at::ScalarType saved = at::kFloat;
@@ -93,16 +74,16 @@ void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std:
     saved = components::scalar_type_of(reader.metadata()["tensors"][key]["dtype"].get<std::string>(), step_dir);
     int64_t n = 1;
     for (auto d : reader.global_shape(key)) n *= d;
-    const std::string hf = adapter.to_hf_name(fqn);
+    const std::string hf = adapter->to_hf_name(fqn);
     specs.push_back({hf, n * static_cast<int64_t>(c10::elementSize(dtype.value_or(saved)))});
     fqn_of[hf] = fqn;
   }
   const at::ScalarType out_dtype = dtype.value_or(saved);
-  nlohmann::json config = adapter.hf_config(dtype_name(out_dtype));
+  nlohmann::json config = adapter->hf_config(dtype_name(out_dtype));
   if (!tokenizer.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(out_dir, ec);
-    const auto files = components::write_hf_tokenizer(tokenizer, out_dir, args.vocab_size);
+    const auto files = components::write_hf_tokenizer(tokenizer, out_dir, args.sizes().vocab_size);
     if (files.bos_id >= 0) config["bos_token_id"] = files.bos_id;
     if (files.eos_id >= 0) config["eos_token_id"] = files.eos_id;
   }
@@ -110,7 +91,7 @@ void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std:
       out_dir, specs,
       [&](const std::string& hf) {
         const std::string& fqn = fqn_of.at(hf);
-        return adapter.to_hf(fqn, reader.read_full("model." + fqn)).to(out_dtype);
+        return adapter->to_hf(fqn, reader.read_full("model." + fqn)).to(out_dtype);
       },
       config, max_shard_bytes, progress);
 }
@@ -120,15 +101,17 @@ void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir,
   components::HfReader hf(hf_dir);
   if (hf.config_path().empty())
     throw Error(hf_dir + " has no config.json", "convert a folder written by transformers' save_pretrained");
-  const ModelArgs args = StateDictAdapter::args_from_hf_config(hf.config(), hf.config_path());
-  StateDictAdapter adapter(args);
+  const models::ModelSpec& spec = models::model_spec_for_hf(hf.config(), hf.config_path());
+  const auto args_ptr = spec.config_from_hf(hf.config(), hf.config_path());
+  const ModelConfig& args = *args_ptr;
+  const auto adapter = spec.hf_adapter(args);
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   const auto params = parameter_shapes(args);
   std::set<std::string> used;
   for (const auto& [fqn, shape] : params) {
-    const std::string name = adapter.to_hf_name(fqn);
+    const std::string name = adapter->to_hf_name(fqn);
     if (!hf.has(name)) throw Error(hf_dir + " holds no " + name, "convert the complete model folder");
-    at::Tensor t = adapter.from_hf(fqn, hf.read(name));
+    at::Tensor t = adapter->from_hf(fqn, hf.read(name));
     if (t.sizes().vec() != shape)
       throw Error(hf_dir + ": " + name + " has shape " + c10::str(t.sizes()) + " but " + hf.config_path() +
                       " describes a model whose " + fqn + " has " + c10::str(at::IntArrayRef(shape)),
@@ -139,26 +122,26 @@ void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir,
   }
   // Nothing in the files is left out (a config.json with fewer layers than the weights).
   for (const auto& name : hf.names())
-    if (!used.count(name) && name.find("rotary_emb.inv_freq") == std::string::npos &&
-        !(args.tied_embeddings && name == "lm_head.weight"))
+    if (!used.count(name) && !adapter->ignorable(name))
       throw Error(hf_dir + " holds " + name + ", which the model that " + hf.config_path() + " describes does not have",
                   "the weights and config.json disagree (num_hidden_layers?); convert a folder saved whole by "
                   "save_pretrained");
   components::write_checkpoint(out_step_dir, 0, tensors,
-                                     {{"name", "llama3"}, {"flavor", "converted from " + hf_dir},
-                                      {"args", models::llama3::args_to_json(args)}},
+                                     {{"name", spec.name}, {"flavor", "converted from " + hf_dir},
+                                      {"args", args.to_json()}},
                                      nlohmann::json::object(), replace);
 }
 
-void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_dir, const std::string& flavor,
-                      const Progress& progress, bool replace) {
+void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_dir, const std::string& model_name,
+                      const std::string& flavor, const Progress& progress, bool replace) {
+  const models::ModelSpec& spec = models::model_spec(model_name);
   components::DcpReader dcp(dcp_dir);
-  nlohmann::json model = {{"name", "llama3"}, {"flavor", flavor.empty() ? "torchtitan checkpoint" : flavor}};
+  nlohmann::json model = {{"name", spec.name}, {"flavor", flavor.empty() ? "torchtitan checkpoint" : flavor}};
   std::vector<std::string> fqns;
   if (!flavor.empty()) {
-    ModelArgs args = models::llama3::flavor(flavor);
-    model["args"] = models::llama3::args_to_json(args);
-    fqns = parameter_fqns(args);
+    const auto args = spec.flavor(flavor);
+    model["args"] = args->to_json();
+    fqns = parameter_fqns(*args);
   } else {
     for (const auto& k : dcp.keys())
       if (k.find('.') != std::string::npos && k.rfind("optimizer.", 0) != 0 && k.rfind("lr_scheduler.", 0) != 0 &&
@@ -185,20 +168,20 @@ void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_di
                                replace);
 }
 
-void load_hf_into(const std::string& hf_dir, const ModelArgs& args, components::StateDict& state) {
+void load_hf_into(const std::string& hf_dir, const ModelConfig& args, components::StateDict& state) {
   components::HfReader hf(hf_dir);
+  const auto adapter = adapter_for(args);
   if (!hf.config_path().empty()) {
-    ModelArgs have = StateDictAdapter::args_from_hf_config(hf.config(), hf.config_path());
-    check_same_model(args, have, hf.config_path());
+    const auto have = models::model_spec_for_hf(hf.config(), hf.config_path()).config_from_hf(hf.config(), hf.config_path());
+    adapter->check_same(*have, hf.config_path());
   }
-  StateDictAdapter adapter(args);
   at::NoGradGuard no_grad;
   for (auto& t : state.tensors) {
     if (t.key.rfind("model.", 0) != 0) continue;
     const std::string fqn = t.key.substr(6);
-    const std::string name = adapter.to_hf_name(fqn);
+    const std::string name = adapter->to_hf_name(fqn);
     if (!hf.has(name)) throw Error(hf_dir + " holds no " + name, "load the complete model folder");
-    at::Tensor full = adapter.from_hf(fqn, hf.read(name));
+    at::Tensor full = adapter->from_hf(fqn, hf.read(name));
     if (full.sizes().vec() != t.global_shape)
       throw Error(hf_dir + ": " + name + " has shape " + c10::str(full.sizes()) + " but this run's " + fqn + " has " +
                       c10::str(at::IntArrayRef(t.global_shape)),

@@ -1,5 +1,5 @@
-// Llama 3 weights between titan.cpp checkpoints and Hugging Face folders, through the model's
-// state-dict adapter: `titan convert`, checkpoint.initial_load_in_hf and checkpoint.last_save_in_hf.
+// A registered model's weights between titan.cpp checkpoints and Hugging Face folders, through
+// the family's state-dict adapter: `titan convert`, checkpoint.initial_load_in_hf and checkpoint.last_save_in_hf.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -9,7 +9,7 @@
 #include <string>
 
 #include "titan/components/checkpoint.h"
-#include "titan/models/llama3/args.h"
+#include "titan/models/model.h"
 
 namespace titan::train {
 
@@ -28,12 +28,12 @@ std::string recorded_tokenizer(const std::string& step_dir);
 void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir, std::optional<at::ScalarType> dtype,
                      const Progress& progress = {}, bool replace = false);
 // A PyTorch distributed checkpoint torchtitan wrote -> a step folder with the same model,
-// optimizer moments and train state (`flavor`'s arguments recorded, when given).
-void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_dir, const std::string& flavor,
-                      const Progress& progress = {}, bool replace = false);
+// optimizer moments and train state (`model_name`'s `flavor` arguments recorded, when given).
+void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_dir, const std::string& model_name,
+                      const std::string& flavor, const Progress& progress = {}, bool replace = false);
 // Fills the "model." tensors of `state` (this rank's boxes) from a transformers folder; titan::Error
 // when its config or shapes do not match `args`.
-void load_hf_into(const std::string& hf_dir, const models::llama3::ModelArgs& args, components::StateDict& state);
+void load_hf_into(const std::string& hf_dir, const models::ModelConfig& args, components::StateDict& state);
 
 // A text progress bar on stderr: "[=====>    ] 12/291 tensors".
 Progress stderr_progress(const std::string& what);

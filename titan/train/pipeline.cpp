@@ -26,12 +26,12 @@ std::vector<size_t> parts_of_rank(const PipelinePlan& plan, int pp_rank) {
   return parts;
 }
 
-Pipeline::Pipeline(const PipelinePlan& plan, models::llama3::Transformer& model, distributed::DataParallel& dp,
+Pipeline::Pipeline(const PipelinePlan& plan, models::Model& model, distributed::DataParallel& dp,
                    distributed::DeviceMesh& mesh, components::DeviceInfo& device, at::ScalarType activation_dtype,
                    int64_t seq_len, std::optional<int64_t> validation_seq_len)
     : plan_(plan), dp_(dp), mesh_(mesh), device_(device), gpu_wall_(device.device()), gpu_wait_(device.device()) {
   const size_t n_parts = model.num_parts();
-  const auto& args = model.args();
+  const models::Sizes args = model.config().sizes();
   const auto names = dp.parameter_names();
   const auto weights = dp.parameters();
   const int tp = mesh.dims().tp;

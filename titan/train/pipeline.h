@@ -16,7 +16,7 @@
 #include "titan/distributed/data_parallel.h"
 #include "titan/distributed/device_mesh.h"
 #include "titan/distributed/pipeline_runtime.h"
-#include "titan/models/llama3/model.h"
+#include "titan/models/model.h"
 #include "titan/train/validate.h"
 
 namespace titan::train {
@@ -29,7 +29,7 @@ class Pipeline {
   // `dp` owns this rank's parameters (every part of its stages); activations between stages
   // are (microbatch_size, seq_len / tp, dim) in `activation_dtype`. Validation runs when
   // `validation_seq_len` is given. Exchanges the stages' boundaries with the other pipeline ranks.
-  Pipeline(const PipelinePlan& plan, models::llama3::Transformer& model, distributed::DataParallel& dp,
+  Pipeline(const PipelinePlan& plan, models::Model& model, distributed::DataParallel& dp,
            distributed::DeviceMesh& mesh, components::DeviceInfo& device, at::ScalarType activation_dtype,
            int64_t seq_len, std::optional<int64_t> validation_seq_len);
   ~Pipeline();

@@ -38,21 +38,18 @@
 #include "titan/distributed/pipeline_schedule.h"
 #include "titan/distributed/process_group.h"
 #include "titan/kernels/ops.h"
-#include "titan/models/llama3/args.h"
-#include "titan/models/llama3/model.h"
-#include "titan/models/llama3/parallelize.h"
+#include "titan/models/registry.h"
 #include "titan/train/hf_convert.h"
 #include "titan/train/pipeline.h"
 #include "titan/train/validate.h"
-#include "titan/models/llama3/state_dict_adapter.h"
 
 namespace titan::train {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using models::llama3::ModelArgs;
-using models::llama3::Transformer;
+using models::Model;
+using models::ModelConfig;
 
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int sig) {
@@ -76,16 +73,6 @@ std::string tokenizer_location(const config::JobConfig& cfg) {
   std::error_code ec;
   const auto abs = std::filesystem::absolute(path, ec);
   return ec ? path : abs.lexically_normal().string();
-}
-
-std::string describe_args(const ModelArgs& a) {
-  return "ModelArgs(dim=" + std::to_string(a.dim) + ", n_layers=" + std::to_string(a.n_layers) +
-         ", n_heads=" + std::to_string(a.n_heads) + ", n_kv_heads=" + std::to_string(a.n_kv_heads) +
-         ", vocab_size=" + std::to_string(a.vocab_size) + ", multiple_of=" + std::to_string(a.multiple_of) +
-         ", ffn_dim_multiplier=" + (a.ffn_dim_multiplier ? log::format("%g", *a.ffn_dim_multiplier) : "None") +
-         ", norm_eps=" + log::format("%g", a.norm_eps) + ", rope_theta=" + log::format("%g", a.rope_theta) +
-         ", max_seq_len=" + std::to_string(a.max_seq_len) +
-         ", tied_embeddings=" + (a.tied_embeddings ? "True" : "False") + ")";
 }
 
 // debug.seed, or a random seed when it is not set (said once the run knows whether it resumes).
@@ -243,7 +230,8 @@ struct DataParts {
   std::unique_ptr<components::DataLoader> data, validation_data;
 };
 
-DataParts open_data(const config::JobConfig& cfg, const ModelArgs& args, int64_t dp_rank, int64_t dp_degree) {
+DataParts open_data(const config::JobConfig& cfg, const ModelConfig& model, int64_t dp_rank, int64_t dp_degree) {
+  const models::Sizes args = model.sizes();
   DataParts d;
   d.tokenizer = components::tokenizer_from_config(cfg);
   if (d.tokenizer->vocab_size() > args.vocab_size)
@@ -295,16 +283,17 @@ int dry_run(const config::JobConfig& cfg) {
     world = static_cast<int>(std::min<int64_t>(w, 1 << 30));
   }
   // What the model is, first (shapes only, on the meta device); then every check a start makes.
-  const ModelArgs args = model_args(cfg);
-  Transformer model(args, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
+  const auto args = model_args(cfg);
+  const models::ModelSpec& spec = models::model_spec(args->family());
+  const auto model = spec.build(*args, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
   const int64_t seq = cfg.get_int("training.seq_len");
   log::info("Dry run of " + cfg.get_string("model.name") + " " + cfg.get_string("model.flavor") + " on " +
             std::to_string(world) + " rank(s) (nothing is allocated)");
-  log::info("Building llama3 " + cfg.get_string("model.flavor") + " with " + describe_args(args));
-  log::info("Model llama3 " + cfg.get_string("model.flavor") + " size: " +
-            log::with_commas(model.num_params()) + " total parameters");
+  log::info("Building " + spec.name + " " + cfg.get_string("model.flavor") + " with " + args->describe());
+  log::info("Model " + spec.name + " " + cfg.get_string("model.flavor") + " size: " +
+            log::with_commas(model->num_params()) + " total parameters");
   log::info("FLOPs per token at seq_len " + std::to_string(seq) + ": " +
-            log::with_commas(models::llama3::flops_per_token(args, seq)));
+            log::with_commas(args->flops_per_token(seq)));
   const Preflight p = preflight(cfg, world);
   if (p.pipeline) describe_pipeline(*p.pipeline);
   write_config_if_asked(cfg);
@@ -314,7 +303,7 @@ int dry_run(const config::JobConfig& cfg) {
   log::info("Memory per rank (estimate): " + p.memory.describe() + "; " + dev.name() + " offers " +
             log::format("%.2f", usable / 1073741824.0) + " GiB per rank");
   check_memory(p.memory, usable, dev.name(), cfg);
-  const auto data = open_data(cfg, p.args, 0, p.dims.dp_degree());
+  const auto data = open_data(cfg, *p.args, 0, p.dims.dp_degree());
   log::info("Tokenizer: " + data.tokenizer->describe());
   log::info("Training data: " + data.data->describe());
   if (data.validation_data) log::info("Validation data: " + data.validation_data->describe());
@@ -363,9 +352,10 @@ struct Trainer::Impl {
   std::shared_ptr<const components::Tokenizer> tokenizer;
   std::unique_ptr<components::DataLoader> data, validation_data;
 
-  ModelArgs args;
-  std::unique_ptr<Transformer> model;
-  models::llama3::ParallelPlan plan;
+  std::shared_ptr<const ModelConfig> args;
+  const models::ModelSpec* spec = nullptr;
+  std::unique_ptr<Model> model;
+  models::ParallelPlan plan;
   std::vector<at::Tensor> params;
   std::vector<std::string> param_names;
   std::vector<distributed::Box> boxes;  // this rank's box of each parameter
@@ -436,6 +426,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   const Preflight checked = preflight(cfg, env.world_size);  // the dry run's checks
   dims = checked.dims;
   args = checked.args;
+  spec = &models::model_spec(args->family());
   pipeline_plan = checked.pipeline;
 
   // ---- device, threads, determinism --------------------------------------------------------
@@ -482,7 +473,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   seq_len = cfg.get_int("training.seq_len");
   const int64_t dp_degree = dims.dp_degree(), dp_rank = mesh->rank("dp");
   {
-    auto parts = open_data(cfg, args, dp_rank, dp_degree);
+    auto parts = open_data(cfg, *args, dp_rank, dp_degree);
     tokenizer = std::move(parts.tokenizer);
     data = std::move(parts.data);
     validation_data = std::move(parts.validation_data);
@@ -497,17 +488,16 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
               validation_data->describe());
 
   // ---- model and its parallel plan ------------------------------------------------------------
-  log::info("Building llama3 " + cfg.get_string("model.flavor") + " with " + describe_args(args));
+  log::info("Building " + spec->name + " " + cfg.get_string("model.flavor") + " with " + args->describe());
   const at::ScalarType param_dtype = dtype_of(cfg.get_string("training.dtype"));
   const bool shared = dims.world_size > 1;
   // With several ranks the model is built on the meta device; the plan creates each rank's
   // slices of every parameter from the same per-element initialisation.
-  model = std::make_unique<Transformer>(
-      args, at::TensorOptions().device(shared ? at::Device(at::kMeta) : device).dtype(param_dtype));
+  model = spec->build(*args, at::TensorOptions().device(shared ? at::Device(at::kMeta) : device).dtype(param_dtype));
   if (!shared) model->init_weights(seed);
   for (const auto& p : model->named_parameters()) model_keys.insert("model." + p.name);
-  flops_per_token = models::llama3::flops_per_token(args, seq_len);
-  log::info("Model llama3 " + cfg.get_string("model.flavor") + " size: " + log::with_commas(model->num_params()) +
+  flops_per_token = args->flops_per_token(seq_len);
+  log::info("Model " + spec->name + " " + cfg.get_string("model.flavor") + " size: " + log::with_commas(model->num_params()) +
             " total parameters");
   log::info("FLOPs per token: " + log::with_commas(flops_per_token));
   // The compute dtype: training.mixed_precision_param, unless this CPU would emulate it.
@@ -522,7 +512,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
     parts_held = parts_of_rank(*pipeline_plan, mesh->rank("pp"));
     describe_pipeline(*pipeline_plan);
   }
-  plan = models::llama3::parallelize(*model, cfg, *mesh, device, precision.dtype, seed, parts_held);
+  plan = spec->parallelize(*model, cfg, *mesh, device, precision.dtype, seed, parts_held);
   for (const auto& line : plan.applied) log::info(line);
   if (plan.data_parallel) {
     params = plan.data_parallel->parameters();
@@ -612,7 +602,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   ck.run_id = run_id;
   ck.layout = {{"describe", dims.describe()}, {"dp_replicate", dims.dp_replicate}, {"dp_shard", dims.dp_shard},
                {"cp", dims.cp}, {"tp", dims.tp}, {"pp", dims.pp}};
-  ck.model = {{"name", "llama3"}, {"flavor", cfg.get_string("model.flavor")}, {"args", models::llama3::args_to_json(args)},
+  ck.model = {{"name", spec->name}, {"flavor", cfg.get_string("model.flavor")}, {"args", args->to_json()},
               {"tokenizer", tokenizer_location(cfg)}};
   ck.model_keys = model_keys;
   checkpointer = std::make_unique<components::Checkpointer>(cfg, ck);
@@ -975,7 +965,7 @@ RunResult Trainer::run() {
                     "set it to a Hugging Face model folder (with model.safetensors and config.json)");
       ck.check_nothing_overwritten(0);
       StateDict sd = state_dict();
-      load_hf_into(path, s.args, sd);
+      load_hf_into(path, *s.args, sd);
     } catch (...) {
       error = std::current_exception();
     }

@@ -6,7 +6,7 @@
 #include "titan/common/error.h"
 #include "titan/components/lr_scheduler.h"
 #include "titan/components/optimizer.h"
-#include "titan/models/llama3/parallelize.h"
+#include "titan/models/registry.h"
 
 namespace titan::train {
 
@@ -41,9 +41,7 @@ components::LRSchedule lr_schedule(const config::JobConfig& cfg, std::vector<std
 }
 
 void validate_config(const config::JobConfig& cfg) {
-  if (cfg.get_string("model.name") != "llama3")
-    throw Error("model.name = \"" + cfg.get_string("model.name") + "\" is not a known model",
-                "use model.name = \"llama3\"");
+  models::model_spec(cfg.get_string("model.name"));  // a known model, or the list of them
   const int64_t local = cfg.get_int("training.local_batch_size");
   const int64_t global = cfg.get_int("training.global_batch_size");
   if (global != -1 && (global < local || global % local != 0))
@@ -130,18 +128,8 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   return out;
 }
 
-models::llama3::ModelArgs model_args(const config::JobConfig& cfg) {
-  models::llama3::ModelArgs args = models::llama3::flavor(cfg.get_string("model.flavor"));
-  args.max_seq_len = cfg.get_int("training.seq_len");
-  if (auto v = cfg.get_opt_int("model.vocab_size")) {
-    if (*v < 1) throw Error("model.vocab_size = " + std::to_string(*v) + " must be >= 1");
-    args.vocab_size = *v;
-  }
-  if (auto v = cfg.get_opt_int("model.n_layers")) {
-    if (*v < 1 || *v > 100000) throw Error("model.n_layers = " + std::to_string(*v) + " is out of range", "use 1 to 100000");
-    args.n_layers = *v;
-  }
-  return args;
+std::shared_ptr<const models::ModelConfig> model_args(const config::JobConfig& cfg) {
+  return models::config_from_job(cfg);
 }
 
 std::string MemoryEstimate::describe() const {
@@ -149,17 +137,18 @@ std::string MemoryEstimate::describe() const {
          gib(optimizer) + ", activations " + gib(activations) + ", gathered layers and logits " + gib(transient) + ")";
 }
 
-MemoryEstimate estimate_memory(const models::llama3::ModelArgs& a, const config::JobConfig& cfg,
+MemoryEstimate estimate_memory(const models::ModelConfig& config, const config::JobConfig& cfg,
                                const distributed::ParallelDims& dims) {
+  const models::Sizes a = config.sizes();
   // Doubles throughout: a mistyped size must give a huge estimate, never an overflow.
   const double param_bytes = cfg.get_string("training.dtype") == "float32" ? 4 : 2;
   const std::string mp = cfg.get_string("training.mixed_precision_param");
   const double compute_bytes = (mp == "float32" || (dims.world_size == 1 && param_bytes == 4 && mp != "bfloat16")) ? 4 : 2;
   const double tp = dims.tp, shard = static_cast<double>(dims.dp_shard) * dims.cp;
   const double dim = static_cast<double>(a.dim), layers = static_cast<double>(a.n_layers);
-  const double kv_dim = static_cast<double>(a.n_kv_heads) * static_cast<double>(a.head_dim());
-  const double hidden = static_cast<double>(a.ffn_hidden_dim()), vocab = static_cast<double>(a.vocab_size);
-  const double layer_params = dim * (dim + 2 * kv_dim) + dim * dim + 3 * dim * hidden + 2 * dim;
+  const double kv_dim = static_cast<double>(a.n_kv_heads) * static_cast<double>(a.head_dim);
+  const double hidden = static_cast<double>(a.ffn_hidden_dim), vocab = static_cast<double>(a.vocab_size);
+  const double layer_params = static_cast<double>(a.layer_params);
   // Pipeline parallelism: this rank's stages hold about 1/pp of the layers (rounded up), and may
   // hold both ends (a V places the first and the last stage on rank 0).
   const double stage_layers = dims.pp > 1 ? std::ceil(layers / dims.pp) : layers;
@@ -214,12 +203,12 @@ Preflight preflight(const config::JobConfig& cfg, int world_size) {
   Preflight p;
   p.dims = distributed::ParallelDims::from_config(cfg, world_size);
   p.args = model_args(cfg);
-  models::llama3::validate_plan(p.args, cfg, p.dims);
+  models::model_spec(p.args->family()).validate_plan(*p.args, cfg, p.dims);
   if (p.dims.world_size > 1 && cfg.get_string("training.dtype") != "float32")
     throw Error("training.dtype = \"" + cfg.get_string("training.dtype") + "\" with several ranks is not supported yet",
                 "use training.dtype = \"float32\" (mixed precision comes from training.mixed_precision_param)");
   if (p.dims.pp > 1) {
-    p.pipeline = plan_pipeline(cfg, p.args);
+    p.pipeline = plan_pipeline(cfg, *p.args);
     bool split_backward = false;
     for (const auto& actions : p.pipeline->schedule.compute)
       for (const auto& a : actions) split_backward |= a.type == distributed::pp::ActionType::BackwardWeight;
@@ -229,11 +218,12 @@ Preflight preflight(const config::JobConfig& cfg, int world_size) {
                   "use fsdp_reshard_after_forward = \"default\" (kept under pipeline parallelism), or a schedule "
                   "without the split (1F1B, Interleaved1F1B)");
   }
-  p.memory = estimate_memory(p.args, cfg, p.dims);
+  p.memory = estimate_memory(*p.args, cfg, p.dims);
   return p;
 }
 
-PipelinePlan plan_pipeline(const config::JobConfig& cfg, const models::llama3::ModelArgs& args) {
+PipelinePlan plan_pipeline(const config::JobConfig& cfg, const models::ModelConfig& config) {
+  const models::Sizes args = config.sizes();
   namespace pp = distributed::pp;
   PipelinePlan plan;
   pp::SplitOptions o;

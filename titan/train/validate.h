@@ -3,6 +3,7 @@
 // of each rank's memory. The dry run and a real start run the same checks (preflight).
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,7 +14,7 @@
 #include "titan/distributed/parallel_dims.h"
 #include "titan/distributed/pipeline_schedule.h"
 #include "titan/distributed/pipeline_split.h"
-#include "titan/models/llama3/args.h"
+#include "titan/models/model.h"
 
 namespace titan::train {
 
@@ -28,8 +29,9 @@ void validate_config(const config::JobConfig& cfg);
 // "compile.enable = true: torch.compile-style compilation is not supported yet".
 std::vector<std::string> unsupported_settings(const config::JobConfig& cfg);
 
-// The model's arguments: the flavor, with training.seq_len and model.vocab_size applied.
-models::llama3::ModelArgs model_args(const config::JobConfig& cfg);
+// The model's arguments: model.name's flavor, with training.seq_len, model.vocab_size and
+// model.n_layers applied.
+std::shared_ptr<const models::ModelConfig> model_args(const config::JobConfig& cfg);
 
 // Bytes one rank holds at its peak, by part: an estimate from the shapes alone (parameters,
 // gradients and optimizer state exactly; activations from the tensors each block keeps for
@@ -39,7 +41,7 @@ struct MemoryEstimate {
   double total() const { return parameters + gradients + optimizer + activations + transient; }
   std::string describe() const;  // "12.3 GiB (parameters 1.0, gradients 1.0, ...)"
 };
-MemoryEstimate estimate_memory(const models::llama3::ModelArgs& args, const config::JobConfig& cfg,
+MemoryEstimate estimate_memory(const models::ModelConfig& args, const config::JobConfig& cfg,
                                const distributed::ParallelDims& dims);
 
 // Pipeline parallelism as the config asks for it: the stages (modules of each), the training
@@ -52,12 +54,12 @@ struct PipelinePlan {
   // Per stage, the range [first, last) of the model's parts (tok_embeddings, layers.<i>, output).
   std::vector<std::pair<size_t, size_t>> part_ranges;
 };
-PipelinePlan plan_pipeline(const config::JobConfig& cfg, const models::llama3::ModelArgs& args);
+PipelinePlan plan_pipeline(const config::JobConfig& cfg, const models::ModelConfig& args);
 
 // What a start learns from the config alone. Throws titan::Error for the first problem.
 struct Preflight {
   distributed::ParallelDims dims;
-  models::llama3::ModelArgs args;
+  std::shared_ptr<const models::ModelConfig> args;
   MemoryEstimate memory;
   std::optional<PipelinePlan> pipeline;  // with pipeline_parallel_degree > 1
 };

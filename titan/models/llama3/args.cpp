@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "titan/common/error.h"
+#include "titan/common/log.h"
 
 namespace titan::models::llama3 {
 
@@ -63,21 +64,54 @@ ModelArgs flavor(std::string_view name) {
               "use one of: " + known);
 }
 
-int64_t num_embedding_params(const ModelArgs& a) { return a.vocab_size * a.dim; }
+int64_t num_embedding_params(const ModelArgs& a) { return a.num_embedding_params(); }
+int64_t num_params(const ModelArgs& a) { return a.num_params(); }
+int64_t flops_per_token(const ModelArgs& a, int64_t seq_len) { return a.flops_per_token(seq_len); }
 
-int64_t num_params(const ModelArgs& a) {
+namespace {
+int64_t block_params(const ModelArgs& a) {
   const int64_t hd = a.head_dim();
   const int64_t attention = a.dim * a.n_heads * hd * 2 + a.dim * a.n_kv_heads * hd * 2;
-  const int64_t ffn = 3 * a.dim * a.ffn_hidden_dim();
-  const int64_t block = attention + ffn + 2 * a.dim;
-  const int64_t output = a.tied_embeddings ? 0 : a.vocab_size * a.dim;
-  return num_embedding_params(a) + a.n_layers * block + a.dim + output;
+  return attention + 3 * a.dim * a.ffn_hidden_dim() + 2 * a.dim;
+}
+}  // namespace
+
+Sizes ModelArgs::sizes() const {
+  Sizes s;
+  s.dim = dim;
+  s.n_layers = n_layers;
+  s.n_heads = n_heads;
+  s.n_kv_heads = n_kv_heads;
+  s.head_dim = head_dim();
+  s.ffn_hidden_dim = ffn_hidden_dim();
+  s.vocab_size = vocab_size;
+  s.max_seq_len = max_seq_len;
+  s.tied_embeddings = tied_embeddings;
+  s.layer_params = block_params(*this);
+  return s;
 }
 
-int64_t flops_per_token(const ModelArgs& a, int64_t seq_len) {
+std::string ModelArgs::describe() const {
+  return "ModelArgs(dim=" + std::to_string(dim) + ", n_layers=" + std::to_string(n_layers) +
+         ", n_heads=" + std::to_string(n_heads) + ", n_kv_heads=" + std::to_string(n_kv_heads) +
+         ", vocab_size=" + std::to_string(vocab_size) + ", multiple_of=" + std::to_string(multiple_of) +
+         ", ffn_dim_multiplier=" + (ffn_dim_multiplier ? log::format("%g", *ffn_dim_multiplier) : "None") +
+         ", norm_eps=" + log::format("%g", norm_eps) + ", rope_theta=" + log::format("%g", rope_theta) +
+         ", max_seq_len=" + std::to_string(max_seq_len) + ", tied_embeddings=" + (tied_embeddings ? "True" : "False") +
+         ")";
+}
+
+int64_t ModelArgs::num_params() const {
+  const ModelArgs& a = *this;
+  const int64_t output = a.tied_embeddings ? 0 : a.vocab_size * a.dim;
+  return a.num_embedding_params() + a.n_layers * block_params(a) + a.dim + output;
+}
+
+int64_t ModelArgs::flops_per_token(int64_t seq_len) const {
+  const ModelArgs& a = *this;
   // Parameters are counted once even when tied, so with tied embeddings the shared table is
   // left out entirely (as torchtitan counts it).
-  return 6 * (num_params(a) - num_embedding_params(a)) + 12 * a.n_layers * a.n_heads * a.head_dim() * seq_len;
+  return 6 * (a.num_params() - a.num_embedding_params()) + 12 * a.n_layers * a.n_heads * a.head_dim() * seq_len;
 }
 
 }  // namespace titan::models::llama3

@@ -8,9 +8,11 @@
 #include <string_view>
 #include <vector>
 
+#include "titan/models/model.h"
+
 namespace titan::models::llama3 {
 
-struct ModelArgs {
+struct ModelArgs final : ModelConfig {
   int64_t dim = 4096;
   int64_t n_layers = 32;
   int64_t n_heads = 32;
@@ -27,6 +29,19 @@ struct ModelArgs {
 
   int64_t head_dim() const { return dim / n_heads; }
   int64_t ffn_hidden_dim() const;
+
+  // ModelConfig
+  std::unique_ptr<ModelConfig> clone() const override { return std::make_unique<ModelArgs>(*this); }
+  std::string family() const override { return "llama3"; }
+  Sizes sizes() const override;
+  void set_max_seq_len(int64_t n) override { max_seq_len = n; }
+  void set_vocab_size(int64_t n) override { vocab_size = n; }
+  void set_n_layers(int64_t n) override { n_layers = n; }
+  int64_t num_params() const override;
+  int64_t num_embedding_params() const override { return vocab_size * dim; }
+  int64_t flops_per_token(int64_t seq_len) const override;
+  nlohmann::json to_json() const override;
+  std::string describe() const override;
 };
 
 // The flavor by name; throws titan::Error listing the known names.

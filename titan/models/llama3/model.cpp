@@ -161,16 +161,10 @@ std::vector<NamedParam> Transformer::named_parameters() {
   return out;
 }
 
-std::vector<at::Tensor> Transformer::parameters() {
-  std::vector<at::Tensor> out;
-  for (auto& p : named_parameters()) out.push_back(*p.tensor);
-  return out;
-}
-
-int64_t Transformer::num_params() {
-  int64_t n = 0;
-  for (auto& p : named_parameters()) n += p.tensor->numel();
-  return n;
+std::vector<std::string> Transformer::part_modules(size_t index) const {
+  if (index == 0) return {"tok_embeddings"};
+  if (index <= layers_.size()) return {"layers." + std::to_string(layers_[index - 1].layer_id)};
+  return {"norm", "output"};
 }
 
 namespace {

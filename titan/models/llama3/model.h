@@ -16,10 +16,12 @@
 
 #include "titan/common/module.h"
 #include "titan/models/llama3/args.h"
+#include "titan/models/model.h"
 
 namespace titan::models::llama3 {
 
 using titan::NamedParam;
+using titan::ModelPart;
 
 struct Linear {
   at::Tensor weight;  // (out_features, in_features)
@@ -77,7 +79,7 @@ struct TransformerBlock {
   std::vector<at::Tensor*> weight_slots();  // what named_parameters points to
 };
 
-class Transformer {
+class Transformer final : public Model {
  public:
   // Allocates every parameter (uninitialised) with `options`; on the meta device nothing is
   // allocated, which is how large flavors are inspected.
@@ -87,31 +89,31 @@ class Transformer {
 
   // torchtitan's initialisation, deterministic per (seed, parameter name), so any layout that
   // initialises a parameter by name gets the same values. Values are drawn on the CPU and copied.
-  void init_weights(uint64_t seed);
+  void init_weights(uint64_t seed) override;
 
   // tokens: (B, T) int64 -> logits (B, T, vocab) in the compute dtype.
-  at::Tensor forward(const at::Tensor& tokens) const;
+  at::Tensor forward(const at::Tensor& tokens) const override;
   // tokens, labels: (B, T) -> the cross-entropy loss of each token (B, T), float32, 0 where the
   // label is the ignore index (-100). The loss is part of the last part ("output"), so that
   // the output head and the loss may run fused and chunked without whole logits.
-  at::Tensor forward_loss(const at::Tensor& tokens, const at::Tensor& labels) const;
+  at::Tensor forward_loss(const at::Tensor& tokens, const at::Tensor& labels) const override;
 
   // Parts [first, last) of model.parts() only (a pipeline stage): `x` is the tokens (B,T) when
   // first is 0, else the hidden state (B,T,D) that part first-1 returned; returns the hidden
   // state after part last-1, or, when last is the end, the loss of each token (B,T) with
   // `labels` (the logits without). Hooks see each part's index in model.parts().
-  at::Tensor forward_parts(const at::Tensor& x, const at::Tensor* labels, size_t first, size_t last) const;
-  size_t num_parts() const { return layers_.size() + 2; }
+  at::Tensor forward_parts(const at::Tensor& x, const at::Tensor* labels, size_t first, size_t last) const override;
+  size_t num_parts() const override { return layers_.size() + 2; }
+  std::vector<std::string> part_modules(size_t index) const override;
 
   // Fused kernels instead of ATen's ops: in every block (RMSNorm with the residual add, RoPE on
   // q and k, SwiGLU) and/or for the output head with the loss (chunked linear + cross entropy).
-  void set_fused_kernels(bool blocks, bool loss);
+  void set_fused_kernels(bool blocks, bool loss) override;
 
-  std::vector<NamedParam> named_parameters();
-  std::vector<at::Tensor> parameters();
-  int64_t num_params();
+  std::vector<NamedParam> named_parameters() override;
 
   const ModelArgs& args() const { return args_; }
+  const ModelConfig& config() const override { return args_; }
   std::vector<TransformerBlock>& layers() { return layers_; }
   RMSNorm& norm() { return norm_; }
   Embedding& tok_embeddings() { return tok_embeddings_; }
@@ -119,15 +121,15 @@ class Transformer {
 
   // The parts in forward order ("tok_embeddings", "layers.<i>", "output") with their
   // parameters. With tied embeddings the head reads tok_embeddings.weight, listed once.
-  std::vector<ModelPart> parts();
+  std::vector<ModelPart> parts() override;
   // Runs block `layer` through `runner` (activation checkpointing); unset runs it directly.
-  void set_block_runner(size_t layer, BlockRunner runner) { runners_.at(layer) = std::move(runner); }
-  void set_forward_hooks(ForwardHooks* hooks) { hooks_ = hooks; }
+  void set_block_runner(size_t layer, BlockRunner runner) override { runners_.at(layer) = std::move(runner); }
+  void set_forward_hooks(ForwardHooks* hooks) override { hooks_ = hooks; }
   // The output head with its loss (tensor parallelism: vocabulary-parallel loss).
-  void set_head_loss_style(HeadLossStyle style) { head_loss_style_ = std::move(style); }
+  void set_head_loss_style(HeadLossStyle style) override { head_loss_style_ = std::move(style); }
   // (Re)builds the non-parameter tensors (the RoPE table) with `options`, e.g. on the real
   // device after the model was built on the meta device.
-  void init_buffers(const at::TensorOptions& options) { rope_ = rope_table(args_, options); }
+  void init_buffers(const at::TensorOptions& options) override { rope_ = rope_table(args_, options); }
 
  private:
   ModelArgs args_;

@@ -13,18 +13,11 @@
 #include "titan/distributed/data_parallel.h"
 #include "titan/distributed/device_mesh.h"
 #include "titan/models/llama3/model.h"
+#include "titan/models/registry.h"
 
 namespace titan::models::llama3 {
 
-struct ParallelPlan {
-  // Pipeline parallelism: the hooks that give data parallelism this rank's part numbers.
-  std::unique_ptr<ForwardHooks> part_map;
-  // The owner of the parameters when more than one rank shares the model (FSDP, HSDP, DDP or
-  // tensor parallelism), else null: the model then holds its own parameters.
-  std::unique_ptr<distributed::DataParallel> data_parallel;
-  std::optional<at::ScalarType> autocast;  // AMP: forward and loss under autocast in this dtype
-  std::vector<std::string> applied;        // what was applied, a line each, for the log
-};
+using models::ParallelPlan;
 
 // Every parameter's layout on the mesh: tensor-parallel shards (column-wise wq wk wv w1 w3 and
 // output, row-wise wo w2 and tok_embeddings, Partial gradients for the sequence-parallel norms),

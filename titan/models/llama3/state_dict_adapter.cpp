@@ -134,6 +134,32 @@ ModelArgs StateDictAdapter::args_from_hf_config(const nlohmann::json& c, const s
   }
 }
 
+void StateDictAdapter::check_same(const ModelConfig& have_config, const std::string& where) const {
+  const ModelArgs* have = dynamic_cast<const ModelArgs*>(&have_config);
+  if (!have)
+    throw Error(where + " describes a " + have_config.family() + " model but this run's model is llama3",
+                "use a model.name that matches the Hugging Face model");
+  auto mismatch = [&](const char* what, auto a, auto b) {
+    if (a != b)
+      throw Error(where + ": " + what + " is " + std::to_string(b) + " but this run's model has " + std::to_string(a),
+                  "use a model.flavor (and model.vocab_size) that matches the Hugging Face model");
+  };
+  mismatch("hidden_size", args_.dim, have->dim);
+  mismatch("num_hidden_layers", args_.n_layers, have->n_layers);
+  mismatch("num_attention_heads", args_.n_heads, have->n_heads);
+  mismatch("num_key_value_heads", args_.n_kv_heads, have->n_kv_heads);
+  mismatch("vocab_size", args_.vocab_size, have->vocab_size);
+  mismatch("intermediate_size", args_.ffn_hidden_dim(), have->ffn_hidden_dim());
+  mismatch("tie_word_embeddings", static_cast<int>(args_.tied_embeddings), static_cast<int>(have->tied_embeddings));
+}
+
+bool StateDictAdapter::ignorable(const std::string& hf_name) const {
+  return hf_name.find("rotary_emb.inv_freq") != std::string::npos ||
+         (args_.tied_embeddings && hf_name == "lm_head.weight");
+}
+
+nlohmann::json ModelArgs::to_json() const { return args_to_json(*this); }
+
 nlohmann::json args_to_json(const ModelArgs& a) {
   return {{"dim", a.dim},
           {"n_layers", a.n_layers},

@@ -1,0 +1,74 @@
+// The model registry: `model.name` picks a family, each family one folder titan/models/<name>/
+// that registers a ModelSpec (its flavors, its module, its parallel plan and its Hugging Face
+// adapter) with one line in titan/models/models.def. The trainer, the converters and the
+// command line reach a model only through here.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "titan/config/job_config.h"
+#include "titan/distributed/data_parallel.h"
+#include "titan/distributed/device_mesh.h"
+#include "titan/distributed/parallel_dims.h"
+#include "titan/models/model.h"
+
+namespace titan::models {
+
+// What parallelize applied to a built model.
+struct ParallelPlan {
+  // Pipeline parallelism: the hooks that give data parallelism this rank's part numbers.
+  std::unique_ptr<ForwardHooks> part_map;
+  // The owner of the parameters when more than one rank shares the model (FSDP, HSDP, DDP or
+  // tensor parallelism), else null: the model then holds its own parameters.
+  std::unique_ptr<distributed::DataParallel> data_parallel;
+  std::optional<at::ScalarType> autocast;  // AMP: forward and loss under autocast in this dtype
+  std::vector<std::string> applied;        // what was applied, a line each, for the log
+};
+
+struct ModelSpec {
+  std::string name;  // model.name
+  std::vector<std::string> (*flavor_names)();
+  // The flavor by name; throws titan::Error listing the known names.
+  std::unique_ptr<ModelConfig> (*flavor)(std::string_view name);
+  // What a checkpoint recorded (ModelConfig::to_json); throws nlohmann::json::exception when malformed.
+  std::unique_ptr<ModelConfig> (*config_from_json)(const nlohmann::json& j);
+  // Allocates every parameter (uninitialised) with `options`; on the meta device nothing is.
+  std::unique_ptr<Model> (*build)(const ModelConfig& config, const at::TensorOptions& options);
+  // Throws titan::Error, naming the key, for a layout this model cannot split.
+  void (*validate_plan)(const ModelConfig& config, const config::JobConfig& cfg, const distributed::ParallelDims& dims);
+  // Tensor parallelism, fused kernels, activation checkpointing, then data parallelism, in
+  // torchtitan's order. `model` is on the meta device when the mesh has more than one rank (each
+  // rank then creates only its own slices, from `seed`). `parts_held` (pipeline parallelism):
+  // the indices in model.parts() of this rank's stages; empty: every part.
+  ParallelPlan (*parallelize)(Model& model, const config::JobConfig& cfg, distributed::DeviceMesh& mesh,
+                              at::Device device, at::ScalarType compute_dtype, uint64_t seed,
+                              const std::vector<size_t>& parts_held);
+  // Every parameter's layout on the mesh, in the order of model.parts().
+  std::vector<distributed::ParamLayout> (*param_layouts)(Model& model, const distributed::ParallelDims& dims);
+  std::unique_ptr<StateDictAdapter> (*hf_adapter)(const ModelConfig& config);
+  // Arguments from a transformers config.json (`where` names the file in errors).
+  std::unique_ptr<ModelConfig> (*config_from_hf)(const nlohmann::json& config, const std::string& where);
+  // config.json's "model_type" values this family reads ("llama").
+  std::vector<std::string> hf_model_types;
+};
+
+// The family registered as `name`; throws titan::Error listing the registered names.
+const ModelSpec& model_spec(std::string_view name);
+std::vector<std::string> model_names();
+// The family whose hf_model_types holds config.json's model_type (missing: "llama"); throws
+// titan::Error naming `where` and the known types.
+const ModelSpec& model_spec_for_hf(const nlohmann::json& config, const std::string& where);
+
+// The model's arguments as a run asks for them: model.name's flavor, with training.seq_len,
+// model.vocab_size and model.n_layers applied.
+std::unique_ptr<ModelConfig> config_from_job(const config::JobConfig& cfg);
+// What a checkpoint's metadata recorded of its model ({"name", "args", ...}); throws
+// titan::Error naming `where` when it is missing or malformed.
+std::unique_ptr<ModelConfig> config_from_description(const nlohmann::json& model, const std::string& where);
+
+}  // namespace titan::models
