@@ -200,6 +200,13 @@ add_test(NAME integration.hf COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURC
          --titan $<TARGET_FILE:titan> --checks $<TARGET_FILE:hf_checks>)
 set_tests_properties(integration.hf PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 900)
 
+# Qwen3 through the model registry: FSDP(2), TP(2), DDP(2), fused kernels and activation
+# checkpointing against one process, exact resume, PP refused for the tied debug model. Two
+# processes of one thread each.
+add_test(NAME integration.qwen3 COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_qwen3.py
+         --titan $<TARGET_FILE:titan>)
+set_tests_properties(integration.qwen3 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 600)
+
 # Hostile inputs and run hygiene (docs/reliability.md): bad values, damaged files, a busy port or
 # dump folder, a diverging run. Up to 4 processes of one thread each: run it alone.
 add_test(NAME integration.hostile COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_hostile.py

@@ -1,5 +1,7 @@
 // The C++ side of the Hugging Face interop test (tests/integration/test_hf.py):
-//   hf_checks init --args JSON --seed N --out STEP_FOLDER   a random model as a titan.cpp checkpoint
+//   hf_checks init [--model NAME] --args JSON --seed N --out STEP_FOLDER
+//                                                          a random model (of the registry's family
+//                                                          NAME, llama3 when not given) as a checkpoint
 //   hf_checks logits --checkpoint STEP_FOLDER --tokens 1,2,3 --out FILE
 //                                                          our float32 logits (1, T, V) as safetensors
 #include <cstdio>
@@ -10,42 +12,42 @@
 #include "titan/common/error.h"
 #include "titan/components/checkpoint.h"
 #include "titan/components/safetensors.h"
-#include "titan/models/llama3/model.h"
-#include "titan/models/llama3/state_dict_adapter.h"
+#include "titan/models/registry.h"
 
 using namespace titan;
-using models::llama3::Transformer;
 
 int main(int argc, char** argv) {
   std::vector<std::string> a(argv + 1, argv + argc);
-  auto opt = [&](const std::string& name) {
+  auto opt = [&](const std::string& name, const char* fallback = nullptr) {
     for (size_t i = 0; i + 1 < a.size(); ++i)
       if (a[i] == name) return a[i + 1];
+    if (fallback) return std::string(fallback);
     throw Error("missing " + name);
   };
   try {
     if (!a.empty() && a[0] == "init") {
-      const auto args = models::llama3::args_from_json(nlohmann::json::parse(opt("--args")));
-      Transformer model(args, at::TensorOptions());
-      model.init_weights(std::stoull(opt("--seed")));
+      const auto& spec = models::model_spec(opt("--model", "llama3"));
+      const auto args = spec.config_from_json(nlohmann::json::parse(opt("--args")));
+      const auto model = spec.build(*args, at::TensorOptions());
+      model->init_weights(std::stoull(opt("--seed")));
       std::vector<std::pair<std::string, at::Tensor>> tensors;
-      for (const auto& p : model.named_parameters()) tensors.emplace_back("model." + p.name, p.tensor->detach());
+      for (const auto& p : model->named_parameters()) tensors.emplace_back("model." + p.name, p.tensor->detach());
       components::write_checkpoint(opt("--out"), 0, tensors,
-                                         {{"name", "llama3"}, {"flavor", "test"}, {"args", models::llama3::args_to_json(args)}});
+                                   {{"name", spec.name}, {"flavor", "test"}, {"args", args->to_json()}});
       return 0;
     }
     if (!a.empty() && a[0] == "logits") {
       components::CheckpointReader reader(opt("--checkpoint"));
-      auto args = models::llama3::args_from_json(reader.metadata()["model"]["args"]);
+      auto args = models::config_from_description(reader.model_description(), opt("--checkpoint"));
       std::vector<int64_t> ids;
       std::stringstream ss(opt("--tokens"));
       for (std::string t; std::getline(ss, t, ',');) ids.push_back(std::stoll(t));
-      args.max_seq_len = std::max<int64_t>(args.max_seq_len, static_cast<int64_t>(ids.size()));
-      Transformer model(args, at::TensorOptions());
+      args->set_max_seq_len(std::max<int64_t>(args->sizes().max_seq_len, static_cast<int64_t>(ids.size())));
+      const auto model = models::model_spec(args->family()).build(*args, at::TensorOptions());
       at::NoGradGuard no_grad;
-      for (const auto& p : model.named_parameters()) p.tensor->copy_(reader.read_full("model." + p.name));
+      for (const auto& p : model->named_parameters()) p.tensor->copy_(reader.read_full("model." + p.name));
       at::Tensor tokens = at::tensor(ids, at::kLong).view({1, -1});
-      at::Tensor logits = model.forward(tokens).to(at::kFloat).contiguous();
+      at::Tensor logits = model->forward(tokens).to(at::kFloat).contiguous();
       components::write_safetensors(opt("--out"), {{"logits", logits}}, {});
       return 0;
     }

@@ -140,6 +140,22 @@ def main() -> int:
                                and "titan.cpp does not support yet" in p.stderr)
                 check(f"torchtitan {name} loads (exit 0, or 2 naming only unsupported settings)",
                       (p.returncode == 0 or unsupported) and "total parameters" in p.stdout, p.stderr[-400:])
+        # Qwen3's dense presets: torchtitan's parameter counts (a tied table left out, as its
+        # qwen3 counter does) and FLOPs per token; the mixture-of-experts preset is refused by name.
+        qwen = {"qwen3_0.6b.toml": ("440,467,456", "5,461,377,024"),
+                "qwen3_1.7b.toml": ("1,409,410,048", "11,275,032,576"),
+                "qwen3_32b.toml": ("32,762,123,264", None)}
+        for name, (count, flops) in qwen.items():
+            p = run(titan, "train", "--job.config_file", os.path.join(ref, "qwen3", name), "--job.dry_run",
+                    "--model.hf_assets_path", "assets/tokenizer", "--debug.skip_memory_check",
+                    "--training.dataset", "synthetic")
+            check(f"torchtitan qwen3/{name} dry run: exit 0, {count} parameters",
+                  p.returncode == 0 and f"size: {count} total parameters" in p.stdout
+                  and (flops is None or f"seq_len 4096: {flops}" in p.stdout), (p.stdout + p.stderr)[-600:])
+        p = run(titan, "train", "--job.config_file", os.path.join(ref, "qwen3", "qwen3_moe_debug.toml"),
+                "--job.dry_run", "--model.hf_assets_path", "assets/tokenizer")
+        check("torchtitan qwen3/qwen3_moe_debug.toml: refused by name (mixture of experts not built yet)",
+              p.returncode == 2 and "debugmodel_moe" in p.stderr and "mixture-of-experts" in p.stderr, p.stderr[-400:])
     else:
         print(f"SKIP torchtitan reference configs: {ref} is absent")
         skipped.append("torchtitan's reference configs")

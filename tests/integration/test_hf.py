@@ -8,6 +8,9 @@
 - HF -> titan -> HF gives back every tensor byte for byte;
 - training starts from a Hugging Face folder (checkpoint.initial_load_in_hf) exactly as from
   its conversion, and checkpoint.last_save_in_hf writes a folder transformers loads;
+- the same for Qwen3 (Qwen3ForCausalLM: head_dim apart from hidden_size / heads, q/k norms, GQA,
+  tied and untied): our export gives our logits in transformers, transformers' models give their
+  logits in titan.cpp, and HF -> titan -> HF is byte for byte;
 - a folder of another model is refused with exit 2;
 - the export carries the run's tokenizer: AutoTokenizer on the folder gives the ids training
   reads (BOS in front), for the repository's BPE, Llama 3's tiktoken file (against tiktoken) and
@@ -63,7 +66,7 @@ def our_logits(checks_bin: str, step_dir: str, tmp: str, tokens: list[int]) -> t
 
 
 def hf_logits(folder: str, tokens: list[int]) -> torch.Tensor:
-    model = transformers.LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
     model.eval()
     with torch.no_grad():
         return model(torch.tensor([tokens])).logits
@@ -92,6 +95,36 @@ def random_hf(folder: str, seed: int, shard: str | None = None, **cfg) -> None:
                 p.uniform_(0.5, 1.5)
     kw = {"max_shard_size": shard} if shard else {}
     model.save_pretrained(folder, safe_serialization=True, **kw)
+
+
+def random_qwen3(folder: str, seed: int, shard: str | None = None, **cfg) -> None:
+    torch.manual_seed(seed)
+    config = transformers.Qwen3Config(hidden_size=64, intermediate_size=160, num_hidden_layers=3, num_attention_heads=4,
+                                      head_dim=24, vocab_size=97, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                                      max_position_embeddings=4096, **cfg)
+    model = transformers.Qwen3ForCausalLM(config)
+    with torch.no_grad():  # norms (q_norm and k_norm too) away from 1, so that a swapped or unpermuted norm shows
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    kw = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(folder, safe_serialization=True, **kw)
+
+
+def round_trip(titan: str, hf_checks: str, tmp: str, d: str, name: str) -> None:
+    """transformers' folder d/hf -> titan.cpp: its logits; -> HF again: every tensor byte for byte."""
+    c = run([titan, "convert", "from-hf", d + "/hf", d + "/titan/step-0"])
+    if c.returncode != 0:
+        check(f"{name}: convert from-hf", False, c.stderr[-500:])
+        return
+    err = rel_err(our_logits(hf_checks, d + "/titan/step-0", tmp, TOKENS), hf_logits(d + "/hf", TOKENS))
+    check(f"{name}: transformers' model in titan.cpp gives its logits (rel {err:.1e} <= {LOGITS_TOL:g})",
+          err <= LOGITS_TOL)
+    c = run([titan, "convert", "to-hf", d + "/titan/step-0", d + "/hf2"])
+    a, b = hf_tensors(d + "/hf"), hf_tensors(d + "/hf2") if c.returncode == 0 else {}
+    same = a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+    check(f"{name}: HF -> titan -> HF gives every tensor back byte for byte ({len(a)} tensors)", same,
+          c.stderr[-300:] + str(sorted(set(a) ^ set(b)))[:300])
 
 
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
@@ -152,18 +185,34 @@ def main() -> int:
                   num_attention_heads=4, vocab_size=97, **cfg)
         if shard:
             check(f"{name}: transformers wrote an index", os.path.exists(d + "/hf/model.safetensors.index.json"))
-        c = run([titan, "convert", "from-hf", d + "/hf", d + "/titan/step-0"])
-        if c.returncode != 0:
-            check(f"{name}: convert from-hf", False, c.stderr[-500:])
+        round_trip(titan, hf_checks, tmp, d, name)
+
+    # ---- Qwen3, both ways ---------------------------------------------------------------------------------
+    qsmall = {"dim": 64, "n_layers": 3, "n_heads": 4, "n_kv_heads": 2, "head_dim": 24, "hidden_dim": 160,
+              "vocab_size": 97, "norm_eps": 1e-6, "rope_theta": 1000000.0, "qk_norm": True, "max_seq_len": 64}
+    for tied in (True, False):
+        name = f"Qwen3 ({'tied' if tied else 'untied'}, head_dim 24, GQA)"
+        d = os.path.join(tmp, f"qwen_ours_{tied}")
+        r = run([hf_checks, "init", "--model", "qwen3", "--args", json.dumps({**qsmall, "tied_embeddings": tied}),
+                 "--seed", "4", "--out", d + "/step-0"])
+        c = r.returncode == 0 and run([titan, "convert", "to-hf", d + "/step-0", d + "/hf"])
+        if not c or c.returncode != 0:
+            check(f"{name}: convert to-hf", False, (r.stderr + (c.stderr if c else ""))[-500:])
             continue
-        err = rel_err(our_logits(hf_checks, d + "/titan/step-0", tmp, TOKENS), hf_logits(d + "/hf", TOKENS))
-        check(f"{name}: transformers' model in titan.cpp gives its logits (rel {err:.1e} <= {LOGITS_TOL:g})",
-              err <= LOGITS_TOL)
-        c = run([titan, "convert", "to-hf", d + "/titan/step-0", d + "/hf2"])
-        a, b = hf_tensors(d + "/hf"), hf_tensors(d + "/hf2") if c.returncode == 0 else {}
-        same = a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
-        check(f"{name}: HF -> titan -> HF gives every tensor back byte for byte ({len(a)} tensors)", same,
-              c.stderr[-300:] + str(sorted(set(a) ^ set(b)))[:300])
+        config = json.load(open(d + "/hf/config.json"))
+        err = rel_err(hf_logits(d + "/hf", TOKENS), our_logits(hf_checks, d + "/step-0", tmp, TOKENS))
+        check(f"{name}: our export loads as {config.get('architectures')} and gives our logits "
+              f"(rel {err:.1e} <= {LOGITS_TOL:g})", config.get("architectures") == ["Qwen3ForCausalLM"] and err <= LOGITS_TOL)
+    for slug, name, shard, cfg in [
+            ("tied", "Qwen3 from transformers, tied, one file", None, dict(tie_word_embeddings=True, num_key_value_heads=2)),
+            ("sharded", "Qwen3 from transformers, untied, sharded", "60KB",
+             dict(tie_word_embeddings=False, num_key_value_heads=1))]:
+        d = os.path.join(tmp, "qwen_theirs_" + slug)
+        random_qwen3(d + "/hf", 6, shard, **cfg)
+        round_trip(titan, hf_checks, tmp, d, name)
+    c = run([titan, "convert", "from-hf", os.path.join(tmp, "qwen_theirs_tied", "hf"), os.path.join(tmp, "q_as_llama", "step-0")])
+    meta = json.load(open(os.path.join(tmp, "q_as_llama", "step-0", "metadata.json"))) if c.returncode == 0 else {}
+    check("a converted Qwen3 folder records model qwen3", meta.get("model", {}).get("name") == "qwen3", c.stderr[-300:])
 
     # ---- training from a Hugging Face folder, and the final save in HF format ------------------------------
     debug_hf = os.path.join(tmp, "debug_hf")

@@ -68,6 +68,10 @@ BOS, EOS, PAD = "<|begin_of_text|>", "<|end_of_text|>", "<pad>"
 LLAMA3_BOS_ID, LLAMA3_EOS_ID = 128000, 128001
 
 
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
 def llama3_special_tokens() -> dict[str, int]:
     names = [BOS, EOS] + [f"<|reserved_special_token_{i}|>" for i in range(4)]
     names += ["<|start_header_id|>", "<|end_header_id|>", "<|reserved_special_token_4|>", "<|eot_id|>"]
@@ -431,6 +435,10 @@ def build_hf_variants(base: str, corpus: list[str]) -> dict[str, str]:
     llama3_split = train_hf(corpus, pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]))
+    # Qwen2/Qwen3's layout: its own regex (single digits), then byte-level, NFC first.
+    qwen_split = train_hf(corpus, pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]))
 
     def post_processor_json(processor) -> dict:
         holder = Tokenizer(models.BPE())
@@ -454,6 +462,10 @@ def build_hf_variants(base: str, corpus: list[str]) -> dict[str, str]:
             processors.ByteLevel(trim_offsets=False),
             processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, byte_level.token_to_id(BOS))]),
         ]))
+
+    def qwen_layout(data):  # Qwen3's tokenizer.json: NFC, no BOS, ByteLevel post-processor
+        data["normalizer"] = {"type": "NFC"}
+        data["post_processor"] = post_processor_json(processors.ByteLevel(trim_offsets=False))
 
     def single_word(data):
         for token in data["added_tokens"]:
@@ -511,6 +523,7 @@ def build_hf_variants(base: str, corpus: list[str]) -> dict[str, str]:
         "added_token_single_word": write_variant(base, "single", byte_level, single_word, plain_config),
         "split_contiguous_invert": write_variant(base, "contiguous", byte_level, contiguous_invert),
         "raw_keys": write_variant(base, "raw", byte_level, raw_keys, raw_keys_config),
+        "qwen_layout": write_variant(base, "qwen", qwen_split, qwen_layout, {"eos_token": EOS}),
     }
 
 

@@ -48,6 +48,9 @@ class ModelConfig {
   // Analytic counts, equal to those of a built model (each family's tests check both).
   virtual int64_t num_params() const = 0;
   virtual int64_t num_embedding_params() const = 0;
+  // The count torchtitan's start-up line reports ("size: N total parameters"); Qwen3's leaves
+  // a tied table out.
+  virtual int64_t reported_num_params() const { return num_params(); }
   // FLOPs per token of a training step (forward and backward), torchtitan's formula.
   virtual int64_t flops_per_token(int64_t seq_len) const = 0;
 

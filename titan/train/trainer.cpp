@@ -291,7 +291,7 @@ int dry_run(const config::JobConfig& cfg) {
             std::to_string(world) + " rank(s) (nothing is allocated)");
   log::info("Building " + spec.name + " " + cfg.get_string("model.flavor") + " with " + args->describe());
   log::info("Model " + spec.name + " " + cfg.get_string("model.flavor") + " size: " +
-            log::with_commas(model->num_params()) + " total parameters");
+            log::with_commas(args->reported_num_params()) + " total parameters");
   log::info("FLOPs per token at seq_len " + std::to_string(seq) + ": " +
             log::with_commas(args->flops_per_token(seq)));
   const Preflight p = preflight(cfg, world);
@@ -497,7 +497,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   if (!shared) model->init_weights(seed);
   for (const auto& p : model->named_parameters()) model_keys.insert("model." + p.name);
   flops_per_token = args->flops_per_token(seq_len);
-  log::info("Model " + spec->name + " " + cfg.get_string("model.flavor") + " size: " + log::with_commas(model->num_params()) +
+  log::info("Model " + spec->name + " " + cfg.get_string("model.flavor") + " size: " + log::with_commas(args->reported_num_params()) +
             " total parameters");
   log::info("FLOPs per token: " + log::with_commas(flops_per_token));
   // The compute dtype: training.mixed_precision_param, unless this CPU would emulate it.

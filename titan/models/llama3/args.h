@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "titan/models/common/decoder.h"
 #include "titan/models/model.h"
 
 namespace titan::models::llama3 {
@@ -29,6 +30,7 @@ struct ModelArgs final : ModelConfig {
 
   int64_t head_dim() const { return dim / n_heads; }
   int64_t ffn_hidden_dim() const;
+  common::DecoderArgs decoder() const;  // the shared decoder's arguments
 
   // ModelConfig
   std::unique_ptr<ModelConfig> clone() const override { return std::make_unique<ModelArgs>(*this); }

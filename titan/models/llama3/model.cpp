@@ -1,268 +1,38 @@
 #include "titan/models/llama3/model.h"
 
-#include "titan/kernels/fused_ops.h"
-#include "titan/kernels/linear_cross_entropy.h"
-#include "titan/kernels/ops.h"
-
-#include "titan/common/counter_rng.h"
-
-#include <cmath>
-#include <numbers>
-
 namespace titan::models::llama3 {
 
-at::Tensor Linear::forward(const at::Tensor& x) const { return style ? style(x, weight) : kernels::linear(x, weight); }
-
-at::Tensor Embedding::forward(const at::Tensor& tokens) const {
-  return style ? style(tokens, weight) : at::embedding(weight, tokens);
-}
-
-at::Tensor RMSNorm::forward(const at::Tensor& x) const {
-  return fused ? kernels::rms_norm(x, weight, eps) : kernels::rms_norm_reference(x, weight, eps);
-}
-
-std::tuple<at::Tensor, at::Tensor> RMSNorm::add_forward(const at::Tensor& x, const at::Tensor& delta) const {
-  return fused ? kernels::add_rms_norm(x, delta, weight, eps) : kernels::add_rms_norm_reference(x, delta, weight, eps);
+common::DecoderArgs ModelArgs::decoder() const {
+  const ModelArgs& a = *this;
+  common::DecoderArgs d;
+  d.dim = a.dim;
+  d.n_layers = a.n_layers;
+  d.n_heads = a.n_heads;
+  d.n_kv_heads = a.n_kv_heads;
+  d.head_dim = a.head_dim();
+  d.ffn_hidden_dim = a.ffn_hidden_dim();
+  d.vocab_size = a.vocab_size;
+  d.max_seq_len = a.max_seq_len;
+  d.norm_eps = a.norm_eps;
+  d.rope_theta = a.rope_theta;
+  d.llama31_rope_scaling = a.use_scaled_rope;
+  d.tied_embeddings = a.tied_embeddings;
+  d.depth_init = a.depth_init;
+  return d;
 }
 
 RopeTable rope_table(const ModelArgs& args, const at::TensorOptions& options) {
-  const int64_t hd = args.head_dim();
-  const int64_t half = hd / 2;
-  std::vector<float> freqs(half);
-  // Llama 3.1 scaling: long wavelengths slowed by `factor`, short ones kept, smooth in between.
-  constexpr double factor = 8.0, low_freq_factor = 1.0, high_freq_factor = 4.0, old_ctx = 8192.0;
-  const double low_freq_wavelen = old_ctx / low_freq_factor;
-  const double high_freq_wavelen = old_ctx / high_freq_factor;
-  for (int64_t i = 0; i < half; ++i) {
-    // Computed in float32 like the reference implementation, then scaled.
-    const float base = 1.0f / std::pow(static_cast<float>(args.rope_theta),
-                                       static_cast<float>(2 * i) / static_cast<float>(hd));
-    double f = base;
-    if (args.use_scaled_rope) {
-      const double wavelen = 2.0 * std::numbers::pi / f;
-      if (wavelen > low_freq_wavelen) {
-        f = f / factor;
-      } else if (wavelen >= high_freq_wavelen) {
-        const double s = (old_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
-        f = (1.0 - s) * f / factor + s * f;
-      }
-    }
-    freqs[i] = static_cast<float>(f);
-  }
-  auto opts = options.dtype(at::kFloat);
-  if (opts.device().is_meta()) {  // shapes only: a dry run allocates nothing
-    auto shape = std::vector<int64_t>{args.max_seq_len, half};
-    return {at::empty(shape, opts), at::empty(shape, opts)};
-  }
-  auto cpu_f32 = at::TensorOptions().dtype(at::kFloat);
-  at::Tensor inv = at::from_blob(freqs.data(), {half}, cpu_f32).clone();
-  at::Tensor t = at::arange(args.max_seq_len, cpu_f32);
-  at::Tensor angles = at::outer(t, inv);  // (T, hd/2)
-  return {angles.cos().to(opts.device()), angles.sin().to(opts.device())};
-}
-
-at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
-  return kernels::rope(x, rope.cos, rope.sin);  // (B,T,H,hd) -> (B,T,H,hd)
-}
-
-at::Tensor Attention::forward(const at::Tensor& x_in, const RopeTable& rope) const {
-  const at::Tensor x = prepare_input ? prepare_input(x_in) : x_in;
-  const int64_t B = x.size(0), T = x.size(1);
-  // Heads from the tensors: all of them, or a tensor-parallel rank's share.
-  at::Tensor q = wq.forward(x).view({B, T, -1, head_dim});
-  at::Tensor k = wk.forward(x).view({B, T, -1, head_dim});
-  at::Tensor v = wv.forward(x).view({B, T, -1, head_dim});
-  std::tie(q, k) = fused ? kernels::rope_qk(q, k, rope.cos, rope.sin) : kernels::rope_qk_reference(q, k, rope.cos, rope.sin);
-  // (B,H,T,hd); causal, scale 1/sqrt(hd); with GQA each kv head serves H / H_kv query heads
-  at::Tensor o = kernels::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                    1.0 / std::sqrt(static_cast<double>(head_dim)), fused);
-  return wo.forward(o.transpose(1, 2).reshape({B, T, -1}));
-}
-
-at::Tensor FeedForward::forward(const at::Tensor& x_in) const {
-  const at::Tensor x = prepare_input ? prepare_input(x_in) : x_in;
-  at::Tensor a = w1.forward(x), b = w3.forward(x);  // (B,T,F) each
-  return w2.forward(fused ? kernels::swiglu(a, b) : kernels::swiglu_reference(a, b));
-}
-
-at::Tensor TransformerBlock::forward(const at::Tensor& x, const RopeTable& rope) const {
-  auto [h, h_normed] = ffn_norm.add_forward(x, attention.forward(attention_norm.forward(x), rope));
-  return h + feed_forward.forward(h_normed);
-}
-
-std::vector<NamedParam> TransformerBlock::named_parameters(const std::string& p) {
-  return {{p + "attention.wq.weight", &attention.wq.weight},
-          {p + "attention.wk.weight", &attention.wk.weight},
-          {p + "attention.wv.weight", &attention.wv.weight},
-          {p + "attention.wo.weight", &attention.wo.weight},
-          {p + "feed_forward.w1.weight", &feed_forward.w1.weight},
-          {p + "feed_forward.w2.weight", &feed_forward.w2.weight},
-          {p + "feed_forward.w3.weight", &feed_forward.w3.weight},
-          {p + "attention_norm.weight", &attention_norm.weight},
-          {p + "ffn_norm.weight", &ffn_norm.weight}};
-}
-
-std::vector<at::Tensor*> TransformerBlock::weight_slots() {
-  std::vector<at::Tensor*> out;
-  for (auto& p : named_parameters("")) out.push_back(p.tensor);
-  return out;
-}
-
-Transformer::Transformer(const ModelArgs& args, const at::TensorOptions& options) : args_(args) {
-  const int64_t D = args.dim, hd = args.head_dim(), F = args.ffn_hidden_dim();
-  auto param = [&](at::IntArrayRef shape) { return at::empty(shape, options).requires_grad_(true); };
-  tok_embeddings_.weight = param({args.vocab_size, D});
-  layers_.resize(args.n_layers);
-  for (int64_t i = 0; i < args.n_layers; ++i) {
-    TransformerBlock& b = layers_[i];
-    b.layer_id = i;
-    b.attention.head_dim = hd;
-    b.attention.wq.weight = param({args.n_heads * hd, D});
-    b.attention.wk.weight = param({args.n_kv_heads * hd, D});
-    b.attention.wv.weight = param({args.n_kv_heads * hd, D});
-    b.attention.wo.weight = param({D, args.n_heads * hd});
-    b.feed_forward.w1.weight = param({F, D});
-    b.feed_forward.w2.weight = param({D, F});
-    b.feed_forward.w3.weight = param({F, D});
-    b.attention_norm = {param({D}), args.norm_eps};
-    b.ffn_norm = {param({D}), args.norm_eps};
-  }
-  norm_ = {param({D}), args.norm_eps};
-  output_.weight = args.tied_embeddings ? tok_embeddings_.weight : param({args.vocab_size, D});
-  rope_ = rope_table(args, options);
-  runners_.assign(args.n_layers, BlockRunner{});
-  for (int64_t i = 0; i < args.n_layers; ++i) {
-    blocks_.push_back([this, i](const at::Tensor& x) { return layers_[i].forward(x, rope_); });
-    block_slots_.push_back(layers_[i].weight_slots());
-  }
-}
-
-std::vector<ModelPart> Transformer::parts() {
-  std::vector<ModelPart> parts;
-  parts.push_back({"tok_embeddings", {{"tok_embeddings.weight", &tok_embeddings_.weight}}});
-  for (auto& b : layers_) {
-    const std::string name = "layers." + std::to_string(b.layer_id);
-    parts.push_back({name, b.named_parameters(name + ".")});
-  }
-  ModelPart head{"output", {{"norm.weight", &norm_.weight}}};
-  if (!args_.tied_embeddings) head.params.push_back({"output.weight", &output_.weight});
-  parts.push_back(head);
-  return parts;
-}
-
-std::vector<NamedParam> Transformer::named_parameters() {
-  std::vector<NamedParam> out{{"tok_embeddings.weight", &tok_embeddings_.weight}};
-  for (auto& b : layers_) {
-    auto block = b.named_parameters("layers." + std::to_string(b.layer_id) + ".");
-    out.insert(out.end(), block.begin(), block.end());
-  }
-  out.push_back({"norm.weight", &norm_.weight});
-  if (!args_.tied_embeddings) out.push_back({"output.weight", &output_.weight});
-  return out;
-}
-
-std::vector<std::string> Transformer::part_modules(size_t index) const {
-  if (index == 0) return {"tok_embeddings"};
-  if (index <= layers_.size()) return {"layers." + std::to_string(layers_[index - 1].layer_id)};
-  return {"norm", "output"};
-}
-
-namespace {
-
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-}  // namespace
-
-void init_value_into(const ModelArgs& args, const std::string& name, at::IntArrayRef shape, uint64_t seed,
-                     at::IntArrayRef offsets, at::Tensor& out) {
-  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous() && out.is_cpu(),
-              "init_value_into: out must be a contiguous float32 CPU tensor");
-  if (ends_with(name, "norm.weight")) {
-    out.fill_(1.0);
-    return;
-  }
-  const CounterRng::Box box{shape.vec(), offsets.empty() ? std::vector<int64_t>(shape.size(), 0) : offsets.vec(),
-                            out.sizes().vec()};
-  const CounterRng rng(seed, name);
-  float* dst = out.data_ptr<float>();
-  if (name == "tok_embeddings.weight") {
-    rng.fill_normal(dst, box, 0.0, 1.0);
-  } else if (name == "output.weight") {
-    const double std = 1.0 / std::sqrt(static_cast<double>(args.dim));
-    rng.fill_trunc_normal(dst, box, std, -3 * std, 3 * std);
-  } else {  // block weights: "layers.<id>.<module>.<linear>.weight"
-    const int64_t layer_id = std::stoll(name.substr(7, name.find('.', 7) - 7));
-    const double depth_std = 0.02 / std::sqrt(2.0 * (args.depth_init ? layer_id + 1 : args.n_layers));
-    const bool depth_scaled = ends_with(name, "wo.weight") || ends_with(name, "w2.weight") ||
-                              ends_with(name, "w3.weight");
-    rng.fill_trunc_normal(dst, box, depth_scaled ? depth_std : 0.02, -2.0, 2.0);
-  }
+  return common::rope_table(args.decoder(), options);
 }
 
 at::Tensor init_value(const ModelArgs& args, const std::string& name, at::IntArrayRef shape, uint64_t seed,
                       at::IntArrayRef offsets, at::IntArrayRef sizes) {
-  at::Tensor t = at::empty(sizes.empty() ? shape : sizes, at::TensorOptions().dtype(at::kFloat));
-  init_value_into(args, name, shape, seed, offsets, t);
-  return t;
+  return common::init_value(args.decoder(), name, shape, seed, offsets, sizes);
 }
 
-void Transformer::init_weights(uint64_t seed) {
-  at::NoGradGuard no_grad;
-  for (auto& p : named_parameters()) {
-    if (p.tensor->is_meta()) continue;
-    p.tensor->copy_(init_value(args_, p.name, p.tensor->sizes(), seed));
-  }
-}
-
-void Transformer::set_fused_kernels(bool blocks, bool loss) {
-  for (auto& b : layers_) {
-    b.attention_norm.fused = b.ffn_norm.fused = blocks;
-    b.attention.fused = b.feed_forward.fused = blocks;
-  }
-  norm_.fused = blocks;
-  fused_loss_ = loss;
-}
-
-at::Tensor Transformer::forward_parts(const at::Tensor& x, const at::Tensor* labels, size_t first, size_t last) const {
-  TORCH_CHECK(first < last && last <= num_parts(), "forward_parts: bad range [", first, ", ", last, ")");
-  size_t part = first;
-  auto before = [&](const std::string& name) {
-    if (hooks_) hooks_->before(part, name);
-  };
-  auto after = [&](const std::string& name, at::Tensor out) {
-    out = hooks_ ? hooks_->after(part, name, out) : out;
-    ++part;
-    return out;
-  };
-  at::Tensor h = x;
-  if (first == 0) {
-    before("tok_embeddings");
-    h = after("tok_embeddings", tok_embeddings_.forward(x));  // (B,T,D)
-  }
-  const size_t end_layer = std::min(last, layers_.size() + 1) - 1;  // layers [part - 1, end_layer)
-  for (size_t i = part - 1; i < end_layer; ++i) {
-    const std::string name = "layers." + std::to_string(i);
-    before(name);
-    h = runners_[i] ? runners_[i](blocks_[i], h, block_slots_[i]) : blocks_[i](h);
-    h = after(name, h);
-  }
-  if (last < num_parts()) return h;
-  before("output");
-  // Tied: the head reads the embedding table as it is now (data parallelism may have swapped it).
-  const at::Tensor& head = args_.tied_embeddings ? tok_embeddings_.weight : output_.weight;
-  h = norm_.forward(h);
-  if (!labels) return after("output", at::linear(h, head));  // (B,T,V)
-  if (head_loss_style_) return after("output", head_loss_style_(h, head, *labels));  // (B,T)
-  return after("output", fused_loss_ ? kernels::linear_cross_entropy(h, head, *labels)
-                                     : kernels::linear_cross_entropy_reference(h, head, *labels));  // (B,T)
-}
-
-at::Tensor Transformer::forward(const at::Tensor& tokens) const { return forward_parts(tokens, nullptr, 0, num_parts()); }
-
-at::Tensor Transformer::forward_loss(const at::Tensor& tokens, const at::Tensor& labels) const {
-  return forward_parts(tokens, &labels, 0, num_parts());
+void init_value_into(const ModelArgs& args, const std::string& name, at::IntArrayRef shape, uint64_t seed,
+                     at::IntArrayRef offsets, at::Tensor& out) {
+  common::init_value_into(args.decoder(), name, shape, seed, offsets, out);
 }
 
 }  // namespace titan::models::llama3

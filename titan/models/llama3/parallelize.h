@@ -1,40 +1,18 @@
-// The one place that knows Llama 3's parallel plan, applied in torchtitan's order: tensor
-// parallelism (with sequence and loss parallelism), the fused kernels (compile), activation
-// checkpointing, then data parallelism (FSDP/HSDP/DDP) and its precision. Everything else only
-// sees the model's hooks (titan/common/module.h) and parameter layouts (distributed/placement.h).
+// Llama 3's parallel plan: the shared decoder's (titan/models/common/decoder_parallelize.h),
+// torchtitan's plan for Llama 3.
 #pragma once
 
-#include <memory>
-#include <optional>
-#include <string>
-#include <vector>
-
-#include "titan/config/job_config.h"
-#include "titan/distributed/data_parallel.h"
-#include "titan/distributed/device_mesh.h"
+#include "titan/models/common/decoder_parallelize.h"
 #include "titan/models/llama3/model.h"
-#include "titan/models/registry.h"
 
 namespace titan::models::llama3 {
 
 using models::ParallelPlan;
+using common::param_layouts;
+using common::parallelize;
 
-// Every parameter's layout on the mesh: tensor-parallel shards (column-wise wq wk wv w1 w3 and
-// output, row-wise wo w2 and tok_embeddings, Partial gradients for the sequence-parallel norms),
-// then FSDP's Shard(0) over dp_shard_cp. In the order of model.parts().
-std::vector<distributed::ParamLayout> param_layouts(Transformer& model, const distributed::ParallelDims& dims);
-
-// Throws titan::Error, naming the key, for a layout this model cannot split: heads, key/value
-// heads, sequence length, vocabulary or FFN size not divisible by the tensor-parallel degree.
-void validate_plan(const ModelArgs& args, const config::JobConfig& cfg, const distributed::ParallelDims& dims);
-
-// Applies the plan. `model` is on the meta device when the mesh has more than one rank (each
-// rank then creates only its own slices of the parameters, from `seed`), else on `device` with
-// its weights. `compute_dtype` is what mixed precision computes in on this device.
-// `parts_held` (pipeline parallelism): the indices in model.parts() of this rank's stages; only
-// those are materialised. Empty: every part.
-ParallelPlan parallelize(Transformer& model, const config::JobConfig& cfg, distributed::DeviceMesh& mesh,
-                         at::Device device, at::ScalarType compute_dtype, uint64_t seed,
-                         const std::vector<size_t>& parts_held = {});
+inline void validate_plan(const ModelArgs& args, const config::JobConfig& cfg, const distributed::ParallelDims& dims) {
+  common::validate_plan(args.decoder(), cfg, dims);
+}
 
 }  // namespace titan::models::llama3

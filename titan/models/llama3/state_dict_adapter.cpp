@@ -1,56 +1,17 @@
 #include "titan/models/llama3/state_dict_adapter.h"
 
-#include <regex>
-
 #include "titan/common/error.h"
+#include "titan/models/common/hf_layout.h"
 
 namespace titan::models::llama3 {
 
-namespace {
+using common::halves_to_pairs;
+using common::pairs_to_halves;
 
-// Our per-layer names and transformers'.
-const std::pair<const char*, const char*> kLayerNames[] = {
-    {"attention.wq.weight", "self_attn.q_proj.weight"},   {"attention.wk.weight", "self_attn.k_proj.weight"},
-    {"attention.wv.weight", "self_attn.v_proj.weight"},   {"attention.wo.weight", "self_attn.o_proj.weight"},
-    {"feed_forward.w1.weight", "mlp.gate_proj.weight"},   {"feed_forward.w2.weight", "mlp.down_proj.weight"},
-    {"feed_forward.w3.weight", "mlp.up_proj.weight"},     {"attention_norm.weight", "input_layernorm.weight"},
-    {"ffn_norm.weight", "post_attention_layernorm.weight"},
-};
-
-// Rows of each head: ours interleave (re, im) pairs, transformers' put all re then all im.
-at::Tensor pairs_to_halves(const at::Tensor& w, int64_t heads) {
-  const int64_t rows = w.size(0), cols = w.size(1), hd = rows / heads;
-  return w.reshape({heads, hd / 2, 2, cols}).transpose(1, 2).reshape({rows, cols}).contiguous();
-}
-at::Tensor halves_to_pairs(const at::Tensor& w, int64_t heads) {
-  const int64_t rows = w.size(0), cols = w.size(1), hd = rows / heads;
-  return w.reshape({heads, 2, hd / 2, cols}).transpose(1, 2).reshape({rows, cols}).contiguous();
-}
-
-}  // namespace
-
-std::string StateDictAdapter::to_hf_name(const std::string& fqn) const {
-  if (fqn == "tok_embeddings.weight") return "model.embed_tokens.weight";
-  if (fqn == "norm.weight") return "model.norm.weight";
-  if (fqn == "output.weight") return "lm_head.weight";
-  static const std::regex layer_re(R"(layers\.([0-9]+)\.(.+))");
-  std::smatch m;
-  if (std::regex_match(fqn, m, layer_re))
-    for (const auto& [ours, theirs] : kLayerNames)
-      if (m[2] == ours) return "model.layers." + m[1].str() + "." + theirs;
-  throw Error("the parameter " + fqn + " has no Hugging Face name", "");
-}
+std::string StateDictAdapter::to_hf_name(const std::string& fqn) const { return common::to_hf_name(fqn); }
 
 std::optional<std::string> StateDictAdapter::from_hf_name(const std::string& hf) const {
-  if (hf == "model.embed_tokens.weight") return "tok_embeddings.weight";
-  if (hf == "model.norm.weight") return "norm.weight";
-  if (hf == "lm_head.weight") return args_.tied_embeddings ? std::nullopt : std::optional<std::string>("output.weight");
-  static const std::regex layer_re(R"(model\.layers\.([0-9]+)\.(.+))");
-  std::smatch m;
-  if (std::regex_match(hf, m, layer_re))
-    for (const auto& [ours, theirs] : kLayerNames)
-      if (m[2] == theirs) return "layers." + m[1].str() + "." + ours;
-  return std::nullopt;
+  return common::from_hf_name(hf, args_.tied_embeddings);
 }
 
 at::Tensor StateDictAdapter::to_hf(const std::string& fqn, const at::Tensor& t) const {

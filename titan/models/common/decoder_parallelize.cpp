@@ -1,4 +1,4 @@
-#include "titan/models/llama3/parallelize.h"
+#include "titan/models/common/decoder_parallelize.h"
 
 #include <algorithm>
 #include <map>
@@ -8,7 +8,7 @@
 #include "titan/distributed/activation_checkpoint.h"
 #include "titan/distributed/tensor_parallel.h"
 
-namespace titan::models::llama3 {
+namespace titan::models::common {
 
 using distributed::ParamLayout;
 using distributed::Placement;
@@ -29,9 +29,9 @@ Placement tp_placement(const std::string& fqn) {
   return Placement::partial();  // attention_norm, ffn_norm, norm
 }
 
-void apply_tensor_parallel(Transformer& model, distributed::DeviceMesh& mesh, bool loss_parallel) {
+void apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool loss_parallel) {
   auto& tp = mesh.group("tp");
-  const int64_t rows = model.args().vocab_size / tp.size(), first = tp.rank() * rows;
+  const int64_t rows = model.decoder_args().vocab_size / tp.size(), first = tp.rank() * rows;
   model.tok_embeddings().style = distributed::tp::rowwise_embedding(tp, first);
   for (auto& block : model.layers()) {
     block.attention.prepare_input = distributed::tp::gather_input(tp);
@@ -42,7 +42,7 @@ void apply_tensor_parallel(Transformer& model, distributed::DeviceMesh& mesh, bo
   model.set_head_loss_style(distributed::tp::vocab_parallel_head_loss(tp, first, loss_parallel));
 }
 
-std::string apply_compile(Transformer& model, const config::JobConfig& cfg) {
+std::string apply_compile(Decoder& model, const config::JobConfig& cfg) {
   if (!cfg.get_bool("compile.enable")) return "";
   const auto& parts = cfg.get_list("compile.components");
   auto has = [&](const char* c) { return std::find(parts.begin(), parts.end(), c) != parts.end(); };
@@ -53,7 +53,7 @@ std::string apply_compile(Transformer& model, const config::JobConfig& cfg) {
   return "Compiling the model with fused kernels: " + (what.empty() ? "nothing (compile.components names neither)" : what);
 }
 
-std::string apply_activation_checkpointing(Transformer& model, const config::JobConfig& cfg) {
+std::string apply_activation_checkpointing(Decoder& model, const config::JobConfig& cfg) {
   const std::string& mode = cfg.get_string("activation_checkpoint.mode");
   if (mode == "none") return "";
   const std::string& option = cfg.get_string("activation_checkpoint.selective_ac_option");
@@ -95,7 +95,7 @@ class PartMap final : public ForwardHooks {
 
 }  // namespace
 
-std::vector<ParamLayout> param_layouts(Transformer& model, const distributed::ParallelDims& dims) {
+std::vector<ParamLayout> param_layouts(Decoder& model, const distributed::ParallelDims& dims) {
   std::vector<ParamLayout> layouts;
   for (const auto& part : model.parts())
     for (const auto& p : part.params) {
@@ -107,7 +107,7 @@ std::vector<ParamLayout> param_layouts(Transformer& model, const distributed::Pa
   return layouts;
 }
 
-void validate_plan(const ModelArgs& args, const config::JobConfig& cfg, const distributed::ParallelDims& dims) {
+void validate_plan(const DecoderArgs& args, const config::JobConfig& cfg, const distributed::ParallelDims& dims) {
   if (dims.tp <= 1) return;
   const int64_t tp = dims.tp;
   const std::string deg = "parallelism.tensor_parallel_degree = " + std::to_string(tp);
@@ -125,10 +125,10 @@ void validate_plan(const ModelArgs& args, const config::JobConfig& cfg, const di
          "use a validation.seq_len that is a multiple of " + std::to_string(tp));
   need(args.vocab_size, "the vocabulary (model.vocab_size), which the embedding and the output head split",
        "use a model.vocab_size that is a multiple of " + std::to_string(tp));
-  need(args.ffn_hidden_dim(), "the feed-forward hidden size", pick);
+  need(args.ffn_hidden_dim, "the feed-forward hidden size", pick);
 }
 
-ParallelPlan parallelize(Transformer& model, const config::JobConfig& cfg, distributed::DeviceMesh& mesh,
+ParallelPlan parallelize(Decoder& model, const config::JobConfig& cfg, distributed::DeviceMesh& mesh,
                          at::Device device, at::ScalarType compute_dtype, uint64_t seed,
                          const std::vector<size_t>& parts_held) {
   ParallelPlan plan;
@@ -174,13 +174,13 @@ ParallelPlan parallelize(Transformer& model, const config::JobConfig& cfg, distr
   }
   for (const auto& part : parts)  // the head is needed again at once by backward; a tied table by the head
     o.reshard_after_forward.push_back(part.name == "output" ? policy == "always"
-                                      : part.name == "tok_embeddings" && model.args().tied_embeddings
+                                      : part.name == "tok_embeddings" && model.decoder_args().tied_embeddings
                                           ? false
                                           : reshard);
   o.sync_every_microbatch = cfg.get_bool("parallelism.fsdp_sync_every_microbatch");
   o.pipelined = dims.pp > 1;
   if (dims.fsdp_enabled()) o.param_dtype = compute_dtype;
-  const ModelArgs args = model.args();
+  const DecoderArgs args = model.decoder_args();
   std::function<void(ForwardHooks*)> install = [&model](ForwardHooks* hooks) { model.set_forward_hooks(hooks); };
   if (!parts_held.empty()) {
     auto map = std::make_unique<PartMap>(parts_held);
@@ -216,4 +216,4 @@ ParallelPlan parallelize(Transformer& model, const config::JobConfig& cfg, distr
   return plan;
 }
 
-}  // namespace titan::models::llama3
+}  // namespace titan::models::common

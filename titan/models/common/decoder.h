@@ -1,0 +1,188 @@
+// The dense decoder that Llama 3 and Qwen3 share, as plain single-device code: embeddings,
+// pre-norm blocks (grouped-query attention with RoPE and optional per-head q/k RMSNorm, SwiGLU
+// feed-forward), a final RMSNorm and the output head with its loss. A family fills in
+// DecoderArgs from its own arguments (titan/models/<name>/) and names the model. Nothing here
+// knows about ranks, sharding or recomputation: parallelize changes how it runs from the
+// outside, through the hooks of titan/common/module.h. Head counts are read from the tensors,
+// so the same code runs a tensor-parallel rank's share.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "titan/common/module.h"
+#include "titan/models/model.h"
+
+namespace titan::models::common {
+
+using titan::ModelPart;
+using titan::NamedParam;
+
+struct DecoderArgs {
+  int64_t dim = 0;
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;        // dim / n_heads for Llama; its own value for Qwen3
+  int64_t ffn_hidden_dim = 0;
+  int64_t vocab_size = 0;
+  int64_t max_seq_len = 0;     // RoPE table length (training.seq_len)
+  double norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  bool llama31_rope_scaling = false;  // factor 8, low 1, high 4, original context 8192
+  bool qk_norm = false;               // RMSNorm over head_dim on q and k, before RoPE (Qwen3)
+  bool tied_embeddings = false;       // output.weight is tok_embeddings.weight
+  bool depth_init = true;             // wo/w2/w3 std 0.02/sqrt(2*(layer_id+1)), else /sqrt(2*n_layers)
+  // With tied embeddings, the shared table takes the output head's initialisation
+  // (Qwen3) instead of the embedding's (Llama 3).
+  bool tied_table_takes_output_init = false;
+};
+
+// The decoder's parameter count (a tied table once).
+int64_t num_params(const DecoderArgs& a);
+int64_t block_params(const DecoderArgs& a);
+
+struct Linear {
+  at::Tensor weight;  // (out_features, in_features)
+  LinearStyle style;  // set by parallelize (tensor parallelism); unset: x W^T
+  at::Tensor forward(const at::Tensor& x) const;  // (..., in) -> (..., out)
+};
+
+struct Embedding {
+  at::Tensor weight;  // (vocab, dim)
+  EmbeddingStyle style;
+  at::Tensor forward(const at::Tensor& tokens) const;  // (B,T) -> (B,T,dim)
+};
+
+struct RMSNorm {
+  at::Tensor weight;  // (dim,)
+  double eps = 1e-5;
+  bool fused = false;  // the fused kernel (compile.enable) instead of ATen's ops
+  at::Tensor forward(const at::Tensor& x) const;  // (..., dim) -> (..., dim)
+  // The residual add before the norm: h = x + delta -> {h, norm(h)}, each (..., dim).
+  std::tuple<at::Tensor, at::Tensor> add_forward(const at::Tensor& x, const at::Tensor& delta) const;
+};
+
+// Precomputed RoPE rotation for positions [0, max_seq_len): cos and sin, each (T, head_dim/2)
+// float32, with the Llama 3.1 frequency scaling when enabled. The rotation is of interleaved
+// pairs (2i, 2i+1); a family whose reference rotates the two halves of each head (Qwen3) stores
+// wq and wk rows (and q/k norm weights) in pair order, and its adapters permute.
+struct RopeTable {
+  at::Tensor cos;
+  at::Tensor sin;
+};
+RopeTable rope_table(const DecoderArgs& args, const at::TensorOptions& options);
+// Rotates interleaved pairs (2i, 2i+1) of the last dim. x: (B, T, H, head_dim); cos/sin (>=T, hd/2).
+at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope);
+
+struct Attention {
+  Linear wq, wk, wv, wo;
+  std::optional<RMSNorm> q_norm, k_norm;  // per head, over head_dim (qk_norm)
+  int64_t head_dim = 0;
+  bool fused = false;  // fused RoPE of q and k, and titan.cpp's attention kernel on the CPU
+  InputStyle prepare_input;  // e.g. gather the sequence (sequence parallelism)
+  at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;  // (B,T,D) -> (B,T,D)
+};
+
+struct FeedForward {
+  Linear w1, w2, w3;
+  bool fused = false;  // silu(a) * b in one fused kernel
+  InputStyle prepare_input;
+  at::Tensor forward(const at::Tensor& x) const;  // (B,T,D) -> (B,T,D): w2(silu(w1 x) * w3 x)
+};
+
+struct TransformerBlock {
+  int64_t layer_id = 0;
+  RMSNorm attention_norm, ffn_norm;
+  Attention attention;
+  FeedForward feed_forward;
+  at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;  // (B,T,D) -> (B,T,D)
+  std::vector<NamedParam> named_parameters(const std::string& prefix);
+  std::vector<at::Tensor*> weight_slots();  // what named_parameters points to
+};
+
+class Decoder : public Model {
+ public:
+  // Allocates every parameter (uninitialised) with `options`; on the meta device nothing is
+  // allocated, which is how large flavors are inspected.
+  Decoder(const DecoderArgs& args, const at::TensorOptions& options);
+  Decoder(const Decoder&) = delete;  // blocks_ refer to this object
+  Decoder& operator=(const Decoder&) = delete;
+
+  // torchtitan's initialisation, deterministic per (seed, parameter name), so any layout that
+  // initialises a parameter by name gets the same values. Values are drawn on the CPU and copied.
+  void init_weights(uint64_t seed) override;
+
+  // tokens: (B, T) int64 -> logits (B, T, vocab) in the compute dtype.
+  at::Tensor forward(const at::Tensor& tokens) const override;
+  // tokens, labels: (B, T) -> the cross-entropy loss of each token (B, T), float32, 0 where the
+  // label is the ignore index (-100). The loss is part of the last part ("output"), so that
+  // the output head and the loss may run fused and chunked without whole logits.
+  at::Tensor forward_loss(const at::Tensor& tokens, const at::Tensor& labels) const override;
+
+  // Parts [first, last) of parts() only (a pipeline stage): `x` is the tokens (B,T) when
+  // first is 0, else the hidden state (B,T,D) that part first-1 returned; returns the hidden
+  // state after part last-1, or, when last is the end, the loss of each token (B,T) with
+  // `labels` (the logits without). Hooks see each part's index in parts().
+  at::Tensor forward_parts(const at::Tensor& x, const at::Tensor* labels, size_t first, size_t last) const override;
+  size_t num_parts() const override { return layers_.size() + 2; }
+  std::vector<std::string> part_modules(size_t index) const override;
+
+  // Fused kernels instead of ATen's ops: in every block (RMSNorm with the residual add, RoPE on
+  // q and k, SwiGLU) and/or for the output head with the loss (chunked linear + cross entropy).
+  void set_fused_kernels(bool blocks, bool loss) override;
+
+  std::vector<NamedParam> named_parameters() override;
+
+  const DecoderArgs& decoder_args() const { return dargs_; }
+  std::vector<TransformerBlock>& layers() { return layers_; }
+  RMSNorm& norm() { return norm_; }
+  Embedding& tok_embeddings() { return tok_embeddings_; }
+  Linear& output() { return output_; }
+
+  // The parts in forward order ("tok_embeddings", "layers.<i>", "output") with their
+  // parameters. With tied embeddings the head reads tok_embeddings.weight, listed once.
+  std::vector<ModelPart> parts() override;
+  // Runs block `layer` through `runner` (activation checkpointing); unset runs it directly.
+  void set_block_runner(size_t layer, BlockRunner runner) override { runners_.at(layer) = std::move(runner); }
+  void set_forward_hooks(ForwardHooks* hooks) override { hooks_ = hooks; }
+  // The output head with its loss (tensor parallelism: vocabulary-parallel loss).
+  void set_head_loss_style(HeadLossStyle style) override { head_loss_style_ = std::move(style); }
+  // (Re)builds the non-parameter tensors (the RoPE table) with `options`, e.g. on the real
+  // device after the model was built on the meta device.
+  void init_buffers(const at::TensorOptions& options) override { rope_ = rope_table(dargs_, options); }
+
+ private:
+  DecoderArgs dargs_;
+  Embedding tok_embeddings_;
+  std::vector<TransformerBlock> layers_;
+  RMSNorm norm_;
+  Linear output_;  // weight aliases tok_embeddings_.weight when tied
+  RopeTable rope_;
+  std::vector<BlockRunner> runners_;
+  std::vector<BlockFn> blocks_;  // layers_[i].forward as functions; they outlive every backward
+  std::vector<std::vector<at::Tensor*>> block_slots_;  // layers_[i]'s weight slots
+  ForwardHooks* hooks_ = nullptr;
+  HeadLossStyle head_loss_style_;
+  bool fused_loss_ = false;
+};
+
+// The weight of `name` (global shape `shape`) drawn with torchtitan's initialiser for that
+// parameter, on the CPU in float32; only the box [offsets, offsets + sizes) when given. Each
+// element is a function of (seed, name, its index) alone (titan/common/counter_rng.h), so a
+// sharded layout draws exactly its own slice of the values one process draws.
+at::Tensor init_value(const DecoderArgs& args, const std::string& name, at::IntArrayRef shape, uint64_t seed,
+                      at::IntArrayRef offsets = {}, at::IntArrayRef sizes = {});
+// The same, drawn straight into `out` (contiguous float32 on the CPU, the box's sizes).
+void init_value_into(const DecoderArgs& args, const std::string& name, at::IntArrayRef shape, uint64_t seed,
+                     at::IntArrayRef offsets, at::Tensor& out);
+
+}  // namespace titan::models::common

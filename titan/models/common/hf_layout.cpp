@@ -1,0 +1,61 @@
+#include "titan/models/common/hf_layout.h"
+
+#include <regex>
+
+#include "titan/common/error.h"
+
+namespace titan::models::common {
+
+namespace {
+
+// Our per-layer names and transformers'.
+const std::pair<const char*, const char*> kLayerNames[] = {
+    {"attention.wq.weight", "self_attn.q_proj.weight"},   {"attention.wk.weight", "self_attn.k_proj.weight"},
+    {"attention.wv.weight", "self_attn.v_proj.weight"},   {"attention.wo.weight", "self_attn.o_proj.weight"},
+    {"attention.q_norm.weight", "self_attn.q_norm.weight"}, {"attention.k_norm.weight", "self_attn.k_norm.weight"},
+    {"feed_forward.w1.weight", "mlp.gate_proj.weight"},   {"feed_forward.w2.weight", "mlp.down_proj.weight"},
+    {"feed_forward.w3.weight", "mlp.up_proj.weight"},     {"attention_norm.weight", "input_layernorm.weight"},
+    {"ffn_norm.weight", "post_attention_layernorm.weight"},
+};
+
+// (rows, cols) or (rows,) viewed as (heads, 2, rows / heads / 2, cols) in one order or the other.
+at::Tensor permute_heads(const at::Tensor& w, int64_t heads, bool to_halves) {
+  const bool vector = w.dim() == 1;
+  const at::Tensor m = vector ? w.unsqueeze(1) : w;
+  const int64_t rows = m.size(0), cols = m.size(1), hd = rows / heads;
+  at::Tensor out = to_halves ? m.reshape({heads, hd / 2, 2, cols}).transpose(1, 2)
+                             : m.reshape({heads, 2, hd / 2, cols}).transpose(1, 2);
+  out = out.reshape({rows, cols}).contiguous();
+  return vector ? out.squeeze(1) : out;
+}
+
+}  // namespace
+
+std::string to_hf_name(const std::string& fqn) {
+  if (fqn == "tok_embeddings.weight") return "model.embed_tokens.weight";
+  if (fqn == "norm.weight") return "model.norm.weight";
+  if (fqn == "output.weight") return "lm_head.weight";
+  static const std::regex layer_re(R"(layers\.([0-9]+)\.(.+))");
+  std::smatch m;
+  if (std::regex_match(fqn, m, layer_re))
+    for (const auto& [ours, theirs] : kLayerNames)
+      if (m[2] == ours) return "model.layers." + m[1].str() + "." + theirs;
+  throw Error("the parameter " + fqn + " has no Hugging Face name", "");
+}
+
+std::optional<std::string> from_hf_name(const std::string& hf, bool tied) {
+  if (hf == "model.embed_tokens.weight") return "tok_embeddings.weight";
+  if (hf == "model.norm.weight") return "norm.weight";
+  if (hf == "lm_head.weight") return tied ? std::nullopt : std::optional<std::string>("output.weight");
+  static const std::regex layer_re(R"(model\.layers\.([0-9]+)\.(.+))");
+  std::smatch m;
+  if (std::regex_match(hf, m, layer_re))
+    for (const auto& [ours, theirs] : kLayerNames)
+      if (m[2] == theirs) return "layers." + m[1].str() + "." + ours;
+  return std::nullopt;
+}
+
+at::Tensor pairs_to_halves(const at::Tensor& w, int64_t heads) { return permute_heads(w, heads, true); }
+at::Tensor halves_to_pairs(const at::Tensor& w, int64_t heads) { return permute_heads(w, heads, false); }
+
+}  // namespace titan::models::common
