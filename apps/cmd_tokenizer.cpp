@@ -66,6 +66,13 @@ std::string Options::get(const std::string& name, const std::string& fallback) c
   return fallback;
 }
 
+std::vector<std::string> Options::get_all(const std::string& name) const {
+  std::vector<std::string> out;
+  for (const auto& [key, value] : values_)
+    if (key == name) out.push_back(value);
+  return out;
+}
+
 std::string Options::need(const std::string& name) const {
   const std::string v = get(name, "\x01");
   if (v == "\x01") throw Error("--" + name + " is required", usage_);

@@ -30,6 +30,7 @@ int tokenizer_command(const std::vector<std::string>& args);  // titan tokenizer
 int data_command(const std::vector<std::string>& args);       // titan data ...
 int convert_command(const std::vector<std::string>& args);    // titan convert ...
 int pp_schedule_command(const std::vector<std::string>& args);  // titan pp-schedule ...
+int generate_command(const std::vector<std::string>& args);     // titan generate ...
 
 // Options of the form --name VALUE / --flag, with the positional arguments kept in order.
 struct Options {
@@ -38,6 +39,7 @@ struct Options {
   bool flag(const std::string& name) const;
   std::string get(const std::string& name, const std::string& fallback = "") const;
   std::string need(const std::string& name) const;  // throws if absent
+  std::vector<std::string> get_all(const std::string& name) const;  // every value given, in order
   int64_t get_int(const std::string& name, int64_t fallback) const;
   std::vector<std::string> positional;
 

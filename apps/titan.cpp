@@ -35,8 +35,11 @@ const char* kUsage =
     "  data tokenize|batches\n"
     "            pre-tokenize text into binary shards; print the batches a config yields\n"
     "            (docs/datasets.md)\n"
+    "  generate --checkpoint FOLDER --prompt TEXT\n"
+    "            continue text with a trained model (a step folder or a Hugging Face folder;\n"
+    "            docs/generate.md)\n"
     "  convert to-hf|from-hf|from-dcp\n"
-    "            Llama 3 weights between titan.cpp checkpoints and Hugging Face folders, or\n"
+    "            a model's weights between titan.cpp checkpoints and Hugging Face folders, or\n"
     "            a torchtitan distributed checkpoint into a titan.cpp step folder\n"
     "  checkpoint info PATH\n"
     "            describe a checkpoint (a step-N folder, or the checkpoint folder: every step)\n"
@@ -114,6 +117,7 @@ int run_command(const std::string& command, const std::vector<std::string>& args
   if (command == "data") return titan::apps::data_command(args);
   if (command == "convert") return titan::apps::convert_command(args);
   if (command == "pp-schedule") return titan::apps::pp_schedule_command(args);
+  if (command == "generate") return titan::apps::generate_command(args);
   if (command == "checkpoint") {
     const char* usage = "usage: titan checkpoint info PATH\n";
     titan::apps::check_help(args, usage);

@@ -4,6 +4,7 @@ file(GLOB TITAN_MODEL_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tita
 set(TITAN_SOURCES
   ${TITAN_MODEL_SOURCES}
   titan/models/registry.cpp
+  titan/generate/generator.cpp
   titan/common/counter_rng.cpp
   titan/common/log.cpp
   titan/kernels/attention_cpu.cpp
@@ -110,7 +111,7 @@ endif()
 
 # The command line as a library: the program is its main(), the unit tests call it in-process.
 add_library(titan_cli STATIC apps/titan.cpp apps/cmd_tokenizer.cpp apps/cmd_data.cpp apps/cmd_convert.cpp
-            apps/cmd_pp_schedule.cpp)
+            apps/cmd_pp_schedule.cpp apps/cmd_generate.cpp)
 target_link_libraries(titan_cli PUBLIC titan_lib)
 target_include_directories(titan_cli PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
 add_executable(titan apps/main.cpp)
@@ -206,6 +207,12 @@ set_tests_properties(integration.hf PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "
 add_test(NAME integration.qwen3 COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_qwen3.py
          --titan $<TARGET_FILE:titan>)
 set_tests_properties(integration.qwen3 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 600)
+
+# titan generate against transformers' generate (greedy ids, padded batches), the KV cache
+# against rerunning the prefix, seeds, checkpoints of any layout, bad input.
+add_test(NAME integration.generate COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_generate.py
+         --titan $<TARGET_FILE:titan>)
+set_tests_properties(integration.generate PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 600)
 
 # Hostile inputs and run hygiene (docs/reliability.md): bad values, damaged files, a busy port or
 # dump folder, a diverging run. Up to 4 processes of one thread each: run it alone.

@@ -152,7 +152,7 @@ def shell(command: str, cwd: str, timeout: int) -> subprocess.CompletedProcess:
     command = command.replace("/tmp/", os.path.join(cwd, "tmp") + "/")
     env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=os.path.join(cwd, "tmp"))
     return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, errors="replace", timeout=timeout)
 
 
 def run_block(block: Block, base: str, index: int) -> None:

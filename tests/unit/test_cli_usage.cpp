@@ -36,7 +36,7 @@ TEST(Cli, EveryCommandPrintsOneUsageForHelp) {
   const std::vector<std::vector<std::string>> commands = {
       {"train"}, {"tokenizer"}, {"tokenizer", "encode"}, {"data"}, {"data", "tokenize"}, {"data", "batches"},
       {"convert"}, {"convert", "to-hf"}, {"checkpoint"}, {"checkpoint", "info"}, {"comm-report"},
-      {"pp-schedule"}, {"version"}, {}};
+      {"pp-schedule"}, {"generate"}, {"version"}, {}};
   for (const auto& command : commands)
     for (const char* flag : {"--help", "-h"}) {
       std::vector<std::string> args = command;

@@ -60,6 +60,13 @@ class ModelConfig {
   virtual std::string describe() const = 0;
 };
 
+// What generation keeps between steps (a key/value cache), opaque to everything but its model.
+class GenerationCache {
+ public:
+  virtual ~GenerationCache() = default;
+  virtual int64_t bytes() const = 0;
+};
+
 // A built model: plain single-device code that parallelize.* changes from the outside through
 // the hooks of titan/common/module.h. Parts are in forward order: the embedding, the blocks,
 // then the head with its loss.
@@ -91,6 +98,15 @@ class Model {
   virtual void set_block_runner(size_t layer, BlockRunner runner) = 0;
   virtual void set_forward_hooks(ForwardHooks* hooks) = 0;
   virtual void set_head_loss_style(HeadLossStyle style) = 0;
+
+  // Generation (titan generate): a cache for `batch` sequences of up to `capacity` positions,
+  // and a forward that runs `tokens` (B,T) at the cache's next T columns. `positions` (B,T) are
+  // their rotary positions (left padding makes them differ per row); `key_valid` (B, columns so
+  // far + T) says which columns hold real tokens. Appends their keys and values to the cache and
+  // returns the logits of the last column (B, vocab) in float32.
+  virtual std::unique_ptr<GenerationCache> new_cache(int64_t batch, int64_t capacity) const = 0;
+  virtual at::Tensor forward_cached(const at::Tensor& tokens, const at::Tensor& positions,
+                                    const at::Tensor& key_valid, GenerationCache& cache) const = 0;
 
   std::vector<at::Tensor> parameters();
   int64_t num_params();

@@ -7,6 +7,7 @@
 #include "titan/common/counter_rng.h"
 
 #include <cmath>
+#include <limits>
 #include <numbers>
 
 namespace titan::models::common {
@@ -88,6 +89,64 @@ at::Tensor Attention::forward(const at::Tensor& x_in, const RopeTable& rope) con
   at::Tensor o = kernels::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                     1.0 / std::sqrt(static_cast<double>(head_dim)), fused);
   return wo.forward(o.transpose(1, 2).reshape({B, T, -1}));
+}
+
+namespace {
+
+// Rotates interleaved pairs of x (B,T,H,hd) by per-row angles: cos, sin (B,T,hd/2).
+at::Tensor rope_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const auto sizes = x.sizes().vec();
+  const at::Tensor pairs = x.to(at::kFloat).reshape({sizes[0], sizes[1], sizes[2], sizes[3] / 2, 2});
+  const at::Tensor a = pairs.select(-1, 0), b = pairs.select(-1, 1);
+  const at::Tensor c = cos.unsqueeze(2), s = sin.unsqueeze(2);
+  return at::stack({a * c - b * s, a * s + b * c}, -1).reshape(sizes).to(x.scalar_type());
+}
+
+struct KvCache final : GenerationCache {
+  std::vector<at::Tensor> k, v;  // per block: (B, H_kv, capacity, hd)
+  RopeTable rope;                // capacity positions
+  int64_t length = 0, capacity = 0;
+  int64_t bytes() const override {
+    int64_t n = 0;
+    for (const auto& t : k) n += 2 * t.numel() * static_cast<int64_t>(t.element_size());
+    return n;
+  }
+};
+
+}  // namespace
+
+at::Tensor Attention::forward_cached(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                     const at::Tensor& allowed, at::Tensor& k_cache, at::Tensor& v_cache,
+                                     int64_t start) const {
+  const int64_t B = x.size(0), T = x.size(1), L = start + T;
+  at::Tensor q = wq.forward(x).view({B, T, -1, head_dim});
+  at::Tensor k = wk.forward(x).view({B, T, -1, head_dim});
+  at::Tensor v = wv.forward(x).view({B, T, -1, head_dim});
+  if (q_norm) q = q_norm->forward(q);
+  if (k_norm) k = k_norm->forward(k);
+  q = rope_rows(q, cos, sin);
+  k = rope_rows(k, cos, sin);
+  k_cache.narrow(2, start, T).copy_(k.transpose(1, 2));
+  v_cache.narrow(2, start, T).copy_(v.transpose(1, 2));
+  at::Tensor keys = k_cache.narrow(2, 0, L), values = v_cache.narrow(2, 0, L);
+  const int64_t heads = q.size(2), kv_heads = keys.size(1);
+  if (heads != kv_heads) {  // each key/value head serves heads / kv_heads consecutive query heads
+    keys = keys.repeat_interleave(heads / kv_heads, 1);
+    values = values.repeat_interleave(heads / kv_heads, 1);
+  }
+  at::Tensor scores = at::matmul(q.transpose(1, 2), keys.transpose(-1, -2)).to(at::kFloat) /
+                      std::sqrt(static_cast<double>(head_dim));  // (B,H,T,L)
+  scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+  const at::Tensor o = at::matmul(scores.softmax(-1).to(values.scalar_type()), values);  // (B,H,T,hd)
+  return wo.forward(o.transpose(1, 2).reshape({B, T, -1}));
+}
+
+at::Tensor TransformerBlock::forward_cached(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                            const at::Tensor& allowed, at::Tensor& k_cache, at::Tensor& v_cache,
+                                            int64_t start) const {
+  auto [h, h_normed] = ffn_norm.add_forward(
+      x, attention.forward_cached(attention_norm.forward(x), cos, sin, allowed, k_cache, v_cache, start));
+  return h + feed_forward.forward(h_normed);
 }
 
 at::Tensor FeedForward::forward(const at::Tensor& x_in) const {
@@ -281,6 +340,43 @@ at::Tensor Decoder::forward_parts(const at::Tensor& x, const at::Tensor* labels,
   if (head_loss_style_) return after("output", head_loss_style_(h, head, *labels));  // (B,T)
   return after("output", fused_loss_ ? kernels::linear_cross_entropy(h, head, *labels)
                                      : kernels::linear_cross_entropy_reference(h, head, *labels));  // (B,T)
+}
+
+std::unique_ptr<GenerationCache> Decoder::new_cache(int64_t batch, int64_t capacity) const {
+  auto cache = std::make_unique<KvCache>();
+  const at::TensorOptions options = tok_embeddings_.weight.options().requires_grad(false);
+  for (const auto& b : layers_) {
+    const int64_t kv_heads = b.attention.wk.weight.size(0) / dargs_.head_dim;
+    cache->k.push_back(at::zeros({batch, kv_heads, capacity, dargs_.head_dim}, options));
+    cache->v.push_back(at::zeros({batch, kv_heads, capacity, dargs_.head_dim}, options));
+  }
+  DecoderArgs wide = dargs_;
+  wide.max_seq_len = capacity;
+  cache->rope = rope_table(wide, options);
+  cache->capacity = capacity;
+  return cache;
+}
+
+at::Tensor Decoder::forward_cached(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_valid,
+                                   GenerationCache& generation_cache) const {
+  auto& cache = dynamic_cast<KvCache&>(generation_cache);
+  const int64_t B = tokens.size(0), T = tokens.size(1), start = cache.length, L = start + T;
+  TORCH_CHECK(L <= cache.capacity && key_valid.size(1) == L, "forward_cached: columns past the cache");
+  at::NoGradGuard no_grad;
+  const at::Tensor cos = cache.rope.cos.index({positions}), sin = cache.rope.sin.index({positions});  // (B,T,hd/2)
+  // Query column start+i sees key column j <= start+i that holds a real token; a padding column
+  // sees itself alone, so that nothing is all masked.
+  const auto opts = at::TensorOptions().dtype(at::kLong).device(tokens.device());
+  const at::Tensor query_col = at::arange(start, L, opts).view({1, 1, T, 1});
+  const at::Tensor key_col = at::arange(L, opts).view({1, 1, 1, L});
+  const at::Tensor allowed =
+      key_col.le(query_col).logical_and(key_valid.view({B, 1, 1, L}).logical_or(key_col.eq(query_col)));
+  at::Tensor h = tok_embeddings_.forward(tokens);
+  for (size_t i = 0; i < layers_.size(); ++i)
+    h = layers_[i].forward_cached(h, cos, sin, allowed, cache.k[i], cache.v[i], start);
+  cache.length = L;
+  const at::Tensor& head = dargs_.tied_embeddings ? tok_embeddings_.weight : output_.weight;
+  return at::linear(norm_.forward(h.narrow(1, T - 1, 1)), head).squeeze(1).to(at::kFloat);
 }
 
 at::Tensor Decoder::forward(const at::Tensor& tokens) const { return forward_parts(tokens, nullptr, 0, num_parts()); }

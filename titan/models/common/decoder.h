@@ -90,6 +90,11 @@ struct Attention {
   bool fused = false;  // fused RoPE of q and k, and titan.cpp's attention kernel on the CPU
   InputStyle prepare_input;  // e.g. gather the sequence (sequence parallelism)
   at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;  // (B,T,D) -> (B,T,D)
+  // Generation: x (B,T,D) at cache columns [start, start+T) with per-row rotations cos/sin
+  // (B,T,hd/2); keys and values appended to k_cache/v_cache (B,H_kv,capacity,hd); `allowed`
+  // (B,1,T,start+T) is which columns each query sees.
+  at::Tensor forward_cached(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& allowed, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start) const;
 };
 
 struct FeedForward {
@@ -105,6 +110,8 @@ struct TransformerBlock {
   Attention attention;
   FeedForward feed_forward;
   at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;  // (B,T,D) -> (B,T,D)
+  at::Tensor forward_cached(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& allowed, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start) const;
   std::vector<NamedParam> named_parameters(const std::string& prefix);
   std::vector<at::Tensor*> weight_slots();  // what named_parameters points to
 };
@@ -159,6 +166,11 @@ class Decoder : public Model {
   // (Re)builds the non-parameter tensors (the RoPE table) with `options`, e.g. on the real
   // device after the model was built on the meta device.
   void init_buffers(const at::TensorOptions& options) override { rope_ = rope_table(dargs_, options); }
+
+  // Generation with a key/value cache per block; attention in ATen ops with an explicit mask.
+  std::unique_ptr<GenerationCache> new_cache(int64_t batch, int64_t capacity) const override;
+  at::Tensor forward_cached(const at::Tensor& tokens, const at::Tensor& positions, const at::Tensor& key_valid,
+                            GenerationCache& cache) const override;
 
  private:
   DecoderArgs dargs_;
