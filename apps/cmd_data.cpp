@@ -19,6 +19,7 @@
 #include "titan/common/files.h"
 #include "titan/common/log.h"
 #include "titan/components/data.h"
+#include "titan/train/options.h"
 #include "titan/components/documents.h"
 #include "titan/components/tokenizer.h"
 #include "titan/config/job_config.h"
@@ -254,12 +255,12 @@ int batches(const std::vector<std::string>& args) {
   }
   const Options o(mine, {"validation", "json"}, {"batches", "dp-rank", "dp-degree", "load-state", "save-state"}, kDataUsage);
   const config::JobConfig cfg = config::load_config(cfg_args);
-  std::shared_ptr<const components::Tokenizer> tok = components::tokenizer_from_config(cfg);
+  std::shared_ptr<const components::Tokenizer> tok = train::tokenizer_from_config(cfg);
   const int64_t degree = o.get_int("dp-degree", 1), rank = o.get_int("dp-rank", 0);
   if (degree < 1 || degree > (1 << 20) || rank < 0 || rank >= degree)
     throw Error("--dp-degree must be in [1, 1048576] and --dp-rank in [0, --dp-degree)", kDataUsage);
   const bool validation = o.flag("validation");
-  auto loader = components::build_data_loader(cfg, validation ? "validation" : "training", tok, rank, degree, !validation);
+  auto loader = components::build_data_loader(train::dataset_options(cfg, validation ? "validation" : "training"), tok, rank, degree, !validation);
   if (const std::string in = o.get("load-state"); !in.empty()) {
     std::ifstream f(in);
     if (!f) throw Error("cannot read --load-state " + in, "give a file written by --save-state");

@@ -38,6 +38,7 @@ set(TITAN_SOURCES
   titan/common/folder_lock.cpp
   titan/common/test_hooks.cpp
   titan/train/pipeline.cpp
+  titan/train/options.cpp
   titan/train/trainer.cpp
   titan/train/validate.cpp
   titan/train/hf_convert.cpp

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <string>
 
+#include "titan/train/options.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/data_parallel.h"
 #include "titan/distributed/device_mesh.h"
@@ -43,7 +44,7 @@ int main() {
   const auto env = distributed::read_dist_env();
   distributed::World world(env, at::Device(at::kCPU), std::chrono::seconds(60));
   auto cfg = config::load_config({"--parallelism.tensor_parallel_degree", "2"});
-  auto dims = distributed::ParallelDims::from_config(cfg, env.world_size);
+  auto dims = distributed::ParallelDims::from_degrees(train::parallel_degrees(cfg), env.world_size);
   distributed::DeviceMesh mesh(world, dims);
   auto& g = mesh.group("tp");
   const int r = g.rank(), W = g.size();
@@ -102,7 +103,7 @@ int main() {
   }
   {  // FSDP(2): two microbatches' graphs alive at once
     auto cfg2 = config::load_config({});
-    auto dims2 = distributed::ParallelDims::from_config(cfg2, env.world_size);  // dp_shard 2
+    auto dims2 = distributed::ParallelDims::from_degrees(train::parallel_degrees(cfg2), env.world_size);  // dp_shard 2
     distributed::DeviceMesh mesh2(world, dims2);
     auto args = models::llama3::flavor("debugmodel");
     args.n_layers = 2;

@@ -7,6 +7,9 @@
 - A family's folder includes no other family's folder; folders without a spec.cpp
   (titan/models/common/) hold code the families share and may be included by them alone.
 - titan/models/models.def registers exactly the folders that define a spec (spec.cpp).
+- components/, distributed/, models/, kernels/, common/ and generate/ never see the job config
+  (no titan/config/job_config.h, no config::JobConfig): they take typed options, which
+  titan/train/options.cpp (and validate.cpp's checks) build from it.
 
 The check first runs on a small tree with one violation of each rule and fails unless it finds
 them, so a check that finds nothing cannot pass by accident.
@@ -17,6 +20,8 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NO_CONFIG = ("components", "distributed", "models", "kernels", "common", "generate")
+CONFIG = re.compile(r'#\s*include\s*"titan/config/job_config\.h"|\bJobConfig\b')
 INCLUDE = re.compile(r'^\s*#\s*include\s*"titan/models/([A-Za-z0-9_]+)/', re.M)
 REGISTERED = re.compile(r'^\s*TITAN_MODEL\(\s*([A-Za-z0-9_]+)\s*\)', re.M)
 SOURCE_DIRS = ["titan", "apps"]
@@ -40,6 +45,8 @@ def violations(root):
         owner = parts[2] if len(parts) > 3 and parts[:2] == ["titan", "models"] else None
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
+        if len(parts) > 2 and parts[0] == "titan" and parts[1] in NO_CONFIG and CONFIG.search(text):
+            out.append(f"{rel} sees the job config: take typed options built in titan/train/options.cpp")
         for family in INCLUDE.findall(text):
             if owner is None:
                 out.append(f"{rel} includes titan/models/{family}/: use titan/models/model.h or registry.h")
@@ -68,10 +75,11 @@ def self_test():
         write("titan/distributed/y.cpp", '#include "titan/models/shared/x.h"\n')
         write("titan/models/beta/spec.cpp", "\n")
         write("titan/models/models.def", "TITAN_MODEL(alpha)\nTITAN_MODEL(gamma)\n")
-        write("apps/ok.cpp", '#include "titan/models/registry.h"\n')
+        write("apps/ok.cpp", '#include "titan/models/registry.h"\n#include "titan/config/job_config.h"\n')
+        write("titan/components/z.cpp", 'void f(const titan::config::JobConfig& cfg);\n')
         found = violations(t)
         want = ["trainer.cpp includes titan/models/alpha/", "(model alpha) includes titan/models/beta/",
-                "y.cpp includes titan/models/shared/",
+                "y.cpp includes titan/models/shared/", "z.cpp sees the job config",
                 "beta/spec.cpp is not registered", "registers gamma"]
         missing = [w for w in want if not any(w in v for v in found)]
         if missing or len(found) != len(want):
@@ -88,7 +96,8 @@ def main():
         print("FAIL", v)
     if bad:
         return 1
-    print("PASS nothing outside titan/models/<name>/ includes a model family's headers; models.def lists every family")
+    print("PASS nothing outside titan/models/<name>/ includes a model family's headers; models.def lists every family; "
+          "components/, distributed/, models/, kernels/, common/ and generate/ never see the job config")
     return 0
 
 

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <map>
 
+#include "titan/train/options.h"
 #include "titan/common/error.h"
 #include "titan/components/device.h"
 #include "titan/config/job_config.h"
@@ -17,7 +18,7 @@ using titan::distributed::ParallelDims;
 namespace {
 
 ParallelDims dims(std::vector<std::string> args, int world) {
-  return ParallelDims::from_config(titan::config::load_config(args), world);
+  return ParallelDims::from_degrees(titan::train::parallel_degrees(titan::config::load_config(args)), world);
 }
 
 // Sets environment variables for one test and restores them after.

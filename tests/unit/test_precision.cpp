@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "titan/train/options.h"
 #include "titan/components/device.h"
 #include "titan/components/metrics.h"
 #include "titan/config/job_config.h"
@@ -118,7 +119,7 @@ TEST(Precision, MfuNeverExceedsOneHundredPercent) {
   auto cfg = config::load_config({"--job.dump_folder", dump.string(), "--metrics.log_freq", "1"});
   DeviceInfo cpu(at::Device(at::kCPU));
   // 1e6 FLOPs per token against a peak of 1 FLOP/s: any real step is far "above" the peak.
-  MetricsProcessor metrics(cfg, 0, 1000000, 1.0, 1, cpu);
+  MetricsProcessor metrics(titan::train::metrics_options(cfg), 0, 1000000, 1.0, 1, cpu);
   for (int64_t step = 1; step <= 2; ++step) {
     StepValues v;
     v.step = step;

@@ -444,35 +444,35 @@ struct Checkpointer::Job {
   uint64_t bytes = 0;
 };
 
-Checkpointer::Checkpointer(const config::JobConfig& cfg, CheckpointContext ctx) : ctx_(std::move(ctx)) {
-  enabled_ = cfg.get_bool("checkpoint.enable");
-  load_only_ = cfg.get_bool("checkpoint.load_only");
-  first_step_ = cfg.get_bool("checkpoint.enable_first_step_checkpoint");
-  interval_ = cfg.get_int("checkpoint.interval");
-  keep_latest_k_ = cfg.get_int("checkpoint.keep_latest_k");
-  load_step_ = cfg.get_int("checkpoint.load_step");
-  steps_ = cfg.get_int("training.steps");
-  folder_ = (fs::path(cfg.get_string("job.dump_folder")) / cfg.get_string("checkpoint.folder")).string();
-  initial_load_path_ = cfg.get_opt_string("checkpoint.initial_load_path").value_or("");
-  initial_model_only_ = cfg.get_bool("checkpoint.initial_load_model_only");
-  const std::string mode = cfg.get_string("checkpoint.async_mode");
+Checkpointer::Checkpointer(const CheckpointOptions& o, CheckpointContext ctx) : ctx_(std::move(ctx)) {
+  enabled_ = o.enable;
+  load_only_ = o.load_only;
+  first_step_ = o.enable_first_step_checkpoint;
+  interval_ = o.interval;
+  keep_latest_k_ = o.keep_latest_k;
+  load_step_ = o.load_step;
+  steps_ = o.training_steps;
+  folder_ = o.folder;
+  initial_load_path_ = o.initial_load_path;
+  initial_model_only_ = o.initial_load_model_only;
+  const std::string& mode = o.async_mode;
   async_ = mode != "disabled";
   pinned_ = mode == "async_with_pinned_mem";
   if (mode == "async_with_pinned_mem" && !ctx_.device.is_cuda())
     throw Error("checkpoint.async_mode = \"async_with_pinned_mem\" needs a CUDA device (pinned memory stages GPU tensors)",
                 "use checkpoint.async_mode = \"async\" on the CPU");
-  const std::string ed = cfg.get_string("checkpoint.export_dtype");
+  const std::string& ed = o.export_dtype;
   export_dtype_ = ed == "bfloat16" ? at::kBFloat16 : ed == "float16" ? at::kHalf : at::kFloat;
   if (keep_latest_k_ == 1)
     throw Error("checkpoint.keep_latest_k = 1 would delete the last checkpoint while the next is being written",
                 "use 0 (keep all) or at least 2");
-  for (const auto& p : cfg.get_list("checkpoint.exclude_from_loading")) {
+  for (const auto& p : o.exclude_from_loading) {
     if (!kParts.count(p))
       throw Error("checkpoint.exclude_from_loading holds \"" + p + "\", which is not a part of a checkpoint",
                   "use model, optimizer, lr_scheduler, dataloader or train_state");
     exclude_.insert(p);
   }
-  config_toml_ = cfg.to_toml();
+  config_toml_ = o.config_toml;
 }
 
 Checkpointer::~Checkpointer() {

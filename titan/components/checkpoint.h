@@ -27,7 +27,6 @@
 #include <thread>
 #include <vector>
 
-#include "titan/config/job_config.h"
 #include "titan/common/box.h"
 
 namespace titan::components {
@@ -71,12 +70,30 @@ struct LoadResult {
   nlohmann::json scalars;     // the saved scalars minus those exclude_from_loading names
 };
 
+// The checkpoint.* settings a run uses (train/options.h builds them from the job config).
+struct CheckpointOptions {
+  bool enable = false;
+  bool load_only = false;
+  bool enable_first_step_checkpoint = false;
+  int64_t interval = 500;
+  int64_t keep_latest_k = 10;
+  int64_t load_step = -1;
+  int64_t training_steps = 10000;  // training.steps: the last step saves
+  std::string folder;              // job.dump_folder / checkpoint.folder
+  std::string initial_load_path;   // "" when unset
+  bool initial_load_model_only = true;
+  std::string async_mode = "disabled";
+  std::string export_dtype = "float32";
+  std::vector<std::string> exclude_from_loading;
+  std::string config_toml;         // the run's whole config, saved with each checkpoint
+};
+
 class StateReader;
 
 class Checkpointer {
  public:
-  // Validates the checkpoint.* keys (titan::Error naming the key).
-  Checkpointer(const config::JobConfig& cfg, CheckpointContext ctx);
+  // Validates the settings (titan::Error naming the checkpoint.* key).
+  Checkpointer(const CheckpointOptions& options, CheckpointContext ctx);
   ~Checkpointer();  // waits for a save in flight (errors are logged, not thrown)
 
   bool enabled() const { return enabled_; }

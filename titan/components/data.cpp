@@ -7,7 +7,6 @@
 #include "titan/common/error.h"
 #include "titan/common/files.h"
 #include "titan/common/log.h"
-#include "titan/config/job_config.h"
 
 namespace titan::components {
 
@@ -421,34 +420,23 @@ std::unique_ptr<DocumentSource> build_source(const std::string& dataset, const s
   return std::move(r.text);
 }
 
-std::pair<std::string, std::string> tokenizer_setting(const config::JobConfig& cfg) {
-  if (auto old = cfg.get_opt_string("model.tokenizer_path"); old && !old->empty()) return {*old, "model.tokenizer_path"};
-  return {cfg.get_string("model.hf_assets_path"), "model.hf_assets_path"};
-}
-
-std::unique_ptr<Tokenizer> tokenizer_from_config(const config::JobConfig& cfg) {
-  const auto [path, key] = tokenizer_setting(cfg);
-  if (key == "model.tokenizer_path") log::warning("model.tokenizer_path is deprecated; use model.hf_assets_path");
-  return build_tokenizer(path, key);
-}
-
-std::unique_ptr<DataLoader> build_data_loader(const config::JobConfig& cfg, const std::string& section,
-                                              std::shared_ptr<const Tokenizer> tokenizer, int64_t dp_rank,
-                                              int64_t dp_degree, bool infinite) {
+std::unique_ptr<DataLoader> build_data_loader(const DatasetOptions& o, std::shared_ptr<const Tokenizer> tokenizer,
+                                              int64_t dp_rank, int64_t dp_degree, bool infinite) {
+  const std::string& section = o.section;
   TextOptions topt;
-  topt.text_field = cfg.get_string(section + ".dataset_text_field");
-  topt.skip_malformed = cfg.get_bool(section + ".dataset_skip_malformed");
+  topt.text_field = o.text_field;
+  topt.skip_malformed = o.skip_malformed;
   topt.setting = section + ".dataset_path";
-  const std::string dataset = cfg.get_string(section + ".dataset");
+  const std::string& dataset = o.dataset;
   LoaderOptions opt;
-  opt.batch_size = cfg.get_int(section + ".local_batch_size");
-  opt.seq_len = cfg.get_int(section + ".seq_len");
+  opt.batch_size = o.local_batch_size;
+  opt.seq_len = o.seq_len;
   opt.infinite = infinite;
   opt.slice_index = dp_rank;
   opt.slice_count = dp_degree;
-  opt.prefetch = static_cast<int>(cfg.get_opt_int(section + ".dataloader.prefetch_factor").value_or(2));
+  opt.prefetch = o.prefetch_factor;
   opt.name = dataset;
-  auto r = resolve(section, dataset, cfg.get_opt_string(section + ".dataset_path"), topt);
+  auto r = resolve(section, dataset, o.dataset_path, topt);
   if (r.shards) {
     // The manifest `titan data tokenize` writes names the tokenizer; shards alone carry only
     // the vocabulary size.

@@ -30,10 +30,6 @@
 #include "titan/components/documents.h"
 #include "titan/components/tokenizer.h"
 
-namespace titan::config {
-class JobConfig;
-}
-
 namespace titan::components {
 
 struct Batch {
@@ -113,18 +109,22 @@ class DataLoader {
   bool stop_ = false, running_ = false;
 };
 
-// The tokenizer the config names: model.tokenizer_path (deprecated, with a warning) if set, else
-// model.hf_assets_path.
-std::unique_ptr<Tokenizer> tokenizer_from_config(const config::JobConfig& cfg);
-// The tokenizer path a config names and the key it came from: model.tokenizer_path (deprecated)
-// if set, else model.hf_assets_path.
-std::pair<std::string, std::string> tokenizer_setting(const config::JobConfig& cfg);
+// One section's data settings ("training" or "validation"; train/options.h builds them).
+struct DatasetOptions {
+  std::string section = "training";  // names the keys in messages
+  std::string dataset = "synthetic";
+  std::optional<std::string> dataset_path;
+  std::string text_field = "text";
+  bool skip_malformed = false;
+  int64_t local_batch_size = 8;
+  int64_t seq_len = 2048;
+  int prefetch_factor = 2;
+};
 
-// The loader for `section` ("training" or "validation") of the config: the dataset registry
-// (training.dataset names, training.dataset_path overrides; docs/datasets.md).
-std::unique_ptr<DataLoader> build_data_loader(const config::JobConfig& cfg, const std::string& section,
-                                              std::shared_ptr<const Tokenizer> tokenizer, int64_t dp_rank,
-                                              int64_t dp_degree, bool infinite);
+// The loader for a section: the dataset registry (training.dataset names, training.dataset_path
+// overrides; docs/datasets.md).
+std::unique_ptr<DataLoader> build_data_loader(const DatasetOptions& options, std::shared_ptr<const Tokenizer> tokenizer,
+                                              int64_t dp_rank, int64_t dp_degree, bool infinite);
 
 // For tests and tools: the document source a dataset name/path pair names (text only).
 std::unique_ptr<DocumentSource> build_source(const std::string& dataset,

@@ -24,12 +24,12 @@ std::string json_number(double v) {
 
 }  // namespace
 
-MetricsProcessor::MetricsProcessor(const config::JobConfig& cfg, int rank, int64_t flops_per_token, double peak_flops,
+MetricsProcessor::MetricsProcessor(const MetricsOptions& o, int rank, int64_t flops_per_token, double peak_flops,
                                    int non_data_parallel_size, DeviceInfo& device, int64_t run_id)
-    : rank_(rank), run_id_(run_id), log_freq_(cfg.get_int("metrics.log_freq")), flops_per_token_(flops_per_token), peak_(peak_flops),
+    : rank_(rank), run_id_(run_id), log_freq_(o.log_freq), flops_per_token_(flops_per_token), peak_(peak_flops),
       non_dp_(non_data_parallel_size), device_(device), last_log_(std::chrono::steady_clock::now()) {
-  const bool all_ranks = cfg.get_bool("metrics.save_for_all_ranks");
-  const std::filesystem::path dump = cfg.get_string("job.dump_folder");
+  const bool all_ranks = o.save_for_all_ranks;
+  const std::filesystem::path dump = o.dump_folder;
   if (rank == 0 || all_ranks) {
     std::error_code ec;
     std::filesystem::create_directories(dump, ec);
@@ -39,13 +39,13 @@ MetricsProcessor::MetricsProcessor(const config::JobConfig& cfg, int rank, int64
     jsonl_ = std::make_unique<std::ofstream>(file, std::ios::app);
     jsonl_path_ = file.string();
     if (!*jsonl_) throw Error("cannot write " + file.string(), "check that job.dump_folder is writable");
-    if (cfg.get_bool("metrics.enable_tensorboard")) {
+    if (o.enable_tensorboard) {
       std::time_t t = std::time(nullptr);
       std::tm tm{};
       localtime_r(&t, &tm);
       char stamp[32];
       std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M", &tm);
-      std::filesystem::path dir = dump / cfg.get_string("metrics.save_tb_folder") / stamp;
+      std::filesystem::path dir = dump / o.save_tb_folder / stamp;
       if (all_ranks) dir /= "rank_" + std::to_string(rank);
       tb_dir_ = dir.string();
       tb_ = std::make_unique<TensorBoardWriter>(tb_dir_);

@@ -11,7 +11,6 @@
 
 #include "titan/components/device.h"
 #include "titan/components/tensorboard.h"
-#include "titan/config/job_config.h"
 
 namespace titan::components {
 
@@ -32,10 +31,19 @@ struct StepValues {
   std::array<double, 3> comm_bytes{};
 };
 
+// The metrics.* settings a run uses (train/options.h builds them from the job config).
+struct MetricsOptions {
+  int64_t log_freq = 10;
+  bool save_for_all_ranks = false;
+  std::string dump_folder = "./outputs";
+  bool enable_tensorboard = false;
+  std::string save_tb_folder = "tb";
+};
+
 class MetricsProcessor {
  public:
   // rank: this process; tp*cp*pp divide tokens per second (per device), as torchtitan.
-  MetricsProcessor(const config::JobConfig& cfg, int rank, int64_t flops_per_token, double peak_flops,
+  MetricsProcessor(const MetricsOptions& options, int rank, int64_t flops_per_token, double peak_flops,
                    int non_data_parallel_size, DeviceInfo& device, int64_t run_id = 0);
   bool should_log(int64_t step) const { return step == 1 || step % log_freq_ == 0; }
   void record(const StepValues& v);

@@ -33,12 +33,12 @@ std::filesystem::path step_dir(const std::string& folder, const std::string& nam
 
 }  // namespace
 
-Profiler::Profiler(const config::JobConfig& cfg, int rank, at::Device device) : rank_(rank), device_(device) {
-  enabled_ = cfg.get_bool("profiling.enable_profiling");
-  freq_ = cfg.get_int("profiling.profile_freq");
-  warmup_ = cfg.get_int("profiling.profiler_warmup");
-  active_ = cfg.get_int("profiling.profiler_active");
-  folder_ = (std::filesystem::path(cfg.get_string("job.dump_folder")) / cfg.get_string("profiling.save_traces_folder")).string();
+Profiler::Profiler(const ProfilingOptions& o, int rank, at::Device device) : rank_(rank), device_(device) {
+  enabled_ = o.enable_profiling;
+  freq_ = o.profile_freq;
+  warmup_ = o.profiler_warmup;
+  active_ = o.profiler_active;
+  folder_ = o.traces_folder;
   if (!enabled_) return;
   if (warmup_ + active_ > freq_)
     throw Error("profiling.profile_freq = " + std::to_string(freq_) + " is smaller than profiler_warmup + profiler_active (" +
@@ -79,12 +79,10 @@ void Profiler::step_end(int64_t step) {
   log::info("Saved the profiler trace of step " + std::to_string(step) + " to " + file.string());
 }
 
-MemorySnapshotter::MemorySnapshotter(const config::JobConfig& cfg, int rank, at::Device device) : rank_(rank) {
-  freq_ = cfg.get_int("profiling.profile_freq");
-  folder_ = (std::filesystem::path(cfg.get_string("job.dump_folder")) /
-             cfg.get_string("profiling.save_memory_snapshot_folder"))
-                .string();
-  if (!cfg.get_bool("profiling.enable_memory_snapshot")) return;
+MemorySnapshotter::MemorySnapshotter(const ProfilingOptions& o, int rank, at::Device device) : rank_(rank) {
+  freq_ = o.profile_freq;
+  folder_ = o.memory_snapshot_folder;
+  if (!o.enable_memory_snapshot) return;
   if (!device.is_cuda()) {
     log::info("Memory snapshots are CUDA allocator snapshots; on the CPU the per-step resident memory is in "
               "metrics.jsonl (rss_gib)");

@@ -11,16 +11,26 @@
 
 #include <string>
 
-#include "titan/config/job_config.h"
 
 namespace titan::components {
 
 // A named range in the trace (forward, backward, optimizer, data_loading, comm ops, ...).
 #define TITAN_RANGE(name) RECORD_USER_SCOPE(name)
 
+// The profiling.* settings a run uses (train/options.h builds them from the job config).
+struct ProfilingOptions {
+  bool enable_profiling = false;
+  int64_t profile_freq = 10;
+  int64_t profiler_warmup = 3;
+  int64_t profiler_active = 1;
+  std::string traces_folder;           // job.dump_folder / profiling.save_traces_folder
+  bool enable_memory_snapshot = false;
+  std::string memory_snapshot_folder;  // job.dump_folder / profiling.save_memory_snapshot_folder
+};
+
 class Profiler {
  public:
-  Profiler(const config::JobConfig& cfg, int rank, at::Device device);
+  Profiler(const ProfilingOptions& options, int rank, at::Device device);
   ~Profiler();
   void step_begin(int64_t step);  // call before training step `step` (1-based)
   void step_end(int64_t step);    // after it: writes the trace when a window closes
@@ -37,7 +47,7 @@ class Profiler {
 
 class MemorySnapshotter {
  public:
-  MemorySnapshotter(const config::JobConfig& cfg, int rank, at::Device device);
+  MemorySnapshotter(const ProfilingOptions& options, int rank, at::Device device);
   void step_end(int64_t step);        // dumps every profile_freq steps
   void on_oom(int64_t step);          // OOM in `step`: dumps to iteration_<step-1>_exit
   bool enabled() const { return enabled_; }

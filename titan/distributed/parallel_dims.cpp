@@ -36,14 +36,14 @@ int rank_of(const ParallelDims& d, const std::array<int, 5>& c) {
 }
 }  // namespace
 
-ParallelDims ParallelDims::from_config(const config::JobConfig& cfg, int world_size) {
+ParallelDims ParallelDims::from_degrees(const Degrees& g, int world_size) {
   ParallelDims d;
   d.world_size = world_size;
-  d.pp = static_cast<int>(cfg.get_int("parallelism.pipeline_parallel_degree"));
-  d.dp_replicate = static_cast<int>(cfg.get_int("parallelism.data_parallel_replicate_degree"));
-  d.cp = static_cast<int>(cfg.get_int("parallelism.context_parallel_degree"));
-  d.tp = static_cast<int>(cfg.get_int("parallelism.tensor_parallel_degree"));
-  const int64_t shard = cfg.get_int("parallelism.data_parallel_shard_degree");
+  d.pp = static_cast<int>(g.pp);
+  d.dp_replicate = static_cast<int>(g.dp_replicate);
+  d.cp = static_cast<int>(g.cp);
+  d.tp = static_cast<int>(g.tp);
+  const int64_t shard = g.dp_shard;
   for (auto [v, key] : {std::pair{d.pp, "pipeline_parallel_degree"}, {d.dp_replicate, "data_parallel_replicate_degree"},
                         {d.cp, "context_parallel_degree"}, {d.tp, "tensor_parallel_degree"}})
     if (v < 1) throw Error("parallelism." + std::string(key) + " = " + std::to_string(v) + " must be >= 1");

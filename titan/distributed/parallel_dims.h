@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "titan/config/job_config.h"
+#include <cstdint>
 
 namespace titan::distributed {
 
@@ -15,7 +15,11 @@ struct ParallelDims {
 
   // From parallelism.*; data_parallel_shard_degree = -1 takes the ranks left over. Throws
   // titan::Error naming the degrees when they do not multiply to the world size.
-  static ParallelDims from_config(const config::JobConfig& cfg, int world_size);
+  // The parallelism.*_degree settings (train/options.h builds them); dp_shard -1 takes what the others leave.
+  struct Degrees {
+    int64_t pp = 1, dp_replicate = 1, dp_shard = -1, cp = 1, tp = 1;
+  };
+  static ParallelDims from_degrees(const Degrees& degrees, int world_size);
 
   bool fsdp_enabled() const { return dp_shard * cp > 1; }
   bool dp_replicate_enabled() const { return dp_replicate > 1; }

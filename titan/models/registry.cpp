@@ -69,20 +69,6 @@ const ModelSpec& model_spec_for_hf(const nlohmann::json& config, const std::stri
               "convert a folder of one of these model types: " + joined(known));
 }
 
-std::unique_ptr<ModelConfig> config_from_job(const config::JobConfig& cfg) {
-  auto c = model_spec(cfg.get_string("model.name")).flavor(cfg.get_string("model.flavor"));
-  c->set_max_seq_len(cfg.get_int("training.seq_len"));
-  if (auto v = cfg.get_opt_int("model.vocab_size")) {
-    if (*v < 1) throw Error("model.vocab_size = " + std::to_string(*v) + " must be >= 1");
-    c->set_vocab_size(*v);
-  }
-  if (auto v = cfg.get_opt_int("model.n_layers")) {
-    if (*v < 1 || *v > 100000) throw Error("model.n_layers = " + std::to_string(*v) + " is out of range", "use 1 to 100000");
-    c->set_n_layers(*v);
-  }
-  return c;
-}
-
 std::unique_ptr<ModelConfig> config_from_description(const nlohmann::json& model, const std::string& where) {
   if (!model.is_object() || !model.contains("args") || !model["args"].is_object())
     throw Error(where + " does not record the model's arguments", "re-save it with this titan.cpp");

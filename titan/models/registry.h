@@ -11,7 +11,6 @@
 #include <string_view>
 #include <vector>
 
-#include "titan/config/job_config.h"
 #include "titan/distributed/data_parallel.h"
 #include "titan/distributed/device_mesh.h"
 #include "titan/distributed/parallel_dims.h"
@@ -30,6 +29,24 @@ struct ParallelPlan {
   std::vector<std::string> applied;        // what was applied, a line each, for the log
 };
 
+// The settings parallelize applies (train/options.h builds them from the job config).
+struct ParallelizeOptions {
+  bool compile = false;                         // compile.enable: the fused kernels
+  std::vector<std::string> compile_components;  // "model" (every block), "loss" (the head with the loss)
+  std::string ac_mode = "none";                 // activation_checkpoint.mode
+  std::string ac_option = "2";                  // activation_checkpoint.selective_ac_option
+  bool loss_parallel = true;                    // !parallelism.disable_loss_parallel
+  std::string fsdp_reshard_after_forward = "default";
+  bool fsdp_sync_every_microbatch = false;
+};
+
+// What a layout is checked against before anything is built.
+struct PlanCheck {
+  std::string flavor;                         // named in messages
+  int64_t seq_len = 0;                        // training.seq_len
+  std::optional<int64_t> validation_seq_len;  // when validation is enabled
+};
+
 struct ModelSpec {
   std::string name;  // model.name
   std::vector<std::string> (*flavor_names)();
@@ -40,12 +57,12 @@ struct ModelSpec {
   // Allocates every parameter (uninitialised) with `options`; on the meta device nothing is.
   std::unique_ptr<Model> (*build)(const ModelConfig& config, const at::TensorOptions& options);
   // Throws titan::Error, naming the key, for a layout this model cannot split.
-  void (*validate_plan)(const ModelConfig& config, const config::JobConfig& cfg, const distributed::ParallelDims& dims);
+  void (*validate_plan)(const ModelConfig& config, const PlanCheck& check, const distributed::ParallelDims& dims);
   // Tensor parallelism, fused kernels, activation checkpointing, then data parallelism, in
   // torchtitan's order. `model` is on the meta device when the mesh has more than one rank (each
   // rank then creates only its own slices, from `seed`). `parts_held` (pipeline parallelism):
   // the indices in model.parts() of this rank's stages; empty: every part.
-  ParallelPlan (*parallelize)(Model& model, const config::JobConfig& cfg, distributed::DeviceMesh& mesh,
+  ParallelPlan (*parallelize)(Model& model, const ParallelizeOptions& options, distributed::DeviceMesh& mesh,
                               at::Device device, at::ScalarType compute_dtype, uint64_t seed,
                               const std::vector<size_t>& parts_held);
   // Every parameter's layout on the mesh, in the order of model.parts().
@@ -64,9 +81,6 @@ std::vector<std::string> model_names();
 // titan::Error naming `where` and the known types.
 const ModelSpec& model_spec_for_hf(const nlohmann::json& config, const std::string& where);
 
-// The model's arguments as a run asks for them: model.name's flavor, with training.seq_len,
-// model.vocab_size and model.n_layers applied.
-std::unique_ptr<ModelConfig> config_from_job(const config::JobConfig& cfg);
 // What a checkpoint's metadata recorded of its model ({"name", "args", ...}); throws
 // titan::Error naming `where` when it is missing or malformed.
 std::unique_ptr<ModelConfig> config_from_description(const nlohmann::json& model, const std::string& where);

@@ -40,6 +40,7 @@
 #include "titan/kernels/ops.h"
 #include "titan/models/registry.h"
 #include "titan/train/hf_convert.h"
+#include "titan/train/options.h"
 #include "titan/train/pipeline.h"
 #include "titan/train/validate.h"
 
@@ -68,7 +69,7 @@ at::ScalarType dtype_of(const std::string& name) {
 // The tokenizer this run reads (model.tokenizer_path if set, else model.hf_assets_path), as an
 // absolute path: recorded in checkpoints so that `titan convert to-hf` finds it later.
 std::string tokenizer_location(const config::JobConfig& cfg) {
-  const std::string path = components::tokenizer_setting(cfg).first;
+  const std::string path = tokenizer_setting(cfg).first;
   if (path == "builtin:bytes") return path;
   std::error_code ec;
   const auto abs = std::filesystem::absolute(path, ec);
@@ -233,15 +234,15 @@ struct DataParts {
 DataParts open_data(const config::JobConfig& cfg, const ModelConfig& model, int64_t dp_rank, int64_t dp_degree) {
   const models::Sizes args = model.sizes();
   DataParts d;
-  d.tokenizer = components::tokenizer_from_config(cfg);
+  d.tokenizer = tokenizer_from_config(cfg);
   if (d.tokenizer->vocab_size() > args.vocab_size)
     throw Error("the tokenizer has " + std::to_string(d.tokenizer->vocab_size()) + " ids but model " +
                     cfg.get_string("model.flavor") + " has vocab_size " + std::to_string(args.vocab_size),
                 "use a tokenizer with at most " + std::to_string(args.vocab_size) +
                     " ids, another flavor, or --model.vocab_size " + std::to_string(d.tokenizer->vocab_size()));
-  d.data = components::build_data_loader(cfg, "training", d.tokenizer, dp_rank, dp_degree, /*infinite=*/true);
+  d.data = components::build_data_loader(dataset_options(cfg, "training"), d.tokenizer, dp_rank, dp_degree, /*infinite=*/true);
   if (cfg.get_bool("validation.enable"))  // finite unless validation.steps caps each pass (as torchtitan)
-    d.validation_data = components::build_data_loader(cfg, "validation", d.tokenizer, dp_rank, dp_degree,
+    d.validation_data = components::build_data_loader(dataset_options(cfg, "validation"), d.tokenizer, dp_rank, dp_degree,
                                                       /*infinite=*/cfg.get_int("validation.steps") != -1);
   return d;
 }
@@ -512,7 +513,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
     parts_held = parts_of_rank(*pipeline_plan, mesh->rank("pp"));
     describe_pipeline(*pipeline_plan);
   }
-  plan = spec->parallelize(*model, cfg, *mesh, device, precision.dtype, seed, parts_held);
+  plan = spec->parallelize(*model, parallelize_options(cfg), *mesh, device, precision.dtype, seed, parts_held);
   for (const auto& line : plan.applied) log::info(line);
   if (plan.data_parallel) {
     params = plan.data_parallel->parameters();
@@ -580,10 +581,10 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
             " (warmup " + std::to_string(schedule.warmup_steps) + ")");
 
   dev->memory_stats_and_reset();
-  metrics = std::make_unique<components::MetricsProcessor>(cfg, env.rank, flops_per_token, peak.flops,
+  metrics = std::make_unique<components::MetricsProcessor>(metrics_options(cfg), env.rank, flops_per_token, peak.flops,
                                                            dims.tp * dims.cp * dims.pp, *dev, run_id);
-  profiler = std::make_unique<components::Profiler>(cfg, env.rank, device);
-  snapshots = std::make_unique<components::MemorySnapshotter>(cfg, env.rank, device);
+  profiler = std::make_unique<components::Profiler>(profiling_options(cfg), env.rank, device);
+  snapshots = std::make_unique<components::MemorySnapshotter>(profiling_options(cfg), env.rank, device);
   auto& recorder = distributed::FlightRecorder::instance();
   if (world->size() > 1) {
     const auto traces = std::filesystem::path(cfg.get_string("job.dump_folder")) / cfg.get_string("comm.save_traces_folder");
@@ -605,7 +606,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   ck.model = {{"name", spec->name}, {"flavor", cfg.get_string("model.flavor")}, {"args", args->to_json()},
               {"tokenizer", tokenizer_location(cfg)}};
   ck.model_keys = model_keys;
-  checkpointer = std::make_unique<components::Checkpointer>(cfg, ck);
+  checkpointer = std::make_unique<components::Checkpointer>(checkpoint_options(cfg), ck);
 }
 
 double Trainer::Impl::validation_sum(const components::Batch& batch) {

@@ -7,6 +7,7 @@
 #include "titan/components/lr_scheduler.h"
 #include "titan/components/optimizer.h"
 #include "titan/models/registry.h"
+#include "titan/train/options.h"
 
 namespace titan::train {
 
@@ -129,7 +130,7 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
 }
 
 std::shared_ptr<const models::ModelConfig> model_args(const config::JobConfig& cfg) {
-  return models::config_from_job(cfg);
+  return model_config(cfg);
 }
 
 std::string MemoryEstimate::describe() const {
@@ -201,9 +202,9 @@ Preflight preflight(const config::JobConfig& cfg, int world_size) {
     throw Error(msg, "set them back to their defaults");
   }
   Preflight p;
-  p.dims = distributed::ParallelDims::from_config(cfg, world_size);
+  p.dims = distributed::ParallelDims::from_degrees(parallel_degrees(cfg), world_size);
   p.args = model_args(cfg);
-  models::model_spec(p.args->family()).validate_plan(*p.args, cfg, p.dims);
+  models::model_spec(p.args->family()).validate_plan(*p.args, plan_check(cfg), p.dims);
   if (p.dims.world_size > 1 && cfg.get_string("training.dtype") != "float32")
     throw Error("training.dtype = \"" + cfg.get_string("training.dtype") + "\" with several ranks is not supported yet",
                 "use training.dtype = \"float32\" (mixed precision comes from training.mixed_precision_param)");

@@ -42,9 +42,9 @@ void apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool l
   model.set_head_loss_style(distributed::tp::vocab_parallel_head_loss(tp, first, loss_parallel));
 }
 
-std::string apply_compile(Decoder& model, const config::JobConfig& cfg) {
-  if (!cfg.get_bool("compile.enable")) return "";
-  const auto& parts = cfg.get_list("compile.components");
+std::string apply_compile(Decoder& model, const ParallelizeOptions& o) {
+  if (!o.compile) return "";
+  const auto& parts = o.compile_components;
   auto has = [&](const char* c) { return std::find(parts.begin(), parts.end(), c) != parts.end(); };
   model.set_fused_kernels(has("model"), has("loss"));
   std::string what;
@@ -53,10 +53,10 @@ std::string apply_compile(Decoder& model, const config::JobConfig& cfg) {
   return "Compiling the model with fused kernels: " + (what.empty() ? "nothing (compile.components names neither)" : what);
 }
 
-std::string apply_activation_checkpointing(Decoder& model, const config::JobConfig& cfg) {
-  const std::string& mode = cfg.get_string("activation_checkpoint.mode");
+std::string apply_activation_checkpointing(Decoder& model, const ParallelizeOptions& o) {
+  const std::string& mode = o.ac_mode;
   if (mode == "none") return "";
-  const std::string& option = cfg.get_string("activation_checkpoint.selective_ac_option");
+  const std::string& option = o.ac_option;
   const size_t n = model.layers().size();
   if (mode == "selective" && option == "op") {
     for (size_t i = 0; i < n; ++i) model.set_block_runner(i, distributed::op_checkpoint_block);
@@ -107,7 +107,7 @@ std::vector<ParamLayout> param_layouts(Decoder& model, const distributed::Parall
   return layouts;
 }
 
-void validate_plan(const DecoderArgs& args, const config::JobConfig& cfg, const distributed::ParallelDims& dims) {
+void validate_plan(const DecoderArgs& args, const PlanCheck& check, const distributed::ParallelDims& dims) {
   if (dims.tp <= 1) return;
   const int64_t tp = dims.tp;
   const std::string deg = "parallelism.tensor_parallel_degree = " + std::to_string(tp);
@@ -116,19 +116,19 @@ void validate_plan(const DecoderArgs& args, const config::JobConfig& cfg, const 
       throw Error(deg + " does not divide " + what + " (" + std::to_string(n) + ")", fix);
   };
   const std::string pick = "choose a tensor_parallel_degree that divides it";
-  need(args.n_heads, "the model's attention heads, n_heads of flavor " + cfg.get_string("model.flavor"), pick);
-  need(args.n_kv_heads, "the model's key/value heads, n_kv_heads of flavor " + cfg.get_string("model.flavor"), pick);
-  need(cfg.get_int("training.seq_len"), "training.seq_len, which sequence parallelism splits",
+  need(args.n_heads, "the model's attention heads, n_heads of flavor " + check.flavor, pick);
+  need(args.n_kv_heads, "the model's key/value heads, n_kv_heads of flavor " + check.flavor, pick);
+  need(check.seq_len, "training.seq_len, which sequence parallelism splits",
        "use a training.seq_len that is a multiple of " + std::to_string(tp));
-  if (cfg.get_bool("validation.enable"))
-    need(cfg.get_int("validation.seq_len"), "validation.seq_len, which sequence parallelism splits",
+  if (check.validation_seq_len)
+    need(*check.validation_seq_len, "validation.seq_len, which sequence parallelism splits",
          "use a validation.seq_len that is a multiple of " + std::to_string(tp));
   need(args.vocab_size, "the vocabulary (model.vocab_size), which the embedding and the output head split",
        "use a model.vocab_size that is a multiple of " + std::to_string(tp));
   need(args.ffn_hidden_dim, "the feed-forward hidden size", pick);
 }
 
-ParallelPlan parallelize(Decoder& model, const config::JobConfig& cfg, distributed::DeviceMesh& mesh,
+ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, distributed::DeviceMesh& mesh,
                          at::Device device, at::ScalarType compute_dtype, uint64_t seed,
                          const std::vector<size_t>& parts_held) {
   ParallelPlan plan;
@@ -136,15 +136,15 @@ ParallelPlan parallelize(Decoder& model, const config::JobConfig& cfg, distribut
   auto note = [&](const std::string& line) {
     if (!line.empty()) plan.applied.push_back(line);
   };
-  const bool loss_parallel = !cfg.get_bool("parallelism.disable_loss_parallel");
+  const bool loss_parallel = options.loss_parallel;
   if (dims.tp > 1) {
     apply_tensor_parallel(model, mesh, loss_parallel);
     note("Applied Tensor Parallelism to the model (degree " + std::to_string(dims.tp) +
          ": column-wise wq wk wv w1 w3, row-wise wo w2 and embedding, sequence-parallel norms, output " +
          (loss_parallel ? "column-wise with loss parallel)" : "column-wise, logits gathered for the loss)"));
   }
-  note(apply_compile(model, cfg));
-  note(apply_activation_checkpointing(model, cfg));
+  note(apply_compile(model, options));
+  note(apply_activation_checkpointing(model, options));
 
   const std::string mp = components::dtype_name(compute_dtype);
   if (dims.world_size == 1) {  // one rank: the model holds its own weights; AMP for mixed precision
@@ -155,7 +155,7 @@ ParallelPlan parallelize(Decoder& model, const config::JobConfig& cfg, distribut
     return plan;
   }
   distributed::DataParallelOptions o;
-  const std::string policy = cfg.get_string("parallelism.fsdp_reshard_after_forward");
+  const std::string& policy = options.fsdp_reshard_after_forward;
   // As torchtitan: under pipeline parallelism "default" keeps the gathered parameters from forward
   // to backward (each microbatch would otherwise gather every stage twice).
   const bool reshard = policy == "always" || (policy == "default" && dims.pp == 1);
@@ -177,7 +177,7 @@ ParallelPlan parallelize(Decoder& model, const config::JobConfig& cfg, distribut
                                       : part.name == "tok_embeddings" && model.decoder_args().tied_embeddings
                                           ? false
                                           : reshard);
-  o.sync_every_microbatch = cfg.get_bool("parallelism.fsdp_sync_every_microbatch");
+  o.sync_every_microbatch = options.fsdp_sync_every_microbatch;
   o.pipelined = dims.pp > 1;
   if (dims.fsdp_enabled()) o.param_dtype = compute_dtype;
   const DecoderArgs args = model.decoder_args();

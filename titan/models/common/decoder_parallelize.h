@@ -6,7 +6,6 @@
 
 #include <vector>
 
-#include "titan/config/job_config.h"
 #include "titan/distributed/device_mesh.h"
 #include "titan/models/common/decoder.h"
 #include "titan/models/registry.h"
@@ -21,14 +20,14 @@ std::vector<distributed::ParamLayout> param_layouts(Decoder& model, const distri
 
 // Throws titan::Error, naming the key, for a layout this model cannot split: heads, key/value
 // heads, sequence length, vocabulary or FFN size not divisible by the tensor-parallel degree.
-void validate_plan(const DecoderArgs& args, const config::JobConfig& cfg, const distributed::ParallelDims& dims);
+void validate_plan(const DecoderArgs& args, const PlanCheck& check, const distributed::ParallelDims& dims);
 
 // Applies the plan. `model` is on the meta device when the mesh has more than one rank (each
 // rank then creates only its own slices of the parameters, from `seed`), else on `device` with
 // its weights. `compute_dtype` is what mixed precision computes in on this device.
 // `parts_held` (pipeline parallelism): the indices in model.parts() of this rank's stages; only
 // those are materialised. Empty: every part.
-ParallelPlan parallelize(Decoder& model, const config::JobConfig& cfg, distributed::DeviceMesh& mesh,
+ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, distributed::DeviceMesh& mesh,
                          at::Device device, at::ScalarType compute_dtype, uint64_t seed,
                          const std::vector<size_t>& parts_held = {});
 

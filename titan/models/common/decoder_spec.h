@@ -38,12 +38,12 @@ ModelSpec decoder_spec(std::string name, std::vector<std::string> (*flavor_names
       .build = [](const ModelConfig& c, const at::TensorOptions& options) -> std::unique_ptr<Model> {
         return std::make_unique<Net>(args_of<Args>(c), options);
       },
-      .validate_plan = [](const ModelConfig& c, const config::JobConfig& cfg, const distributed::ParallelDims& dims) {
-        validate_plan(args_of<Args>(c).decoder(), cfg, dims);
+      .validate_plan = [](const ModelConfig& c, const PlanCheck& check, const distributed::ParallelDims& dims) {
+        validate_plan(args_of<Args>(c).decoder(), check, dims);
       },
-      .parallelize = [](Model& m, const config::JobConfig& cfg, distributed::DeviceMesh& mesh, at::Device device,
+      .parallelize = [](Model& m, const ParallelizeOptions& options, distributed::DeviceMesh& mesh, at::Device device,
                         at::ScalarType compute_dtype, uint64_t seed, const std::vector<size_t>& parts_held) {
-        return parallelize(decoder_of(m), cfg, mesh, device, compute_dtype, seed, parts_held);
+        return parallelize(decoder_of(m), options, mesh, device, compute_dtype, seed, parts_held);
       },
       .param_layouts = [](Model& m, const distributed::ParallelDims& dims) { return param_layouts(decoder_of(m), dims); },
       .hf_adapter = [](const ModelConfig& c) -> std::unique_ptr<StateDictAdapter> {

@@ -11,8 +11,8 @@ using models::ParallelPlan;
 using common::param_layouts;
 using common::parallelize;
 
-inline void validate_plan(const ModelArgs& args, const config::JobConfig& cfg, const distributed::ParallelDims& dims) {
-  common::validate_plan(args.decoder(), cfg, dims);
+inline void validate_plan(const ModelArgs& args, const PlanCheck& check, const distributed::ParallelDims& dims) {
+  common::validate_plan(args.decoder(), check, dims);
 }
 
 }  // namespace titan::models::llama3

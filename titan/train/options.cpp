@@ -1,0 +1,122 @@
+#include "titan/train/options.h"
+
+#include <filesystem>
+
+#include "titan/common/error.h"
+#include "titan/common/log.h"
+
+namespace titan::train {
+
+namespace fs = std::filesystem;
+
+components::CheckpointOptions checkpoint_options(const config::JobConfig& cfg) {
+  components::CheckpointOptions o;
+  o.enable = cfg.get_bool("checkpoint.enable");
+  o.load_only = cfg.get_bool("checkpoint.load_only");
+  o.enable_first_step_checkpoint = cfg.get_bool("checkpoint.enable_first_step_checkpoint");
+  o.interval = cfg.get_int("checkpoint.interval");
+  o.keep_latest_k = cfg.get_int("checkpoint.keep_latest_k");
+  o.load_step = cfg.get_int("checkpoint.load_step");
+  o.training_steps = cfg.get_int("training.steps");
+  o.folder = (fs::path(cfg.get_string("job.dump_folder")) / cfg.get_string("checkpoint.folder")).string();
+  o.initial_load_path = cfg.get_opt_string("checkpoint.initial_load_path").value_or("");
+  o.initial_load_model_only = cfg.get_bool("checkpoint.initial_load_model_only");
+  o.async_mode = cfg.get_string("checkpoint.async_mode");
+  o.export_dtype = cfg.get_string("checkpoint.export_dtype");
+  o.exclude_from_loading = cfg.get_list("checkpoint.exclude_from_loading");
+  o.config_toml = cfg.to_toml();
+  return o;
+}
+
+components::MetricsOptions metrics_options(const config::JobConfig& cfg) {
+  components::MetricsOptions o;
+  o.log_freq = cfg.get_int("metrics.log_freq");
+  o.save_for_all_ranks = cfg.get_bool("metrics.save_for_all_ranks");
+  o.dump_folder = cfg.get_string("job.dump_folder");
+  o.enable_tensorboard = cfg.get_bool("metrics.enable_tensorboard");
+  o.save_tb_folder = cfg.get_string("metrics.save_tb_folder");
+  return o;
+}
+
+components::ProfilingOptions profiling_options(const config::JobConfig& cfg) {
+  components::ProfilingOptions o;
+  const fs::path dump = cfg.get_string("job.dump_folder");
+  o.enable_profiling = cfg.get_bool("profiling.enable_profiling");
+  o.profile_freq = cfg.get_int("profiling.profile_freq");
+  o.profiler_warmup = cfg.get_int("profiling.profiler_warmup");
+  o.profiler_active = cfg.get_int("profiling.profiler_active");
+  o.traces_folder = (dump / cfg.get_string("profiling.save_traces_folder")).string();
+  o.enable_memory_snapshot = cfg.get_bool("profiling.enable_memory_snapshot");
+  o.memory_snapshot_folder = (dump / cfg.get_string("profiling.save_memory_snapshot_folder")).string();
+  return o;
+}
+
+components::DatasetOptions dataset_options(const config::JobConfig& cfg, const std::string& section) {
+  components::DatasetOptions o;
+  o.section = section;
+  o.dataset = cfg.get_string(section + ".dataset");
+  o.dataset_path = cfg.get_opt_string(section + ".dataset_path");
+  o.text_field = cfg.get_string(section + ".dataset_text_field");
+  o.skip_malformed = cfg.get_bool(section + ".dataset_skip_malformed");
+  o.local_batch_size = cfg.get_int(section + ".local_batch_size");
+  o.seq_len = cfg.get_int(section + ".seq_len");
+  o.prefetch_factor = static_cast<int>(cfg.get_opt_int(section + ".dataloader.prefetch_factor").value_or(2));
+  return o;
+}
+
+std::pair<std::string, std::string> tokenizer_setting(const config::JobConfig& cfg) {
+  if (auto old = cfg.get_opt_string("model.tokenizer_path"); old && !old->empty()) return {*old, "model.tokenizer_path"};
+  return {cfg.get_string("model.hf_assets_path"), "model.hf_assets_path"};
+}
+
+std::unique_ptr<components::Tokenizer> tokenizer_from_config(const config::JobConfig& cfg) {
+  const auto [path, key] = tokenizer_setting(cfg);
+  if (key == "model.tokenizer_path") log::warning("model.tokenizer_path is deprecated; use model.hf_assets_path");
+  return components::build_tokenizer(path, key);
+}
+
+distributed::ParallelDims::Degrees parallel_degrees(const config::JobConfig& cfg) {
+  distributed::ParallelDims::Degrees d;
+  d.pp = cfg.get_int("parallelism.pipeline_parallel_degree");
+  d.dp_replicate = cfg.get_int("parallelism.data_parallel_replicate_degree");
+  d.dp_shard = cfg.get_int("parallelism.data_parallel_shard_degree");
+  d.cp = cfg.get_int("parallelism.context_parallel_degree");
+  d.tp = cfg.get_int("parallelism.tensor_parallel_degree");
+  return d;
+}
+
+models::ParallelizeOptions parallelize_options(const config::JobConfig& cfg) {
+  models::ParallelizeOptions o;
+  o.compile = cfg.get_bool("compile.enable");
+  o.compile_components = cfg.get_list("compile.components");
+  o.ac_mode = cfg.get_string("activation_checkpoint.mode");
+  o.ac_option = cfg.get_string("activation_checkpoint.selective_ac_option");
+  o.loss_parallel = !cfg.get_bool("parallelism.disable_loss_parallel");
+  o.fsdp_reshard_after_forward = cfg.get_string("parallelism.fsdp_reshard_after_forward");
+  o.fsdp_sync_every_microbatch = cfg.get_bool("parallelism.fsdp_sync_every_microbatch");
+  return o;
+}
+
+models::PlanCheck plan_check(const config::JobConfig& cfg) {
+  models::PlanCheck c;
+  c.flavor = cfg.get_string("model.flavor");
+  c.seq_len = cfg.get_int("training.seq_len");
+  if (cfg.get_bool("validation.enable")) c.validation_seq_len = cfg.get_int("validation.seq_len");
+  return c;
+}
+
+std::unique_ptr<models::ModelConfig> model_config(const config::JobConfig& cfg) {
+  auto c = models::model_spec(cfg.get_string("model.name")).flavor(cfg.get_string("model.flavor"));
+  c->set_max_seq_len(cfg.get_int("training.seq_len"));
+  if (auto v = cfg.get_opt_int("model.vocab_size")) {
+    if (*v < 1) throw Error("model.vocab_size = " + std::to_string(*v) + " must be >= 1");
+    c->set_vocab_size(*v);
+  }
+  if (auto v = cfg.get_opt_int("model.n_layers")) {
+    if (*v < 1 || *v > 100000) throw Error("model.n_layers = " + std::to_string(*v) + " is out of range", "use 1 to 100000");
+    c->set_n_layers(*v);
+  }
+  return c;
+}
+
+}  // namespace titan::train
