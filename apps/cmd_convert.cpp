@@ -6,7 +6,7 @@
 
 #include "apps/commands.h"
 #include "titan/common/error.h"
-#include "titan/components/checkpoint.h"
+#include "titan/components/checkpoint/checkpoint.h"
 #include "titan/train/hf_convert.h"
 
 namespace titan::apps {

@@ -18,10 +18,10 @@
 #include "titan/common/error.h"
 #include "titan/common/files.h"
 #include "titan/common/log.h"
-#include "titan/components/data.h"
+#include "titan/components/data/data.h"
 #include "titan/train/options.h"
-#include "titan/components/documents.h"
-#include "titan/components/tokenizer.h"
+#include "titan/components/data/documents.h"
+#include "titan/components/tokenizer/tokenizer.h"
 #include "titan/config/job_config.h"
 
 namespace titan::apps {

@@ -10,7 +10,7 @@
 
 #include "apps/commands.h"
 #include "titan/common/error.h"
-#include "titan/components/tokenizer.h"
+#include "titan/components/tokenizer/tokenizer.h"
 #include "titan/generate/generator.h"
 
 namespace titan::apps {

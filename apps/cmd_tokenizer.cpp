@@ -11,9 +11,9 @@
 #include "apps/commands.h"
 #include "titan/common/error.h"
 #include "titan/common/progress.h"
-#include "titan/components/bpe_trainer.h"
-#include "titan/components/documents.h"
-#include "titan/components/tokenizer.h"
+#include "titan/components/tokenizer/bpe_trainer.h"
+#include "titan/components/data/documents.h"
+#include "titan/components/tokenizer/tokenizer.h"
 
 namespace titan::apps {
 

@@ -17,7 +17,7 @@
 
 #include "apps/commands.h"
 #include "titan/common/error.h"
-#include "titan/components/checkpoint.h"
+#include "titan/components/checkpoint/checkpoint.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/flight_recorder.h"
 #include "titan/train/trainer.h"

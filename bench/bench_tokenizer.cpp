@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "titan/components/tokenizer.h"
+#include "titan/components/tokenizer/tokenizer.h"
 
 int main(int argc, char** argv) {
   if (argc < 3) {

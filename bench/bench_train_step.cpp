@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "titan/components/loss.h"
-#include "titan/components/optimizer.h"
+#include "titan/components/optim/optimizer.h"
 #include "titan/models/llama3/model.h"
 
 int main(int argc, char** argv) {

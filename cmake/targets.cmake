@@ -21,20 +21,20 @@ set(TITAN_SOURCES
   titan/distributed/process_group.cpp
   titan/distributed/process_group_nccl.cpp
   titan/distributed/tensor_parallel.cpp
-  titan/components/data.cpp
-  titan/components/device.cpp
+  titan/components/data/data.cpp
+  titan/components/device/device.cpp
   titan/components/loss.cpp
-  titan/components/metrics.cpp
-  titan/components/profiling.cpp
-  titan/components/tensorboard.cpp
-  titan/components/lr_scheduler.cpp
-  titan/components/optimizer.cpp
-  titan/components/checkpoint.cpp
-  titan/components/safetensors.cpp
-  titan/components/dcp.cpp
-  titan/components/pickle.cpp
-  titan/components/hf_checkpoint.cpp
-  titan/components/hf_tokenizer_export.cpp
+  titan/components/metrics/metrics.cpp
+  titan/components/metrics/profiling.cpp
+  titan/components/metrics/tensorboard.cpp
+  titan/components/optim/lr_scheduler.cpp
+  titan/components/optim/optimizer.cpp
+  titan/components/checkpoint/checkpoint.cpp
+  titan/components/checkpoint/safetensors.cpp
+  titan/components/checkpoint/dcp.cpp
+  titan/components/checkpoint/pickle.cpp
+  titan/components/checkpoint/hf_checkpoint.cpp
+  titan/components/tokenizer/hf_tokenizer_export.cpp
   titan/common/folder_lock.cpp
   titan/common/test_hooks.cpp
   titan/train/pipeline.cpp
@@ -44,9 +44,9 @@ set(TITAN_SOURCES
   titan/train/hf_convert.cpp
 )
 if(TITAN_HAVE_CUDA)
-  list(APPEND TITAN_SOURCES titan/components/device_cuda.cpp)
+  list(APPEND TITAN_SOURCES titan/components/device/device_cuda.cpp)
 else()
-  list(APPEND TITAN_SOURCES titan/components/device_nocuda.cpp)
+  list(APPEND TITAN_SOURCES titan/components/device/device_nocuda.cpp)
 endif()
 
 # at::parallel_for is inline code over OpenMP in ATen's headers (torch's parallel backend): a file

@@ -3,7 +3,7 @@
 #include <string_view>
 
 #include "fuzz/fuzz_util.h"
-#include "titan/components/checkpoint_metadata.h"
+#include "titan/components/checkpoint/checkpoint_metadata.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   titan::fuzz::expect_clean([&] {

@@ -1,7 +1,7 @@
 // tokenizer.model (tiktoken ranks, base64 and a number per line): loads or is refused with
 // titan::Error; a loaded one encodes and decodes.
 #include "fuzz/fuzz_util.h"
-#include "titan/components/bpe.h"
+#include "titan/components/tokenizer/bpe.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = titan::fuzz::write_input("tokenizer.model", data, size);

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_util.h"
-#include "titan/components/documents.h"
+#include "titan/components/data/documents.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string shard = titan::fuzz::write_input("shard-00000.bin", data, size);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes titan/components/unicode_classes.h: the code points that the regex engines of
+"""Writes titan/components/tokenizer/unicode_classes.h: the code points that the regex engines of
 tiktoken and HF tokenizers (Unicode 16) count as letters (\\p{L}) or numbers (\\p{N}) but
 Unicode 14 does not. PCRE2 10.42 (Debian 12) knows Unicode 14; titan.cpp adds these ranges to
 \\p{L} and \\p{N} in tokenizer regexes so that pre-tokenization agrees with both peers.
@@ -16,7 +16,7 @@ import unicodedata
 import tiktoken
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                   "titan", "components", "unicode_classes.h")
+                   "titan", "components", "tokenizer", "unicode_classes.h")
 
 
 def class_members(pattern: str, text: str) -> set[int]:

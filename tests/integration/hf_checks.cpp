@@ -10,8 +10,8 @@
 #include <string>
 
 #include "titan/common/error.h"
-#include "titan/components/checkpoint.h"
-#include "titan/components/safetensors.h"
+#include "titan/components/checkpoint/checkpoint.h"
+#include "titan/components/checkpoint/safetensors.h"
 #include "titan/models/registry.h"
 
 using namespace titan;

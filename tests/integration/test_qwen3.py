@@ -6,7 +6,8 @@
   one process's (L2 per tensor);
 - the fused kernels (q/k norms included) and activation checkpointing give one process's losses;
 - a run stopped after the step-5 save resumes bit for bit;
-- pipeline parallelism with the tied debug model is refused with exit 2 on every rank.
+- pipeline parallelism with the tied debug model is refused with exit 2 on every rank;
+- torchtitan's Qwen3 checkpoints (wq/wk rows in another order) are refused by convert from-dcp.
 
 Usage: python3 tests/integration/test_qwen3.py --titan build/titan
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -95,6 +97,10 @@ def main() -> int:
     check_refused(checks, titan, "Qwen3 debug model (tied embeddings) with pipeline parallelism", 2,
                   BASE + ["--parallelism.pipeline_parallel_degree", "2", "--parallelism.pipeline_parallel_schedule",
                           "1F1B", "--training.local_batch_size", "8"], os.path.join(tmp, "pp"), "tied embeddings")
+    r = subprocess.run([titan, "convert", "from-dcp", tmp, os.path.join(tmp, "from_dcp", "step-1"), "--model", "qwen3"],
+                       capture_output=True, text=True, timeout=60)
+    check("convert from-dcp --model qwen3: exit 2, not built yet", r.returncode == 2 and "not built yet" in r.stderr,
+          r.stderr[-300:])
     return checks.summary()
 
 

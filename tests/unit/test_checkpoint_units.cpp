@@ -8,9 +8,9 @@
 
 #include "titan/common/crc32c.h"
 #include "titan/common/error.h"
-#include "titan/components/checkpoint.h"
-#include "titan/components/pickle.h"
-#include "titan/components/safetensors.h"
+#include "titan/components/checkpoint/checkpoint.h"
+#include "titan/components/checkpoint/pickle.h"
+#include "titan/components/checkpoint/safetensors.h"
 #include "titan/models/llama3/state_dict_adapter.h"
 
 namespace fs = std::filesystem;

@@ -10,10 +10,10 @@
 #include <random>
 
 #include "titan/common/error.h"
-#include "titan/components/bpe.h"
-#include "titan/components/data.h"
-#include "titan/components/documents.h"
-#include "titan/components/tokenizer.h"
+#include "titan/components/tokenizer/bpe.h"
+#include "titan/components/data/data.h"
+#include "titan/components/data/documents.h"
+#include "titan/components/tokenizer/tokenizer.h"
 
 using namespace titan::components;
 namespace fs = std::filesystem;

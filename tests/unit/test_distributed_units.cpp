@@ -6,7 +6,7 @@
 
 #include "titan/train/options.h"
 #include "titan/common/error.h"
-#include "titan/components/device.h"
+#include "titan/components/device/device.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/device_mesh.h"
 #include "titan/distributed/parallel_dims.h"

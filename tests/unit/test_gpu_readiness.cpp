@@ -15,9 +15,9 @@
 #include <cstring>
 #include <limits>
 
-#include "titan/components/device.h"
+#include "titan/components/device/device.h"
 #include "titan/components/loss.h"
-#include "titan/components/optimizer.h"
+#include "titan/components/optim/optimizer.h"
 #include "titan/distributed/flight_recorder.h"
 #include "titan/kernels/fused_ops.h"
 

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "titan/common/error.h"
-#include "titan/components/tensorboard.h"
+#include "titan/components/metrics/tensorboard.h"
 #include "titan/distributed/flight_recorder.h"
 
 using titan::components::crc32c;

@@ -9,8 +9,8 @@
 #include <sstream>
 
 #include "titan/train/options.h"
-#include "titan/components/device.h"
-#include "titan/components/metrics.h"
+#include "titan/components/device/device.h"
+#include "titan/components/metrics/metrics.h"
 #include "titan/config/job_config.h"
 
 using namespace titan;

@@ -11,11 +11,11 @@
 #include <map>
 
 #include "titan/common/error.h"
-#include "titan/components/data.h"
-#include "titan/components/device.h"
+#include "titan/components/data/data.h"
+#include "titan/components/device/device.h"
 #include "titan/components/loss.h"
-#include "titan/components/lr_scheduler.h"
-#include "titan/components/optimizer.h"
+#include "titan/components/optim/lr_scheduler.h"
+#include "titan/components/optim/optimizer.h"
 #include "titan/config/job_config.h"
 #include "titan/train/trainer.h"
 #include "titan/train/validate.h"

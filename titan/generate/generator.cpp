@@ -8,8 +8,8 @@
 #include <limits>
 
 #include "titan/common/error.h"
-#include "titan/components/checkpoint.h"
-#include "titan/components/hf_checkpoint.h"
+#include "titan/components/checkpoint/checkpoint.h"
+#include "titan/components/checkpoint/hf_checkpoint.h"
 #include "titan/models/registry.h"
 #include "titan/train/hf_convert.h"
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "titan/components/tokenizer.h"
+#include "titan/components/tokenizer/tokenizer.h"
 #include "titan/models/model.h"
 
 namespace titan::generate {

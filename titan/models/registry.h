@@ -72,6 +72,9 @@ struct ModelSpec {
   std::unique_ptr<ModelConfig> (*config_from_hf)(const nlohmann::json& config, const std::string& where);
   // config.json's "model_type" values this family reads ("llama").
   std::vector<std::string> hf_model_types;
+  // Whether torchtitan's checkpoints (DCP) hold the tensors in titan.cpp's layout, so that
+  // they load and convert as they are.
+  bool reads_torchtitan_checkpoints = true;
 };
 
 // The family registered as `name`; throws titan::Error listing the registered names.

@@ -8,9 +8,9 @@
 #include "titan/common/error.h"
 #include "titan/common/log.h"
 #include "titan/common/progress.h"
-#include "titan/components/dcp.h"
-#include "titan/components/hf_checkpoint.h"
-#include "titan/components/hf_tokenizer_export.h"
+#include "titan/components/checkpoint/dcp.h"
+#include "titan/components/checkpoint/hf_checkpoint.h"
+#include "titan/components/tokenizer/hf_tokenizer_export.h"
 #include "titan/models/registry.h"
 
 namespace titan::train {
@@ -135,6 +135,10 @@ void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir,
 void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_dir, const std::string& model_name,
                       const std::string& flavor, const Progress& progress, bool replace) {
   const models::ModelSpec& spec = models::model_spec(model_name);
+  if (!spec.reads_torchtitan_checkpoints)
+    throw Error("converting torchtitan's " + spec.name + " checkpoints is not built yet (torchtitan stores its wq and wk "
+                "rows in another order than titan.cpp)",
+                "convert the model's Hugging Face weights instead (titan convert from-hf)");
   components::DcpReader dcp(dcp_dir);
   nlohmann::json model = {{"name", spec.name}, {"flavor", flavor.empty() ? "torchtitan checkpoint" : flavor}};
   std::vector<std::string> fqns;

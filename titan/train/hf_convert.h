@@ -8,7 +8,7 @@
 #include <optional>
 #include <string>
 
-#include "titan/components/checkpoint.h"
+#include "titan/components/checkpoint/checkpoint.h"
 #include "titan/models/model.h"
 
 namespace titan::train {

@@ -7,10 +7,10 @@
 #include <string>
 #include <utility>
 
-#include "titan/components/checkpoint.h"
-#include "titan/components/data.h"
-#include "titan/components/metrics.h"
-#include "titan/components/profiling.h"
+#include "titan/components/checkpoint/checkpoint.h"
+#include "titan/components/data/data.h"
+#include "titan/components/metrics/metrics.h"
+#include "titan/components/metrics/profiling.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/parallel_dims.h"
 #include "titan/models/registry.h"

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "titan/components/data.h"
-#include "titan/components/device.h"
+#include "titan/components/data/data.h"
+#include "titan/components/device/device.h"
 #include "titan/distributed/data_parallel.h"
 #include "titan/distributed/device_mesh.h"
 #include "titan/distributed/pipeline_runtime.h"

@@ -22,15 +22,15 @@
 #include "titan/common/folder_lock.h"
 #include "titan/common/log.h"
 #include "titan/common/test_hooks.h"
-#include "titan/components/checkpoint.h"
-#include "titan/components/data.h"
-#include "titan/components/device.h"
+#include "titan/components/checkpoint/checkpoint.h"
+#include "titan/components/data/data.h"
+#include "titan/components/device/device.h"
 #include "titan/components/loss.h"
-#include "titan/components/lr_scheduler.h"
-#include "titan/components/optimizer.h"
-#include "titan/components/tokenizer.h"
-#include "titan/components/metrics.h"
-#include "titan/components/profiling.h"
+#include "titan/components/optim/lr_scheduler.h"
+#include "titan/components/optim/optimizer.h"
+#include "titan/components/tokenizer/tokenizer.h"
+#include "titan/components/metrics/metrics.h"
+#include "titan/components/metrics/profiling.h"
 #include "titan/distributed/data_parallel.h"
 #include "titan/distributed/device_mesh.h"
 #include "titan/distributed/flight_recorder.h"
@@ -606,6 +606,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   ck.model = {{"name", spec->name}, {"flavor", cfg.get_string("model.flavor")}, {"args", args->to_json()},
               {"tokenizer", tokenizer_location(cfg)}};
   ck.model_keys = model_keys;
+  ck.reads_torchtitan_checkpoints = spec->reads_torchtitan_checkpoints;
   checkpointer = std::make_unique<components::Checkpointer>(checkpoint_options(cfg), ck);
 }
 

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "titan/components/checkpoint.h"
+#include "titan/components/checkpoint/checkpoint.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/placement.h"
 

@@ -4,8 +4,8 @@
 #include <cstdio>
 
 #include "titan/common/error.h"
-#include "titan/components/lr_scheduler.h"
-#include "titan/components/optimizer.h"
+#include "titan/components/optim/lr_scheduler.h"
+#include "titan/components/optim/optimizer.h"
 #include "titan/models/registry.h"
 #include "titan/train/options.h"
 

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "titan/components/lr_scheduler.h"
-#include "titan/components/optimizer.h"
+#include "titan/components/optim/lr_scheduler.h"
+#include "titan/components/optim/optimizer.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/parallel_dims.h"
 #include "titan/distributed/pipeline_schedule.h"

@@ -4,7 +4,7 @@
 #include <map>
 
 #include "titan/common/error.h"
-#include "titan/components/device.h"
+#include "titan/components/device/device.h"
 #include "titan/distributed/activation_checkpoint.h"
 #include "titan/distributed/tensor_parallel.h"
 

@@ -27,7 +27,7 @@ inline Decoder& decoder_of(Model& m) {
 
 template <class Args, class Net, class Adapter, auto Flavor, auto FromJson>
 ModelSpec decoder_spec(std::string name, std::vector<std::string> (*flavor_names)(),
-                       std::vector<std::string> hf_model_types) {
+                       std::vector<std::string> hf_model_types, bool reads_torchtitan_checkpoints) {
   return ModelSpec{
       .name = std::move(name),
       .flavor_names = flavor_names,
@@ -53,6 +53,7 @@ ModelSpec decoder_spec(std::string name, std::vector<std::string> (*flavor_names
         return std::make_unique<Args>(Adapter::args_from_hf_config(config, where));
       },
       .hf_model_types = std::move(hf_model_types),
+      .reads_torchtitan_checkpoints = reads_torchtitan_checkpoints,
   };
 }
 

@@ -8,7 +8,7 @@ namespace titan::models::llama3 {
 const ModelSpec& spec() {
   static const ModelSpec s =
       common::decoder_spec<ModelArgs, Transformer, StateDictAdapter, flavor, args_from_json>("llama3", flavor_names,
-                                                                                             {"llama"});
+                                                                                             {"llama"}, true);
   return s;
 }
 

@@ -1,4 +1,4 @@
-#include "titan/components/tokenizer.h"
+#include "titan/components/tokenizer/tokenizer.h"
 
 #include <algorithm>
 #include <atomic>
@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "titan/common/error.h"
-#include "titan/components/bpe.h"
+#include "titan/components/tokenizer/bpe.h"
 
 namespace titan::components {
 

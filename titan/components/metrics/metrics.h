@@ -9,8 +9,8 @@
 #include <memory>
 #include <string>
 
-#include "titan/components/device.h"
-#include "titan/components/tensorboard.h"
+#include "titan/components/device/device.h"
+#include "titan/components/metrics/tensorboard.h"
 
 namespace titan::components {
 

@@ -1,4 +1,4 @@
-#include "titan/components/dcp.h"
+#include "titan/components/checkpoint/dcp.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -12,7 +12,7 @@
 #include "titan/common/error.h"
 #include "titan/common/files.h"
 #include "titan/common/log.h"
-#include "titan/components/pickle.h"
+#include "titan/components/checkpoint/pickle.h"
 
 namespace titan::components {
 

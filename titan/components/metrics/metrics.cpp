@@ -1,4 +1,4 @@
-#include "titan/components/metrics.h"
+#include "titan/components/metrics/metrics.h"
 
 #include <algorithm>
 #include <cerrno>

@@ -1,4 +1,4 @@
-#include "titan/components/hf_tokenizer_export.h"
+#include "titan/components/tokenizer/hf_tokenizer_export.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -8,8 +8,8 @@
 
 #include "titan/common/error.h"
 #include "titan/common/files.h"
-#include "titan/components/bpe.h"
-#include "titan/components/tokenizer.h"
+#include "titan/components/tokenizer/bpe.h"
+#include "titan/components/tokenizer/tokenizer.h"
 
 namespace titan::components {
 

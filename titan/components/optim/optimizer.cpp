@@ -1,4 +1,4 @@
-#include "titan/components/optimizer.h"
+#include "titan/components/optim/optimizer.h"
 
 #include <cmath>
 #include <stdexcept>

@@ -57,6 +57,9 @@ struct CheckpointContext {
   int64_t run_id = 0;                   // names the unfinished save's folder
   nlohmann::json layout;                // parallel degrees, world size
   nlohmann::json model;                 // name, flavor, args
+  // Whether torchtitan's checkpoints (DCP) hold this model's tensors in titan.cpp's layout; when
+  // not (Qwen3: wq/wk rows in halves order), loading one is refused.
+  bool reads_torchtitan_checkpoints = true;
   // Every "model.<fqn>" of the whole model (all pipeline stages): a checkpoint holding a model
   // tensor outside it is refused. Empty: the keys of the state loaded into.
   std::set<std::string> model_keys;

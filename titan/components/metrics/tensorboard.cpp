@@ -1,4 +1,4 @@
-#include "titan/components/tensorboard.h"
+#include "titan/components/metrics/tensorboard.h"
 
 #include <unistd.h>
 

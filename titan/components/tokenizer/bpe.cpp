@@ -1,4 +1,4 @@
-#include "titan/components/bpe.h"
+#include "titan/components/tokenizer/bpe.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -20,7 +20,7 @@
 
 #include "titan/common/error.h"
 #include "titan/common/files.h"
-#include "titan/components/unicode_classes.h"
+#include "titan/components/tokenizer/unicode_classes.h"
 
 namespace titan::components {
 

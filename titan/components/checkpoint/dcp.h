@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "titan/components/checkpoint.h"
+#include "titan/components/checkpoint/checkpoint.h"
 
 namespace titan::components {
 

@@ -10,7 +10,7 @@
 
 #include <thread>
 
-#include "titan/components/device.h"
+#include "titan/components/device/device.h"
 
 namespace titan::components {
 
@@ -139,7 +139,7 @@ at::Tensor pinned_bytes(int64_t bytes) {
 
 #include <torch/csrc/cuda/memory_snapshot.h>
 
-#include "titan/components/profiling.h"
+#include "titan/components/metrics/profiling.h"
 
 namespace titan::components::cuda {
 

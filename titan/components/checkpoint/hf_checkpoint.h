@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "titan/components/safetensors.h"
+#include "titan/components/checkpoint/safetensors.h"
 
 namespace titan::components {
 

@@ -1,4 +1,4 @@
-#include "titan/components/device.h"
+#include "titan/components/device/device.h"
 
 #include <algorithm>
 #include <atomic>

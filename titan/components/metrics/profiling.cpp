@@ -1,4 +1,4 @@
-#include "titan/components/profiling.h"
+#include "titan/components/metrics/profiling.h"
 
 #include <torch/csrc/autograd/profiler_kineto.h>
 

@@ -1,4 +1,4 @@
-#include "titan/components/bpe_trainer.h"
+#include "titan/components/tokenizer/bpe_trainer.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -10,7 +10,7 @@
 
 #include "titan/common/error.h"
 #include "titan/common/files.h"
-#include "titan/components/bpe.h"
+#include "titan/components/tokenizer/bpe.h"
 
 namespace titan::components {
 

@@ -1,4 +1,4 @@
-#include "titan/components/pickle.h"
+#include "titan/components/checkpoint/pickle.h"
 
 #include <cstdio>
 #include <cstring>

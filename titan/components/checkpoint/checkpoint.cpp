@@ -1,4 +1,4 @@
-#include "titan/components/checkpoint.h"
+#include "titan/components/checkpoint/checkpoint.h"
 
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/util/accumulate.h>
@@ -20,10 +20,10 @@
 #include "titan/common/files.h"
 #include "titan/common/log.h"
 #include "titan/common/test_hooks.h"
-#include "titan/components/checkpoint_metadata.h"
-#include "titan/components/dcp.h"
-#include "titan/components/device.h"
-#include "titan/components/safetensors.h"
+#include "titan/components/checkpoint/checkpoint_metadata.h"
+#include "titan/components/checkpoint/dcp.h"
+#include "titan/components/device/device.h"
+#include "titan/components/checkpoint/safetensors.h"
 
 namespace titan::components {
 
@@ -570,6 +570,12 @@ LoadResult Checkpointer::load(StateDict& state) {
     }
     const auto start = std::chrono::steady_clock::now();
     std::unique_ptr<StateReader> reader = open_state_reader(dir.string());
+    if (!ctx_.reads_torchtitan_checkpoints && dynamic_cast<DcpReader*>(reader.get()))
+      throw Error(dir.string() + " is a torchtitan checkpoint (DCP), and reading one for model " +
+                      ctx_.model.value("name", std::string("?")) + " is not built yet (torchtitan stores its wq and wk "
+                      "rows in another order)",
+                  "start from the model's Hugging Face weights instead (checkpoint.initial_load_in_hf, or titan "
+                  "convert from-hf)");
     if (!reader->holds_full_state()) model_only = true;
     r.loaded = true;
     r.path = dir.string();

@@ -27,8 +27,8 @@
 #include <thread>
 #include <vector>
 
-#include "titan/components/documents.h"
-#include "titan/components/tokenizer.h"
+#include "titan/components/data/documents.h"
+#include "titan/components/tokenizer/tokenizer.h"
 
 namespace titan::components {
 

@@ -1,4 +1,4 @@
-#include "titan/components/safetensors.h"
+#include "titan/components/checkpoint/safetensors.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

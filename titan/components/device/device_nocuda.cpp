@@ -1,5 +1,5 @@
 // Stand-ins for the CUDA parts of device.h where no CUDA code is built: no GPU is ever used.
-#include "titan/components/device.h"
+#include "titan/components/device/device.h"
 
 namespace titan::components {
 
@@ -25,7 +25,7 @@ at::Tensor pinned_bytes(int64_t bytes) { return at::empty({bytes}, at::kByte); }
 
 }  // namespace titan::components::cuda
 
-#include "titan/components/profiling.h"
+#include "titan/components/metrics/profiling.h"
 
 namespace titan::components::cuda {
 

@@ -1,4 +1,4 @@
-#include "titan/components/checkpoint_metadata.h"
+#include "titan/components/checkpoint/checkpoint_metadata.h"
 
 #include <array>
 #include <cstdint>

@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "titan/components/tokenizer.h"
+#include "titan/components/tokenizer/tokenizer.h"
 
 namespace titan::components {
 

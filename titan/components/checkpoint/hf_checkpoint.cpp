@@ -1,4 +1,4 @@
-#include "titan/components/hf_checkpoint.h"
+#include "titan/components/checkpoint/hf_checkpoint.h"
 
 #include <filesystem>
 

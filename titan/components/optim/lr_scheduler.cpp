@@ -1,4 +1,4 @@
-#include "titan/components/lr_scheduler.h"
+#include "titan/components/optim/lr_scheduler.h"
 
 #include <algorithm>
 #include <cmath>

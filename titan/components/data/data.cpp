@@ -1,4 +1,4 @@
-#include "titan/components/data.h"
+#include "titan/components/data/data.h"
 
 #include <algorithm>
 #include <filesystem>

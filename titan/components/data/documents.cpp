@@ -1,4 +1,4 @@
-#include "titan/components/documents.h"
+#include "titan/components/data/documents.h"
 
 #include <fcntl.h>
 #include <glob.h>
