@@ -58,4 +58,52 @@ std::optional<std::string> from_hf_name(const std::string& hf, bool tied) {
 at::Tensor pairs_to_halves(const at::Tensor& w, int64_t heads) { return permute_heads(w, heads, true); }
 at::Tensor halves_to_pairs(const at::Tensor& w, int64_t heads) { return permute_heads(w, heads, false); }
 
+namespace {
+
+// The heads whose rows (or, for the per-head norms, whose one vector) `fqn` holds; 0 when it
+// is not rotated.
+int64_t rotated_heads(const std::string& fqn, const Sizes& s) {
+  if (fqn.ends_with("attention.wq.weight")) return s.n_heads;
+  if (fqn.ends_with("attention.wk.weight")) return s.n_kv_heads;
+  if (fqn.ends_with("attention.q_norm.weight") || fqn.ends_with("attention.k_norm.weight")) return 1;
+  return 0;
+}
+
+}  // namespace
+
+at::Tensor DecoderHfAdapter::to_hf(const std::string& fqn, const at::Tensor& t) const {
+  const int64_t heads = rotated_heads(fqn, sizes_);
+  return heads ? pairs_to_halves(t, heads) : t;
+}
+
+at::Tensor DecoderHfAdapter::from_hf(const std::string& fqn, const at::Tensor& t) const {
+  const int64_t heads = rotated_heads(fqn, sizes_);
+  return heads ? halves_to_pairs(t, heads) : t;
+}
+
+void DecoderHfAdapter::check_same(const ModelConfig& have_config, const std::string& where) const {
+  if (have_config.family() != family_)
+    throw Error(where + " describes a " + have_config.family() + " model but this run's model is " + family_,
+                "use a model.name that matches the Hugging Face model");
+  const Sizes have = have_config.sizes();
+  auto mismatch = [&](const char* what, int64_t want, int64_t got) {
+    if (want != got)
+      throw Error(where + ": " + what + " is " + std::to_string(got) + " but this run's model has " + std::to_string(want),
+                  "use a model.flavor (and model.vocab_size) that matches the Hugging Face model");
+  };
+  mismatch("hidden_size", sizes_.dim, have.dim);
+  mismatch("num_hidden_layers", sizes_.n_layers, have.n_layers);
+  mismatch("num_attention_heads", sizes_.n_heads, have.n_heads);
+  mismatch("num_key_value_heads", sizes_.n_kv_heads, have.n_kv_heads);
+  mismatch("head_dim", sizes_.head_dim, have.head_dim);
+  mismatch("vocab_size", sizes_.vocab_size, have.vocab_size);
+  mismatch("intermediate_size", sizes_.ffn_hidden_dim, have.ffn_hidden_dim);
+  mismatch("tie_word_embeddings", sizes_.tied_embeddings, have.tied_embeddings);
+}
+
+bool DecoderHfAdapter::ignorable(const std::string& hf_name) const {
+  return hf_name.find("rotary_emb.inv_freq") != std::string::npos ||
+         (sizes_.tied_embeddings && hf_name == "lm_head.weight");
+}
+
 }  // namespace titan::models::common

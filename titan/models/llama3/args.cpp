@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "titan/common/error.h"
+#include "titan/models/common/flavors.h"
 #include "titan/common/log.h"
 
 namespace titan::models::llama3 {
@@ -16,10 +17,7 @@ int64_t ModelArgs::ffn_hidden_dim() const {
 
 namespace {
 
-struct NamedFlavor {
-  const char* name;
-  ModelArgs args;
-};
+using NamedFlavor = common::NamedFlavor<ModelArgs>;
 
 ModelArgs make(int64_t dim, int64_t layers, int64_t heads, int64_t kv_heads, int64_t vocab,
                int64_t multiple_of, std::optional<double> mult, bool tied) {
@@ -49,20 +47,9 @@ const std::vector<NamedFlavor>& flavors() {
 
 }  // namespace
 
-std::vector<std::string> flavor_names() {
-  std::vector<std::string> names;
-  for (const auto& f : flavors()) names.emplace_back(f.name);
-  return names;
-}
+std::vector<std::string> flavor_names() { return common::flavor_names_of(flavors()); }
 
-ModelArgs flavor(std::string_view name) {
-  for (const auto& f : flavors())
-    if (name == f.name) return f.args;
-  std::string known;
-  for (const auto& n : flavor_names()) known += (known.empty() ? "" : ", ") + n;
-  throw Error("model.flavor = \"" + std::string(name) + "\" is not a llama3 flavor",
-              "use one of: " + known);
-}
+ModelArgs flavor(std::string_view name) { return common::find_flavor(flavors(), name, "llama3"); }
 
 int64_t num_embedding_params(const ModelArgs& a) { return a.num_embedding_params(); }
 int64_t num_params(const ModelArgs& a) { return a.num_params(); }

@@ -1,16 +1,14 @@
 #include "titan/models/qwen3/args.h"
 
 #include "titan/common/error.h"
+#include "titan/models/common/flavors.h"
 #include "titan/common/log.h"
 
 namespace titan::models::qwen3 {
 
 namespace {
 
-struct NamedFlavor {
-  const char* name;
-  ModelArgs args;
-};
+using NamedFlavor = common::NamedFlavor<ModelArgs>;
 
 ModelArgs make(int64_t vocab, int64_t dim, int64_t layers, int64_t heads, int64_t hidden, bool tied) {
   ModelArgs a;
@@ -41,22 +39,12 @@ const std::vector<NamedFlavor>& flavors() {
 
 }  // namespace
 
-std::vector<std::string> flavor_names() {
-  std::vector<std::string> names;
-  for (const auto& f : flavors()) names.emplace_back(f.name);
-  return names;
-}
+std::vector<std::string> flavor_names() { return common::flavor_names_of(flavors()); }
 
 ModelArgs flavor(std::string_view name) {
-  for (const auto& f : flavors())
-    if (name == f.name) return f.args;
-  std::string known;
-  for (const auto& n : flavor_names()) known += (known.empty() ? "" : ", ") + n;
-  if (name == "debugmodel_moe" || name == "30B-A3B" || name == "235B-A22B")
-    throw Error("model.flavor = \"" + std::string(name) +
-                    "\" is a mixture-of-experts Qwen3, which titan.cpp does not build yet",
-                "use a dense qwen3 flavor: " + known);
-  throw Error("model.flavor = \"" + std::string(name) + "\" is not a qwen3 flavor", "use one of: " + known);
+  const bool moe = name == "debugmodel_moe" || name == "30B-A3B" || name == "235B-A22B";
+  return common::find_flavor(flavors(), name, "dense qwen3",
+                             moe ? "is a mixture-of-experts Qwen3, which titan.cpp does not build yet" : "");
 }
 
 common::DecoderArgs ModelArgs::decoder() const {

@@ -7,29 +7,6 @@
 
 namespace titan::models::qwen3 {
 
-using common::halves_to_pairs;
-using common::pairs_to_halves;
-
-std::string StateDictAdapter::to_hf_name(const std::string& fqn) const { return common::to_hf_name(fqn); }
-
-std::optional<std::string> StateDictAdapter::from_hf_name(const std::string& hf) const {
-  return common::from_hf_name(hf, args_.tied_embeddings);
-}
-
-at::Tensor StateDictAdapter::to_hf(const std::string& fqn, const at::Tensor& t) const {
-  if (fqn.ends_with("attention.wq.weight")) return pairs_to_halves(t, args_.n_heads);
-  if (fqn.ends_with("attention.wk.weight")) return pairs_to_halves(t, args_.n_kv_heads);
-  if (fqn.ends_with("attention.q_norm.weight") || fqn.ends_with("attention.k_norm.weight")) return pairs_to_halves(t, 1);
-  return t;
-}
-
-at::Tensor StateDictAdapter::from_hf(const std::string& fqn, const at::Tensor& t) const {
-  if (fqn.ends_with("attention.wq.weight")) return halves_to_pairs(t, args_.n_heads);
-  if (fqn.ends_with("attention.wk.weight")) return halves_to_pairs(t, args_.n_kv_heads);
-  if (fqn.ends_with("attention.q_norm.weight") || fqn.ends_with("attention.k_norm.weight")) return halves_to_pairs(t, 1);
-  return t;
-}
-
 nlohmann::json StateDictAdapter::hf_config(const std::string& torch_dtype) const {
   return {
       {"architectures", {"Qwen3ForCausalLM"}},
@@ -93,31 +70,6 @@ ModelArgs StateDictAdapter::args_from_hf_config(const nlohmann::json& c, const s
   } catch (const nlohmann::json::exception& e) {
     throw Error(where + ": " + e.what(), fix);
   }
-}
-
-void StateDictAdapter::check_same(const ModelConfig& have_config, const std::string& where) const {
-  const ModelArgs* have = dynamic_cast<const ModelArgs*>(&have_config);
-  if (!have)
-    throw Error(where + " describes a " + have_config.family() + " model but this run's model is qwen3",
-                "use a model.name that matches the Hugging Face model");
-  auto mismatch = [&](const char* what, auto a, auto b) {
-    if (a != b)
-      throw Error(where + ": " + what + " is " + std::to_string(b) + " but this run's model has " + std::to_string(a),
-                  "use a model.flavor (and model.vocab_size) that matches the Hugging Face model");
-  };
-  mismatch("hidden_size", args_.dim, have->dim);
-  mismatch("num_hidden_layers", args_.n_layers, have->n_layers);
-  mismatch("num_attention_heads", args_.n_heads, have->n_heads);
-  mismatch("num_key_value_heads", args_.n_kv_heads, have->n_kv_heads);
-  mismatch("head_dim", args_.head_dim, have->head_dim);
-  mismatch("vocab_size", args_.vocab_size, have->vocab_size);
-  mismatch("intermediate_size", args_.hidden_dim, have->hidden_dim);
-  mismatch("tie_word_embeddings", static_cast<int>(args_.tied_embeddings), static_cast<int>(have->tied_embeddings));
-}
-
-bool StateDictAdapter::ignorable(const std::string& hf_name) const {
-  return hf_name.find("rotary_emb.inv_freq") != std::string::npos ||
-         (args_.tied_embeddings && hf_name == "lm_head.weight");
 }
 
 }  // namespace titan::models::qwen3

@@ -5,22 +5,16 @@
 
 #include <nlohmann/json.hpp>
 
-#include "titan/models/model.h"
+#include "titan/models/common/hf_layout.h"
 #include "titan/models/qwen3/args.h"
 
 namespace titan::models::qwen3 {
 
-class StateDictAdapter final : public models::StateDictAdapter {
+class StateDictAdapter final : public common::DecoderHfAdapter {
  public:
-  explicit StateDictAdapter(ModelArgs args) : args_(std::move(args)) {}
+  explicit StateDictAdapter(ModelArgs args) : common::DecoderHfAdapter(args), args_(std::move(args)) {}
 
-  std::string to_hf_name(const std::string& fqn) const override;
-  std::optional<std::string> from_hf_name(const std::string& hf_name) const override;
-  at::Tensor to_hf(const std::string& fqn, const at::Tensor& t) const override;
-  at::Tensor from_hf(const std::string& fqn, const at::Tensor& t) const override;
   nlohmann::json hf_config(const std::string& torch_dtype) const override;
-  void check_same(const ModelConfig& have, const std::string& where) const override;
-  bool ignorable(const std::string& hf_name) const override;
   // Model arguments from a transformers config.json (`where` names the file in errors).
   static ModelArgs args_from_hf_config(const nlohmann::json& config, const std::string& where);
 
