@@ -108,6 +108,32 @@ def launch(titan: str, world: int, args: list[str], extra_env: dict | None = Non
     return outs
 
 
+def kill_at_random_moment(titan: str, world: int, args: list[str], dump: str, rng, step_time: float,
+                          first: int = 6, last: int = 8) -> tuple[list[int], int, str]:
+    """Starts `titan train ARGS` on `world` ranks into `dump` and kills every rank at once with
+    SIGKILL at a random moment: once a random step from `first` to `last` has been logged (the run
+    must log every step), then a random part of a step (up to 0.8 `step_time`). Returns the exit
+    codes, the last step logged and the moment in words."""
+    port = free_port()
+    cmd = [titan, "train", *args, "--job.dump_folder", dump]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=rank_env(r, world, port), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for r in range(world)]
+    after, pause = rng.randint(first, last), rng.uniform(0, 0.8 * step_time)
+    metrics = os.path.join(dump, "metrics.jsonl")
+    deadline = time.time() + 180
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        rows = step_metrics(dump) if os.path.exists(metrics) else []
+        if rows and rows[-1]["step"] >= after:
+            break
+        time.sleep(0.01)
+    time.sleep(pause)
+    for p in procs:
+        p.kill()
+    codes = [p.wait() for p in procs]
+    logged = step_metrics(dump)[-1]["step"] if os.path.exists(metrics) else 0
+    return codes, logged, f"killed after step {after} was logged plus {pause:.2f} s (step {logged} logged)"
+
+
 def read_jsonl(path: str) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -35,7 +35,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from launch import LAYOUT_BASE, ROOT, Checks, launch_into, rank_env, free_port, rel, step_metrics  # noqa: E402
+from launch import (LAYOUT_BASE, ROOT, Checks, free_port, kill_at_random_moment, launch_into, rank_env, rel,  # noqa: E402
+                    step_metrics)
 
 checks = Checks()
 check = checks.check
@@ -111,26 +112,11 @@ def main() -> int:
     for name in ["HSDP(2x2)", "DDP(2)", "PP(2)xFSDP(2)xTP(2)"]:
         dump = os.path.join(tmp, "random_kill_" + name)
         world, args = LAYOUTS[name]
-        port = free_port()
-        cmd = [titan, "train", *LAYOUT_BASE, *args, *CK, "--metrics.log_freq", "1", "--job.dump_folder", dump]
-        procs = [subprocess.Popen(cmd, cwd=ROOT, env=rank_env(r, world, port), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL) for r in range(world)]
         # The pause stays within the next step (its length from the uninterrupted run), so the kill comes
         # before the last step.
         step_time = sorted(r["step_seconds"] for r in straight[name])[len(straight[name]) // 2] if straight[name] else 0.1
-        after, pause = rng.randint(6, 8), rng.uniform(0, 0.8 * step_time)
-        deadline = time.time() + 180
-        while time.time() < deadline and all(p.poll() is None for p in procs):
-            rows = step_metrics(dump) if os.path.exists(os.path.join(dump, "metrics.jsonl")) else []
-            if rows and rows[-1]["step"] >= after:
-                break
-            time.sleep(0.01)
-        time.sleep(pause)
-        for p in procs:
-            p.kill()
-        codes = [p.wait() for p in procs]
-        logged = step_metrics(dump)[-1]["step"] if os.path.exists(os.path.join(dump, "metrics.jsonl")) else 0
-        moment = f"killed after step {after} was logged plus {pause:.2f} s (step {logged} logged)"
+        codes, logged, moment = kill_at_random_moment(titan, world, [*LAYOUT_BASE, *args, *CK, "--metrics.log_freq", "1"],
+                                                      dump, rng, step_time)
         if not (all(c == -signal.SIGKILL for c in codes) and 5 <= logged < 10):
             check(f"{name}: every rank killed at a random moment after the step-5 save", False, f"{moment}, exits {codes}")
             continue

@@ -166,8 +166,6 @@ def main() -> int:
          ["--parallelism.pipeline_parallel_layers_per_stage", "3"], "pipeline_parallel_layers_per_stage"),
         ("a CSV with a backward missing", 2, pp(2, "1F1B") + lb8 +
          ["--parallelism.pipeline_parallel_schedule_csv", broken_csv], "backward of microbatch 3 of stage 1"),
-        ("tied embeddings", 2, pp(2, "1F1B") + lb8 + ["--model.flavor", "1B", "--training.seq_len", "16",
-                                                      "--model.n_layers", "2"], "tied embeddings"),
     ]:
         check_refused(checks, titan, f"bad pipeline config, {name}", world, BASE + extra, os.path.join(tmp, "bad"), needle)
 

@@ -5,8 +5,12 @@
   10 steps (1e-5 relative), and every parameter's update after the last step is within 1e-4 of
   one process's (L2 per tensor);
 - the fused kernels (q/k norms included) and activation checkpointing give one process's losses;
-- a run stopped after the step-5 save resumes bit for bit;
-- pipeline parallelism with the tied debug model is refused with exit 2 on every rank;
+- pipeline parallelism with the tied debug model: PP(2) with 1F1B (the table on both ends, its two
+  copies' gradients summed) and with ZBVZeroBubble (both ends on rank 0), and PP(2)xFSDP(2), give
+  one process's losses and updates, and the two copies of the table end equal bit for bit;
+- every rank of PP(2) killed with SIGKILL at a random moment after the step-5 save: the rerun
+  resumes and steps 6-10 equal the uninterrupted run bit for bit; one process killed right after
+  the save resumes bit for bit too; PP(2)'s step 5 continues in one process within 1e-5;
 - torchtitan's Qwen3 checkpoints (wq/wk rows in another order) are refused by convert from-dcp.
 
 Usage: python3 tests/integration/test_qwen3.py --titan build/titan
@@ -16,19 +20,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
+import random
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from launch import (Checks, check_refused, launch_into, read_state, run_layout, step_metrics,  # noqa: E402
+from launch import (Checks, kill_at_random_moment, launch_into, read_state, run_layout, step_metrics,  # noqa: E402
                     worst_rel, worst_update_diff)
 
 BASE = ["--job.config_file", "configs/qwen3/debug_model.toml", "--training.seq_len", "64", "--model.n_layers", "3",
         "--training.steps", "10", "--training.mixed_precision_param", "float32", "--debug.seed", "7",
         "--activation_checkpoint.mode", "none", "--metrics.log_freq", "1", "--lr_scheduler.warmup_steps", "2",
         "--compile.enable=false"]
+PP = ["--parallelism.pipeline_parallel_degree", "2", "--parallelism.pipeline_parallel_microbatch_size", "2",
+      "--parallelism.pipeline_parallel_schedule"]
+CK = ["--checkpoint.enable", "--checkpoint.interval", "5"]
 TOL = 1e-5
 UPDATE_TOL = 1e-4
 
@@ -57,7 +66,11 @@ def main() -> int:
                ("TP(2)", 2, ["--training.local_batch_size", "8", "--parallelism.tensor_parallel_degree", "2",
                              "--parallelism.data_parallel_shard_degree", "1"]),
                ("DDP(2)", 2, ["--training.local_batch_size", "4", "--parallelism.data_parallel_replicate_degree", "2",
-                              "--parallelism.data_parallel_shard_degree", "1"])]
+                              "--parallelism.data_parallel_shard_degree", "1"]),
+               ("PP(2) 1F1B", 2, PP + ["1F1B", "--training.local_batch_size", "8"]),
+               ("PP(2) ZBVZeroBubble", 2, PP + ["ZBVZeroBubble", "--training.local_batch_size", "8"]),
+               ("PP(2)xFSDP(2)", 4, PP + ["1F1B", "--training.local_batch_size", "4",
+                                          "--parallelism.data_parallel_shard_degree", "2"])]
     for name, world, extra in layouts:
         dump = os.path.join(tmp, name.replace("(", "_").replace(")", ""))
         got = run_layout(checks, titan, name, world, BASE + extra, dump,
@@ -70,6 +83,11 @@ def main() -> int:
         worst, where = worst_update_diff(read_state(os.path.join(dump, "final")), final, initial)
         check(f"Qwen3 {name}: every parameter's update within {UPDATE_TOL:g} of one process's (worst {worst:.1e} {where})",
               worst <= UPDATE_TOL)
+        if name.startswith("PP(2) 1F1B"):  # the last stage's copy of the tied table
+            first, last = (read_state(os.path.join(dump, f"final.pp{k}")) for k in (0, 1))
+            table = "tok_embeddings.weight"
+            check("Qwen3 PP(2) 1F1B: both ends hold the tied table and their copies end equal bit for bit",
+                  table in first and table in last and bool((first[table] == last[table]).all()))
 
     for name, extra in [("fused kernels", ["--compile.enable=true"]),
                         ("full activation checkpointing", ["--activation_checkpoint.mode", "full"])]:
@@ -79,24 +97,52 @@ def main() -> int:
             lw = worst_rel(got, ref, "loss")
             check(f"Qwen3 with {name}: one process's losses (rel {lw:.1e} <= {TOL:g})", len(got) == 10 and lw <= TOL)
 
-    # Exact resume: the run saves at steps 5 and 10; without step-10 the same command resumes at 6.
+    # Exact resume after a kill. PP(2) (the tied table on both ends, saved once) saves at steps 5 and
+    # 10 straight through; a second run is killed at a random moment after its step-5 save and rerun.
+    rng = random.Random(int(os.environ.get("TITAN_TEST_SEED", str(time.time_ns()))))
+    pp_ck = BASE + PP + ["1F1B", "--training.local_batch_size", "8"] + CK
+    straight = run_layout(checks, titan, "Qwen3 PP(2) with checkpoints", 2, pp_ck, os.path.join(tmp, "pp_straight"))
+    if straight is not None:
+        dump = os.path.join(tmp, "pp_killed")
+        step_time = sorted(r["step_seconds"] for r in straight)[len(straight) // 2]
+        codes, logged, moment = kill_at_random_moment(titan, 2, pp_ck, dump, rng, step_time)
+        if all(c == -signal.SIGKILL for c in codes) and 5 <= logged < 10:
+            outs = launch_into(titan, 2, pp_ck, dump)
+            got = [r for r in step_metrics(dump) if r["step"] > 5]
+            same = len(got) == 5 and all(g["loss"] == r["loss"] and g["grad_norm"] == r["grad_norm"]
+                                         for g, r in zip(got, straight[5:]))
+            check(f"Qwen3 PP(2): {moment}; the rerun resumes from step 5 and steps 6-10 equal the uninterrupted "
+                  "run bit for bit", all(o[0] == 0 for o in outs) and
+                  "Resuming training from step 5" in outs[0][1] + outs[0][2] and same,
+                  str([(g["step"], g["loss"]) for g in got]) + outs[0][2][-300:])
+        else:
+            check("Qwen3 PP(2): every rank killed at a random moment after the step-5 save", False,
+                  f"{moment}, exits {codes}")
+        # The same step 5, continued in one process: the table saved once loads into the tied model.
+        dump = os.path.join(tmp, "pp_to_one")
+        got = run_layout(checks, titan, "Qwen3 PP(2) step 5 in one process", 1, BASE + [
+            "--training.local_batch_size", "8", "--checkpoint.enable", "--checkpoint.initial_load_path",
+            os.path.join(tmp, "pp_straight", "checkpoint", "step-5"), "--no-checkpoint.initial_load_model_only"], dump)
+        if got is not None:
+            lw = max(abs(g["loss"] - r["loss"]) / r["loss"] for g, r in zip(got, ref[5:]))
+            check(f"Qwen3 PP(2)'s step 5 continued in one process: steps 6-10 within {TOL:g} of one process's "
+                  f"(rel {lw:.1e})", len(got) == 5 and got[0]["step"] == 6 and lw <= TOL)
+
+    # One process killed right after its step-5 save resumes bit for bit.
     dump = os.path.join(tmp, "resume")
-    ck = BASE + ["--training.local_batch_size", "8", "--checkpoint.enable", "--checkpoint.interval", "5"]
-    first = run_layout(checks, titan, "Qwen3 with checkpoints", 1, ck, dump)
+    ck = BASE + ["--training.local_batch_size", "8"] + CK
+    first = run_layout(checks, titan, "Qwen3 with checkpoints", 1, ck, os.path.join(tmp, "resume_straight"))
     if first is not None:
-        shutil.rmtree(os.path.join(dump, "checkpoint", "step-10"))
+        outs = launch_into(titan, 1, ck, dump, env={"TITAN_TEST_DIE_AFTER_SAVE": "5"})
+        killed = outs[0][0] == -signal.SIGKILL
         outs = launch_into(titan, 1, ck, dump)
-        rows = step_metrics(dump)
-        again = {r["step"]: r for r in rows}
-        same = all(again[s]["loss"] == r["loss"] and again[s]["grad_norm"] == r["grad_norm"]
-                   for s, r in ((r["step"], r) for r in first if r["step"] > 5))
-        check("Qwen3 resumed from step 5: steps 6-10 bit for bit",
-              outs[0][0] == 0 and "Resuming training from step 5" in outs[0][1] + outs[0][2] and same,
+        again = [r for r in step_metrics(dump) if r["step"] > 5]
+        same = len(again) == 5 and all(g["loss"] == r["loss"] and g["grad_norm"] == r["grad_norm"]
+                                       for g, r in zip(again, first[5:]))
+        check("Qwen3 one process killed right after the step-5 save: steps 6-10 bit for bit",
+              killed and outs[0][0] == 0 and "Resuming training from step 5" in outs[0][1] + outs[0][2] and same,
               (outs[0][2])[-400:])
 
-    check_refused(checks, titan, "Qwen3 debug model (tied embeddings) with pipeline parallelism", 2,
-                  BASE + ["--parallelism.pipeline_parallel_degree", "2", "--parallelism.pipeline_parallel_schedule",
-                          "1F1B", "--training.local_batch_size", "8"], os.path.join(tmp, "pp"), "tied embeddings")
     r = subprocess.run([titan, "convert", "from-dcp", tmp, os.path.join(tmp, "from_dcp", "step-1"), "--model", "qwen3"],
                        capture_output=True, text=True, timeout=60)
     check("convert from-dcp --model qwen3: exit 2, not built yet", r.returncode == 2 and "not built yet" in r.stderr,

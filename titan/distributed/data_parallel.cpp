@@ -1,5 +1,7 @@
 #include "titan/distributed/data_parallel.h"
 
+#include <algorithm>
+
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <c10/core/StorageImpl.h>
@@ -344,6 +346,17 @@ void DataParallel::finish_backward() {
   pending_grads_.clear();
 }
 
+bool DataParallel::is_copy(const std::string& name) const {
+  return std::find(options_.copies.begin(), options_.copies.end(), name) != options_.copies.end();
+}
+
+std::vector<bool> DataParallel::copies() const {
+  std::vector<bool> out;
+  for (const auto& u : units_)
+    for (const auto& s : u->slots) out.push_back(is_copy(s.name));
+  return out;
+}
+
 at::Tensor DataParallel::grad_norm() {
   at::NoGradGuard no_grad;
   // Squares of this rank's elements: those split over tp add up over tp; those replicated over
@@ -352,7 +365,7 @@ at::Tensor DataParallel::grad_norm() {
   std::vector<at::Tensor> split, replicated;
   for (const auto& u : units_)
     for (const auto& s : u->slots)
-      if (s.shard.grad().defined()) (s.tp_sharded ? split : replicated).push_back(s.shard.grad());
+      if (s.shard.grad().defined() && !is_copy(s.name)) (s.tp_sharded ? split : replicated).push_back(s.shard.grad());
   at::Tensor sq = at::cat({components::sum_of_squares(split).to(device_), components::sum_of_squares(replicated).to(device_)});
   if (!tp_.trivial()) {
     at::Tensor tp_part = sq.narrow(0, 0, 1).contiguous();

@@ -43,6 +43,9 @@ struct DataParallelOptions {
   // first part's forward and a part's backward do not release them, the trainer calls
   // release_all() once the shards have changed.
   bool pipelined = false;
+  // Parameters this rank holds as a copy of another pipeline rank's (a tied table on the last
+  // stage): left out of grad_norm, which counts the original.
+  std::vector<std::string> copies;
 };
 
 // Draws the initial value of a box [offsets, offsets + out.sizes()) of parameter `fqn` (global
@@ -69,6 +72,8 @@ class DataParallel final : public ForwardHooks {
   const std::vector<ParamLayout>& layouts() const { return layouts_; }
   // This rank's box of each parameter (parameters() holds it in its first rows).
   std::vector<Box> boxes() const;
+  // Per parameter: whether it is a copy (DataParallelOptions::copies), which checkpoints do not save.
+  std::vector<bool> copies() const;
 
   // Whether the next backward reduces the gradients (see sync_every_microbatch); the trainer
   // turns it on for the last microbatch of a step.
@@ -100,6 +105,7 @@ class DataParallel final : public ForwardHooks {
   void gather_start(size_t u);
   void gather_finish(size_t u, bool for_backward);
   void release(size_t u);
+  bool is_copy(const std::string& name) const;
 
   std::function<void(ForwardHooks*)> install_hooks_;
   DeviceMesh& mesh_;

@@ -19,6 +19,7 @@ const std::map<std::string, std::vector<std::string>>& named_meshes() {
       {"dp_cp", {"dp_replicate", "dp_shard", "cp"}},
       {"loss", {"dp_replicate", "dp_shard", "cp"}},
       {"dp_shard_cp:grads", {"dp_shard", "cp"}},
+      {"pp_ends", {"pp"}},
   };
   return meshes;
 }
@@ -56,6 +57,19 @@ DeviceMesh::DeviceMesh(World& world, const ParallelDims& dims) : dims_(dims), wo
     if (std::find(ranks.begin(), ranks.end(), world.rank()) != ranks.end()) grads = g;
   }
   groups_["dp_shard_cp:grads"] = grads;
+  // The two ends of each pipeline: a tied embedding table lives on the first and the last stage,
+  // whose gradients are summed there. With two stages it is the pipeline's own group.
+  if (dims.pp > 1) {
+    Group ends;
+    for (const auto& ranks : dims.all_groups(dims_of("pp"))) {
+      const std::vector<int> pair{ranks.front(), ranks.back()};
+      Group g = dims.pp == 2 ? built.at(ranks) : world.new_group(pair, "pp_ends");
+      if (world.rank() == pair.front() || world.rank() == pair.back()) ends = g;
+    }
+    groups_["pp_ends"] = ends;
+  } else {
+    groups_["pp_ends"] = groups_["pp"];
+  }
 }
 
 Group& DeviceMesh::group(const std::string& name) {

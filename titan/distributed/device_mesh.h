@@ -3,7 +3,8 @@
 // (FSDP), dp_cp = dp_replicate x dp_shard x cp, loss = dp_cp), with this rank's group of each,
 // built once at start-up (every rank builds every group, in one order) and shared where two
 // names cover the same ranks. "dp_shard_cp:grads" is a second group over FSDP's ranks for the
-// gradient reductions. Nothing else builds groups.
+// gradient reductions; "pp_ends" (pp > 1) holds the first and the last rank of each pipeline (a
+// tied embedding table's two copies). Nothing else builds groups.
 #pragma once
 
 #include <map>

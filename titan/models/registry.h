@@ -27,6 +27,10 @@ struct ParallelPlan {
   std::unique_ptr<distributed::DataParallel> data_parallel;
   std::optional<at::ScalarType> autocast;  // AMP: forward and loss under autocast in this dtype
   std::vector<std::string> applied;        // what was applied, a line each, for the log
+  // Pipeline parallelism: parameters that the first and the last stage both read (a tied
+  // embedding table). A rank holding one end without the other holds a copy; the pipeline sums
+  // the two copies' gradients after each step, so that they stay equal.
+  std::vector<std::string> tied_across_stages;
 };
 
 // The settings parallelize applies (train/options.h builds them from the job config).

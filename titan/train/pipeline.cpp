@@ -1,6 +1,7 @@
 #include "titan/train/pipeline.h"
 
 #include "titan/common/log.h"
+#include "titan/components/metrics/profiling.h"
 
 namespace titan::train {
 
@@ -28,8 +29,29 @@ std::vector<size_t> parts_of_rank(const PipelinePlan& plan, int pp_rank) {
 
 Pipeline::Pipeline(const PipelinePlan& plan, models::Model& model, distributed::DataParallel& dp,
                    distributed::DeviceMesh& mesh, components::DeviceInfo& device, at::ScalarType activation_dtype,
-                   int64_t seq_len, std::optional<int64_t> validation_seq_len)
+                   int64_t seq_len, std::optional<int64_t> validation_seq_len,
+                   const std::vector<std::string>& tied_across_stages)
     : plan_(plan), dp_(dp), mesh_(mesh), device_(device), gpu_wall_(device.device()), gpu_wait_(device.device()) {
+  // Tied parameters: summed over the pipeline's two ends when different ranks hold them.
+  const int last_stage = plan.schedule.num_stages() - 1;
+  const int pp_rank = mesh.rank("pp");
+  int first_holder = -1, last_holder = -1;
+  for (int r = 0; r < mesh.size("pp"); ++r)
+    for (int st : plan.schedule.stages_of_rank(r)) {
+      if (st == 0) first_holder = r;
+      if (st == last_stage) last_holder = r;
+    }
+  for (const auto& name : tied_across_stages) tied_.insert(name);
+  if (!tied_.empty() && first_holder != last_holder) {
+    if (first_holder != 0 || last_holder != mesh.size("pp") - 1)
+      throw std::logic_error("Pipeline: tied parameters need the first stage on the first rank and the last on the last");
+    if (pp_rank == first_holder || pp_rank == last_holder) {
+      const auto names = dp.parameter_names();
+      const auto weights = dp.parameters();
+      for (size_t i = 0; i < names.size(); ++i)
+        if (tied_.count(names[i])) tied_weights_.push_back(weights[i]);
+    }
+  }
   const size_t n_parts = model.num_parts();
   const models::Sizes args = model.config().sizes();
   const auto names = dp.parameter_names();
@@ -45,7 +67,9 @@ Pipeline::Pipeline(const PipelinePlan& plan, models::Model& model, distributed::
       stage.input = stage.output = pp::Boundary{{plan.microbatch_size, seq / tp, args.dim}, activation_dtype};
       for (size_t i = 0; i < names.size(); ++i) {
         const size_t part = part_of(names[i], static_cast<size_t>(args.n_layers));
-        if (part >= first && part < last) stage.weights.push_back(weights[i]);
+        // A tied table is a weight of the first stage and of the last (a copy where they differ).
+        const bool tied_here = tied_.count(names[i]) && last == n_parts;
+        if ((part >= first && part < last) || tied_here) stage.weights.push_back(weights[i]);
       }
       stage.forward = [this, &model, first = first, last = last, n_parts, training](int m, const at::Tensor& input) {
         const components::Batch& mb = micro_.at(static_cast<size_t>(m));
@@ -114,6 +138,16 @@ at::Tensor Pipeline::train_round(const components::Batch& batch, const at::Tenso
   timing_ = measure && cuda;
   train_->run_step();
   timing_ = false;
+  if (last_round && !tied_weights_.empty()) {
+    // The step's gradients of a tied table: the first stage's plus the last stage's, on both ends
+    // (each end's optimizer then makes the same update).
+    TITAN_RANGE("tied_gradients");
+    for (auto& w : tied_weights_) {
+      at::Tensor& g = w.mutable_grad();
+      if (!g.defined()) g = at::zeros_like(w);
+      mesh_.group("pp_ends").all_reduce(g).wait();
+    }
+  }
   if (measure) {
     const auto& st = train_->last_step_stats();
     const double peak = static_cast<double>(device_.take_peak_bytes());

@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,10 +29,13 @@ class Pipeline {
  public:
   // `dp` owns this rank's parameters (every part of its stages); activations between stages
   // are (microbatch_size, seq_len / tp, dim) in `activation_dtype`. Validation runs when
-  // `validation_seq_len` is given. Exchanges the stages' boundaries with the other pipeline ranks.
+  // `validation_seq_len` is given. `tied_across_stages` (ParallelPlan's) names the parameters the
+  // first and the last stage share: their gradients are summed over both ends after a step's last
+  // round. Exchanges the stages' boundaries with the other pipeline ranks.
   Pipeline(const PipelinePlan& plan, models::Model& model, distributed::DataParallel& dp,
            distributed::DeviceMesh& mesh, components::DeviceInfo& device, at::ScalarType activation_dtype,
-           int64_t seq_len, std::optional<int64_t> validation_seq_len);
+           int64_t seq_len, std::optional<int64_t> validation_seq_len,
+           const std::vector<std::string>& tied_across_stages);
   ~Pipeline();
 
   // One gradient-accumulation round: `batch` (on the device) in microbatches through the
@@ -55,6 +59,8 @@ class Pipeline {
   components::DeviceInfo& device_;
   std::unique_ptr<distributed::pp::Runtime> train_, eval_;
   std::vector<components::Batch> micro_;  // the microbatches the schedule runs now
+  std::set<std::string> tied_;          // parameters the first and the last stage share
+  std::vector<at::Tensor> tied_weights_;  // this rank's of them, when the two ends are different ranks
   at::Tensor row_sums_;                   // (microbatches, rows): each row's loss sum, last stage
   at::Tensor valid_;
   bool last_round_ = true;

@@ -554,7 +554,8 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   if (pipeline_plan)
     pipeline = std::make_unique<Pipeline>(*pipeline_plan, *model, *plan.data_parallel, *mesh, *dev, matmul_dtype, seq_len,
                                           validation_data ? std::optional<int64_t>(cfg.get_int("validation.seq_len"))
-                                                          : std::nullopt);
+                                                          : std::nullopt,
+                                          plan.tied_across_stages);
   peak = dev->peak_flops(matmul_dtype);
   log::info("Peak FLOPS used for computing MFU: " + log::format("%.3e", peak.flops) + " (" + peak.source + ")");
 
@@ -818,9 +819,11 @@ StateDict Trainer::state_dict() {
   // every mesh the parameter is not split over (replicas are saved once).
   std::vector<bool> writer;
   if (s.plan.data_parallel) {
-    for (const auto& l : s.plan.data_parallel->layouts()) {
+    const std::vector<bool> copies = s.plan.data_parallel->copies();  // a tied table's second copy: not saved
+    for (size_t i = 0; i < s.plan.data_parallel->layouts().size(); ++i) {
+      const auto& l = s.plan.data_parallel->layouts()[i];
       global_shapes.push_back(l.global_shape);
-      bool w = true;
+      bool w = !copies[i];
       for (const char* m : {"dp_replicate", "dp_shard_cp", "tp"})
         if (!l.sharded_on(m) && s.mesh->rank(m) != 0) w = false;
       writer.push_back(w);

@@ -278,10 +278,6 @@ PipelinePlan plan_pipeline(const config::JobConfig& cfg, const models::ModelConf
                   "list consecutive layers in each stage of parallelism.module_fqns_per_model_part");
     plan.part_ranges.emplace_back(first, last);
   }
-  if (args.tied_embeddings)
-    throw Error("pipeline parallelism with tied embeddings (flavor " + cfg.get_string("model.flavor") +
-                    ") is not supported: the first and the last stage would share the table",
-                "use a flavor without tied embeddings, or parallelism.pipeline_parallel_degree = 1");
   bool split_backward = false;
   for (const auto& actions : plan.schedule.compute)
     for (const auto& a : actions) split_backward |= a.type == pp::ActionType::BackwardInput;

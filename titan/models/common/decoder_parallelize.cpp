@@ -161,20 +161,38 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
   const bool reshard = policy == "always" || (policy == "default" && dims.pp == 1);
   std::vector<ModelPart> parts;
   std::vector<ParamLayout> layouts;
+  const bool tied = model.decoder_args().tied_embeddings;
   {
     auto all_parts = model.parts();
     auto all_layouts = param_layouts(model, dims);
+    auto holds = [&](size_t i) {
+      return parts_held.empty() || std::find(parts_held.begin(), parts_held.end(), i) != parts_held.end();
+    };
+    const size_t head = all_parts.size() - 1;
     size_t next_layout = 0;
     for (size_t i = 0; i < all_parts.size(); ++i) {
-      const bool held = parts_held.empty() || std::find(parts_held.begin(), parts_held.end(), i) != parts_held.end();
+      const bool held = holds(i);
       for (size_t k = 0; k < all_parts[i].params.size(); ++k, ++next_layout)
         if (held) layouts.push_back(all_layouts[next_layout]);
       if (held) parts.push_back(all_parts[i]);
     }
+    // Pipeline parallelism with a tied table: the first stage's embedding and the last stage's
+    // head read it. A rank with the head but not the embedding holds a copy in the head's part
+    // (drawn with the same values); the pipeline sums the two copies' gradients.
+    if (tied && dims.pp > 1) {
+      plan.tied_across_stages.push_back("tok_embeddings.weight");
+      if (holds(head) && !holds(0)) {
+        parts.back().params.push_back(all_parts[0].params.front());
+        layouts.push_back(all_layouts[0]);
+        o.copies.push_back("tok_embeddings.weight");
+        note("Pipeline: the last stage holds a copy of the tied embedding table; its gradients are summed with "
+             "the first stage's after every step");
+      }
+    }
   }
   for (const auto& part : parts)  // the head is needed again at once by backward; a tied table by the head
     o.reshard_after_forward.push_back(part.name == "output" ? policy == "always"
-                                      : part.name == "tok_embeddings" && model.decoder_args().tied_embeddings
+                                      : part.name == "tok_embeddings" && tied
                                           ? false
                                           : reshard);
   o.sync_every_microbatch = options.fsdp_sync_every_microbatch;
