@@ -20,6 +20,7 @@
 #include "titan/components/checkpoint/checkpoint.h"
 #include "titan/config/job_config.h"
 #include "titan/distributed/flight_recorder.h"
+#include "titan/train/options.h"
 #include "titan/train/trainer.h"
 
 namespace {
@@ -61,7 +62,7 @@ int train(const std::vector<std::string>& args) {
     std::printf("%s", titan::config::help_text().c_str());
     return 0;
   }
-  if (cfg.get_bool("job.dry_run")) return titan::train::dry_run(cfg);
+  if (titan::train::trainer_options(cfg).dry_run) return titan::train::dry_run(cfg);
   titan::train::run_training(cfg);
   return 0;
 }

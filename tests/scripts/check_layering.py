@@ -10,6 +10,10 @@
 - components/, distributed/, models/, kernels/, common/ and generate/ never see the job config
   (no titan/config/job_config.h, no config::JobConfig): they take typed options, which
   titan/train/options.cpp (and validate.cpp's checks) build from it.
+- Nothing outside titan/config/, titan/train/options.cpp and titan/train/validate.cpp reads a
+  job-config key by its string (a get_*/is_default call on a "section.key" literal or a key put
+  together at run time): the trainer and the commands read typed options. Command-line options
+  of the commands ("max-new-tokens") are not job-config keys.
 
 The check first runs on a small tree with one violation of each rule and fails unless it finds
 them, so a check that finds nothing cannot pass by accident.
@@ -25,6 +29,8 @@ CONFIG = re.compile(r'#\s*include\s*"titan/config/job_config\.h"|\bJobConfig\b')
 INCLUDE = re.compile(r'^\s*#\s*include\s*"titan/models/([A-Za-z0-9_]+)/', re.M)
 REGISTERED = re.compile(r'^\s*TITAN_MODEL\(\s*([A-Za-z0-9_]+)\s*\)', re.M)
 SOURCE_DIRS = ["titan", "apps"]
+KEY_READ = re.compile(r'\.(?:get_\w+|is_default)\(\s*(?:"[a-z_]+\.[a-z0-9_.]+"|std::string\()')
+KEY_READERS = ("titan/train/options.cpp", "titan/train/validate.cpp")
 
 
 def sources(root):
@@ -47,6 +53,11 @@ def violations(root):
             text = f.read()
         if len(parts) > 2 and parts[0] == "titan" and parts[1] in NO_CONFIG and CONFIG.search(text):
             out.append(f"{rel} sees the job config: take typed options built in titan/train/options.cpp")
+        if not rel.startswith("titan/config/") and rel not in KEY_READERS:
+            for m in KEY_READ.finditer(text):
+                line = text.count("\n", 0, m.start()) + 1
+                out.append(f"{rel}:{line} reads a job-config key by its string ({m.group(0)}...): read it in "
+                           "titan/train/options.cpp into a typed option")
         for family in INCLUDE.findall(text):
             if owner is None:
                 out.append(f"{rel} includes titan/models/{family}/: use titan/models/model.h or registry.h")
@@ -77,10 +88,15 @@ def self_test():
         write("titan/models/models.def", "TITAN_MODEL(alpha)\nTITAN_MODEL(gamma)\n")
         write("apps/ok.cpp", '#include "titan/models/registry.h"\n#include "titan/config/job_config.h"\n')
         write("titan/components/z.cpp", 'void f(const titan::config::JobConfig& cfg);\n')
+        write("titan/train/loop.cpp", 'int n = cfg.get_int("training.steps");\nauto k = c.get_int(std::string("a.") + x);\n')
+        write("titan/train/options.cpp", 'int n = cfg.get_int("training.steps");\n')
+        write("titan/config/schema.cpp", 'bool d = cfg.is_default("training.gc_freq");\n')
+        write("apps/cmd.cpp", 'int n = o.get_int("max-new-tokens", 64);\n')
         found = violations(t)
         want = ["trainer.cpp includes titan/models/alpha/", "(model alpha) includes titan/models/beta/",
                 "y.cpp includes titan/models/shared/", "z.cpp sees the job config",
-                "beta/spec.cpp is not registered", "registers gamma"]
+                "beta/spec.cpp is not registered", "registers gamma", "loop.cpp:1 reads a job-config key",
+                "loop.cpp:2 reads a job-config key"]
         missing = [w for w in want if not any(w in v for v in found)]
         if missing or len(found) != len(want):
             print("lint.layering self-test failed: expected", want, "found", found)
@@ -97,7 +113,8 @@ def main():
     if bad:
         return 1
     print("PASS nothing outside titan/models/<name>/ includes a model family's headers; models.def lists every family; "
-          "components/, distributed/, models/, kernels/, common/ and generate/ never see the job config")
+          "components/, distributed/, models/, kernels/, common/ and generate/ never see the job config; only "
+          "titan/config/ and the option builders read its keys by string")
     return 0
 
 

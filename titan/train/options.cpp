@@ -1,6 +1,9 @@
 #include "titan/train/options.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "titan/common/error.h"
 #include "titan/common/log.h"
@@ -73,6 +76,76 @@ std::unique_ptr<components::Tokenizer> tokenizer_from_config(const config::JobCo
   const auto [path, key] = tokenizer_setting(cfg);
   if (key == "model.tokenizer_path") log::warning("model.tokenizer_path is deprecated; use model.hf_assets_path");
   return components::build_tokenizer(path, key);
+}
+
+TrainerOptions trainer_options(const config::JobConfig& cfg) {
+  TrainerOptions t;
+  t.description = cfg.get_string("job.description");
+  t.dump_folder = cfg.get_string("job.dump_folder");
+  t.dry_run = cfg.get_bool("job.dry_run");
+  t.print_config = cfg.get_bool("job.print_config");
+  t.save_config_file = cfg.get_opt_string("job.save_config_file").value_or("");
+  t.model_name = cfg.get_string("model.name");
+  t.flavor = cfg.get_string("model.flavor");
+  t.print_after_conversion = cfg.get_bool("model.print_after_conversion");
+  t.dataset = cfg.get_string("training.dataset");
+  t.dtype = cfg.get_string("training.dtype");
+  t.mixed_precision_param = cfg.get_string("training.mixed_precision_param");
+  t.cpu_bf16 = cfg.get_string("training.cpu_bf16");
+  t.local_batch_size = cfg.get_int("training.local_batch_size");
+  t.global_batch_size = cfg.get_int("training.global_batch_size");
+  t.seq_len = cfg.get_int("training.seq_len");
+  t.steps = cfg.get_int("training.steps");
+  t.max_norm = cfg.get_float("training.max_norm");
+  t.stop_on_nonfinite = cfg.get_bool("training.stop_on_nonfinite");
+  t.gc_settings = !cfg.is_default("training.gc_freq") || cfg.get_bool("training.gc_debug");
+  const auto& compiled = cfg.get_list("compile.components");
+  t.fused_blocks = cfg.get_bool("compile.enable") && std::find(compiled.begin(), compiled.end(), "model") != compiled.end();
+  t.seed = cfg.get_opt_int("debug.seed");
+  t.deterministic = cfg.get_bool("debug.deterministic");
+  t.deterministic_warn_only = cfg.get_bool("debug.deterministic_warn_only");
+  t.init_timeout_seconds = cfg.get_int("comm.init_timeout_seconds");
+  t.train_timeout_seconds = cfg.get_int("comm.train_timeout_seconds");
+  t.trace_buf_size = cfg.get_int("comm.trace_buf_size");
+  t.traces_folder = (fs::path(t.dump_folder) / cfg.get_string("comm.save_traces_folder")).string();
+  t.traces_file_prefix = cfg.get_string("comm.save_traces_file_prefix");
+  t.checkpoint_enable = cfg.get_bool("checkpoint.enable");
+  t.load_only = cfg.get_bool("checkpoint.load_only");
+  t.save_on_preemption = cfg.get_bool("checkpoint.save_on_preemption");
+  t.last_save_model_only = cfg.get_bool("checkpoint.last_save_model_only");
+  t.last_save_in_hf = cfg.get_bool("checkpoint.last_save_in_hf");
+  t.initial_load_in_hf = cfg.get_bool("checkpoint.initial_load_in_hf");
+  t.create_seed_checkpoint = cfg.get_bool("checkpoint.create_seed_checkpoint");
+  t.checkpoint_folder = (fs::path(t.dump_folder) / cfg.get_string("checkpoint.folder")).string();
+  t.initial_load_path = cfg.get_opt_string("checkpoint.initial_load_path").value_or("");
+  t.validation_enable = cfg.get_bool("validation.enable");
+  t.validation_dataset = cfg.get_string("validation.dataset");
+  t.validation_freq = cfg.get_int("validation.freq");
+  t.validation_steps = cfg.get_int("validation.steps");
+  t.validation_seq_len = cfg.get_int("validation.seq_len");
+  t.color = !cfg.get_bool("metrics.disable_color_printing");
+  const std::string path = tokenizer_setting(cfg).first;
+  t.tokenizer_location = path;
+  if (path != "builtin:bytes") {
+    std::error_code ec;
+    const auto abs = fs::absolute(path, ec);
+    if (!ec) t.tokenizer_location = abs.lexically_normal().string();
+  }
+  return t;
+}
+
+void write_config_if_asked(const config::JobConfig& cfg) {
+  if (cfg.get_bool("job.print_config")) std::printf("%s", cfg.to_toml().c_str());
+  if (auto path = cfg.get_opt_string("job.save_config_file"); path && !path->empty()) {
+    const fs::path full = fs::path(cfg.get_string("job.dump_folder")) / *path;
+    std::error_code ec;
+    fs::create_directories(full.parent_path(), ec);
+    std::ofstream f(full);
+    if (!f) throw Error("job.save_config_file = \"" + *path + "\": cannot write " + full.string(),
+                        "check that job.dump_folder is writable");
+    f << cfg.to_toml();
+    log::info("Saved the config to " + full.string());
+  }
 }
 
 distributed::ParallelDims::Degrees parallel_degrees(const config::JobConfig& cfg) {

@@ -66,19 +66,9 @@ at::ScalarType dtype_of(const std::string& name) {
   return at::kFloat;
 }
 
-// The tokenizer this run reads (model.tokenizer_path if set, else model.hf_assets_path), as an
-// absolute path: recorded in checkpoints so that `titan convert to-hf` finds it later.
-std::string tokenizer_location(const config::JobConfig& cfg) {
-  const std::string path = tokenizer_setting(cfg).first;
-  if (path == "builtin:bytes") return path;
-  std::error_code ec;
-  const auto abs = std::filesystem::absolute(path, ec);
-  return ec ? path : abs.lexically_normal().string();
-}
-
 // debug.seed, or a random seed when it is not set (said once the run knows whether it resumes).
-uint64_t resolve_seed(const config::JobConfig& cfg) {
-  if (auto s = cfg.get_opt_int("debug.seed")) return static_cast<uint64_t>(*s);
+uint64_t resolve_seed(const TrainerOptions& t) {
+  if (t.seed) return static_cast<uint64_t>(*t.seed);
   return std::random_device{}() & 0x7fffffff;
 }
 
@@ -184,15 +174,15 @@ int64_t state_bytes(const std::vector<at::Tensor>& params, components::Optimizer
 
 // A collective failed or timed out: write this rank's flight recorder, and on rank 0 wait a
 // moment for the others' files and print which rank fell behind.
-void report_comm_failure(distributed::FlightRecorder& recorder, const config::JobConfig& cfg,
+void report_comm_failure(distributed::FlightRecorder& recorder, const TrainerOptions& t,
                          const distributed::DistEnv& env, const std::string& what,
                          std::chrono::milliseconds collective_timeout) {
   recorder.dump(what.substr(0, what.find('\n')));
   log::warning("rank " + std::to_string(env.rank) + ": a collective failed; wrote the flight recorder to " +
                recorder.file_path());
   if (env.rank != 0) return;
-  const auto folder = std::filesystem::path(cfg.get_string("job.dump_folder")) / cfg.get_string("comm.save_traces_folder");
-  const std::string prefix = cfg.get_string("comm.save_traces_file_prefix");
+  const std::filesystem::path folder = t.traces_folder;
+  const std::string& prefix = t.traces_file_prefix;
   // The others dump when their own collectives fail. Wait for them a bounded time (a dead rank
   // never writes): at most half the collective timeout and 10 s.
   const auto wait = std::min<std::chrono::milliseconds>(collective_timeout / 2, std::chrono::seconds(10));
@@ -210,20 +200,6 @@ void report_comm_failure(distributed::FlightRecorder& recorder, const config::Jo
   }
 }
 
-void write_config_if_asked(const config::JobConfig& cfg) {
-  if (cfg.get_bool("job.print_config")) std::printf("%s", cfg.to_toml().c_str());
-  if (auto path = cfg.get_opt_string("job.save_config_file"); path && !path->empty()) {
-    const std::filesystem::path full = std::filesystem::path(cfg.get_string("job.dump_folder")) / *path;
-    std::error_code ec;
-    std::filesystem::create_directories(full.parent_path(), ec);
-    std::ofstream f(full);
-    if (!f) throw Error("job.save_config_file = \"" + *path + "\": cannot write " + full.string(),
-                        "check that job.dump_folder is writable");
-    f << cfg.to_toml();
-    log::info("Saved the config to " + full.string());
-  }
-}
-
 // The tokenizer and the data loaders of this data-parallel rank, checked against the model:
 // what a start opens, and what the dry run opens too (nothing is read ahead until the first batch).
 struct DataParts {
@@ -231,19 +207,20 @@ struct DataParts {
   std::unique_ptr<components::DataLoader> data, validation_data;
 };
 
-DataParts open_data(const config::JobConfig& cfg, const ModelConfig& model, int64_t dp_rank, int64_t dp_degree) {
+DataParts open_data(const config::JobConfig& cfg, const TrainerOptions& t, const ModelConfig& model, int64_t dp_rank,
+                    int64_t dp_degree) {
   const models::Sizes args = model.sizes();
   DataParts d;
   d.tokenizer = tokenizer_from_config(cfg);
   if (d.tokenizer->vocab_size() > args.vocab_size)
     throw Error("the tokenizer has " + std::to_string(d.tokenizer->vocab_size()) + " ids but model " +
-                    cfg.get_string("model.flavor") + " has vocab_size " + std::to_string(args.vocab_size),
+                    t.flavor + " has vocab_size " + std::to_string(args.vocab_size),
                 "use a tokenizer with at most " + std::to_string(args.vocab_size) +
                     " ids, another flavor, or --model.vocab_size " + std::to_string(d.tokenizer->vocab_size()));
   d.data = components::build_data_loader(dataset_options(cfg, "training"), d.tokenizer, dp_rank, dp_degree, /*infinite=*/true);
-  if (cfg.get_bool("validation.enable"))  // finite unless validation.steps caps each pass (as torchtitan)
+  if (t.validation_enable)  // finite unless validation.steps caps each pass (as torchtitan)
     d.validation_data = components::build_data_loader(dataset_options(cfg, "validation"), d.tokenizer, dp_rank, dp_degree,
-                                                      /*infinite=*/cfg.get_int("validation.steps") != -1);
+                                                      /*infinite=*/t.validation_steps != -1);
   return d;
 }
 
@@ -274,24 +251,23 @@ void describe_pipeline(const PipelinePlan& plan) {
 int dry_run(const config::JobConfig& cfg) {
   const auto env = distributed::read_dist_env();
   // Without a launcher, the world the config's degrees describe (data_parallel_shard_degree = -1 as 1).
+  const TrainerOptions t = trainer_options(cfg);
   int world = env.world_size;
   if (world == 1) {
-    const int64_t shard = cfg.get_int("parallelism.data_parallel_shard_degree");
-    int64_t w = std::max<int64_t>(shard, 1);
-    for (const char* k : {"pipeline_parallel_degree", "data_parallel_replicate_degree", "context_parallel_degree",
-                          "tensor_parallel_degree"})
-      w *= std::max<int64_t>(cfg.get_int(std::string("parallelism.") + k), 1);
+    const auto d = parallel_degrees(cfg);
+    int64_t w = 1;
+    for (int64_t k : {d.dp_shard, d.pp, d.dp_replicate, d.cp, d.tp}) w *= std::max<int64_t>(k, 1);
     world = static_cast<int>(std::min<int64_t>(w, 1 << 30));
   }
   // What the model is, first (shapes only, on the meta device); then every check a start makes.
   const auto args = model_args(cfg);
   const models::ModelSpec& spec = models::model_spec(args->family());
   const auto model = spec.build(*args, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
-  const int64_t seq = cfg.get_int("training.seq_len");
-  log::info("Dry run of " + cfg.get_string("model.name") + " " + cfg.get_string("model.flavor") + " on " +
+  const int64_t seq = t.seq_len;
+  log::info("Dry run of " + t.model_name + " " + t.flavor + " on " +
             std::to_string(world) + " rank(s) (nothing is allocated)");
-  log::info("Building " + spec.name + " " + cfg.get_string("model.flavor") + " with " + args->describe());
-  log::info("Model " + spec.name + " " + cfg.get_string("model.flavor") + " size: " +
+  log::info("Building " + spec.name + " " + t.flavor + " with " + args->describe());
+  log::info("Model " + spec.name + " " + t.flavor + " size: " +
             log::with_commas(args->reported_num_params()) + " total parameters");
   log::info("FLOPs per token at seq_len " + std::to_string(seq) + ": " +
             log::with_commas(args->flops_per_token(seq)));
@@ -304,7 +280,7 @@ int dry_run(const config::JobConfig& cfg) {
   log::info("Memory per rank (estimate): " + p.memory.describe() + "; " + dev.name() + " offers " +
             log::format("%.2f", usable / 1073741824.0) + " GiB per rank");
   check_memory(p.memory, usable, dev.name(), cfg);
-  const auto data = open_data(cfg, *p.args, 0, p.dims.dp_degree());
+  const auto data = open_data(cfg, t, *p.args, 0, p.dims.dp_degree());
   log::info("Tokenizer: " + data.tokenizer->describe());
   log::info("Training data: " + data.data->describe());
   if (data.validation_data) log::info("Validation data: " + data.validation_data->describe());
@@ -339,7 +315,8 @@ struct SignalScope {
 
 struct Trainer::Impl {
   SignalScope signals;  // first: a stop request at any moment of start-up is heard
-  config::JobConfig cfg;
+  config::JobConfig cfg;  // passed to the option builders (options.h, validate.h) only
+  TrainerOptions opt;     // what the trainer reads of it
   distributed::DistEnv env;
   distributed::ParallelDims dims;
   at::Device device{at::kCPU};
@@ -418,12 +395,12 @@ struct Trainer::Impl {
   void lock_dump_folder();
 };
 
-Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
-  log::set_color(!cfg.get_bool("metrics.disable_color_printing"));
+Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c), opt(trainer_options(c)) {
+  log::set_color(opt.color);
   // ---- processes and the mesh: validated before anything talks to another process ----------
   env = distributed::read_dist_env();
   log::set_rank(env.rank);
-  log::info("Starting job: " + cfg.get_string("job.description"));
+  log::info("Starting job: " + opt.description);
   const Preflight checked = preflight(cfg, env.world_size);  // the dry run's checks
   dims = checked.dims;
   args = checked.args;
@@ -440,18 +417,18 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   dev = std::make_unique<components::DeviceInfo>(device);
   check_memory(checked.memory, usable_memory_bytes(*dev, env.local_world_size), dev->name(), cfg);
   log::info("Memory per rank (estimate): " + checked.memory.describe());
-  if (cfg.get_bool("debug.deterministic")) {
+  if (opt.deterministic) {
     // cuBLAS needs a fixed workspace to be deterministic; it reads this before its first use.
     setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
-    at::globalContext().setDeterministicAlgorithms(true, cfg.get_bool("debug.deterministic_warn_only"));
+    at::globalContext().setDeterministicAlgorithms(true, opt.deterministic_warn_only);
   }
-  const auto init_timeout = std::chrono::seconds(cfg.get_int("comm.init_timeout_seconds"));
+  const auto init_timeout = std::chrono::seconds(opt.init_timeout_seconds);
   world = std::make_unique<distributed::World>(env, device, init_timeout);
   mesh = std::make_unique<distributed::DeviceMesh>(*world, dims);
   lock_dump_folder();
   write_config_if_asked(cfg);
-  seed = resolve_seed(cfg);
-  random_seed = !cfg.get_opt_int("debug.seed");
+  seed = resolve_seed(opt);
+  random_seed = !opt.seed;
   // A run id for the flight recorder: rank 0's start time, like the seed agreed by all.
   run_id = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
                .count();
@@ -470,27 +447,27 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   log::info("Parallel dims: " + dims.describe() + (world->size() > 1 ? ", launched by " + env.launcher : ""));
 
   // ---- tokenizer and data: each data-parallel rank reads its rows; tp ranks share them --------
-  local_bs = cfg.get_int("training.local_batch_size");
-  seq_len = cfg.get_int("training.seq_len");
+  local_bs = opt.local_batch_size;
+  seq_len = opt.seq_len;
   const int64_t dp_degree = dims.dp_degree(), dp_rank = mesh->rank("dp");
   {
-    auto parts = open_data(cfg, *args, dp_rank, dp_degree);
+    auto parts = open_data(cfg, opt, *args, dp_rank, dp_degree);
     tokenizer = std::move(parts.tokenizer);
     data = std::move(parts.data);
     validation_data = std::move(parts.validation_data);
   }
   log::info("Tokenizer: " + tokenizer->describe());
-  log::info("Preparing " + cfg.get_string("training.dataset") + " dataset from " + data->describe());
+  log::info("Preparing " + opt.dataset + " dataset from " + data->describe());
   if (tokenizer->bos_id() < 0 || tokenizer->eos_id() < 0)
     log::warning("the tokenizer has no " + std::string(tokenizer->bos_id() < 0 ? "BOS" : "EOS") +
                  " token (no tokenizer_config.json naming it?); documents are packed without it");
   if (validation_data)
-    log::info("Preparing " + cfg.get_string("validation.dataset") + " validation dataset from " +
+    log::info("Preparing " + opt.validation_dataset + " validation dataset from " +
               validation_data->describe());
 
   // ---- model and its parallel plan ------------------------------------------------------------
-  log::info("Building " + spec->name + " " + cfg.get_string("model.flavor") + " with " + args->describe());
-  const at::ScalarType param_dtype = dtype_of(cfg.get_string("training.dtype"));
+  log::info("Building " + spec->name + " " + opt.flavor + " with " + args->describe());
+  const at::ScalarType param_dtype = dtype_of(opt.dtype);
   const bool shared = dims.world_size > 1;
   // With several ranks the model is built on the meta device; the plan creates each rank's
   // slices of every parameter from the same per-element initialisation.
@@ -498,12 +475,12 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   if (!shared) model->init_weights(seed);
   for (const auto& p : model->named_parameters()) model_keys.insert("model." + p.name);
   flops_per_token = args->flops_per_token(seq_len);
-  log::info("Model " + spec->name + " " + cfg.get_string("model.flavor") + " size: " + log::with_commas(args->reported_num_params()) +
+  log::info("Model " + spec->name + " " + opt.flavor + " size: " + log::with_commas(args->reported_num_params()) +
             " total parameters");
   log::info("FLOPs per token: " + log::with_commas(flops_per_token));
   // The compute dtype: training.mixed_precision_param, unless this CPU would emulate it.
   const auto precision = components::resolve_compute_precision(
-      *dev, dtype_of(cfg.get_string("training.mixed_precision_param")), param_dtype, cfg.get_string("training.cpu_bf16"));
+      *dev, dtype_of(opt.mixed_precision_param), param_dtype, opt.cpu_bf16);
   if (!precision.note.empty()) log::info(precision.note);
   if (!precision.warning.empty()) log::warning(precision.warning);
   if (!device.is_cuda()) dev->memory_stats_and_reset();  // the peak below is the materialisation's
@@ -533,27 +510,24 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
       boxes.push_back({std::vector<int64_t>(p.tensor->dim(), 0), p.tensor->sizes().vec()});
     }
   }
-  if (cfg.get_bool("model.print_after_conversion")) {
+  if (opt.print_after_conversion) {
     std::string listing = "Model after conversion:";
     for (const auto& p : model->named_parameters())
       listing += "\n  " + p.name + " " + c10::str(p.tensor->sizes()) + " " + c10::toString(p.tensor->scalar_type());
     log::info(listing);
   }
-  if (!cfg.is_default("training.gc_freq") || cfg.get_bool("training.gc_debug"))
+  if (opt.gc_settings)
     log::warning("training.gc_freq and training.gc_debug have no effect in titan.cpp: there is no garbage collector");
   // Matmuls run in bf16 with bf16 parameters, else in the compute dtype (float32 where the plan
   // turned mixed precision off).
   const at::ScalarType matmul_dtype = param_dtype == at::kBFloat16 ? at::kBFloat16
                                       : dims.fsdp_enabled()       ? precision.dtype
                                                                   : plan.autocast.value_or(at::kFloat);
-  const bool fused_blocks = cfg.get_bool("compile.enable") && [&] {
-    const auto& parts = cfg.get_list("compile.components");
-    return std::find(parts.begin(), parts.end(), "model") != parts.end();
-  }();
+  const bool fused_blocks = opt.fused_blocks;
   log::info("Attention: " + kernels::attention_backend(device, matmul_dtype, fused_blocks));
   if (pipeline_plan)
     pipeline = std::make_unique<Pipeline>(*pipeline_plan, *model, *plan.data_parallel, *mesh, *dev, matmul_dtype, seq_len,
-                                          validation_data ? std::optional<int64_t>(cfg.get_int("validation.seq_len"))
+                                          validation_data ? std::optional<int64_t>(opt.validation_seq_len)
                                                           : std::nullopt,
                                           plan.tied_across_stages);
   peak = dev->peak_flops(matmul_dtype);
@@ -562,20 +536,19 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   // ---- optimizer, schedule ----------------------------------------------------------------------
   oo = optimizer_options(cfg);
   optimizer = std::make_unique<components::Optimizer>(params, oo, param_names);
-  steps = cfg.get_int("training.steps");
+  steps = opt.steps;
   std::vector<std::string> warnings;
   schedule = lr_schedule(cfg, &warnings);
   for (const auto& w : warnings) log::warning(w);
 
-  global_bs = cfg.get_int("training.global_batch_size") == -1 ? local_bs * dp_degree
-                                                               : cfg.get_int("training.global_batch_size");
+  global_bs = opt.global_batch_size == -1 ? local_bs * dp_degree : opt.global_batch_size;
   if (global_bs % (local_bs * dp_degree) != 0)
     throw Error("training.global_batch_size = " + std::to_string(global_bs) +
                     " is not a multiple of local_batch_size * data-parallel degree (" + std::to_string(local_bs) +
                     " * " + std::to_string(dp_degree) + ")",
                 "set it to -1 or to a multiple of " + std::to_string(local_bs * dp_degree));
   accum = global_bs / (local_bs * dp_degree);
-  max_norm = cfg.get_float("training.max_norm");
+  max_norm = opt.max_norm;
   log::info("Trainer is initialized with local batch size " + std::to_string(local_bs) + ", global batch size " +
             std::to_string(global_bs) + ", gradient accumulation steps " + std::to_string(accum) +
             ", sequence length " + std::to_string(seq_len) + ", total steps " + std::to_string(steps) +
@@ -588,9 +561,8 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   snapshots = std::make_unique<components::MemorySnapshotter>(profiling_options(cfg), env.rank, device);
   auto& recorder = distributed::FlightRecorder::instance();
   if (world->size() > 1) {
-    const auto traces = std::filesystem::path(cfg.get_string("job.dump_folder")) / cfg.get_string("comm.save_traces_folder");
-    recorder.configure(static_cast<size_t>(cfg.get_int("comm.trace_buf_size")), env.rank, world->size(),
-                       (traces / (cfg.get_string("comm.save_traces_file_prefix") + std::to_string(env.rank))).string(),
+    recorder.configure(static_cast<size_t>(opt.trace_buf_size), env.rank, world->size(),
+                       (std::filesystem::path(opt.traces_folder) / (opt.traces_file_prefix + std::to_string(env.rank))).string(),
                        run_id);
     recorder.install_fatal_signal_dump();
   }
@@ -604,8 +576,8 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c) {
   ck.run_id = run_id;
   ck.layout = {{"describe", dims.describe()}, {"dp_replicate", dims.dp_replicate}, {"dp_shard", dims.dp_shard},
                {"cp", dims.cp}, {"tp", dims.tp}, {"pp", dims.pp}};
-  ck.model = {{"name", spec->name}, {"flavor", cfg.get_string("model.flavor")}, {"args", args->to_json()},
-              {"tokenizer", tokenizer_location(cfg)}};
+  ck.model = {{"name", spec->name}, {"flavor", opt.flavor}, {"args", args->to_json()},
+              {"tokenizer", opt.tokenizer_location}};
   ck.model_keys = model_keys;
   ck.reads_torchtitan_checkpoints = spec->reads_torchtitan_checkpoints;
   checkpointer = std::make_unique<components::Checkpointer>(checkpoint_options(cfg), ck);
@@ -620,9 +592,9 @@ double Trainer::Impl::validation_sum(const components::Batch& batch) {
 void Trainer::Impl::lock_dump_folder() {
   // The dump folder, and the checkpoint folder when this run saves there (it may lie outside
   // the dump folder, shared by runs with different dump folders).
-  std::vector<std::pair<std::string, std::string>> folders = {{"job.dump_folder", cfg.get_string("job.dump_folder")}};
-  if (cfg.get_bool("checkpoint.enable") && !cfg.get_bool("checkpoint.load_only")) {
-    const auto ck = std::filesystem::path(cfg.get_string("job.dump_folder")) / cfg.get_string("checkpoint.folder");
+  std::vector<std::pair<std::string, std::string>> folders = {{"job.dump_folder", opt.dump_folder}};
+  if (opt.checkpoint_enable && !opt.load_only) {
+    const std::filesystem::path ck = opt.checkpoint_folder;
     std::error_code ec;
     if (std::filesystem::weakly_canonical(ck, ec) != std::filesystem::weakly_canonical(folders[0].second, ec))
       folders.emplace_back("checkpoint.folder", ck.string());
@@ -756,7 +728,7 @@ StepRecord Trainer::train_step(int64_t step) {
   if (!s.first_step_done) {  // the first step of this run (after a resume: not step 1)
     s.first_step_done = true;
     s.result.state_bytes = state_bytes(s.params, *s.optimizer);
-    s.world->set_collective_timeout(std::chrono::seconds(s.cfg.get_int("comm.train_timeout_seconds")));
+    s.world->set_collective_timeout(std::chrono::seconds(s.opt.train_timeout_seconds));
   }
   components::StepValues v;
   v.step = step;
@@ -774,7 +746,7 @@ StepRecord Trainer::train_step(int64_t step) {
   const auto& cs = distributed::comm_stats();
   v.comm_bytes = {cs.bytes[0], cs.bytes[1], cs.bytes[2]};
   s.metrics->record(v);
-  if ((!std::isfinite(loss_value) || !std::isfinite(grad_norm_value)) && s.cfg.get_bool("training.stop_on_nonfinite"))
+  if ((!std::isfinite(loss_value) || !std::isfinite(grad_norm_value)) && s.opt.stop_on_nonfinite)
     stop_on_nonfinite(step, loss_value, grad_norm_value);  // after the step's metrics are written
   s.total_data_seconds += data_seconds;
   s.total_step_seconds += step_seconds;
@@ -946,7 +918,7 @@ RunResult Trainer::run() {
   }
   if (hooks.stop_after_init) return s.result;  // building only
   auto& ck = *s.checkpointer;
-  if (s.cfg.get_bool("checkpoint.create_seed_checkpoint")) {
+  if (s.opt.create_seed_checkpoint) {
     if (s.world->size() > 1)
       throw Error("checkpoint.create_seed_checkpoint runs on one process (it saves the unparallelized model)",
                   "run it without torchrun; every layout can then start from the seed");
@@ -958,10 +930,10 @@ RunResult Trainer::run() {
     return s.result;
   }
   int64_t start = 0;
-  const bool hf_in = s.cfg.get_bool("checkpoint.initial_load_in_hf");
+  const bool hf_in = s.opt.initial_load_in_hf;
   if (ck.enabled() && hf_in && !ck.has_checkpoint()) {
     // Hugging Face weights: the model only, each rank its boxes.
-    const std::string path = s.cfg.get_opt_string("checkpoint.initial_load_path").value_or("");
+    const std::string& path = s.opt.initial_load_path;
     std::exception_ptr error;
     const auto t0 = Clock::now();
     try {
@@ -1006,19 +978,19 @@ RunResult Trainer::run() {
     return s.result;
   }
   log::info("Training starts at step " + std::to_string(start + 1));
-  const bool save_on_signal = s.cfg.get_bool("checkpoint.save_on_preemption");
-  const bool last_model_only = s.cfg.get_bool("checkpoint.last_save_model_only");
+  const bool save_on_signal = s.opt.save_on_preemption;
+  const bool last_model_only = s.opt.last_save_model_only;
   int64_t step = 0;
   try {
     for (step = start + 1; step <= s.steps; ++step) {
       s.profiler->step_begin(step);
       s.result.steps.push_back(train_step(step));
-      if (s.validation_data && (step == 1 || step % s.cfg.get_int("validation.freq") == 0))
+      if (s.validation_data && (step == 1 || step % s.opt.validation_freq == 0))
         validate([&s](const components::Batch& b) { return s.validation_sum(b); }, *s.validation_data,
-                 s.loss_group(), s.device, s.cfg.get_int("validation.steps"), step, *s.metrics);
+                 s.loss_group(), s.device, s.opt.validation_steps, step, *s.metrics);
       // Preemption (SIGTERM, or Slurm's SIGUSR1 warning): the full state, to resume from.
       const bool preempted = s.result.interrupted && save_on_signal && ck.enabled() &&
-                             !s.cfg.get_bool("checkpoint.load_only") &&
+                             !s.opt.load_only &&
                              (s.stop_signal == SIGTERM || s.stop_signal == SIGUSR1);
       const bool last = step == s.steps;
       if (preempted || ck.should_save(step, last)) {
@@ -1031,14 +1003,14 @@ RunResult Trainer::run() {
       if (s.result.interrupted) break;
     }
     ck.wait();
-    if (s.cfg.get_bool("checkpoint.last_save_in_hf") && ck.enabled() && step > s.steps) {
+    if (s.opt.last_save_in_hf && ck.enabled() && step > s.steps) {
       // The final checkpoint, also as a transformers folder with the run's tokenizer, apart
       // from the step folder's own files (step-N/hf).
       const std::string dir = ck.folder() + "/step-" + std::to_string(s.steps);
       std::exception_ptr error;
       try {
         if (s.env.rank == 0) {
-          convert_to_hf(dir, dir + "/hf", std::nullopt, int64_t{5} << 30, {}, tokenizer_location(s.cfg));
+          convert_to_hf(dir, dir + "/hf", std::nullopt, int64_t{5} << 30, {}, s.opt.tokenizer_location);
           log::info("Wrote the final checkpoint in Hugging Face format to " + dir + "/hf");
         }
       } catch (...) {
@@ -1053,7 +1025,7 @@ RunResult Trainer::run() {
     throw;
   } catch (const std::exception& e) {
     if (s.world->size() > 1) {
-      report_comm_failure(recorder, s.cfg, s.env, e.what(), s.world->collective_timeout());
+      report_comm_failure(recorder, s.opt, s.env, e.what(), s.world->collective_timeout());
       s.world->abort_device_groups();  // NCCL: its stuck work would keep the process from ending
     }
     throw;
