@@ -11,7 +11,10 @@
 - every rank of PP(2) killed with SIGKILL at a random moment after the step-5 save: the rerun
   resumes and steps 6-10 equal the uninterrupted run bit for bit; one process killed right after
   the save resumes bit for bit too; PP(2)'s step 5 continues in one process within 1e-5;
-- torchtitan's Qwen3 checkpoints (wq/wk rows in another order) are refused by convert from-dcp.
+- torchtitan's Qwen3 checkpoint (DCP, wq/wk rows and q/k norms in Hugging Face's order) of the
+  debug model's shape: convert from-dcp --flavor reorders weights and Adam moments alike, and the
+  weights exported with to-hf equal transformers' byte for byte; without --flavor, and loaded by
+  training unconverted, it is refused with exit 2 naming the fix.
 
 Usage: python3 tests/integration/test_qwen3.py --titan build/titan
 """
@@ -143,10 +146,74 @@ def main() -> int:
               killed and outs[0][0] == 0 and "Resuming training from step 5" in outs[0][1] + outs[0][2] and same,
               (outs[0][2])[-400:])
 
-    r = subprocess.run([titan, "convert", "from-dcp", tmp, os.path.join(tmp, "from_dcp", "step-1"), "--model", "qwen3"],
-                       capture_output=True, text=True, timeout=60)
-    check("convert from-dcp --model qwen3: exit 2, not built yet", r.returncode == 2 and "not built yet" in r.stderr,
-          r.stderr[-300:])
+    # torchtitan's Qwen3 checkpoint (DCP): its wq/wk rows and q/k norm weights in Hugging Face's
+    # order, which convert from-dcp --flavor reorders head by head (weights and Adam moments alike).
+    import torch
+    import torch.distributed.checkpoint as dcp
+    import transformers
+    from safetensors.torch import load_file
+    torch.manual_seed(3)
+    config = transformers.Qwen3Config(hidden_size=256, intermediate_size=3072, num_hidden_layers=8,
+                                      num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=2048,
+                                      rms_norm_eps=1e-6, rope_theta=1000000.0, max_position_embeddings=4096,
+                                      tie_word_embeddings=True)
+    hf_model = transformers.Qwen3ForCausalLM(config)
+    with torch.no_grad():
+        for name, p in hf_model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+    hf = os.path.join(tmp, "tt_qwen3_hf")
+    hf_model.save_pretrained(hf, safe_serialization=True)
+    ours = {"embed_tokens": "tok_embeddings", "self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
+            "self_attn.v_proj": "attention.wv", "self_attn.o_proj": "attention.wo", "self_attn.q_norm": "attention.q_norm",
+            "self_attn.k_norm": "attention.k_norm", "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
+            "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm",
+            "post_attention_layernorm": "ffn_norm"}
+    sd = {}
+    for name, t in hf_model.state_dict().items():
+        fqn = name.removeprefix("model.").replace("lm_head", "output")
+        for a, b in ours.items():
+            fqn = fqn.replace(a, b)
+        sd[fqn] = t.detach().clone()  # torchtitan's tied model lists output.weight too
+    optim = {}
+    for fqn, t in sd.items():
+        optim[f"state.{fqn}.exp_avg"] = t * 0.5
+        optim[f"state.{fqn}.exp_avg_sq"] = t * t
+        optim[f"state.{fqn}.step"] = torch.tensor(5.0)
+        optim[f"param_groups.{fqn}.lr"] = 8e-4
+    state = dict(sd, optimizer=optim, lr_scheduler={"last_epoch": 5, "base_lrs": [8e-4], "_step_count": 6},
+                 train_state={"step": 5, "ntokens_seen": 5 * 8 * 64}, dataloader={"dp_rank_0": b"torchtitan's position"})
+    tt = os.path.join(tmp, "tt_qwen3", "checkpoint", "step-5")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save(state, checkpoint_id=tt)
+    conv = os.path.join(tmp, "tt_qwen3_converted", "step-5")
+    r = subprocess.run([titan, "convert", "from-dcp", tt, conv, "--model", "qwen3", "--flavor", "debugmodel"],
+                       capture_output=True, text=True, timeout=120)
+    check("torchtitan's Qwen3 checkpoint converts (convert from-dcp --model qwen3 --flavor debugmodel)",
+          r.returncode == 0, r.stderr[-400:])
+    if r.returncode == 0:
+        back = load_file(os.path.join(conv, "rank-00000.safetensors"))
+        moments = [k for k in back if k.endswith(".exp_avg")]
+        same = len(moments) == len(sd) - 1 and all(
+            torch.equal(back[k], back["model." + k[len("optimizer."):-len(".exp_avg")]] * 0.5) for k in moments)
+        check(f"its Adam moments are reordered as its weights ({len(moments)} exp_avg tensors = weight * 0.5)", same)
+        out = os.path.join(tmp, "tt_qwen3_back")
+        r = subprocess.run([titan, "convert", "to-hf", conv, out], capture_output=True, text=True, timeout=120)
+        want = load_file(os.path.join(hf, "model.safetensors"))
+        got = load_file(os.path.join(out, "model.safetensors")) if r.returncode == 0 else {}
+        check(f"its weights back in Hugging Face's layout equal transformers' byte for byte ({len(want)} tensors)",
+              got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want),
+              r.stderr[-300:] + str(sorted(set(got) ^ set(want)))[:200])
+    r = subprocess.run([titan, "convert", "from-dcp", tt, os.path.join(tmp, "tt_qwen3_noflavor", "step-5"), "--model",
+                        "qwen3"], capture_output=True, text=True, timeout=60)
+    check("convert from-dcp --model qwen3 without --flavor: exit 2 asking for it",
+          r.returncode == 2 and "--flavor" in r.stderr, r.stderr[-300:])
+    outs = launch_into(titan, 1, BASE + ["--training.local_batch_size", "8", "--checkpoint.enable",
+                                         "--checkpoint.initial_load_path", tt], os.path.join(tmp, "tt_direct"))
+    check("training from torchtitan's Qwen3 checkpoint unconverted: exit 2 naming titan convert from-dcp",
+          outs[0][0] == 2 and "titan convert from-dcp" in outs[0][2], outs[0][2][-300:])
     return checks.summary()
 
 

@@ -77,7 +77,9 @@ struct ModelSpec {
   // config.json's "model_type" values this family reads ("llama").
   std::vector<std::string> hf_model_types;
   // Whether torchtitan's checkpoints (DCP) hold the tensors in titan.cpp's layout, so that
-  // they load and convert as they are.
+  // they load and convert as they are. When not (torchtitan keeps the RoPE'd rows in Hugging
+  // Face's order), `titan convert from-dcp --flavor` reorders them with hf_adapter, and training
+  // refuses to read one unconverted.
   bool reads_torchtitan_checkpoints = true;
 };
 

@@ -135,17 +135,27 @@ void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir,
 void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_dir, const std::string& model_name,
                       const std::string& flavor, const Progress& progress, bool replace) {
   const models::ModelSpec& spec = models::model_spec(model_name);
-  if (!spec.reads_torchtitan_checkpoints)
-    throw Error("converting torchtitan's " + spec.name + " checkpoints is not built yet (torchtitan stores its wq and wk "
-                "rows in another order than titan.cpp)",
-                "convert the model's Hugging Face weights instead (titan convert from-hf)");
+  // A family whose RoPE'd rows torchtitan keeps in Hugging Face's order (Qwen3): they are
+  // reordered as from Hugging Face, which needs the flavor's heads.
+  const bool reorder = !spec.reads_torchtitan_checkpoints;
+  if (reorder && flavor.empty())
+    throw Error("converting torchtitan's " + spec.name + " checkpoint " + dcp_dir + " needs its flavor: torchtitan "
+                "keeps the wq and wk rows (and the q/k norm weights) of each head in another order, which titan.cpp "
+                "reorders head by head",
+                "add --flavor NAME (the model.flavor the checkpoint was trained with: " + [&] {
+                  std::string names;
+                  for (const auto& n : spec.flavor_names()) names += (names.empty() ? "" : ", ") + n;
+                  return names;
+                }() + ")");
   components::DcpReader dcp(dcp_dir);
   nlohmann::json model = {{"name", spec.name}, {"flavor", flavor.empty() ? "torchtitan checkpoint" : flavor}};
   std::vector<std::string> fqns;
+  std::unique_ptr<models::StateDictAdapter> adapter;
   if (!flavor.empty()) {
     const auto args = spec.flavor(flavor);
     model["args"] = args->to_json();
     fqns = parameter_fqns(*args);
+    if (reorder) adapter = spec.hf_adapter(*args);
   } else {
     for (const auto& k : dcp.keys())
       if (k.find('.') != std::string::npos && k.rfind("optimizer.", 0) != 0 && k.rfind("lr_scheduler.", 0) != 0 &&
@@ -153,19 +163,28 @@ void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_di
         fqns.push_back(k);
   }
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  auto take = [&](const std::string& key) {
+  // `fqn`'s tensor under `key`: a weight or an Adam moment (elementwise, so reordered as the
+  // weight is); the step count as it is.
+  auto take = [&](const std::string& key, const std::string& fqn) {
     const auto shape = dcp.global_shape(key);
     at::Tensor t = at::empty(shape, dcp.dtype(key));
     dcp.read_into(key, {std::vector<int64_t>(shape.size(), 0), shape}, t);
+    const bool step = key.size() > 5 && key.compare(key.size() - 5, 5, ".step") == 0;
+    if (adapter && !step) {
+      if (adapter->from_hf(fqn, t.to(at::kFloat)).sizes() != t.sizes())
+        throw Error(dcp_dir + ": " + key + " has shape " + c10::str(t.sizes()) + ", not that of flavor " + flavor,
+                    "name the flavor the checkpoint was trained with (--flavor)");
+      t = adapter->from_hf(fqn, t).contiguous();
+    }
     tensors.emplace_back(key, t);
   };
   const bool full = dcp.holds_full_state();
   for (const auto& fqn : fqns) {
     if (!dcp.has("model." + fqn)) throw Error(dcp_dir + " holds no " + fqn, "convert a checkpoint of this model");
-    take("model." + fqn);
+    take("model." + fqn, fqn);
     if (full)
       for (const char* s : {".exp_avg", ".exp_avg_sq", ".step"})
-        if (dcp.has("optimizer." + fqn + s)) take("optimizer." + fqn + s);
+        if (dcp.has("optimizer." + fqn + s)) take("optimizer." + fqn + s, fqn);
     if (progress) progress(&fqn - fqns.data() + 1, fqns.size());
   }
   components::write_checkpoint(out_step_dir, dcp.step(), tensors, model, full ? dcp.scalars() : nlohmann::json::object(),

@@ -571,11 +571,11 @@ LoadResult Checkpointer::load(StateDict& state) {
     const auto start = std::chrono::steady_clock::now();
     std::unique_ptr<StateReader> reader = open_state_reader(dir.string());
     if (!ctx_.reads_torchtitan_checkpoints && dynamic_cast<DcpReader*>(reader.get()))
-      throw Error(dir.string() + " is a torchtitan checkpoint (DCP), and reading one for model " +
-                      ctx_.model.value("name", std::string("?")) + " is not built yet (torchtitan stores its wq and wk "
-                      "rows in another order)",
-                  "start from the model's Hugging Face weights instead (checkpoint.initial_load_in_hf, or titan "
-                  "convert from-hf)");
+      throw Error(dir.string() + " is a torchtitan checkpoint (DCP) of model " + ctx_.model.value("name", std::string("?")) +
+                      ", which keeps the wq and wk rows of each head in another order than titan.cpp",
+                  "convert it first, which reorders them: titan convert from-dcp " + dir.string() + " OUT_STEP_FOLDER "
+                  "--model " + ctx_.model.value("name", std::string("?")) + " --flavor " +
+                      ctx_.model.value("flavor", std::string("FLAVOR")) + "; then load OUT_STEP_FOLDER");
     if (!reader->holds_full_state()) model_only = true;
     r.loaded = true;
     r.path = dir.string();
