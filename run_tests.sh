@@ -11,8 +11,8 @@ cd "$(dirname "$0")"
 ./scripts/setup.sh
 # Python packages the tests read our output with (the test suite only; training needs none).
 PYTHON=${PYTHON:-python3}
-TEST_PACKAGES=(tensorboard matplotlib tiktoken tokenizers zstandard transformers safetensors)
-if ! "$PYTHON" -c 'import tensorboard, matplotlib, tiktoken, tokenizers, zstandard, transformers, safetensors' 2>/dev/null; then
+TEST_PACKAGES=(tensorboard matplotlib tiktoken tokenizers zstandard transformers safetensors torchao)
+if ! "$PYTHON" -c 'import tensorboard, matplotlib, tiktoken, tokenizers, zstandard, transformers, safetensors, torchao' 2>/dev/null; then
   echo "[tests] installing ${TEST_PACKAGES[*]} (test-only)"
   "$PYTHON" -m pip install -q "${TEST_PACKAGES[@]}" 2>/dev/null ||
     "$PYTHON" -m pip install -q --break-system-packages "${TEST_PACKAGES[@]}"

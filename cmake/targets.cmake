@@ -8,6 +8,7 @@ set(TITAN_SOURCES
   titan/common/counter_rng.cpp
   titan/common/log.cpp
   titan/kernels/attention_cpu.cpp
+  titan/kernels/float8.cpp
   titan/kernels/fused_ops.cpp
   titan/kernels/linear_cross_entropy.cpp
   titan/kernels/ops.cpp
@@ -142,12 +143,18 @@ gtest_discover_tests(titan_tests DISCOVERY_TIMEOUT 120 PROPERTIES LABELS unit EN
 add_executable(parity_dump tests/parity/parity_dump.cpp)
 target_link_libraries(parity_dump PRIVATE titan_lib)
 
+# Writes the C++ side of the float8 check against torchao.
+add_executable(float8_dump tests/parity/float8_dump.cpp)
+target_link_libraries(float8_dump PRIVATE titan_lib)
+
 add_executable(bench_train_step bench/bench_train_step.cpp)
 target_link_libraries(bench_train_step PRIVATE titan_lib)
 
 # Python-driven tests: parity against PyTorch and the command line. Exit 77 = skipped.
 add_test(NAME parity.model COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_model_parity.py
          --dump-bin $<TARGET_FILE:parity_dump>)
+add_test(NAME parity.float8 COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_float8_parity.py
+         --dump-bin $<TARGET_FILE:float8_dump>)
 add_test(NAME parity.reference_selfcheck COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_ref_selfcheck.py)
 add_test(NAME parity.training COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_training_parity.py
          --titan $<TARGET_FILE:titan>)
@@ -155,7 +162,7 @@ add_test(NAME integration.cli COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOUR
          --titan $<TARGET_FILE:titan> --shared ${CMAKE_CURRENT_SOURCE_DIR}/../shared)
 add_test(NAME parity.tokenizer COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_tokenizer_parity.py
          --titan $<TARGET_FILE:titan>)
-set_tests_properties(parity.model parity.reference_selfcheck parity.training parity.tokenizer integration.cli PROPERTIES
+set_tests_properties(parity.model parity.float8 parity.reference_selfcheck parity.training parity.tokenizer integration.cli PROPERTIES
                      SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1")
 add_test(NAME integration.distributed COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_distributed.py
          --titan $<TARGET_FILE:titan>)
@@ -208,6 +215,12 @@ set_tests_properties(integration.hf PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT "
 add_test(NAME integration.qwen3 COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_qwen3.py
          --titan $<TARGET_FILE:titan>)
 set_tests_properties(integration.qwen3 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 600)
+
+# Float8 training: each recipe against high precision, layouts against one process with the same
+# forwards, exact resume, what is refused.
+add_test(NAME integration.float8 COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_float8.py
+         --titan $<TARGET_FILE:titan>)
+set_tests_properties(integration.float8 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 600)
 
 # titan generate against transformers' generate (greedy ids, padded batches), the KV cache
 # against rerunning the prefix, seeds, checkpoints of any layout, bad input.

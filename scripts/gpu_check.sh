@@ -183,6 +183,24 @@ else
   result FAIL "bf16 curve on the GPU vs float32 on the CPU" "rc $rc$(grep -q 'CUDA capacity' "$LOG/gpu_bf16.log" || echo ', not on the GPU')$([ -s "$LOG/cpu_fp32.steps" ] || echo ', no CPU curve'): $(grep -m1 -iE 'error' "$LOG/gpu_bf16.log" | cut -c1-300)"
 fi
 
+# ---- 2b. float8 (at::_scaled_mm) against its float32 emulation and against bf16, tensorwise and rowwise --
+for recipe in tensorwise rowwise; do
+  train "gpu_f8_$recipe" 150 "${SMALL[@]}" --training.mixed_precision_param bfloat16 --model.converters float8 \
+    --quantize.linear.float8.recipe_name "$recipe"; rc1=$?
+  train "gpu_f8_${recipe}_emulated" 150 "${SMALL[@]}" --training.mixed_precision_param bfloat16 --model.converters float8 \
+    --quantize.linear.float8.recipe_name "$recipe" --quantize.linear.float8.emulate; rc2=$?
+  if [ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ] && grep -q 'float8 GEMMs (at::_scaled_mm)' "$LOG/gpu_f8_$recipe.log" && [ -f "$LOG/gpu_bf16/metrics.jsonl" ]; then
+    steps_of "$LOG/gpu_f8_$recipe/metrics.jsonl" > "$LOG/gpu_f8_$recipe.steps"
+    steps_of "$LOG/gpu_f8_${recipe}_emulated/metrics.jsonl" > "$LOG/gpu_f8_${recipe}_emulated.steps"
+    if d=$(compare "$LOG/gpu_f8_$recipe.steps" "$LOG/gpu_f8_${recipe}_emulated.steps" 1e-2) &&
+       d2=$(compare "$LOG/gpu_f8_$recipe.steps" "$LOG/gpu_bf16.steps" 3e-2); then
+      result PASS "float8 $recipe on the GPU vs its emulation and vs bf16" "$d; vs bf16: $d2"
+    else result FAIL "float8 $recipe on the GPU vs its emulation and vs bf16" "$d ${d2:-}"; fi
+  else
+    result FAIL "float8 $recipe on the GPU vs its emulation and vs bf16" "rc $rc1 / $rc2: $(grep -m1 -iE 'error|Float8 training' "$LOG/gpu_f8_$recipe.log" | cut -c1-300)"
+  fi
+done
+
 # ---- 3. checkpoint on the GPU: pinned asynchronous save at step 5, resumed: steps 6-10 bit for bit --
 CK=("${SMALL[@]}" --training.steps 10 --metrics.log_freq 1 --debug.deterministic --checkpoint.enable
     --checkpoint.interval 5 --checkpoint.async_mode async_with_pinned_mem)

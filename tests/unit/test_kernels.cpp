@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "titan/kernels/cpu/fused_cpu.h"
+#include "titan/kernels/float8.h"
 #include "titan/kernels/fused_ops.h"
 #include "titan/kernels/linear_cross_entropy.h"
 #include "titan/kernels/ops.h"
@@ -343,4 +344,66 @@ TEST(Gpu, FusedKernelsMatchTheirReferencesOnCuda) {
   expect_close(lf, lr, at::kFloat, "cross entropy");
   expect_close(hf.grad(), hr.grad(), at::kFloat, "cross entropy dh");
   expect_close(wf.grad(), wr.grad(), at::kFloat, "cross entropy dw");
+}
+
+// ---- float8 (kernels/float8.h; parity.float8 compares whole layers with torchao) ----------------
+
+TEST(Float8, CastScalesFromTheAbsoluteMaximumAndSaturates) {
+  using titan::kernels::to_float8;
+  const at::Tensor x = at::tensor({1.0f, -2.0f, 0.5f, 0.0f});
+  auto t = to_float8(x, at::kFloat8_e4m3fn, std::nullopt, false);
+  EXPECT_FLOAT_EQ(t.scale.item<float>(), 448.0f / 2.0f);  // float8_max / amax
+  EXPECT_EQ(t.data.scalar_type(), at::kFloat8_e4m3fn);
+  EXPECT_FLOAT_EQ(t.data.to(at::kFloat)[1].item<float>(), -448.0f);
+  // e5m2's range; a zero tensor takes the 1e-12 floor, not a division by zero.
+  EXPECT_FLOAT_EQ(to_float8(x, at::kFloat8_e5m2, std::nullopt, false).scale.item<float>(), 57344.0f / 2.0f);
+  const auto zero = to_float8(at::zeros({3}), at::kFloat8_e4m3fn, std::nullopt, false);
+  EXPECT_TRUE(std::isfinite(zero.scale.item<float>()));
+  EXPECT_EQ(zero.data.to(at::kFloat).abs().sum().item<float>(), 0.0f);
+  // Rowwise: one scale per row, rounded down to a power of 2.
+  const at::Tensor m = at::tensor({1.0f, 3.0f, -10.0f, 2.0f}).view({2, 2});
+  const auto rows = to_float8(m, at::kFloat8_e4m3fn, int64_t{-1}, true);
+  ASSERT_EQ(rows.scale.sizes(), at::IntArrayRef({2, 1}));
+  EXPECT_FLOAT_EQ(rows.scale[0][0].item<float>(), 128.0f);  // 448 / 3 = 149.3 -> 128
+  EXPECT_FLOAT_EQ(rows.scale[1][0].item<float>(), 32.0f);   // 448 / 10 = 44.8 -> 32
+}
+
+TEST(Float8, LinearIsCloseToTheHighPrecisionOneAndDifferentiable) {
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({4, 5, 32}).requires_grad_(true), w = (at::randn({16, 32}) * 0.1).requires_grad_(true);
+  for (auto recipe : {titan::kernels::Float8Recipe::kTensorwise, titan::kernels::Float8Recipe::kRowwise,
+                      titan::kernels::Float8Recipe::kRowwiseWithGwHp}) {
+    titan::kernels::Float8Config config;
+    config.recipe = recipe;
+    config.emulate = true;
+    const at::Tensor out = titan::kernels::float8_linear(x, w, config);
+    const at::Tensor ref = at::linear(x, w);
+    ASSERT_EQ(out.sizes(), ref.sizes());
+    const double rel = ((out - ref).norm() / ref.norm()).item<double>();
+    EXPECT_LT(rel, 0.1) << titan::kernels::float8_recipe_name(recipe);  // e4m3 keeps 3 mantissa bits
+    EXPECT_GT(rel, 0.0) << "float8 must round";
+    auto grads = torch::autograd::grad({out.sum()}, {x, w});
+    auto refs = torch::autograd::grad({ref.sum()}, {x, w});
+    for (size_t i = 0; i < 2; ++i)
+      EXPECT_LT(((grads[i] - refs[i]).norm() / refs[i].norm()).item<double>(), 0.1);
+  }
+}
+
+TEST(Float8, LayerFiltersFollowTorchtitan) {
+  using titan::kernels::float8_skip_reason;
+  using titan::kernels::Float8Recipe;
+  const std::vector<std::string> none, output{"output"}, small{"auto_filter_small_kn"};
+  EXPECT_EQ(float8_skip_reason("layers.0.attention.wq", 256, 256, none, Float8Recipe::kTensorwise), "");
+  EXPECT_NE(float8_skip_reason("layers.0.attention.wq", 250, 256, none, Float8Recipe::kTensorwise).find("16"),
+            std::string::npos);
+  EXPECT_NE(float8_skip_reason("output", 2048, 256, output, Float8Recipe::kTensorwise), "");
+  // tensorwise: skip K <= 4096 and N <= 1024
+  EXPECT_NE(float8_skip_reason("w", 1024, 4096, small, Float8Recipe::kTensorwise), "");
+  EXPECT_EQ(float8_skip_reason("w", 1040, 4096, small, Float8Recipe::kTensorwise), "");
+  EXPECT_EQ(float8_skip_reason("w", 1024, 4112, small, Float8Recipe::kTensorwise), "");
+  // rowwise: skip N <= 2048, K <= 1024, or N <= 4096 and K <= 2048
+  EXPECT_NE(float8_skip_reason("w", 2048, 8192, small, Float8Recipe::kRowwise), "");
+  EXPECT_NE(float8_skip_reason("w", 8192, 1024, small, Float8Recipe::kRowwise), "");
+  EXPECT_NE(float8_skip_reason("w", 4096, 2048, small, Float8Recipe::kRowwise), "");
+  EXPECT_EQ(float8_skip_reason("w", 4096, 2064, small, Float8Recipe::kRowwise), "");
 }

@@ -42,6 +42,11 @@ struct ParallelizeOptions {
   bool loss_parallel = true;                    // !parallelism.disable_loss_parallel
   std::string fsdp_reshard_after_forward = "default";
   bool fsdp_sync_every_microbatch = false;
+  // model.converters has float8: [quantize.linear.float8]'s recipe_name, filter_fqns, emulate.
+  bool float8 = false;
+  std::string float8_recipe = "tensorwise";
+  std::vector<std::string> float8_filter_fqns;
+  bool float8_emulate = false;
 };
 
 // What a layout is checked against before anything is built.

@@ -158,6 +158,12 @@ distributed::ParallelDims::Degrees parallel_degrees(const config::JobConfig& cfg
   return d;
 }
 
+bool float8_enabled(const config::JobConfig& cfg) {
+  for (const auto& c : cfg.get_list("model.converters"))
+    if (c == "float8" || c == "quantize.linear.float8") return true;
+  return false;
+}
+
 models::ParallelizeOptions parallelize_options(const config::JobConfig& cfg) {
   models::ParallelizeOptions o;
   o.compile = cfg.get_bool("compile.enable");
@@ -167,6 +173,10 @@ models::ParallelizeOptions parallelize_options(const config::JobConfig& cfg) {
   o.loss_parallel = !cfg.get_bool("parallelism.disable_loss_parallel");
   o.fsdp_reshard_after_forward = cfg.get_string("parallelism.fsdp_reshard_after_forward");
   o.fsdp_sync_every_microbatch = cfg.get_bool("parallelism.fsdp_sync_every_microbatch");
+  o.float8 = float8_enabled(cfg);
+  o.float8_recipe = cfg.get_opt_string("quantize.linear.float8.recipe_name").value_or("tensorwise");
+  o.float8_filter_fqns = cfg.get_list("quantize.linear.float8.filter_fqns");
+  o.float8_emulate = cfg.get_bool("quantize.linear.float8.emulate");
   return o;
 }
 

@@ -76,6 +76,8 @@ void write_config_if_asked(const config::JobConfig& cfg);
 
 distributed::ParallelDims::Degrees parallel_degrees(const config::JobConfig& cfg);
 models::ParallelizeOptions parallelize_options(const config::JobConfig& cfg);
+// Whether model.converters turns float8 training on ("float8" or "quantize.linear.float8").
+bool float8_enabled(const config::JobConfig& cfg);
 models::PlanCheck plan_check(const config::JobConfig& cfg);
 // The model's arguments as a run asks for them: model.name's flavor, with training.seq_len,
 // model.vocab_size and model.n_layers applied.

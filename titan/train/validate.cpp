@@ -6,6 +6,7 @@
 #include "titan/common/error.h"
 #include "titan/components/optim/lr_scheduler.h"
 #include "titan/components/optim/optimizer.h"
+#include "titan/kernels/float8.h"
 #include "titan/models/registry.h"
 #include "titan/train/options.h"
 
@@ -118,7 +119,42 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   // nothing to pin. Either value is accepted.
   need_false("activation_checkpoint.early_stop", "early stop of recomputation");
   need_false("activation_checkpoint.debug", "activation-checkpoint debug mode");
-  need_default("model.converters", "model converters (e.g. float8)");
+  bool float8 = false;
+  for (const auto& c : cfg.get_list("model.converters")) {
+    if (c == "float8" || c == "quantize.linear.float8") {
+      float8 = true;
+    } else if (c == "quantize.linear.mx" || c == "mx") {
+      out.push_back("model.converters holds \"" + c + "\": MX (mxfp8) training is not supported yet");
+    } else {
+      out.push_back("model.converters holds \"" + c + "\", which is not a converter titan.cpp knows (\"float8\" or "
+                    "\"quantize.linear.float8\", and \"quantize.linear.mx\")");
+    }
+  }
+  for (const char* key : {"quantize.grouped_mm.float8.fqns", "quantize.grouped_mm.mx.fqns"})
+    need_default(key, "float8 and MX grouped GEMMs (for mixture-of-experts layers)");
+  if (float8) {
+    need_false("quantize.linear.float8.enable_fsdp_float8_all_gather",
+               "the FSDP all-gather in float8 (float8 training gathers the weights in the training dtype)");
+    need_false("quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp",
+               "precomputed float8 scales for the FSDP all-gather");
+    if (cfg.get_int("parallelism.tensor_parallel_degree") > 1)
+      out.push_back("model.converters = [\"float8\"] with parallelism.tensor_parallel_degree = " +
+                    std::to_string(cfg.get_int("parallelism.tensor_parallel_degree")) +
+                    ": float8 with tensor parallelism is not supported yet");
+    if (cfg.get_string("activation_checkpoint.mode") == "selective" &&
+        cfg.get_string("activation_checkpoint.selective_ac_option") == "op")
+      out.push_back("model.converters = [\"float8\"] with op-level selective activation checkpointing is not "
+                    "supported yet (use activation_checkpoint.mode = \"full\" or a layer-level selective_ac_option)");
+    const auto recipe = cfg.get_opt_string("quantize.linear.float8.recipe_name").value_or("tensorwise");
+    if (!kernels::float8_recipe(recipe))
+      out.push_back("quantize.linear.float8.recipe_name = \"" + recipe + "\" is not a float8 recipe (use \"tensorwise\", "
+                    "\"rowwise\" or \"rowwise_with_gw_hp\"; unset: tensorwise)");
+    const auto& filters = cfg.get_list("quantize.linear.float8.filter_fqns");
+    if (recipe == "rowwise_with_gw_hp" &&
+        std::find(filters.begin(), filters.end(), "auto_filter_small_kn") != filters.end())
+      out.push_back("quantize.linear.float8.filter_fqns holds \"auto_filter_small_kn\" with recipe_name = "
+                    "\"rowwise_with_gw_hp\": that filter has no thresholds for this recipe (as in torchtitan)");
+  }
   need_default("job.custom_config_module", "custom config modules");
   need_default("experimental.custom_import", "custom imports");
   need_default("experimental.custom_args_module", "custom argument modules");

@@ -137,6 +137,8 @@ int device_count();
 void set_current_device(int index);
 std::string device_name(int index);
 double total_memory_gib(int index);
+// The device's compute capability {major, minor}.
+std::pair<int, int> compute_capability(int index);
 MemoryStats memory_stats_and_reset(int index, double total_gib);
 int64_t active_bytes(int index);  // the caching allocator's bytes in use now
 // The caching allocator's peaks of active and of reserved bytes since the last reset, then resets them.

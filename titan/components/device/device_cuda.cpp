@@ -69,6 +69,11 @@ std::string device_name(int index) {
   return at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index))->name;
 }
 
+std::pair<int, int> compute_capability(int index) {
+  const auto* prop = at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index));
+  return {prop->major, prop->minor};
+}
+
 double total_memory_gib(int index) {
   const auto* prop = at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index));
   return static_cast<double>(prop->totalGlobalMem) / (1024.0 * 1024.0 * 1024.0);

@@ -16,6 +16,7 @@ bool available() { return false; }
 int device_count() { return 0; }
 void set_current_device(int) {}
 std::string device_name(int) { return "none"; }
+std::pair<int, int> compute_capability(int) { return {0, 0}; }
 double total_memory_gib(int) { return 0; }
 MemoryStats memory_stats_and_reset(int, double) { return {}; }
 int64_t active_bytes(int) { return 0; }

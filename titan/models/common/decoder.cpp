@@ -12,7 +12,11 @@
 
 namespace titan::models::common {
 
-at::Tensor Linear::forward(const at::Tensor& x) const { return style ? style(x, weight) : kernels::linear(x, weight); }
+at::Tensor Linear::forward(const at::Tensor& x) const {
+  if (style) return style(x, weight);
+  if (float8) return kernels::float8_linear(kernels::autocast_matmul_input(x), kernels::autocast_matmul_input(weight), *float8);
+  return kernels::linear(x, weight);
+}
 
 at::Tensor Embedding::forward(const at::Tensor& tokens) const {
   return style ? style(tokens, weight) : at::embedding(weight, tokens);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "titan/common/module.h"
+#include "titan/kernels/float8.h"
 #include "titan/models/model.h"
 
 namespace titan::models::common {
@@ -53,6 +54,8 @@ int64_t block_params(const DecoderArgs& a);
 struct Linear {
   at::Tensor weight;  // (out_features, in_features)
   LinearStyle style;  // set by parallelize (tensor parallelism); unset: x W^T
+  // Set by a float8 conversion (model.converters): the three GEMMs in float8.
+  std::shared_ptr<const kernels::Float8Config> float8;
   at::Tensor forward(const at::Tensor& x) const;  // (..., in) -> (..., out)
 };
 

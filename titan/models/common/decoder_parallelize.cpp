@@ -7,6 +7,7 @@
 #include "titan/components/device/device.h"
 #include "titan/distributed/activation_checkpoint.h"
 #include "titan/distributed/tensor_parallel.h"
+#include "titan/kernels/float8.h"
 
 namespace titan::models::common {
 
@@ -40,6 +41,71 @@ void apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool l
     block.feed_forward.w2.style = distributed::tp::rowwise_linear(tp);
   }
   model.set_head_loss_style(distributed::tp::vocab_parallel_head_loss(tp, first, loss_parallel));
+}
+
+// model.converters = ["float8"]: every linear layer of the blocks that torchtitan's filters take
+// runs its GEMMs in float8 (kernels/float8.h); the log lists what was converted and what not.
+std::vector<std::string> apply_float8(Decoder& model, const ParallelizeOptions& o, at::Device device) {
+  if (!o.float8) return {};
+  const auto recipe = kernels::float8_recipe(o.float8_recipe);
+  if (!recipe)
+    throw Error("quantize.linear.float8.recipe_name = \"" + o.float8_recipe + "\" is not a float8 recipe",
+                "use \"tensorwise\", \"rowwise\" or \"rowwise_with_gw_hp\" (unset: tensorwise)");
+  std::string where;
+  bool emulate = o.float8_emulate;
+  if (!device.is_cuda()) {
+    emulate = true;
+    where = "emulated in float32: the CPU has no float8 GEMMs";
+  } else {
+    const auto [major, minor] = components::cuda::compute_capability(device.index());
+    if (major * 10 + minor < 89 && !emulate)
+      throw Error("float8 training needs a GPU of compute capability 8.9 or newer (H100, L4, ...); " +
+                      components::cuda::device_name(device.index()) + " has " + std::to_string(major) + "." +
+                      std::to_string(minor),
+                  "remove \"float8\" from model.converters, or set quantize.linear.float8.emulate = true (the float8 "
+                  "numbers, computed in float32)");
+    where = emulate ? "emulated in float32 (quantize.linear.float8.emulate)" : "float8 GEMMs (at::_scaled_mm)";
+  }
+  auto config = std::make_shared<kernels::Float8Config>();
+  config->recipe = *recipe;
+  config->emulate = emulate;
+  int converted = 0;
+  std::map<std::string, std::vector<std::string>> skipped;  // reason -> layers
+  for (auto& block : model.layers()) {
+    const std::string prefix = "layers." + std::to_string(block.layer_id) + ".";
+    std::pair<const char*, Linear*> linears[] = {
+        {"attention.wq", &block.attention.wq}, {"attention.wk", &block.attention.wk},
+        {"attention.wv", &block.attention.wv}, {"attention.wo", &block.attention.wo},
+        {"feed_forward.w1", &block.feed_forward.w1}, {"feed_forward.w2", &block.feed_forward.w2},
+        {"feed_forward.w3", &block.feed_forward.w3}};
+    for (auto& [name, linear] : linears) {
+      const std::string fqn = prefix + name;
+      const std::string why = kernels::float8_skip_reason(fqn, linear->weight.size(0), linear->weight.size(1),
+                                                          o.float8_filter_fqns, *recipe);
+      if (why.empty()) {
+        linear->float8 = config;
+        ++converted;
+      } else {
+        skipped[why].push_back(fqn);
+      }
+    }
+  }
+  // The output head runs fused with the loss (compile "loss") or as one matmul with it: kept in
+  // high precision, as every torchtitan preset keeps it (filter_fqns = ["output"]).
+  const std::string head_why = kernels::float8_skip_reason("output", model.decoder_args().vocab_size,
+                                                           model.decoder_args().dim, o.float8_filter_fqns, *recipe);
+  skipped[head_why.empty() ? "titan.cpp keeps the output head, which runs with the loss, in high precision" : head_why]
+      .push_back("output");
+  std::vector<std::string> lines;
+  lines.push_back("Float8 training active with recipe " + std::string(kernels::float8_recipe_name(*recipe)) + " (" +
+                  where + "): " + std::to_string(converted) + " linear layers converted");
+  for (const auto& [why, layers] : skipped) {
+    std::string list;
+    for (size_t i = 0; i < layers.size() && i < 4; ++i) list += (i ? ", " : "") + layers[i];
+    if (layers.size() > 4) list += " and " + std::to_string(layers.size() - 4) + " more";
+    lines.push_back("Float8: kept in high precision (" + why + "): " + list);
+  }
+  return lines;
 }
 
 std::string apply_compile(Decoder& model, const ParallelizeOptions& o) {
@@ -136,6 +202,7 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
   auto note = [&](const std::string& line) {
     if (!line.empty()) plan.applied.push_back(line);
   };
+  for (const auto& line : apply_float8(model, options, device)) note(line);
   const bool loss_parallel = options.loss_parallel;
   if (dims.tp > 1) {
     apply_tensor_parallel(model, mesh, loss_parallel);

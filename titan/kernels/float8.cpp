@@ -1,0 +1,149 @@
+#include "titan/kernels/float8.h"
+
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <limits>
+
+namespace titan::kernels {
+
+namespace {
+
+constexpr double kEps = 1e-12;
+
+double float8_max(at::ScalarType dtype) { return dtype == at::kFloat8_e4m3fn ? 448.0 : 57344.0; }
+
+// One GEMM a (M,K) @ b (K,N) of float8 operands, the result in `out_dtype`.
+at::Tensor scaled_mm(const Float8Tensor& a, const Float8Tensor& b, at::ScalarType out_dtype, bool emulate,
+                     bool fast_accum) {
+  if (emulate)
+    return at::mm(a.data.to(at::kFloat) / a.scale, b.data.to(at::kFloat) / b.scale).to(out_dtype);
+  // at::_scaled_mm: a row-major, b column-major, the inverse scales; rowwise scales as (M,1) and
+  // (1,N) float32 with a bfloat16 result.
+  const at::Tensor ad = a.data.contiguous(), bd = b.data.t().contiguous().t();
+  at::Tensor sa = a.scale.reciprocal(), sb = b.scale.reciprocal();
+  const bool rowwise = sa.numel() > 1 || sb.numel() > 1;
+  if (rowwise) {  // a mixed pair repeats the tensorwise scale along the axis
+    sa = sa.numel() > 1 ? sa.reshape({-1, 1}) : sa.reshape({1, 1}).expand({ad.size(0), 1}).contiguous();
+    sb = sb.numel() > 1 ? sb.reshape({1, -1}) : sb.reshape({1, 1}).expand({1, bd.size(1)}).contiguous();
+  }
+  const at::ScalarType mm_dtype = rowwise && out_dtype != at::kBFloat16 ? at::kBFloat16 : out_dtype;
+  at::Tensor out = at::_scaled_mm(ad, bd, sa, sb, std::nullopt, std::nullopt, mm_dtype, fast_accum);
+  return out.to(out_dtype);
+}
+
+struct Casts {
+  at::ScalarType input, weight, grad;  // float8 dtypes
+  bool rowwise, pow2;
+};
+
+Casts casts_of(Float8Recipe r) {
+  if (r == Float8Recipe::kTensorwise) return {at::kFloat8_e4m3fn, at::kFloat8_e4m3fn, at::kFloat8_e5m2, false, false};
+  return {at::kFloat8_e4m3fn, at::kFloat8_e4m3fn, at::kFloat8_e4m3fn, true, true};
+}
+
+// The scale axis of an operand: its contraction dim for the rowwise recipes, none for tensorwise.
+std::optional<int64_t> along(bool rowwise, int64_t dim) { return rowwise ? std::optional<int64_t>(dim) : std::nullopt; }
+
+struct Float8LinearFunction : public torch::autograd::Function<Float8LinearFunction> {
+  // x (M,K), w (N,K) -> (M,N)
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
+                            int64_t recipe, bool emulate) {
+    const Casts c = casts_of(static_cast<Float8Recipe>(recipe));
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["recipe"] = recipe;
+    ctx->saved_data["emulate"] = emulate;
+    const Float8Tensor a = to_float8(x, c.input, along(c.rowwise, -1), c.pow2);
+    const Float8Tensor b = to_float8(w.t(), c.weight, along(c.rowwise, 0), c.pow2);
+    return scaled_mm(a, b, x.scalar_type(), emulate, /*fast_accum=*/true);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1];
+    const auto recipe = static_cast<Float8Recipe>(ctx->saved_data["recipe"].toInt());
+    const bool emulate = ctx->saved_data["emulate"].toBool();
+    const Casts c = casts_of(recipe);
+    const at::Tensor go = grads[0].contiguous();  // (M,N)
+    // grad_input = go (M,N) @ w (N,K): go scaled along N; w along N (per column k), or per
+    // tensor with rowwise_with_gw_hp.
+    const Float8Tensor g = to_float8(go, c.grad, along(c.rowwise, -1), c.pow2);
+    const bool w_rowwise = c.rowwise && recipe != Float8Recipe::kRowwiseWithGwHp;
+    Float8Tensor wt = to_float8(w.t(), c.weight, along(w_rowwise, -1), c.pow2);
+    const Float8Tensor wg{wt.data.t(), wt.scale.dim() > 0 ? wt.scale.t() : wt.scale};
+    const at::Tensor grad_x = scaled_mm(g, wg, go.scalar_type(), emulate, /*fast_accum=*/false);
+    // grad_weight = go^T (N,M) @ x (M,K): both scaled along M; in high precision for gw_hp.
+    at::Tensor grad_w;
+    if (recipe == Float8Recipe::kRowwiseWithGwHp) {
+      grad_w = at::mm(go.t(), x.to(go.scalar_type()));
+    } else {
+      const Float8Tensor gt0 = to_float8(go, c.grad, along(c.rowwise, 0), c.pow2);
+      const Float8Tensor gt{gt0.data.t(), gt0.scale.dim() > 0 ? gt0.scale.t() : gt0.scale};
+      const Float8Tensor xs = to_float8(x, c.input, along(c.rowwise, 0), c.pow2);
+      grad_w = scaled_mm(gt, xs, go.scalar_type(), emulate, /*fast_accum=*/false);
+    }
+    return {grad_x, grad_w.to(w.scalar_type()), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+std::optional<Float8Recipe> float8_recipe(std::string_view name) {
+  if (name == "tensorwise") return Float8Recipe::kTensorwise;
+  if (name == "rowwise") return Float8Recipe::kRowwise;
+  if (name == "rowwise_with_gw_hp") return Float8Recipe::kRowwiseWithGwHp;
+  return std::nullopt;
+}
+
+const char* float8_recipe_name(Float8Recipe recipe) {
+  switch (recipe) {
+    case Float8Recipe::kTensorwise: return "tensorwise";
+    case Float8Recipe::kRowwise: return "rowwise";
+    case Float8Recipe::kRowwiseWithGwHp: return "rowwise_with_gw_hp";
+  }
+  return "?";
+}
+
+Float8Tensor to_float8(const at::Tensor& x, at::ScalarType float8_dtype, std::optional<int64_t> dim, bool pow2) {
+  at::NoGradGuard no_grad;
+  const double max = float8_max(float8_dtype);
+  const at::Tensor amax = dim ? x.abs().amax({*dim}, /*keepdim=*/true) : x.abs().max();
+  at::Tensor scale = (max / amax.to(at::kDouble).clamp_min(kEps)).to(at::kFloat);
+  if (pow2) scale = at::exp2(at::floor(at::log2(scale)));
+  at::Tensor data = (x.to(at::kFloat) * scale).clamp(-max, max).to(float8_dtype);
+  return {data, scale};
+}
+
+at::Tensor float8_linear(const at::Tensor& x, const at::Tensor& weight, const Float8Config& config) {
+  const int64_t K = x.size(-1);
+  std::vector<int64_t> out_shape = x.sizes().vec();
+  out_shape.back() = weight.size(0);
+  const at::Tensor out = Float8LinearFunction::apply(x.reshape({-1, K}), weight, static_cast<int64_t>(config.recipe),
+                                                     config.emulate);
+  return out.view(out_shape);
+}
+
+std::string float8_skip_reason(const std::string& fqn, int64_t out_features, int64_t in_features,
+                               const std::vector<std::string>& filter_fqns, Float8Recipe recipe) {
+  bool auto_filter = false;
+  for (const auto& f : filter_fqns) {
+    if (f == "auto_filter_small_kn") {
+      auto_filter = true;
+    } else if (!f.empty() && fqn.find(f) != std::string::npos) {
+      return "filter_fqns has \"" + f + "\"";
+    }
+  }
+  if (out_features % 16 != 0 || in_features % 16 != 0)
+    return "dims " + std::to_string(out_features) + "x" + std::to_string(in_features) + " are not multiples of 16";
+  if (!auto_filter) return "";
+  const int64_t N = out_features, K = in_features;
+  const std::string kn = " (auto_filter_small_kn: K " + std::to_string(K) + ", N " + std::to_string(N) + ")";
+  if (recipe == Float8Recipe::kTensorwise) {
+    if (K <= 4096 && N <= 1024) return "too small for float8 to pay" + kn;
+  } else {
+    if (N <= 2048 || K <= 1024 || (N <= 4096 && K <= 2048)) return "too small for float8 to pay" + kn;
+  }
+  return "";
+}
+
+}  // namespace titan::kernels

@@ -1,0 +1,61 @@
+// Float8 training of linear layers with torchao's Float8Linear numerics (its dynamic scaling):
+// each operand of the three GEMMs (output, input gradient, weight gradient) is scaled from its
+// absolute maximum (per tensor, or per row / column along the contraction for the rowwise
+// recipes), cast to e4m3 or e5m2 with saturation, and multiplied with the scales undone. The
+// master weights and everything else stay in high precision.
+//
+// Where it runs: CUDA with compute capability 8.9 or newer multiplies in float8
+// (at::_scaled_mm); elsewhere, and with `emulate`, the float8 values are dequantized to float32
+// and multiplied there, which gives the same float8 rounding of every operand (torchao's
+// emulation, the reference of the tests).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace titan::kernels {
+
+enum class Float8Recipe {
+  kTensorwise,        // one scale per tensor; e4m3 input and weight, e5m2 output gradient
+  kRowwise,           // scales per row/column along the contraction; e4m3 throughout; power-of-2 scales
+  kRowwiseWithGwHp,   // rowwise, but the weight gradient GEMM in high precision and the weight
+                      // tensorwise in the input gradient GEMM
+};
+
+// "tensorwise", "rowwise", "rowwise_with_gw_hp"; nullopt for anything else.
+std::optional<Float8Recipe> float8_recipe(std::string_view name);
+const char* float8_recipe_name(Float8Recipe recipe);
+
+struct Float8Config {
+  Float8Recipe recipe = Float8Recipe::kTensorwise;
+  // Dequantize and multiply in float32 (any device). The caller sets it where the device has no
+  // float8 GEMMs (the CPU; CUDA below compute capability 8.9 when the user asked to emulate).
+  bool emulate = false;
+};
+
+// A tensor cast to float8: data (float8, x's shape and layout) and the float32 scale that
+// multiplied x (a scalar, or keepdim amax's shape along `dim`).
+struct Float8Tensor {
+  at::Tensor data, scale;
+};
+// torchao's dynamic cast: scale = float8_max / max(amax, 1e-12) (float64, stored float32;
+// rounded down to a power of 2 when `pow2`), data = clamp(x * scale, ±max) in float8.
+// `dim`: the dimension the amax runs along (rowwise scales), or nullopt for one per tensor.
+Float8Tensor to_float8(const at::Tensor& x, at::ScalarType float8_dtype, std::optional<int64_t> dim, bool pow2);
+
+// x (..., in), weight (out, in) -> (..., out) in x's dtype, differentiable in both: the
+// recipe's three GEMMs in float8.
+at::Tensor float8_linear(const at::Tensor& x, const at::Tensor& weight, const Float8Config& config);
+
+// Which linear layers a float8 conversion takes (torchtitan's filters): dims multiples of 16,
+// no entry of `filter_fqns` inside the FQN, and with "auto_filter_small_kn" in the list the
+// recipe's size thresholds (tensorwise: skip K <= 4096 and N <= 1024; rowwise: skip N <= 2048,
+// K <= 1024, or N <= 4096 and K <= 2048). Returns "" to convert, else why not.
+std::string float8_skip_reason(const std::string& fqn, int64_t out_features, int64_t in_features,
+                               const std::vector<std::string>& filter_fqns, Float8Recipe recipe);
+
+}  // namespace titan::kernels
