@@ -1,5 +1,6 @@
 #include "titan/kernels/float8.h"
 
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <limits>
@@ -115,6 +116,8 @@ Float8Tensor to_float8(const at::Tensor& x, at::ScalarType float8_dtype, std::op
 }
 
 at::Tensor float8_linear(const at::Tensor& x, const at::Tensor& weight, const Float8Config& config) {
+  // The emulated GEMMs are float32 by definition: autocast must not lower them.
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const int64_t K = x.size(-1);
   std::vector<int64_t> out_shape = x.sizes().vec();
   out_shape.back() = weight.size(0);

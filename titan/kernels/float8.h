@@ -48,7 +48,8 @@ struct Float8Tensor {
 Float8Tensor to_float8(const at::Tensor& x, at::ScalarType float8_dtype, std::optional<int64_t> dim, bool pow2);
 
 // x (..., in), weight (out, in) -> (..., out) in x's dtype, differentiable in both: the
-// recipe's three GEMMs in float8.
+// recipe's three GEMMs in float8. Autocast does not reach inside (the caller casts x, as torchao
+// does; the weight is cast to float8 from its own dtype).
 at::Tensor float8_linear(const at::Tensor& x, const at::Tensor& weight, const Float8Config& config);
 
 // Which linear layers a float8 conversion takes (torchtitan's filters): dims multiples of 16,

@@ -14,7 +14,9 @@ namespace titan::models::common {
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
   if (style) return style(x, weight);
-  if (float8) return kernels::float8_linear(kernels::autocast_matmul_input(x), kernels::autocast_matmul_input(weight), *float8);
+  // As torchao's Float8Linear under autocast: the input in the autocast dtype, the weight cast to
+  // float8 from its own (the float32 master weight on one process).
+  if (float8) return kernels::float8_linear(kernels::autocast_matmul_input(x), weight, *float8);
   return kernels::linear(x, weight);
 }
 
