@@ -3,8 +3,8 @@
 emulated in float32 with torchao's numbers (parity.float8 checks the layer against torchao):
 
 - each recipe (tensorwise, rowwise, rowwise_with_gw_hp) trains the debug model 10 steps, the loss
-  falling and within 2% of the high-precision run at every step, and under bf16 autocast within
-  2% of bf16's; the log lists the converted
+  falling and within 2% of the high-precision run at every step, and under bf16 autocast (5
+  steps) within 2% of bf16's; the log lists the converted
   layers and those kept in high precision, and why;
 - FSDP(2), DDP(2) and PP(2) in float8 give the float8 losses and grad norms (1e-5) of one process
   whose forwards see the same rows (gradient accumulation): activation and gradient scales come
@@ -67,13 +67,14 @@ def main() -> int:
               "\n".join(line for line in log.splitlines() if "loat8" in line))
 
     # bf16 autocast on one process: the inputs in bf16, the weights cast to float8 from float32.
-    amp = ["--training.mixed_precision_param", "bfloat16", "--training.cpu_bf16", "always"]
+    # 5 steps: a CPU without native bf16 emulates it (slowly).
+    amp = ["--training.mixed_precision_param", "bfloat16", "--training.cpu_bf16", "always", "--training.steps", "5"]
     bf16 = run_layout(checks, titan, "bf16 autocast", 1, BASE + lb8 + amp, os.path.join(tmp, "amp"))
     f8amp = run_layout(checks, titan, "float8 under bf16 autocast", 1, BASE + lb8 + amp + F8, os.path.join(tmp, "amp_f8"))
     if bf16 is not None and f8amp is not None:
         gap = worst_rel(f8amp, bf16, "loss")
-        check(f"float8 under bf16 autocast: 10 steps within 2% of bf16's losses (worst {gap:.2%})",
-              len(f8amp) == 10 and f8amp[-1]["loss"] < f8amp[0]["loss"] and gap < 0.02)
+        check(f"float8 under bf16 autocast: 5 steps within 2% of bf16's losses (worst {gap:.2%})",
+              len(f8amp) == 5 and f8amp[-1]["loss"] < f8amp[0]["loss"] and gap < 0.02)
 
     outs = launch_into(titan, 1, BASE + lb8 + F8 + ["--quantize.linear.float8.filter_fqns", "output,auto_filter_small_kn",
                                                      "--training.steps", "1"], os.path.join(tmp, "small"))
