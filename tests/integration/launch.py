@@ -52,6 +52,20 @@ def _exit_on_signal(signum, _frame) -> None:
 
 
 atexit.register(kill_leftover_processes)
+
+
+def scratch_dir(prefix: str) -> str:
+    """A new temporary folder for a test's runs (GBs of checkpoints), removed when the test's
+    process ends, once the processes it started are gone; TITAN_KEEP_TEST_TMP=1 keeps it."""
+    import shutil
+    import tempfile
+    path = tempfile.mkdtemp(prefix=prefix)
+    if not os.environ.get("TITAN_KEEP_TEST_TMP"):
+        def remove() -> None:
+            kill_leftover_processes()
+            shutil.rmtree(path, ignore_errors=True)
+        atexit.register(remove)
+    return path
 for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     if signal.getsignal(_sig) in (signal.SIG_DFL, signal.default_int_handler):
         signal.signal(_sig, _exit_on_signal)

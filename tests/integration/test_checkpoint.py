@@ -35,6 +35,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import (LAYOUT_BASE, ROOT, Checks, free_port, kill_at_random_moment, launch_into, rank_env, rel,  # noqa: E402
                     step_metrics)
 
@@ -95,7 +96,7 @@ def main() -> int:
     ap.add_argument("--titan", required=True)
     opts = ap.parse_args()
     titan = os.path.abspath(opts.titan)
-    tmp = tempfile.mkdtemp(prefix="titan_ckpt_")
+    tmp = scratch_dir("titan_ckpt_")
 
     # ---- uninterrupted runs of every layout (each also saves step 5 and step 10) ------------------
     straight: dict[str, list[dict]] = {}

@@ -22,6 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import read_until  # noqa: E402  (importing launch also kills what this test leaves running)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,7 +41,7 @@ def check(name: str, ok: bool, detail: str = "") -> None:
 
 # Training runs write into a folder of this test's own, never into ./outputs (whose lock another
 # run may hold).
-DUMPS = tempfile.mkdtemp(prefix="titan_cli_dumps_")
+DUMPS = scratch_dir("titan_cli_dumps_")
 atexit.register(shutil.rmtree, DUMPS, True)
 
 
@@ -70,7 +71,7 @@ def main() -> int:
     opts = ap.parse_args()
     titan = os.path.abspath(opts.titan)
     debug = "configs/llama3/debug_model.toml"
-    tmp = tempfile.mkdtemp(prefix="titan_cli_")
+    tmp = scratch_dir("titan_cli_")
 
     # ---- bad input: one message, exit 2 ---------------------------------------------------
     expect_error(titan, "unknown key suggests", ["--training.setps", "3"], "training.setps", "training.steps")

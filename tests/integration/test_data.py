@@ -26,6 +26,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 import launch  # noqa: E402,F401  (kills whatever this test leaves running when it ends)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -108,7 +109,7 @@ def main() -> int:
         if not os.path.exists(need):
             print(f"SKIP: {need} is absent")
             return 77
-    tmp = tempfile.mkdtemp(prefix="titan_data_")
+    tmp = scratch_dir("titan_data_")
 
     # ---- the data: tinyshakespeare paragraphs in 3 small files of each kind --------------------
     with open(shakespeare, encoding="utf-8") as f:

@@ -18,6 +18,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import LAYOUT_BASE as BASE  # noqa: E402
 from launch import ROOT, Checks, free_port, latest_run, rank_env, read_jsonl, read_state, rel, run_layout  # noqa: E402
 from launch import worst_rel, worst_update_diff  # noqa: E402
@@ -44,7 +45,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--titan", required=True)
     titan = os.path.abspath(ap.parse_args().titan)
-    tmp = tempfile.mkdtemp(prefix="titan_dist_")
+    tmp = scratch_dir("titan_dist_")
 
     single_dump = os.path.join(tmp, "single")
     final = "final_state"  # TITAN_TEST_FINAL_STATE: the gathered parameters at the end, in the dump folder

@@ -40,6 +40,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import ROOT, Checks  # noqa: E402
 
 COMMAND_START = re.compile(r"^(\$ |\./|build/titan|titan |torchrun |srun |mpirun |NGPU=|CONFIG_FILE=|BUILD_TYPE=|python3 |"
@@ -214,7 +215,7 @@ def main() -> int:
     files = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
     if opts.only:
         files = [os.path.abspath(opts.only)]
-    base = tempfile.mkdtemp(prefix="titan_docs_")
+    base = scratch_dir("titan_docs_")
     ran = skipped = 0
     try:
         index = 0

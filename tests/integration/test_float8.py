@@ -26,6 +26,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import Checks, check_refused, launch_into, run_layout, step_metrics, worst_rel  # noqa: E402
 
 BASE = ["--job.config_file", "configs/llama3/debug_model.toml", "--training.seq_len", "64", "--model.n_layers", "3",
@@ -43,7 +44,7 @@ def main() -> int:
     titan = os.path.abspath(opts.titan)
     checks = Checks()
     check = checks.check
-    tmp = tempfile.mkdtemp(prefix="titan_float8_")
+    tmp = scratch_dir("titan_float8_")
     lb8 = ["--training.local_batch_size", "8"]
 
     high = run_layout(checks, titan, "high precision", 1, BASE + lb8, os.path.join(tmp, "high"))

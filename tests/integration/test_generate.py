@@ -24,6 +24,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import ROOT, Checks, launch_into  # noqa: E402
 
 try:
@@ -86,7 +87,7 @@ def main() -> int:
     ap.add_argument("--titan", required=True)
     opts = ap.parse_args()
     titan = os.path.abspath(opts.titan)
-    tmp = tempfile.mkdtemp(prefix="titan_generate_")
+    tmp = scratch_dir("titan_generate_")
     eos = 1  # the repository's tokenizer: <|end_of_text|> is id 1, titan generate pads with it
 
     for kind in ("llama", "qwen3"):

@@ -30,6 +30,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import LAYOUT_BASE, ROOT, Checks, launch_into, step_metrics  # noqa: E402
 
 try:
@@ -155,7 +156,7 @@ def main() -> int:
     ap.add_argument("--checks", required=True)
     opts = ap.parse_args()
     titan, hf_checks = os.path.abspath(opts.titan), os.path.abspath(opts.checks)
-    tmp = tempfile.mkdtemp(prefix="titan_hf_")
+    tmp = scratch_dir("titan_hf_")
 
     # ---- titan.cpp -> transformers ----------------------------------------------------------------
     small = {"dim": 64, "n_layers": 3, "n_heads": 4, "vocab_size": 97, "multiple_of": 32, "norm_eps": 1e-5,

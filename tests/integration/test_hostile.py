@@ -24,6 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import ROOT, Checks, free_port, rank_env  # noqa: E402
 
 DEBUG = "configs/llama3/debug_model.toml"
@@ -73,7 +74,7 @@ def main() -> int:
     ap.add_argument("--titan", required=True)
     opts = ap.parse_args()
     titan = os.path.abspath(opts.titan)
-    tmp = tempfile.mkdtemp(prefix="titan_hostile_")
+    tmp = scratch_dir("titan_hostile_")
 
     # ---- 2. sizes that cannot fit: the dry run allocates nothing, a start refuses before allocating
     # (first, so that this process's children's peak memory is this run's)

@@ -20,6 +20,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import ROOT, Checks, read_jsonl  # noqa: E402
 from launch import launch as launch_ranks  # noqa: E402
 FAST = ["--job.config_file", "configs/llama3/debug_model.toml", "--training.seq_len", "64",
@@ -45,7 +46,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--titan", required=True)
     titan = os.path.abspath(ap.parse_args().titan)
-    tmp = tempfile.mkdtemp(prefix="titan_obs_")
+    tmp = scratch_dir("titan_obs_")
 
     # ---- TensorBoard + metrics.jsonl ---------------------------------------------------------
     dump = os.path.join(tmp, "tb_run")

@@ -25,6 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import LAYOUT_BASE, ROOT, Checks, check_refused, free_port, latest_run, rank_env, read_jsonl, rel  # noqa: E402
 from launch import run_layout  # noqa: E402
 from launch import launch_into as launch  # noqa: E402
@@ -53,7 +54,7 @@ def main() -> int:
     ap.add_argument("--titan", required=True)
     opts = ap.parse_args()
     titan = os.path.abspath(opts.titan)
-    tmp = tempfile.mkdtemp(prefix="titan_pp_")
+    tmp = scratch_dir("titan_pp_")
 
     single = os.path.join(tmp, "single")
     (rc, _, err), = launch(titan, 1, BASE + VAL + ["--training.local_batch_size", "8"], single,

@@ -31,6 +31,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import (Checks, kill_at_random_moment, launch_into, read_state, run_layout, step_metrics,  # noqa: E402
                     worst_rel, worst_update_diff)
 
@@ -52,7 +53,7 @@ def main() -> int:
     titan = os.path.abspath(opts.titan)
     checks = Checks()
     check = checks.check
-    tmp = tempfile.mkdtemp(prefix="titan_qwen3_")
+    tmp = scratch_dir("titan_qwen3_")
 
     single = os.path.join(tmp, "single")
     env = {"TITAN_TEST_FINAL_STATE": os.path.join(single, "final"), "TITAN_TEST_INITIAL_STATE": os.path.join(single, "initial")}

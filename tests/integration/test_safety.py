@@ -34,6 +34,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import ROOT, Checks, free_port, rank_env  # noqa: E402
 
 DEBUG = "configs/llama3/debug_model.toml"
@@ -82,7 +83,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--titan", required=True)
     titan = os.path.abspath(ap.parse_args().titan)
-    tmp = tempfile.mkdtemp(prefix="titan_safety_")
+    tmp = scratch_dir("titan_safety_")
     CK = ["--checkpoint.enable", "--checkpoint.interval", "1"]
 
     # A reference checkpoint for the sections below: step-6 of a 6-step run (n_layers 2).

@@ -25,6 +25,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from launch import scratch_dir  # noqa: E402
 from launch import LAYOUT_BASE as BASE  # noqa: E402
 from launch import read_state, worst_update_diff  # noqa: E402
 from launch import ROOT, Checks, check_refused, free_port, rank_env, rel, run_layout, worst_rel  # noqa: E402
@@ -47,7 +48,7 @@ def main() -> int:
                                      "computation, FSDP with several microbatch graphs)")
     opts = ap.parse_args()
     titan = os.path.abspath(opts.titan)
-    tmp = tempfile.mkdtemp(prefix="titan_tp_")
+    tmp = scratch_dir("titan_tp_")
 
     single = os.path.join(tmp, "single")
     (rc, out, err), = launch(titan, 1, BASE + ["--training.local_batch_size", "8"], single,
