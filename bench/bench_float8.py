@@ -8,6 +8,13 @@ the float8 GEMMs are emulated: every converted matmul first finds each operand's
 maximum, scales, clamps and rounds it to float8, then multiplies the dequantized float32 values,
 so float8 costs more than bf16 there; it pays only on a GPU with float8 GEMMs.
 
+Then FSDP(2) (two processes, one thread each) in float8 tensorwise with the weights gathered in
+bf16 and with the float8 all-gather (enable_fsdp_float8_all_gather and precomputed scales): the
+all-gather bytes per step each rank sends (the communication statistics) and the step time.
+
+Last, why the CPU emulates: ATen's CPU `_scaled_mm` (PyTorch's, one thread) against the
+emulation (dequantize, float32 matmul) on one tensorwise product of the debug model's shapes.
+
 Usage: python3 bench/bench_float8.py --titan build/titan [--steps 10] [--seq 512] [--repeats 2]
 """
 
@@ -19,9 +26,65 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from launch import launch_into, step_metrics  # noqa: E402
+
+
+def cpu_scaled_mm() -> None:
+    import time
+
+    import torch
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    m, k, n = 512, 256, 768
+    a, b = torch.randn(m, k), torch.randn(n, k)
+    sa, sb = 448 / a.abs().max(), 448 / b.abs().max()
+    a8 = (a * sa).clamp(-448, 448).to(torch.float8_e4m3fn)
+    b8 = (b * sb).clamp(-448, 448).to(torch.float8_e4m3fn)
+    runs = {"ATen CPU _scaled_mm": lambda: torch._scaled_mm(a8, b8.t(), scale_a=sa.reciprocal(), scale_b=sb.reciprocal(),
+                                                              out_dtype=torch.float32),
+            "emulated (titan.cpp)": lambda: (a8.float() / sa) @ (b8.float() / sb).t()}
+    took = {}
+    for name, f in runs.items():
+        f()
+        t = time.perf_counter()
+        for _ in range(2):
+            f()
+        took[name] = (time.perf_counter() - t) / 2
+    for name, t in took.items():
+        print(f"{name:22}: {1000 * t:10.1f} ms for ({m}x{k}) @ ({k}x{n}) in e4m3, tensorwise "
+              f"({t / took['emulated (titan.cpp)']:.0f}x the emulation)")
+
+
+def fsdp_all_gather(titan: str, steps: int, seq: int, repeats: int, tmp: str) -> None:
+    f8 = ["--model.converters", "float8"]
+    ag = ["--quantize.linear.float8.enable_fsdp_float8_all_gather",
+          "--quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp"]
+    variants = {"FSDP(2) float8, bf16 all-gather": f8, "FSDP(2) float8 all-gather": f8 + ag}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    gathered: dict[str, float] = {}
+    for _ in range(repeats):
+        for name, extra in variants.items():
+            dump = os.path.join(tmp, name.replace(" ", "_"))
+            shutil.rmtree(dump, ignore_errors=True)
+            outs = launch_into(titan, 2, ["--job.config_file", "configs/llama3/debug_model.toml", "--training.steps",
+                                          str(steps), "--training.seq_len", str(seq), "--training.local_batch_size", "4",
+                                          "--metrics.log_freq", "1", "--debug.seed", "7", *extra], dump, timeout=1800)
+            if any(o[0] != 0 for o in outs):
+                raise SystemExit(f"{name} failed: {outs[0][2][-500:]}")
+            rows = step_metrics(dump)
+            times[name] += [r["step_seconds"] for r in rows if r["step"] > 3]
+            gathered[name] = rows[-1]["comm_bytes"]["all_gather"] - rows[-2]["comm_bytes"]["all_gather"]
+    base = statistics.median(times["FSDP(2) float8, bf16 all-gather"])
+    b0 = gathered["FSDP(2) float8, bf16 all-gather"]
+    for name, t in times.items():
+        m = statistics.median(t)
+        print(f"{name:32}: all-gather {gathered[name] / 1e6:7.3f} MB/step/rank ({gathered[name] / b0:.3f}x), "
+              f"median step {1000 * m:8.1f} ms ({m / base:.2f}x)")
 
 
 def main() -> None:
@@ -55,6 +118,10 @@ def main() -> None:
     for name, t in times.items():
         m = statistics.median(t)
         print(f"{name:18}: median step {1000 * m:8.1f} ms  ({m / base:.2f}x bf16's)")
+    tmp = tempfile.mkdtemp(prefix="titan_bench_float8_fsdp_")
+    fsdp_all_gather(os.path.abspath(opts.titan), opts.steps, opts.seq, opts.repeats, tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+    cpu_scaled_mm()
 
 
 if __name__ == "__main__":

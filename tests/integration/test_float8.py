@@ -9,10 +9,20 @@ emulated in float32 with torchao's numbers (parity.float8 checks the layer again
 - FSDP(2), DDP(2) and PP(2) in float8 give the float8 losses and grad norms (1e-5) of one process
   whose forwards see the same rows (gradient accumulation): activation and gradient scales come
   from each forward's own tensors;
+- FSDP(2) with the float8 all-gather (enable_fsdp_float8_all_gather), with and without
+  precomputed scales and with full activation checkpointing, gives them too (1e-5); PP(2)xFSDP(2)
+  gives the same numbers with and without it, bit for bit; it moves exactly half the bytes of the
+  bf16 all-gather for the float8 layers' weights (read from the communication statistics), and a
+  run killed after a save resumes bit for bit;
+- TP(2) in each recipe, and FSDP(2)xTP(2) with the float8 all-gather, give one process's first
+  step (1e-6: every scale is the whole tensor's; a tensorwise scale from a rank's share alone is
+  off by about 2e-5) and stay within 1e-3 over 10 steps (a sum in another order moves a value
+  across a float8 rounding boundary now and then, and the runs drift apart);
 - a float8 run killed right after its step-5 save resumes bit for bit, and its checkpoint
   continues in a run without float8;
-- what is not built yet or wrong (TP with float8, the float8 all-gather, MX, an unknown
-  converter or recipe, auto_filter_small_kn with rowwise_with_gw_hp) exits 2 on every rank.
+- what is not built yet or wrong (MX, an unknown converter or recipe, auto_filter_small_kn with
+  rowwise_with_gw_hp, the float8 all-gather with a rowwise recipe, precomputed scales without the
+  all-gather) exits 2 on every rank.
 
 Usage: python3 tests/integration/test_float8.py --titan build/titan
 """
@@ -34,7 +44,16 @@ BASE = ["--job.config_file", "configs/llama3/debug_model.toml", "--training.seq_
         "--activation_checkpoint.mode", "none", "--metrics.log_freq", "1", "--lr_scheduler.warmup_steps", "2",
         "--compile.enable=false"]
 F8 = ["--model.converters", "float8"]
+AG = ["--quantize.linear.float8.enable_fsdp_float8_all_gather"]
+PRE = ["--quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp"]
+TP2 = ["--parallelism.tensor_parallel_degree", "2"]
 TOL = 1e-5
+FIRST, DRIFT = 1e-6, 1e-3  # tensor parallelism: the first step, and 10 steps (see above)
+
+
+def first_and_worst(got: list[dict], ref: list[dict]) -> tuple[float, float]:
+    first = max(worst_rel(got[:1], ref[:1], k) for k in ("loss", "grad_norm"))
+    return first, max(worst_rel(got, ref, k) for k in ("loss", "grad_norm"))
 
 
 def main() -> int:
@@ -50,6 +69,7 @@ def main() -> int:
     high = run_layout(checks, titan, "high precision", 1, BASE + lb8, os.path.join(tmp, "high"))
     if high is None:
         return checks.summary()
+    one_process = {}  # recipe -> its 10 steps on one process
     for recipe in ["tensorwise", "rowwise", "rowwise_with_gw_hp"]:
         dump = os.path.join(tmp, recipe)
         outs = launch_into(titan, 1, BASE + lb8 + F8 + ["--quantize.linear.float8.recipe_name", recipe], dump)
@@ -57,6 +77,7 @@ def main() -> int:
             check(f"float8 {recipe} runs", False, outs[0][2][-500:])
             continue
         rows = step_metrics(dump)
+        one_process[recipe] = rows
         log = outs[0][1] + outs[0][2]
         gap = worst_rel(rows, high, "loss")
         check(f"float8 {recipe}: 10 steps, the loss falls and stays within 2% of high precision's (worst {gap:.2%})",
@@ -106,6 +127,67 @@ def main() -> int:
                 check(f"float8 {name}: loss {lw:.1e} and grad norm {gw:.1e} of one process's float8 with {rows} rows "
                       f"per forward (<= {TOL:g})", len(got) == 10 and lw <= TOL and gw <= TOL)
 
+    # Tensor parallelism: the amaxes of split operands are reduced over tp.
+    tp_only = TP2 + ["--parallelism.data_parallel_shard_degree", "1"]
+    for recipe, one in one_process.items():
+        got = run_layout(checks, titan, f"float8 {recipe} TP(2)", 2,
+                         BASE + lb8 + F8 + tp_only + ["--quantize.linear.float8.recipe_name", recipe],
+                         os.path.join(tmp, f"tp_{recipe}"))
+        if got is not None:
+            first, worst = first_and_worst(got, one)
+            check(f"float8 {recipe} TP(2): step 1 {first:.1e} of one process (<= {FIRST:g}), 10 steps {worst:.1e} "
+                  f"(<= {DRIFT:g})", len(got) == 10 and first <= FIRST and worst <= DRIFT)
+
+    # The float8 all-gather: the same float8 weights as one process, gathered as float8 bytes.
+    one4 = step_metrics(os.path.join(tmp, "one_4"))
+    lb4 = ["--training.local_batch_size", "4"]
+    for name, extra in [("FSDP(2) float8 all-gather", AG), ("FSDP(2) float8 all-gather, precomputed scales", AG + PRE)]:
+        dump = os.path.join(tmp, name.replace(" ", "_").replace(",", ""))
+        got = run_layout(checks, titan, name, 2, BASE + F8 + lb4 + extra, dump)
+        if got is not None and one4:
+            lw, gw = worst_rel(got, one4, "loss"), worst_rel(got, one4, "grad_norm")
+            check(f"{name}: loss {lw:.1e} and grad norm {gw:.1e} of one process's float8 with 4 rows per forward "
+                  f"(<= {TOL:g})", len(got) == 10 and lw <= TOL and gw <= TOL)
+    got = run_layout(checks, titan, "FSDP(2) float8 all-gather, full AC", 2,
+                     BASE + F8 + lb4 + AG + ["--activation_checkpoint.mode", "full"], os.path.join(tmp, "ag_ac"))
+    if got is not None and one4:
+        lw, gw = worst_rel(got, one4, "loss"), worst_rel(got, one4, "grad_norm")
+        check(f"FSDP(2) float8 all-gather with full activation checkpointing: loss {lw:.1e} and grad norm {gw:.1e} of "
+              f"one process (<= {TOL:g})", len(got) == 10 and lw <= TOL and gw <= TOL)
+    # PP(2)xFSDP(2): with and without the float8 all-gather, the same numbers bit for bit.
+    ppf = ["--parallelism.pipeline_parallel_degree", "2", "--parallelism.pipeline_parallel_schedule", "1F1B",
+           "--parallelism.pipeline_parallel_microbatch_size", "2"] + lb4
+    plain = run_layout(checks, titan, "PP(2)xFSDP(2) float8", 4, BASE + F8 + ppf, os.path.join(tmp, "ppf"))
+    got = run_layout(checks, titan, "PP(2)xFSDP(2) float8 all-gather", 4, BASE + F8 + ppf + AG + PRE,
+                     os.path.join(tmp, "ppf_ag"))
+    if plain is not None and got is not None:
+        check("PP(2)xFSDP(2) with the float8 all-gather: losses and grad norms bit for bit those without it",
+              len(got) == 10 and all(a["loss"] == b["loss"] and a["grad_norm"] == b["grad_norm"]
+                                     for a, b in zip(got, plain)))
+    got = run_layout(checks, titan, "FSDP(2)xTP(2) float8 all-gather", 4, BASE + F8 + lb4 + AG + PRE + TP2,
+                     os.path.join(tmp, "fsdp_tp_ag"))
+    if got is not None and one4:
+        first, worst = first_and_worst(got, one4)
+        check(f"float8 FSDP(2)xTP(2) with the float8 all-gather: step 1 {first:.1e} of one process (<= {FIRST:g}), "
+              f"10 steps {worst:.1e} (<= {DRIFT:g})", len(got) == 10 and first <= FIRST and worst <= DRIFT)
+    # Bytes: in bf16, the 21 float8 weights (3 blocks of 4*256*256 + 3*256*768 elements) go from 2
+    # bytes to 1, gathered twice a step (forward, and again for backward), (W-1)/W of the whole.
+    amp2 = ["--training.mixed_precision_param", "bfloat16", "--training.steps", "3"] + lb4 + F8
+    bf16 = run_layout(checks, titan, "FSDP(2) float8, bf16 all-gather", 2, BASE + amp2, os.path.join(tmp, "ag_bf16"))
+    f8ag = run_layout(checks, titan, "FSDP(2) float8 all-gather in bf16", 2, BASE + amp2 + AG, os.path.join(tmp, "ag_f8"))
+    if bf16 is not None and f8ag is not None:
+        per_step = [[b["comm_bytes"]["all_gather"] - a["comm_bytes"]["all_gather"] for a, b in zip(r, r[1:])]
+                    for r in (bf16, f8ag)]
+        weights = 3 * (4 * 256 * 256 + 3 * 256 * 768)
+        bf16_weight_bytes = 2 * weights * 2 // 2  # bf16, two gathers, (W-1)/W = 1/2
+        saved = [b - f for b, f in zip(*per_step)]
+        check(f"float8 all-gather: the float8 weights' bytes per step are half of bf16's ({per_step[1]} against "
+              f"{per_step[0]}: {bf16_weight_bytes // 2} bytes less, of {bf16_weight_bytes})",
+              len(saved) == 2 and all(x == bf16_weight_bytes // 2 for x in saved))
+        gap = worst_rel(f8ag, bf16, "loss")
+        check(f"float8 all-gather in bf16: 3 steps within 1% of the bf16 all-gather's losses (worst {gap:.2%})",
+              len(f8ag) == 3 and gap < 0.01)
+
     # Exact resume: killed right after the step-5 save, rerun; the checkpoint continues without float8.
     ck = BASE + lb8 + F8 + ["--checkpoint.enable", "--checkpoint.interval", "5"]
     straight = run_layout(checks, titan, "float8 with checkpoints", 1, ck, os.path.join(tmp, "ck_straight"))
@@ -119,6 +201,21 @@ def main() -> int:
                                        for a, s in zip(again, straight[5:]))
         check("float8 killed right after the step-5 save: steps 6-10 bit for bit", killed and outs[0][0] == 0 and
               "Resuming training from step 5" in outs[0][1] + outs[0][2] and same, outs[0][2][-400:])
+        # FSDP(2) with the float8 all-gather and precomputed scales: the scales of the resumed run
+        # come from the loaded weights.
+        ck2 = BASE + lb4 + F8 + AG + PRE + ["--checkpoint.enable", "--checkpoint.interval", "5"]
+        straight2 = run_layout(checks, titan, "FSDP(2) float8 all-gather with checkpoints", 2, ck2,
+                               os.path.join(tmp, "ck2_straight"))
+        if straight2 is not None:
+            dump = os.path.join(tmp, "ck2_killed")
+            outs = launch_into(titan, 2, ck2, dump, env={"TITAN_TEST_DIE_AFTER_SAVE": "5"})
+            killed = all(o[0] == -signal.SIGKILL for o in outs)
+            outs = launch_into(titan, 2, ck2, dump)
+            again = [r for r in step_metrics(dump) if r["step"] > 5]
+            same = len(again) == 5 and all(a["loss"] == s["loss"] and a["grad_norm"] == s["grad_norm"]
+                                           for a, s in zip(again, straight2[5:]))
+            check("FSDP(2) float8 all-gather killed right after the step-5 save: steps 6-10 bit for bit",
+                  killed and all(o[0] == 0 for o in outs) and same, outs[0][2][-400:])
         got = run_layout(checks, titan, "float8 checkpoint without float8", 1, BASE + lb8 + [
             "--checkpoint.enable", "--checkpoint.initial_load_path",
             os.path.join(tmp, "ck_straight", "checkpoint", "step-5"), "--no-checkpoint.initial_load_model_only"],
@@ -129,11 +226,9 @@ def main() -> int:
 
     bad = os.path.join(tmp, "bad")
     for label, world, extra, needle in [
-        ("float8 with tensor parallelism", 2, lb8 + F8 + ["--parallelism.tensor_parallel_degree", "2",
-                                                          "--parallelism.data_parallel_shard_degree", "1"],
-         "float8 with tensor parallelism"),
-        ("the float8 all-gather", 2, ["--training.local_batch_size", "4"] + F8 +
-         ["--quantize.linear.float8.enable_fsdp_float8_all_gather"], "enable_fsdp_float8_all_gather"),
+        ("the float8 all-gather with the rowwise recipe", 2, lb4 + F8 + AG +
+         ["--quantize.linear.float8.recipe_name", "rowwise"], "only the tensorwise recipe"),
+        ("precomputed scales without the float8 all-gather", 2, lb4 + F8 + PRE, "without enable_fsdp_float8_all_gather"),
         ("MX", 1, lb8 + ["--model.converters", "quantize.linear.mx"], "MX (mxfp8)"),
         ("an unknown converter", 1, lb8 + ["--model.converters", "float4"], "\"float4\""),
         ("an unknown recipe", 1, lb8 + F8 + ["--quantize.linear.float8.recipe_name", "columnwise"], "columnwise"),

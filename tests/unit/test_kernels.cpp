@@ -389,6 +389,57 @@ TEST(Float8, LinearIsCloseToTheHighPrecisionOneAndDifferentiable) {
   }
 }
 
+TEST(Float8, AnAttachedFloat8WeightGivesTheNumbersOfCastingTheWeight) {
+  // FSDP's float8 all-gather hands the layer a stand-in with the cast weight attached: the output
+  // and both gradients must be those of casting the weight itself, bit for bit.
+  at::manual_seed(5);
+  const at::Tensor x = at::randn({3, 4, 32}).requires_grad_(true), w = (at::randn({16, 32}) * 0.1).requires_grad_(true);
+  titan::kernels::Float8Config config;
+  config.emulate = true;
+  const at::Tensor out = titan::kernels::float8_linear(x, w, config);
+  const auto refs = torch::autograd::grad({(out * out).sum()}, {x, w});
+
+  const auto w8 = titan::kernels::to_float8(w.detach(), at::kFloat8_e4m3fn, std::nullopt, false);
+  at::Tensor stand_in = at::zeros({}).expand({16, 32});
+  titan::kernels::attach_float8_weight(stand_in, w8);
+  ASSERT_TRUE(titan::kernels::attached_float8_weight(stand_in.detach()).has_value()) << "a shallow copy keeps it";
+  EXPECT_FALSE(titan::kernels::attached_float8_weight(w).has_value());
+  const at::Tensor leaf = stand_in.detach().requires_grad_(true);
+  const at::Tensor out2 = titan::kernels::float8_linear(x, leaf, config);
+  EXPECT_TRUE(at::equal(out, out2));
+  const auto grads = torch::autograd::grad({(out2 * out2).sum()}, {x, leaf});
+  EXPECT_TRUE(at::equal(grads[0], refs[0]));
+  EXPECT_TRUE(at::equal(grads[1], refs[1]));
+}
+
+TEST(Float8, SplitLayersReduceTheAmaxesTheirScalesSpan) {
+  // A column-wise layer (weight rows split): the weight's tensorwise amax and the output
+  // gradient's spans the split; the input's (whole on every rank) does not. Row-wise (columns
+  // split): the input's and the weight's do, the output gradient's not. Count the reductions of
+  // one forward and backward, with a "group" of one whose maximum is the identity.
+  at::manual_seed(6);
+  for (int64_t dim : {0, 1}) {
+    for (auto recipe : {titan::kernels::Float8Recipe::kTensorwise, titan::kernels::Float8Recipe::kRowwise}) {
+      int reductions = 0;
+      titan::kernels::Float8Config config;
+      config.emulate = true;
+      config.recipe = recipe;
+      config.split.weight_dim = dim;
+      config.split.max_over_group = [&reductions](at::Tensor&) { ++reductions; };
+      const at::Tensor x = at::randn({8, 32}).requires_grad_(true), w = (at::randn({16, 32}) * 0.1).requires_grad_(true);
+      titan::kernels::Float8Config plain = config;
+      plain.split = {};
+      const at::Tensor out = titan::kernels::float8_linear(x, w, config);
+      out.sum().backward();
+      EXPECT_TRUE(at::equal(out, titan::kernels::float8_linear(x, w, plain))) << "a group of one changes nothing";
+      // tensorwise: column-wise reduces w (forward, backward) and go (twice); row-wise x (twice), w
+      // (twice). rowwise: column-wise go and w along N in backward; row-wise x and w along K in forward.
+      const int expected = recipe == titan::kernels::Float8Recipe::kTensorwise ? 4 : 2;
+      EXPECT_EQ(reductions, expected) << "weight_dim " << dim << " " << titan::kernels::float8_recipe_name(recipe);
+    }
+  }
+}
+
 TEST(Float8, LayerFiltersFollowTorchtitan) {
   using titan::kernels::float8_skip_reason;
   using titan::kernels::Float8Recipe;

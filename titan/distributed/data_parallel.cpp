@@ -8,6 +8,7 @@
 
 #include "titan/common/error.h"
 #include "titan/components/loss.h"
+#include "titan/kernels/float8.h"
 
 namespace titan::distributed {
 
@@ -24,7 +25,13 @@ struct Slot {
   at::Tensor shard;     // leaf the optimizer owns: (rows_per_rank, ...) float32, or the whole share
   c10::Storage unsharded;  // FSDP: the persistent gathered buffer, its memory released between uses
   bool tp_sharded = false, tp_partial = false;
-  int64_t offset = 0, numel = 0;  // place of this slot in the unit's flat shard buffer
+  int64_t offset = 0, numel = 0;  // place of this slot in the unit's flat gradient buffer (elements)
+  int64_t gather_offset = 0, gather_bytes = 0;  // and in the unit's all-gather buffer (bytes)
+  at::ScalarType gather_dtype = at::kFloat;     // what is gathered: the parameter dtype, or float8
+  // The float8 all-gather: the weight's scale, and whether it is that of the current shard
+  // (the optimizer's step makes it stale).
+  at::Tensor float8_scale;
+  bool float8_current = false;
 };
 
 struct Unit {
@@ -35,8 +42,9 @@ struct Unit {
   int64_t shard_numel = 0;
   bool gathered = false;
   bool issued = false;
+  int64_t gather_bytes = 0;  // the all-gather buffer of one rank
   Pending gather_pending;
-  at::Tensor recv;         // (W * shard_numel) in the parameter dtype
+  at::Tensor recv;         // (W * gather_bytes) bytes
   at::Tensor accumulated;  // (W * shard_numel) float32 gradients not reduced yet (no sync)
 };
 
@@ -68,28 +76,44 @@ std::vector<int64_t> padded_shape(const Slot& s, int world) {
   return shape;
 }
 
-// The gathered blocks of a unit (W x shard_numel, rank-major) into its slots' persistent buffers.
+// The gathered blocks of a unit (W x gather_bytes, rank-major) into its slots' persistent
+// buffers: each rank's rows of a slot, one after the other, are the slot's padded tensor.
 void unpack(Unit& unit, int W, const at::Tensor& recv) {
   at::NoGradGuard no_grad;
-  at::Tensor blocks = recv.view({W, unit.shard_numel});
+  at::Tensor blocks = recv.view({W, unit.gather_bytes});
   for (Slot& s : unit.slots) {
-    const auto shape = padded_shape(s, W);
-    alloc_storage(s.unsharded, static_cast<size_t>(s.rows_per_rank * W * s.row_numel) * recv.element_size());
-    over(s.unsharded, shape, recv.options()).copy_(blocks.narrow(1, s.offset, s.numel).reshape(shape));
+    alloc_storage(s.unsharded, static_cast<size_t>(W * s.gather_bytes));
+    over(s.unsharded, {W, s.gather_bytes}, recv.options()).copy_(blocks.narrow(1, s.gather_offset, s.gather_bytes));
   }
+}
+
+// What a unit's forward reads for a slot: the gathered tensor, or for a float8 gather a stand-in
+// of the weight's shape (never read; it carries the gradient back) with the float8 value attached.
+at::Tensor gathered(const Slot& s, int W, const at::TensorOptions& param_options) {
+  const auto shape = padded_shape(s, W);
+  if (s.gather_dtype != at::kFloat8_e4m3fn)
+    return over(s.unsharded, shape, param_options.dtype(s.gather_dtype)).narrow(0, 0, s.rows);
+  std::vector<int64_t> rows_shape = shape;
+  rows_shape[0] = s.rows;
+  at::Tensor stand_in = at::zeros({}, param_options.requires_grad(false)).expand(rows_shape);
+  kernels::attach_float8_weight(
+      stand_in, {over(s.unsharded, shape, param_options.dtype(at::kFloat8_e4m3fn)).narrow(0, 0, s.rows), s.float8_scale});
+  return stand_in;
 }
 
 // Forward: the all-gathered parameters of one unit, new tensors over the persistent buffers.
 // Backward hands the gradients to the DataParallel, which reduces them asynchronously and adds
 // them to the shards itself.
 struct GatherFunction : public torch::autograd::Function<GatherFunction> {
-  static variable_list forward(AutogradContext* ctx, at::TensorList shards, DataParallel* dp, Unit* unit, int world) {
+  static variable_list forward(AutogradContext* ctx, at::TensorList shards, DataParallel* dp, Unit* unit, int world,
+                               int64_t param_dtype) {
     (void)shards;
     ctx->saved_data["dp"] = reinterpret_cast<int64_t>(dp);
     ctx->saved_data["unit"] = static_cast<int64_t>(unit->index);
     unpack(*unit, world, unit->recv);
+    const auto options = unit->recv.options().dtype(static_cast<at::ScalarType>(param_dtype));
     variable_list out;
-    for (const Slot& s : unit->slots) out.push_back(over(s.unsharded, padded_shape(s, world), unit->recv.options()).narrow(0, 0, s.rows));
+    for (const Slot& s : unit->slots) out.push_back(gathered(s, world, options));
     return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -99,6 +123,7 @@ struct GatherFunction : public torch::autograd::Function<GatherFunction> {
     none.emplace_back();  // dp
     none.emplace_back();  // unit
     none.emplace_back();  // world
+    none.emplace_back();  // param_dtype
     return none;
   }
 };
@@ -183,8 +208,18 @@ DataParallel::DataParallel(std::vector<ModelPart> parts, std::vector<ParamLayout
       s.offset = unit->shard_numel;
       s.numel = s.rows_per_rank * s.row_numel;
       unit->shard_numel += s.numel;
+      const bool f8 = W > 1 && std::find(options_.float8_gather.begin(), options_.float8_gather.end(), s.name) !=
+                                   options_.float8_gather.end();
+      s.gather_dtype = f8 ? at::kFloat8_e4m3fn : options_.param_dtype;
+      // Each slot's bytes start aligned to the parameter dtype, so that they can be viewed in it.
+      const int64_t align = static_cast<int64_t>(c10::elementSize(options_.param_dtype));
+      s.gather_offset = (unit->gather_bytes + align - 1) / align * align;
+      s.gather_bytes = s.numel * static_cast<int64_t>(c10::elementSize(s.gather_dtype));
+      unit->gather_bytes = s.gather_offset + s.gather_bytes;
       unit->slots.push_back(std::move(s));
     }
+    const int64_t align = static_cast<int64_t>(c10::elementSize(options_.param_dtype));
+    unit->gather_bytes = (unit->gather_bytes + align - 1) / align * align;
     units_.push_back(std::move(unit));
   }
   install_hooks_(this);
@@ -213,16 +248,51 @@ std::vector<Box> DataParallel::boxes() const {
   return out;
 }
 
+void DataParallel::update_float8_scales(const std::vector<Slot*>& slots) {
+  if (slots.empty()) return;
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> amax;
+  for (Slot* s : slots) amax.push_back(s->shard.detach().abs().max().to(at::kFloat).reshape({1}));
+  at::Tensor all = at::cat(amax);
+  // The whole weight's amax: its shards over FSDP and, split or not, tensor parallelism.
+  shard_.all_reduce(all, /*max=*/true).wait();
+  if (!tp_.trivial()) tp_.all_reduce(all, /*max=*/true).wait();
+  for (size_t i = 0; i < slots.size(); ++i) {
+    slots[i]->float8_scale = kernels::float8_scale(all[static_cast<int64_t>(i)], at::kFloat8_e4m3fn, /*pow2=*/false);
+    slots[i]->float8_current = true;
+  }
+}
+
+void DataParallel::after_optimizer_step() {
+  std::vector<Slot*> slots;
+  for (auto& u : units_)
+    for (Slot& s : u->slots)
+      if (s.gather_dtype == at::kFloat8_e4m3fn) {
+        s.float8_current = false;
+        slots.push_back(&s);
+      }
+  if (options_.float8_precompute) update_float8_scales(slots);
+}
+
 void DataParallel::gather_start(size_t u) {
   Unit& unit = *units_[u];
   if (unit.issued || unit.gathered) return;
   const int W = shard_.size();
-  at::Tensor send = at::empty({unit.shard_numel}, unit.slots[0].shard.options().dtype(options_.param_dtype));
+  std::vector<Slot*> stale;  // float8 weights whose shard changed since their scale
+  for (Slot& s : unit.slots)
+    if (s.gather_dtype == at::kFloat8_e4m3fn && !s.float8_current) stale.push_back(&s);
+  update_float8_scales(stale);
+  at::Tensor send = at::empty({unit.gather_bytes}, unit.slots[0].shard.options().dtype(at::kByte));
   {
     at::NoGradGuard no_grad;
-    for (const Slot& s : unit.slots) send.narrow(0, s.offset, s.numel).copy_(s.shard.detach().reshape({-1}));
+    for (const Slot& s : unit.slots) {
+      at::Tensor to = send.narrow(0, s.gather_offset, s.gather_bytes).view(s.gather_dtype);
+      const at::Tensor from = s.shard.detach().reshape({-1});
+      if (s.gather_dtype == at::kFloat8_e4m3fn) to.copy_(kernels::cast_to_float8(from, s.float8_scale, at::kFloat8_e4m3fn));
+      else to.copy_(from);
+    }
   }
-  unit.recv = at::empty({W * unit.shard_numel}, send.options());
+  unit.recv = at::empty({W * unit.gather_bytes}, send.options());
   unit.gather_pending = shard_.all_gather(unit.recv, send);
   unit.issued = true;
 }
@@ -239,7 +309,8 @@ void DataParallel::gather_finish(size_t u, bool for_backward) {
   } else {
     std::vector<at::Tensor> shards;
     for (const Slot& s : unit.slots) shards.push_back(s.shard);
-    variable_list full = GatherFunction::apply(at::TensorList(shards), this, &unit, W);
+    variable_list full = GatherFunction::apply(at::TensorList(shards), this, &unit, W,
+                                               static_cast<int64_t>(options_.param_dtype));
     for (size_t i = 0; i < unit.slots.size(); ++i) *unit.slots[i].model_slot = full[i];
   }
   unit.recv = at::Tensor();

@@ -46,6 +46,14 @@ struct DataParallelOptions {
   // Parameters this rank holds as a copy of another pipeline rank's (a tied table on the last
   // stage): left out of grad_norm, which counts the original.
   std::vector<std::string> copies;
+  // FSDP's float8 all-gather: these parameters (weights of float8 layers, tensorwise recipe) are
+  // cast to float8 e4m3 shard by shard with one scale for the whole weight (its amax, the
+  // maximum over the shard and tensor-parallel groups), gathered as float8 bytes, and handed to
+  // their layer attached to a stand-in tensor (kernels::attach_float8_weight). The scale is
+  // computed again only when the shard has changed: at the gather, one collective per part, or,
+  // with float8_precompute, for every such parameter in one collective after each optimizer step.
+  std::vector<std::string> float8_gather;
+  bool float8_precompute = false;
 };
 
 // Draws the initial value of a box [offsets, offsets + out.sizes()) of parameter `fqn` (global
@@ -55,6 +63,7 @@ using InitFn = std::function<void(const std::string& fqn, at::IntArrayRef shape,
                                   at::Tensor& out)>;
 
 struct Unit;  // one part's parameters and their state
+struct Slot;  // one parameter and its state
 
 class DataParallel final : public ForwardHooks {
  public:
@@ -82,6 +91,10 @@ class DataParallel final : public ForwardHooks {
   // Frees every gathered part (their shards changed: the next use gathers them again).
   void release_all();
 
+  // After each optimizer step (the shards changed): the float8 all-gather's scales are computed
+  // again, here in one collective (float8_precompute) or at each part's next gather.
+  void after_optimizer_step();
+
   // Call after each backward (every microbatch): waits for the gradient collectives and adds
   // the reduced gradients into parameters()'s .grad.
   void finish_backward();
@@ -106,6 +119,7 @@ class DataParallel final : public ForwardHooks {
   void gather_finish(size_t u, bool for_backward);
   void release(size_t u);
   bool is_copy(const std::string& name) const;
+  void update_float8_scales(const std::vector<Slot*>& slots);
 
   std::function<void(ForwardHooks*)> install_hooks_;
   DeviceMesh& mesh_;

@@ -168,9 +168,10 @@ at::Tensor gather_last_dim(const at::Tensor& x, Group& group) {
   return group.trivial() ? x : GatherLastDim::apply(x, &group);
 }
 
-LinearStyle rowwise_linear(Group& group) {
-  return [&group](const at::Tensor& x, const at::Tensor& w) {
-    return reduce_scatter_sequence(kernels::linear(x, w), group);  // (B,T,out) partial -> (B,T/tp,out)
+LinearStyle rowwise_linear(Group& group, LinearStyle local) {
+  return [&group, local = std::move(local)](const at::Tensor& x, const at::Tensor& w) {
+    const at::Tensor partial = local ? local(x, w) : kernels::linear(x, w);
+    return reduce_scatter_sequence(partial, group);  // (B,T,out) partial -> (B,T/tp,out)
   };
 }
 

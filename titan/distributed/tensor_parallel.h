@@ -28,7 +28,8 @@ at::Tensor gather_last_dim(const at::Tensor& x, Group& group);
 
 // Styles. `group` must outlive the model's use of the style.
 // Row-wise linear: x (B,T,in/tp) with weight (out, in/tp) -> (B,T/tp,out), reduce-scattered.
-LinearStyle rowwise_linear(Group& group);
+// `local` computes this rank's partial product (unset: x W^T; a float8 layer passes its own).
+LinearStyle rowwise_linear(Group& group, LinearStyle local = {});
 // Module input under sequence parallelism: (B,T/tp,D) -> (B,T,D).
 InputStyle gather_input(Group& group);
 // Row-wise embedding: this rank holds vocabulary rows [first, first + V/tp); tokens (B,T) ->

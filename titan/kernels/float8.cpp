@@ -45,32 +45,75 @@ Casts casts_of(Float8Recipe r) {
 // The scale axis of an operand: its contraction dim for the rowwise recipes, none for tensorwise.
 std::optional<int64_t> along(bool rowwise, int64_t dim) { return rowwise ? std::optional<int64_t>(dim) : std::nullopt; }
 
+// The metadata that carries a weight's float8 value (attach_float8_weight). Shallow copies of
+// the weight (detach) share it.
+struct AttachedFloat8 final : c10::BackendMeta {
+  explicit AttachedFloat8(Float8Tensor v) : value(std::move(v)) {}
+  c10::intrusive_ptr<c10::BackendMeta> clone(const c10::intrusive_ptr<c10::BackendMeta>& ptr) const override {
+    return ptr;
+  }
+  Float8Tensor value;
+};
+
+// Which amax reduction an operand's scale needs under tensor parallelism: `split` is the
+// operand's dimension (of 2) that is split over the group, if any; `scale_dim` the dimension
+// its rowwise scale runs along (none: tensorwise). Null when the local amax is the whole's.
+const std::function<void(at::Tensor&)>* reduce_if_split(const Float8Split& s, std::optional<int64_t> split,
+                                                         std::optional<int64_t> scale_dim) {
+  if (!split || !s.max_over_group) return nullptr;
+  if (scale_dim && (*scale_dim + 2) % 2 != *split) return nullptr;
+  return &s.max_over_group;
+}
+
 struct Float8LinearFunction : public torch::autograd::Function<Float8LinearFunction> {
   // x (M,K), w (N,K) -> (M,N)
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
-                            int64_t recipe, bool emulate) {
-    const Casts c = casts_of(static_cast<Float8Recipe>(recipe));
+                            const Float8Config* config) {
+    const Casts c = casts_of(config->recipe);
     ctx->save_for_backward({x, w});
-    ctx->saved_data["recipe"] = recipe;
-    ctx->saved_data["emulate"] = emulate;
-    const Float8Tensor a = to_float8(x, c.input, along(c.rowwise, -1), c.pow2);
-    const Float8Tensor b = to_float8(w.t(), c.weight, along(c.rowwise, 0), c.pow2);
-    return scaled_mm(a, b, x.scalar_type(), emulate, /*fast_accum=*/true);
+    ctx->saved_data["config"] = reinterpret_cast<int64_t>(config);
+    const Float8Split& sp = config->split;
+    // The split dims of x (M,K) and of w^T (K,N): row-wise layers split K, column-wise N.
+    const auto x_split = sp.weight_dim == 1 ? std::optional<int64_t>(1) : std::nullopt;
+    const auto wt_split = sp.weight_dim < 0 ? std::nullopt : std::optional<int64_t>(sp.weight_dim == 1 ? 0 : 1);
+    const Float8Tensor a = to_float8(x, c.input, along(c.rowwise, -1), c.pow2,
+                                     reduce_if_split(sp, x_split, along(c.rowwise, 1)));
+    Float8Tensor b;
+    if (auto attached = attached_float8_weight(w)) {
+      TORCH_CHECK(!c.rowwise, "a float8 weight comes attached only with the tensorwise recipe");
+      b = {attached->data.t(), attached->scale};
+      ctx->saved_data["w8"] = attached->data;
+      ctx->saved_data["w8_scale"] = attached->scale;
+    } else {
+      b = to_float8(w.t(), c.weight, along(c.rowwise, 0), c.pow2, reduce_if_split(sp, wt_split, along(c.rowwise, 0)));
+    }
+    return scaled_mm(a, b, x.scalar_type(), config->emulate, /*fast_accum=*/true);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &w = saved[1];
-    const auto recipe = static_cast<Float8Recipe>(ctx->saved_data["recipe"].toInt());
-    const bool emulate = ctx->saved_data["emulate"].toBool();
+    const auto* config = reinterpret_cast<const Float8Config*>(ctx->saved_data["config"].toInt());
+    const Float8Recipe recipe = config->recipe;
+    const Float8Split& sp = config->split;
+    const bool emulate = config->emulate;
     const Casts c = casts_of(recipe);
     const at::Tensor go = grads[0].contiguous();  // (M,N)
+    const auto x_split = sp.weight_dim == 1 ? std::optional<int64_t>(1) : std::nullopt;
+    const auto go_split = sp.weight_dim == 0 ? std::optional<int64_t>(1) : std::nullopt;
+    const auto wt_split = sp.weight_dim < 0 ? std::nullopt : std::optional<int64_t>(sp.weight_dim == 1 ? 0 : 1);
     // grad_input = go (M,N) @ w (N,K): go scaled along N; w along N (per column k), or per
     // tensor with rowwise_with_gw_hp.
-    const Float8Tensor g = to_float8(go, c.grad, along(c.rowwise, -1), c.pow2);
+    const Float8Tensor g = to_float8(go, c.grad, along(c.rowwise, -1), c.pow2,
+                                     reduce_if_split(sp, go_split, along(c.rowwise, 1)));
     const bool w_rowwise = c.rowwise && recipe != Float8Recipe::kRowwiseWithGwHp;
-    Float8Tensor wt = to_float8(w.t(), c.weight, along(w_rowwise, -1), c.pow2);
+    Float8Tensor wt;
+    if (ctx->saved_data.find("w8") != ctx->saved_data.end()) {
+      wt = {ctx->saved_data["w8"].toTensor().t(), ctx->saved_data["w8_scale"].toTensor()};
+    } else {
+      wt = to_float8(w.t(), c.weight, along(w_rowwise, -1), c.pow2, reduce_if_split(sp, wt_split, along(w_rowwise, 1)));
+    }
     const Float8Tensor wg{wt.data.t(), wt.scale.dim() > 0 ? wt.scale.t() : wt.scale};
     const at::Tensor grad_x = scaled_mm(g, wg, go.scalar_type(), emulate, /*fast_accum=*/false);
     // grad_weight = go^T (N,M) @ x (M,K): both scaled along M; in high precision for gw_hp.
@@ -78,12 +121,14 @@ struct Float8LinearFunction : public torch::autograd::Function<Float8LinearFunct
     if (recipe == Float8Recipe::kRowwiseWithGwHp) {
       grad_w = at::mm(go.t(), x.to(go.scalar_type()));
     } else {
-      const Float8Tensor gt0 = to_float8(go, c.grad, along(c.rowwise, 0), c.pow2);
+      const Float8Tensor gt0 = to_float8(go, c.grad, along(c.rowwise, 0), c.pow2,
+                                         reduce_if_split(sp, go_split, along(c.rowwise, 0)));
       const Float8Tensor gt{gt0.data.t(), gt0.scale.dim() > 0 ? gt0.scale.t() : gt0.scale};
-      const Float8Tensor xs = to_float8(x, c.input, along(c.rowwise, 0), c.pow2);
+      const Float8Tensor xs = to_float8(x, c.input, along(c.rowwise, 0), c.pow2,
+                                        reduce_if_split(sp, x_split, along(c.rowwise, 0)));
       grad_w = scaled_mm(gt, xs, go.scalar_type(), emulate, /*fast_accum=*/false);
     }
-    return {grad_x, grad_w.to(w.scalar_type()), at::Tensor(), at::Tensor()};
+    return {grad_x, grad_w.to(w.scalar_type()), at::Tensor()};
   }
 };
 
@@ -105,14 +150,40 @@ const char* float8_recipe_name(Float8Recipe recipe) {
   return "?";
 }
 
-Float8Tensor to_float8(const at::Tensor& x, at::ScalarType float8_dtype, std::optional<int64_t> dim, bool pow2) {
+at::Tensor float8_scale(const at::Tensor& amax, at::ScalarType float8_dtype, bool pow2) {
+  at::NoGradGuard no_grad;
+  at::Tensor scale = (float8_max(float8_dtype) / amax.to(at::kDouble).clamp_min(kEps)).to(at::kFloat);
+  if (pow2) scale = at::exp2(at::floor(at::log2(scale)));
+  return scale;
+}
+
+at::Tensor cast_to_float8(const at::Tensor& x, const at::Tensor& scale, at::ScalarType float8_dtype) {
   at::NoGradGuard no_grad;
   const double max = float8_max(float8_dtype);
-  const at::Tensor amax = dim ? x.abs().amax({*dim}, /*keepdim=*/true) : x.abs().max();
-  at::Tensor scale = (max / amax.to(at::kDouble).clamp_min(kEps)).to(at::kFloat);
-  if (pow2) scale = at::exp2(at::floor(at::log2(scale)));
-  at::Tensor data = (x.to(at::kFloat) * scale).clamp(-max, max).to(float8_dtype);
-  return {data, scale};
+  return (x.to(at::kFloat) * scale).clamp(-max, max).to(float8_dtype);
+}
+
+Float8Tensor to_float8(const at::Tensor& x, at::ScalarType float8_dtype, std::optional<int64_t> dim, bool pow2,
+                       const std::function<void(at::Tensor&)>* max_amax) {
+  at::NoGradGuard no_grad;
+  at::Tensor amax = dim ? x.abs().amax({*dim}, /*keepdim=*/true) : x.abs().max();
+  if (max_amax) {
+    amax = amax.contiguous();
+    (*max_amax)(amax);
+  }
+  const at::Tensor scale = float8_scale(amax, float8_dtype, pow2);
+  return {cast_to_float8(x, scale, float8_dtype), scale};
+}
+
+void attach_float8_weight(at::Tensor& weight, Float8Tensor value) {
+  weight.unsafeGetTensorImpl()->set_backend_meta(c10::make_intrusive<AttachedFloat8>(std::move(value)));
+}
+
+std::optional<Float8Tensor> attached_float8_weight(const at::Tensor& weight) {
+  const auto ptr = weight.unsafeGetTensorImpl()->get_backend_meta_intrusive_ptr();
+  const auto* meta = dynamic_cast<const AttachedFloat8*>(ptr.get());
+  if (meta == nullptr) return std::nullopt;
+  return meta->value;
 }
 
 at::Tensor float8_linear(const at::Tensor& x, const at::Tensor& weight, const Float8Config& config) {
@@ -121,8 +192,7 @@ at::Tensor float8_linear(const at::Tensor& x, const at::Tensor& weight, const Fl
   const int64_t K = x.size(-1);
   std::vector<int64_t> out_shape = x.sizes().vec();
   out_shape.back() = weight.size(0);
-  const at::Tensor out = Float8LinearFunction::apply(x.reshape({-1, K}), weight, static_cast<int64_t>(config.recipe),
-                                                     config.emulate);
+  const at::Tensor out = Float8LinearFunction::apply(x.reshape({-1, K}), weight, &config);
   return out.view(out_shape);
 }
 

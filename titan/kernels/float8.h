@@ -12,6 +12,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,11 +31,23 @@ enum class Float8Recipe {
 std::optional<Float8Recipe> float8_recipe(std::string_view name);
 const char* float8_recipe_name(Float8Recipe recipe);
 
+// Tensor parallelism: the layer's weight is this rank's share of the whole, split on
+// `weight_dim` (0: the output features, column-wise; 1: the input features, row-wise) over a
+// group, and `max_over_group` replaces a tensor by its elementwise maximum over that group. Every
+// operand whose scale spans the split (a tensorwise scale of a split operand, or a rowwise scale
+// along the split dimension) has its amax reduced, so that scales and float8 values are those of
+// one process holding the whole layer.
+struct Float8Split {
+  int64_t weight_dim = -1;  // -1: not split
+  std::function<void(at::Tensor&)> max_over_group;
+};
+
 struct Float8Config {
   Float8Recipe recipe = Float8Recipe::kTensorwise;
   // Dequantize and multiply in float32 (any device). The caller sets it where the device has no
   // float8 GEMMs (the CPU; CUDA below compute capability 8.9 when the user asked to emulate).
   bool emulate = false;
+  Float8Split split;
 };
 
 // A tensor cast to float8: data (float8, x's shape and layout) and the float32 scale that
@@ -45,11 +58,24 @@ struct Float8Tensor {
 // torchao's dynamic cast: scale = float8_max / max(amax, 1e-12) (float64, stored float32;
 // rounded down to a power of 2 when `pow2`), data = clamp(x * scale, ±max) in float8.
 // `dim`: the dimension the amax runs along (rowwise scales), or nullopt for one per tensor.
-Float8Tensor to_float8(const at::Tensor& x, at::ScalarType float8_dtype, std::optional<int64_t> dim, bool pow2);
+// `max_amax`, when set, replaces the amax by its maximum over the ranks that share x.
+Float8Tensor to_float8(const at::Tensor& x, at::ScalarType float8_dtype, std::optional<int64_t> dim, bool pow2,
+                       const std::function<void(at::Tensor&)>* max_amax = nullptr);
+// The two halves of to_float8: the float32 scale of an amax, and x cast with a given scale.
+at::Tensor float8_scale(const at::Tensor& amax, at::ScalarType float8_dtype, bool pow2);
+at::Tensor cast_to_float8(const at::Tensor& x, const at::Tensor& scale, at::ScalarType float8_dtype);
+
+// A weight handed to a float8 layer already cast (FSDP's float8 all-gather: e4m3 with one
+// tensorwise scale, gathered as float8 bytes). `weight` is the tensor the layer receives, which
+// carries the gradient back (its values are not read); `value` is attached to it, lives as long
+// as it (and its shallow copies), and is used in place of casting the weight. Tensorwise only.
+void attach_float8_weight(at::Tensor& weight, Float8Tensor value);
+std::optional<Float8Tensor> attached_float8_weight(const at::Tensor& weight);
 
 // x (..., in), weight (out, in) -> (..., out) in x's dtype, differentiable in both: the
 // recipe's three GEMMs in float8. Autocast does not reach inside (the caller casts x, as torchao
-// does; the weight is cast to float8 from its own dtype).
+// does; the weight is cast to float8 from its own dtype, or comes attached). `config` must
+// outlive the backward.
 at::Tensor float8_linear(const at::Tensor& x, const at::Tensor& weight, const Float8Config& config);
 
 // Which linear layers a float8 conversion takes (torchtitan's filters): dims multiples of 16,

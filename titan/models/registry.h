@@ -47,6 +47,10 @@ struct ParallelizeOptions {
   std::string float8_recipe = "tensorwise";
   std::vector<std::string> float8_filter_fqns;
   bool float8_emulate = false;
+  // FSDP gathers the float8 layers' weights in float8 (tensorwise), with their scales computed
+  // in one collective after each optimizer step when float8_precompute.
+  bool float8_fsdp_all_gather = false;
+  bool float8_precompute = false;
 };
 
 // What a layout is checked against before anything is built.

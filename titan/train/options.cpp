@@ -177,6 +177,8 @@ models::ParallelizeOptions parallelize_options(const config::JobConfig& cfg) {
   o.float8_recipe = cfg.get_opt_string("quantize.linear.float8.recipe_name").value_or("tensorwise");
   o.float8_filter_fqns = cfg.get_list("quantize.linear.float8.filter_fqns");
   o.float8_emulate = cfg.get_bool("quantize.linear.float8.emulate");
+  o.float8_fsdp_all_gather = cfg.get_bool("quantize.linear.float8.enable_fsdp_float8_all_gather");
+  o.float8_precompute = cfg.get_bool("quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp");
   return o;
 }
 

@@ -698,6 +698,7 @@ StepRecord Trainer::train_step(int64_t step) {
   {
     TITAN_RANGE("optimizer");  // clipping is applied by the optimizer, in its own pass, from the device
     s.optimizer->step(lr, components::clip_coefficient(grad_norm, s.max_norm));
+    if (s.plan.data_parallel) s.plan.data_parallel->after_optimizer_step();
   }
   // One max-reduction for two things: torchtitan's global_max_loss (the largest per-rank
   // average; ranks outside data parallelism hold the same value) and the stop signal, so that

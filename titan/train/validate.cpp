@@ -133,19 +133,21 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   for (const char* key : {"quantize.grouped_mm.float8.fqns", "quantize.grouped_mm.mx.fqns"})
     need_default(key, "float8 and MX grouped GEMMs (for mixture-of-experts layers)");
   if (float8) {
-    need_false("quantize.linear.float8.enable_fsdp_float8_all_gather",
-               "the FSDP all-gather in float8 (float8 training gathers the weights in the training dtype)");
-    need_false("quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp",
-               "precomputed float8 scales for the FSDP all-gather");
-    if (cfg.get_int("parallelism.tensor_parallel_degree") > 1)
-      out.push_back("model.converters = [\"float8\"] with parallelism.tensor_parallel_degree = " +
-                    std::to_string(cfg.get_int("parallelism.tensor_parallel_degree")) +
-                    ": float8 with tensor parallelism is not supported yet");
+    const auto recipe_name = cfg.get_opt_string("quantize.linear.float8.recipe_name").value_or("tensorwise");
+    const bool all_gather = cfg.get_bool("quantize.linear.float8.enable_fsdp_float8_all_gather");
+    if (all_gather && recipe_name != "tensorwise" && kernels::float8_recipe(recipe_name))
+      out.push_back("quantize.linear.float8.enable_fsdp_float8_all_gather = true with recipe_name = \"" + recipe_name +
+                    "\": the float8 all-gather casts each weight with one scale, which only the tensorwise recipe "
+                    "uses (leave recipe_name unset, or turn the all-gather off)");
+    if (cfg.get_bool("quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp") && !all_gather)
+      out.push_back("quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp = true without "
+                    "enable_fsdp_float8_all_gather: the precomputed scales are those of the float8 all-gather (turn it "
+                    "on too, or turn this off)");
     if (cfg.get_string("activation_checkpoint.mode") == "selective" &&
         cfg.get_string("activation_checkpoint.selective_ac_option") == "op")
       out.push_back("model.converters = [\"float8\"] with op-level selective activation checkpointing is not "
                     "supported yet (use activation_checkpoint.mode = \"full\" or a layer-level selective_ac_option)");
-    const auto recipe = cfg.get_opt_string("quantize.linear.float8.recipe_name").value_or("tensorwise");
+    const std::string& recipe = recipe_name;
     if (!kernels::float8_recipe(recipe))
       out.push_back("quantize.linear.float8.recipe_name = \"" + recipe + "\" is not a float8 recipe (use \"tensorwise\", "
                     "\"rowwise\" or \"rowwise_with_gw_hp\"; unset: tensorwise)");

@@ -14,6 +14,10 @@ namespace titan::models::common {
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
   if (style) return style(x, weight);
+  return local(x, weight, float8.get());
+}
+
+at::Tensor Linear::local(const at::Tensor& x, const at::Tensor& weight, const kernels::Float8Config* float8) {
   // As torchao's Float8Linear under autocast: the input in the autocast dtype, the weight cast to
   // float8 from its own (the float32 master weight on one process).
   if (float8) return kernels::float8_linear(kernels::autocast_matmul_input(x), weight, *float8);

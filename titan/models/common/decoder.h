@@ -57,6 +57,9 @@ struct Linear {
   // Set by a float8 conversion (model.converters): the three GEMMs in float8.
   std::shared_ptr<const kernels::Float8Config> float8;
   at::Tensor forward(const at::Tensor& x) const;  // (..., in) -> (..., out)
+  // x W^T with this rank's weight, in float8 when converted: what forward runs without a
+  // style, and what a row-wise tensor-parallel style runs before its reduce-scatter.
+  static at::Tensor local(const at::Tensor& x, const at::Tensor& weight, const kernels::Float8Config* float8);
 };
 
 struct Embedding {

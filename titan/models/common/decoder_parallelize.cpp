@@ -36,16 +36,23 @@ void apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool l
   model.tok_embeddings().style = distributed::tp::rowwise_embedding(tp, first);
   for (auto& block : model.layers()) {
     block.attention.prepare_input = distributed::tp::gather_input(tp);
-    block.attention.wo.style = distributed::tp::rowwise_linear(tp);
     block.feed_forward.prepare_input = distributed::tp::gather_input(tp);
-    block.feed_forward.w2.style = distributed::tp::rowwise_linear(tp);
+    for (Linear* rowwise : {&block.attention.wo, &block.feed_forward.w2}) {
+      LinearStyle local;  // a float8 layer's own product before the reduce-scatter
+      if (auto f8 = rowwise->float8)
+        local = [f8](const at::Tensor& x, const at::Tensor& w) { return Linear::local(x, w, f8.get()); };
+      rowwise->style = distributed::tp::rowwise_linear(tp, std::move(local));
+    }
   }
   model.set_head_loss_style(distributed::tp::vocab_parallel_head_loss(tp, first, loss_parallel));
 }
 
 // model.converters = ["float8"]: every linear layer of the blocks that torchtitan's filters take
 // runs its GEMMs in float8 (kernels/float8.h); the log lists what was converted and what not.
-std::vector<std::string> apply_float8(Decoder& model, const ParallelizeOptions& o, at::Device device) {
+// Under tensor parallelism the column-wise and row-wise layers reduce the amaxes of their split
+// operands over tp. The converted weights' FQNs go to `converted`.
+std::vector<std::string> apply_float8(Decoder& model, const ParallelizeOptions& o, at::Device device,
+                                      distributed::DeviceMesh& mesh, std::vector<std::string>& converted_weights) {
   if (!o.float8) return {};
   const auto recipe = kernels::float8_recipe(o.float8_recipe);
   if (!recipe)
@@ -69,6 +76,19 @@ std::vector<std::string> apply_float8(Decoder& model, const ParallelizeOptions& 
   auto config = std::make_shared<kernels::Float8Config>();
   config->recipe = *recipe;
   config->emulate = emulate;
+  const int64_t tp = mesh.dims().tp;
+  std::shared_ptr<kernels::Float8Config> split[2];  // column-wise (output features split), row-wise (input)
+  if (tp > 1) {
+    auto& group = mesh.group("tp");
+    for (int d = 0; d < 2; ++d) {
+      split[d] = std::make_shared<kernels::Float8Config>(*config);
+      split[d]->split.weight_dim = d;
+      split[d]->split.max_over_group = [&group](at::Tensor& t) {
+        at::Tensor flat = t.view({-1});
+        group.all_reduce(flat, /*max=*/true).wait();
+      };
+    }
+  }
   int converted = 0;
   std::map<std::string, std::vector<std::string>> skipped;  // reason -> layers
   for (auto& block : model.layers()) {
@@ -80,10 +100,17 @@ std::vector<std::string> apply_float8(Decoder& model, const ParallelizeOptions& 
         {"feed_forward.w3", &block.feed_forward.w3}};
     for (auto& [name, linear] : linears) {
       const std::string fqn = prefix + name;
-      const std::string why = kernels::float8_skip_reason(fqn, linear->weight.size(0), linear->weight.size(1),
-                                                          o.float8_filter_fqns, *recipe);
+      std::string why = kernels::float8_skip_reason(fqn, linear->weight.size(0), linear->weight.size(1),
+                                                    o.float8_filter_fqns, *recipe);
+      // wo and w2 are row-wise (their input features split over tp), the others column-wise.
+      const std::string_view n = name;
+      const int d = n.ends_with("wo") || n.ends_with("w2") ? 1 : 0;
+      if (why.empty() && tp > 1 && (linear->weight.size(d) / tp) % 16 != 0)
+        why = "the tensor-parallel share of its " + std::string(d ? "input" : "output") + " features (" +
+              std::to_string(linear->weight.size(d) / tp) + ") is not a multiple of 16";
       if (why.empty()) {
-        linear->float8 = config;
+        linear->float8 = tp > 1 ? split[d] : config;
+        converted_weights.push_back(fqn + ".weight");
         ++converted;
       } else {
         skipped[why].push_back(fqn);
@@ -98,7 +125,8 @@ std::vector<std::string> apply_float8(Decoder& model, const ParallelizeOptions& 
       .push_back("output");
   std::vector<std::string> lines;
   lines.push_back("Float8 training active with recipe " + std::string(kernels::float8_recipe_name(*recipe)) + " (" +
-                  where + "): " + std::to_string(converted) + " linear layers converted");
+                  where + "): " + std::to_string(converted) + " linear layers converted" +
+                  (tp > 1 ? "; the amaxes of operands split over tensor parallelism are reduced over tp" : ""));
   for (const auto& [why, layers] : skipped) {
     std::string list;
     for (size_t i = 0; i < layers.size() && i < 4; ++i) list += (i ? ", " : "") + layers[i];
@@ -202,7 +230,8 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
   auto note = [&](const std::string& line) {
     if (!line.empty()) plan.applied.push_back(line);
   };
-  for (const auto& line : apply_float8(model, options, device)) note(line);
+  std::vector<std::string> float8_weights;
+  for (const auto& line : apply_float8(model, options, device, mesh, float8_weights)) note(line);
   const bool loss_parallel = options.loss_parallel;
   if (dims.tp > 1) {
     apply_tensor_parallel(model, mesh, loss_parallel);
@@ -265,6 +294,16 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
   o.sync_every_microbatch = options.fsdp_sync_every_microbatch;
   o.pipelined = dims.pp > 1;
   if (dims.fsdp_enabled()) o.param_dtype = compute_dtype;
+  if (options.float8_fsdp_all_gather && dims.fsdp_enabled()) {
+    o.float8_gather = float8_weights;
+    o.float8_precompute = options.float8_precompute;
+    note("Float8: FSDP gathers the " + std::to_string(float8_weights.size()) +
+         " converted weights in float8 (e4m3, one scale per weight, " +
+         (options.float8_precompute ? "precomputed for all of them in one all-reduce after each optimizer step)"
+                                    : "an all-reduce of their amaxes per block when the weights have changed)"));
+  } else if (options.float8_fsdp_all_gather) {
+    note("Float8: enable_fsdp_float8_all_gather has nothing to gather without FSDP (data_parallel_shard_degree 1)");
+  }
   const DecoderArgs args = model.decoder_args();
   std::function<void(ForwardHooks*)> install = [&model](ForwardHooks* hooks) { model.set_forward_hooks(hooks); };
   if (!parts_held.empty()) {
