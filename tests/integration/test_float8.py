@@ -17,7 +17,8 @@ emulated in float32 with torchao's numbers (parity.float8 checks the layer again
 - TP(2) in each recipe, and FSDP(2)xTP(2) with the float8 all-gather, give one process's first
   step (1e-6: every scale is the whole tensor's; a tensorwise scale from a rank's share alone is
   off by about 2e-5) and stay within 1e-3 over 10 steps (a sum in another order moves a value
-  across a float8 rounding boundary now and then, and the runs drift apart);
+  across a float8 rounding boundary now and then, and the runs drift apart); with async TP added
+  (405B's combination) FSDP(2)xTP(2) gives blocking TP's numbers bit for bit;
 - a float8 run killed right after its step-5 save resumes bit for bit, and its checkpoint
   continues in a run without float8;
 - what is not built yet or wrong (MX, an unknown converter or recipe, auto_filter_small_kn with
@@ -170,6 +171,15 @@ def main() -> int:
         first, worst = first_and_worst(got, one4)
         check(f"float8 FSDP(2)xTP(2) with the float8 all-gather: step 1 {first:.1e} of one process (<= {FIRST:g}), "
               f"10 steps {worst:.1e} (<= {DRIFT:g})", len(got) == 10 and first <= FIRST and worst <= DRIFT)
+    # Llama 3 405B's combination: float8 tensorwise, TP, the float8 all-gather with precomputed
+    # scales, and async TP, which pipelines the float8 GEMMs with the sequence's blocks.
+    if got is not None:
+        both = run_layout(checks, titan, "FSDP(2)xTP(2) float8 all-gather, async TP", 4,
+                          BASE + F8 + lb4 + AG + PRE + TP2 + ["--parallelism.enable_async_tensor_parallel"],
+                          os.path.join(tmp, "fsdp_tp_ag_async"))
+        if both is not None:
+            check("float8 FSDP(2)xTP(2) with the float8 all-gather and async TP: the losses and grad norms of blocking TP, "
+                  "bit for bit", [(r["loss"], r["grad_norm"]) for r in both] == [(r["loss"], r["grad_norm"]) for r in got])
     # Bytes: in bf16, the 21 float8 weights (3 blocks of 4*256*256 + 3*256*768 elements) go from 2
     # bytes to 1, gathered twice a step (forward, and again for backward), (W-1)/W of the whole.
     amp2 = ["--training.mixed_precision_param", "bfloat16", "--training.steps", "3"] + lb4 + F8

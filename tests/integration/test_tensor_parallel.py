@@ -2,8 +2,9 @@
 """Tensor parallelism (with sequence and loss parallelism) and 2D layouts on CPU processes
 (Gloo): TP(2), TP(4), FSDP(2)xTP(2), DDP(2)xTP(2), HSDP(2x2)xTP(2) (8 processes), TP(2) with
 gradient accumulation, with full and op-level activation checkpointing and with the logits
-gathered (loss parallel off),
-against one process with the same global batch; the initial parameters of every layout equal
+gathered (loss parallel off), PP(2)xTP(2),
+against one process with the same global batch; async TP on TP(2), TP(4), FSDP(2)xTP(2), TP(2)
+with full AC and PP(2)xTP(2), each equal to blocking TP bit for bit; the initial parameters of every layout equal
 one process's bit for bit; the 1B flavor materialised under FSDP(4) within 1.3x its shard;
 the parallel styles against the unsharded computation; bad layouts.
 
@@ -33,6 +34,8 @@ from launch import launch_into as launch  # noqa: E402
 from launch import step_metrics as metrics  # noqa: E402
 
 TOL = 1e-5
+PP = ["--parallelism.pipeline_parallel_degree", "2", "--parallelism.pipeline_parallel_schedule", "1F1B",
+      "--parallelism.pipeline_parallel_microbatch_size", "2", "--parallelism.data_parallel_shard_degree", "1"]
 UPDATE_TOL = 1e-4  # each parameter's update over the run, L2 (launch.worst_update_diff); noise is below 1e-5
 checks = Checks()
 check = checks.check
@@ -74,7 +77,12 @@ def main() -> int:
                                     "--activation_checkpoint.selective_ac_option", "op"]),
         "TP(2), loss parallel off": (2, tp2 + ["--training.local_batch_size", "8", "--parallelism.disable_loss_parallel"]),
         "FSDP(2)xTP(2), no fused kernels": (4, tp2 + ["--training.local_batch_size", "4", "--no-compile.enable"]),
+        "PP(2)xTP(2)": (4, tp2 + PP + ["--training.local_batch_size", "8"]),
     }
+    # Async TP: the same layouts with the collectives pipelined with the matmuls.
+    for name in ["TP(2)", "TP(4)", "FSDP(2)xTP(2)", "TP(2) + full AC", "PP(2)xTP(2)"]:
+        world, extra = layouts[name]
+        layouts[name + ", async TP"] = (world, extra + ["--parallelism.enable_async_tensor_parallel"])
     runs = {}
     for name, (world, extra) in layouts.items():
         dump = os.path.join(tmp, re.sub(r"[^A-Za-z0-9]+", "_", name))
@@ -89,6 +97,8 @@ def main() -> int:
         check(f"{name}: 10 steps match one process (loss {worst_loss:.1e}, grad norm {worst_norm:.1e}, "
               f"step 1 loss {'identical' if got[0]['loss'] == ref[0]['loss'] else 'within ' + format(rel(got[0]['loss'], ref[0]['loss']), '.1e')}, "
               f"{time.time() - start:.0f} s)", len(got) == 10 and worst_loss <= TOL and worst_norm <= TOL)
+        if name.startswith("PP("):  # a stage's state holds its own parameters (test_pipeline.py checks them)
+            continue
         mine = read_state(state)
         check(f"{name}: initial parameters gathered equal one process's bit for bit",
               list(mine) == list(initial) and all(mine[n].view(torch.int32).equal(initial[n].view(torch.int32))
@@ -102,6 +112,11 @@ def main() -> int:
     if "TP(2)" in runs and "TP(2), loss parallel off" in runs:
         worst = max(rel(a["loss"], b["loss"]) for a, b in zip(runs["TP(2)"], runs["TP(2), loss parallel off"]))
         check(f"loss parallel on and off agree (worst {worst:.1e})", worst <= TOL)
+    for name in [n for n in runs if n.endswith(", async TP")]:
+        sync = runs.get(name[:-len(", async TP")])
+        if sync is not None:
+            check(f"{name}: the losses and grad norms of blocking TP, bit for bit",
+                  [(s["loss"], s["grad_norm"]) for s in runs[name]] == [(s["loss"], s["grad_norm"]) for s in sync])
     if "TP(2)" in runs and "TP(2) + op AC" in runs:
         check("TP(2): op-level activation checkpointing gives the losses and grad norms of none, bit for bit",
               [(s["loss"], s["grad_norm"]) for s in runs["TP(2)"]] ==
@@ -144,7 +159,9 @@ def main() -> int:
         ("kv heads not divisible", 3, ["--parallelism.tensor_parallel_degree", "3", "--model.flavor", "3B",
                                        "--training.seq_len", "66"], "n_kv_heads"),
         ("sequence not divisible", 2, ["--parallelism.tensor_parallel_degree", "2", "--training.seq_len", "63"], "training.seq_len"),
-        ("async TP refused", 2, ["--parallelism.tensor_parallel_degree", "2", "--parallelism.enable_async_tensor_parallel"],
+        ("async TP with op-level AC", 2, ["--parallelism.tensor_parallel_degree", "2",
+                                          "--parallelism.enable_async_tensor_parallel", "--activation_checkpoint.mode",
+                                          "selective", "--activation_checkpoint.selective_ac_option", "op"],
          "enable_async_tensor_parallel"),
         ("mesh does not fit the world", 4, ["--parallelism.tensor_parallel_degree", "3"], "world size"),
     ]:

@@ -51,5 +51,9 @@ using EmbeddingStyle = std::function<at::Tensor(const at::Tensor& tokens, const 
 using HeadLossStyle = std::function<at::Tensor(const at::Tensor& h, const at::Tensor& weight,
                                                const at::Tensor& labels)>;
 using InputStyle = std::function<at::Tensor(const at::Tensor& x)>;
+// A module's input through its column-wise input projections at once (async tensor parallelism:
+// the input's all-gather pipelined with their matmuls) -> each projection's output, in order.
+// Unset: the module's input style, then each projection.
+using ProjectStyle = std::function<std::vector<at::Tensor>(const at::Tensor& x)>;
 
 }  // namespace titan

@@ -5,7 +5,10 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 
+#include "titan/kernels/float8.h"
 #include "titan/kernels/linear_cross_entropy.h"
 #include "titan/kernels/ops.h"
 
@@ -154,7 +157,233 @@ struct VocabParallelCrossEntropy : public torch::autograd::Function<VocabParalle
   }
 };
 
+// ---- async tensor parallelism --------------------------------------------------------------
+
+// The number of a group's next async collective, the same on every member (each runs them in
+// the same order): it names the messages in the flight recorder.
+int64_t next_async_seq(const Group* g) {
+  static std::mutex mutex;
+  static std::map<const Group*, int64_t> seqs;
+  std::lock_guard<std::mutex> lock(mutex);
+  return seqs[g]++;
+}
+
+constexpr int kAsyncTag = 0x7a5;  // the tp group carries no other point-to-point traffic
+
+// A send to the next rank and a receive from the previous one (or the other way round), started
+// together; wait() finishes both.
+class RingStep {
+ public:
+  // Counted in the communication statistics as the collective it stands for (a ring's sends add
+  // up to the (W-1)/W of the whole that the collective moves).
+  RingStep(Group& g, const at::Tensor& out, at::Tensor& in, int to, int from, const char* channel, int64_t seq,
+           Collective kind) {
+    comm_stats().bytes[static_cast<size_t>(kind)] += static_cast<double>(out.numel() * out.element_size());
+    g.begin_p2p_batch();
+    sent_ = g.send(out, to, kAsyncTag, channel, seq);
+    got_ = g.recv(in, from, kAsyncTag, channel, seq);
+    batch_ = g.end_p2p_batch();
+  }
+  void wait() {
+    if (batch_.valid()) {
+      batch_.wait();
+      return;
+    }
+    sent_.wait();
+    got_.wait();
+  }
+
+ private:
+  Pending sent_, got_, batch_;
+};
+
+// All-gather on dim 1 with work on each block as it arrives: fn(block, owner) runs on this
+// rank's block while it travels to the next rank, then on each block received while the
+// following one is in flight. Returns the gathered (B, W*t, ...).
+at::Tensor ring_all_gather(const at::Tensor& x, Group& g, const std::function<void(const at::Tensor&, int)>& fn) {
+  const int W = g.size(), r = g.rank();
+  const int64_t t = x.size(1), seq = next_async_seq(&g);
+  ++comm_stats().calls[static_cast<size_t>(Collective::AllGather)];
+  std::vector<int64_t> full = x.sizes().vec();
+  full[1] *= W;
+  at::Tensor out = at::empty(full, x.options());
+  at::Tensor cur = x.contiguous();
+  for (int step = 0; step < W; ++step) {
+    const int owner = (r - step + W) % W;
+    out.narrow(1, owner * t, t).copy_(cur);
+    at::Tensor next;
+    std::optional<RingStep> ring;
+    if (step + 1 < W) {
+      next = at::empty_like(cur);
+      ring.emplace(g, cur, next, (r + 1) % W, (r - 1 + W) % W, "tp async all-gather", seq * W + step,
+                   Collective::AllGather);
+    }
+    fn(cur, owner);
+    if (ring) {
+      ring->wait();
+      cur = next;
+    }
+  }
+  return out;
+}
+
+// Reduce-scatter on dim 1 of a sum whose blocks are computed on demand: partial(c) is this
+// rank's term of block c (B, t, ...). Each rank computes one block's term while the running sum
+// of the block before travels; it ends with the sum of its own block.
+at::Tensor ring_reduce_scatter(Group& g, const std::function<at::Tensor(int)>& partial) {
+  const int W = g.size(), r = g.rank();
+  const int64_t seq = next_async_seq(&g);
+  ++comm_stats().calls[static_cast<size_t>(Collective::ReduceScatter)];
+  // Step s works on block (r + s + 1) % W, the last on r's own; sums go to the previous rank.
+  at::Tensor acc = partial((r + 1) % W).contiguous();
+  for (int step = 0; step + 1 < W; ++step) {
+    at::Tensor in = at::empty_like(acc);
+    RingStep ring(g, acc, in, (r - 1 + W) % W, (r + 1) % W, "tp async reduce-scatter", seq * W + step,
+                  Collective::ReduceScatter);
+    at::Tensor mine = partial((r + step + 2) % W);
+    ring.wait();
+    acc = (in + mine).contiguous();
+  }
+  return acc;
+}
+
+// A linear layer's local product for async TP: x W^T, or its float8 GEMM with the input's amax
+// given (so that a block of rows is cast with the scale of all of them).
+at::Tensor local_product(const at::Tensor& x, const at::Tensor& w, const kernels::Float8Config* f8,
+                         const at::Tensor& amax, const kernels::Float8Tensor* w8) {
+  if (!f8) return at::linear(x, w);
+  const int64_t K = x.size(-1);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = w.size(0);
+  return kernels::float8_forward(x.reshape({-1, K}), amax.dim() ? amax.reshape({-1, 1}) : amax, *w8, *f8).view(shape);
+}
+
+// The backward of one linear layer on the whole tensors: (grad_x, grad_w).
+std::pair<at::Tensor, at::Tensor> linear_backward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& go,
+                                                  const kernels::Float8Config* f8) {
+  const int64_t K = x.size(-1), N = w.size(0);
+  const at::Tensor x2 = x.reshape({-1, K}), g2 = go.reshape({-1, N});
+  if (f8) {
+    auto [gx, gw] = kernels::float8_linear_backward(x2, w, g2, *f8);
+    return {gx.view(x.sizes()), gw};
+  }
+  return {g2.mm(w).view(x.sizes()), g2.t().mm(x2)};
+}
+
+using Float8List = std::vector<const kernels::Float8Config*>;
+
+// Column-wise linears on a sequence-sharded input: the all-gather pipelined with their products.
+struct AllGatherLinears : public torch::autograd::Function<AllGatherLinears> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList weights, Group* g,
+                               const Float8List* f8) {
+    ctx->saved_data["group"] = reinterpret_cast<int64_t>(g);
+    ctx->saved_data["f8"] = reinterpret_cast<int64_t>(f8);
+    const int W = g->size();
+    const int64_t t = x.size(1);
+    std::vector<kernels::Float8Tensor> w8(weights.size());
+    std::vector<at::Tensor> amax(weights.size());
+    std::vector<at::Tensor> outs;
+    for (size_t i = 0; i < weights.size(); ++i) {
+      if (const auto* c = (*f8)[i]) {
+        w8[i] = kernels::float8_forward_weight(weights[i], *c);
+        // A tensorwise scale spans the whole sequence: the maximum over the ranks' blocks.
+        if (c->recipe == kernels::Float8Recipe::kTensorwise) {
+          amax[i] = x.abs().max().reshape({1});
+          g->all_reduce(amax[i], /*max=*/true).wait();
+          amax[i] = amax[i].reshape({});
+        }
+      }
+      std::vector<int64_t> shape = x.sizes().vec();
+      shape[1] *= W;
+      shape.back() = weights[i].size(0);
+      outs.push_back(at::empty(shape, x.options()));
+    }
+    const at::Tensor full = ring_all_gather(x, *g, [&](const at::Tensor& block, int owner) {
+      for (size_t i = 0; i < weights.size(); ++i) {
+        const auto* c = (*f8)[i];
+        at::Tensor a = amax[i];
+        if (c && !a.defined()) a = kernels::float8_input_amax(block.reshape({-1, block.size(-1)}), *c);
+        outs[i].narrow(1, owner * t, t).copy_(local_product(block, weights[i], c, a, &w8[i]));
+      }
+    });
+    std::vector<at::Tensor> saved{full};
+    for (const auto& w : weights) saved.push_back(w);
+    ctx->save_for_backward(saved);
+    return outs;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    Group* g = group_of(ctx);
+    const auto* f8 = reinterpret_cast<const Float8List*>(ctx->saved_data["f8"].toInt());
+    const at::Tensor& full = saved[0];
+    at::Tensor grad_full;
+    variable_list out{at::Tensor()};
+    const size_t n = saved.size() - 1;
+    std::vector<at::Tensor> gxs(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (!grads[i].defined()) {
+        out.emplace_back();
+        continue;
+      }
+      auto [gx, gw] = linear_backward(full, saved[i + 1], grads[i], (*f8)[i]);
+      gxs[i] = gx;
+      out.push_back(gw.to(saved[i + 1].scalar_type()));
+    }
+    // Summed last layer first, the order in which autograd adds them up in the blocking form
+    // (for attention: v's, k's, then q's), so that the two give the same bits.
+    for (size_t i = n; i-- > 0;)
+      if (gxs[i].defined()) grad_full = grad_full.defined() ? grad_full + gxs[i] : gxs[i];
+    if (grad_full.defined()) out[0] = reduce_scatter_dim1(grad_full, *g);
+    out.emplace_back();  // group
+    out.emplace_back();  // f8
+    return out;
+  }
+};
+
+// A row-wise linear: its partial products reduce-scattered on the sequence, block by block while
+// the running sums travel.
+struct LinearReduceScatter : public torch::autograd::Function<LinearReduceScatter> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, Group* g,
+                            const kernels::Float8Config* f8) {
+    ctx->saved_data["group"] = reinterpret_cast<int64_t>(g);
+    ctx->saved_data["f8"] = reinterpret_cast<int64_t>(f8);
+    ctx->save_for_backward({x, w});
+    const int W = g->size();
+    const int64_t t = x.size(1) / W;
+    kernels::Float8Tensor w8;
+    at::Tensor amax;  // the whole input's (its split reduced over tp), rows as (B, T, 1) when rowwise
+    if (f8) {
+      w8 = kernels::float8_forward_weight(w, *f8);
+      amax = kernels::float8_input_amax(x.reshape({-1, x.size(-1)}), *f8);
+      if (amax.dim()) amax = amax.view({x.size(0), x.size(1), 1});
+    }
+    return ring_reduce_scatter(*g, [&](int c) {
+      const at::Tensor a = amax.defined() && amax.dim() ? amax.narrow(1, c * t, t) : amax;
+      return local_product(x.narrow(1, c * t, t), w, f8, a, &w8);
+    });
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    Group* g = group_of(ctx);
+    const auto* f8 = reinterpret_cast<const kernels::Float8Config*>(ctx->saved_data["f8"].toInt());
+    auto [gx, gw] = linear_backward(saved[0], saved[1], all_gather_dim1(grads[0], *g), f8);
+    return {gx, gw.to(saved[1].scalar_type()), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
+
+std::vector<at::Tensor> all_gather_linears(const at::Tensor& x, const std::vector<at::Tensor>& weights,
+                                           const std::vector<const kernels::Float8Config*>& float8, Group& group) {
+  return AllGatherLinears::apply(x, at::TensorList(weights), &group, &float8);
+}
+
+at::Tensor linear_reduce_scatter(const at::Tensor& x, const at::Tensor& weight, const kernels::Float8Config* float8,
+                                 Group& group) {
+  return LinearReduceScatter::apply(x, weight, &group, float8);
+}
 
 at::Tensor gather_sequence(const at::Tensor& x, Group& group) {
   return group.trivial() ? x : GatherSequence::apply(x, &group);

@@ -13,8 +13,11 @@
 
 #include <ATen/ATen.h>
 
+#include <vector>
+
 #include "titan/common/module.h"
 #include "titan/distributed/process_group.h"
+#include "titan/kernels/float8.h"
 
 namespace titan::distributed::tp {
 
@@ -25,6 +28,22 @@ at::Tensor reduce_scatter_sequence(const at::Tensor& x, Group& group);
 // (..., V/tp) -> (..., V): all-gather on the last dim; backward keeps this rank's slice (every
 // rank computes the same loss from the gathered tensor).
 at::Tensor gather_last_dim(const at::Tensor& x, Group& group);
+
+// Async tensor parallelism (parallelism.enable_async_tensor_parallel): the collectives split
+// into tp blocks of the sequence that pass around the group point to point, each block's matmul
+// running while the next block is in flight.
+// Column-wise linears on x (B,T/tp,D): the sequence gathered block by block, each block
+// multiplied by every weight as it arrives -> each layer's output (B,T,out/tp). Backward: the
+// layers' input gradients summed and reduce-scattered. `float8[i]` (or null) is layer i's float8
+// conversion; its scales are those of the whole sequence, as in the blocking form. `float8` must
+// outlive the backward.
+std::vector<at::Tensor> all_gather_linears(const at::Tensor& x, const std::vector<at::Tensor>& weights,
+                                           const std::vector<const kernels::Float8Config*>& float8, Group& group);
+// Row-wise linear x (B,T,in/tp), weight (out, in/tp) -> (B,T/tp,out): block c's partial product
+// computed while the running sum of the block before travels. Backward: the output gradient
+// gathered, then the layer's backward.
+at::Tensor linear_reduce_scatter(const at::Tensor& x, const at::Tensor& weight, const kernels::Float8Config* float8,
+                                 Group& group);
 
 // Styles. `group` must outlive the model's use of the style.
 // Row-wise linear: x (B,T,in/tp) with weight (out, in/tp) -> (B,T/tp,out), reduce-scattered.

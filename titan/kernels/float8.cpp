@@ -65,74 +65,103 @@ const std::function<void(at::Tensor&)>* reduce_if_split(const Float8Split& s, st
   return &s.max_over_group;
 }
 
+// The split dims of the 2-D operands: x (M,K) and go (M,N) by the layer's split, w^T (K,N).
+std::optional<int64_t> x_split_of(const Float8Split& s) { return s.weight_dim == 1 ? std::optional<int64_t>(1) : std::nullopt; }
+std::optional<int64_t> go_split_of(const Float8Split& s) { return s.weight_dim == 0 ? std::optional<int64_t>(1) : std::nullopt; }
+std::optional<int64_t> wt_split_of(const Float8Split& s) {
+  return s.weight_dim < 0 ? std::nullopt : std::optional<int64_t>(s.weight_dim == 1 ? 0 : 1);
+}
+
 struct Float8LinearFunction : public torch::autograd::Function<Float8LinearFunction> {
   // x (M,K), w (N,K) -> (M,N)
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w,
                             const Float8Config* config) {
-    const Casts c = casts_of(config->recipe);
     ctx->save_for_backward({x, w});
     ctx->saved_data["config"] = reinterpret_cast<int64_t>(config);
-    const Float8Split& sp = config->split;
-    // The split dims of x (M,K) and of w^T (K,N): row-wise layers split K, column-wise N.
-    const auto x_split = sp.weight_dim == 1 ? std::optional<int64_t>(1) : std::nullopt;
-    const auto wt_split = sp.weight_dim < 0 ? std::nullopt : std::optional<int64_t>(sp.weight_dim == 1 ? 0 : 1);
-    const Float8Tensor a = to_float8(x, c.input, along(c.rowwise, -1), c.pow2,
-                                     reduce_if_split(sp, x_split, along(c.rowwise, 1)));
-    Float8Tensor b;
-    if (auto attached = attached_float8_weight(w)) {
-      TORCH_CHECK(!c.rowwise, "a float8 weight comes attached only with the tensorwise recipe");
-      b = {attached->data.t(), attached->scale};
+    if (auto attached = attached_float8_weight(w)) {  // kept for backward: the saved w may be a copy
       ctx->saved_data["w8"] = attached->data;
       ctx->saved_data["w8_scale"] = attached->scale;
-    } else {
-      b = to_float8(w.t(), c.weight, along(c.rowwise, 0), c.pow2, reduce_if_split(sp, wt_split, along(c.rowwise, 0)));
     }
-    return scaled_mm(a, b, x.scalar_type(), config->emulate, /*fast_accum=*/true);
+    return float8_forward(x, float8_input_amax(x, *config), float8_forward_weight(w, *config), *config);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &w = saved[1];
     const auto* config = reinterpret_cast<const Float8Config*>(ctx->saved_data["config"].toInt());
-    const Float8Recipe recipe = config->recipe;
-    const Float8Split& sp = config->split;
-    const bool emulate = config->emulate;
-    const Casts c = casts_of(recipe);
-    const at::Tensor go = grads[0].contiguous();  // (M,N)
-    const auto x_split = sp.weight_dim == 1 ? std::optional<int64_t>(1) : std::nullopt;
-    const auto go_split = sp.weight_dim == 0 ? std::optional<int64_t>(1) : std::nullopt;
-    const auto wt_split = sp.weight_dim < 0 ? std::nullopt : std::optional<int64_t>(sp.weight_dim == 1 ? 0 : 1);
-    // grad_input = go (M,N) @ w (N,K): go scaled along N; w along N (per column k), or per
-    // tensor with rowwise_with_gw_hp.
-    const Float8Tensor g = to_float8(go, c.grad, along(c.rowwise, -1), c.pow2,
-                                     reduce_if_split(sp, go_split, along(c.rowwise, 1)));
-    const bool w_rowwise = c.rowwise && recipe != Float8Recipe::kRowwiseWithGwHp;
-    Float8Tensor wt;
-    if (ctx->saved_data.find("w8") != ctx->saved_data.end()) {
-      wt = {ctx->saved_data["w8"].toTensor().t(), ctx->saved_data["w8_scale"].toTensor()};
-    } else {
-      wt = to_float8(w.t(), c.weight, along(w_rowwise, -1), c.pow2, reduce_if_split(sp, wt_split, along(w_rowwise, 1)));
-    }
-    const Float8Tensor wg{wt.data.t(), wt.scale.dim() > 0 ? wt.scale.t() : wt.scale};
-    const at::Tensor grad_x = scaled_mm(g, wg, go.scalar_type(), emulate, /*fast_accum=*/false);
-    // grad_weight = go^T (N,M) @ x (M,K): both scaled along M; in high precision for gw_hp.
-    at::Tensor grad_w;
-    if (recipe == Float8Recipe::kRowwiseWithGwHp) {
-      grad_w = at::mm(go.t(), x.to(go.scalar_type()));
-    } else {
-      const Float8Tensor gt0 = to_float8(go, c.grad, along(c.rowwise, 0), c.pow2,
-                                         reduce_if_split(sp, go_split, along(c.rowwise, 0)));
-      const Float8Tensor gt{gt0.data.t(), gt0.scale.dim() > 0 ? gt0.scale.t() : gt0.scale};
-      const Float8Tensor xs = to_float8(x, c.input, along(c.rowwise, 0), c.pow2,
-                                        reduce_if_split(sp, x_split, along(c.rowwise, 0)));
-      grad_w = scaled_mm(gt, xs, go.scalar_type(), emulate, /*fast_accum=*/false);
-    }
-    return {grad_x, grad_w.to(w.scalar_type()), at::Tensor()};
+    std::optional<Float8Tensor> w8;
+    if (ctx->saved_data.find("w8") != ctx->saved_data.end())
+      w8 = Float8Tensor{ctx->saved_data["w8"].toTensor(), ctx->saved_data["w8_scale"].toTensor()};
+    auto [grad_x, grad_w] = float8_linear_backward(saved[0], saved[1], grads[0], *config, w8);
+    return {grad_x, grad_w, at::Tensor()};
   }
 };
 
 }  // namespace
+
+at::Tensor float8_input_amax(const at::Tensor& x, const Float8Config& config) {
+  at::NoGradGuard no_grad;
+  const Casts c = casts_of(config.recipe);
+  at::Tensor amax = c.rowwise ? x.abs().amax({-1}, /*keepdim=*/true) : x.abs().max();
+  if (auto* reduce = reduce_if_split(config.split, x_split_of(config.split), along(c.rowwise, 1))) {
+    amax = amax.contiguous();
+    (*reduce)(amax);
+  }
+  return amax;
+}
+
+Float8Tensor float8_forward_weight(const at::Tensor& w, const Float8Config& config) {
+  const Casts c = casts_of(config.recipe);
+  if (auto attached = attached_float8_weight(w)) {
+    TORCH_CHECK(!c.rowwise, "a float8 weight comes attached only with the tensorwise recipe");
+    return {attached->data.t(), attached->scale};
+  }
+  return to_float8(w.t(), c.weight, along(c.rowwise, 0), c.pow2,
+                   reduce_if_split(config.split, wt_split_of(config.split), along(c.rowwise, 0)));
+}
+
+at::Tensor float8_forward(const at::Tensor& x, const at::Tensor& x_amax, const Float8Tensor& wt,
+                          const Float8Config& config) {
+  const Casts c = casts_of(config.recipe);
+  const at::Tensor scale = float8_scale(x_amax, c.input, c.pow2);
+  const Float8Tensor a{cast_to_float8(x, scale, c.input), scale};
+  return scaled_mm(a, wt, x.scalar_type(), config.emulate, /*fast_accum=*/true);
+}
+
+std::pair<at::Tensor, at::Tensor> float8_linear_backward(const at::Tensor& x, const at::Tensor& w,
+                                                         const at::Tensor& grad_out, const Float8Config& config,
+                                                         const std::optional<Float8Tensor>& w8) {
+  at::NoGradGuard no_grad;
+  const Float8Recipe recipe = config.recipe;
+  const Float8Split& sp = config.split;
+  const bool emulate = config.emulate;
+  const Casts c = casts_of(recipe);
+  const at::Tensor go = grad_out.contiguous();  // (M,N)
+  // grad_input = go (M,N) @ w (N,K): go scaled along N; w along N (per column k), or per
+  // tensor with rowwise_with_gw_hp.
+  const Float8Tensor g = to_float8(go, c.grad, along(c.rowwise, -1), c.pow2,
+                                   reduce_if_split(sp, go_split_of(sp), along(c.rowwise, 1)));
+  const bool w_rowwise = c.rowwise && recipe != Float8Recipe::kRowwiseWithGwHp;
+  std::optional<Float8Tensor> attached = w8 ? w8 : attached_float8_weight(w);
+  const Float8Tensor wt = attached ? Float8Tensor{attached->data.t(), attached->scale}
+                                   : to_float8(w.t(), c.weight, along(w_rowwise, -1), c.pow2,
+                                               reduce_if_split(sp, wt_split_of(sp), along(w_rowwise, 1)));
+  const Float8Tensor wg{wt.data.t(), wt.scale.dim() > 0 ? wt.scale.t() : wt.scale};
+  const at::Tensor grad_x = scaled_mm(g, wg, go.scalar_type(), emulate, /*fast_accum=*/false);
+  // grad_weight = go^T (N,M) @ x (M,K): both scaled along M; in high precision for gw_hp.
+  at::Tensor grad_w;
+  if (recipe == Float8Recipe::kRowwiseWithGwHp) {
+    grad_w = at::mm(go.t(), x.to(go.scalar_type()));
+  } else {
+    const Float8Tensor gt0 = to_float8(go, c.grad, along(c.rowwise, 0), c.pow2,
+                                       reduce_if_split(sp, go_split_of(sp), along(c.rowwise, 0)));
+    const Float8Tensor gt{gt0.data.t(), gt0.scale.dim() > 0 ? gt0.scale.t() : gt0.scale};
+    const Float8Tensor xs = to_float8(x, c.input, along(c.rowwise, 0), c.pow2,
+                                      reduce_if_split(sp, x_split_of(sp), along(c.rowwise, 0)));
+    grad_w = scaled_mm(gt, xs, go.scalar_type(), emulate, /*fast_accum=*/false);
+  }
+  return {grad_x, grad_w.to(w.scalar_type())};
+}
 
 std::optional<Float8Recipe> float8_recipe(std::string_view name) {
   if (name == "tensorwise") return Float8Recipe::kTensorwise;

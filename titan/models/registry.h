@@ -40,6 +40,7 @@ struct ParallelizeOptions {
   std::string ac_mode = "none";                 // activation_checkpoint.mode
   std::string ac_option = "2";                  // activation_checkpoint.selective_ac_option
   bool loss_parallel = true;                    // !parallelism.disable_loss_parallel
+  bool async_tp = false;                        // parallelism.enable_async_tensor_parallel
   std::string fsdp_reshard_after_forward = "default";
   bool fsdp_sync_every_microbatch = false;
   // model.converters has float8: [quantize.linear.float8]'s recipe_name, filter_fqns, emulate.

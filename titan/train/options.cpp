@@ -171,6 +171,7 @@ models::ParallelizeOptions parallelize_options(const config::JobConfig& cfg) {
   o.ac_mode = cfg.get_string("activation_checkpoint.mode");
   o.ac_option = cfg.get_string("activation_checkpoint.selective_ac_option");
   o.loss_parallel = !cfg.get_bool("parallelism.disable_loss_parallel");
+  o.async_tp = cfg.get_bool("parallelism.enable_async_tensor_parallel");
   o.fsdp_reshard_after_forward = cfg.get_string("parallelism.fsdp_reshard_after_forward");
   o.fsdp_sync_every_microbatch = cfg.get_bool("parallelism.fsdp_sync_every_microbatch");
   o.float8 = float8_enabled(cfg);

@@ -100,10 +100,10 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   need_int("parallelism.context_parallel_degree", 1, 1, "context parallelism");
   need_int("parallelism.expert_parallel_degree", 1, 1, "expert parallelism");
   need_int("parallelism.expert_tensor_parallel_degree", 1, 1, "expert tensor parallelism");
-  if (cfg.get_bool("parallelism.enable_async_tensor_parallel"))
-    out.push_back("parallelism.enable_async_tensor_parallel = true: async tensor parallelism (matmuls overlapped with "
-                  "their collectives through CUDA symmetric memory) is not supported yet; tensor parallelism runs "
-                  "with blocking collectives");
+  if (cfg.get_bool("parallelism.enable_async_tensor_parallel") && cfg.get_string("activation_checkpoint.mode") == "selective" &&
+      cfg.get_string("activation_checkpoint.selective_ac_option") == "op")
+    out.push_back("parallelism.enable_async_tensor_parallel = true with op-level selective activation checkpointing is "
+                  "not supported yet (use activation_checkpoint.mode = \"full\" or a layer-level selective_ac_option)");
   need_false("checkpoint.initial_load_in_hf_quantized", "loading quantized Hugging Face weights");
   need_false("metrics.enable_wandb", "Weights & Biases logging");
   if (!cfg.is_default("compile.backend"))
@@ -202,7 +202,11 @@ MemoryEstimate estimate_memory(const models::ModelConfig& config, const config::
   const double tokens = static_cast<double>(cfg.get_int("training.local_batch_size")) *
                         static_cast<double>(cfg.get_int("training.seq_len")) / dims.cp;
   const double full_block = tokens * compute_bytes * (4 * dim + (2 * dim + 2 * kv_dim) / tp + 3 * hidden / tp);
-  const double block_input = tokens * 4 * dim;  // what a checkpointed block keeps (float32 residual)
+  // What a checkpointed block keeps: its input, the residual stream, in the parameters' dtype under
+  // FSDP and in float32 otherwise (AMP adds into it in float32), split on the sequence by tensor
+  // (sequence) parallelism.
+  const double residual_bytes = dims.fsdp_enabled() ? compute_bytes : 4;
+  const double block_input = tokens * residual_bytes * dim / tp;
   const std::string ac = cfg.get_string("activation_checkpoint.mode");
   // Every microbatch of the step may be in flight at once (GPipe), over this rank's layers.
   double kept = stage_layers * full_block;

@@ -86,14 +86,20 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
 }
 
 at::Tensor Attention::forward(const at::Tensor& x_in, const RopeTable& rope) const {
-  const at::Tensor x = prepare_input ? prepare_input(x_in) : x_in;
-  const int64_t B = x.size(0), T = x.size(1);
+  std::vector<at::Tensor> qkv;
+  if (project) {
+    qkv = project(x_in);
+  } else {
+    const at::Tensor x = prepare_input ? prepare_input(x_in) : x_in;
+    qkv = {wq.forward(x), wk.forward(x), wv.forward(x)};
+  }
+  const int64_t B = qkv[0].size(0), T = qkv[0].size(1);
   // Heads from the tensors: all of them, or a tensor-parallel rank's share.
-  at::Tensor q = wq.forward(x).view({B, T, -1, head_dim});
-  at::Tensor k = wk.forward(x).view({B, T, -1, head_dim});
+  at::Tensor q = qkv[0].view({B, T, -1, head_dim});
+  at::Tensor k = qkv[1].view({B, T, -1, head_dim});
   if (q_norm) q = q_norm->forward(q);  // per head, before RoPE
   if (k_norm) k = k_norm->forward(k);
-  at::Tensor v = wv.forward(x).view({B, T, -1, head_dim});
+  at::Tensor v = qkv[2].view({B, T, -1, head_dim});
   std::tie(q, k) = fused ? kernels::rope_qk(q, k, rope.cos, rope.sin) : kernels::rope_qk_reference(q, k, rope.cos, rope.sin);
   // (B,H,T,hd); causal, scale 1/sqrt(hd); with GQA each kv head serves H / H_kv query heads
   at::Tensor o = kernels::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
@@ -160,8 +166,16 @@ at::Tensor TransformerBlock::forward_cached(const at::Tensor& x, const at::Tenso
 }
 
 at::Tensor FeedForward::forward(const at::Tensor& x_in) const {
-  const at::Tensor x = prepare_input ? prepare_input(x_in) : x_in;
-  at::Tensor a = w1.forward(x), b = w3.forward(x);  // (B,T,F) each
+  at::Tensor a, b;  // (B,T,F) each
+  if (project) {
+    auto ab = project(x_in);
+    a = ab[0];
+    b = ab[1];
+  } else {
+    const at::Tensor x = prepare_input ? prepare_input(x_in) : x_in;
+    a = w1.forward(x);
+    b = w3.forward(x);
+  }
   return w2.forward(fused ? kernels::swiglu(a, b) : kernels::swiglu_reference(a, b));
 }
 

@@ -95,6 +95,7 @@ struct Attention {
   int64_t head_dim = 0;
   bool fused = false;  // fused RoPE of q and k, and titan.cpp's attention kernel on the CPU
   InputStyle prepare_input;  // e.g. gather the sequence (sequence parallelism)
+  ProjectStyle project;      // x -> {q, k, v} of wq, wk, wv at once (async tensor parallelism)
   at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;  // (B,T,D) -> (B,T,D)
   // Generation: x (B,T,D) at cache columns [start, start+T) with per-row rotations cos/sin
   // (B,T,hd/2); keys and values appended to k_cache/v_cache (B,H_kv,capacity,hd); `allowed`
@@ -107,6 +108,7 @@ struct FeedForward {
   Linear w1, w2, w3;
   bool fused = false;  // silu(a) * b in one fused kernel
   InputStyle prepare_input;
+  ProjectStyle project;  // x -> {w1 x, w3 x} at once (async tensor parallelism)
   at::Tensor forward(const at::Tensor& x) const;  // (B,T,D) -> (B,T,D): w2(silu(w1 x) * w3 x)
 };
 

@@ -30,14 +30,37 @@ Placement tp_placement(const std::string& fqn) {
   return Placement::partial();  // attention_norm, ffn_norm, norm
 }
 
-void apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool loss_parallel) {
+// Async TP: a module's column-wise projections through one pipelined all-gather.
+ProjectStyle async_projections(std::vector<const Linear*> linears, distributed::Group& tp) {
+  auto float8 = std::make_shared<std::vector<const kernels::Float8Config*>>();
+  for (const Linear* l : linears) float8->push_back(l->float8.get());
+  return [linears = std::move(linears), float8, &tp](const at::Tensor& x) {
+    std::vector<at::Tensor> weights;  // read at each call: data parallelism swaps them
+    for (const Linear* l : linears) weights.push_back(l->weight);
+    return distributed::tp::all_gather_linears(x, weights, *float8, tp);
+  };
+}
+
+void apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool loss_parallel, bool async) {
   auto& tp = mesh.group("tp");
   const int64_t rows = model.decoder_args().vocab_size / tp.size(), first = tp.rank() * rows;
   model.tok_embeddings().style = distributed::tp::rowwise_embedding(tp, first);
   for (auto& block : model.layers()) {
     block.attention.prepare_input = distributed::tp::gather_input(tp);
     block.feed_forward.prepare_input = distributed::tp::gather_input(tp);
+    if (async) {
+      auto& a = block.attention;
+      auto& f = block.feed_forward;
+      a.project = async_projections({&a.wq, &a.wk, &a.wv}, tp);
+      f.project = async_projections({&f.w1, &f.w3}, tp);
+    }
     for (Linear* rowwise : {&block.attention.wo, &block.feed_forward.w2}) {
+      if (async) {
+        rowwise->style = [f8 = rowwise->float8, &tp](const at::Tensor& x, const at::Tensor& w) {
+          return distributed::tp::linear_reduce_scatter(x, w, f8.get(), tp);
+        };
+        continue;
+      }
       LinearStyle local;  // a float8 layer's own product before the reduce-scatter
       if (auto f8 = rowwise->float8)
         local = [f8](const at::Tensor& x, const at::Tensor& w) { return Linear::local(x, w, f8.get()); };
@@ -234,10 +257,16 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
   for (const auto& line : apply_float8(model, options, device, mesh, float8_weights)) note(line);
   const bool loss_parallel = options.loss_parallel;
   if (dims.tp > 1) {
-    apply_tensor_parallel(model, mesh, loss_parallel);
+    apply_tensor_parallel(model, mesh, loss_parallel, options.async_tp);
     note("Applied Tensor Parallelism to the model (degree " + std::to_string(dims.tp) +
          ": column-wise wq wk wv w1 w3, row-wise wo w2 and embedding, sequence-parallel norms, output " +
          (loss_parallel ? "column-wise with loss parallel)" : "column-wise, logits gathered for the loss)"));
+    if (options.async_tp)
+      note("Async TP is enabled: the sequence all-gather before wq wk wv and w1 w3, and the reduce-scatter after wo "
+           "and w2, pass around the tp group in " + std::to_string(dims.tp) +
+           " blocks, each block's matmuls running while the next block is in flight");
+  } else if (options.async_tp) {
+    note("Async TP: parallelism.enable_async_tensor_parallel has nothing to overlap without tensor parallelism");
   }
   note(apply_compile(model, options));
   note(apply_activation_checkpointing(model, options));
