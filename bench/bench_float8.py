@@ -95,7 +95,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     opts = ap.parse_args()
     variants = {"bf16": [], "float8 tensorwise": ["--model.converters", "float8"],
-                "float8 rowwise": ["--model.converters", "float8", "--quantize.linear.float8.recipe_name", "rowwise"]}
+                "float8 rowwise": ["--model.converters", "float8", "--quantize.linear.float8.recipe_name", "rowwise"],
+                "MX mxfp8_cublas": ["--model.converters", "quantize.linear.mx"]}
     times: dict[str, list[float]] = {k: [] for k in variants}
     tmp = tempfile.mkdtemp(prefix="titan_bench_float8_")
     cpu = "?"

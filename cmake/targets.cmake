@@ -9,6 +9,7 @@ set(TITAN_SOURCES
   titan/common/log.cpp
   titan/kernels/attention_cpu.cpp
   titan/kernels/float8.cpp
+  titan/kernels/mx.cpp
   titan/kernels/fused_ops.cpp
   titan/kernels/linear_cross_entropy.cpp
   titan/kernels/ops.cpp

@@ -201,6 +201,19 @@ for recipe in tensorwise rowwise; do
   fi
 done
 
+# ---- 2c. MX: refused below compute capability 10.0 with exit 2; on 10.x, emulated, near bf16 -------
+train gpu_mx 150 "${SMALL[@]}" --training.mixed_precision_param bfloat16 --model.converters quantize.linear.mx; rc=$?
+if grep -q 'compute capability 10.0 or newer' "$LOG/gpu_mx.log"; then
+  if [ "$rc" -eq 2 ]; then result PASS "MX on this GPU: refused (below 10.0), exit 2" "$(grep -m1 -o 'MX (mxfp8).*has [0-9.]*' "$LOG/gpu_mx.log")"
+  else result FAIL "MX on this GPU: refused (below 10.0), exit 2" "rc $rc"; fi
+elif [ "$rc" -eq 0 ] && [ -f "$LOG/gpu_bf16.steps" ]; then
+  steps_of "$LOG/gpu_mx/metrics.jsonl" > "$LOG/gpu_mx.steps"
+  if d=$(compare "$LOG/gpu_mx.steps" "$LOG/gpu_bf16.steps" 3e-2); then result PASS "MX (emulated) on the GPU vs bf16" "$d"
+  else result FAIL "MX (emulated) on the GPU vs bf16" "$d"; fi
+else
+  result FAIL "MX on the GPU" "rc $rc: $(grep -m1 -iE 'error' "$LOG/gpu_mx.log" | cut -c1-300)"
+fi
+
 # ---- 3. checkpoint on the GPU: pinned asynchronous save at step 5, resumed: steps 6-10 bit for bit --
 CK=("${SMALL[@]}" --training.steps 10 --metrics.log_freq 1 --debug.deterministic --checkpoint.enable
     --checkpoint.interval 5 --checkpoint.async_mode async_with_pinned_mem)

@@ -21,9 +21,11 @@ emulated in float32 with torchao's numbers (parity.float8 checks the layer again
   (405B's combination) FSDP(2)xTP(2) gives blocking TP's numbers bit for bit;
 - a float8 run killed right after its step-5 save resumes bit for bit, and its checkpoint
   continues in a run without float8;
-- what is not built yet or wrong (MX, an unknown converter or recipe, auto_filter_small_kn with
-  rowwise_with_gw_hp, the float8 all-gather with a rowwise recipe, precomputed scales without the
-  all-gather) exits 2 on every rank.
+- MX (quantize.linear.mx) with each recipe (mxfp8_cublas, mxfp8_cublas_rceil) trains 10 steps
+  within 2% of high precision, and FSDP(2) gives one process's numbers (1e-5);
+- what is not built yet or wrong (MX with TP, MX with float8, an unknown converter or recipe, a
+  sequence not in blocks of 32 under MX, auto_filter_small_kn with rowwise_with_gw_hp, the float8
+  all-gather with a rowwise recipe, precomputed scales without the all-gather) exits 2 on every rank.
 
 Usage: python3 tests/integration/test_float8.py --titan build/titan
 """
@@ -198,6 +200,29 @@ def main() -> int:
         check(f"float8 all-gather in bf16: 3 steps within 1% of the bf16 all-gather's losses (worst {gap:.2%})",
               len(f8ag) == 3 and gap < 0.01)
 
+    # MX (mxfp8): each recipe against high precision; FSDP(2) against one process with the same rows.
+    MX = ["--model.converters", "quantize.linear.mx"]
+    for recipe in ["mxfp8_cublas", "mxfp8_cublas_rceil"]:
+        dump = os.path.join(tmp, recipe)
+        outs = launch_into(titan, 1, BASE + lb8 + MX + ["--quantize.linear.mx.recipe_name", recipe], dump)
+        if outs[0][0] != 0:
+            check(f"MX {recipe} runs", False, outs[0][2][-500:])
+            continue
+        rows = step_metrics(dump)
+        log = outs[0][1] + outs[0][2]
+        gap = worst_rel(rows, high, "loss")
+        check(f"MX {recipe}: 10 steps, the loss falls and stays within 2% of high precision's (worst {gap:.2%}); the "
+              "log names the 21 converted layers", len(rows) == 10 and rows[-1]["loss"] < rows[0]["loss"] and gap < 0.02
+              and f"MX training active with recipe {recipe}" in log and "21 linear layers converted" in log,
+              "\n".join(line for line in log.splitlines() if "MX" in line))
+    one_mx = run_layout(checks, titan, "MX one process, 4 rows per forward", 1, BASE + MX + acc + lb4,
+                        os.path.join(tmp, "mx_one"))
+    got = run_layout(checks, titan, "MX FSDP(2)", 2, BASE + MX + lb4, os.path.join(tmp, "mx_fsdp"))
+    if one_mx is not None and got is not None:
+        lw, gw = worst_rel(got, one_mx, "loss"), worst_rel(got, one_mx, "grad_norm")
+        check(f"MX FSDP(2): loss {lw:.1e} and grad norm {gw:.1e} of one process with 4 rows per forward (<= {TOL:g})",
+              len(got) == 10 and lw <= TOL and gw <= TOL)
+
     # Exact resume: killed right after the step-5 save, rerun; the checkpoint continues without float8.
     ck = BASE + lb8 + F8 + ["--checkpoint.enable", "--checkpoint.interval", "5"]
     straight = run_layout(checks, titan, "float8 with checkpoints", 1, ck, os.path.join(tmp, "ck_straight"))
@@ -239,7 +264,13 @@ def main() -> int:
         ("the float8 all-gather with the rowwise recipe", 2, lb4 + F8 + AG +
          ["--quantize.linear.float8.recipe_name", "rowwise"], "only the tensorwise recipe"),
         ("precomputed scales without the float8 all-gather", 2, lb4 + F8 + PRE, "without enable_fsdp_float8_all_gather"),
-        ("MX", 1, lb8 + ["--model.converters", "quantize.linear.mx"], "MX (mxfp8)"),
+        ("MX with tensor parallelism", 2, lb8 + ["--model.converters", "quantize.linear.mx"] + TP2 +
+         ["--parallelism.data_parallel_shard_degree", "1"], "MX with tensor parallelism"),
+        ("MX and float8 together", 1, lb8 + ["--model.converters", "float8,quantize.linear.mx"], "both float8 and MX"),
+        ("an unknown MX recipe", 1, lb8 + ["--model.converters", "quantize.linear.mx", "--quantize.linear.mx.recipe_name",
+                                           "mxfp4"], "mxfp4"),
+        ("MX with a sequence not in blocks of 32", 1, lb8 + ["--model.converters", "quantize.linear.mx",
+                                                              "--training.seq_len", "48"], "blocks of 32"),
         ("an unknown converter", 1, lb8 + ["--model.converters", "float4"], "\"float4\""),
         ("an unknown recipe", 1, lb8 + F8 + ["--quantize.linear.float8.recipe_name", "columnwise"], "columnwise"),
         ("auto_filter_small_kn with rowwise_with_gw_hp", 1, lb8 + F8 + [

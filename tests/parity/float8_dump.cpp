@@ -1,7 +1,8 @@
-// Writes titan.cpp's side of the float8 parity check: for each recipe and dtype, a random input,
-// weight and output gradient, and what kernels::float8_linear (emulated) gives for the output
-// and both gradients. tests/parity/test_float8_parity.py runs torchao's Float8Linear (emulate)
-// on the same tensors and compares.
+// Writes titan.cpp's side of the float8 and MX parity check: for each recipe and dtype, a random
+// input, weight and output gradient, and what kernels::float8_linear (emulated) or
+// kernels::mx_linear gives for the output and both gradients. tests/parity/test_float8_parity.py
+// runs torchao's Float8Linear (emulate) or its mxfp8 mx_mm (emulated) on the same tensors and
+// compares.
 // usage: float8_dump --out FILE
 #include <torch/serialize.h>
 
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "titan/kernels/float8.h"
+#include "titan/kernels/mx.h"
 
 int main(int argc, char** argv) {
   if (argc != 3 || std::string(argv[1]) != "--out") {
@@ -37,6 +39,28 @@ int main(int argc, char** argv) {
       out.backward(go);
       const std::string p = std::string(titan::kernels::float8_recipe_name(recipe)) + "/" +
                             (dtype == at::kFloat ? "float32" : "bfloat16") + "/";
+      dict.insert(p + "x", x.detach().clone());
+      dict.insert(p + "w", w.detach().clone());
+      dict.insert(p + "go", go.clone());
+      dict.insert(p + "out", out.detach().clone());
+      dict.insert(p + "grad_x", x.grad().clone());
+      dict.insert(p + "grad_w", w.grad().clone());
+    }
+  }
+  // MX: the tokens (B*T = 64), K and N multiples of the 32-element block.
+  for (const char* recipe : {"mxfp8_cublas", "mxfp8_cublas_rceil"}) {
+    for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      at::manual_seed(++seed);
+      at::Tensor x = at::randn({4, 16, 64}) * 3, w = at::randn({96, 64}) * 0.05, go = at::randn({4, 16, 96}) * 1e-3;
+      x[1][2].narrow(0, 0, 32).zero_();  // an all-zero block
+      x[0][0][5] = 900;                  // an outlier: only its block loses precision
+      go[2][1][3] = 1e-30;               // a tiny value
+      x = x.to(dtype).requires_grad_(true);
+      w = w.to(dtype).requires_grad_(true);
+      go = go.to(dtype);
+      at::Tensor out = titan::kernels::mx_linear(x, w, *titan::kernels::mx_recipe(recipe));
+      out.backward(go);
+      const std::string p = std::string(recipe) + "/" + (dtype == at::kFloat ? "float32" : "bfloat16") + "/";
       dict.insert(p + "x", x.detach().clone());
       dict.insert(p + "w", w.detach().clone());
       dict.insert(p + "go", go.clone());

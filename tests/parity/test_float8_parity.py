@@ -3,8 +3,10 @@
 titan.cpp's float8 numerics: for the tensorwise, rowwise and rowwise_with_gw_hp recipes, in
 float32 and bfloat16, on one input with a zero row, an outlier and tiny gradients, the output,
 the input gradient and the weight gradient equal torchao's (bit for bit is reported; the check
-allows 1e-6 of each tensor's largest value). A missing torchao is a failure: run_tests.sh
-installs it.
+allows 1e-6 of each tensor's largest value). The same for MX (mxfp8) against torchao's mx_mm
+(emulated kernels) with the mxfp8_cublas (floor) and mxfp8_cublas_rceil scales, on an input
+with an all-zero block, an outlier and a tiny gradient. A missing torchao is a failure:
+run_tests.sh installs it.
 
 Usage: python3 tests/parity/test_float8_parity.py --dump-bin build/float8_dump
 """
@@ -27,6 +29,9 @@ def main() -> int:
         import torch
         from torchao.float8 import Float8LinearConfig
         from torchao.float8.float8_linear import Float8Linear
+        from torchao.prototype.moe_training.mxfp8_linear import _to_mxfp8_then_scaled_mm
+        from torchao.prototype.mx_formats.config import ScaleCalculationMode
+        from torchao.quantization.quantize_.common.kernel_preference import KernelPreference
     except ImportError as e:
         print(f"FAIL torchao imports (run_tests.sh installs it): {e}")
         print("0 passed, 1 failed")
@@ -40,17 +45,25 @@ def main() -> int:
     for case in cases:
         recipe, dtype = case.split("/")
         t = {k.rsplit("/", 1)[1]: v for k, v in ours.items() if k.startswith(case + "/")}
-        config = dataclasses.replace(Float8LinearConfig.from_recipe_name(recipe), emulate=True)
-        n, k = t["w"].shape
-        linear = torch.nn.Linear(k, n, bias=False, dtype=t["w"].dtype)
-        with torch.no_grad():
-            linear.weight.copy_(t["w"])
-        ref = Float8Linear.from_float(linear, config=config)
         x = t["x"].clone().requires_grad_(True)
-        out = ref(x)
-        out.backward(t["go"])
+        if recipe.startswith("mxfp8"):
+            w = t["w"].clone().requires_grad_(True)
+            mode = ScaleCalculationMode.RCEIL if recipe.endswith("rceil") else ScaleCalculationMode.FLOOR
+            out = _to_mxfp8_then_scaled_mm(x, w, KernelPreference.EMULATED, mode)
+            out.backward(t["go"])
+            weight_grad = w.grad
+        else:
+            config = dataclasses.replace(Float8LinearConfig.from_recipe_name(recipe), emulate=True)
+            n, k = t["w"].shape
+            linear = torch.nn.Linear(k, n, bias=False, dtype=t["w"].dtype)
+            with torch.no_grad():
+                linear.weight.copy_(t["w"])
+            ref = Float8Linear.from_float(linear, config=config)
+            out = ref(x)
+            out.backward(t["go"])
+            weight_grad = ref.weight.grad
         for name, theirs, mine in [("output", out.detach(), t["out"]), ("input gradient", x.grad, t["grad_x"]),
-                                   ("weight gradient", ref.weight.grad, t["grad_w"])]:
+                                   ("weight gradient", weight_grad, t["grad_w"])]:
             same_dtype = theirs.dtype == mine.dtype
             diff = (theirs.double() - mine.double()).abs().max().item()
             scale = max(theirs.double().abs().max().item(), 1e-30)

@@ -15,6 +15,7 @@
 
 #include "titan/kernels/cpu/fused_cpu.h"
 #include "titan/kernels/float8.h"
+#include "titan/kernels/mx.h"
 #include "titan/kernels/fused_ops.h"
 #include "titan/kernels/linear_cross_entropy.h"
 #include "titan/kernels/ops.h"
@@ -438,6 +439,33 @@ TEST(Float8, SplitLayersReduceTheAmaxesTheirScalesSpan) {
       EXPECT_EQ(reductions, expected) << "weight_dim " << dim << " " << titan::kernels::float8_recipe_name(recipe);
     }
   }
+}
+
+TEST(Mx, BlocksScaleByAPowerOfTwoFromTheirMaximum) {
+  using titan::kernels::MxScaleMode;
+  // Two blocks of 32: the first's amax 3 (floor(log2 3) = 1: scale 2^(1-8); rceil: 2^ceil(log2
+  // 3/448) = 2^-7, the same), the second's 480, where the two modes differ: floor gives 2^0 and
+  // 480 saturates at 448; rceil gives 2^1 and 480 becomes 240, which e4m3 holds exactly.
+  at::Tensor x = at::zeros({1, 64});
+  x[0][0] = 3.0f;
+  x[0][1] = -1.5f;
+  x[0][32] = 480.0f;
+  const auto floor = titan::kernels::to_mx(x, MxScaleMode::kFloor);
+  const auto rceil = titan::kernels::to_mx(x, MxScaleMode::kRceil);
+  EXPECT_EQ(floor.exponent[0][0].item<int>(), 127 - 7);
+  EXPECT_EQ(rceil.exponent[0][0].item<int>(), 127 - 7);
+  EXPECT_FLOAT_EQ(floor.data[0][0].to(at::kFloat).item<float>(), 384.0f);
+  EXPECT_EQ(floor.exponent[0][1].item<int>(), 127);
+  EXPECT_FLOAT_EQ(floor.data[0][32].to(at::kFloat).item<float>(), 448.0f);  // saturated
+  EXPECT_EQ(rceil.exponent[0][1].item<int>(), 128);
+  EXPECT_FLOAT_EQ(rceil.data[0][32].to(at::kFloat).item<float>(), 240.0f);
+  const at::Tensor back = titan::kernels::mx_dequantize(rceil, at::kFloat);
+  EXPECT_FLOAT_EQ(back[0][32].item<float>(), 480.0f);
+  EXPECT_FLOAT_EQ(back[0][1].item<float>(), -1.5f);
+  // An all-zero block stays zero; a K that is not a multiple of 32 is refused.
+  EXPECT_EQ(titan::kernels::mx_dequantize(titan::kernels::to_mx(at::zeros({2, 32}), MxScaleMode::kFloor), at::kFloat)
+                .abs().sum().item<float>(), 0.0f);
+  EXPECT_THROW(titan::kernels::to_mx(at::zeros({2, 48}), MxScaleMode::kFloor), c10::Error);
 }
 
 TEST(Float8, LayerFiltersFollowTorchtitan) {

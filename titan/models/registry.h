@@ -52,6 +52,10 @@ struct ParallelizeOptions {
   // in one collective after each optimizer step when float8_precompute.
   bool float8_fsdp_all_gather = false;
   bool float8_precompute = false;
+  // model.converters has quantize.linear.mx: [quantize.linear.mx]'s recipe_name and filter_fqns.
+  bool mx = false;
+  std::string mx_recipe = "mxfp8_cublas";
+  std::vector<std::string> mx_filter_fqns;
 };
 
 // What a layout is checked against before anything is built.

@@ -180,6 +180,10 @@ models::ParallelizeOptions parallelize_options(const config::JobConfig& cfg) {
   o.float8_emulate = cfg.get_bool("quantize.linear.float8.emulate");
   o.float8_fsdp_all_gather = cfg.get_bool("quantize.linear.float8.enable_fsdp_float8_all_gather");
   o.float8_precompute = cfg.get_bool("quantize.linear.float8.precompute_float8_dynamic_scale_for_fsdp");
+  for (const auto& c : cfg.get_list("model.converters"))
+    if (c == "quantize.linear.mx" || c == "mx") o.mx = true;
+  o.mx_recipe = cfg.get_string("quantize.linear.mx.recipe_name");
+  o.mx_filter_fqns = cfg.get_list("quantize.linear.mx.filter_fqns");
   return o;
 }
 

@@ -7,6 +7,7 @@
 #include "titan/components/optim/lr_scheduler.h"
 #include "titan/components/optim/optimizer.h"
 #include "titan/kernels/float8.h"
+#include "titan/kernels/mx.h"
 #include "titan/models/registry.h"
 #include "titan/train/options.h"
 
@@ -119,16 +120,37 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   // nothing to pin. Either value is accepted.
   need_false("activation_checkpoint.early_stop", "early stop of recomputation");
   need_false("activation_checkpoint.debug", "activation-checkpoint debug mode");
-  bool float8 = false;
+  bool float8 = false, mx = false;
   for (const auto& c : cfg.get_list("model.converters")) {
     if (c == "float8" || c == "quantize.linear.float8") {
       float8 = true;
     } else if (c == "quantize.linear.mx" || c == "mx") {
-      out.push_back("model.converters holds \"" + c + "\": MX (mxfp8) training is not supported yet");
+      mx = true;
     } else {
       out.push_back("model.converters holds \"" + c + "\", which is not a converter titan.cpp knows (\"float8\" or "
                     "\"quantize.linear.float8\", and \"quantize.linear.mx\")");
     }
+  }
+  if (mx) {
+    const auto& recipe = cfg.get_string("quantize.linear.mx.recipe_name");
+    if (!kernels::mx_recipe(recipe))
+      out.push_back("quantize.linear.mx.recipe_name = \"" + recipe + "\" is not an MX recipe (use \"mxfp8_cublas\" "
+                    "or \"mxfp8_cublas_rceil\")");
+    if (float8)
+      out.push_back("model.converters holds both float8 and MX: a linear layer runs in one of them (keep one)");
+    if (cfg.get_int("parallelism.tensor_parallel_degree") > 1)
+      out.push_back("model.converters = [\"quantize.linear.mx\"] with parallelism.tensor_parallel_degree = " +
+                    std::to_string(cfg.get_int("parallelism.tensor_parallel_degree")) +
+                    ": MX with tensor parallelism is not supported yet");
+    if (cfg.get_string("activation_checkpoint.mode") == "selective" &&
+        cfg.get_string("activation_checkpoint.selective_ac_option") == "op")
+      out.push_back("model.converters = [\"quantize.linear.mx\"] with op-level selective activation checkpointing is "
+                    "not supported yet (use activation_checkpoint.mode = \"full\" or a layer-level selective_ac_option)");
+    // The weight-gradient GEMM's blocks run over the tokens of a forward.
+    for (const char* key : {"training.seq_len", "validation.seq_len"})
+      if ((std::string(key) == "training.seq_len" || cfg.get_bool("validation.enable")) && cfg.get_int(key) % 32 != 0)
+        out.push_back(std::string(key) + " = " + std::to_string(cfg.get_int(key)) +
+                      " with MX: the tokens of a forward must come in blocks of 32 (use a multiple of 32)");
   }
   for (const char* key : {"quantize.grouped_mm.float8.fqns", "quantize.grouped_mm.mx.fqns"})
     need_default(key, "float8 and MX grouped GEMMs (for mixture-of-experts layers)");

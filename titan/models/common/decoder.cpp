@@ -14,6 +14,7 @@ namespace titan::models::common {
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
   if (style) return style(x, weight);
+  if (mx) return kernels::mx_linear(kernels::autocast_matmul_input(x), weight, *mx);  // as float8: x in autocast's dtype
   return local(x, weight, float8.get());
 }
 

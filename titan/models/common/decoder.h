@@ -20,6 +20,7 @@
 
 #include "titan/common/module.h"
 #include "titan/kernels/float8.h"
+#include "titan/kernels/mx.h"
 #include "titan/models/model.h"
 
 namespace titan::models::common {
@@ -56,6 +57,8 @@ struct Linear {
   LinearStyle style;  // set by parallelize (tensor parallelism); unset: x W^T
   // Set by a float8 conversion (model.converters): the three GEMMs in float8.
   std::shared_ptr<const kernels::Float8Config> float8;
+  // Set by an MX conversion (model.converters = ["quantize.linear.mx"]): the GEMMs in mxfp8.
+  std::optional<kernels::MxScaleMode> mx;
   at::Tensor forward(const at::Tensor& x) const;  // (..., in) -> (..., out)
   // x W^T with this rank's weight, in float8 when converted: what forward runs without a
   // style, and what a row-wise tensor-parallel style runs before its reduce-scatter.

@@ -159,6 +159,58 @@ std::vector<std::string> apply_float8(Decoder& model, const ParallelizeOptions& 
   return lines;
 }
 
+// model.converters = ["quantize.linear.mx"]: the blocks' linear layers in mxfp8 (kernels/mx.h),
+// emulated; the log lists what was converted and what not.
+std::vector<std::string> apply_mx(Decoder& model, const ParallelizeOptions& o, at::Device device) {
+  if (!o.mx) return {};
+  const auto mode = kernels::mx_recipe(o.mx_recipe);
+  if (!mode)
+    throw Error("quantize.linear.mx.recipe_name = \"" + o.mx_recipe + "\" is not an MX recipe",
+                "use \"mxfp8_cublas\" (floor scales) or \"mxfp8_cublas_rceil\"");
+  std::string where = "emulated: the CPU has no MX GEMMs";
+  if (device.is_cuda()) {
+    const auto [major, minor] = components::cuda::compute_capability(device.index());
+    if (major < 10)
+      throw Error("MX (mxfp8) training needs a GPU of compute capability 10.0 or newer (B200, ...); " +
+                      components::cuda::device_name(device.index()) + " has " + std::to_string(major) + "." +
+                      std::to_string(minor),
+                  "remove \"quantize.linear.mx\" from model.converters, or use \"float8\"");
+    where = "emulated: titan.cpp's block-scaled GEMMs are not built yet";
+  }
+  int converted = 0;
+  std::map<std::string, std::vector<std::string>> skipped;
+  for (auto& block : model.layers()) {
+    const std::string prefix = "layers." + std::to_string(block.layer_id) + ".";
+    std::pair<const char*, Linear*> linears[] = {
+        {"attention.wq", &block.attention.wq}, {"attention.wk", &block.attention.wk},
+        {"attention.wv", &block.attention.wv}, {"attention.wo", &block.attention.wo},
+        {"feed_forward.w1", &block.feed_forward.w1}, {"feed_forward.w2", &block.feed_forward.w2},
+        {"feed_forward.w3", &block.feed_forward.w3}};
+    for (auto& [name, linear] : linears) {
+      const std::string fqn = prefix + name;
+      const std::string why = kernels::mx_skip_reason(fqn, linear->weight.size(0), linear->weight.size(1),
+                                                      o.mx_filter_fqns);
+      if (why.empty()) {
+        linear->mx = *mode;
+        ++converted;
+      } else {
+        skipped[why].push_back(fqn);
+      }
+    }
+  }
+  skipped["titan.cpp keeps the output head, which runs with the loss, in high precision"].push_back("output");
+  std::vector<std::string> lines;
+  lines.push_back("MX training active with recipe " + o.mx_recipe + " (mxfp8: e4m3 in blocks of 32 with e8m0 scales, " +
+                  where + "): " + std::to_string(converted) + " linear layers converted");
+  for (const auto& [why, layers] : skipped) {
+    std::string list;
+    for (size_t i = 0; i < layers.size() && i < 4; ++i) list += (i ? ", " : "") + layers[i];
+    if (layers.size() > 4) list += " and " + std::to_string(layers.size() - 4) + " more";
+    lines.push_back("MX: kept in high precision (" + why + "): " + list);
+  }
+  return lines;
+}
+
 std::string apply_compile(Decoder& model, const ParallelizeOptions& o) {
   if (!o.compile) return "";
   const auto& parts = o.compile_components;
@@ -255,6 +307,7 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
   };
   std::vector<std::string> float8_weights;
   for (const auto& line : apply_float8(model, options, device, mesh, float8_weights)) note(line);
+  for (const auto& line : apply_mx(model, options, device)) note(line);
   const bool loss_parallel = options.loss_parallel;
   if (dims.tp > 1) {
     apply_tensor_parallel(model, mesh, loss_parallel, options.async_tp);
