@@ -70,6 +70,36 @@ void apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool l
   model.set_head_loss_style(distributed::tp::vocab_parallel_head_loss(tp, first, loss_parallel));
 }
 
+// Every linear layer of the blocks, with its FQN ("layers.3.attention.wq"): what the float8 and
+// MX conversions consider.
+std::vector<std::pair<std::string, Linear*>> block_linears(Decoder& model) {
+  std::vector<std::pair<std::string, Linear*>> out;
+  for (auto& block : model.layers()) {
+    const std::string prefix = "layers." + std::to_string(block.layer_id) + ".";
+    auto& a = block.attention;
+    auto& f = block.feed_forward;
+    for (auto [name, linear] : {std::pair<const char*, Linear*>{"attention.wq", &a.wq}, {"attention.wk", &a.wk},
+                                {"attention.wv", &a.wv}, {"attention.wo", &a.wo}, {"feed_forward.w1", &f.w1},
+                                {"feed_forward.w2", &f.w2}, {"feed_forward.w3", &f.w3}})
+      out.emplace_back(prefix + name, linear);
+  }
+  return out;
+}
+
+// The log lines of a conversion: what it converted, then each reason layers were kept in high
+// precision (the first four named).
+std::vector<std::string> conversion_lines(const std::string& headline, const std::string& tag,
+                                          const std::map<std::string, std::vector<std::string>>& skipped) {
+  std::vector<std::string> lines{headline};
+  for (const auto& [why, layers] : skipped) {
+    std::string list;
+    for (size_t i = 0; i < layers.size() && i < 4; ++i) list += (i ? ", " : "") + layers[i];
+    if (layers.size() > 4) list += " and " + std::to_string(layers.size() - 4) + " more";
+    lines.push_back(tag + ": kept in high precision (" + why + "): " + list);
+  }
+  return lines;
+}
+
 // model.converters = ["float8"]: every linear layer of the blocks that torchtitan's filters take
 // runs its GEMMs in float8 (kernels/float8.h); the log lists what was converted and what not.
 // Under tensor parallelism the column-wise and row-wise layers reduce the amaxes of their split
@@ -114,30 +144,20 @@ std::vector<std::string> apply_float8(Decoder& model, const ParallelizeOptions& 
   }
   int converted = 0;
   std::map<std::string, std::vector<std::string>> skipped;  // reason -> layers
-  for (auto& block : model.layers()) {
-    const std::string prefix = "layers." + std::to_string(block.layer_id) + ".";
-    std::pair<const char*, Linear*> linears[] = {
-        {"attention.wq", &block.attention.wq}, {"attention.wk", &block.attention.wk},
-        {"attention.wv", &block.attention.wv}, {"attention.wo", &block.attention.wo},
-        {"feed_forward.w1", &block.feed_forward.w1}, {"feed_forward.w2", &block.feed_forward.w2},
-        {"feed_forward.w3", &block.feed_forward.w3}};
-    for (auto& [name, linear] : linears) {
-      const std::string fqn = prefix + name;
-      std::string why = kernels::float8_skip_reason(fqn, linear->weight.size(0), linear->weight.size(1),
-                                                    o.float8_filter_fqns, *recipe);
-      // wo and w2 are row-wise (their input features split over tp), the others column-wise.
-      const std::string_view n = name;
-      const int d = n.ends_with("wo") || n.ends_with("w2") ? 1 : 0;
-      if (why.empty() && tp > 1 && (linear->weight.size(d) / tp) % 16 != 0)
-        why = "the tensor-parallel share of its " + std::string(d ? "input" : "output") + " features (" +
-              std::to_string(linear->weight.size(d) / tp) + ") is not a multiple of 16";
-      if (why.empty()) {
-        linear->float8 = tp > 1 ? split[d] : config;
-        converted_weights.push_back(fqn + ".weight");
-        ++converted;
-      } else {
-        skipped[why].push_back(fqn);
-      }
+  for (auto& [fqn, linear] : block_linears(model)) {
+    std::string why = kernels::float8_skip_reason(fqn, linear->weight.size(0), linear->weight.size(1),
+                                                  o.float8_filter_fqns, *recipe);
+    // wo and w2 are row-wise (their input features split over tp), the others column-wise.
+    const int d = ends_with(fqn, "wo") || ends_with(fqn, "w2") ? 1 : 0;
+    if (why.empty() && tp > 1 && (linear->weight.size(d) / tp) % 16 != 0)
+      why = "the tensor-parallel share of its " + std::string(d ? "input" : "output") + " features (" +
+            std::to_string(linear->weight.size(d) / tp) + ") is not a multiple of 16";
+    if (why.empty()) {
+      linear->float8 = tp > 1 ? split[d] : config;
+      converted_weights.push_back(fqn + ".weight");
+      ++converted;
+    } else {
+      skipped[why].push_back(fqn);
     }
   }
   // The output head runs fused with the loss (compile "loss") or as one matmul with it: kept in
@@ -146,17 +166,10 @@ std::vector<std::string> apply_float8(Decoder& model, const ParallelizeOptions& 
                                                            model.decoder_args().dim, o.float8_filter_fqns, *recipe);
   skipped[head_why.empty() ? "titan.cpp keeps the output head, which runs with the loss, in high precision" : head_why]
       .push_back("output");
-  std::vector<std::string> lines;
-  lines.push_back("Float8 training active with recipe " + std::string(kernels::float8_recipe_name(*recipe)) + " (" +
-                  where + "): " + std::to_string(converted) + " linear layers converted" +
-                  (tp > 1 ? "; the amaxes of operands split over tensor parallelism are reduced over tp" : ""));
-  for (const auto& [why, layers] : skipped) {
-    std::string list;
-    for (size_t i = 0; i < layers.size() && i < 4; ++i) list += (i ? ", " : "") + layers[i];
-    if (layers.size() > 4) list += " and " + std::to_string(layers.size() - 4) + " more";
-    lines.push_back("Float8: kept in high precision (" + why + "): " + list);
-  }
-  return lines;
+  return conversion_lines("Float8 training active with recipe " + std::string(kernels::float8_recipe_name(*recipe)) +
+                              " (" + where + "): " + std::to_string(converted) + " linear layers converted" +
+                              (tp > 1 ? "; the amaxes of operands split over tensor parallelism are reduced over tp" : ""),
+                          "Float8", skipped);
 }
 
 // model.converters = ["quantize.linear.mx"]: the blocks' linear layers in mxfp8 (kernels/mx.h),
@@ -179,36 +192,24 @@ std::vector<std::string> apply_mx(Decoder& model, const ParallelizeOptions& o, a
   }
   int converted = 0;
   std::map<std::string, std::vector<std::string>> skipped;
-  for (auto& block : model.layers()) {
-    const std::string prefix = "layers." + std::to_string(block.layer_id) + ".";
-    std::pair<const char*, Linear*> linears[] = {
-        {"attention.wq", &block.attention.wq}, {"attention.wk", &block.attention.wk},
-        {"attention.wv", &block.attention.wv}, {"attention.wo", &block.attention.wo},
-        {"feed_forward.w1", &block.feed_forward.w1}, {"feed_forward.w2", &block.feed_forward.w2},
-        {"feed_forward.w3", &block.feed_forward.w3}};
-    for (auto& [name, linear] : linears) {
-      const std::string fqn = prefix + name;
-      const std::string why = kernels::mx_skip_reason(fqn, linear->weight.size(0), linear->weight.size(1),
-                                                      o.mx_filter_fqns);
-      if (why.empty()) {
-        linear->mx = *mode;
-        ++converted;
-      } else {
-        skipped[why].push_back(fqn);
-      }
+  for (auto& [fqn, linear] : block_linears(model)) {
+    const std::string why = kernels::mx_skip_reason(fqn, linear->weight.size(0), linear->weight.size(1),
+                                                    o.mx_filter_fqns);
+    if (why.empty()) {
+      linear->mx = *mode;
+      ++converted;
+    } else {
+      skipped[why].push_back(fqn);
     }
   }
-  skipped["titan.cpp keeps the output head, which runs with the loss, in high precision"].push_back("output");
-  std::vector<std::string> lines;
-  lines.push_back("MX training active with recipe " + o.mx_recipe + " (mxfp8: e4m3 in blocks of 32 with e8m0 scales, " +
-                  where + "): " + std::to_string(converted) + " linear layers converted");
-  for (const auto& [why, layers] : skipped) {
-    std::string list;
-    for (size_t i = 0; i < layers.size() && i < 4; ++i) list += (i ? ", " : "") + layers[i];
-    if (layers.size() > 4) list += " and " + std::to_string(layers.size() - 4) + " more";
-    lines.push_back("MX: kept in high precision (" + why + "): " + list);
-  }
-  return lines;
+  const std::string head_why = kernels::mx_skip_reason("output", model.decoder_args().vocab_size,
+                                                       model.decoder_args().dim, o.mx_filter_fqns);
+  skipped[head_why.empty() ? "titan.cpp keeps the output head, which runs with the loss, in high precision" : head_why]
+      .push_back("output");
+  return conversion_lines("MX training active with recipe " + o.mx_recipe +
+                              " (mxfp8: e4m3 in blocks of 32 with e8m0 scales, " + where + "): " +
+                              std::to_string(converted) + " linear layers converted",
+                          "MX", skipped);
 }
 
 std::string apply_compile(Decoder& model, const ParallelizeOptions& o) {
