@@ -19,6 +19,7 @@ TestHooks read_hooks() {
   h.stop_after_init = std::getenv("TITAN_TEST_STOP_AFTER_INIT") != nullptr;
   h.die_after_save_step = env_step("TITAN_TEST_DIE_AFTER_SAVE");
   h.die_in_save_step = env_step("TITAN_TEST_DIE_IN_SAVE");
+  h.tp_gather_high_precision = std::getenv("TITAN_TEST_TP_GATHER_HP") != nullptr;
   if (const char* v = std::getenv("TITAN_TEST_SKIP_COLLECTIVE")) {
     int r = -1;
     long long n = -1;
@@ -47,6 +48,7 @@ std::string TestHooks::describe() const {
   add(stop_after_init, "TITAN_TEST_STOP_AFTER_INIT");
   add(die_after_save_step >= 0, "TITAN_TEST_DIE_AFTER_SAVE");
   add(die_in_save_step >= 0, "TITAN_TEST_DIE_IN_SAVE");
+  add(tp_gather_high_precision, "TITAN_TEST_TP_GATHER_HP");
   add(skip_collective_rank >= 0, "TITAN_TEST_SKIP_COLLECTIVE");
   return out;
 }

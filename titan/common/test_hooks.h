@@ -14,6 +14,7 @@ struct TestHooks {
   bool stop_after_init = false;       // TITAN_TEST_STOP_AFTER_INIT=1: build, parallelize, initialise, then stop
   int64_t die_after_save_step = -1;   // TITAN_TEST_DIE_AFTER_SAVE=N: SIGKILL right after step N's save
   int64_t die_in_save_step = -1;      // TITAN_TEST_DIE_IN_SAVE=N: SIGKILL halfway through step N's write
+  bool tp_gather_high_precision = false;  // TITAN_TEST_TP_GATHER_HP=1: TP gathers float8 layers' inputs unconverted
   int skip_collective_rank = -1;      // TITAN_TEST_SKIP_COLLECTIVE=R:N: rank R skips its N-th collective
   int64_t skip_collective_number = -1;
 

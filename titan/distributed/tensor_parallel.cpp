@@ -258,55 +258,87 @@ at::Tensor local_product(const at::Tensor& x, const at::Tensor& w, const kernels
   return kernels::float8_forward(x.reshape({-1, K}), amax.dim() ? amax.reshape({-1, 1}) : amax, *w8, *f8).view(shape);
 }
 
-// The backward of one linear layer on the whole tensors: (grad_x, grad_w).
+// The backward of one linear layer on the whole tensors: (grad_x, grad_w). With `x8` (a float8
+// layer's input as it was cast for the forward) x gives only its shape.
 std::pair<at::Tensor, at::Tensor> linear_backward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& go,
-                                                  const kernels::Float8Config* f8) {
+                                                  const kernels::Float8Config* f8,
+                                                  const std::optional<kernels::Float8Tensor>& x8 = std::nullopt) {
   const int64_t K = x.size(-1), N = w.size(0);
-  const at::Tensor x2 = x.reshape({-1, K}), g2 = go.reshape({-1, N});
+  const at::Tensor g2 = go.reshape({-1, N});
   if (f8) {
-    auto [gx, gw] = kernels::float8_linear_backward(x2, w, g2, *f8);
+    auto [gx, gw] =
+        kernels::float8_linear_backward(x8 ? at::Tensor() : x.reshape({-1, K}), w, g2, *f8, std::nullopt, x8);
     return {gx.view(x.sizes()), gw};
   }
-  return {g2.mm(w).view(x.sizes()), g2.t().mm(x2)};
+  return {g2.mm(w).view(x.sizes()), g2.t().mm(x.reshape({-1, K}))};
 }
 
 using Float8List = std::vector<const kernels::Float8Config*>;
 
-// Column-wise linears on a sequence-sharded input: the all-gather pipelined with their products.
+// Whether every layer of a list is float8 tensorwise: then their input is cast to float8 once and
+// gathered as float8.
+bool float8_input(const Float8List& f8) {
+  return std::all_of(f8.begin(), f8.end(),
+                     [](const auto* c) { return c && c->recipe == kernels::Float8Recipe::kTensorwise; });
+}
+
+// Column-wise linears on a sequence-sharded input x (B,t,D): the all-gather (blocking, or a ring
+// pipelined with their products) and each layer's product. With float8 tensorwise layers the
+// input is cast to e4m3 before the gather, with the scale of the whole sequence.
 struct AllGatherLinears : public torch::autograd::Function<AllGatherLinears> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList weights, Group* g,
-                               const Float8List* f8) {
+                               const Float8List* f8, bool async, bool cast_input) {
     ctx->saved_data["group"] = reinterpret_cast<int64_t>(g);
     ctx->saved_data["f8"] = reinterpret_cast<int64_t>(f8);
     const int W = g->size();
-    const int64_t t = x.size(1);
+    const int64_t B = x.size(0), t = x.size(1), D = x.size(-1);
+    TORCH_CHECK(!cast_input || float8_input(*f8), "a float8 all-gather needs float8 tensorwise layers");
     std::vector<kernels::Float8Tensor> w8(weights.size());
-    std::vector<at::Tensor> amax(weights.size());
-    std::vector<at::Tensor> outs;
-    for (size_t i = 0; i < weights.size(); ++i) {
-      if (const auto* c = (*f8)[i]) {
-        w8[i] = kernels::float8_forward_weight(weights[i], *c);
-        // A tensorwise scale spans the whole sequence: the maximum over the ranks' blocks.
-        if (c->recipe == kernels::Float8Recipe::kTensorwise) {
-          amax[i] = x.abs().max().reshape({1});
-          g->all_reduce(amax[i], /*max=*/true).wait();
-          amax[i] = amax[i].reshape({});
-        }
-      }
-      std::vector<int64_t> shape = x.sizes().vec();
-      shape[1] *= W;
-      shape.back() = weights[i].size(0);
-      outs.push_back(at::empty(shape, x.options()));
+    for (size_t i = 0; i < weights.size(); ++i)
+      if (const auto* c = (*f8)[i]) w8[i] = kernels::float8_forward_weight(weights[i], *c);
+    // A tensorwise scale spans the whole sequence: the maximum of the ranks' amaxes, one
+    // all-reduce for all the layers.
+    at::Tensor amax;
+    if (std::any_of(f8->begin(), f8->end(),
+                    [](const auto* c) { return c && c->recipe == kernels::Float8Recipe::kTensorwise; })) {
+      amax = x.abs().max().to(at::kFloat).reshape({1});
+      g->all_reduce(amax, /*max=*/true).wait();
+      amax = amax.reshape({});
     }
-    const at::Tensor full = ring_all_gather(x, *g, [&](const at::Tensor& block, int owner) {
-      for (size_t i = 0; i < weights.size(); ++i) {
-        const auto* c = (*f8)[i];
-        at::Tensor a = amax[i];
-        if (c && !a.defined()) a = kernels::float8_input_amax(block.reshape({-1, block.size(-1)}), *c);
-        outs[i].narrow(1, owner * t, t).copy_(local_product(block, weights[i], c, a, &w8[i]));
+    at::Tensor scale, gathered;  // gathered: the input (B,W*t,D) in x's dtype, or as e4m3 bytes
+    if (cast_input) {
+      scale = kernels::float8_scale(amax, at::kFloat8_e4m3fn, /*pow2=*/false);
+      ctx->saved_data["x_scale"] = scale;
+    }
+    const at::Tensor mine = cast_input ? kernels::cast_to_float8(x, scale, at::kFloat8_e4m3fn).view(at::kByte) : x;
+    // Each layer's product on a block of the sequence (B,n,D) -> (B,n,out/tp).
+    auto product = [&](size_t i, const at::Tensor& block) {
+      const int64_t n = block.size(1);
+      const at::Tensor rows = block.reshape({-1, D});
+      at::Tensor out;
+      if (cast_input) {
+        out = kernels::float8_output({rows.view(at::kFloat8_e4m3fn), scale}, w8[i], x.scalar_type(), *(*f8)[i]);
+      } else if (const auto* c = (*f8)[i]) {
+        out = kernels::float8_forward(rows, amax.defined() && c->recipe == kernels::Float8Recipe::kTensorwise
+                                                ? amax
+                                                : kernels::float8_input_amax(rows, *c),
+                                      w8[i], *c);
+      } else {
+        out = at::linear(rows, weights[i]);
       }
-    });
-    std::vector<at::Tensor> saved{full};
+      return out.view({B, n, -1});
+    };
+    std::vector<at::Tensor> outs;
+    if (async) {
+      for (const auto& w : weights) outs.push_back(at::empty({B, W * t, w.size(0)}, x.options()));
+      gathered = ring_all_gather(mine, *g, [&](const at::Tensor& block, int owner) {
+        for (size_t i = 0; i < weights.size(); ++i) outs[i].narrow(1, owner * t, t).copy_(product(i, block));
+      });
+    } else {
+      gathered = all_gather_dim1(mine, *g);
+      for (size_t i = 0; i < weights.size(); ++i) outs.push_back(product(i, gathered));
+    }
+    std::vector<at::Tensor> saved{gathered};
     for (const auto& w : weights) saved.push_back(w);
     ctx->save_for_backward(saved);
     return outs;
@@ -317,6 +349,10 @@ struct AllGatherLinears : public torch::autograd::Function<AllGatherLinears> {
     Group* g = group_of(ctx);
     const auto* f8 = reinterpret_cast<const Float8List*>(ctx->saved_data["f8"].toInt());
     const at::Tensor& full = saved[0];
+    std::optional<kernels::Float8Tensor> x8;
+    if (ctx->saved_data.count("x_scale"))
+      x8 = kernels::Float8Tensor{full.view(at::kFloat8_e4m3fn).reshape({-1, full.size(-1)}),
+                                 ctx->saved_data["x_scale"].toTensor()};
     at::Tensor grad_full;
     variable_list out{at::Tensor()};
     const size_t n = saved.size() - 1;
@@ -326,17 +362,19 @@ struct AllGatherLinears : public torch::autograd::Function<AllGatherLinears> {
         out.emplace_back();
         continue;
       }
-      auto [gx, gw] = linear_backward(full, saved[i + 1], grads[i], (*f8)[i]);
+      auto [gx, gw] = linear_backward(full, saved[i + 1], grads[i], (*f8)[i], x8);
       gxs[i] = gx;
       out.push_back(gw.to(saved[i + 1].scalar_type()));
     }
-    // Summed last layer first, the order in which autograd adds them up in the blocking form
+    // Summed last layer first, the order in which autograd adds them up in the per-layer form
     // (for attention: v's, k's, then q's), so that the two give the same bits.
     for (size_t i = n; i-- > 0;)
       if (gxs[i].defined()) grad_full = grad_full.defined() ? grad_full + gxs[i] : gxs[i];
     if (grad_full.defined()) out[0] = reduce_scatter_dim1(grad_full, *g);
     out.emplace_back();  // group
     out.emplace_back();  // f8
+    out.emplace_back();  // async
+    out.emplace_back();  // cast_input
     return out;
   }
 };
@@ -376,9 +414,12 @@ struct LinearReduceScatter : public torch::autograd::Function<LinearReduceScatte
 }  // namespace
 
 std::vector<at::Tensor> all_gather_linears(const at::Tensor& x, const std::vector<at::Tensor>& weights,
-                                           const std::vector<const kernels::Float8Config*>& float8, Group& group) {
-  return AllGatherLinears::apply(x, at::TensorList(weights), &group, &float8);
+                                           const std::vector<const kernels::Float8Config*>& float8, Group& group,
+                                           bool async, bool float8_gather) {
+  return AllGatherLinears::apply(x, at::TensorList(weights), &group, &float8, async, float8_gather);
 }
+
+bool gathers_float8(const std::vector<const kernels::Float8Config*>& float8) { return float8_input(float8); }
 
 at::Tensor linear_reduce_scatter(const at::Tensor& x, const at::Tensor& weight, const kernels::Float8Config* float8,
                                  Group& group) {

@@ -29,17 +29,22 @@ at::Tensor reduce_scatter_sequence(const at::Tensor& x, Group& group);
 // rank computes the same loss from the gathered tensor).
 at::Tensor gather_last_dim(const at::Tensor& x, Group& group);
 
-// Async tensor parallelism (parallelism.enable_async_tensor_parallel): the collectives split
-// into tp blocks of the sequence that pass around the group point to point, each block's matmul
-// running while the next block is in flight.
-// Column-wise linears on x (B,T/tp,D): the sequence gathered block by block, each block
-// multiplied by every weight as it arrives -> each layer's output (B,T,out/tp). Backward: the
-// layers' input gradients summed and reduce-scattered. `float8[i]` (or null) is layer i's float8
-// conversion; its scales are those of the whole sequence, as in the blocking form. `float8` must
-// outlive the backward.
+// Column-wise linears on a sequence-sharded x (B,T/tp,D) -> each layer's output (B,T,out/tp), the
+// sequence gathered once for all of them. `float8[i]` (or null) is layer i's float8 conversion.
+// - async (parallelism.enable_async_tensor_parallel): the all-gather split into tp blocks that
+//   pass around the group point to point, each block multiplied by every weight as it arrives
+//   while the next block is in flight.
+// - float8_gather, where every layer is float8 tensorwise (gathers_float8), as torchao's float8 TP
+//   styles: x is cast to e4m3 once, with the whole sequence's scale (the ranks' amaxes
+//   all-reduced), and gathered as float8 bytes; the layers multiply the gathered float8 input.
+// Scales are those of the whole sequence, so the numbers are those of a gather in high precision
+// followed by each layer. Backward: the layers' input gradients summed and reduce-scattered, in
+// high precision. `float8` must outlive the backward.
 std::vector<at::Tensor> all_gather_linears(const at::Tensor& x, const std::vector<at::Tensor>& weights,
-                                           const std::vector<const kernels::Float8Config*>& float8, Group& group);
-// Row-wise linear x (B,T,in/tp), weight (out, in/tp) -> (B,T/tp,out): block c's partial product
+                                           const std::vector<const kernels::Float8Config*>& float8, Group& group,
+                                           bool async, bool float8_gather);
+bool gathers_float8(const std::vector<const kernels::Float8Config*>& float8);
+// Async TP's row-wise linear x (B,T,in/tp), weight (out, in/tp) -> (B,T/tp,out): block c's partial product
 // computed while the running sum of the block before travels. Backward: the output gradient
 // gathered, then the layer's backward.
 at::Tensor linear_reduce_scatter(const at::Tensor& x, const at::Tensor& weight, const kernels::Float8Config* float8,

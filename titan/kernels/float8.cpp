@@ -124,13 +124,18 @@ at::Tensor float8_forward(const at::Tensor& x, const at::Tensor& x_amax, const F
                           const Float8Config& config) {
   const Casts c = casts_of(config.recipe);
   const at::Tensor scale = float8_scale(x_amax, c.input, c.pow2);
-  const Float8Tensor a{cast_to_float8(x, scale, c.input), scale};
-  return scaled_mm(a, wt, x.scalar_type(), config.emulate, /*fast_accum=*/true);
+  return float8_output({cast_to_float8(x, scale, c.input), scale}, wt, x.scalar_type(), config);
+}
+
+at::Tensor float8_output(const Float8Tensor& x8, const Float8Tensor& wt, at::ScalarType out_dtype,
+                         const Float8Config& config) {
+  return scaled_mm(x8, wt, out_dtype, config.emulate, /*fast_accum=*/true);
 }
 
 std::pair<at::Tensor, at::Tensor> float8_linear_backward(const at::Tensor& x, const at::Tensor& w,
                                                          const at::Tensor& grad_out, const Float8Config& config,
-                                                         const std::optional<Float8Tensor>& w8) {
+                                                         const std::optional<Float8Tensor>& w8,
+                                                         const std::optional<Float8Tensor>& x8) {
   at::NoGradGuard no_grad;
   const Float8Recipe recipe = config.recipe;
   const Float8Split& sp = config.split;
@@ -150,14 +155,17 @@ std::pair<at::Tensor, at::Tensor> float8_linear_backward(const at::Tensor& x, co
   const at::Tensor grad_x = scaled_mm(g, wg, go.scalar_type(), emulate, /*fast_accum=*/false);
   // grad_weight = go^T (N,M) @ x (M,K): both scaled along M; in high precision for gw_hp.
   at::Tensor grad_w;
+  TORCH_CHECK(!x8 || recipe == Float8Recipe::kTensorwise, "a float8 input comes cast only with the tensorwise recipe");
   if (recipe == Float8Recipe::kRowwiseWithGwHp) {
     grad_w = at::mm(go.t(), x.to(go.scalar_type()));
   } else {
     const Float8Tensor gt0 = to_float8(go, c.grad, along(c.rowwise, 0), c.pow2,
                                        reduce_if_split(sp, go_split_of(sp), along(c.rowwise, 0)));
     const Float8Tensor gt{gt0.data.t(), gt0.scale.dim() > 0 ? gt0.scale.t() : gt0.scale};
-    const Float8Tensor xs = to_float8(x, c.input, along(c.rowwise, 0), c.pow2,
-                                      reduce_if_split(sp, x_split_of(sp), along(c.rowwise, 0)));
+    // Tensorwise, the cast of the forward (the same scale and values) serves here too.
+    const Float8Tensor xs = x8 ? *x8
+                               : to_float8(x, c.input, along(c.rowwise, 0), c.pow2,
+                                           reduce_if_split(sp, x_split_of(sp), along(c.rowwise, 0)));
     grad_w = scaled_mm(gt, xs, go.scalar_type(), emulate, /*fast_accum=*/false);
   }
   return {grad_x, grad_w.to(w.scalar_type())};

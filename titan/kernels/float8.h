@@ -83,13 +83,18 @@ at::Tensor float8_linear(const at::Tensor& x, const at::Tensor& weight, const Fl
 // the split's reductions), the weight cast for the output GEMM (w^T, or the attached value), the
 // output GEMM of x with a given amax (rows of x may be any slice of those the amax came from),
 // and the backward of the whole layer -> (grad_x, grad_w). `w8`: the attached weight, if any.
+// An input cast already (tensorwise: the float8 all-gather of tensor parallelism) goes to
+// float8_output, out_dtype being the layer's, and to the backward as `x8` (x unused then).
 at::Tensor float8_input_amax(const at::Tensor& x, const Float8Config& config);
 Float8Tensor float8_forward_weight(const at::Tensor& w, const Float8Config& config);
 at::Tensor float8_forward(const at::Tensor& x, const at::Tensor& x_amax, const Float8Tensor& wt,
                           const Float8Config& config);
+at::Tensor float8_output(const Float8Tensor& x8, const Float8Tensor& wt, at::ScalarType out_dtype,
+                         const Float8Config& config);
 std::pair<at::Tensor, at::Tensor> float8_linear_backward(const at::Tensor& x, const at::Tensor& w,
                                                          const at::Tensor& grad_out, const Float8Config& config,
-                                                         const std::optional<Float8Tensor>& w8 = std::nullopt);
+                                                         const std::optional<Float8Tensor>& w8 = std::nullopt,
+                                                         const std::optional<Float8Tensor>& x8 = std::nullopt);
 
 // Which linear layers a float8 conversion takes (torchtitan's filters): dims multiples of 16,
 // no entry of `filter_fqns` inside the FQN, and with "auto_filter_small_kn" in the list the

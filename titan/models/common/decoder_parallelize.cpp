@@ -4,6 +4,7 @@
 #include <map>
 
 #include "titan/common/error.h"
+#include "titan/common/test_hooks.h"
 #include "titan/components/device/device.h"
 #include "titan/distributed/activation_checkpoint.h"
 #include "titan/distributed/tensor_parallel.h"
@@ -30,29 +31,39 @@ Placement tp_placement(const std::string& fqn) {
   return Placement::partial();  // attention_norm, ffn_norm, norm
 }
 
-// Async TP: a module's column-wise projections through one pipelined all-gather.
-ProjectStyle async_projections(std::vector<const Linear*> linears, distributed::Group& tp) {
+// A module's column-wise projections through one all-gather of its input: async TP's ring, or a
+// float8 all-gather.
+ProjectStyle gathered_projections(std::vector<const Linear*> linears, distributed::Group& tp, bool async,
+                                  bool float8_gather) {
   auto float8 = std::make_shared<std::vector<const kernels::Float8Config*>>();
   for (const Linear* l : linears) float8->push_back(l->float8.get());
-  return [linears = std::move(linears), float8, &tp](const at::Tensor& x) {
+  return [linears = std::move(linears), float8, &tp, async, float8_gather](const at::Tensor& x) {
     std::vector<at::Tensor> weights;  // read at each call: data parallelism swaps them
     for (const Linear* l : linears) weights.push_back(l->weight);
-    return distributed::tp::all_gather_linears(x, weights, *float8, tp);
+    return distributed::tp::all_gather_linears(x, weights, *float8, tp, async, float8_gather);
   };
 }
 
-void apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool loss_parallel, bool async) {
+// Returns how many modules gather their input in float8.
+int apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool loss_parallel, bool async) {
   auto& tp = mesh.group("tp");
   const int64_t rows = model.decoder_args().vocab_size / tp.size(), first = tp.rank() * rows;
   model.tok_embeddings().style = distributed::tp::rowwise_embedding(tp, first);
+  int float8_gathers = 0;
   for (auto& block : model.layers()) {
-    block.attention.prepare_input = distributed::tp::gather_input(tp);
-    block.feed_forward.prepare_input = distributed::tp::gather_input(tp);
-    if (async) {
-      auto& a = block.attention;
-      auto& f = block.feed_forward;
-      a.project = async_projections({&a.wq, &a.wk, &a.wv}, tp);
-      f.project = async_projections({&f.w1, &f.w3}, tp);
+    auto& a = block.attention;
+    auto& f = block.feed_forward;
+    a.prepare_input = distributed::tp::gather_input(tp);
+    f.prepare_input = distributed::tp::gather_input(tp);
+    for (auto [project, linears] : {std::pair<ProjectStyle*, std::vector<const Linear*>>{&a.project, {&a.wq, &a.wk, &a.wv}},
+                                    {&f.project, {&f.w1, &f.w3}}}) {
+      std::vector<const kernels::Float8Config*> float8;
+      for (const Linear* l : linears) float8.push_back(l->float8.get());
+      // As torchtitan's float8 TP plan: the input of float8 tensorwise projections is gathered in
+      // float8 (a test hook keeps it in high precision, to compare).
+      const bool f8 = distributed::tp::gathers_float8(float8) && !TestHooks::get().tp_gather_high_precision;
+      float8_gathers += f8;
+      if (async || f8) *project = gathered_projections(std::move(linears), tp, async, f8);
     }
     for (Linear* rowwise : {&block.attention.wo, &block.feed_forward.w2}) {
       if (async) {
@@ -68,6 +79,7 @@ void apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool l
     }
   }
   model.set_head_loss_style(distributed::tp::vocab_parallel_head_loss(tp, first, loss_parallel));
+  return float8_gathers;
 }
 
 // Every linear layer of the blocks, with its FQN ("layers.3.attention.wq"): what the float8 and
@@ -311,7 +323,7 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
   for (const auto& line : apply_mx(model, options, device)) note(line);
   const bool loss_parallel = options.loss_parallel;
   if (dims.tp > 1) {
-    apply_tensor_parallel(model, mesh, loss_parallel, options.async_tp);
+    const int float8_gathers = apply_tensor_parallel(model, mesh, loss_parallel, options.async_tp);
     note("Applied Tensor Parallelism to the model (degree " + std::to_string(dims.tp) +
          ": column-wise wq wk wv w1 w3, row-wise wo w2 and embedding, sequence-parallel norms, output " +
          (loss_parallel ? "column-wise with loss parallel)" : "column-wise, logits gathered for the loss)"));
@@ -319,6 +331,10 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
       note("Async TP is enabled: the sequence all-gather before wq wk wv and w1 w3, and the reduce-scatter after wo "
            "and w2, pass around the tp group in " + std::to_string(dims.tp) +
            " blocks, each block's matmuls running while the next block is in flight");
+    if (float8_gathers)
+      note("Float8: " + std::to_string(float8_gathers) + " of " + std::to_string(2 * model.layers().size()) +
+           " modules (attention, feed_forward) all-gather their input in float8 (e4m3, the whole sequence's scale) "
+           "for their float8 tensorwise wq wk wv / w1 w3");
   } else if (options.async_tp) {
     note("Async TP: parallelism.enable_async_tensor_parallel has nothing to overlap without tensor parallelism");
   }
