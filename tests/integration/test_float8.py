@@ -20,8 +20,9 @@ emulated in float32 with torchao's numbers (parity.float8 checks the layer again
 - TP(2) in each recipe, and FSDP(2)xTP(2) with the float8 all-gather, give one process's first
   step (1e-6: every scale is the whole tensor's; a tensorwise scale from a rank's share alone is
   off by about 2e-5) and stay within 1e-3 over 10 steps (a sum in another order moves a value
-  across a float8 rounding boundary now and then, and the runs drift apart); with async TP added
-  (405B's combination) FSDP(2)xTP(2) gives blocking TP's numbers bit for bit;
+  across a float8 rounding boundary now and then, and the runs drift apart); async TP gives
+  blocking TP's numbers bit for bit with each recipe, and on FSDP(2)xTP(2) with the float8
+  all-gather (405B's combination);
 - a float8 run killed right after its step-5 save resumes bit for bit, and its checkpoint
   continues in a run without float8;
 - MX (quantize.linear.mx) with each recipe (mxfp8_cublas, mxfp8_cublas_rceil) trains 10 steps
@@ -163,6 +164,14 @@ def main() -> int:
             first, worst = first_and_worst(got, one)
             check(f"float8 {recipe} TP(2): step 1 {first:.1e} of one process (<= {FIRST:g}), 10 steps {worst:.1e} "
                   f"(<= {DRIFT:g})", len(got) == 10 and first <= FIRST and worst <= DRIFT)
+        if got is not None:  # async TP, forward and backward pipelined, with the recipe's scales
+            both = run_layout(checks, titan, f"float8 {recipe} TP(2), async TP", 2,
+                              BASE + lb8 + F8 + tp_only + ["--quantize.linear.float8.recipe_name", recipe,
+                                                           "--parallelism.enable_async_tensor_parallel"],
+                              os.path.join(tmp, f"tp_async_{recipe}"))
+            if both is not None:
+                check(f"float8 {recipe} TP(2) with async TP: the losses and grad norms of blocking TP, bit for bit",
+                      [(r["loss"], r["grad_norm"]) for r in both] == [(r["loss"], r["grad_norm"]) for r in got])
         if got is not None and recipe == "tensorwise":
             # The sequence-parallel all-gather before wq wk wv and w1 w3 moves e4m3 activations:
             # against the same run gathering float32 (a test hook), the same bits and, per step,

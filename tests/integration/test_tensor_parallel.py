@@ -4,7 +4,8 @@
 gradient accumulation, with full and op-level activation checkpointing and with the logits
 gathered (loss parallel off), PP(2)xTP(2),
 against one process with the same global batch; async TP on TP(2), TP(4), FSDP(2)xTP(2), TP(2)
-with full AC and PP(2)xTP(2), each equal to blocking TP bit for bit; the initial parameters of every layout equal
+with full AC and PP(2)xTP(2), each equal to blocking TP bit for bit, its blocks' collectives sent point to point
+forward and backward (counted in a profiled step); the initial parameters of every layout equal
 one process's bit for bit; the 1B flavor materialised under FSDP(4) within 1.3x its shard;
 the parallel styles against the unsharded computation; bad layouts.
 
@@ -117,6 +118,29 @@ def main() -> int:
         if sync is not None:
             check(f"{name}: the losses and grad norms of blocking TP, bit for bit",
                   [(s["loss"], s["grad_norm"]) for s in runs[name]] == [(s["loss"], s["grad_norm"]) for s in sync])
+    # Async TP, forward and backward: a profiled step's trace holds the blocks' all-gathers and
+    # reduce-scatters as ring sends (one per block per collective with TP(2): 4 in forward, 4 in
+    # backward per layer); only the embedding's and the head's stay collectives.
+    counts = {}
+    for name, extra in [("blocking", []), ("async", ["--parallelism.enable_async_tensor_parallel"])]:
+        dump = os.path.join(tmp, "profile_" + name)
+        outs = launch(titan, 2, BASE + tp2 + ["--training.local_batch_size", "8", "--training.steps", "2",
+                                              "--profiling.enable_profiling", "--profiling.profile_freq", "2",
+                                              "--profiling.profiler_warmup", "1", "--profiling.profiler_active", "1",
+                                              "--job.dump_folder", dump] + extra, dump)
+        try:
+            with open(os.path.join(dump, "profile_trace", "iteration_2", "rank0_trace.json")) as f:
+                events = [e.get("name") for e in json.load(f)["traceEvents"]]
+            counts[name] = {k: events.count("comm:" + k) for k in ("send", "all_gather", "reduce_scatter")}
+        except (OSError, ValueError, KeyError) as e:
+            check(f"profiled TP(2) {name} step", False, f"{e} {[o[0] for o in outs]} {outs[0][2][-300:]}")
+    if len(counts) == 2:
+        layers = 6  # configs/llama3/debug_model.toml
+        check(f"async TP(2): a profiled step sends {counts['async']['send']} ring blocks, with "
+              f"{counts['async']['all_gather']} all-gathers and {counts['async']['reduce_scatter']} reduce-scatters left "
+              f"(blocking TP: {counts['blocking']['all_gather']} and {counts['blocking']['reduce_scatter']})",
+              counts["async"] == {"send": 8 * layers, "all_gather": 2, "reduce_scatter": 2} and
+              counts["blocking"] == {"send": 0, "all_gather": 2 + 4 * layers, "reduce_scatter": 2 + 4 * layers})
     if "TP(2)" in runs and "TP(2) + op AC" in runs:
         check("TP(2): op-level activation checkpointing gives the losses and grad norms of none, bit for bit",
               [(s["loss"], s["grad_norm"]) for s in runs["TP(2)"]] ==

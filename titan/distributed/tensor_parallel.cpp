@@ -258,19 +258,25 @@ at::Tensor local_product(const at::Tensor& x, const at::Tensor& w, const kernels
   return kernels::float8_forward(x.reshape({-1, K}), amax.dim() ? amax.reshape({-1, 1}) : amax, *w8, *f8).view(shape);
 }
 
-// The backward of one linear layer on the whole tensors: (grad_x, grad_w). With `x8` (a float8
-// layer's input as it was cast for the forward) x gives only its shape.
-std::pair<at::Tensor, at::Tensor> linear_backward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& go,
-                                                  const kernels::Float8Config* f8,
-                                                  const std::optional<kernels::Float8Tensor>& x8 = std::nullopt) {
-  const int64_t K = x.size(-1), N = w.size(0);
+// Rows of a linear layer's input gradient, go (..., N) rows @ w -> (rows, K). A float8 layer takes
+// the output gradient's amax (that of the whole, or of these rows for the rowwise recipes) and the
+// weight cast for this GEMM; when undefined, they come from go, which must then be the whole.
+at::Tensor input_grad_rows(const at::Tensor& go, const at::Tensor& w, const kernels::Float8Config* f8,
+                           at::Tensor amax, const std::optional<kernels::Float8Tensor>& wg) {
+  const at::Tensor g2 = go.reshape({-1, w.size(0)});
+  if (!f8) return g2.mm(w);
+  if (!amax.defined()) amax = kernels::float8_grad_amax(g2, *f8);
+  return kernels::float8_grad_input(g2, amax, wg ? *wg : kernels::float8_backward_weight(w, *f8), *f8);
+}
+
+// A linear layer's weight gradient on the whole tensors: go (..., N)^T @ x (..., K). With `x8` (a
+// float8 layer's input as it was cast for the forward) x is not read.
+at::Tensor weight_grad(const at::Tensor& x, const at::Tensor& go, const at::Tensor& w, const kernels::Float8Config* f8,
+                       const std::optional<kernels::Float8Tensor>& x8 = std::nullopt) {
+  const int64_t N = w.size(0), K = w.size(1);
   const at::Tensor g2 = go.reshape({-1, N});
-  if (f8) {
-    auto [gx, gw] =
-        kernels::float8_linear_backward(x8 ? at::Tensor() : x.reshape({-1, K}), w, g2, *f8, std::nullopt, x8);
-    return {gx.view(x.sizes()), gw};
-  }
-  return {g2.mm(w).view(x.sizes()), g2.t().mm(x.reshape({-1, K}))};
+  if (!f8) return g2.t().mm(x.reshape({-1, K}));
+  return kernels::float8_grad_weight(x8 ? at::Tensor() : x.reshape({-1, K}), g2.contiguous(), *f8, x8);
 }
 
 using Float8List = std::vector<const kernels::Float8Config*>;
@@ -282,6 +288,42 @@ bool float8_input(const Float8List& f8) {
                      [](const auto* c) { return c && c->recipe == kernels::Float8Recipe::kTensorwise; });
 }
 
+// Async TP's backward of column-wise linears: their summed input gradient (B,T,K), reduce-scattered
+// on the sequence as a ring, each block's rows computed while the running sum of the block before
+// travels. Float8 scales are those of the whole output gradients. -> (B,T/tp,K), or undefined
+// when no layer has a gradient.
+at::Tensor async_input_grad(const at::Tensor& full, const std::vector<at::Tensor>& saved,
+                            const variable_list& grads, const std::vector<const kernels::Float8Config*>& f8,
+                            Group& g) {
+  const size_t n = saved.size() - 1;
+  const int64_t B = full.size(0), t = full.size(1) / g.size(), K = full.size(-1);
+  std::vector<at::Tensor> amax(n);
+  std::vector<std::optional<kernels::Float8Tensor>> wg(n);
+  bool any = false;
+  for (size_t i = 0; i < n; ++i) {
+    if (!grads[i].defined()) continue;
+    any = true;
+    if (const auto* c = f8[i]) {
+      const at::Tensor& w = saved[i + 1];
+      amax[i] = kernels::float8_grad_amax(grads[i].reshape({-1, w.size(0)}), *c);
+      if (amax[i].dim()) amax[i] = amax[i].view({B, -1, 1});  // per row (token)
+      wg[i] = kernels::float8_backward_weight(w, *c);
+    }
+  }
+  if (!any) return {};
+  return ring_reduce_scatter(g, [&](int block) {
+    at::Tensor sum;  // summed last layer first, as autograd adds them up in the per-layer form
+    for (size_t i = n; i-- > 0;) {
+      if (!grads[i].defined()) continue;
+      at::Tensor a = amax[i];
+      if (a.defined() && a.dim()) a = a.narrow(1, block * t, t).reshape({-1, 1});
+      const at::Tensor gx = input_grad_rows(grads[i].narrow(1, block * t, t), saved[i + 1], f8[i], a, wg[i]);
+      sum = sum.defined() ? sum + gx : gx;
+    }
+    return sum.view({B, t, K});
+  });
+}
+
 // Column-wise linears on a sequence-sharded input x (B,t,D): the all-gather (blocking, or a ring
 // pipelined with their products) and each layer's product. With float8 tensorwise layers the
 // input is cast to e4m3 before the gather, with the scale of the whole sequence.
@@ -290,6 +332,7 @@ struct AllGatherLinears : public torch::autograd::Function<AllGatherLinears> {
                                const Float8List* f8, bool async, bool cast_input) {
     ctx->saved_data["group"] = reinterpret_cast<int64_t>(g);
     ctx->saved_data["f8"] = reinterpret_cast<int64_t>(f8);
+    ctx->saved_data["async"] = async;
     const int W = g->size();
     const int64_t B = x.size(0), t = x.size(1), D = x.size(-1);
     TORCH_CHECK(!cast_input || float8_input(*f8), "a float8 all-gather needs float8 tensorwise layers");
@@ -353,24 +396,29 @@ struct AllGatherLinears : public torch::autograd::Function<AllGatherLinears> {
     if (ctx->saved_data.count("x_scale"))
       x8 = kernels::Float8Tensor{full.view(at::kFloat8_e4m3fn).reshape({-1, full.size(-1)}),
                                  ctx->saved_data["x_scale"].toTensor()};
-    at::Tensor grad_full;
-    variable_list out{at::Tensor()};
     const size_t n = saved.size() - 1;
-    std::vector<at::Tensor> gxs(n);
+    variable_list out{at::Tensor()};
+    if (ctx->saved_data["async"].toBool()) {
+      out[0] = async_input_grad(full, saved, grads, *f8, *g);
+    } else {
+      // Summed last layer first, the order in which autograd adds them up in the per-layer form
+      // (for attention: v's, k's, then q's), so that the two give the same bits.
+      at::Tensor grad_full;
+      for (size_t i = n; i-- > 0;) {
+        if (!grads[i].defined()) continue;
+        const at::Tensor gx = input_grad_rows(grads[i], saved[i + 1], (*f8)[i], {}, {});
+        grad_full = grad_full.defined() ? grad_full + gx : gx;
+      }
+      if (grad_full.defined()) out[0] = reduce_scatter_dim1(grad_full.view(full.sizes()), *g);
+    }
     for (size_t i = 0; i < n; ++i) {
       if (!grads[i].defined()) {
         out.emplace_back();
         continue;
       }
-      auto [gx, gw] = linear_backward(full, saved[i + 1], grads[i], (*f8)[i], x8);
-      gxs[i] = gx;
-      out.push_back(gw.to(saved[i + 1].scalar_type()));
+      const at::Tensor& w = saved[i + 1];
+      out.push_back(weight_grad(full, grads[i], w, (*f8)[i], x8).to(w.scalar_type()));
     }
-    // Summed last layer first, the order in which autograd adds them up in the per-layer form
-    // (for attention: v's, k's, then q's), so that the two give the same bits.
-    for (size_t i = n; i-- > 0;)
-      if (gxs[i].defined()) grad_full = grad_full.defined() ? grad_full + gxs[i] : gxs[i];
-    if (grad_full.defined()) out[0] = reduce_scatter_dim1(grad_full, *g);
     out.emplace_back();  // group
     out.emplace_back();  // f8
     out.emplace_back();  // async
@@ -402,12 +450,29 @@ struct LinearReduceScatter : public torch::autograd::Function<LinearReduceScatte
     });
   }
 
+  // The output gradient gathered as a ring, each block's rows of the input gradient computed while
+  // the next block is in flight; then the weight gradient on the whole.
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     Group* g = group_of(ctx);
     const auto* f8 = reinterpret_cast<const kernels::Float8Config*>(ctx->saved_data["f8"].toInt());
-    auto [gx, gw] = linear_backward(saved[0], saved[1], all_gather_dim1(grads[0], *g), f8);
-    return {gx, gw.to(saved[1].scalar_type()), at::Tensor(), at::Tensor()};
+    const at::Tensor &x = saved[0], &w = saved[1], go = grads[0].contiguous();
+    const int64_t B = go.size(0), t = go.size(1), K = w.size(1);
+    at::Tensor amax;  // tensorwise: the whole gradient's, the maximum over the ranks' blocks
+    std::optional<kernels::Float8Tensor> wg;
+    if (f8) {
+      wg = kernels::float8_backward_weight(w, *f8);
+      if (f8->recipe == kernels::Float8Recipe::kTensorwise) {
+        amax = go.abs().max().to(at::kFloat).reshape({1});
+        g->all_reduce(amax, /*max=*/true).wait();
+        amax = amax.reshape({});
+      }
+    }
+    at::Tensor gx = at::empty({B, g->size() * t, K}, go.options());
+    const at::Tensor go_full = ring_all_gather(go, *g, [&](const at::Tensor& block, int owner) {
+      gx.narrow(1, owner * t, t).copy_(input_grad_rows(block, w, f8, amax, wg).view({B, t, K}));
+    });
+    return {gx, weight_grad(x, go_full, w, f8).to(w.scalar_type()), at::Tensor(), at::Tensor()};
   }
 };
 

@@ -132,43 +132,67 @@ at::Tensor float8_output(const Float8Tensor& x8, const Float8Tensor& wt, at::Sca
   return scaled_mm(x8, wt, out_dtype, config.emulate, /*fast_accum=*/true);
 }
 
-std::pair<at::Tensor, at::Tensor> float8_linear_backward(const at::Tensor& x, const at::Tensor& w,
-                                                         const at::Tensor& grad_out, const Float8Config& config,
-                                                         const std::optional<Float8Tensor>& w8,
-                                                         const std::optional<Float8Tensor>& x8) {
+at::Tensor float8_grad_amax(const at::Tensor& go, const Float8Config& config) {
   at::NoGradGuard no_grad;
-  const Float8Recipe recipe = config.recipe;
+  const Casts c = casts_of(config.recipe);
+  at::Tensor amax = c.rowwise ? go.abs().amax({-1}, /*keepdim=*/true) : go.abs().max();
+  if (auto* reduce = reduce_if_split(config.split, go_split_of(config.split), along(c.rowwise, 1))) {
+    amax = amax.contiguous();
+    (*reduce)(amax);
+  }
+  return amax;
+}
+
+Float8Tensor float8_backward_weight(const at::Tensor& w, const Float8Config& config,
+                                    const std::optional<Float8Tensor>& w8) {
+  at::NoGradGuard no_grad;
+  const Casts c = casts_of(config.recipe);
   const Float8Split& sp = config.split;
-  const bool emulate = config.emulate;
-  const Casts c = casts_of(recipe);
-  const at::Tensor go = grad_out.contiguous();  // (M,N)
-  // grad_input = go (M,N) @ w (N,K): go scaled along N; w along N (per column k), or per
-  // tensor with rowwise_with_gw_hp.
-  const Float8Tensor g = to_float8(go, c.grad, along(c.rowwise, -1), c.pow2,
-                                   reduce_if_split(sp, go_split_of(sp), along(c.rowwise, 1)));
-  const bool w_rowwise = c.rowwise && recipe != Float8Recipe::kRowwiseWithGwHp;
+  // grad_input = go (M,N) @ w (N,K): w scaled along N (per column k), or per tensor with
+  // rowwise_with_gw_hp.
+  const bool w_rowwise = c.rowwise && config.recipe != Float8Recipe::kRowwiseWithGwHp;
   std::optional<Float8Tensor> attached = w8 ? w8 : attached_float8_weight(w);
   const Float8Tensor wt = attached ? Float8Tensor{attached->data.t(), attached->scale}
                                    : to_float8(w.t(), c.weight, along(w_rowwise, -1), c.pow2,
                                                reduce_if_split(sp, wt_split_of(sp), along(w_rowwise, 1)));
-  const Float8Tensor wg{wt.data.t(), wt.scale.dim() > 0 ? wt.scale.t() : wt.scale};
-  const at::Tensor grad_x = scaled_mm(g, wg, go.scalar_type(), emulate, /*fast_accum=*/false);
+  return {wt.data.t(), wt.scale.dim() > 0 ? wt.scale.t() : wt.scale};
+}
+
+at::Tensor float8_grad_input(const at::Tensor& go, const at::Tensor& go_amax, const Float8Tensor& wg,
+                             const Float8Config& config) {
+  at::NoGradGuard no_grad;
+  const Casts c = casts_of(config.recipe);
+  const at::Tensor scale = float8_scale(go_amax, c.grad, c.pow2);
+  return scaled_mm({cast_to_float8(go, scale, c.grad), scale}, wg, go.scalar_type(), config.emulate,
+                   /*fast_accum=*/false);
+}
+
+at::Tensor float8_grad_weight(const at::Tensor& x, const at::Tensor& go, const Float8Config& config,
+                              const std::optional<Float8Tensor>& x8) {
+  at::NoGradGuard no_grad;
+  const Casts c = casts_of(config.recipe);
+  const Float8Split& sp = config.split;
+  TORCH_CHECK(!x8 || config.recipe == Float8Recipe::kTensorwise, "a float8 input comes cast only with the tensorwise recipe");
   // grad_weight = go^T (N,M) @ x (M,K): both scaled along M; in high precision for gw_hp.
-  at::Tensor grad_w;
-  TORCH_CHECK(!x8 || recipe == Float8Recipe::kTensorwise, "a float8 input comes cast only with the tensorwise recipe");
-  if (recipe == Float8Recipe::kRowwiseWithGwHp) {
-    grad_w = at::mm(go.t(), x.to(go.scalar_type()));
-  } else {
-    const Float8Tensor gt0 = to_float8(go, c.grad, along(c.rowwise, 0), c.pow2,
-                                       reduce_if_split(sp, go_split_of(sp), along(c.rowwise, 0)));
-    const Float8Tensor gt{gt0.data.t(), gt0.scale.dim() > 0 ? gt0.scale.t() : gt0.scale};
-    // Tensorwise, the cast of the forward (the same scale and values) serves here too.
-    const Float8Tensor xs = x8 ? *x8
-                               : to_float8(x, c.input, along(c.rowwise, 0), c.pow2,
-                                           reduce_if_split(sp, x_split_of(sp), along(c.rowwise, 0)));
-    grad_w = scaled_mm(gt, xs, go.scalar_type(), emulate, /*fast_accum=*/false);
-  }
-  return {grad_x, grad_w.to(w.scalar_type())};
+  if (config.recipe == Float8Recipe::kRowwiseWithGwHp) return at::mm(go.t(), x.to(go.scalar_type()));
+  const Float8Tensor gt0 = to_float8(go, c.grad, along(c.rowwise, 0), c.pow2,
+                                     reduce_if_split(sp, go_split_of(sp), along(c.rowwise, 0)));
+  const Float8Tensor gt{gt0.data.t(), gt0.scale.dim() > 0 ? gt0.scale.t() : gt0.scale};
+  // Tensorwise, the cast of the forward (the same scale and values) serves here too.
+  const Float8Tensor xs = x8 ? *x8
+                             : to_float8(x, c.input, along(c.rowwise, 0), c.pow2,
+                                         reduce_if_split(sp, x_split_of(sp), along(c.rowwise, 0)));
+  return scaled_mm(gt, xs, go.scalar_type(), config.emulate, /*fast_accum=*/false);
+}
+
+std::pair<at::Tensor, at::Tensor> float8_linear_backward(const at::Tensor& x, const at::Tensor& w,
+                                                         const at::Tensor& grad_out, const Float8Config& config,
+                                                         const std::optional<Float8Tensor>& w8,
+                                                         const std::optional<Float8Tensor>& x8) {
+  const at::Tensor go = grad_out.contiguous();  // (M,N)
+  const at::Tensor grad_x = float8_grad_input(go, float8_grad_amax(go, config), float8_backward_weight(w, config, w8),
+                                              config);
+  return {grad_x, float8_grad_weight(x, go, config, x8).to(w.scalar_type())};
 }
 
 std::optional<Float8Recipe> float8_recipe(std::string_view name) {

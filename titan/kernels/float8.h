@@ -95,6 +95,18 @@ std::pair<at::Tensor, at::Tensor> float8_linear_backward(const at::Tensor& x, co
                                                          const at::Tensor& grad_out, const Float8Config& config,
                                                          const std::optional<Float8Tensor>& w8 = std::nullopt,
                                                          const std::optional<Float8Tensor>& x8 = std::nullopt);
+// The backward in pieces, for code that splits the input-gradient GEMM by rows of grad_out
+// (async tensor parallelism): the output gradient's amax (per tensor, or (M,1) per row for the
+// rowwise recipes; with the split's reductions), the weight cast for the input gradient, the
+// input-gradient GEMM of rows of grad_out with a given amax, and the weight gradient on the whole
+// tensors (in grad_out's dtype).
+at::Tensor float8_grad_amax(const at::Tensor& grad_out, const Float8Config& config);
+Float8Tensor float8_backward_weight(const at::Tensor& w, const Float8Config& config,
+                                    const std::optional<Float8Tensor>& w8 = std::nullopt);
+at::Tensor float8_grad_input(const at::Tensor& grad_out, const at::Tensor& grad_amax, const Float8Tensor& wg,
+                             const Float8Config& config);
+at::Tensor float8_grad_weight(const at::Tensor& x, const at::Tensor& grad_out, const Float8Config& config,
+                              const std::optional<Float8Tensor>& x8 = std::nullopt);
 
 // Which linear layers a float8 conversion takes (torchtitan's filters): dims multiples of 16,
 // no entry of `filter_fqns` inside the FQN, and with "auto_filter_small_kn" in the list the
