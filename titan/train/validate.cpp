@@ -138,10 +138,9 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
                     "or \"mxfp8_cublas_rceil\")");
     if (float8)
       out.push_back("model.converters holds both float8 and MX: a linear layer runs in one of them (keep one)");
-    if (cfg.get_int("parallelism.tensor_parallel_degree") > 1)
-      out.push_back("model.converters = [\"quantize.linear.mx\"] with parallelism.tensor_parallel_degree = " +
-                    std::to_string(cfg.get_int("parallelism.tensor_parallel_degree")) +
-                    ": MX with tensor parallelism is not supported yet");
+    if (cfg.get_int("parallelism.tensor_parallel_degree") > 1 && cfg.get_bool("parallelism.enable_async_tensor_parallel"))
+      out.push_back("model.converters = [\"quantize.linear.mx\"] with parallelism.enable_async_tensor_parallel is not "
+                    "supported yet (MX runs with blocking tensor parallelism: set enable_async_tensor_parallel = false)");
     if (cfg.get_string("activation_checkpoint.mode") == "selective" &&
         cfg.get_string("activation_checkpoint.selective_ac_option") == "op")
       out.push_back("model.converters = [\"quantize.linear.mx\"] with op-level selective activation checkpointing is "

@@ -9,6 +9,7 @@
 #include "titan/distributed/activation_checkpoint.h"
 #include "titan/distributed/tensor_parallel.h"
 #include "titan/kernels/float8.h"
+#include "titan/kernels/ops.h"
 
 namespace titan::models::common {
 
@@ -72,9 +73,13 @@ int apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool lo
         };
         continue;
       }
-      LinearStyle local;  // a float8 layer's own product before the reduce-scatter
+      LinearStyle local;  // a float8 or MX layer's own product before the reduce-scatter
       if (auto f8 = rowwise->float8)
         local = [f8](const at::Tensor& x, const at::Tensor& w) { return Linear::local(x, w, f8.get()); };
+      if (auto mx = rowwise->mx)
+        local = [mode = *mx](const at::Tensor& x, const at::Tensor& w) {
+          return kernels::mx_linear(kernels::autocast_matmul_input(x), w, mode);
+        };
       rowwise->style = distributed::tp::rowwise_linear(tp, std::move(local));
     }
   }
@@ -186,7 +191,7 @@ std::vector<std::string> apply_float8(Decoder& model, const ParallelizeOptions& 
 
 // model.converters = ["quantize.linear.mx"]: the blocks' linear layers in mxfp8 (kernels/mx.h),
 // emulated; the log lists what was converted and what not.
-std::vector<std::string> apply_mx(Decoder& model, const ParallelizeOptions& o, at::Device device) {
+std::vector<std::string> apply_mx(Decoder& model, const ParallelizeOptions& o, at::Device device, int64_t tp) {
   if (!o.mx) return {};
   const auto mode = kernels::mx_recipe(o.mx_recipe);
   if (!mode)
@@ -205,8 +210,13 @@ std::vector<std::string> apply_mx(Decoder& model, const ParallelizeOptions& o, a
   int converted = 0;
   std::map<std::string, std::vector<std::string>> skipped;
   for (auto& [fqn, linear] : block_linears(model)) {
-    const std::string why = kernels::mx_skip_reason(fqn, linear->weight.size(0), linear->weight.size(1),
-                                                    o.mx_filter_fqns);
+    std::string why = kernels::mx_skip_reason(fqn, linear->weight.size(0), linear->weight.size(1), o.mx_filter_fqns);
+    // Under TP every block of 32 along a contraction lies within one rank's share: no scale
+    // spans the split when the share is a multiple of 32.
+    const int d = ends_with(fqn, "wo") || ends_with(fqn, "w2") ? 1 : 0;
+    if (why.empty() && tp > 1 && (linear->weight.size(d) / tp) % 32 != 0)
+      why = "the tensor-parallel share of its " + std::string(d ? "input" : "output") + " features (" +
+            std::to_string(linear->weight.size(d) / tp) + ") is not a multiple of 32";
     if (why.empty()) {
       linear->mx = *mode;
       ++converted;
@@ -320,7 +330,7 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
   };
   std::vector<std::string> float8_weights;
   for (const auto& line : apply_float8(model, options, device, mesh, float8_weights)) note(line);
-  for (const auto& line : apply_mx(model, options, device)) note(line);
+  for (const auto& line : apply_mx(model, options, device, dims.tp)) note(line);
   const bool loss_parallel = options.loss_parallel;
   if (dims.tp > 1) {
     const int float8_gathers = apply_tensor_parallel(model, mesh, loss_parallel, options.async_tp);
