@@ -182,6 +182,9 @@ target_link_libraries(bench_tokenizer PRIVATE titan_text)
 add_executable(bench_kernels bench/bench_kernels.cpp)
 target_link_libraries(bench_kernels PRIVATE titan_lib)
 
+add_executable(bench_documents bench/bench_documents.cpp)
+target_link_libraries(bench_documents PRIVATE titan_lib)
+
 # Tensor parallelism: the layouts, and (distributed_checks) the styles on 2 ranks against the
 # unsharded computation and FSDP with several microbatch graphs alive.
 add_executable(distributed_checks tests/integration/distributed_checks.cpp)
@@ -222,6 +225,12 @@ set_tests_properties(integration.qwen3 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1
 add_test(NAME integration.float8 COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_float8.py
          --titan $<TARGET_FILE:titan>)
 set_tests_properties(integration.float8 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 600)
+
+# Document masking (block-causal attention): its flavors, every layout against one process, float8,
+# exact resume. Up to 4 processes of one thread each.
+add_test(NAME integration.documents COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_documents.py
+         --titan $<TARGET_FILE:titan>)
+set_tests_properties(integration.documents PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1" TIMEOUT 600)
 
 # titan generate against transformers' generate (greedy ids, padded batches), the KV cache
 # against rerunning the prefix, seeds, checkpoints of any layout, bad input.

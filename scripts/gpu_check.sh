@@ -149,7 +149,7 @@ timeout 240 build-gpu/titan_tests --gtest_filter='Gpu.*' >"$LOG/unit_gpu.log" 2>
 count() { grep -oE "^\[ *$1 *\] Gpu\.[A-Za-z0-9_]+" "$LOG/unit_gpu.log" | sort -u | wc -l; }
 ok=$(count OK); bad=$(count FAILED); skipped=$(count SKIPPED)
 detail="$ok passed, $bad failed, $skipped skipped (rc $rc)$(grep -E '^\[  FAILED  \] Gpu\.' "$LOG/unit_gpu.log" | sort -u | sed 's/.*Gpu\./; Gpu./' | tr -d '\n')"
-if [ "$rc" -eq 0 ] && [ "$ok" -ge 5 ] && [ "$skipped" -eq 0 ]; then result PASS "GPU unit tests" "$detail"
+if [ "$rc" -eq 0 ] && [ "$ok" -ge 6 ] && [ "$skipped" -eq 0 ]; then result PASS "GPU unit tests" "$detail"
 else result FAIL "GPU unit tests" "$detail"; fi
 
 # ---- 2. the debug model on the GPU against the CPU, float32 (deterministic) and bf16 ------------
@@ -212,6 +212,18 @@ elif [ "$rc" -eq 0 ] && [ -f "$LOG/gpu_bf16.steps" ]; then
   else result FAIL "MX (emulated) on the GPU vs bf16" "$d"; fi
 else
   result FAIL "MX on the GPU" "rc $rc: $(grep -m1 -iE 'error' "$LOG/gpu_mx.log" | cut -c1-300)"
+fi
+
+# ---- 2d. block-causal attention (documents) on the GPU: trains, masks, stays near causal -----------
+train gpu_docs 150 "${SMALL[@]}" --training.mixed_precision_param float32 --debug.deterministic \
+  --model.flavor debugmodel_flex_attn; rc=$?
+if [ "$rc" -eq 0 ] && grep -q 'block-causal: documents split' "$LOG/gpu_docs.log" && [ -f "$LOG/gpu_fp32.steps" ]; then
+  steps_of "$LOG/gpu_docs/metrics.jsonl" > "$LOG/gpu_docs.steps"
+  if d=$(compare "$LOG/gpu_docs.steps" "$LOG/gpu_fp32.steps" 3e-2) && ! cmp -s "$LOG/gpu_docs.steps" "$LOG/gpu_fp32.steps"; then
+    result PASS "block-causal attention on the GPU (masked, near causal)" "$d"
+  else result FAIL "block-causal attention on the GPU (masked, near causal)" "$d (identical to causal: $(cmp -s "$LOG/gpu_docs.steps" "$LOG/gpu_fp32.steps" && echo yes || echo no))"; fi
+else
+  result FAIL "block-causal attention on the GPU" "rc $rc: $(grep -m1 -iE 'error|Attention:' "$LOG/gpu_docs.log" | cut -c1-300)"
 fi
 
 # ---- 3. checkpoint on the GPU: pinned asynchronous save at step 5, resumed: steps 6-10 bit for bit --

@@ -141,8 +141,8 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(self.n_heads * self.head_dim, args.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape  # x: [B, T, dim]
+    def forward(self, x: torch.Tensor, table: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, _ = x.shape  # x: [B, T, dim]; mask: [B, 1, T, T] bool (True: attend), else causal
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
@@ -152,7 +152,7 @@ class Attention(nn.Module):
         if repeats > 1:  # kv head j serves query heads j*repeats .. (j+1)*repeats-1
             k = k.repeat_interleave(repeats, dim=1)
             v = v.repeat_interleave(repeats, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                              scale=1.0 / math.sqrt(self.head_dim))
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.wo(out)  # [B, T, dim]
@@ -179,9 +179,23 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
 
-    def forward(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:  # [B,T,dim]
-        h = x + self.attention(self.attention_norm(x), table)
+    def forward(self, x: torch.Tensor, table: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), table, mask)  # [B,T,dim]
         return h + self.feed_forward(self.ffn_norm(h))
+
+
+def document_mask(tokens: torch.Tensor, eos: int) -> torch.Tensor:
+    """torchtitan's block-causal mask for tokens [B,T]: a position's document is the number of EOS
+    strictly before it (an EOS ends its own document); key j is seen by query i when j <= i in
+    the same document. -> [B,1,T,T] bool."""
+    is_eos = tokens == eos
+    is_eos[:, -1] = True
+    cumulative = torch.cumsum(is_eos.long(), dim=1)
+    doc = torch.zeros_like(cumulative)
+    doc[:, 1:] = cumulative[:, :-1]
+    T = tokens.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    return ((doc.unsqueeze(2) == doc.unsqueeze(1)) & causal).unsqueeze(1)
 
 
 class Transformer(nn.Module):
@@ -195,8 +209,10 @@ class Transformer(nn.Module):
         if args.tied_embeddings:
             self.output.weight = self.tok_embeddings.weight
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [B,T] int64 -> [B,T,V]
+    def forward(self, tokens: torch.Tensor, document_eos: int | None = None) -> torch.Tensor:
+        """[B,T] int64 -> [B,T,V]; with `document_eos`, block-causal attention (document_mask)."""
         T = tokens.shape[1]
+        mask = None if document_eos is None else document_mask(tokens, document_eos)
         if T > self.args.max_seq_len:
             raise ValueError(f"sequence length {T} exceeds max_seq_len {self.args.max_seq_len}")
         freqs = rope_frequencies(self.args.head_dim, self.args.rope_theta,
@@ -204,7 +220,7 @@ class Transformer(nn.Module):
         table = rope_table(freqs, T)  # [T, hd/2]
         h = self.tok_embeddings(tokens)  # [B, T, dim]
         for layer in self.layers:
-            h = layer(h, table)
+            h = layer(h, table, mask)
         return self.output(self.norm(h))
 
     @torch.no_grad()

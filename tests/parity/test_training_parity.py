@@ -2,7 +2,9 @@
 """Training parity: titan.cpp's one-process run of the debug model against the PyTorch reference
 model (llama_ref.py) trained by torch.optim.AdamW with gradient clipping (the norm in float64), from the
 same initial weights on the same batches at the same learning rates, step by step. Compares every
-step's loss and gradient norm and every parameter after the last step.
+step's loss and gradient norm and every parameter after the last step. Then the same with
+block-causal attention (flavor debugmodel_flex_attn: documents split at the tokenizer's EOS)
+against the reference with torchtitan's document mask.
 
 Then the same in float8 (model.converters = ["float8"], tensorwise, without the fused kernels)
 against the reference converted by torchao (convert_to_float8_training, emulate=True, every
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,6 +74,7 @@ def main() -> int:
     ap.add_argument("--titan", required=True)
     titan = os.path.abspath(ap.parse_args().titan)
     compare(titan, float8=False)
+    compare(titan, float8=False, documents=True)
     try:
         import torchao  # noqa: F401
     except ImportError as e:
@@ -80,12 +84,12 @@ def main() -> int:
     return checks.summary()
 
 
-def compare(titan: str, float8: bool) -> None:
+def compare(titan: str, float8: bool, documents: bool = False) -> None:
     tmp = tempfile.mkdtemp(prefix="titan_train_parity_")
     steps = FLOAT8_STEPS if float8 else STEPS
-    config = CONFIG + (FLOAT8 if float8 else [])
+    config = CONFIG + (FLOAT8 if float8 else []) + (["--model.flavor", "debugmodel_flex_attn"] if documents else [])
     config[config.index("--training.steps") + 1] = str(steps)
-    what = "float8 " if float8 else ""
+    what = "float8 " if float8 else "block-causal " if documents else ""
 
     env = dict(os.environ, OMP_NUM_THREADS="1", TITAN_TEST_INITIAL_STATE=os.path.join(tmp, "initial"),
                TITAN_TEST_FINAL_STATE=os.path.join(tmp, "final"))
@@ -95,6 +99,13 @@ def compare(titan: str, float8: bool) -> None:
         check(f"titan.cpp trains the debug model {what}", False, run.stderr[-800:])
         return
     ours = [r for r in latest_run(read_jsonl(os.path.join(tmp, "metrics.jsonl"))) if "step" in r]
+    eos = None
+    if documents:  # the EOS the run splits documents at, from its log
+        found = re.search(r"documents split at EOS id (\d+)", run.stdout + run.stderr)
+        if not found:
+            check("the block-causal run names its EOS", False, (run.stdout + run.stderr)[-400:])
+            return
+        eos = int(found.group(1))
     batches = subprocess.run([titan, "data", "batches", *config, "--batches", str(steps), "--json"], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     rows = [json.loads(line) for line in batches.stdout.splitlines() if line.startswith("{")]
@@ -120,12 +131,15 @@ def compare(titan: str, float8: bool) -> None:
                                    module_filter_fn=lambda module, fqn: fqn != "output")
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
     worst_loss = worst_norm = first = 0.0
+    boundaries = 0
     for step, (row, mine) in enumerate(zip(rows, ours), start=1):
         inputs, labels = torch.tensor(row["inputs"]), torch.tensor(row["labels"])
+        if eos is not None:
+            boundaries += int((inputs[:, :-1] == eos).sum())
         for group in opt.param_groups:
             group["lr"] = mine["lr"]  # the schedule's value at this step, as titan.cpp logged it
         opt.zero_grad(set_to_none=True)
-        loss = llama_ref.loss(model(inputs), labels)
+        loss = llama_ref.loss(model(inputs, document_eos=eos), labels)
         loss.backward()
         # torch.nn.utils.clip_grad_norm_ with the norm accumulated in float64, as titan.cpp does
         # (docs/training.md): PyTorch's own float32 norm is about 1e-4 off over this model's 6M
@@ -146,13 +160,15 @@ def compare(titan: str, float8: bool) -> None:
               f"limit {FLOAT8_LOSS_BAND:g}; gradient norm {worst_norm:.1e}, limit {FLOAT8_NORM_BAND:g})",
               worst_loss <= FLOAT8_LOSS_BAND and worst_norm <= FLOAT8_NORM_BAND)
         return
-    check(f"{STEPS} steps: each step's loss equals PyTorch's (worst {worst_loss:.1e} relative, limit {TOL:g})",
+    if documents:
+        check(f"block-causal (debugmodel_flex_attn): the batches hold {boundaries} document boundaries", boundaries > 0)
+    check(f"{what}{STEPS} steps: each step's loss equals PyTorch's (worst {worst_loss:.1e} relative, limit {TOL:g})",
           worst_loss <= TOL)
-    check(f"{STEPS} steps: each step's gradient norm equals PyTorch's (worst {worst_norm:.1e} relative)",
+    check(f"{what}{STEPS} steps: each step's gradient norm equals PyTorch's (worst {worst_norm:.1e} relative)",
           worst_norm <= TOL)
     final = {n: p.detach() for n, p in model.named_parameters()}
     worst, where = worst_update_diff(read_state(os.path.join(tmp, "final")), final, initial)
-    check(f"after {STEPS} AdamW steps every parameter's update equals PyTorch's (worst {worst:.1e} of its L2 norm, "
+    check(f"{what}after {STEPS} AdamW steps every parameter's update equals PyTorch's (worst {worst:.1e} of its L2 norm, "
           f"{where}; limit {UPDATE_TOL:g})", worst <= UPDATE_TOL)
 
 

@@ -16,16 +16,20 @@ struct Grads {
   std::vector<at::Tensor> dw;
 };
 
-using Runner = at::Tensor (*)(const titan::BlockFn&, const at::Tensor&, const std::vector<at::Tensor*>&);
+using Runner = at::Tensor (*)(const titan::BlockFn&, const at::Tensor&, const titan::BlockContext&,
+                              const std::vector<at::Tensor*>&);
 
-Grads run_block(Transformer& model, const at::Tensor& x0, const at::Tensor& g, Runner runner) {
+Grads run_block(Transformer& model, const at::Tensor& x0, const at::Tensor& g, Runner runner,
+                const titan::BlockContext& context = {}) {
   auto& block = model.layers()[0];
   auto slots = block.weight_slots();
   for (auto* w : slots) w->mutable_grad() = at::Tensor();
   at::Tensor x = x0.clone().requires_grad_(true);
   models::llama3::RopeTable rope = models::llama3::rope_table(model.args(), at::TensorOptions());
-  titan::BlockFn fn = [&](const at::Tensor& in) { return block.forward(in, rope); };
-  at::Tensor out = runner ? runner(fn, x, slots) : fn(x);
+  titan::BlockFn fn = [&](const at::Tensor& in, const titan::BlockContext& c) {
+    return block.forward(in, rope, c.doc_starts);
+  };
+  at::Tensor out = runner ? runner(fn, x, context, slots) : fn(x, context);
   out.backward(g);
   Grads r{out.detach(), x.grad(), {}};
   for (auto* w : slots) r.dw.push_back(w->grad());
@@ -45,9 +49,14 @@ TEST(Checkpointing, FullAndOpLevelGiveTheGradientsOfNoCheckpointing) {
     model.set_fused_kernels(fused, false);
     at::manual_seed(0);
     at::Tensor x = at::randn({2, 32, args.dim}), g = at::randn({2, 32, args.dim});
-    Grads none = run_block(model, x, g, nullptr);
+    // Causal, and block-causal with documents at 0-9, 10-31 (row 0) and 0-3, 4-4, 5-31 (row 1):
+    // the recompute gets the forward's documents back.
+    at::Tensor tokens = at::zeros({2, 32}, at::kLong);
+    tokens[0][9] = tokens[1][3] = tokens[1][4] = 1;
+    for (const titan::BlockContext& context : {titan::BlockContext{}, titan::BlockContext{kernels::document_starts(tokens, 1)}})
     for (Runner runner : {&distributed::checkpoint_block, &distributed::op_checkpoint_block}) {
-      Grads ac = run_block(model, x, g, runner);
+      Grads none = run_block(model, x, g, nullptr, context);
+      Grads ac = run_block(model, x, g, runner, context);
       const bool op = runner == &distributed::op_checkpoint_block;
       EXPECT_TRUE(at::equal(ac.out, none.out)) << "fused " << fused << " op " << op;
       EXPECT_TRUE(at::equal(ac.dx, none.dx)) << "fused " << fused << " op " << op << " max diff "
@@ -74,9 +83,9 @@ TEST(Checkpointing, RecomputeUsesTheWeightsOfItsForward) {
   auto slots = block.weight_slots();
   for (auto* w : slots) w->mutable_grad() = at::Tensor();
   models::llama3::RopeTable rope = models::llama3::rope_table(model.args(), at::TensorOptions());
-  titan::BlockFn fn = [&](const at::Tensor& in) { return block.forward(in, rope); };
+  titan::BlockFn fn = [&](const at::Tensor& in, const titan::BlockContext&) { return block.forward(in, rope); };
   at::Tensor xi = x.clone().requires_grad_(true);
-  at::Tensor out = distributed::checkpoint_block(fn, xi, slots);
+  at::Tensor out = distributed::checkpoint_block(fn, xi, {}, slots);
   std::vector<at::Tensor> mine;
   for (auto* w : slots) {
     mine.push_back(*w);

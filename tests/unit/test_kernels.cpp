@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <tuple>
 
@@ -272,6 +273,79 @@ TEST(Kernels, AttentionMatchesTheMathPath) {
   EXPECT_NE(k::attention_backend(at::Device(at::kCPU), at::kFloat, true).find("titan.cpp"), std::string::npos);
 }
 
+// torchtitan's document mask, written out independently of kernels::document_starts: the
+// document of position t is the number of EOS strictly before t (the last position counts as an
+// EOS, which changes no index); key j is seen by query i when j <= i and both are in the same
+// document. -> (B,1,T,T) bool.
+at::Tensor torchtitan_document_mask(const at::Tensor& tokens, int64_t eos) {
+  at::Tensor is_eos = tokens.eq(eos).to(at::kLong);
+  is_eos.select(1, tokens.size(1) - 1).fill_(1);
+  const at::Tensor cum = is_eos.cumsum(1);
+  at::Tensor doc = at::zeros_like(cum);
+  doc.narrow(1, 1, tokens.size(1) - 1).copy_(cum.narrow(1, 0, tokens.size(1) - 1));
+  const int64_t T = tokens.size(1);
+  const at::Tensor causal = at::ones({T, T}, at::kBool).tril();
+  return doc.unsqueeze(2).eq(doc.unsqueeze(1)).logical_and(causal).unsqueeze(1);
+}
+
+TEST(Kernels, BlockCausalAttentionMatchesAnExplicitMask) {
+  // titan.cpp's kernel (fused) and the masked ATen path against softmax(q k^T + mask) v with
+  // torchtitan's mask, forward and backward: one document over the whole sequence (no EOS),
+  // one-token documents (every token an EOS), documents of assorted lengths across query blocks,
+  // an EOS at the very end; MHA and GQA; T spanning several query blocks of the kernel.
+  const int64_t eos = 3;
+  for (bool fused : {true, false}) {
+    at::manual_seed(11);
+    for (auto dtype : {at::kFloat, at::kBFloat16}) {
+      for (auto [T, kv_heads] : {std::pair<int64_t, int64_t>{19, 4}, {300, 2}, {1100, 1}}) {
+        for (const char* layout : {"one document", "one-token documents", "mixed"}) {
+          at::Tensor tokens = at::randint(4, 50, {2, T}, at::kLong);  // no EOS among them
+          if (std::string(layout) == "one-token documents") tokens.fill_(eos);
+          if (std::string(layout) == "mixed") {
+            for (int64_t t : {0L, 5L, 6L, 17L, 127L, 128L, 200L, 640L, T - 1})
+              if (t < T) tokens[0][t] = eos;
+            for (int64_t t : {2L, 140L, 141L, 900L})
+              if (t < T) tokens[1][t] = eos;
+          }
+          const at::Tensor starts = k::document_starts(tokens, eos), mask = torchtitan_document_mask(tokens, eos);
+          at::Tensor q = at::randn({2, 4, T, 16}).to(dtype), kk = at::randn({2, kv_heads, T, 16}).to(dtype);
+          at::Tensor v = at::randn({2, kv_heads, T, 16}).to(dtype), g = at::randn({2, 4, T, 16}).to(dtype);
+          at::Tensor qf = leaf(q), kf = leaf(kk), vf = leaf(v);
+          at::Tensor qr = leaf(q.to(at::kFloat)), kr = leaf(kk.to(at::kFloat)), vr = leaf(v.to(at::kFloat));
+          const double scale = 0.25;
+          at::Tensor of = k::attention(qf, kf, vf, scale, fused, starts);
+          const int64_t rep = 4 / kv_heads;
+          at::Tensor scores = at::matmul(qr, kr.repeat_interleave(rep, 1).transpose(-2, -1)) * scale;
+          scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
+          at::Tensor orf = at::matmul(at::softmax(scores, -1), vr.repeat_interleave(rep, 1));
+          of.backward(g);
+          orf.backward(g.to(at::kFloat));
+          const std::string what = std::string(fused ? "titan " : "aten ") + c10::toString(dtype) + " T " +
+                                   std::to_string(T) + " kv_heads " + std::to_string(kv_heads) + " " + layout;
+          expect_close(of, orf, dtype, "out " + what);
+          expect_close(qf.grad(), qr.grad(), dtype, "dq " + what);
+          expect_close(kf.grad(), kr.grad(), dtype, "dk " + what);
+          expect_close(vf.grad(), vr.grad(), dtype, "dv " + what);
+          // The reference of the project's own tests agrees with torchtitan's mask.
+          if (dtype == at::kFloat)
+            expect_close(k::attention_reference(qr.detach(), kr.detach(), vr.detach(), scale, starts), orf.detach(),
+                         dtype, "attention_reference " + what);
+          if (std::string(layout) == "one document") {  // no EOS: causal, bit for bit the kernel's causal path
+            at::Tensor causal = k::attention(q, kk, v, scale, fused);
+            EXPECT_TRUE(at::equal(causal, k::attention(q, kk, v, scale, fused, starts))) << what;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Kernels, DocumentStartsFollowTheEos) {
+  const at::Tensor tokens = at::tensor({5, 3, 7, 8, 3, 9, 3, 3}, at::kLong).view({1, 8});
+  const at::Tensor want = at::tensor({0, 0, 2, 2, 2, 5, 5, 7}, at::kLong).view({1, 8});
+  EXPECT_TRUE(at::equal(k::document_starts(tokens, 3), want)) << k::document_starts(tokens, 3);
+}
+
 TEST(Kernels, ReferencePathWhenDisabledOrNotFusable) {
   at::Tensor d = at::randn({1, 2, 1, 4}, at::kDouble).requires_grad_(true);
   at::Tensor ones = at::ones({2, 2}), zeros = at::zeros({2, 2});
@@ -345,6 +419,38 @@ TEST(Gpu, FusedKernelsMatchTheirReferencesOnCuda) {
   expect_close(lf, lr, at::kFloat, "cross entropy");
   expect_close(hf.grad(), hr.grad(), at::kFloat, "cross entropy dh");
   expect_close(wf.grad(), wr.grad(), at::kFloat, "cross entropy dw");
+}
+
+TEST(Gpu, BlockCausalAttentionMatchesAnExplicitMaskOnCuda) {
+  // The masked path on CUDA (scaled_dot_product_attention with the block-causal mask), float32
+  // and bf16, MHA and GQA, against softmax with torchtitan's mask; and causal where no EOS.
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const auto cuda = at::TensorOptions().device(at::kCUDA);
+  at::manual_seed(12);
+  at::Tensor tokens = at::randint(4, 50, {2, 300}, at::kLong);
+  for (int64_t t : {0L, 5L, 6L, 127L, 128L, 299L}) tokens[0][t] = 3;
+  tokens[1][140] = 3;
+  const at::Tensor starts = k::document_starts(tokens, 3).to(at::kCUDA);
+  const at::Tensor mask = torchtitan_document_mask(tokens, 3).to(at::kCUDA);
+  for (auto dtype : {at::kFloat, at::kBFloat16})
+    for (int64_t kv_heads : {4, 2}) {
+      at::Tensor q = at::randn({2, 4, 300, 64}, cuda).to(dtype), kk = at::randn({2, kv_heads, 300, 64}, cuda).to(dtype);
+      at::Tensor v = at::randn({2, kv_heads, 300, 64}, cuda).to(dtype), g = at::randn({2, 4, 300, 64}, cuda).to(dtype);
+      at::Tensor qf = leaf(q), kf = leaf(kk), vf = leaf(v);
+      at::Tensor qr = leaf(q.to(at::kFloat)), kr = leaf(kk.to(at::kFloat)), vr = leaf(v.to(at::kFloat));
+      at::Tensor of = k::attention(qf, kf, vf, 0.125, true, starts);
+      const int64_t rep = 4 / kv_heads;
+      at::Tensor scores = at::matmul(qr, kr.repeat_interleave(rep, 1).transpose(-2, -1)) * 0.125;
+      scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
+      at::Tensor orf = at::matmul(at::softmax(scores, -1), vr.repeat_interleave(rep, 1));
+      of.backward(g);
+      orf.backward(g.to(at::kFloat));
+      const std::string what = std::string(c10::toString(dtype)) + " kv_heads " + std::to_string(kv_heads);
+      expect_close(of, orf, dtype, "cuda block-causal out " + what);
+      expect_close(qf.grad(), qr.grad(), dtype, "cuda block-causal dq " + what);
+      expect_close(kf.grad(), kr.grad(), dtype, "cuda block-causal dk " + what);
+      expect_close(vf.grad(), vr.grad(), dtype, "cuda block-causal dv " + what);
+    }
 }
 
 // ---- float8 (kernels/float8.h; parity.float8 compares whole layers with torchao) ----------------

@@ -35,12 +35,19 @@ class ForwardHooks {
   virtual at::Tensor after(size_t part_index, const std::string& part, const at::Tensor& out) = 0;
 };
 
+// What a block's forward reads besides its input that belongs to the batch: the document layout
+// for block-causal attention (kernels::document_starts; undefined: causal). A runner that
+// recomputes a block passes it back as it was.
+struct BlockContext {
+  at::Tensor doc_starts;
+};
+
 // A block of the model as a function of its input, with the slots of the weights it reads (so
 // that a runner can route their gradients, and recompute with the weights of this forward even
 // when data parallelism has put another microbatch's in the slots since): what activation
 // checkpointing wraps.
-using BlockFn = std::function<at::Tensor(const at::Tensor& x)>;
-using BlockRunner = std::function<at::Tensor(const BlockFn& block, const at::Tensor& x,
+using BlockFn = std::function<at::Tensor(const at::Tensor& x, const BlockContext& context)>;
+using BlockRunner = std::function<at::Tensor(const BlockFn& block, const at::Tensor& x, const BlockContext& context,
                                              const std::vector<at::Tensor*>& weights)>;
 
 // Style hooks (tensor parallelism): how a linear layer, the embedding, the output head with

@@ -31,8 +31,9 @@ struct AutocastState {
 
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
   static at::Tensor forward(AutogradContext* ctx, at::Tensor x, at::TensorList weights, const BlockFn* block,
-                            const std::vector<at::Tensor*>* slots, bool keep_ops) {
+                            const BlockContext* context, const std::vector<at::Tensor*>* slots, bool keep_ops) {
     ctx->save_for_backward({x});
+    ctx->saved_data["docs"] = context->doc_starts;
     ctx->saved_data["weights"] = weights.vec();  // what backward recomputes with and differentiates against
     ctx->saved_data["slots"] = reinterpret_cast<int64_t>(slots);
     ctx->saved_data["keep_ops"] = keep_ops;
@@ -42,12 +43,12 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
                                                        static_cast<int64_t>(ac.cuda_dtype)};
     // Grad mode is off inside a custom function's forward, so nothing is kept but what the
     // op-level policy records.
-    if (!keep_ops) return (*block)(x);
+    if (!keep_ops) return (*block)(x, *context);
     std::vector<at::Tensor> kept;
     at::Tensor out;
     {
       kernels::OpCheckpointScope record(kernels::OpCheckpointScope::Mode::Record, kept);
-      out = (*block)(x);
+      out = (*block)(x, *context);
     }
     ctx->saved_data["kept"] = kept;
     return out;
@@ -77,10 +78,10 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
         std::vector<at::Tensor> kept = ctx->saved_data["kept"].toTensorVector();
         ctx->saved_data.erase("kept");
         kernels::OpCheckpointScope replay(kernels::OpCheckpointScope::Mode::Replay, kept);
-        out = (*block)(x);
+        out = (*block)(x, BlockContext{ctx->saved_data["docs"].toTensor()});
         replay.finish();
       } else {
-        out = (*block)(x);
+        out = (*block)(x, BlockContext{ctx->saved_data["docs"].toTensor()});
       }
     }
     outer.apply();
@@ -93,6 +94,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
                                                 /*retain_graph=*/false, /*create_graph=*/false,
                                                 /*allow_unused=*/true);
     grads.emplace_back();  // block
+    grads.emplace_back();  // context
     grads.emplace_back();  // slots
     grads.emplace_back();  // keep_ops
     return grads;
@@ -109,12 +111,14 @@ std::vector<at::Tensor> values(const std::vector<at::Tensor*>& slots) {
 }
 }  // namespace
 
-at::Tensor checkpoint_block(const BlockFn& block, const at::Tensor& x, const std::vector<at::Tensor*>& weights) {
-  return CheckpointFunction::apply(x, at::TensorList(values(weights)), &block, &weights, false);
+at::Tensor checkpoint_block(const BlockFn& block, const at::Tensor& x, const BlockContext& context,
+                            const std::vector<at::Tensor*>& weights) {
+  return CheckpointFunction::apply(x, at::TensorList(values(weights)), &block, &context, &weights, false);
 }
 
-at::Tensor op_checkpoint_block(const BlockFn& block, const at::Tensor& x, const std::vector<at::Tensor*>& weights) {
-  return CheckpointFunction::apply(x, at::TensorList(values(weights)), &block, &weights, true);
+at::Tensor op_checkpoint_block(const BlockFn& block, const at::Tensor& x, const BlockContext& context,
+                               const std::vector<at::Tensor*>& weights) {
+  return CheckpointFunction::apply(x, at::TensorList(values(weights)), &block, &context, &weights, true);
 }
 
 }  // namespace titan::distributed

@@ -40,14 +40,32 @@ at::Tensor mat(float* p, int64_t rows, int64_t cols, int64_t ld) {
 }
 at::Tensor mat(const float* p, int64_t rows, int64_t cols, int64_t ld) { return mat(const_cast<float*>(p), rows, cols, ld); }
 
+// The first position of each position's document, (B,T) int64 contiguous, or null for causal.
+const int64_t* starts_of(const at::Tensor& doc_starts, int64_t B, int64_t T, int64_t S) {
+  if (!doc_starts.defined()) return nullptr;
+  TORCH_CHECK(doc_starts.scalar_type() == at::kLong && doc_starts.is_contiguous() && doc_starts.size(0) == B &&
+                  doc_starts.size(1) == T && S == T,
+              "attention: document starts must be (B,T) int64 with as many keys as queries");
+  return doc_starts.data_ptr<int64_t>();
+}
+
+// Block-causal: the scores of rows [q0, q0+n) against keys from k0 on hold -inf where a key lies
+// before the row's document (its causal end is the softmax's to mask).
+void mask_documents(float* s, int64_t n, int64_t ld, const int64_t* starts, int64_t q0, int64_t k0) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0, end = starts[q0 + i] - k0; j < end; ++j) s[i * ld + j] = -INFINITY;
+}
+
 }  // namespace
 
 std::pair<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q_in, const at::Tensor& k_in,
-                                                        const at::Tensor& v_in, double scale) {
+                                                        const at::Tensor& v_in, double scale,
+                                                        const at::Tensor& doc_starts) {
   RECORD_FUNCTION("titan::attention_forward", std::vector<c10::IValue>());
   const at::Tensor q = to_f32(q_in), k = to_f32(k_in), v = to_f32(v_in);
   const int64_t B = q.size(0), Hq = q.size(1), T = q.size(2), hd = q.size(3), Hk = k.size(1), rep = Hq / Hk;
   const int64_t S = k.size(2);
+  const int64_t* starts = starts_of(doc_starts, B, T, S);
   at::Tensor out = at::empty({B, Hq, T, hd}, q.options());
   at::Tensor lse = at::empty({B, Hq, T}, q.options());
   const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
@@ -58,11 +76,13 @@ std::pair<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q_in, 
     at::Tensor scratch = at::empty({kQueryBlock * S}, at::TensorOptions().dtype(at::kFloat));
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t b = task / (Hq * blocks), h = (task / blocks) % Hq, q0 = (task % blocks) * kQueryBlock;
-      const int64_t n = std::min(kQueryBlock, T - q0), keys = std::min(S, q0 + n);  // causal: no later key
-      const int64_t qh = (b * Hq + h) * T, kh = (b * Hk + h / rep) * S;  // first row of the head
+      const int64_t n = std::min(kQueryBlock, T - q0);
+      const int64_t k0 = starts ? starts[b * T + q0] : 0, keys = std::min(S, q0 + n) - k0;  // causal: no later key
+      const int64_t qh = (b * Hq + h) * T, kh = (b * Hk + h / rep) * S + k0;  // first row of the head, first key
       at::Tensor scores = mat(scratch.data_ptr<float>(), n, keys, keys);
       at::mm_out(scores, mat(qp + (qh + q0) * hd, n, hd, hd), mat(kp + kh * hd, keys, hd, hd).t());
-      table.attn_softmax_fwd(scores.data_ptr<float>(), n, keys, keys, q0, static_cast<float>(scale), lp + qh + q0);
+      if (starts) mask_documents(scores.data_ptr<float>(), n, keys, starts + b * T, q0, k0);
+      table.attn_softmax_fwd(scores.data_ptr<float>(), n, keys, keys, q0 - k0, static_cast<float>(scale), lp + qh + q0);
       at::Tensor o = mat(op + (qh + q0) * hd, n, hd, hd);
       at::mm_out(o, scores, mat(vp + kh * hd, keys, hd, hd));
     }
@@ -73,12 +93,14 @@ std::pair<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q_in, 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(const at::Tensor& grad_out,
                                                                       const at::Tensor& q_in, const at::Tensor& k_in,
                                                                       const at::Tensor& v_in, const at::Tensor& out,
-                                                                      const at::Tensor& lse_in, double scale) {
+                                                                      const at::Tensor& lse_in, double scale,
+                                                                      const at::Tensor& doc_starts) {
   RECORD_FUNCTION("titan::attention_backward", std::vector<c10::IValue>());
   const at::Tensor q = to_f32(q_in), k = to_f32(k_in), v = to_f32(v_in), dout = to_f32(grad_out);
   const at::Tensor lse = to_f32(lse_in);
   const int64_t B = q.size(0), Hq = q.size(1), T = q.size(2), hd = q.size(3), Hk = k.size(1), rep = Hq / Hk;
   const int64_t S = k.size(2);
+  const int64_t* starts = starts_of(doc_starts, B, T, S);
   const at::Tensor di = (dout * to_f32(out)).sum(-1).contiguous();  // (B,Hq,T): rowsum(dO * O)
   at::Tensor dq = at::empty({B, Hq, T, hd}, q.options());
   at::Tensor dk = at::zeros({B, Hk, S, hd}, q.options()), dv = at::zeros({B, Hk, S, hd}, q.options());
@@ -94,19 +116,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(const at::
     float* pp = scratch.data_ptr<float>();
     float* dsp = pp + kQueryBlock * S;
     for (int64_t task = lo; task < hi; ++task) {
-      const int64_t b = task / Hk, g = task % Hk, kh = (b * Hk + g) * S;
+      const int64_t b = task / Hk, g = task % Hk;
       for (int64_t h = g * rep; h < (g + 1) * rep; ++h) {
         const int64_t qh = (b * Hq + h) * T;
         for (int64_t blk = 0; blk < blocks; ++blk) {
-          const int64_t q0 = blk * kQueryBlock, n = std::min(kQueryBlock, T - q0), keys = std::min(S, q0 + n);
+          const int64_t q0 = blk * kQueryBlock, n = std::min(kQueryBlock, T - q0);
+          const int64_t k0 = starts ? starts[b * T + q0] : 0, keys = std::min(S, q0 + n) - k0;
+          const int64_t kh = (b * Hk + g) * S + k0;  // the block's first key
           const at::Tensor qb = mat(qp + (qh + q0) * hd, n, hd, hd), dob = mat(dop + (qh + q0) * hd, n, hd, hd);
           const at::Tensor kb = mat(kp + kh * hd, keys, hd, hd), vb = mat(vp + kh * hd, keys, hd, hd);
           at::Tensor p = mat(pp, n, keys, keys), ds = mat(dsp, n, keys, keys);
           at::mm_out(p, qb, kb.t());
-          table.attn_probs(pp, n, keys, keys, q0, static_cast<float>(scale), lp + qh + q0);
+          if (starts) mask_documents(pp, n, keys, starts + b * T, q0, k0);
+          table.attn_probs(pp, n, keys, keys, q0 - k0, static_cast<float>(scale), lp + qh + q0);
           mat(dvp + kh * hd, keys, hd, hd).addmm_(p.t(), dob);
           at::mm_out(ds, dob, vb.t());
-          table.attn_dscores(pp, dsp, n, keys, keys, q0, static_cast<float>(scale), dip + qh + q0);
+          table.attn_dscores(pp, dsp, n, keys, keys, q0 - k0, static_cast<float>(scale), dip + qh + q0);
           at::Tensor dqb = mat(dqp + (qh + q0) * hd, n, hd, hd);
           at::mm_out(dqb, ds, kb);
           mat(dkp + kh * hd, keys, hd, hd).addmm_(ds.t(), qb);

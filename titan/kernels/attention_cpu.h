@@ -15,12 +15,18 @@ namespace titan::kernels {
 
 // q (B,Hq,T,hd), k and v (B,Hk,S,hd), Hq a multiple of Hk, any strides -> output (B,Hq,T,hd)
 // in q's dtype and the logsumexp of each score row (B,Hq,T), float32.
+// Document masking (block-causal): `doc_starts` (B,T) int64, with S == T, holds for each position
+// the first position of its document; a query then sees only the keys of its own document, and
+// each block of queries reads only the keys from its first query's document on (the work falls
+// with the documents' lengths). Undefined: causal over the whole sequence.
 std::pair<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q, const at::Tensor& k,
-                                                        const at::Tensor& v, double scale);
+                                                        const at::Tensor& v, double scale,
+                                                        const at::Tensor& doc_starts = {});
 // Gradients of q, k and v from the output's gradient and what the forward returned.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(const at::Tensor& grad_out,
                                                                       const at::Tensor& q, const at::Tensor& k,
                                                                       const at::Tensor& v, const at::Tensor& out,
-                                                                      const at::Tensor& lse, double scale);
+                                                                      const at::Tensor& lse, double scale,
+                                                                      const at::Tensor& doc_starts = {});
 
 }  // namespace titan::kernels

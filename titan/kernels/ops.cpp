@@ -102,17 +102,19 @@ at::Tensor replay_flash_cpu(const at::Tensor& q, const at::Tensor& k, const at::
 // titan.cpp's CPU attention (attention_cpu.h) as an autograd function.
 struct CpuAttentionFunction : public torch::autograd::Function<CpuAttentionFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
-                            const at::Tensor& v, double scale) {
-    auto [out, lse] = cpu_attention_forward(q, k, v, scale);
+                            const at::Tensor& v, double scale, const at::Tensor* doc_starts) {
+    auto [out, lse] = cpu_attention_forward(q, k, v, scale, *doc_starts);
     ctx->save_for_backward({q, k, v, out, lse});
     ctx->saved_data["scale"] = scale;
+    ctx->saved_data["docs"] = *doc_starts;
     return out;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    auto [dq, dk, dv] = cpu_attention_backward(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["scale"].toDouble());
-    return {dq, dk, dv, at::Tensor()};
+    auto [dq, dk, dv] = cpu_attention_backward(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["scale"].toDouble(),
+                                               ctx->saved_data["docs"].toTensor());
+    return {dq, dk, dv, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -122,8 +124,9 @@ struct Kept {
 };
 struct CpuAttentionReplayFunction : public torch::autograd::Function<CpuAttentionReplayFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
-                            const at::Tensor& v, double scale, const Kept* kept) {
+                            const at::Tensor& v, double scale, const at::Tensor* doc_starts, const Kept* kept) {
     ctx->save_for_backward({q, k, v});
+    ctx->saved_data["docs"] = *doc_starts;
     ctx->saved_data["out"] = kept->out;
     ctx->saved_data["lse"] = kept->lse;
     ctx->saved_data["scale"] = scale;
@@ -133,8 +136,9 @@ struct CpuAttentionReplayFunction : public torch::autograd::Function<CpuAttentio
                                                  torch::autograd::variable_list grads) {
     const auto s = ctx->get_saved_variables();
     auto [dq, dk, dv] = cpu_attention_backward(grads[0], s[0], s[1], s[2], ctx->saved_data["out"].toTensor(),
-                                               ctx->saved_data["lse"].toTensor(), ctx->saved_data["scale"].toDouble());
-    return {dq, dk, dv, at::Tensor(), at::Tensor()};
+                                               ctx->saved_data["lse"].toTensor(), ctx->saved_data["scale"].toDouble(),
+                                               ctx->saved_data["docs"].toTensor());
+    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -178,22 +182,42 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight) {
   return replay_linear(x, weight, st->take());
 }
 
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale, bool fused) {
+// The block-causal mask (B,1,T,T): key j is seen by query i when start[i] <= j <= i.
+static at::Tensor document_mask(const at::Tensor& doc_starts, int64_t T, const at::Device& device) {
+  const at::Tensor pos = at::arange(T, at::TensorOptions().dtype(at::kLong).device(device));
+  const at::Tensor starts = doc_starts.to(device).unsqueeze(-1);  // (B,T,1)
+  return pos.view({1, 1, T}).le(pos.view({1, T, 1})).logical_and(pos.view({1, 1, T}).ge(starts)).unsqueeze(1);
+}
+
+at::Tensor document_starts(const at::Tensor& tokens, int64_t eos) {
+  // Documents counted up to each position, an EOS closing its own: the document of position t is
+  // the number of EOS before t; its first position is one past the last EOS before t.
+  const int64_t T = tokens.size(1);
+  const at::Tensor pos = at::arange(T, tokens.options().dtype(at::kLong));
+  const at::Tensor after_eos = at::where(tokens.eq(eos), pos + 1, at::zeros_like(pos));  // (B,T)
+  // start[t] = max over s < t of after_eos[s] (0 when none): a running maximum shifted by one.
+  at::Tensor running = std::get<0>(at::cummax(after_eos, 1));
+  return at::cat({at::zeros({tokens.size(0), 1}, running.options()), running.narrow(1, 0, T - 1)}, 1).contiguous();
+}
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale, bool fused,
+                     const at::Tensor& doc_starts) {
   OpCheckpointScope::State* st = t_state;
   const bool replay = st && st->mode == OpCheckpointScope::Mode::Replay;
+  const bool documents = doc_starts.defined();
   if (fused && titan_cpu_ok(q, k, v)) {
     if (replay) {
       Kept kept{st->take(), st->take()};
-      return CpuAttentionReplayFunction::apply(q, k, v, scale, &kept);
+      return CpuAttentionReplayFunction::apply(q, k, v, scale, &doc_starts, &kept);
     }
     if (st) {  // recording (autograd is off in a checkpointed forward)
-      auto [out, lse] = cpu_attention_forward(q, k, v, scale);
+      auto [out, lse] = cpu_attention_forward(q, k, v, scale, doc_starts);
       st->kept->insert(st->kept->end(), {out, lse});
       return out;
     }
-    return CpuAttentionFunction::apply(q, k, v, scale);
+    return CpuAttentionFunction::apply(q, k, v, scale, &doc_starts);
   }
-  if (flash_cpu_ok(q, k, v)) {
+  if (!documents && flash_cpu_ok(q, k, v)) {
     if (replay) {
       at::Tensor out = st->take(), lse = st->take();
       return replay_flash_cpu(q, k, v, scale, out, lse);
@@ -203,24 +227,30 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     if (st) st->kept->insert(st->kept->end(), {out, lse});
     return out;
   }
-  // Other devices: ATen's choice of kernel. Under op-level checkpointing it is recomputed.
+  // Other devices, and document masks off titan.cpp's CPU kernel: ATen's choice of kernel. Under
+  // op-level checkpointing it is recomputed.
   const int64_t rep = q.size(1) / k.size(1);
-  if (rep > 1 && q.is_cuda() && q.scalar_type() != at::kBFloat16 && q.scalar_type() != at::kHalf) {
-    // Flash attention (bf16/fp16) takes grouped-query heads as they are; for float32 the
-    // memory-efficient kernel does not, and enable_gqa would fall back to the math kernel (the
-    // whole score matrix in memory): K and V are repeated per query head instead, as torchtitan does.
-    return at::scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), std::nullopt,
-                                            0.0, /*is_causal=*/true, scale, /*enable_gqa=*/false);
+  const std::optional<at::Tensor> mask =
+      documents ? std::optional<at::Tensor>(document_mask(doc_starts, q.size(2), q.device())) : std::nullopt;
+  if (rep > 1 && (documents || (q.is_cuda() && q.scalar_type() != at::kBFloat16 && q.scalar_type() != at::kHalf))) {
+    // Flash attention (bf16/fp16) takes grouped-query heads as they are; for float32 (and with a
+    // mask) the memory-efficient kernel does not, and enable_gqa would fall back to the math
+    // kernel (the whole score matrix in memory): K and V are repeated per query head instead, as
+    // torchtitan does.
+    return at::scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), mask, 0.0,
+                                            /*is_causal=*/!documents, scale, /*enable_gqa=*/false);
   }
-  return at::scaled_dot_product_attention(q, k, v, std::nullopt, 0.0, /*is_causal=*/true, scale,
+  return at::scaled_dot_product_attention(q, k, v, mask, 0.0, /*is_causal=*/!documents, scale,
                                           /*enable_gqa=*/rep > 1);
 }
 
-at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                               const at::Tensor& doc_starts) {
   const int64_t rep = q.size(1) / k.size(1), T = q.size(2), S = k.size(2);
   at::Tensor kk = rep == 1 ? k : k.repeat_interleave(rep, 1), vv = rep == 1 ? v : v.repeat_interleave(rep, 1);
   at::Tensor scores = at::matmul(q, kk.transpose(-2, -1)) * scale;  // (B,H,T,S)
-  at::Tensor mask = at::ones({T, S}, q.options().dtype(at::kBool)).tril();
+  at::Tensor mask = doc_starts.defined() ? document_mask(doc_starts, T, q.device())
+                                         : at::ones({T, S}, q.options().dtype(at::kBool)).tril();
   scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
   return at::matmul(at::softmax(scores, -1), vv);
 }

@@ -20,13 +20,23 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight);
 // kernel (attention_cpu.h) when `fused`, else ATen's flash-attention kernel for CPU; CUDA:
 // ATen's scaled_dot_product_attention, which picks flash (bf16/fp16) or memory-efficient
 // attention; anything else: ATen's math path.
-at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale, bool fused = false);
+// Document masking (block-causal, attn_mask_type = "block_causal"): `doc_starts` (B,T) int64
+// holds each position's document's first position (document_starts); a query attends only to
+// the earlier keys of its document. titan.cpp's CPU kernel skips the keys before a block's first
+// document; elsewhere ATen's scaled_dot_product_attention runs with the boolean mask.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale, bool fused = false,
+                     const at::Tensor& doc_starts = {});
+// Each position's document's first position, for tokens (B,T) whose documents end with `eos`
+// (an EOS belongs to the document it ends, as torchtitan's document mask has it) -> (B,T) int64.
+at::Tensor document_starts(const at::Tensor& tokens, int64_t eos);
 // What autocast does to a matmul input on its device: the cast to the autocast dtype (an
 // autograd-recorded .to()), or `t` itself when autocast is off or `t` is not floating point.
 at::Tensor autocast_matmul_input(const at::Tensor& t);
 
-// The math path (softmax(q k^T * scale + causal mask) v in the input dtype), for tests.
-at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale);
+// The math path (softmax(q k^T * scale + causal mask) v in the input dtype), for tests; with
+// `doc_starts`, the block-causal mask.
+at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                               const at::Tensor& doc_starts = {});
 // Which backend `attention` uses for this device and dtype (for the log).
 std::string attention_backend(at::Device device, at::ScalarType dtype, bool fused);
 

@@ -48,6 +48,8 @@ class ModelConfig {
   // Analytic counts, equal to those of a built model (each family's tests check both).
   virtual int64_t num_params() const = 0;
   virtual int64_t num_embedding_params() const = 0;
+  // attn_mask_type "block_causal" (documents masked at the tokenizer's EOS), else "causal".
+  virtual bool block_causal() const { return false; }
   // The count torchtitan's start-up line reports ("size: N total parameters"); Qwen3's leaves
   // a tied table out.
   virtual int64_t reported_num_params() const { return num_params(); }
@@ -85,8 +87,13 @@ class Model {
   // tokens, labels (B,T) -> float32 loss of each token (B,T), 0 where the label is -100.
   virtual at::Tensor forward_loss(const at::Tensor& tokens, const at::Tensor& labels) const = 0;
   // Parts [first, last) only (a pipeline stage); see each family's header for the contract.
-  virtual at::Tensor forward_parts(const at::Tensor& x, const at::Tensor* labels, size_t first,
-                                   size_t last) const = 0;
+  // `tokens`: the batch's tokens (B,T) for a stage after the first, which block-causal
+  // attention needs for its documents (ignored otherwise).
+  virtual at::Tensor forward_parts(const at::Tensor& x, const at::Tensor* labels, size_t first, size_t last,
+                                   const at::Tensor* tokens = nullptr) const = 0;
+  // Block-causal attention (attn_mask_type = "block_causal"): documents end with token `eos`,
+  // and a token attends only to the earlier tokens of its document.
+  virtual void set_document_eos(int64_t eos) = 0;
   virtual size_t num_parts() const = 0;
   // The module names of part `index` as torchtitan's pipeline split lists them
   // ("tok_embeddings", "layers.3", "norm" and "output" for the head).

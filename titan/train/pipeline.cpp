@@ -74,8 +74,8 @@ Pipeline::Pipeline(const PipelinePlan& plan, models::Model& model, distributed::
       stage.forward = [this, &model, first = first, last = last, n_parts, training](int m, const at::Tensor& input) {
         const components::Batch& mb = micro_.at(static_cast<size_t>(m));
         const at::Tensor& x = first == 0 ? mb.inputs : input;
-        if (last < n_parts) return model.forward_parts(x, nullptr, first, last);
-        at::Tensor per_token = model.forward_parts(x, &mb.labels, first, last);  // (rows, T) float32
+        if (last < n_parts) return model.forward_parts(x, nullptr, first, last, &mb.inputs);
+        at::Tensor per_token = model.forward_parts(x, &mb.labels, first, last, &mb.inputs);  // (rows, T) float32
         if (!training) {
           eval_sum_ += per_token.sum().to(at::kDouble).item<double>();
           return per_token.sum();

@@ -524,7 +524,19 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c), opt(trainer_options(c)
                                       : dims.fsdp_enabled()       ? precision.dtype
                                                                   : plan.autocast.value_or(at::kFloat);
   const bool fused_blocks = opt.fused_blocks;
-  log::info("Attention: " + kernels::attention_backend(device, matmul_dtype, fused_blocks));
+  if (args->block_causal()) {
+    // As torchtitan's document mask: documents end at the tokenizer's EOS, which the data loader
+    // appends to each.
+    if (tokenizer->eos_id() < 0)
+      throw Error("model.flavor = \"" + opt.flavor + "\" masks attention by document (attn_mask_type = block_causal), "
+                  "but the tokenizer has no EOS token to split documents at",
+                  "use a tokenizer whose tokenizer_config.json names its eos_token, or a causal flavor");
+    model->set_document_eos(tokenizer->eos_id());
+  }
+  log::info("Attention: " + kernels::attention_backend(device, matmul_dtype, fused_blocks) +
+            (args->block_causal() ? "; block-causal: documents split at EOS id " + std::to_string(tokenizer->eos_id()) +
+                                        ", a token attends only to its own document"
+                                  : ""));
   if (pipeline_plan)
     pipeline = std::make_unique<Pipeline>(*pipeline_plan, *model, *plan.data_parallel, *mesh, *dev, matmul_dtype, seq_len,
                                           validation_data ? std::optional<int64_t>(opt.validation_seq_len)

@@ -86,7 +86,7 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
   return kernels::rope(x, rope.cos, rope.sin);  // (B,T,H,hd) -> (B,T,H,hd)
 }
 
-at::Tensor Attention::forward(const at::Tensor& x_in, const RopeTable& rope) const {
+at::Tensor Attention::forward(const at::Tensor& x_in, const RopeTable& rope, const at::Tensor& doc_starts) const {
   std::vector<at::Tensor> qkv;
   if (project) {
     qkv = project(x_in);
@@ -104,7 +104,7 @@ at::Tensor Attention::forward(const at::Tensor& x_in, const RopeTable& rope) con
   std::tie(q, k) = fused ? kernels::rope_qk(q, k, rope.cos, rope.sin) : kernels::rope_qk_reference(q, k, rope.cos, rope.sin);
   // (B,H,T,hd); causal, scale 1/sqrt(hd); with GQA each kv head serves H / H_kv query heads
   at::Tensor o = kernels::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                    1.0 / std::sqrt(static_cast<double>(head_dim)), fused);
+                                    1.0 / std::sqrt(static_cast<double>(head_dim)), fused, doc_starts);
   return wo.forward(o.transpose(1, 2).reshape({B, T, -1}));
 }
 
@@ -180,8 +180,8 @@ at::Tensor FeedForward::forward(const at::Tensor& x_in) const {
   return w2.forward(fused ? kernels::swiglu(a, b) : kernels::swiglu_reference(a, b));
 }
 
-at::Tensor TransformerBlock::forward(const at::Tensor& x, const RopeTable& rope) const {
-  auto [h, h_normed] = ffn_norm.add_forward(x, attention.forward(attention_norm.forward(x), rope));
+at::Tensor TransformerBlock::forward(const at::Tensor& x, const RopeTable& rope, const at::Tensor& doc_starts) const {
+  auto [h, h_normed] = ffn_norm.add_forward(x, attention.forward(attention_norm.forward(x), rope, doc_starts));
   return h + feed_forward.forward(h_normed);
 }
 
@@ -237,7 +237,9 @@ Decoder::Decoder(const DecoderArgs& args, const at::TensorOptions& options) : da
   rope_ = rope_table(args, options);
   runners_.assign(args.n_layers, BlockRunner{});
   for (int64_t i = 0; i < args.n_layers; ++i) {
-    blocks_.push_back([this, i](const at::Tensor& x) { return layers_[i].forward(x, rope_); });
+    blocks_.push_back([this, i](const at::Tensor& x, const BlockContext& context) {
+      return layers_[i].forward(x, rope_, context.doc_starts);
+    });
     block_slots_.push_back(layers_[i].weight_slots());
   }
 }
@@ -333,8 +335,14 @@ void Decoder::set_fused_kernels(bool blocks, bool loss) {
   fused_loss_ = loss;
 }
 
-at::Tensor Decoder::forward_parts(const at::Tensor& x, const at::Tensor* labels, size_t first, size_t last) const {
+at::Tensor Decoder::forward_parts(const at::Tensor& x, const at::Tensor* labels, size_t first, size_t last,
+                                  const at::Tensor* tokens) const {
   TORCH_CHECK(first < last && last <= num_parts(), "forward_parts: bad range [", first, ", ", last, ")");
+  BlockContext context;
+  if (document_eos_ >= 0 && last > 1 && first <= layers_.size()) {  // the blocks attend within documents
+    TORCH_CHECK(first == 0 || tokens, "forward_parts: block-causal attention needs the batch's tokens");
+    context.doc_starts = kernels::document_starts(first == 0 ? x : *tokens, document_eos_);
+  }
   size_t part = first;
   auto before = [&](const std::string& name) {
     if (hooks_) hooks_->before(part, name);
@@ -353,7 +361,7 @@ at::Tensor Decoder::forward_parts(const at::Tensor& x, const at::Tensor* labels,
   for (size_t i = part - 1; i < end_layer; ++i) {
     const std::string name = "layers." + std::to_string(i);
     before(name);
-    h = runners_[i] ? runners_[i](blocks_[i], h, block_slots_[i]) : blocks_[i](h);
+    h = runners_[i] ? runners_[i](blocks_[i], h, context, block_slots_[i]) : blocks_[i](h, context);
     h = after(name, h);
   }
   if (last < num_parts()) return h;

@@ -99,7 +99,8 @@ struct Attention {
   bool fused = false;  // fused RoPE of q and k, and titan.cpp's attention kernel on the CPU
   InputStyle prepare_input;  // e.g. gather the sequence (sequence parallelism)
   ProjectStyle project;      // x -> {q, k, v} of wq, wk, wv at once (async tensor parallelism)
-  at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;  // (B,T,D) -> (B,T,D)
+  // (B,T,D) -> (B,T,D); block-causal with `doc_starts` (kernels::document_starts).
+  at::Tensor forward(const at::Tensor& x, const RopeTable& rope, const at::Tensor& doc_starts = {}) const;
   // Generation: x (B,T,D) at cache columns [start, start+T) with per-row rotations cos/sin
   // (B,T,hd/2); keys and values appended to k_cache/v_cache (B,H_kv,capacity,hd); `allowed`
   // (B,1,T,start+T) is which columns each query sees.
@@ -120,7 +121,8 @@ struct TransformerBlock {
   RMSNorm attention_norm, ffn_norm;
   Attention attention;
   FeedForward feed_forward;
-  at::Tensor forward(const at::Tensor& x, const RopeTable& rope) const;  // (B,T,D) -> (B,T,D)
+  // (B,T,D) -> (B,T,D); `doc_starts` (kernels::document_starts) for block-causal attention.
+  at::Tensor forward(const at::Tensor& x, const RopeTable& rope, const at::Tensor& doc_starts = {}) const;
   at::Tensor forward_cached(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                             const at::Tensor& allowed, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start) const;
   std::vector<NamedParam> named_parameters(const std::string& prefix);
@@ -150,7 +152,10 @@ class Decoder : public Model {
   // first is 0, else the hidden state (B,T,D) that part first-1 returned; returns the hidden
   // state after part last-1, or, when last is the end, the loss of each token (B,T) with
   // `labels` (the logits without). Hooks see each part's index in parts().
-  at::Tensor forward_parts(const at::Tensor& x, const at::Tensor* labels, size_t first, size_t last) const override;
+  // With block-causal attention (set_document_eos) a stage after the first needs `tokens`.
+  at::Tensor forward_parts(const at::Tensor& x, const at::Tensor* labels, size_t first, size_t last,
+                           const at::Tensor* tokens = nullptr) const override;
+  void set_document_eos(int64_t eos) override { document_eos_ = eos; }
   size_t num_parts() const override { return layers_.size() + 2; }
   std::vector<std::string> part_modules(size_t index) const override;
 
@@ -196,6 +201,7 @@ class Decoder : public Model {
   ForwardHooks* hooks_ = nullptr;
   HeadLossStyle head_loss_style_;
   bool fused_loss_ = false;
+  int64_t document_eos_ = -1;  // >= 0: block-causal attention, documents ending with this token
 };
 
 // The weight of `name` (global shape `shape`) drawn with torchtitan's initialiser for that

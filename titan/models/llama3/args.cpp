@@ -33,12 +33,23 @@ ModelArgs make(int64_t dim, int64_t layers, int64_t heads, int64_t kv_heads, int
   return a;
 }
 
+// A flavor with block-causal attention run by `attn_type`'s kernel in torchtitan.
+ModelArgs documents(ModelArgs a, const char* attn_type) {
+  a.attn_type = attn_type;
+  a.attn_mask_type = "block_causal";
+  return a;
+}
+
 const std::vector<NamedFlavor>& flavors() {
   static const std::vector<NamedFlavor> table = {
       {"debugmodel", make(256, 6, 16, 16, 2048, 256, std::nullopt, false)},
+      {"debugmodel_flex_attn", documents(make(256, 6, 16, 16, 2048, 256, std::nullopt, false), "flex")},
+      {"debugmodel_varlen_attn", documents(make(256, 6, 16, 16, 2048, 256, std::nullopt, false), "varlen")},
       {"1B", make(2048, 16, 32, 8, 128256, 1024, 1.5, true)},
       {"3B", make(3072, 28, 24, 8, 128256, 1024, 1.0, true)},
       {"8B", make(4096, 32, 32, 8, 128256, 1024, 1.3, false)},
+      {"8B_flex", documents(make(4096, 32, 32, 8, 128256, 1024, 1.3, false), "flex")},
+      {"8B_varlen", documents(make(4096, 32, 32, 8, 128256, 1024, 1.3, false), "varlen")},
       {"70B", make(8192, 80, 64, 8, 128256, 4096, 1.3, false)},
       {"405B", make(16384, 126, 128, 8, 128256, 4096, 1.2, false)},
   };
@@ -85,6 +96,9 @@ std::string ModelArgs::describe() const {
          ", ffn_dim_multiplier=" + (ffn_dim_multiplier ? log::format("%g", *ffn_dim_multiplier) : "None") +
          ", norm_eps=" + log::format("%g", norm_eps) + ", rope_theta=" + log::format("%g", rope_theta) +
          ", max_seq_len=" + std::to_string(max_seq_len) + ", tied_embeddings=" + (tied_embeddings ? "True" : "False") +
+         (attn_mask_type != "causal" || attn_type != "sdpa"
+              ? ", attn_type='" + attn_type + "', attn_mask_type='" + attn_mask_type + "'"
+              : std::string()) +
          ")";
 }
 

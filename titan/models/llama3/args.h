@@ -27,6 +27,11 @@ struct ModelArgs final : ModelConfig {
   int64_t max_seq_len = 2048;   // RoPE table length; set from training.seq_len
   bool tied_embeddings = false; // output.weight is tok_embeddings.weight (1B, 3B)
   bool depth_init = true;       // wo/w2/w3 std 0.02/sqrt(2*(layer_id+1))
+  // torchtitan's attention choice: attn_type "sdpa", "flex" or "varlen" names its kernel (titan.cpp
+  // runs its own for each, with the same numbers); attn_mask_type "causal", or "block_causal":
+  // documents, split at the tokenizer's EOS, do not attend to each other.
+  std::string attn_type = "sdpa";
+  std::string attn_mask_type = "causal";
 
   int64_t head_dim() const { return dim / n_heads; }
   int64_t ffn_hidden_dim() const;
@@ -42,6 +47,7 @@ struct ModelArgs final : ModelConfig {
   int64_t num_params() const override;
   int64_t num_embedding_params() const override { return vocab_size * dim; }
   int64_t flops_per_token(int64_t seq_len) const override;
+  bool block_causal() const override { return attn_mask_type == "block_causal"; }
   nlohmann::json to_json() const override;
   std::string describe() const override;
 };
