@@ -1,0 +1,107 @@
+#include "titan/models/common/moe.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <limits>
+#include <vector>
+
+namespace titan::models::common {
+
+namespace {
+
+// at::_grouped_mm wants every stride in multiples of 16 bytes (CPU), and on CUDA bf16.
+bool grouped_mm_fits(const at::Tensor& x, const at::Tensor& w1) {
+  const int64_t per16 = 16 / static_cast<int64_t>(x.element_size());
+  const bool aligned = x.size(1) % per16 == 0 && w1.size(1) % per16 == 0;
+  return aligned && (x.is_cpu() ? (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16)
+                                : x.scalar_type() == at::kBFloat16);
+}
+
+at::Tensor swiglu_ffn(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3) {
+  return at::linear(at::silu(at::linear(x, w1)) * at::linear(x, w3), w2);
+}
+
+}  // namespace
+
+Routing route(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& gate_bias, const at::Tensor& expert_bias,
+              const MoeArgs& a) {
+  const int64_t E = gate.size(0), k = a.top_k, N = x.size(0);
+  const at::Tensor logits = at::linear(x, gate, gate_bias.defined() ? std::optional<at::Tensor>(gate_bias) : std::nullopt);
+  const at::Tensor scores = a.score_func == "sigmoid" ? at::sigmoid(logits.to(at::kFloat)) : at::softmax(logits.to(at::kFloat), 1);
+  at::Tensor experts;
+  {
+    at::NoGradGuard no_grad;  // the choice is not differentiated; the gate values are
+    at::Tensor choice = expert_bias.defined() ? scores + expert_bias : scores;
+    if (a.num_expert_groups) {
+      const int64_t G = *a.num_expert_groups;
+      const at::Tensor grouped = choice.view({N, G, E / G});
+      const at::Tensor group_scores = std::get<0>(grouped.topk(2, -1)).sum(-1);  // (N, G): each group's best two
+      const at::Tensor kept = std::get<1>(group_scores.topk(*a.num_limited_groups, -1, true, /*sorted=*/false));
+      const at::Tensor dropped = at::ones_like(group_scores, at::kBool).scatter_(1, kept, false);
+      choice = grouped.masked_fill(dropped.unsqueeze(-1), -std::numeric_limits<double>::infinity()).view({N, E});
+    }
+    experts = std::get<1>(choice.topk(k, -1, /*largest=*/true, /*sorted=*/false));
+    if (a.force_load_balance)  // round-robin: every expert gets the same number of tokens
+      experts = at::arange(N * k, x.options().dtype(at::kLong)).view({N, k}).remainder(E);
+  }
+  at::Tensor top = scores.gather(1, experts);
+  if (a.route_norm) top = top / (top.sum(-1, /*keepdim=*/true) + 1e-20);
+  top = top * a.route_scale;
+  const at::Tensor counts = at::bincount(experts.view(-1), {}, E).to(at::kFloat);
+  return {top, experts, counts};
+}
+
+at::Tensor run_experts(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3,
+                       const at::Tensor& counts, bool grouped_mm) {
+  if (grouped_mm && grouped_mm_fits(x, w1)) {
+    const at::Tensor offsets = at::cumsum(counts, 0).to(at::kInt);
+    const at::Tensor h = at::silu(at::_grouped_mm(x, w1.transpose(-2, -1), offsets)) *
+                         at::_grouped_mm(x, w3.transpose(-2, -1), offsets);
+    return at::_grouped_mm(h, w2.transpose(-2, -1), offsets);
+  }
+  // One expert at a time (the counts come to the host).
+  const at::Tensor host = counts.to(at::kCPU, at::kLong);
+  const int64_t* n = host.data_ptr<int64_t>();
+  std::vector<at::Tensor> outs;
+  int64_t first = 0;
+  for (int64_t e = 0; e < counts.size(0); ++e) {
+    outs.push_back(swiglu_ffn(x.narrow(0, first, n[e]), w1[e], w2[e], w3[e]));
+    first += n[e];
+  }
+  return at::cat(outs, 0);
+}
+
+at::Tensor MoeLayer::forward(const at::Tensor& x_in) {
+  const int64_t D = x_in.size(-1), k = args.top_k;
+  const at::Tensor x = x_in.reshape({-1, D});
+  const int64_t N = x.size(0);
+  const Routing r = route(x, gate, gate_bias, args.load_balance_coeff ? expert_bias : at::Tensor(), args);
+  {
+    at::NoGradGuard no_grad;
+    tokens_per_expert.add_(r.counts);
+  }
+  // The N*k (token, expert) pairs sorted by expert, ties in token order.
+  const at::Tensor order = at::argsort(r.experts.view(-1), /*stable=*/true);
+  at::Tensor routed = x.index_select(0, at::div(order, k, "floor"));
+  if (args.score_before_experts)
+    routed = (routed.to(at::kFloat) * r.scores.view(-1).index_select(0, order).unsqueeze(1)).to(x.scalar_type());
+  const at::Tensor out_sorted = run_experts(routed, w1, w2, w3, r.counts, args.use_grouped_mm);
+  const at::Tensor pairs = at::zeros_like(out_sorted).index_copy(0, order, out_sorted).view({N, k, D});
+  const at::Tensor experts_out =
+      args.score_before_experts
+          ? pairs.sum(1)
+          : at::bmm(r.scores.view({N, 1, k}), pairs.to(at::kFloat)).to(x.scalar_type()).squeeze(1);
+  const at::Tensor out = shared_w1.defined() ? swiglu_ffn(x, shared_w1, shared_w2, shared_w3) + experts_out : experts_out;
+  return out.view(x_in.sizes());
+}
+
+void update_expert_bias(MoeLayer& layer, const at::Tensor& tokens) {
+  at::NoGradGuard no_grad;
+  if (layer.args.load_balance_coeff) {
+    at::Tensor delta = *layer.args.load_balance_coeff * at::sign(tokens.mean() - tokens);
+    layer.expert_bias.add_(delta - delta.mean());
+  }
+  layer.tokens_per_expert.zero_();
+}
+
+}  // namespace titan::models::common
