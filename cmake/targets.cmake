@@ -191,6 +191,9 @@ target_link_libraries(bench_kernels PRIVATE titan_lib)
 add_executable(bench_documents bench/bench_documents.cpp)
 target_link_libraries(bench_documents PRIVATE titan_lib)
 
+add_executable(bench_moe bench/bench_moe.cpp)
+target_link_libraries(bench_moe PRIVATE titan_lib)
+
 # Tensor parallelism: the layouts, and (distributed_checks) the styles on 2 ranks against the
 # unsharded computation and FSDP with several microbatch graphs alive.
 add_executable(distributed_checks tests/integration/distributed_checks.cpp)

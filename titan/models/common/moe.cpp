@@ -59,13 +59,15 @@ at::Tensor run_experts(const at::Tensor& x, const at::Tensor& w1, const at::Tens
                          at::_grouped_mm(x, w3.transpose(-2, -1), offsets);
     return at::_grouped_mm(h, w2.transpose(-2, -1), offsets);
   }
-  // One expert at a time (the counts come to the host).
+  // One expert at a time (the counts come to the host). unbind, not w[e]: its backward stacks
+  // the experts' gradients once, where each w[e] would add a whole-tensor gradient per expert.
   const at::Tensor host = counts.to(at::kCPU, at::kLong);
   const int64_t* n = host.data_ptr<int64_t>();
+  const auto w1s = w1.unbind(0), w2s = w2.unbind(0), w3s = w3.unbind(0);
   std::vector<at::Tensor> outs;
   int64_t first = 0;
   for (int64_t e = 0; e < counts.size(0); ++e) {
-    outs.push_back(swiglu_ffn(x.narrow(0, first, n[e]), w1[e], w2[e], w3[e]));
+    outs.push_back(swiglu_ffn(x.narrow(0, first, n[e]), w1s[e], w2s[e], w3s[e]));
     first += n[e];
   }
   return at::cat(outs, 0);

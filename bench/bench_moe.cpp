@@ -1,0 +1,69 @@
+// The MoE layer (titan/models/common/moe.h), forward and backward, timed: the C++ side of
+// bench/bench_moe.py, which runs the PyTorch eager peer in the same run. Random weights (seed 0),
+// float32; prints the median milliseconds of --repeats runs after one untimed.
+//
+// Usage: build/bench_moe --tokens N --dim D --hidden H --experts E --top-k K [--score softmax|sigmoid]
+//        [--loop] [--repeats 5] [--threads T]
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "titan/models/common/moe.h"
+
+namespace {
+
+const char* arg(int argc, char** argv, const char* name, const char* fallback) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  return fallback;
+}
+
+bool has(int argc, char** argv, const char* name) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], name) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int64_t N = std::atoll(arg(argc, argv, "--tokens", "2048")), D = std::atoll(arg(argc, argv, "--dim", "256"));
+  const int64_t H = std::atoll(arg(argc, argv, "--hidden", "768")), E = std::atoll(arg(argc, argv, "--experts", "64"));
+  const int repeats = std::atoi(arg(argc, argv, "--repeats", "5"));
+  at::set_num_threads(std::atoi(arg(argc, argv, "--threads", "2")));
+  titan::models::common::MoeLayer m;
+  m.args.num_experts = E;
+  m.args.num_shared_experts = 0;
+  m.args.top_k = std::atoll(arg(argc, argv, "--top-k", "8"));
+  m.args.score_func = arg(argc, argv, "--score", "softmax");
+  m.args.route_norm = true;
+  m.args.score_before_experts = false;
+  m.args.use_grouped_mm = !has(argc, argv, "--loop");
+  at::manual_seed(0);
+  m.gate = (at::randn({E, D}) * 0.02).requires_grad_(true);
+  m.w1 = (at::randn({E, H, D}) * 0.02).requires_grad_(true);
+  m.w2 = (at::randn({E, D, H}) * 0.02).requires_grad_(true);
+  m.w3 = (at::randn({E, H, D}) * 0.02).requires_grad_(true);
+  m.expert_bias = at::zeros({E});
+  m.tokens_per_expert = at::zeros({E});
+  const at::Tensor x0 = at::randn({1, N, D}), go = at::randn({1, N, D});
+  std::vector<double> times;
+  for (int i = 0; i <= repeats; ++i) {
+    for (at::Tensor* w : {&m.gate, &m.w1, &m.w2, &m.w3}) w->mutable_grad() = at::Tensor();
+    const at::Tensor x = x0.clone().requires_grad_(true);
+    const auto t0 = std::chrono::steady_clock::now();
+    m.forward(x).backward(go);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (i > 0) times.push_back(ms);
+  }
+  std::sort(times.begin(), times.end());
+  std::printf("%.3f\n", times[times.size() / 2]);
+  return 0;
+}
