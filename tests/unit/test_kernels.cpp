@@ -14,6 +14,7 @@
 #include <string>
 #include <tuple>
 
+#include "titan/kernels/attention_cpu.h"
 #include "titan/kernels/cpu/fused_cpu.h"
 #include "titan/kernels/float8.h"
 #include "titan/kernels/mx.h"
@@ -337,6 +338,51 @@ TEST(Kernels, BlockCausalAttentionMatchesAnExplicitMask) {
         }
       }
     }
+  }
+}
+
+TEST(Kernels, AttentionOverPartsOfTheKeysMergesToTheWhole) {
+  // Context parallelism's ring: the queries of the last third of a sequence against each third of
+  // the keys (the earlier thirds in full, its own causally, each with its causal offset), merged
+  // by their logsumexps, equal attention over all the keys; each part's backward with the merged
+  // output and logsumexp gives that part's key and value gradients, and q's summed over the parts.
+  const int64_t T = 300, c = 100, hd = 16, first = 200;
+  const double scale = 0.25;
+  for (int64_t kv_heads : {4, 2}) {
+    at::manual_seed(13);
+    const at::Tensor q = at::randn({2, 4, c, hd}), k = at::randn({2, kv_heads, T, hd}), v = at::randn({2, kv_heads, T, hd});
+    const at::Tensor go = at::randn({2, 4, c, hd});
+    at::Tensor qr = leaf(q), kr = leaf(k), vr = leaf(v);
+    const int64_t rep = 4 / kv_heads;
+    at::Tensor scores = at::matmul(qr, kr.repeat_interleave(rep, 1).transpose(-2, -1)) * scale;  // (2,4,c,T)
+    const at::Tensor seen = at::arange(T).view({1, T}).le(at::arange(c).view({c, 1}) + first);
+    scores = scores.masked_fill(seen.logical_not(), -std::numeric_limits<double>::infinity());
+    const at::Tensor lse_ref = at::logsumexp(scores, -1).detach();
+    at::Tensor out_ref = at::matmul(at::softmax(scores, -1), vr.repeat_interleave(rep, 1));
+    out_ref.backward(go);
+    std::vector<at::Tensor> outs, lses, ks, vs;
+    for (int64_t part = 0; part < 3; ++part) {
+      ks.push_back(k.narrow(2, part * c, c).contiguous());
+      vs.push_back(v.narrow(2, part * c, c).contiguous());
+      auto [o, l] = k::cpu_attention_forward(q, ks.back(), vs.back(), scale, {}, first - part * c);
+      outs.push_back(o);
+      lses.push_back(l);
+    }
+    auto [out, lse] = k::merge_partial_attention(outs, lses);
+    const std::string what = "kv_heads " + std::to_string(kv_heads);
+    expect_close(out, out_ref.detach(), at::kFloat, "merged out " + what);
+    expect_close(lse, lse_ref, at::kFloat, "merged lse " + what);
+    at::Tensor dq = at::zeros_like(q);
+    std::vector<at::Tensor> dks, dvs;
+    for (int64_t part = 0; part < 3; ++part) {
+      auto [dqp, dkp, dvp] = k::cpu_attention_backward(go, q, ks[part], vs[part], out, lse, scale, {}, first - part * c);
+      dq += dqp;
+      dks.push_back(dkp);
+      dvs.push_back(dvp);
+    }
+    expect_close(dq, qr.grad(), at::kFloat, "dq " + what);
+    expect_close(at::cat(dks, 2), kr.grad(), at::kFloat, "dk " + what);
+    expect_close(at::cat(dvs, 2), vr.grad(), at::kFloat, "dv " + what);
   }
 }
 

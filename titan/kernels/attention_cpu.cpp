@@ -60,12 +60,15 @@ void mask_documents(float* s, int64_t n, int64_t ld, const int64_t* starts, int6
 
 std::pair<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q_in, const at::Tensor& k_in,
                                                         const at::Tensor& v_in, double scale,
-                                                        const at::Tensor& doc_starts) {
+                                                        const at::Tensor& doc_starts, int64_t causal_offset) {
   RECORD_FUNCTION("titan::attention_forward", std::vector<c10::IValue>());
   const at::Tensor q = to_f32(q_in), k = to_f32(k_in), v = to_f32(v_in);
   const int64_t B = q.size(0), Hq = q.size(1), T = q.size(2), hd = q.size(3), Hk = k.size(1), rep = Hq / Hk;
   const int64_t S = k.size(2);
   const int64_t* starts = starts_of(doc_starts, B, T, S);
+  TORCH_CHECK(causal_offset >= 0 && (!starts || causal_offset == 0),
+              "attention: a causal offset must be >= 0, and comes without document starts");
+  const int64_t d = causal_offset;
   at::Tensor out = at::empty({B, Hq, T, hd}, q.options());
   at::Tensor lse = at::empty({B, Hq, T}, q.options());
   const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
@@ -77,12 +80,12 @@ std::pair<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q_in, 
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t b = task / (Hq * blocks), h = (task / blocks) % Hq, q0 = (task % blocks) * kQueryBlock;
       const int64_t n = std::min(kQueryBlock, T - q0);
-      const int64_t k0 = starts ? starts[b * T + q0] : 0, keys = std::min(S, q0 + n) - k0;  // causal: no later key
+      const int64_t k0 = starts ? starts[b * T + q0] : 0, keys = std::min(S, q0 + n + d) - k0;  // causal: no later key
       const int64_t qh = (b * Hq + h) * T, kh = (b * Hk + h / rep) * S + k0;  // first row of the head, first key
       at::Tensor scores = mat(scratch.data_ptr<float>(), n, keys, keys);
       at::mm_out(scores, mat(qp + (qh + q0) * hd, n, hd, hd), mat(kp + kh * hd, keys, hd, hd).t());
       if (starts) mask_documents(scores.data_ptr<float>(), n, keys, starts + b * T, q0, k0);
-      table.attn_softmax_fwd(scores.data_ptr<float>(), n, keys, keys, q0 - k0, static_cast<float>(scale), lp + qh + q0);
+      table.attn_softmax_fwd(scores.data_ptr<float>(), n, keys, keys, q0 + d - k0, static_cast<float>(scale), lp + qh + q0);
       at::Tensor o = mat(op + (qh + q0) * hd, n, hd, hd);
       at::mm_out(o, scores, mat(vp + kh * hd, keys, hd, hd));
     }
@@ -94,13 +97,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(const at::
                                                                       const at::Tensor& q_in, const at::Tensor& k_in,
                                                                       const at::Tensor& v_in, const at::Tensor& out,
                                                                       const at::Tensor& lse_in, double scale,
-                                                                      const at::Tensor& doc_starts) {
+                                                                      const at::Tensor& doc_starts,
+                                                                      int64_t causal_offset) {
   RECORD_FUNCTION("titan::attention_backward", std::vector<c10::IValue>());
   const at::Tensor q = to_f32(q_in), k = to_f32(k_in), v = to_f32(v_in), dout = to_f32(grad_out);
   const at::Tensor lse = to_f32(lse_in);
   const int64_t B = q.size(0), Hq = q.size(1), T = q.size(2), hd = q.size(3), Hk = k.size(1), rep = Hq / Hk;
   const int64_t S = k.size(2);
   const int64_t* starts = starts_of(doc_starts, B, T, S);
+  TORCH_CHECK(causal_offset >= 0 && (!starts || causal_offset == 0),
+              "attention: a causal offset must be >= 0, and comes without document starts");
+  const int64_t d = causal_offset;
   const at::Tensor di = (dout * to_f32(out)).sum(-1).contiguous();  // (B,Hq,T): rowsum(dO * O)
   at::Tensor dq = at::empty({B, Hq, T, hd}, q.options());
   at::Tensor dk = at::zeros({B, Hk, S, hd}, q.options()), dv = at::zeros({B, Hk, S, hd}, q.options());
@@ -121,17 +128,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(const at::
         const int64_t qh = (b * Hq + h) * T;
         for (int64_t blk = 0; blk < blocks; ++blk) {
           const int64_t q0 = blk * kQueryBlock, n = std::min(kQueryBlock, T - q0);
-          const int64_t k0 = starts ? starts[b * T + q0] : 0, keys = std::min(S, q0 + n) - k0;
+          const int64_t k0 = starts ? starts[b * T + q0] : 0, keys = std::min(S, q0 + n + d) - k0;
           const int64_t kh = (b * Hk + g) * S + k0;  // the block's first key
           const at::Tensor qb = mat(qp + (qh + q0) * hd, n, hd, hd), dob = mat(dop + (qh + q0) * hd, n, hd, hd);
           const at::Tensor kb = mat(kp + kh * hd, keys, hd, hd), vb = mat(vp + kh * hd, keys, hd, hd);
           at::Tensor p = mat(pp, n, keys, keys), ds = mat(dsp, n, keys, keys);
           at::mm_out(p, qb, kb.t());
           if (starts) mask_documents(pp, n, keys, starts + b * T, q0, k0);
-          table.attn_probs(pp, n, keys, keys, q0 - k0, static_cast<float>(scale), lp + qh + q0);
+          table.attn_probs(pp, n, keys, keys, q0 + d - k0, static_cast<float>(scale), lp + qh + q0);
           mat(dvp + kh * hd, keys, hd, hd).addmm_(p.t(), dob);
           at::mm_out(ds, dob, vb.t());
-          table.attn_dscores(pp, dsp, n, keys, keys, q0 - k0, static_cast<float>(scale), dip + qh + q0);
+          table.attn_dscores(pp, dsp, n, keys, keys, q0 + d - k0, static_cast<float>(scale), dip + qh + q0);
           at::Tensor dqb = mat(dqp + (qh + q0) * hd, n, hd, hd);
           at::mm_out(dqb, ds, kb);
           mat(dkp + kh * hd, keys, hd, hd).addmm_(ds.t(), qb);
@@ -140,6 +147,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(const at::
     }
   });
   return {dq.to(q_in.scalar_type()), dk.to(k_in.scalar_type()), dv.to(v_in.scalar_type())};
+}
+
+std::pair<at::Tensor, at::Tensor> merge_partial_attention(const std::vector<at::Tensor>& outs,
+                                                          const std::vector<at::Tensor>& lses) {
+  TORCH_CHECK(!outs.empty() && outs.size() == lses.size(), "merge_partial_attention: one logsumexp per output");
+  const at::Tensor lse = at::logsumexp(at::stack(lses), 0);  // (B,H,T)
+  at::Tensor out = at::zeros_like(outs[0], outs[0].options().dtype(at::kFloat));
+  for (size_t i = 0; i < outs.size(); ++i) out.add_(outs[i].to(at::kFloat) * (lses[i] - lse).exp().unsqueeze(-1));
+  return {out, lse};
 }
 
 }  // namespace titan::kernels

@@ -10,6 +10,7 @@
 
 #include <tuple>
 #include <utility>
+#include <vector>
 
 namespace titan::kernels {
 
@@ -19,14 +20,25 @@ namespace titan::kernels {
 // the first position of its document; a query then sees only the keys of its own document, and
 // each block of queries reads only the keys from its first query's document on (the work falls
 // with the documents' lengths). Undefined: causal over the whole sequence.
+// `causal_offset` >= 0: the queries sit that many positions after the keys (query t sees keys up
+// to t + causal_offset), for attention over a part of the keys, as context parallelism's ring
+// computes it; every query sees at least one key. Not with doc_starts.
 std::pair<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q, const at::Tensor& k,
                                                         const at::Tensor& v, double scale,
-                                                        const at::Tensor& doc_starts = {});
-// Gradients of q, k and v from the output's gradient and what the forward returned.
+                                                        const at::Tensor& doc_starts = {}, int64_t causal_offset = 0);
+// Gradients of q, k and v from the output's gradient and what the forward returned. Over a part
+// of the keys, `out` and `lse` are those of the whole attention (merge_partial_attention): the
+// gradients are then this part's share (q's summed over the parts).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(const at::Tensor& grad_out,
                                                                       const at::Tensor& q, const at::Tensor& k,
                                                                       const at::Tensor& v, const at::Tensor& out,
                                                                       const at::Tensor& lse, double scale,
-                                                                      const at::Tensor& doc_starts = {});
+                                                                      const at::Tensor& doc_starts = {},
+                                                                      int64_t causal_offset = 0);
+// The attention over all the keys from the attentions over parts of them: outputs (B,H,T,hd) and
+// logsumexps (B,H,T) float32 -> the whole's output (float32) and logsumexp, weighting each part
+// by exp(lse_part - lse).
+std::pair<at::Tensor, at::Tensor> merge_partial_attention(const std::vector<at::Tensor>& outs,
+                                                          const std::vector<at::Tensor>& lses);
 
 }  // namespace titan::kernels
