@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 
+#include "titan/distributed/ring.h"
 #include "titan/kernels/float8.h"
 #include "titan/kernels/linear_cross_entropy.h"
 #include "titan/kernels/ops.h"
@@ -159,50 +160,14 @@ struct VocabParallelCrossEntropy : public torch::autograd::Function<VocabParalle
 
 // ---- async tensor parallelism --------------------------------------------------------------
 
-// The number of a group's next async collective, the same on every member (each runs them in
-// the same order): it names the messages in the flight recorder.
-int64_t next_async_seq(const Group* g) {
-  static std::mutex mutex;
-  static std::map<const Group*, int64_t> seqs;
-  std::lock_guard<std::mutex> lock(mutex);
-  return seqs[g]++;
-}
-
 constexpr int kAsyncTag = 0x7a5;  // the tp group carries no other point-to-point traffic
-
-// A send to the next rank and a receive from the previous one (or the other way round), started
-// together; wait() finishes both.
-class RingStep {
- public:
-  // Counted in the communication statistics as the collective it stands for (a ring's sends add
-  // up to the (W-1)/W of the whole that the collective moves).
-  RingStep(Group& g, const at::Tensor& out, at::Tensor& in, int to, int from, const char* channel, int64_t seq,
-           Collective kind) {
-    comm_stats().bytes[static_cast<size_t>(kind)] += static_cast<double>(out.numel() * out.element_size());
-    g.begin_p2p_batch();
-    sent_ = g.send(out, to, kAsyncTag, channel, seq);
-    got_ = g.recv(in, from, kAsyncTag, channel, seq);
-    batch_ = g.end_p2p_batch();
-  }
-  void wait() {
-    if (batch_.valid()) {
-      batch_.wait();
-      return;
-    }
-    sent_.wait();
-    got_.wait();
-  }
-
- private:
-  Pending sent_, got_, batch_;
-};
 
 // All-gather on dim 1 with work on each block as it arrives: fn(block, owner) runs on this
 // rank's block while it travels to the next rank, then on each block received while the
 // following one is in flight. Returns the gathered (B, W*t, ...).
 at::Tensor ring_all_gather(const at::Tensor& x, Group& g, const std::function<void(const at::Tensor&, int)>& fn) {
   const int W = g.size(), r = g.rank();
-  const int64_t t = x.size(1), seq = next_async_seq(&g);
+  const int64_t t = x.size(1), seq = next_ring_seq(&g);
   ++comm_stats().calls[static_cast<size_t>(Collective::AllGather)];
   std::vector<int64_t> full = x.sizes().vec();
   full[1] *= W;
@@ -215,7 +180,7 @@ at::Tensor ring_all_gather(const at::Tensor& x, Group& g, const std::function<vo
     std::optional<RingStep> ring;
     if (step + 1 < W) {
       next = at::empty_like(cur);
-      ring.emplace(g, cur, next, (r + 1) % W, (r - 1 + W) % W, "tp async all-gather", seq * W + step,
+      ring.emplace(g, cur, next, (r + 1) % W, (r - 1 + W) % W, kAsyncTag, "tp async all-gather", seq * W + step,
                    Collective::AllGather);
     }
     fn(cur, owner);
@@ -232,13 +197,13 @@ at::Tensor ring_all_gather(const at::Tensor& x, Group& g, const std::function<vo
 // of the block before travels; it ends with the sum of its own block.
 at::Tensor ring_reduce_scatter(Group& g, const std::function<at::Tensor(int)>& partial) {
   const int W = g.size(), r = g.rank();
-  const int64_t seq = next_async_seq(&g);
+  const int64_t seq = next_ring_seq(&g);
   ++comm_stats().calls[static_cast<size_t>(Collective::ReduceScatter)];
   // Step s works on block (r + s + 1) % W, the last on r's own; sums go to the previous rank.
   at::Tensor acc = partial((r + 1) % W).contiguous();
   for (int step = 0; step + 1 < W; ++step) {
     at::Tensor in = at::empty_like(acc);
-    RingStep ring(g, acc, in, (r - 1 + W) % W, (r + 1) % W, "tp async reduce-scatter", seq * W + step,
+    RingStep ring(g, acc, in, (r - 1 + W) % W, (r + 1) % W, kAsyncTag, "tp async reduce-scatter", seq * W + step,
                   Collective::ReduceScatter);
     at::Tensor mine = partial((r + step + 2) % W);
     ring.wait();
