@@ -23,6 +23,8 @@ set(TITAN_SOURCES
   titan/distributed/process_group.cpp
   titan/distributed/process_group_nccl.cpp
   titan/distributed/tensor_parallel.cpp
+  titan/distributed/ring.cpp
+  titan/distributed/context_parallel.cpp
   titan/components/data/data.cpp
   titan/components/device/device.cpp
   titan/components/loss.cpp
@@ -268,3 +270,9 @@ set_tests_properties(scripts.gpu_check PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 30
 add_test(NAME integration.docs COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_docs.py)
 set_tests_properties(integration.docs PROPERTIES RUN_SERIAL TRUE TIMEOUT 900 SKIP_RETURN_CODE 77
                      ENVIRONMENT "OMP_NUM_THREADS=1")
+
+# Context parallelism: every layout against one process, documents, checkpoints, balance, bytes,
+# bad configs. Up to 16 processes of one thread each: run it alone.
+add_test(NAME integration.context_parallel COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_context_parallel.py
+         --titan $<TARGET_FILE:titan>)
+set_tests_properties(integration.context_parallel PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)

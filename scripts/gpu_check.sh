@@ -149,7 +149,7 @@ timeout 240 build-gpu/titan_tests --gtest_filter='Gpu.*' >"$LOG/unit_gpu.log" 2>
 count() { grep -oE "^\[ *$1 *\] Gpu\.[A-Za-z0-9_]+" "$LOG/unit_gpu.log" | sort -u | wc -l; }
 ok=$(count OK); bad=$(count FAILED); skipped=$(count SKIPPED)
 detail="$ok passed, $bad failed, $skipped skipped (rc $rc)$(grep -E '^\[  FAILED  \] Gpu\.' "$LOG/unit_gpu.log" | sort -u | sed 's/.*Gpu\./; Gpu./' | tr -d '\n')"
-if [ "$rc" -eq 0 ] && [ "$ok" -ge 6 ] && [ "$skipped" -eq 0 ]; then result PASS "GPU unit tests" "$detail"
+if [ "$rc" -eq 0 ] && [ "$ok" -ge 7 ] && [ "$skipped" -eq 0 ]; then result PASS "GPU unit tests" "$detail"
 else result FAIL "GPU unit tests" "$detail"; fi
 
 # ---- 2. the debug model on the GPU against the CPU, float32 (deterministic) and bf16 ------------
@@ -253,7 +253,8 @@ fi
 if [ "$NGPUS" -ge 2 ]; then
   steps_of "$LOG/gpu_fp32/metrics.jsonl" > "$LOG/one.steps" 2>/dev/null
   for layout in "FSDP(2)|--training.local_batch_size 2" "TP(2)|--parallelism.tensor_parallel_degree 2" \
-                "PP(2) 1F1B|--parallelism.pipeline_parallel_degree 2 --parallelism.pipeline_parallel_schedule 1F1B --parallelism.pipeline_parallel_microbatch_size 1"; do
+                "PP(2) 1F1B|--parallelism.pipeline_parallel_degree 2 --parallelism.pipeline_parallel_schedule 1F1B --parallelism.pipeline_parallel_microbatch_size 1" \
+                "CP(2) ring|--parallelism.context_parallel_degree 2 --parallelism.context_parallel_rotate_method alltoall"; do
     name=${layout%%|*}; flags=${layout#*|}; dir="$LOG/nccl_$(echo "$name" | tr -c 'A-Za-z0-9' _)"
     # shellcheck disable=SC2086
     timeout 180 python3 -m torch.distributed.run --standalone --nproc_per_node=2 --no-python "$TITAN" train \
@@ -276,7 +277,7 @@ if [ "$NGPUS" -ge 2 ]; then
     result FAIL "a skipped collective on NCCL is reported, not hung" "rc $rc (124: hung until the limit); $(tail -3 "$LOG/hang.log" | tr '\n' ' ' | cut -c1-300)"
   fi
 else
-  result SKIP "FSDP, TP, PP and hang diagnosis over NCCL" "$NGPUS GPU: they need 2 or more (NCCL refuses two ranks on one GPU)"
+  result SKIP "FSDP, TP, PP, CP and hang diagnosis over NCCL" "$NGPUS GPU: they need 2 or more (NCCL refuses two ranks on one GPU)"
 fi
 
 # ---- 5. speed: the 1B flavor, bf16 autocast and fused kernels, against PyTorch with torch.compile ----

@@ -216,11 +216,14 @@ def main() -> int:
             out0 = procs[0].communicate()
             took = -1.0
         procs[1].communicate()
+        # What rank 0 said and how it ended, for a failure's detail (its exit status, stdout's end).
+        ended = (f"rank 0 exit {procs[0].returncode}, {len(rows)} rows before the kill; stdout: {out0[0][-400:]!r}; "
+                 f"stderr: ")
         check(f"rank 1 killed mid-schedule: rank 0 ends in {took:.1f}s with an error",
-              took >= 0 and procs[0].returncode != 0, out0[1][-600:])
+              took >= 0 and procs[0].returncode != 0, ended + out0[1][-600:])
         stages = re.search(r"pp (activations|gradients) stage \d -> stage \d", out0[1]) is not None
         collective = re.search(r"collective #\d+ of group '[^']+' \(\w+", out0[1]) is not None
-        reports.append(out0[1][-600:])
+        reports.append(ended + out0[1][-600:])
         if not (stages or collective):
             break  # a report that names neither: a failure, below
         if stages:

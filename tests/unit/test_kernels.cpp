@@ -386,6 +386,62 @@ TEST(Kernels, AttentionOverPartsOfTheKeysMergesToTheWhole) {
   }
 }
 
+TEST(Kernels, DocumentMaskedPartsOfTheKeysMergeToTheWhole) {
+  // Context parallelism with documents: the last third of a sequence's queries against each third
+  // of the keys, the documents' starts given in each part's key positions. Row 0 has documents
+  // from 0, 150 and 260 (so rows from 260 on see nothing of the first two parts: output 0,
+  // logsumexp -inf), row 1 one document over everything but a one-token document at 205. Merged
+  // and per part backward, titan.cpp's kernel (float32) and the ATen math path (float64) both
+  // equal attention with the explicit mask.
+  const int64_t T = 300, c = 100, hd = 16, first = 200;
+  const double scale = 0.25;
+  at::Tensor tokens = at::zeros({2, T}, at::kLong);
+  tokens[0][149] = 1;
+  tokens[0][259] = 1;
+  tokens[1][204] = 1;
+  tokens[1][205] = 1;
+  const at::Tensor starts = k::document_starts(tokens, 1);  // (2,T)
+  const at::Tensor qstarts = starts.narrow(1, first, c).contiguous();
+  for (at::ScalarType dtype : {at::kFloat, at::kDouble}) {
+    at::manual_seed(17);
+    const at::Tensor q = at::randn({2, 4, c, hd}, dtype), k = at::randn({2, 2, T, hd}, dtype);
+    const at::Tensor v = at::randn({2, 2, T, hd}, dtype), go = at::randn({2, 4, c, hd}, dtype);
+    at::Tensor qr = leaf(q), kr = leaf(k), vr = leaf(v);
+    at::Tensor scores = at::matmul(qr, kr.repeat_interleave(2, 1).transpose(-2, -1)) * scale;  // (2,4,c,T)
+    const at::Tensor pos = at::arange(T).view({1, 1, T}), qpos = (at::arange(c) + first).view({1, c, 1});
+    const at::Tensor seen = pos.le(qpos).logical_and(pos.ge(qstarts.unsqueeze(-1))).unsqueeze(1);  // (2,1,c,T)
+    scores = scores.masked_fill(seen.logical_not(), -std::numeric_limits<double>::infinity());
+    at::Tensor out_ref = at::matmul(at::softmax(scores, -1), vr.repeat_interleave(2, 1));
+    out_ref.backward(go);
+    std::vector<at::Tensor> outs, lses, ks, vs, docs;
+    for (int64_t part = 0; part < 3; ++part) {
+      ks.push_back(k.narrow(2, part * c, c).contiguous());
+      vs.push_back(v.narrow(2, part * c, c).contiguous());
+      docs.push_back((qstarts - part * c).contiguous());
+      auto [o, l] = k::attention_part_forward(q, ks.back(), vs.back(), scale, docs.back(), first - part * c);
+      outs.push_back(o);
+      lses.push_back(l);
+    }
+    const std::string what = dtype == at::kFloat ? "titan.cpp's kernel" : "the math path";
+    EXPECT_TRUE(at::isinf(lses[0][0][0][c - 1]).item<bool>()) << what << ": a row that sees no key of a part";
+    EXPECT_EQ(outs[0][0][0][c - 1].abs().sum().item<double>(), 0.0) << what;
+    auto [out, lse] = k::merge_partial_attention(outs, lses);
+    expect_close(out, out_ref.detach().to(at::kFloat), at::kFloat, "merged out, " + what);
+    at::Tensor dq = at::zeros(q.sizes(), q.options().dtype(at::kFloat));
+    std::vector<at::Tensor> dks, dvs;
+    for (int64_t part = 0; part < 3; ++part) {
+      auto [dqp, dkp, dvp] = k::attention_part_backward(go, q, ks[part], vs[part], out, lse, scale, docs[part],
+                                                        first - part * c);
+      dq += dqp.to(at::kFloat);
+      dks.push_back(dkp.to(at::kFloat));
+      dvs.push_back(dvp.to(at::kFloat));
+    }
+    expect_close(dq, qr.grad().to(at::kFloat), at::kFloat, "dq, " + what);
+    expect_close(at::cat(dks, 2), kr.grad().to(at::kFloat), at::kFloat, "dk, " + what);
+    expect_close(at::cat(dvs, 2), vr.grad().to(at::kFloat), at::kFloat, "dv, " + what);
+  }
+}
+
 TEST(Kernels, DocumentStartsFollowTheEos) {
   const at::Tensor tokens = at::tensor({5, 3, 7, 8, 3, 9, 3, 3}, at::kLong).view({1, 8});
   const at::Tensor want = at::tensor({0, 0, 2, 2, 2, 5, 5, 7}, at::kLong).view({1, 8});
@@ -497,6 +553,34 @@ TEST(Gpu, BlockCausalAttentionMatchesAnExplicitMaskOnCuda) {
       expect_close(kf.grad(), kr.grad(), dtype, "cuda block-causal dk " + what);
       expect_close(vf.grad(), vr.grad(), dtype, "cuda block-causal dv " + what);
     }
+}
+
+TEST(Gpu, AttentionPartsOnCudaMatchTheCpuKernel) {
+  // Context parallelism's pieces on CUDA (the math path of attention_part_forward/backward, bf16
+  // and float32 in): a part of the keys with a causal offset and documents, against titan.cpp's
+  // CPU kernel on the same values.
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(19);
+  at::Tensor tokens = at::zeros({2, 256}, at::kLong);
+  tokens[0][100] = 1;
+  tokens[0][180] = 1;
+  const at::Tensor docs = (k::document_starts(tokens, 1).narrow(1, 128, 128) - 64).contiguous();  // keys 64..191
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    const at::Tensor q = at::randn({2, 4, 128, 64}).to(dtype), kk = at::randn({2, 2, 128, 64}).to(dtype);
+    const at::Tensor v = at::randn({2, 2, 128, 64}).to(dtype), g = at::randn({2, 4, 128, 64}).to(dtype);
+    auto [oc, lc] = k::attention_part_forward(q, kk, v, 0.125, docs, 64);
+    auto [og, lg] = k::attention_part_forward(q.cuda(), kk.cuda(), v.cuda(), 0.125, docs.cuda(), 64);
+    const std::string what = c10::toString(dtype);
+    expect_close(og.cpu(), oc, at::kFloat, "cuda part out " + what);
+    expect_close(at::where(at::isinf(lg), at::zeros_like(lg), lg).cpu(), at::where(at::isinf(lc), at::zeros_like(lc), lc),
+                 at::kFloat, "cuda part lse " + what);
+    auto [dqc, dkc, dvc] = k::attention_part_backward(g, q, kk, v, oc, lc, 0.125, docs, 64);
+    auto [dqg, dkg, dvg] = k::attention_part_backward(g.cuda(), q.cuda(), kk.cuda(), v.cuda(), og, lg, 0.125,
+                                                      docs.cuda(), 64);
+    expect_close(dqg.cpu().to(at::kFloat), dqc.to(at::kFloat), at::kFloat, "cuda part dq " + what);
+    expect_close(dkg.cpu().to(at::kFloat), dkc.to(at::kFloat), at::kFloat, "cuda part dk " + what);
+    expect_close(dvg.cpu().to(at::kFloat), dvc.to(at::kFloat), at::kFloat, "cuda part dv " + what);
+  }
 }
 
 // ---- float8 (kernels/float8.h; parity.float8 compares whole layers with torchao) ----------------

@@ -40,6 +40,24 @@ class ForwardHooks {
 // recomputes a block passes it back as it was.
 struct BlockContext {
   at::Tensor doc_starts;
+  at::Tensor positions;  // context parallelism: the global positions of the tokens held (T) int64
+};
+
+// Context parallelism: each rank of a group holds a part of every sequence. What a model's blocks
+// ask of it about the sequence as a whole (distributed/context_parallel.h implements it).
+class SequenceSplit {
+ public:
+  virtual ~SequenceSplit() = default;
+  // The global positions of this rank's `local_len` tokens of each sequence, (local_len) int64.
+  virtual at::Tensor positions(int64_t local_len, at::Device device) const = 0;
+  // This rank's tokens (B, local_len) -> the global position where each one's document starts,
+  // for documents ending with `eos` (kernels::document_starts over the whole sequence).
+  virtual at::Tensor document_starts(const at::Tensor& tokens, int64_t eos) = 0;
+  // Causal attention of this rank's queries over the keys of the whole sequence (block-causal with
+  // `doc_starts` from document_starts): q (B,Hq,T,hd), k and v (B,Hk,T,hd), after RoPE, the
+  // local tokens -> (B,Hq,T,hd).
+  virtual at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                               const at::Tensor& doc_starts) = 0;
 };
 
 // A block of the model as a function of its input, with the slots of the weights it reads (so

@@ -34,6 +34,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
                             const BlockContext* context, const std::vector<at::Tensor*>* slots, bool keep_ops) {
     ctx->save_for_backward({x});
     ctx->saved_data["docs"] = context->doc_starts;
+    ctx->saved_data["positions"] = context->positions;
     ctx->saved_data["weights"] = weights.vec();  // what backward recomputes with and differentiates against
     ctx->saved_data["slots"] = reinterpret_cast<int64_t>(slots);
     ctx->saved_data["keep_ops"] = keep_ops;
@@ -78,10 +79,10 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
         std::vector<at::Tensor> kept = ctx->saved_data["kept"].toTensorVector();
         ctx->saved_data.erase("kept");
         kernels::OpCheckpointScope replay(kernels::OpCheckpointScope::Mode::Replay, kept);
-        out = (*block)(x, BlockContext{ctx->saved_data["docs"].toTensor()});
+        out = (*block)(x, BlockContext{ctx->saved_data["docs"].toTensor(), ctx->saved_data["positions"].toTensor()});
         replay.finish();
       } else {
-        out = (*block)(x, BlockContext{ctx->saved_data["docs"].toTensor()});
+        out = (*block)(x, BlockContext{ctx->saved_data["docs"].toTensor(), ctx->saved_data["positions"].toTensor()});
       }
     }
     outer.apply();

@@ -40,20 +40,33 @@ at::Tensor mat(float* p, int64_t rows, int64_t cols, int64_t ld) {
 }
 at::Tensor mat(const float* p, int64_t rows, int64_t cols, int64_t ld) { return mat(const_cast<float*>(p), rows, cols, ld); }
 
-// The first position of each position's document, (B,T) int64 contiguous, or null for causal.
-const int64_t* starts_of(const at::Tensor& doc_starts, int64_t B, int64_t T, int64_t S) {
+// The first key of each query's document, (B,T) int64 contiguous, or null for causal.
+const int64_t* starts_of(const at::Tensor& doc_starts, int64_t B, int64_t T) {
   if (!doc_starts.defined()) return nullptr;
   TORCH_CHECK(doc_starts.scalar_type() == at::kLong && doc_starts.is_contiguous() && doc_starts.size(0) == B &&
-                  doc_starts.size(1) == T && S == T,
-              "attention: document starts must be (B,T) int64 with as many keys as queries");
+                  doc_starts.size(1) == T,
+              "attention: document starts must be (B,T) int64, one per query");
   return doc_starts.data_ptr<int64_t>();
+}
+
+// The rows of a block of queries [q0, q0+n) that see a key: with documents, those whose
+// document starts before the last key (a prefix: starts do not fall along a sequence). The
+// first key any of them sees is k0.
+struct BlockRows {
+  int64_t n, k0;
+};
+BlockRows block_rows(const int64_t* starts, int64_t q0, int64_t n, int64_t S) {
+  if (!starts) return {n, 0};
+  int64_t seen = 0;
+  while (seen < n && starts[q0 + seen] < S) ++seen;
+  return {seen, seen ? std::max<int64_t>(starts[q0], 0) : 0};
 }
 
 // Block-causal: the scores of rows [q0, q0+n) against keys from k0 on hold -inf where a key lies
 // before the row's document (its causal end is the softmax's to mask).
 void mask_documents(float* s, int64_t n, int64_t ld, const int64_t* starts, int64_t q0, int64_t k0) {
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0, end = starts[q0 + i] - k0; j < end; ++j) s[i * ld + j] = -INFINITY;
+    for (int64_t j = 0, end = std::min(starts[q0 + i] - k0, ld); j < end; ++j) s[i * ld + j] = -INFINITY;
 }
 
 }  // namespace
@@ -65,12 +78,13 @@ std::pair<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q_in, 
   const at::Tensor q = to_f32(q_in), k = to_f32(k_in), v = to_f32(v_in);
   const int64_t B = q.size(0), Hq = q.size(1), T = q.size(2), hd = q.size(3), Hk = k.size(1), rep = Hq / Hk;
   const int64_t S = k.size(2);
-  const int64_t* starts = starts_of(doc_starts, B, T, S);
-  TORCH_CHECK(causal_offset >= 0 && (!starts || causal_offset == 0),
-              "attention: a causal offset must be >= 0, and comes without document starts");
+  const int64_t* starts = starts_of(doc_starts, B, T);
+  TORCH_CHECK(causal_offset >= 0, "attention: a causal offset must be >= 0");
   const int64_t d = causal_offset;
-  at::Tensor out = at::empty({B, Hq, T, hd}, q.options());
-  at::Tensor lse = at::empty({B, Hq, T}, q.options());
+  // With documents some rows may see no key of this part: their output is 0 and their
+  // logsumexp -inf (they weigh nothing in a merge).
+  at::Tensor out = starts ? at::zeros({B, Hq, T, hd}, q.options()) : at::empty({B, Hq, T, hd}, q.options());
+  at::Tensor lse = starts ? at::full({B, Hq, T}, -INFINITY, q.options()) : at::empty({B, Hq, T}, q.options());
   const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
   float *op = out.data_ptr<float>(), *lp = lse.data_ptr<float>();
   const int64_t kQueryBlock = query_block(S), blocks = (T + kQueryBlock - 1) / kQueryBlock;
@@ -79,8 +93,9 @@ std::pair<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q_in, 
     at::Tensor scratch = at::empty({kQueryBlock * S}, at::TensorOptions().dtype(at::kFloat));
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t b = task / (Hq * blocks), h = (task / blocks) % Hq, q0 = (task % blocks) * kQueryBlock;
-      const int64_t n = std::min(kQueryBlock, T - q0);
-      const int64_t k0 = starts ? starts[b * T + q0] : 0, keys = std::min(S, q0 + n + d) - k0;  // causal: no later key
+      const auto [n, k0] = block_rows(starts ? starts + b * T : nullptr, q0, std::min(kQueryBlock, T - q0), S);
+      if (n == 0) continue;
+      const int64_t keys = std::min(S, q0 + n + d) - k0;  // causal: no later key
       const int64_t qh = (b * Hq + h) * T, kh = (b * Hk + h / rep) * S + k0;  // first row of the head, first key
       at::Tensor scores = mat(scratch.data_ptr<float>(), n, keys, keys);
       at::mm_out(scores, mat(qp + (qh + q0) * hd, n, hd, hd), mat(kp + kh * hd, keys, hd, hd).t());
@@ -104,12 +119,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(const at::
   const at::Tensor lse = to_f32(lse_in);
   const int64_t B = q.size(0), Hq = q.size(1), T = q.size(2), hd = q.size(3), Hk = k.size(1), rep = Hq / Hk;
   const int64_t S = k.size(2);
-  const int64_t* starts = starts_of(doc_starts, B, T, S);
-  TORCH_CHECK(causal_offset >= 0 && (!starts || causal_offset == 0),
-              "attention: a causal offset must be >= 0, and comes without document starts");
+  const int64_t* starts = starts_of(doc_starts, B, T);
+  TORCH_CHECK(causal_offset >= 0, "attention: a causal offset must be >= 0");
   const int64_t d = causal_offset;
   const at::Tensor di = (dout * to_f32(out)).sum(-1).contiguous();  // (B,Hq,T): rowsum(dO * O)
-  at::Tensor dq = at::empty({B, Hq, T, hd}, q.options());
+  at::Tensor dq = starts ? at::zeros({B, Hq, T, hd}, q.options()) : at::empty({B, Hq, T, hd}, q.options());
   at::Tensor dk = at::zeros({B, Hk, S, hd}, q.options()), dv = at::zeros({B, Hk, S, hd}, q.options());
   const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
   const float *dop = dout.data_ptr<float>(), *lp = lse.data_ptr<float>(), *dip = di.data_ptr<float>();
@@ -127,8 +141,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_attention_backward(const at::
       for (int64_t h = g * rep; h < (g + 1) * rep; ++h) {
         const int64_t qh = (b * Hq + h) * T;
         for (int64_t blk = 0; blk < blocks; ++blk) {
-          const int64_t q0 = blk * kQueryBlock, n = std::min(kQueryBlock, T - q0);
-          const int64_t k0 = starts ? starts[b * T + q0] : 0, keys = std::min(S, q0 + n + d) - k0;
+          const int64_t q0 = blk * kQueryBlock;
+          const auto [n, k0] = block_rows(starts ? starts + b * T : nullptr, q0, std::min(kQueryBlock, T - q0), S);
+          if (n == 0) continue;
+          const int64_t keys = std::min(S, q0 + n + d) - k0;
           const int64_t kh = (b * Hk + g) * S + k0;  // the block's first key
           const at::Tensor qb = mat(qp + (qh + q0) * hd, n, hd, hd), dob = mat(dop + (qh + q0) * hd, n, hd, hd);
           const at::Tensor kb = mat(kp + kh * hd, keys, hd, hd), vb = mat(vp + kh * hd, keys, hd, hd);

@@ -16,13 +16,14 @@ namespace titan::kernels {
 
 // q (B,Hq,T,hd), k and v (B,Hk,S,hd), Hq a multiple of Hk, any strides -> output (B,Hq,T,hd)
 // in q's dtype and the logsumexp of each score row (B,Hq,T), float32.
-// Document masking (block-causal): `doc_starts` (B,T) int64, with S == T, holds for each position
-// the first position of its document; a query then sees only the keys of its own document, and
-// each block of queries reads only the keys from its first query's document on (the work falls
-// with the documents' lengths). Undefined: causal over the whole sequence.
+// Document masking (block-causal): `doc_starts` (B,T) int64 holds for each query the first key of
+// its document (in key positions; negative: before the first key); a query then sees only the
+// keys of its own document, and each block of queries reads only the keys from its first query's
+// document on (the work falls with the documents' lengths). Undefined: causal over all the keys.
 // `causal_offset` >= 0: the queries sit that many positions after the keys (query t sees keys up
-// to t + causal_offset), for attention over a part of the keys, as context parallelism's ring
-// computes it; every query sees at least one key. Not with doc_starts.
+// to t + causal_offset), for attention over a part of the keys, as context parallelism computes
+// it. Without documents every query sees a key; with them a query whose document starts after
+// the last key sees none: its output is 0 and its logsumexp -inf.
 std::pair<at::Tensor, at::Tensor> cpu_attention_forward(const at::Tensor& q, const at::Tensor& k,
                                                         const at::Tensor& v, double scale,
                                                         const at::Tensor& doc_starts = {}, int64_t causal_offset = 0);

@@ -2,6 +2,7 @@
 
 #include <ATen/autocast_mode.h>
 #include <c10/core/TensorImpl.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/generated/Functions.h>
 
@@ -168,6 +169,21 @@ void OpCheckpointScope::finish() const {
     throw std::logic_error("op-level activation checkpointing: the recompute ran fewer kept ops than the forward");
 }
 
+std::optional<OpCheckpointScope::Mode> op_checkpoint_mode() {
+  if (!t_state) return std::nullopt;
+  return t_state->mode;
+}
+
+void op_checkpoint_keep(const at::Tensor& t) {
+  TORCH_CHECK(t_state && t_state->mode == OpCheckpointScope::Mode::Record, "op_checkpoint_keep: not recording");
+  t_state->kept->push_back(t);
+}
+
+at::Tensor op_checkpoint_take() {
+  TORCH_CHECK(t_state && t_state->mode == OpCheckpointScope::Mode::Replay, "op_checkpoint_take: not replaying");
+  return t_state->take();
+}
+
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight) {
   OpCheckpointScope::State* st = t_state;
   if (!st) return at::linear(x, weight);
@@ -253,6 +269,81 @@ at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const a
                                          : at::ones({T, S}, q.options().dtype(at::kBool)).tril();
   scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
   return at::matmul(at::softmax(scores, -1), vv);
+}
+
+namespace {
+
+bool part_on_titan_cpu(const at::Tensor& q) {
+  return q.is_cpu() && (q.scalar_type() == at::kFloat || q.scalar_type() == at::kBFloat16);
+}
+
+// The math path of a part: masked scores (B,Hq,T,S) float32 and the keys and values per query head.
+struct PartScores {
+  at::Tensor scores, kk, vv;
+};
+PartScores part_scores(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                       const at::Tensor& doc_starts, int64_t offset) {
+  const int64_t rep = q.size(1) / k.size(1), T = q.size(2), S = k.size(2);
+  PartScores p;
+  p.kk = (rep == 1 ? k : k.repeat_interleave(rep, 1)).to(at::kFloat);
+  p.vv = (rep == 1 ? v : v.repeat_interleave(rep, 1)).to(at::kFloat);
+  const auto longs = at::TensorOptions().dtype(at::kLong).device(q.device());
+  const at::Tensor qpos = (at::arange(T, longs) + offset).view({T, 1}), kpos = at::arange(S, longs).view({1, S});
+  at::Tensor allowed = kpos.le(qpos).view({1, 1, T, S});
+  if (doc_starts.defined()) allowed = allowed.logical_and(kpos.view({1, 1, 1, S}).ge(doc_starts.to(q.device()).view({-1, 1, T, 1})));
+  p.scores = (at::matmul(q.to(at::kFloat), p.kk.transpose(-2, -1)) * scale)
+                 .masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  return p;
+}
+
+// exp(scores - lse), 0 in rows that see no key (lse -inf).
+at::Tensor part_probs(const at::Tensor& scores, const at::Tensor& lse) {
+  const at::Tensor finite = at::where(at::isinf(lse), at::zeros_like(lse), lse);
+  return (scores - finite.unsqueeze(-1)).exp();
+}
+
+// (B,Hq,S,hd) summed over each key/value head's group of query heads -> (B,Hk,S,hd).
+at::Tensor sum_groups(const at::Tensor& g, int64_t Hk) {
+  const int64_t rep = g.size(1) / Hk;
+  return rep == 1 ? g : g.view({g.size(0), Hk, rep, g.size(2), g.size(3)}).sum(2);
+}
+
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> attention_part_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                         double scale, const at::Tensor& doc_starts, int64_t offset) {
+  if (part_on_titan_cpu(q)) {
+    auto [out, lse] = cpu_attention_forward(q.to(at::kFloat), k, v, scale, doc_starts, offset);
+    return {out, lse};
+  }
+  // Plain float32 math (the caller owns the gradients), autocast or not.
+  const at::NoGradGuard no_grad;
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  const PartScores p = part_scores(q, k, v, scale, doc_starts, offset);
+  const at::Tensor lse = at::logsumexp(p.scores, -1);
+  return {at::matmul(part_probs(p.scores, lse), p.vv), lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_part_backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                                                       const at::Tensor& k, const at::Tensor& v,
+                                                                       const at::Tensor& out, const at::Tensor& lse,
+                                                                       double scale, const at::Tensor& doc_starts,
+                                                                       int64_t offset) {
+  if (part_on_titan_cpu(q)) {
+    auto [dq, dk, dv] = cpu_attention_backward(grad_out.to(at::kFloat), q.to(at::kFloat), k.to(at::kFloat),
+                                               v.to(at::kFloat), out, lse, scale, doc_starts, offset);
+    return {dq, dk, dv};
+  }
+  const at::NoGradGuard no_grad;
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+  const PartScores p = part_scores(q, k, v, scale, doc_starts, offset);
+  const at::Tensor probs = part_probs(p.scores, lse.to(at::kFloat));
+  const at::Tensor dout = grad_out.to(at::kFloat);
+  const at::Tensor di = (dout * out.to(at::kFloat)).sum(-1, /*keepdim=*/true);
+  const at::Tensor ds = probs * (at::matmul(dout, p.vv.transpose(-2, -1)) - di);  // (B,Hq,T,S)
+  const int64_t Hk = k.size(1);
+  return {at::matmul(ds, p.kk) * scale, sum_groups(at::matmul(ds.transpose(-2, -1), q.to(at::kFloat)) * scale, Hk),
+          sum_groups(at::matmul(probs.transpose(-2, -1), dout), Hk)};
 }
 
 std::string attention_backend(at::Device device, at::ScalarType dtype, bool fused) {

@@ -7,7 +7,10 @@
 #include <ATen/ATen.h>
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace titan::kernels {
@@ -37,6 +40,20 @@ at::Tensor autocast_matmul_input(const at::Tensor& t);
 // `doc_starts`, the block-causal mask.
 at::Tensor attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
                                const at::Tensor& doc_starts = {});
+// Attention over a part of the keys, with its logsumexp, for context parallelism to merge
+// (attention_cpu.h's merge_partial_attention): q (B,Hq,T,hd), k and v (B,Hk,S,hd); query t sits
+// at key position t + `offset` and sees the keys up to it, from its document's first key on when
+// `doc_starts` (B,T) int64 gives it in key positions. -> output (B,Hq,T,hd) float32 (0 for a
+// query that sees no key) and logsumexp (B,Hq,T) float32 (-inf there). CPU (float32, bfloat16):
+// titan.cpp's kernel; elsewhere the math in ATen ops, the scores held whole.
+std::pair<at::Tensor, at::Tensor> attention_part_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                         double scale, const at::Tensor& doc_starts, int64_t offset);
+// The part's gradients of q, k and v (float32) given `out` and `lse` of the whole attention.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_part_backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                                                       const at::Tensor& k, const at::Tensor& v,
+                                                                       const at::Tensor& out, const at::Tensor& lse,
+                                                                       double scale, const at::Tensor& doc_starts,
+                                                                       int64_t offset);
 // Which backend `attention` uses for this device and dtype (for the log).
 std::string attention_backend(at::Device device, at::ScalarType dtype, bool fused);
 
@@ -63,5 +80,12 @@ class OpCheckpointScope {
   std::unique_ptr<State> state_;
   State* previous_;
 };
+
+// Op-level checkpointing of an attention computed elsewhere (context parallelism's): the mode of
+// the region this thread is in (none outside one); in a recorded forward keep the attention's
+// output and logsumexp, and in the recompute take them back in the same order.
+std::optional<OpCheckpointScope::Mode> op_checkpoint_mode();
+void op_checkpoint_keep(const at::Tensor& t);
+at::Tensor op_checkpoint_take();
 
 }  // namespace titan::kernels

@@ -105,6 +105,9 @@ class Model {
   virtual void set_block_runner(size_t layer, BlockRunner runner) = 0;
   virtual void set_forward_hooks(ForwardHooks* hooks) = 0;
   virtual void set_head_loss_style(HeadLossStyle style) = 0;
+  // Context parallelism: this rank holds `split`'s part of every sequence (RoPE at its global
+  // positions, documents and attention over the whole sequence). Null: the whole sequence.
+  virtual void set_sequence_split(std::shared_ptr<SequenceSplit> split) = 0;
 
   // Generation (titan generate): a cache for `batch` sequences of up to `capacity` positions,
   // and a forward that runs `tokens` (B,T) at the cache's next T columns. `positions` (B,T) are

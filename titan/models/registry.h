@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "titan/distributed/context_parallel.h"
 #include "titan/distributed/data_parallel.h"
 #include "titan/distributed/device_mesh.h"
 #include "titan/distributed/parallel_dims.h"
@@ -31,6 +32,8 @@ struct ParallelPlan {
   // embedding table). A rank holding one end without the other holds a copy; the pipeline sums
   // the two copies' gradients after each step, so that they stay equal.
   std::vector<std::string> tied_across_stages;
+  // Context parallelism: this rank's part of every sequence (the trainer splits each batch with it).
+  std::shared_ptr<distributed::ContextParallel> context_parallel;
 };
 
 // The settings parallelize applies (train/options.h builds them from the job config).
@@ -43,6 +46,9 @@ struct ParallelizeOptions {
   bool async_tp = false;                        // parallelism.enable_async_tensor_parallel
   std::string fsdp_reshard_after_forward = "default";
   bool fsdp_sync_every_microbatch = false;
+  // parallelism.context_parallel_load_balancer is "headtail" (else none), and its rotate method.
+  bool cp_headtail = true;
+  std::string cp_rotate = "allgather";
   // model.converters has float8: [quantize.linear.float8]'s recipe_name, filter_fqns, emulate.
   bool float8 = false;
   std::string float8_recipe = "tensorwise";
@@ -63,6 +69,7 @@ struct PlanCheck {
   std::string flavor;                         // named in messages
   int64_t seq_len = 0;                        // training.seq_len
   std::optional<int64_t> validation_seq_len;  // when validation is enabled
+  bool cp_headtail = true;                    // parallelism.context_parallel_load_balancer = "headtail"
 };
 
 struct ModelSpec {

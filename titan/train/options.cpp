@@ -174,6 +174,8 @@ models::ParallelizeOptions parallelize_options(const config::JobConfig& cfg) {
   o.async_tp = cfg.get_bool("parallelism.enable_async_tensor_parallel");
   o.fsdp_reshard_after_forward = cfg.get_string("parallelism.fsdp_reshard_after_forward");
   o.fsdp_sync_every_microbatch = cfg.get_bool("parallelism.fsdp_sync_every_microbatch");
+  o.cp_headtail = cfg.get_opt_string("parallelism.context_parallel_load_balancer").value_or("") == "headtail";
+  o.cp_rotate = cfg.get_string("parallelism.context_parallel_rotate_method");
   o.float8 = float8_enabled(cfg);
   o.float8_recipe = cfg.get_opt_string("quantize.linear.float8.recipe_name").value_or("tensorwise");
   o.float8_filter_fqns = cfg.get_list("quantize.linear.float8.filter_fqns");
@@ -192,6 +194,7 @@ models::PlanCheck plan_check(const config::JobConfig& cfg) {
   c.flavor = cfg.get_string("model.flavor");
   c.seq_len = cfg.get_int("training.seq_len");
   if (cfg.get_bool("validation.enable")) c.validation_seq_len = cfg.get_int("validation.seq_len");
+  c.cp_headtail = cfg.get_opt_string("parallelism.context_parallel_load_balancer").value_or("") == "headtail";
   return c;
 }
 

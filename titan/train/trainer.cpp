@@ -75,9 +75,10 @@ uint64_t resolve_seed(const TrainerOptions& t) {
 // torchtitan's validator: the average over validation batches of (loss sum / global valid
 // tokens), with no gradients; each pass starts the validation data from its beginning.
 // `local_sum` gives this rank's loss sum of a batch (on the device).
+// `split` gives this rank's part of a batch (context parallelism), or null.
 void validate(const std::function<double(const components::Batch&)>& local_sum, components::DataLoader& data,
               distributed::Group& dp, at::Device device, int64_t max_steps, int64_t step,
-              components::MetricsProcessor& metrics);
+              components::MetricsProcessor& metrics, const distributed::ContextParallel* split);
 
 // Autocast around forward + loss: torchtitan's single-device mixed precision (AMP).
 class AutocastScope {
@@ -108,7 +109,7 @@ class AutocastScope {
 // row), added in float64, over the global count of valid tokens. The same for any layout.
 void validate(const std::function<double(const components::Batch&)>& local_sum_of, components::DataLoader& data,
               distributed::Group& dp, at::Device device, int64_t max_steps, int64_t step,
-              components::MetricsProcessor& metrics) {
+              components::MetricsProcessor& metrics, const distributed::ContextParallel* split) {
   const auto start = std::chrono::steady_clock::now();
   at::NoGradGuard no_grad;
   data.reset();
@@ -118,6 +119,7 @@ void validate(const std::function<double(const components::Batch&)>& local_sum_o
     auto b = data.next();
     if (!b) break;
     tokens += b->labels.numel();
+    if (split) *b = {split->split(b->inputs), split->split(b->labels)};
     const double local_sum =
         local_sum_of({components::to_device(b->inputs, device), components::to_device(b->labels, device)});
     at::Tensor t = at::tensor({local_sum, static_cast<double>(components::count_valid_tokens(b->labels))},
@@ -538,8 +540,9 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c), opt(trainer_options(c)
                                         ", a token attends only to its own document"
                                   : ""));
   if (pipeline_plan)
-    pipeline = std::make_unique<Pipeline>(*pipeline_plan, *model, *plan.data_parallel, *mesh, *dev, matmul_dtype, seq_len,
-                                          validation_data ? std::optional<int64_t>(opt.validation_seq_len)
+    pipeline = std::make_unique<Pipeline>(*pipeline_plan, *model, *plan.data_parallel, *mesh, *dev, matmul_dtype,
+                                          seq_len / dims.cp,  // context parallelism: this rank's part
+                                          validation_data ? std::optional<int64_t>(opt.validation_seq_len / dims.cp)
                                                           : std::nullopt,
                                           plan.tied_across_stages);
   peak = dev->peak_flops(matmul_dtype);
@@ -674,6 +677,10 @@ StepRecord Trainer::train_step(int64_t step) {
     TITAN_RANGE("data_loading");
     for (int64_t m = 0; m < s.accum; ++m) {
       auto b = s.data->next();
+      if (s.plan.context_parallel) {  // this rank's part of every sequence
+        b->inputs = s.plan.context_parallel->split(b->inputs);
+        b->labels = s.plan.context_parallel->split(b->labels);
+      }
       local_valid += components::count_valid_tokens(b->labels);
       b->inputs = components::to_device(b->inputs, s.device);
       b->labels = components::to_device(b->labels, s.device);
@@ -1000,7 +1007,7 @@ RunResult Trainer::run() {
       s.result.steps.push_back(train_step(step));
       if (s.validation_data && (step == 1 || step % s.opt.validation_freq == 0))
         validate([&s](const components::Batch& b) { return s.validation_sum(b); }, *s.validation_data,
-                 s.loss_group(), s.device, s.opt.validation_steps, step, *s.metrics);
+                 s.loss_group(), s.device, s.opt.validation_steps, step, *s.metrics, s.plan.context_parallel.get());
       // Preemption (SIGTERM, or Slurm's SIGUSR1 warning): the full state, to resume from.
       const bool preempted = s.result.interrupted && save_on_signal && ck.enabled() &&
                              !s.opt.load_only &&
@@ -1062,6 +1069,10 @@ RunResult Trainer::run() {
                        std::to_string(skipped.malformed) + " malformed lines"
                  : ""));
   if (s.pipeline && !s.pipeline->summary().empty()) log::info_every_rank(s.pipeline->summary());
+  if (s.plan.context_parallel)  // how even the causal work is over the cp ranks (head-tail evens it)
+    log::info_every_rank("Context parallel: this rank's attention scored " +
+                         log::with_commas(s.plan.context_parallel->attention_pairs()) +
+                         " query-key pairs (per batch row and head, forward passes of training and validation)");
   if (!s.result.interrupted) log::info("Training completed");
   return s.result;
 }

@@ -98,7 +98,10 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
     if (v != ok1 && v != ok2)
       out.push_back(std::string(key) + " = " + std::to_string(v) + ": " + what + " is not supported yet");
   };
-  need_int("parallelism.context_parallel_degree", 1, 1, "context parallelism");
+  if (const auto lb = cfg.get_opt_string("parallelism.context_parallel_load_balancer");
+      lb && *lb != "headtail" && cfg.get_int("parallelism.context_parallel_degree") > 1)
+    out.push_back("parallelism.context_parallel_load_balancer = \"" + *lb +
+                  "\": only \"headtail\" (or None, no balancing) is supported yet");
   need_int("parallelism.expert_parallel_degree", 1, 1, "expert parallelism");
   need_int("parallelism.expert_tensor_parallel_degree", 1, 1, "expert tensor parallelism");
   if (cfg.get_bool("parallelism.enable_async_tensor_parallel") && cfg.get_string("activation_checkpoint.mode") == "selective" &&
@@ -254,6 +257,14 @@ MemoryEstimate estimate_memory(const models::ModelConfig& config, const config::
   const double logits = tokens * vocab / tp * 4 * 2;
   m.transient = (fused_loss ? std::min(logits, 2.0 * 1073741824.0) : logits) +
                 (shard > 1 ? 2 * layer_params / tp * compute_bytes : 0);
+  if (dims.cp > 1) {
+    // Context parallelism: one layer's keys and values of the whole sequence at a time ("allgather"
+    // gathers them, and their float32 gradients in backward), or two ranks' parts ("alltoall": the
+    // part at hand and the next in flight, with their gradients' running sums).
+    const bool ring = cfg.get_string("parallelism.context_parallel_rotate_method") == "alltoall";
+    const double kv = 2 * tokens * (ring ? 2 : dims.cp) * kv_dim / tp;
+    m.transient += kv * (compute_bytes + 4);
+  }
   return m;
 }
 
@@ -360,8 +371,8 @@ void check_memory(const MemoryEstimate& m, double capacity_bytes, const std::str
   throw Error("each rank would need about " + m.describe() + ", more than the " + gib(capacity_bytes) + " of " +
                   device_name + " it can use",
               "lower training.local_batch_size or training.seq_len, use activation_checkpoint.mode = \"full\", "
-              "shard over more ranks (parallelism.data_parallel_shard_degree, tensor_parallel_degree) or a smaller "
-              "flavor; --debug.skip_memory_check starts anyway");
+              "shard over more ranks (parallelism.data_parallel_shard_degree, tensor_parallel_degree; "
+              "context_parallel_degree for long sequences) or a smaller flavor; --debug.skip_memory_check starts anyway");
 }
 
 }  // namespace titan::train

@@ -103,8 +103,10 @@ at::Tensor Attention::forward(const at::Tensor& x_in, const RopeTable& rope, con
   at::Tensor v = qkv[2].view({B, T, -1, head_dim});
   std::tie(q, k) = fused ? kernels::rope_qk(q, k, rope.cos, rope.sin) : kernels::rope_qk_reference(q, k, rope.cos, rope.sin);
   // (B,H,T,hd); causal, scale 1/sqrt(hd); with GQA each kv head serves H / H_kv query heads
-  at::Tensor o = kernels::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                    1.0 / std::sqrt(static_cast<double>(head_dim)), fused, doc_starts);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  at::Tensor o = split ? split->attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale, doc_starts)
+                       : kernels::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale, fused,
+                                            doc_starts);
   return wo.forward(o.transpose(1, 2).reshape({B, T, -1}));
 }
 
@@ -238,10 +240,18 @@ Decoder::Decoder(const DecoderArgs& args, const at::TensorOptions& options) : da
   runners_.assign(args.n_layers, BlockRunner{});
   for (int64_t i = 0; i < args.n_layers; ++i) {
     blocks_.push_back([this, i](const at::Tensor& x, const BlockContext& context) {
-      return layers_[i].forward(x, rope_, context.doc_starts);
+      if (!context.positions.defined()) return layers_[i].forward(x, rope_, context.doc_starts);
+      const RopeTable at_positions{rope_.cos.index_select(0, context.positions),
+                                   rope_.sin.index_select(0, context.positions)};
+      return layers_[i].forward(x, at_positions, context.doc_starts);
     });
     block_slots_.push_back(layers_[i].weight_slots());
   }
+}
+
+void Decoder::set_sequence_split(std::shared_ptr<SequenceSplit> split) {
+  split_ = std::move(split);
+  for (auto& b : layers_) b.attention.split = split_.get();
 }
 
 std::vector<ModelPart> Decoder::parts() {
@@ -339,10 +349,14 @@ at::Tensor Decoder::forward_parts(const at::Tensor& x, const at::Tensor* labels,
                                   const at::Tensor* tokens) const {
   TORCH_CHECK(first < last && last <= num_parts(), "forward_parts: bad range [", first, ", ", last, ")");
   BlockContext context;
-  if (document_eos_ >= 0 && last > 1 && first <= layers_.size()) {  // the blocks attend within documents
+  const bool blocks = last > 1 && first <= layers_.size();
+  if (document_eos_ >= 0 && blocks) {  // the blocks attend within documents
     TORCH_CHECK(first == 0 || tokens, "forward_parts: block-causal attention needs the batch's tokens");
-    context.doc_starts = kernels::document_starts(first == 0 ? x : *tokens, document_eos_);
+    const at::Tensor& t = first == 0 ? x : *tokens;
+    context.doc_starts = split_ ? split_->document_starts(t, document_eos_) : kernels::document_starts(t, document_eos_);
   }
+  if (split_ && blocks)  // the tokens' length (a hidden state's may be split further by sequence parallelism)
+    context.positions = split_->positions((first == 0 || !tokens ? x : *tokens).size(1), rope_.cos.device());
   size_t part = first;
   auto before = [&](const std::string& name) {
     if (hooks_) hooks_->before(part, name);

@@ -99,6 +99,7 @@ struct Attention {
   bool fused = false;  // fused RoPE of q and k, and titan.cpp's attention kernel on the CPU
   InputStyle prepare_input;  // e.g. gather the sequence (sequence parallelism)
   ProjectStyle project;      // x -> {q, k, v} of wq, wk, wv at once (async tensor parallelism)
+  SequenceSplit* split = nullptr;  // context parallelism: attention over the whole sequence
   // (B,T,D) -> (B,T,D); block-causal with `doc_starts` (kernels::document_starts).
   at::Tensor forward(const at::Tensor& x, const RopeTable& rope, const at::Tensor& doc_starts = {}) const;
   // Generation: x (B,T,D) at cache columns [start, start+T) with per-row rotations cos/sin
@@ -179,6 +180,7 @@ class Decoder : public Model {
   void set_forward_hooks(ForwardHooks* hooks) override { hooks_ = hooks; }
   // The output head with its loss (tensor parallelism: vocabulary-parallel loss).
   void set_head_loss_style(HeadLossStyle style) override { head_loss_style_ = std::move(style); }
+  void set_sequence_split(std::shared_ptr<SequenceSplit> split) override;
   // (Re)builds the non-parameter tensors (the RoPE table) with `options`, e.g. on the real
   // device after the model was built on the meta device.
   void init_buffers(const at::TensorOptions& options) override { rope_ = rope_table(dargs_, options); }
@@ -202,6 +204,7 @@ class Decoder : public Model {
   HeadLossStyle head_loss_style_;
   bool fused_loss_ = false;
   int64_t document_eos_ = -1;  // >= 0: block-causal attention, documents ending with this token
+  std::shared_ptr<SequenceSplit> split_;  // context parallelism
 };
 
 // The weight of `name` (global shape `shape`) drawn with torchtitan's initialiser for that

@@ -300,6 +300,23 @@ std::vector<ParamLayout> param_layouts(Decoder& model, const distributed::Parall
 }
 
 void validate_plan(const DecoderArgs& args, const PlanCheck& check, const distributed::ParallelDims& dims) {
+  if (dims.cp > 1) {
+    // Each rank holds cp_chunks / cp chunks of every sequence; sequence parallelism splits its part by tp.
+    const int64_t chunks = check.cp_headtail ? 2 * dims.cp : dims.cp, unit = chunks * dims.tp;
+    const std::string why = "parallelism.context_parallel_degree = " + std::to_string(dims.cp) + " cuts each sequence in " +
+                            std::to_string(chunks) + " chunks" +
+                            (check.cp_headtail ? " (load balancer headtail: 2 per rank)" : "") +
+                            (dims.tp > 1 ? ", each rank's part split again by tensor_parallel_degree " +
+                                               std::to_string(dims.tp)
+                                         : "");
+    auto need = [&](int64_t n, const std::string& key) {
+      if (n % unit != 0)
+        throw Error(key + " = " + std::to_string(n) + " is not a multiple of " + std::to_string(unit) + ": " + why,
+                    "use a " + key + " that is a multiple of " + std::to_string(unit));
+    };
+    need(check.seq_len, "training.seq_len");
+    if (check.validation_seq_len) need(*check.validation_seq_len, "validation.seq_len");
+  }
   if (dims.tp <= 1) return;
   const int64_t tp = dims.tp;
   const std::string deg = "parallelism.tensor_parallel_degree = " + std::to_string(tp);
@@ -347,6 +364,20 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
            "for their float8 tensorwise wq wk wv / w1 w3");
   } else if (options.async_tp) {
     note("Async TP: parallelism.enable_async_tensor_parallel has nothing to overlap without tensor parallelism");
+  }
+  if (dims.cp > 1) {
+    plan.context_parallel = std::make_shared<distributed::ContextParallel>(
+        mesh.group("cp"), options.cp_headtail, distributed::cp_rotate_from_string(options.cp_rotate));
+    model.set_sequence_split(plan.context_parallel);
+    note("Applied Context Parallel to the model (degree " + std::to_string(dims.cp) + ", rotate method " +
+         options.cp_rotate + ": " +
+         (options.cp_rotate == "allgather" ? "keys and values all-gathered per layer"
+                                           : "keys and values passed around the cp ring, one rank's part a step") +
+         "; load balancer " +
+         (options.cp_headtail ? "headtail: rank r holds chunks r and " + std::to_string(2 * dims.cp - 1) + "-r of " +
+                                    std::to_string(2 * dims.cp)
+                              : "none: rank r holds chunk r of " + std::to_string(dims.cp)) +
+         ")");
   }
   note(apply_compile(model, options));
   note(apply_activation_checkpointing(model, options));
