@@ -97,17 +97,23 @@ struct Float8LinearFunction : public torch::autograd::Function<Float8LinearFunct
   }
 };
 
-}  // namespace
-
-at::Tensor float8_input_amax(const at::Tensor& x, const Float8Config& config) {
+// The amax a cast of `t` (an input or an output gradient) scales by: per row (rowwise) or of the
+// whole, over every tensor-parallel rank when `split` says its rows' contraction is split.
+at::Tensor reduced_amax(const at::Tensor& t, const Float8Config& config, std::optional<int64_t> split) {
   at::NoGradGuard no_grad;
   const Casts c = casts_of(config.recipe);
-  at::Tensor amax = c.rowwise ? x.abs().amax({-1}, /*keepdim=*/true) : x.abs().max();
-  if (auto* reduce = reduce_if_split(config.split, x_split_of(config.split), along(c.rowwise, 1))) {
+  at::Tensor amax = c.rowwise ? t.abs().amax({-1}, /*keepdim=*/true) : t.abs().max();
+  if (auto* reduce = reduce_if_split(config.split, split, along(c.rowwise, 1))) {
     amax = amax.contiguous();
     (*reduce)(amax);
   }
   return amax;
+}
+
+}  // namespace
+
+at::Tensor float8_input_amax(const at::Tensor& x, const Float8Config& config) {
+  return reduced_amax(x, config, x_split_of(config.split));
 }
 
 Float8Tensor float8_forward_weight(const at::Tensor& w, const Float8Config& config) {
@@ -133,14 +139,7 @@ at::Tensor float8_output(const Float8Tensor& x8, const Float8Tensor& wt, at::Sca
 }
 
 at::Tensor float8_grad_amax(const at::Tensor& go, const Float8Config& config) {
-  at::NoGradGuard no_grad;
-  const Casts c = casts_of(config.recipe);
-  at::Tensor amax = c.rowwise ? go.abs().amax({-1}, /*keepdim=*/true) : go.abs().max();
-  if (auto* reduce = reduce_if_split(config.split, go_split_of(config.split), along(c.rowwise, 1))) {
-    amax = amax.contiguous();
-    (*reduce)(amax);
-  }
-  return amax;
+  return reduced_amax(go, config, go_split_of(config.split));
 }
 
 Float8Tensor float8_backward_weight(const at::Tensor& w, const Float8Config& config,
