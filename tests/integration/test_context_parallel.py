@@ -3,8 +3,8 @@
 
 - against one process with the same global batch (loss and grad norm within 1e-5 relative):
   CP(2) and CP(4) with each rotate method (allgather, alltoall), CP(2) without the load balancer,
-  FSDP(2)xCP(2), HSDP(2x1)xCP(2), CP(2)xTP(2), PP(2)xCP(2), CP(2) with gradient accumulation,
-  full and op-level activation checkpointing, and the 4D layout PP(2)xFSDP(2)xCP(2)xTP(2) on 16
+  FSDP(2)xCP(2), HSDP(2x1)xCP(2), CP(2)xTP(2) blocking and async, PP(2)xCP(2), CP(2) with gradient
+  accumulation, full and op-level activation checkpointing, and the 4D layout PP(2)xFSDP(2)xCP(2)xTP(2) on 16
   processes; validation under CP(2) gives one process's validation loss; CP(2) in float8 stays
   near one process in float8;
 - block-causal attention (debugmodel_flex_attn) under CP(2) each method, CP(4) alltoall and
@@ -79,6 +79,7 @@ def main() -> int:
         "HSDP(2x1)xCP(2) alltoall": (4, ["--training.local_batch_size", "4", "--parallelism.data_parallel_replicate_degree",
                                          "2", "--parallelism.data_parallel_shard_degree", "1"] + CP2 + RING),
         "CP(2)xTP(2) alltoall": (4, LB8 + CP2 + TP2 + RING),
+        "CP(2)x async TP(2)": (4, LB8 + CP2 + TP2 + ["--parallelism.enable_async_tensor_parallel"]),
         "PP(2)xCP(2)": (4, LB8 + CP2 + PP2 + ["--parallelism.data_parallel_shard_degree", "1"]),
         "CP(2) + gradient accumulation": (2, ["--training.local_batch_size", "4", "--training.global_batch_size", "8"]
                                           + CP2),
