@@ -2,7 +2,7 @@
 """titan generate against transformers' generate (float32, CPU):
 
 - greedy ids equal transformers' `generate(do_sample=False)` for 64 new tokens, for a random small
-  Llama and a random small Qwen3 (GQA), one prompt and a left-padded batch of prompts of
+  Llama, a random small Qwen3 (GQA) and a random small Qwen3 MoE (8 experts, top 2), one prompt and a left-padded batch of prompts of
   different lengths, reading the Hugging Face folder directly;
 - generation with the key/value cache equals generation that reruns the whole prefix;
 - the same seed gives the same sampled ids, another seed others; top-k 1 is greedy;
@@ -70,9 +70,14 @@ def random_folder(kind: str, folder: str, seed: int) -> None:
     if kind == "llama":
         config = transformers.LlamaConfig(rope_theta=500000.0, rms_norm_eps=1e-5, **common)
         model = transformers.LlamaForCausalLM(config)
-    else:
+    elif kind == "qwen3":
         config = transformers.Qwen3Config(head_dim=24, rope_theta=1000000.0, rms_norm_eps=1e-6, **common)
         model = transformers.Qwen3ForCausalLM(config)
+    else:  # qwen3_moe: 8 experts, top 2
+        config = transformers.Qwen3MoeConfig(head_dim=24, rope_theta=1000000.0, rms_norm_eps=1e-6, num_experts=8,
+                                             num_experts_per_tok=2, moe_intermediate_size=32, norm_topk_prob=True,
+                                             **common)
+        model = transformers.Qwen3MoeForCausalLM(config)
     with torch.no_grad():  # larger weights than the default init, so that the logits are far apart
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
@@ -90,7 +95,7 @@ def main() -> int:
     tmp = scratch_dir("titan_generate_")
     eos = 1  # the repository's tokenizer: <|end_of_text|> is id 1, titan generate pads with it
 
-    for kind in ("llama", "qwen3"):
+    for kind in ("llama", "qwen3", "qwen3_moe"):
         folder = os.path.join(tmp, kind)
         random_folder(kind, folder, 5)
         for prompts, label in ((PROMPTS[:1], "one prompt"), (PROMPTS, "a padded batch of 3")):

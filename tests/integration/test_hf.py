@@ -11,6 +11,8 @@
 - the same for Qwen3 (Qwen3ForCausalLM: head_dim apart from hidden_size / heads, q/k norms, GQA,
   tied and untied): our export gives our logits in transformers, transformers' models give their
   logits in titan.cpp, and HF -> titan -> HF is byte for byte;
+- the same for Qwen3 MoE (Qwen3MoeForCausalLM: 8 experts, top 2, gate values normalised or
+  not): our (E, ...) expert tensors are transformers' experts one by one, both ways;
 - a folder of another model is refused with exit 2;
 - the export carries the run's tokenizer: AutoTokenizer on the folder gives the ids training
   reads (BOS in front), for the repository's BPE, Llama 3's tiktoken file (against tiktoken) and
@@ -108,6 +110,23 @@ def random_qwen3(folder: str, seed: int, shard: str | None = None, **cfg) -> Non
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
+    kw = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(folder, safe_serialization=True, **kw)
+
+
+def random_qwen3_moe(folder: str, seed: int, shard: str | None = None, **cfg) -> None:
+    torch.manual_seed(seed)
+    config = transformers.Qwen3MoeConfig(hidden_size=64, intermediate_size=160, moe_intermediate_size=32, num_experts=8,
+                                         num_experts_per_tok=2, num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2, head_dim=24, vocab_size=97, rms_norm_eps=1e-6,
+                                         rope_theta=1000000.0, max_position_embeddings=4096, **cfg)
+    model = transformers.Qwen3MoeForCausalLM(config)
+    with torch.no_grad():  # norms away from 1; a router that tells experts apart
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.uniform_(0.5, 1.5)
+            if name.endswith("mlp.gate.weight"):
+                p.normal_(0.0, 0.5)
     kw = {"max_shard_size": shard} if shard else {}
     model.save_pretrained(folder, safe_serialization=True, **kw)
 
@@ -211,6 +230,33 @@ def main() -> int:
         d = os.path.join(tmp, "qwen_theirs_" + slug)
         random_qwen3(d + "/hf", 6, shard, **cfg)
         round_trip(titan, hf_checks, tmp, d, name)
+    # ---- Qwen3 MoE, both ways: the experts one by one in transformers' files, (E, ...) in ours ----------------
+    moe = {**qsmall, "n_layers": 2, "tied_embeddings": False, "moe_inter_dim": 32,
+           "moe_args": {"num_experts": 8, "num_shared_experts": 0, "score_func": "softmax", "route_norm": True,
+                        "route_scale": 1.0, "gate_bias": False, "score_before_experts": False, "top_k": 2,
+                        "load_balance_coeff": 1e-3}}
+    d = os.path.join(tmp, "qwen_moe_ours")
+    r = run([hf_checks, "init", "--model", "qwen3", "--args", json.dumps(moe), "--seed", "4", "--out", d + "/step-0"])
+    c = r.returncode == 0 and run([titan, "convert", "to-hf", d + "/step-0", d + "/hf"])
+    if not c or c.returncode != 0:
+        check("Qwen3 MoE: convert to-hf", False, (r.stderr + (c.stderr if c else ""))[-500:])
+    else:
+        config = json.load(open(d + "/hf/config.json"))
+        names = hf_tensors(d + "/hf").keys()
+        err = rel_err(hf_logits(d + "/hf", TOKENS), our_logits(hf_checks, d + "/step-0", tmp, TOKENS))
+        check(f"Qwen3 MoE (8 experts, top 2): our export loads as {config.get('architectures')} with each expert's "
+              f"gate/up/down_proj and gives our logits (rel {err:.1e} <= {LOGITS_TOL:g})",
+              config.get("architectures") == ["Qwen3MoeForCausalLM"] and err <= LOGITS_TOL
+              and "model.layers.1.mlp.experts.7.down_proj.weight" in names and "model.layers.0.mlp.gate.weight" in names,
+              str(sorted(names))[:300])
+    for slug, name, shard, cfg in [
+            ("norm", "Qwen3 MoE from transformers, gate values normalised, one file", None, dict(norm_topk_prob=True)),
+            ("sharded", "Qwen3 MoE from transformers, gate values as they are, sharded", "60KB",
+             dict(norm_topk_prob=False))]:
+        d = os.path.join(tmp, "qwen_moe_theirs_" + slug)
+        random_qwen3_moe(d + "/hf", 8, shard, **cfg)
+        round_trip(titan, hf_checks, tmp, d, name)
+
     c = run([titan, "convert", "from-hf", os.path.join(tmp, "qwen_theirs_tied", "hf"), os.path.join(tmp, "q_as_llama", "step-0")])
     meta = json.load(open(os.path.join(tmp, "q_as_llama", "step-0", "metadata.json"))) if c.returncode == 0 else {}
     check("a converted Qwen3 folder records model qwen3", meta.get("model", {}).get("name") == "qwen3", c.stderr[-300:])

@@ -6,10 +6,13 @@
 #include "titan/common/counter_rng.h"
 
 #include <cmath>
+#include <map>
 #include <numbers>
 
 #include "titan/common/error.h"
+#include "titan/common/log.h"
 #include "titan/components/loss.h"
+#include "titan/distributed/activation_checkpoint.h"
 #include "titan/models/llama3/args.h"
 #include "titan/models/llama3/model.h"
 #include "titan/models/registry.h"
@@ -99,7 +102,7 @@ TEST(Registry, Qwen3FlavorsCountAsTorchtitanAndBuildOnMeta) {
       {"debugmodel", 31463680}, {"0.6B", 440467456},  {"1.7B", 1409410048},   {"4B", 3633511936},
       {"8B", 8190735360},       {"14B", 14768307200}, {"32B", 32762123264}};
   const auto& spec = titan::models::model_spec("qwen3");
-  ASSERT_EQ(spec.flavor_names().size(), reported.size());
+  ASSERT_EQ(spec.flavor_names().size(), reported.size() + 3);  // and the three MoE flavors
   for (const auto& [name, count] : reported) {
     const auto config = spec.flavor(name);
     EXPECT_EQ(config->reported_num_params(), count) << name;
@@ -131,6 +134,43 @@ TEST(Registry, Qwen3FlavorsCountAsTorchtitanAndBuildOnMeta) {
   for (const auto& p : m->named_parameters())
     if (p.name == "tok_embeddings.weight")
       EXPECT_LE(p.tensor->abs().max().item<double>(), 3.0 / std::sqrt(32.0) + 1e-6);
+}
+
+TEST(Registry, Qwen3MoeFlavorsCountAsTorchtitan) {
+  // torchtitan's get_moe_model_nparams_and_flops, worked out from the modules' shapes: dense
+  // (embedding, attention, norms, head), sparse (router and experts), active (dense, router and
+  // top_k / num_experts of the experts); FLOPs per token at seq_len 4096.
+  struct Expect {
+    const char* name;
+    int64_t total, dense, sparse, active, flops;
+  };
+  const Expect expect[] = {
+      {"debugmodel_moe", 315758848, 13637888, 302120960, 51517696, 1111266816},
+      {"30B-A3B", 30532122624, 1528510464, 29003612160, 3353032704, 27914883072},
+      {"235B-A22B", 235093634560, 7947955712, 227145678848, 22190763520, 167260001280},
+  };
+  const auto& spec = titan::models::model_spec("qwen3");
+  for (const auto& e : expect) {
+    const auto config = spec.flavor(e.name);
+    config->set_max_seq_len(4096);
+    EXPECT_EQ(config->num_params(), e.total) << e.name;
+    EXPECT_EQ(config->reported_num_params(), e.total) << e.name;  // untied
+    EXPECT_EQ(config->flops_per_token(4096), e.flops) << e.name;
+    EXPECT_EQ(config->parameter_count_line(),
+              "Total parameter count: dense " + titan::log::with_commas(e.dense) + ", sparse " +
+                  titan::log::with_commas(e.sparse) + ", active " + titan::log::with_commas(e.active))
+        << e.name;
+    const auto model = spec.build(*config, at::TensorOptions().device(at::kMeta));
+    EXPECT_EQ(model->num_params(), e.total) << e.name << " (built on meta)";
+    EXPECT_EQ(model->named_buffers().size(), static_cast<size_t>(config->sizes().n_layers)) << e.name;
+    const auto again = titan::models::config_from_description({{"name", "qwen3"}, {"args", config->to_json()}}, "here");
+    EXPECT_EQ(again->to_json(), config->to_json()) << e.name;
+    EXPECT_EQ(again->describe(), config->describe()) << e.name;
+  }
+  EXPECT_NE(spec.flavor("debugmodel_moe")->describe().find("moe_args=MoEArgs(num_experts=64, num_shared_experts=0, "
+                                                           "score_func='softmax', route_norm=True"),
+            std::string::npos)
+      << spec.flavor("debugmodel_moe")->describe();
 }
 
 TEST(Registry, UnknownNamesAreRefusedWithTheChoices) {
@@ -202,6 +242,66 @@ TEST(Model, InitialisationFollowsTorchtitan) {
   Transformer m3(a, at::TensorOptions());
   m3.init_weights(8);
   EXPECT_FALSE(at::equal(*m.named_parameters()[3].tensor, *m3.named_parameters()[3].tensor));
+}
+
+TEST(Model, MoeBlocksNameInitialiseCountAndBalanceAsTorchtitan) {
+  // A small Qwen3 MoE: 2 layers, 8 experts, top 2.
+  const auto& spec = titan::models::model_spec("qwen3");
+  auto config = spec.flavor("debugmodel_moe");
+  nlohmann::json j = config->to_json();
+  j["dim"] = 32;
+  j["n_layers"] = 2;
+  j["n_heads"] = 4;
+  j["n_kv_heads"] = 2;
+  j["head_dim"] = 8;
+  j["vocab_size"] = 64;
+  j["max_seq_len"] = 16;
+  j["moe_inter_dim"] = 16;
+  j["moe_args"]["num_experts"] = 8;
+  j["moe_args"]["top_k"] = 2;
+  const auto small = spec.config_from_json(j);
+  const auto m = spec.build(*small, at::TensorOptions());
+  m->init_weights(5);
+  std::map<std::string, at::Tensor> p;
+  for (const auto& n : m->named_parameters()) p[n.name] = *n.tensor;
+  ASSERT_TRUE(p.count("layers.1.moe.experts.w1") && p.count("layers.1.moe.router.gate.weight"));
+  EXPECT_EQ(p["layers.0.moe.experts.w1"].sizes(), at::IntArrayRef({8, 16, 32}));
+  EXPECT_EQ(p["layers.0.moe.experts.w2"].sizes(), at::IntArrayRef({8, 32, 16}));
+  EXPECT_EQ(p["layers.0.moe.router.gate.weight"].sizes(), at::IntArrayRef({8, 32}));
+  EXPECT_EQ(p.count("layers.0.feed_forward.w1.weight"), 0u);
+  // torchtitan's init: the experts' w1 std 0.02, w2/w3 and the router at the block's depth std
+  // (layer 1: 0.02 / sqrt(4) = 0.01).
+  EXPECT_NEAR(p["layers.1.moe.experts.w1"].std().item<double>(), 0.02, 0.002);
+  EXPECT_NEAR(p["layers.1.moe.experts.w3"].std().item<double>(), 0.01, 0.001);
+  EXPECT_NEAR(p["layers.1.moe.router.gate.weight"].std().item<double>(), 0.01, 0.002);
+  const auto buffers = m->named_buffers();
+  ASSERT_EQ(buffers.size(), 2u);
+  EXPECT_EQ(buffers[1].name, "layers.1.moe.expert_bias");
+  EXPECT_TRUE(at::equal(*buffers[1].tensor, at::zeros({8})));
+
+  // Every token is counted once per chosen expert, under full activation checkpointing too (the
+  // recompute does not count again).
+  auto loads = m->expert_loads();
+  ASSERT_EQ(loads.size(), 2u);
+  const at::Tensor tokens = at::randint(64, {2, 12}, at::kLong);
+  for (bool ac : {false, true}) {
+    for (auto& l : loads) l.tokens.zero_();
+    if (ac)
+      for (size_t i = 0; i < 2; ++i) m->set_block_runner(i, titan::distributed::checkpoint_block);
+    m->forward_loss(tokens, tokens).sum().backward();
+    for (const auto& l : loads) EXPECT_EQ(l.tokens.sum().item<double>(), 2 * 12 * 2) << l.layer << " ac " << ac;
+  }
+  // The bias update: toward the experts below the mean, the sum kept at zero; only the choice
+  // moves, so the same tokens may pick other experts.
+  const at::Tensor counts = loads[0].tokens.clone();
+  loads[0].update_bias(counts);
+  const at::Tensor bias = *buffers[0].tensor;
+  EXPECT_NEAR(bias.sum().item<double>(), 0.0, 1e-7);
+  for (int64_t e = 0; e < 8; ++e) {
+    const double c = counts[e].item<double>(), mean = counts.mean().item<double>(), b = bias[e].item<double>();
+    if (c < mean) EXPECT_GT(b, 0) << e;
+    if (c > mean) EXPECT_LT(b, 0) << e;
+  }
 }
 
 TEST(Model, InitialisationOfAnySliceIsThatSliceOfTheWhole) {

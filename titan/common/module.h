@@ -68,6 +68,24 @@ using BlockFn = std::function<at::Tensor(const at::Tensor& x, const BlockContext
 using BlockRunner = std::function<at::Tensor(const BlockFn& block, const at::Tensor& x, const BlockContext& context,
                                              const std::vector<at::Tensor*>& weights)>;
 
+// Whether this thread is recomputing a block for activation checkpointing: what a block counts
+// in its forward (tokens per expert) it does not count again.
+inline bool& recomputing() {
+  thread_local bool on = false;
+  return on;
+}
+// Marks this thread as recomputing for the scope's life.
+class RecomputeScope {
+ public:
+  RecomputeScope() : was_(recomputing()) { recomputing() = true; }
+  ~RecomputeScope() { recomputing() = was_; }
+  RecomputeScope(const RecomputeScope&) = delete;
+  RecomputeScope& operator=(const RecomputeScope&) = delete;
+
+ private:
+  bool was_;
+};
+
 // Style hooks (tensor parallelism): how a linear layer, the embedding, the output head with
 // its loss, or a module's input run. Unset means the plain single-device computation.
 using LinearStyle = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& weight)>;

@@ -75,6 +75,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     at::Tensor out;
     {
       at::AutoGradMode grad_on(true);
+      RecomputeScope recompute;
       if (ctx->saved_data["keep_ops"].toBool()) {
         std::vector<at::Tensor> kept = ctx->saved_data["kept"].toTensorVector();
         ctx->saved_data.erase("kept");

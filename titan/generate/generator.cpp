@@ -52,6 +52,11 @@ LoadedModel load_model(const std::string& path, at::Device device, at::ScalarTyp
         throw Error(path + " holds no model." + name, "give a step folder saved with the model's weights");
       return reader.read_full("model." + name);
     });
+    {  // the load-balancing bias steers which experts a MoE model routes to
+      at::NoGradGuard no_grad;
+      for (const auto& b : out.model->named_buffers())
+        if (reader.has("model." + b.name)) b.tensor->copy_(reader.read_full("model." + b.name));
+    }
     out.tokenizer_path = train::recorded_tokenizer(path);
     out.context = out.config->sizes().max_seq_len;
     out.describe = spec.name + " from " + path;
@@ -65,9 +70,7 @@ LoadedModel load_model(const std::string& path, at::Device device, at::ScalarTyp
     const auto adapter = spec.hf_adapter(*out.config);
     out.model = spec.build(*out.config, options);
     copy_weights(*out.model, [&](const std::string& name) {
-      const std::string hf_name = adapter->to_hf_name(name);
-      if (!hf.has(hf_name)) throw Error(path + " holds no " + hf_name, "give the complete model folder");
-      return adapter->from_hf(name, hf.read(hf_name));
+      return train::read_hf_parameter(*adapter, hf, name, path, "give the complete model folder");
     });
     if (fs::exists(fs::path(path) / "tokenizer.json", ec) || fs::exists(fs::path(path) / "tokenizer.model", ec))
       out.tokenizer_path = path;

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -40,10 +41,15 @@ class ModelConfig {
 
   virtual std::string family() const = 0;  // the registry's name: "llama3"
   virtual Sizes sizes() const = 0;
-  // The run's overrides: training.seq_len, model.vocab_size, model.n_layers.
+  // The run's overrides: training.seq_len, model.vocab_size, model.n_layers,
+  // debug.moe_force_load_balance (nothing to do for a dense model).
   virtual void set_max_seq_len(int64_t n) = 0;
   virtual void set_vocab_size(int64_t n) = 0;
   virtual void set_n_layers(int64_t n) = 0;
+  virtual void set_moe_force_load_balance(bool) {}
+  // torchtitan's "Total parameter count: dense N, sparse N, active N" line (MoE counting), when
+  // the family logs it.
+  virtual std::string parameter_count_line() const { return ""; }
 
   // Analytic counts, equal to those of a built model (each family's tests check both).
   virtual int64_t num_params() const = 0;
@@ -67,6 +73,18 @@ class GenerationCache {
  public:
   virtual ~GenerationCache() = default;
   virtual int64_t bytes() const = 0;
+};
+
+// A mixture-of-experts layer's load balancing (auxiliary-loss-free): the tokens each expert got
+// since the last optimizer step, counted by the forward, and the bias that steers the choice.
+struct ExpertLoad {
+  std::string layer;                 // "layers.3"
+  at::Tensor tokens;                 // (E) float32, zeroed by whoever updates the bias
+  at::Tensor bias;                   // (E) float32; undefined without load balancing
+  std::optional<double> coeff;       // load_balance_coeff
+  // Moves the bias by the tokens (E) each expert got, summed over the data-parallel ranks: up
+  // for the experts below the mean, down for those above (unset without load balancing).
+  std::function<void(const at::Tensor& tokens)> update_bias;
 };
 
 // A built model: plain single-device code that parallelize.* changes from the outside through
@@ -101,6 +119,11 @@ class Model {
 
   virtual void set_fused_kernels(bool blocks, bool loss) = 0;
   virtual std::vector<NamedParam> named_parameters() = 0;
+  // Tensors that are not parameters but belong in checkpoints (torchtitan's persistent buffers:
+  // a MoE layer's expert_bias), the same on every rank.
+  virtual std::vector<NamedParam> named_buffers() { return {}; }
+  // Each mixture-of-experts layer's load (none in a dense model).
+  virtual std::vector<ExpertLoad> expert_loads() { return {}; }
   virtual std::vector<ModelPart> parts() = 0;
   virtual void set_block_runner(size_t layer, BlockRunner runner) = 0;
   virtual void set_forward_hooks(ForwardHooks* hooks) = 0;
@@ -133,6 +156,16 @@ class StateDictAdapter {
   // A full tensor in our layout -> transformers' layout, and back.
   virtual at::Tensor to_hf(const std::string& fqn, const at::Tensor& t) const = 0;
   virtual at::Tensor from_hf(const std::string& fqn, const at::Tensor& t) const = 0;
+  // The transformers tensors our `fqn` is stored as: one (to_hf_name), or one per expert for a
+  // mixture-of-experts layer's (E, ...) tensors, which transformers stores expert by expert.
+  virtual std::vector<std::string> to_hf_names(const std::string& fqn) const { return {to_hf_name(fqn)}; }
+  // A full tensor -> its transformers tensors in to_hf_names' order, and back.
+  virtual std::vector<at::Tensor> to_hf_parts(const std::string& fqn, const at::Tensor& t) const {
+    return {to_hf(fqn, t)};
+  }
+  virtual at::Tensor from_hf_parts(const std::string& fqn, const std::vector<at::Tensor>& parts) const {
+    return from_hf(fqn, parts.at(0));
+  }
   // config.json for transformers, with the given torch_dtype ("float32", "bfloat16").
   virtual nlohmann::json hf_config(const std::string& torch_dtype) const = 0;
   // Throws titan::Error naming the first config.json field where `have` (read from `where`)

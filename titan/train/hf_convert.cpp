@@ -35,6 +35,13 @@ std::vector<std::string> parameter_fqns(const ModelConfig& args) {
   for (const auto& [name, shape] : parameter_shapes(args)) out.push_back(name);
   return out;
 }
+// The model's persistent buffers (a MoE layer's expert_bias) as a fresh model starts them: zeros.
+std::vector<std::pair<std::string, at::Tensor>> zero_buffers(const ModelConfig& args) {
+  const auto meta = models::model_spec(args.family()).build(args, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& b : meta->named_buffers()) out.emplace_back(b.name, at::zeros(b.tensor->sizes(), at::kFloat));
+  return out;
+}
 
 // What a checkpoint recorded of its model.
 std::unique_ptr<ModelConfig> checkpoint_args(const components::CheckpointReader& r) {
@@ -46,6 +53,17 @@ std::unique_ptr<models::StateDictAdapter> adapter_for(const ModelConfig& args) {
 }
 
 }  // namespace
+
+at::Tensor read_hf_parameter(const models::StateDictAdapter& adapter, components::HfReader& hf, const std::string& fqn,
+                             const std::string& where, const std::string& fix, std::set<std::string>* used) {
+  std::vector<at::Tensor> parts;
+  for (const auto& name : adapter.to_hf_names(fqn)) {
+    if (!hf.has(name)) throw Error(where + " holds no " + name, fix);
+    parts.push_back(hf.read(name));
+    if (used) used->insert(name);
+  }
+  return adapter.from_hf_parts(fqn, parts);
+}
 
 Progress stderr_progress(const std::string& what) {
   auto bar = std::make_shared<ProgressBar>(what, "tensors");
@@ -66,7 +84,7 @@ void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std:
   const ModelConfig& args = *args_ptr;
   const auto adapter = adapter_for(args);
   std::vector<components::HfTensorSpec> specs;
-  std::map<std::string, std::string> fqn_of;
+  std::map<std::string, std::pair<std::string, size_t>> fqn_of;  // transformers' name -> (fqn, part)
   at::ScalarType saved = at::kFloat;
   for (const auto& fqn : parameter_fqns(args)) {
     const std::string key = "model." + fqn;
@@ -74,11 +92,21 @@ void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std:
     saved = components::scalar_type_of(reader.metadata()["tensors"][key]["dtype"].get<std::string>(), step_dir);
     int64_t n = 1;
     for (auto d : reader.global_shape(key)) n *= d;
-    const std::string hf = adapter->to_hf_name(fqn);
-    specs.push_back({hf, n * static_cast<int64_t>(c10::elementSize(dtype.value_or(saved)))});
-    fqn_of[hf] = fqn;
+    const auto names = adapter->to_hf_names(fqn);
+    for (size_t i = 0; i < names.size(); ++i) {
+      specs.push_back({names[i], n / static_cast<int64_t>(names.size()) *
+                                     static_cast<int64_t>(c10::elementSize(dtype.value_or(saved)))});
+      fqn_of[names[i]] = {fqn, i};
+    }
   }
   const at::ScalarType out_dtype = dtype.value_or(saved);
+  for (const auto& [name, zero] : zero_buffers(args))  // a MoE layer's load-balancing bias
+    if (reader.has("model." + name) && !at::equal(reader.read_full("model." + name).to(at::kFloat), zero)) {
+      log::warning("the checkpoint's load-balancing expert bias (" + name + " and the other MoE layers') steers which "
+                   "experts titan.cpp routes each token to; transformers' model has no such bias, so it routes by "
+                   "the router's scores alone and some tokens may go to other experts");
+      break;
+    }
   nlohmann::json config = adapter->hf_config(dtype_name(out_dtype));
   if (!tokenizer.empty()) {
     std::error_code ec;
@@ -87,11 +115,18 @@ void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std:
     if (files.bos_id >= 0) config["bos_token_id"] = files.bos_id;
     if (files.eos_id >= 0) config["eos_token_id"] = files.eos_id;
   }
+  // The tensors come in spec order: a parameter stored as several (the experts) is read once.
+  std::string last_fqn;
+  std::vector<at::Tensor> last_parts;
   components::write_hf_folder(
       out_dir, specs,
       [&](const std::string& hf) {
-        const std::string& fqn = fqn_of.at(hf);
-        return adapter->to_hf(fqn, reader.read_full("model." + fqn)).to(out_dtype);
+        const auto& [fqn, part] = fqn_of.at(hf);
+        if (fqn != last_fqn) {
+          last_parts = adapter->to_hf_parts(fqn, reader.read_full("model." + fqn));
+          last_fqn = fqn;
+        }
+        return last_parts.at(part).to(out_dtype);
       },
       config, max_shard_bytes, progress);
 }
@@ -109,17 +144,16 @@ void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir,
   const auto params = parameter_shapes(args);
   std::set<std::string> used;
   for (const auto& [fqn, shape] : params) {
-    const std::string name = adapter->to_hf_name(fqn);
-    if (!hf.has(name)) throw Error(hf_dir + " holds no " + name, "convert the complete model folder");
-    at::Tensor t = adapter->from_hf(fqn, hf.read(name));
+    at::Tensor t = read_hf_parameter(*adapter, hf, fqn, hf_dir, "convert the complete model folder", &used);
     if (t.sizes().vec() != shape)
-      throw Error(hf_dir + ": " + name + " has shape " + c10::str(t.sizes()) + " but " + hf.config_path() +
-                      " describes a model whose " + fqn + " has " + c10::str(at::IntArrayRef(shape)),
+      throw Error(hf_dir + ": " + adapter->to_hf_names(fqn).front() + " has shape " + c10::str(t.sizes()) + " but " +
+                      hf.config_path() + " describes a model whose " + fqn + " has " + c10::str(at::IntArrayRef(shape)),
                   "the weights and config.json disagree; convert a folder saved whole by save_pretrained");
-    used.insert(name);
     tensors.emplace_back("model." + fqn, dtype ? t.to(*dtype) : t);
     if (progress) progress(tensors.size(), params.size());
   }
+  // transformers keeps no load-balancing bias: it starts at zero, as in a fresh model.
+  for (auto& [name, t] : zero_buffers(args)) tensors.emplace_back("model." + name, t);
   // Nothing in the files is left out (a config.json with fewer layers than the weights).
   for (const auto& name : hf.names())
     if (!used.count(name) && !adapter->ignorable(name))
@@ -179,6 +213,15 @@ void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_di
     tensors.emplace_back(key, t);
   };
   const bool full = dcp.holds_full_state();
+  if (!flavor.empty())  // the persistent buffers (expert_bias) as saved, zeros where the checkpoint has none
+    for (auto& [name, t] : zero_buffers(*spec.flavor(flavor))) {
+      if (dcp.has("model." + name)) {
+        at::Tensor saved = at::empty(dcp.global_shape("model." + name), dcp.dtype("model." + name));
+        dcp.read_into("model." + name, {std::vector<int64_t>(saved.dim(), 0), saved.sizes().vec()}, saved);
+        t = saved;
+      }
+      tensors.emplace_back("model." + name, t);
+    }
   for (const auto& fqn : fqns) {
     if (!dcp.has("model." + fqn)) throw Error(dcp_dir + " holds no " + fqn, "convert a checkpoint of this model");
     take("model." + fqn, fqn);
@@ -200,14 +243,12 @@ void load_hf_into(const std::string& hf_dir, const ModelConfig& args, components
   }
   at::NoGradGuard no_grad;
   for (auto& t : state.tensors) {
-    if (t.key.rfind("model.", 0) != 0) continue;
+    if (t.key.rfind("model.", 0) != 0 || t.buffer) continue;  // buffers (expert_bias) keep their start
     const std::string fqn = t.key.substr(6);
-    const std::string name = adapter->to_hf_name(fqn);
-    if (!hf.has(name)) throw Error(hf_dir + " holds no " + name, "load the complete model folder");
-    at::Tensor full = adapter->from_hf(fqn, hf.read(name));
+    at::Tensor full = read_hf_parameter(*adapter, hf, fqn, hf_dir, "load the complete model folder");
     if (full.sizes().vec() != t.global_shape)
-      throw Error(hf_dir + ": " + name + " has shape " + c10::str(full.sizes()) + " but this run's " + fqn + " has " +
-                      c10::str(at::IntArrayRef(t.global_shape)),
+      throw Error(hf_dir + ": " + adapter->to_hf_names(fqn).front() + " has shape " + c10::str(full.sizes()) +
+                      " but this run's " + fqn + " has " + c10::str(at::IntArrayRef(t.global_shape)),
                   "use a model.flavor (and model.vocab_size) that matches the Hugging Face model");
     if (t.box.numel() == 0) continue;
     at::Tensor part = full;

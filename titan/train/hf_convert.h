@@ -6,9 +6,11 @@
 
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "titan/components/checkpoint/checkpoint.h"
+#include "titan/components/checkpoint/hf_checkpoint.h"
 #include "titan/models/model.h"
 
 namespace titan::train {
@@ -34,6 +36,12 @@ void convert_from_dcp(const std::string& dcp_dir, const std::string& out_step_di
 // Fills the "model." tensors of `state` (this rank's boxes) from a transformers folder; titan::Error
 // when its config or shapes do not match `args`.
 void load_hf_into(const std::string& hf_dir, const models::ModelConfig& args, components::StateDict& state);
+
+// Our parameter `fqn` read from a transformers folder, in our layout (the tensors it is stored as
+// gathered: one per expert for a MoE layer's experts); titan::Error naming `where` and the first
+// missing tensor. The names read are added to `used` when given.
+at::Tensor read_hf_parameter(const models::StateDictAdapter& adapter, components::HfReader& hf, const std::string& fqn,
+                             const std::string& where, const std::string& fix, std::set<std::string>* used = nullptr);
 
 // A text progress bar on stderr: "[=====>    ] 12/291 tensors".
 Progress stderr_progress(const std::string& what);

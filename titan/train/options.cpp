@@ -209,6 +209,7 @@ std::unique_ptr<models::ModelConfig> model_config(const config::JobConfig& cfg) 
     if (*v < 1 || *v > 100000) throw Error("model.n_layers = " + std::to_string(*v) + " is out of range", "use 1 to 100000");
     c->set_n_layers(*v);
   }
+  c->set_moe_force_load_balance(cfg.get_bool("debug.moe_force_load_balance"));
   return c;
 }
 

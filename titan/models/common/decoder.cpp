@@ -5,6 +5,7 @@
 #include "titan/kernels/ops.h"
 
 #include "titan/common/counter_rng.h"
+#include "titan/common/log.h"
 
 #include <cmath>
 #include <limits>
@@ -39,7 +40,40 @@ std::tuple<at::Tensor, at::Tensor> RMSNorm::add_forward(const at::Tensor& x, con
 
 int64_t block_params(const DecoderArgs& a) {
   const int64_t attention = a.dim * a.n_heads * a.head_dim * 2 + a.dim * a.n_kv_heads * a.head_dim * 2;
-  return attention + 3 * a.dim * a.ffn_hidden_dim + 2 * a.dim + (a.qk_norm ? 2 * a.head_dim : 0);
+  const int64_t ffn = a.moe ? moe_params(*a.moe, a.dim, a.moe_inter_dim).total() : 3 * a.dim * a.ffn_hidden_dim;
+  return attention + ffn + 2 * a.dim + (a.qk_norm ? 2 * a.head_dim : 0);
+}
+
+MoeParams moe_params(const DecoderArgs& a) {
+  if (!a.moe) return {};
+  const MoeParams one = moe_params(*a.moe, a.dim, a.moe_inter_dim);
+  return {one.router * a.n_layers, one.shared * a.n_layers, one.experts * a.n_layers};
+}
+
+namespace {
+
+// torchtitan's split: dense (the embedding included, a tied table once), sparse, and active.
+struct ParamSplit {
+  int64_t dense, sparse, active;
+};
+ParamSplit param_split(const DecoderArgs& a) {
+  const MoeParams m = moe_params(a);
+  const int64_t dense = num_params(a) - m.total();
+  const int64_t active_sparse = a.moe ? m.router + m.shared + m.experts * a.moe->top_k / a.moe->num_experts : 0;
+  return {dense, m.total(), dense + active_sparse};
+}
+
+}  // namespace
+
+int64_t moe_flops_per_token(const DecoderArgs& a, int64_t seq_len) {
+  const ParamSplit p = param_split(a);
+  return 6 * (p.active - a.vocab_size * a.dim) + 12 * a.n_layers * a.n_heads * a.head_dim * seq_len;
+}
+
+std::string moe_count_line(const DecoderArgs& a) {
+  const ParamSplit p = param_split(a);
+  return "Total parameter count: dense " + log::with_commas(p.dense) + ", sparse " + log::with_commas(p.sparse) +
+         ", active " + log::with_commas(p.active);
 }
 
 int64_t num_params(const DecoderArgs& a) {
@@ -165,7 +199,11 @@ at::Tensor TransformerBlock::forward_cached(const at::Tensor& x, const at::Tenso
                                             int64_t start) const {
   auto [h, h_normed] = ffn_norm.add_forward(
       x, attention.forward_cached(attention_norm.forward(x), cos, sin, allowed, k_cache, v_cache, start));
-  return h + feed_forward.forward(h_normed);
+  return h + feed_forward_out(h_normed);
+}
+
+at::Tensor TransformerBlock::feed_forward_out(const at::Tensor& h_normed) const {
+  return moe ? moe->forward(h_normed) : feed_forward.forward(h_normed);
 }
 
 at::Tensor FeedForward::forward(const at::Tensor& x_in) const {
@@ -184,7 +222,7 @@ at::Tensor FeedForward::forward(const at::Tensor& x_in) const {
 
 at::Tensor TransformerBlock::forward(const at::Tensor& x, const RopeTable& rope, const at::Tensor& doc_starts) const {
   auto [h, h_normed] = ffn_norm.add_forward(x, attention.forward(attention_norm.forward(x), rope, doc_starts));
-  return h + feed_forward.forward(h_normed);
+  return h + feed_forward_out(h_normed);
 }
 
 std::vector<NamedParam> TransformerBlock::named_parameters(const std::string& p) {
@@ -196,12 +234,24 @@ std::vector<NamedParam> TransformerBlock::named_parameters(const std::string& p)
     out.push_back({p + "attention.q_norm.weight", &attention.q_norm->weight});
     out.push_back({p + "attention.k_norm.weight", &attention.k_norm->weight});
   }
-  for (NamedParam n : {NamedParam{p + "feed_forward.w1.weight", &feed_forward.w1.weight},
-                       NamedParam{p + "feed_forward.w2.weight", &feed_forward.w2.weight},
-                       NamedParam{p + "feed_forward.w3.weight", &feed_forward.w3.weight},
-                       NamedParam{p + "attention_norm.weight", &attention_norm.weight},
-                       NamedParam{p + "ffn_norm.weight", &ffn_norm.weight}})
-    out.push_back(std::move(n));
+  if (moe) {  // torchtitan's order: experts, router, shared experts
+    out.push_back({p + "moe.experts.w1", &moe->w1});
+    out.push_back({p + "moe.experts.w2", &moe->w2});
+    out.push_back({p + "moe.experts.w3", &moe->w3});
+    out.push_back({p + "moe.router.gate.weight", &moe->gate});
+    if (moe->gate_bias.defined()) out.push_back({p + "moe.router.gate.bias", &moe->gate_bias});
+    if (moe->shared_w1.defined()) {
+      out.push_back({p + "moe.shared_experts.w1.weight", &moe->shared_w1});
+      out.push_back({p + "moe.shared_experts.w2.weight", &moe->shared_w2});
+      out.push_back({p + "moe.shared_experts.w3.weight", &moe->shared_w3});
+    }
+  } else {
+    out.push_back({p + "feed_forward.w1.weight", &feed_forward.w1.weight});
+    out.push_back({p + "feed_forward.w2.weight", &feed_forward.w2.weight});
+    out.push_back({p + "feed_forward.w3.weight", &feed_forward.w3.weight});
+  }
+  out.push_back({p + "attention_norm.weight", &attention_norm.weight});
+  out.push_back({p + "ffn_norm.weight", &ffn_norm.weight});
   return out;
 }
 
@@ -228,9 +278,29 @@ Decoder::Decoder(const DecoderArgs& args, const at::TensorOptions& options) : da
       b.attention.q_norm = RMSNorm{param({hd}), args.norm_eps};
       b.attention.k_norm = RMSNorm{param({hd}), args.norm_eps};
     }
-    b.feed_forward.w1.weight = param({F, D});
-    b.feed_forward.w2.weight = param({D, F});
-    b.feed_forward.w3.weight = param({F, D});
+    if (args.moe) {
+      const MoeArgs& m = *args.moe;
+      const int64_t E = m.num_experts, H = args.moe_inter_dim, S = m.num_shared_experts * H;
+      b.moe = std::make_shared<MoeLayer>();
+      b.moe->args = m;
+      b.moe->w1 = param({E, H, D});
+      b.moe->w2 = param({E, D, H});
+      b.moe->w3 = param({E, H, D});
+      b.moe->gate = param({E, D});
+      if (m.gate_bias) b.moe->gate_bias = param({E});
+      if (S > 0) {
+        b.moe->shared_w1 = param({S, D});
+        b.moe->shared_w2 = param({D, S});
+        b.moe->shared_w3 = param({S, D});
+      }
+      const auto f32 = options.dtype(at::kFloat).requires_grad(false);
+      if (m.load_balance_coeff) b.moe->expert_bias = at::zeros({E}, f32);
+      b.moe->tokens_per_expert = at::zeros({E}, f32);
+    } else {
+      b.feed_forward.w1.weight = param({F, D});
+      b.feed_forward.w2.weight = param({D, F});
+      b.feed_forward.w3.weight = param({F, D});
+    }
     b.attention_norm = {param({D}), args.norm_eps};
     b.ffn_norm = {param({D}), args.norm_eps};
   }
@@ -265,6 +335,41 @@ std::vector<ModelPart> Decoder::parts() {
   if (!dargs_.tied_embeddings) head.params.push_back({"output.weight", &output_.weight});
   parts.push_back(head);
   return parts;
+}
+
+void Decoder::init_buffers(const at::TensorOptions& options) {
+  rope_ = rope_table(dargs_, options);
+  for (auto& b : layers_) {
+    if (!b.moe) continue;
+    auto zeros_there = [&](at::Tensor& t) {
+      if (t.defined() && t.device() != options.device()) t = at::zeros(t.sizes(), options.dtype(at::kFloat));
+    };
+    zeros_there(b.moe->expert_bias);
+    zeros_there(b.moe->tokens_per_expert);
+  }
+}
+
+std::vector<NamedParam> Decoder::named_buffers() {
+  std::vector<NamedParam> out;
+  for (auto& b : layers_)
+    if (b.moe && b.moe->expert_bias.defined())
+      out.push_back({"layers." + std::to_string(b.layer_id) + ".moe.expert_bias", &b.moe->expert_bias});
+  return out;
+}
+
+std::vector<ExpertLoad> Decoder::expert_loads() {
+  std::vector<ExpertLoad> out;
+  for (auto& b : layers_) {
+    if (!b.moe) continue;
+    ExpertLoad load{"layers." + std::to_string(b.layer_id), b.moe->tokens_per_expert, b.moe->expert_bias,
+                    b.moe->args.load_balance_coeff, {}};
+    if (load.coeff)
+      load.update_bias = [moe = b.moe](const at::Tensor& tokens) {
+        update_expert_bias(moe->expert_bias, tokens, *moe->args.load_balance_coeff);
+      };
+    out.push_back(std::move(load));
+  }
+  return out;
 }
 
 std::vector<NamedParam> Decoder::named_parameters() {
@@ -311,11 +416,16 @@ void init_value_into(const DecoderArgs& args, const std::string& name, at::IntAr
     rng.fill_trunc_normal(dst, box, std, -3 * std, 3 * std);
   } else if (name == "tok_embeddings.weight") {
     rng.fill_normal(dst, box, 0.0, 1.0);
-  } else {  // block weights: "layers.<id>.<module>.<linear>.weight"
+  } else if (ends_with(name, "moe.router.gate.bias")) {
+    out.zero_();
+  } else {  // block weights: "layers.<id>.<module>.<linear>.weight", or "layers.<id>.moe.experts.w<n>"
     const int64_t layer_id = std::stoll(name.substr(7, name.find('.', 7) - 7));
     const double depth_std = 0.02 / std::sqrt(2.0 * (args.depth_init ? layer_id + 1 : args.n_layers));
+    // As torchtitan: w1 (and the attention's wq wk wv) at 0.02, the rest at the block's depth std;
+    // the router's gate too.
     const bool depth_scaled = ends_with(name, "wo.weight") || ends_with(name, "w2.weight") ||
-                              ends_with(name, "w3.weight");
+                              ends_with(name, "w3.weight") || ends_with(name, "experts.w2") ||
+                              ends_with(name, "experts.w3") || ends_with(name, "router.gate.weight");
     rng.fill_trunc_normal(dst, box, depth_scaled ? depth_std : 0.02, -2.0, 2.0);
   }
 }

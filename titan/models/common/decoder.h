@@ -21,6 +21,7 @@
 #include "titan/common/module.h"
 #include "titan/kernels/float8.h"
 #include "titan/kernels/mx.h"
+#include "titan/models/common/moe.h"
 #include "titan/models/model.h"
 
 namespace titan::models::common {
@@ -46,11 +47,22 @@ struct DecoderArgs {
   // With tied embeddings, the shared table takes the output head's initialisation
   // (Qwen3) instead of the embedding's (Llama 3).
   bool tied_table_takes_output_init = false;
+  // Mixture of experts: every block's feed-forward is a MoeLayer with experts of inner width
+  // moe_inter_dim (Qwen3's MoE flavors).
+  std::optional<MoeArgs> moe;
+  int64_t moe_inter_dim = 0;
 };
 
 // The decoder's parameter count (a tied table once).
 int64_t num_params(const DecoderArgs& a);
 int64_t block_params(const DecoderArgs& a);
+// Parameters torchtitan's MoE count calls sparse, summed over the blocks (zero without MoE).
+MoeParams moe_params(const DecoderArgs& a);
+// What a MoE model's training step costs per token, as torchtitan counts it: 6 x (the parameters
+// outside the embedding, with only top_k of the experts' counted) + the attention's scores.
+int64_t moe_flops_per_token(const DecoderArgs& a, int64_t seq_len);
+// torchtitan's start-up line for MoE models: "Total parameter count: dense N, sparse N, active N".
+std::string moe_count_line(const DecoderArgs& a);
 
 struct Linear {
   at::Tensor weight;  // (out_features, in_features)
@@ -121,13 +133,15 @@ struct TransformerBlock {
   int64_t layer_id = 0;
   RMSNorm attention_norm, ffn_norm;
   Attention attention;
-  FeedForward feed_forward;
+  FeedForward feed_forward;           // unless moe
+  std::shared_ptr<MoeLayer> moe;      // a mixture of experts in the feed-forward's place
   // (B,T,D) -> (B,T,D); `doc_starts` (kernels::document_starts) for block-causal attention.
   at::Tensor forward(const at::Tensor& x, const RopeTable& rope, const at::Tensor& doc_starts = {}) const;
   at::Tensor forward_cached(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                             const at::Tensor& allowed, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start) const;
   std::vector<NamedParam> named_parameters(const std::string& prefix);
   std::vector<at::Tensor*> weight_slots();  // what named_parameters points to
+  at::Tensor feed_forward_out(const at::Tensor& h_normed) const;  // the feed-forward or the experts
 };
 
 class Decoder : public Model {
@@ -165,6 +179,8 @@ class Decoder : public Model {
   void set_fused_kernels(bool blocks, bool loss) override;
 
   std::vector<NamedParam> named_parameters() override;
+  std::vector<NamedParam> named_buffers() override;
+  std::vector<ExpertLoad> expert_loads() override;
 
   const DecoderArgs& decoder_args() const { return dargs_; }
   std::vector<TransformerBlock>& layers() { return layers_; }
@@ -183,7 +199,8 @@ class Decoder : public Model {
   void set_sequence_split(std::shared_ptr<SequenceSplit> split) override;
   // (Re)builds the non-parameter tensors (the RoPE table) with `options`, e.g. on the real
   // device after the model was built on the meta device.
-  void init_buffers(const at::TensorOptions& options) override { rope_ = rope_table(dargs_, options); }
+  // The MoE buffers are zeros, made on that device where they are not there yet.
+  void init_buffers(const at::TensorOptions& options) override;
 
   // Generation with a key/value cache per block; attention in ATen ops with an explicit mask.
   std::unique_ptr<GenerationCache> new_cache(int64_t batch, int64_t capacity) const override;

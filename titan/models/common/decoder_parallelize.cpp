@@ -98,7 +98,7 @@ std::vector<std::pair<std::string, Linear*>> block_linears(Decoder& model) {
     for (auto [name, linear] : {std::pair<const char*, Linear*>{"attention.wq", &a.wq}, {"attention.wk", &a.wk},
                                 {"attention.wv", &a.wv}, {"attention.wo", &a.wo}, {"feed_forward.w1", &f.w1},
                                 {"feed_forward.w2", &f.w2}, {"feed_forward.w3", &f.w3}})
-      out.emplace_back(prefix + name, linear);
+      if (linear->weight.defined()) out.emplace_back(prefix + name, linear);  // a MoE block has no feed_forward
   }
   return out;
 }
@@ -319,6 +319,10 @@ void validate_plan(const DecoderArgs& args, const PlanCheck& check, const distri
   }
   if (dims.tp <= 1) return;
   const int64_t tp = dims.tp;
+  if (args.moe)
+    throw Error("parallelism.tensor_parallel_degree = " + std::to_string(tp) + " with the mixture-of-experts flavor " +
+                    check.flavor + ": tensor parallelism of MoE layers is not built yet",
+                "use tensor_parallel_degree = 1 (FSDP, HSDP, DDP, pipeline and context parallelism work with MoE)");
   const std::string deg = "parallelism.tensor_parallel_degree = " + std::to_string(tp);
   auto need = [&](int64_t n, const std::string& what, const std::string& fix) {
     if (n % tp != 0)

@@ -15,8 +15,25 @@ const std::pair<const char*, const char*> kLayerNames[] = {
     {"attention.q_norm.weight", "self_attn.q_norm.weight"}, {"attention.k_norm.weight", "self_attn.k_norm.weight"},
     {"feed_forward.w1.weight", "mlp.gate_proj.weight"},   {"feed_forward.w2.weight", "mlp.down_proj.weight"},
     {"feed_forward.w3.weight", "mlp.up_proj.weight"},     {"attention_norm.weight", "input_layernorm.weight"},
-    {"ffn_norm.weight", "post_attention_layernorm.weight"},
+    {"ffn_norm.weight", "post_attention_layernorm.weight"}, {"moe.router.gate.weight", "mlp.gate.weight"},
+    {"moe.shared_experts.w1.weight", "mlp.shared_experts.gate_proj.weight"},
+    {"moe.shared_experts.w2.weight", "mlp.shared_experts.down_proj.weight"},
+    {"moe.shared_experts.w3.weight", "mlp.shared_experts.up_proj.weight"},
 };
+
+// A MoE block's routed experts: ours (E, ...) and transformers' name of one expert's matrix.
+const std::pair<const char*, const char*> kExpertNames[] = {
+    {"moe.experts.w1", "gate_proj.weight"}, {"moe.experts.w2", "down_proj.weight"}, {"moe.experts.w3", "up_proj.weight"}};
+
+// "layers.N.moe.experts.w1" -> ("N", "gate_proj.weight"); nullopt for other names.
+std::optional<std::pair<std::string, std::string>> expert_name(const std::string& fqn) {
+  static const std::regex re(R"(layers\.([0-9]+)\.(moe\.experts\.w[123]))");
+  std::smatch m;
+  if (!std::regex_match(fqn, m, re)) return std::nullopt;
+  for (const auto& [ours, theirs] : kExpertNames)
+    if (m[2] == ours) return std::make_pair(m[1].str(), std::string(theirs));
+  return std::nullopt;
+}
 
 // (rows, cols) or (rows,) viewed as (heads, 2, rows / heads / 2, cols) in one order or the other.
 at::Tensor permute_heads(const at::Tensor& w, int64_t heads, bool to_halves) {
@@ -48,10 +65,17 @@ std::optional<std::string> from_hf_name(const std::string& hf, bool tied) {
   if (hf == "model.norm.weight") return "norm.weight";
   if (hf == "lm_head.weight") return tied ? std::nullopt : std::optional<std::string>("output.weight");
   static const std::regex layer_re(R"(model\.layers\.([0-9]+)\.(.+))");
+  static const std::regex expert_re(R"(mlp\.experts\.[0-9]+\.(.+))");
   std::smatch m;
-  if (std::regex_match(hf, m, layer_re))
+  if (std::regex_match(hf, m, layer_re)) {
+    const std::string layer = m[1].str(), rest = m[2].str();
     for (const auto& [ours, theirs] : kLayerNames)
-      if (m[2] == theirs) return "layers." + m[1].str() + "." + ours;
+      if (rest == theirs) return "layers." + layer + "." + ours;
+    std::smatch e;
+    if (std::regex_match(rest, e, expert_re))
+      for (const auto& [ours, theirs] : kExpertNames)
+        if (e[1] == theirs) return "layers." + layer + "." + ours;
+  }
   return std::nullopt;
 }
 
@@ -79,6 +103,31 @@ at::Tensor DecoderHfAdapter::to_hf(const std::string& fqn, const at::Tensor& t) 
 at::Tensor DecoderHfAdapter::from_hf(const std::string& fqn, const at::Tensor& t) const {
   const int64_t heads = rotated_heads(fqn, sizes_);
   return heads ? halves_to_pairs(t, heads) : t;
+}
+
+std::vector<std::string> DecoderHfAdapter::to_hf_names(const std::string& fqn) const {
+  const auto expert = expert_name(fqn);
+  if (!expert) return {to_hf_name(fqn)};
+  std::vector<std::string> out;
+  for (int64_t e = 0; e < num_experts_; ++e)
+    out.push_back("model.layers." + expert->first + ".mlp.experts." + std::to_string(e) + "." + expert->second);
+  return out;
+}
+
+std::vector<at::Tensor> DecoderHfAdapter::to_hf_parts(const std::string& fqn, const at::Tensor& t) const {
+  if (!expert_name(fqn)) return {to_hf(fqn, t)};
+  TORCH_CHECK(t.size(0) == num_experts_, "to_hf_parts: ", fqn, " holds ", t.size(0), " experts, not ", num_experts_);
+  return t.unbind(0);
+}
+
+at::Tensor DecoderHfAdapter::from_hf_parts(const std::string& fqn, const std::vector<at::Tensor>& parts) const {
+  if (!expert_name(fqn)) return from_hf(fqn, parts.at(0));
+  for (const auto& p : parts)  // experts of unequal shapes cannot stack
+    if (p.sizes() != parts.at(0).sizes())
+      throw Error("the experts of " + fqn + " have shapes " + c10::str(parts.at(0).sizes()) + " and " +
+                      c10::str(p.sizes()),
+                  "the weights are damaged; convert a folder saved whole by save_pretrained");
+  return at::stack(parts, 0);
 }
 
 void DecoderHfAdapter::check_same(const ModelConfig& have_config, const std::string& where) const {

@@ -2,6 +2,8 @@
 
 #include <ATen/core/grad_mode.h>
 
+#include "titan/common/module.h"
+
 #include <limits>
 #include <vector>
 
@@ -73,12 +75,17 @@ at::Tensor run_experts(const at::Tensor& x, const at::Tensor& w1, const at::Tens
   return at::cat(outs, 0);
 }
 
-at::Tensor MoeLayer::forward(const at::Tensor& x_in) {
+MoeParams moe_params(const MoeArgs& a, int64_t dim, int64_t hidden) {
+  return {a.num_experts * dim + (a.gate_bias ? a.num_experts : 0), 3 * a.num_shared_experts * hidden * dim,
+          3 * a.num_experts * hidden * dim};
+}
+
+at::Tensor MoeLayer::forward(const at::Tensor& x_in) const {
   const int64_t D = x_in.size(-1), k = args.top_k;
   const at::Tensor x = x_in.reshape({-1, D});
   const int64_t N = x.size(0);
   const Routing r = route(x, gate, gate_bias, args.load_balance_coeff ? expert_bias : at::Tensor(), args);
-  {
+  if (!recomputing()) {
     at::NoGradGuard no_grad;
     tokens_per_expert.add_(r.counts);
   }
@@ -97,12 +104,15 @@ at::Tensor MoeLayer::forward(const at::Tensor& x_in) {
   return out.view(x_in.sizes());
 }
 
-void update_expert_bias(MoeLayer& layer, const at::Tensor& tokens) {
+void update_expert_bias(at::Tensor& bias, const at::Tensor& tokens, double coeff) {
   at::NoGradGuard no_grad;
-  if (layer.args.load_balance_coeff) {
-    at::Tensor delta = *layer.args.load_balance_coeff * at::sign(tokens.mean() - tokens);
-    layer.expert_bias.add_(delta - delta.mean());
-  }
+  const at::Tensor delta = coeff * at::sign(tokens.mean() - tokens);
+  bias.add_(delta - delta.mean());
+}
+
+void update_expert_bias(MoeLayer& layer, const at::Tensor& tokens) {
+  if (layer.args.load_balance_coeff) update_expert_bias(layer.expert_bias, tokens, *layer.args.load_balance_coeff);
+  at::NoGradGuard no_grad;
   layer.tokens_per_expert.zero_();
 }
 

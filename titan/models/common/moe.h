@@ -3,7 +3,8 @@
 // experts stored as [E, ...] tensors and run as grouped GEMMs with no token dropped, optional
 // shared experts, and auxiliary-loss-free load balancing: an expert bias that steers which
 // experts are chosen, never the gate values, updated from the tokens each expert received.
-// ATen ops throughout, so autograd differentiates it; no model holds it yet.
+// ATen ops throughout, so autograd differentiates it. A decoder block holds one in place of its
+// feed-forward (titan/models/common/decoder.h).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -54,14 +55,25 @@ struct MoeLayer {
   at::Tensor expert_bias;                      // (E) float32, a persistent buffer (load balancing)
   at::Tensor tokens_per_expert;                // (E) float32, counted by every forward until the update
 
-  // x (B, T, D) -> (B, T, D); adds the routing's counts to tokens_per_expert.
-  at::Tensor forward(const at::Tensor& x);
+  // x (B, T, D) -> (B, T, D); adds the routing's counts to tokens_per_expert, except while an
+  // activation checkpoint recomputes the block (those tokens were counted in its forward).
+  at::Tensor forward(const at::Tensor& x) const;
 };
+
+// The parameters of one layer, as torchtitan counts them: the router's, the shared experts' and
+// the routed experts'.
+struct MoeParams {
+  int64_t router = 0, shared = 0, experts = 0;
+  int64_t total() const { return router + shared + experts; }
+};
+MoeParams moe_params(const MoeArgs& args, int64_t dim, int64_t hidden_dim);
 
 // The load-balancing step before an optimizer step: `tokens` (E) the tokens each expert received
 // since the last one (summed over the data-parallel ranks by the caller); the bias moves by
 // coeff toward the experts below the mean and away from those above, centred so that it sums
 // to what it did; tokens_per_expert is zeroed.
 void update_expert_bias(MoeLayer& layer, const at::Tensor& tokens);
+// The same step on a bias alone: bias += delta - mean(delta), delta = coeff * sign(mean - tokens).
+void update_expert_bias(at::Tensor& bias, const at::Tensor& tokens, double coeff);
 
 }  // namespace titan::models::common

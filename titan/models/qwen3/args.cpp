@@ -23,7 +23,25 @@ ModelArgs make(int64_t vocab, int64_t dim, int64_t layers, int64_t heads, int64_
   return a;
 }
 
-// torchtitan v0.2.2's dense qwen3 flavors.
+// torchtitan v0.2.2's MoE flavors: the dense arguments, then every block's experts.
+ModelArgs moe(ModelArgs a, int64_t max_seq_len, int64_t kv_heads, double rope_theta, int64_t experts,
+              int64_t inter_dim) {
+  a.max_seq_len = max_seq_len;
+  a.n_kv_heads = kv_heads;
+  a.rope_theta = rope_theta;
+  a.moe_enabled = true;
+  a.moe_inter_dim = inter_dim;
+  a.moe_args.num_experts = experts;
+  a.moe_args.num_shared_experts = 0;
+  a.moe_args.top_k = 8;
+  a.moe_args.score_func = "softmax";
+  a.moe_args.route_norm = true;
+  a.moe_args.route_scale = 1.0;
+  a.moe_args.score_before_experts = false;
+  return a;
+}
+
+// torchtitan v0.2.2's qwen3 flavors.
 const std::vector<NamedFlavor>& flavors() {
   static const std::vector<NamedFlavor> table = {
       {"debugmodel", make(2048, 256, 8, 16, 3072, true)},
@@ -33,6 +51,9 @@ const std::vector<NamedFlavor>& flavors() {
       {"8B", make(151936, 4096, 36, 32, 12288, false)},
       {"14B", make(151936, 5120, 40, 40, 17408, false)},
       {"32B", make(151936, 5120, 64, 64, 25600, false)},
+      {"debugmodel_moe", moe(make(2048, 256, 8, 16, 3072, false), 4096, 8, 1e6, 64, 768)},
+      {"30B-A3B", moe(make(151936, 2048, 48, 32, 6144, false), 262144, 4, 1e6, 128, 768)},
+      {"235B-A22B", moe(make(151936, 4096, 94, 64, 12288, false), 4096, 4, 5e6, 128, 1536)},
   };
   return table;
 }
@@ -41,11 +62,7 @@ const std::vector<NamedFlavor>& flavors() {
 
 std::vector<std::string> flavor_names() { return common::flavor_names_of(flavors()); }
 
-ModelArgs flavor(std::string_view name) {
-  const bool moe = name == "debugmodel_moe" || name == "30B-A3B" || name == "235B-A22B";
-  return common::find_flavor(flavors(), name, "dense qwen3",
-                             moe ? "is a mixture-of-experts Qwen3, which titan.cpp does not build yet" : "");
-}
+ModelArgs flavor(std::string_view name) { return common::find_flavor(flavors(), name, "qwen3"); }
 
 common::DecoderArgs ModelArgs::decoder() const {
   common::DecoderArgs d;
@@ -63,6 +80,10 @@ common::DecoderArgs ModelArgs::decoder() const {
   d.tied_embeddings = tied_embeddings;
   d.depth_init = depth_init;
   d.tied_table_takes_output_init = true;
+  if (moe_enabled) {
+    d.moe = moe_args;
+    d.moe_inter_dim = moe_inter_dim;
+  }
   return d;
 }
 
@@ -73,7 +94,8 @@ Sizes ModelArgs::sizes() const {
   s.n_heads = n_heads;
   s.n_kv_heads = n_kv_heads;
   s.head_dim = head_dim;
-  s.ffn_hidden_dim = hidden_dim;
+  // A MoE block's feed-forward activations per token: its top_k experts' (and shared experts').
+  s.ffn_hidden_dim = moe_enabled ? (moe_args.top_k + moe_args.num_shared_experts) * moe_inter_dim : hidden_dim;
   s.vocab_size = vocab_size;
   s.max_seq_len = max_seq_len;
   s.tied_embeddings = tied_embeddings;
@@ -89,10 +111,63 @@ int64_t ModelArgs::reported_num_params() const {
 }
 
 int64_t ModelArgs::flops_per_token(int64_t seq_len) const {
-  // 6 * (N - N_embedding) + 6 * n_layers * n_heads * (2 * head_dim) * seq_len; N counts a tied
-  // table once, so with tied embeddings the head's matmul is left out as torchtitan leaves it.
-  return 6 * (num_params() - num_embedding_params()) + 12 * n_layers * n_heads * head_dim * seq_len;
+  // 6 * (N_active - N_embedding) + 6 * n_layers * n_heads * (2 * head_dim) * seq_len, with only
+  // top_k / num_experts of the experts active; N counts a tied table once, so with tied
+  // embeddings the head's matmul is left out as torchtitan leaves it.
+  return common::moe_flops_per_token(decoder(), seq_len);
 }
+
+std::string ModelArgs::parameter_count_line() const { return common::moe_count_line(decoder()); }
+
+namespace {
+
+std::string py_bool(bool b) { return b ? "True" : "False"; }
+// As Python prints a float: 1.0, 0.001.
+std::string py_float(double v) {
+  std::string s = log::format("%g", v);
+  return s.find_first_of(".en") == std::string::npos ? s + ".0" : s;
+}
+
+std::string describe_moe(const common::MoeArgs& m) {
+  auto opt = [](const std::optional<int64_t>& v) { return v ? std::to_string(*v) : std::string("None"); };
+  return "MoEArgs(num_experts=" + std::to_string(m.num_experts) +
+         ", num_shared_experts=" + std::to_string(m.num_shared_experts) + ", score_func='" + m.score_func +
+         "', route_norm=" + py_bool(m.route_norm) + ", route_scale=" + py_float(m.route_scale) +
+         ", score_before_experts=" + py_bool(m.score_before_experts) + ", top_k=" + std::to_string(m.top_k) +
+         ", use_grouped_mm=" + py_bool(m.use_grouped_mm) +
+         ", load_balance_coeff=" + (m.load_balance_coeff ? py_float(*m.load_balance_coeff) : "None") +
+         ", num_expert_groups=" + opt(m.num_expert_groups) + ", num_limited_groups=" + opt(m.num_limited_groups) +
+         ", _debug_force_load_balance=" + py_bool(m.force_load_balance) + ")";
+}
+
+nlohmann::json moe_json(const common::MoeArgs& m) {
+  return {{"num_experts", m.num_experts},
+          {"num_shared_experts", m.num_shared_experts},
+          {"score_func", m.score_func},
+          {"route_norm", m.route_norm},
+          {"route_scale", m.route_scale},
+          {"gate_bias", m.gate_bias},
+          {"score_before_experts", m.score_before_experts},
+          {"top_k", m.top_k},
+          {"load_balance_coeff", m.load_balance_coeff ? nlohmann::json(*m.load_balance_coeff) : nlohmann::json()}};
+}
+
+common::MoeArgs moe_from_json(const nlohmann::json& j) {
+  common::MoeArgs m;
+  m.num_experts = j.at("num_experts").get<int64_t>();
+  m.num_shared_experts = j.at("num_shared_experts").get<int64_t>();
+  m.score_func = j.at("score_func").get<std::string>();
+  m.route_norm = j.at("route_norm").get<bool>();
+  m.route_scale = j.at("route_scale").get<double>();
+  m.gate_bias = j.at("gate_bias").get<bool>();
+  m.score_before_experts = j.at("score_before_experts").get<bool>();
+  m.top_k = j.at("top_k").get<int64_t>();
+  if (j.at("load_balance_coeff").is_null()) m.load_balance_coeff.reset();
+  else m.load_balance_coeff = j.at("load_balance_coeff").get<double>();
+  return m;
+}
+
+}  // namespace
 
 std::string ModelArgs::describe() const {
   return "Qwen3ModelArgs(dim=" + std::to_string(dim) + ", n_layers=" + std::to_string(n_layers) +
@@ -101,11 +176,15 @@ std::string ModelArgs::describe() const {
          ", vocab_size=" + std::to_string(vocab_size) + ", norm_eps=" + log::format("%g", norm_eps) +
          ", rope_theta=" + log::format("%g", rope_theta) + ", qk_norm=" + (qk_norm ? "True" : "False") +
          ", max_seq_len=" + std::to_string(max_seq_len) +
-         ", enable_weight_tying=" + (tied_embeddings ? "True" : "False") + ")";
+         ", enable_weight_tying=" + (tied_embeddings ? "True" : "False") +
+         (moe_enabled ? ", moe_enabled=True, moe_inter_dim=" + std::to_string(moe_inter_dim) +
+                            ", moe_args=" + describe_moe(moe_args)
+                      : "") +
+         ")";
 }
 
 nlohmann::json ModelArgs::to_json() const {
-  return {{"dim", dim},
+  nlohmann::json j = {{"dim", dim},
           {"n_layers", n_layers},
           {"n_heads", n_heads},
           {"n_kv_heads", n_kv_heads},
@@ -118,6 +197,11 @@ nlohmann::json ModelArgs::to_json() const {
           {"qk_norm", qk_norm},
           {"max_seq_len", max_seq_len},
           {"tied_embeddings", tied_embeddings}};
+  if (moe_enabled) {
+    j["moe_inter_dim"] = moe_inter_dim;
+    j["moe_args"] = moe_json(moe_args);
+  }
+  return j;
 }
 
 ModelArgs args_from_json(const nlohmann::json& j) {
@@ -134,6 +218,11 @@ ModelArgs args_from_json(const nlohmann::json& j) {
   a.qk_norm = j.at("qk_norm").get<bool>();
   a.max_seq_len = j.at("max_seq_len").get<int64_t>();
   a.tied_embeddings = j.at("tied_embeddings").get<bool>();
+  if (j.contains("moe_args")) {  // a mixture-of-experts flavor
+    a.moe_enabled = true;
+    a.moe_inter_dim = j.at("moe_inter_dim").get<int64_t>();
+    a.moe_args = moe_from_json(j.at("moe_args"));
+  }
   return a;
 }
 

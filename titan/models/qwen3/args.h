@@ -1,6 +1,8 @@
-// Qwen3 (dense) model arguments and the named flavors of torchtitan's qwen3 model (debugmodel,
-// 0.6B, 1.7B, 4B, 8B, 14B, 32B): head_dim apart from dim / n_heads, RMSNorm on q and k per
-// head, RoPE theta 1e6 without scaling, tied embeddings on the small flavors.
+// Qwen3 model arguments and the named flavors of torchtitan's qwen3 model: dense (debugmodel,
+// 0.6B, 1.7B, 4B, 8B, 14B, 32B) and mixture-of-experts (debugmodel_moe, 30B-A3B, 235B-A22B):
+// head_dim apart from dim / n_heads, RMSNorm on q and k per head, RoPE theta 1e6 without
+// scaling, tied embeddings on the small dense flavors; the MoE flavors replace every block's
+// feed-forward with routed experts (softmax top-8, gate values normalised, no shared expert).
 #pragma once
 
 #include <cstdint>
@@ -27,6 +29,10 @@ struct ModelArgs final : ModelConfig {
   int64_t max_seq_len = 4096;  // RoPE table length; set from training.seq_len
   bool tied_embeddings = false;
   bool depth_init = true;
+  // Mixture of experts: every block's feed-forward is moe_args' experts of width moe_inter_dim.
+  bool moe_enabled = false;
+  int64_t moe_inter_dim = 768;
+  common::MoeArgs moe_args;
 
   common::DecoderArgs decoder() const;
 
@@ -37,6 +43,8 @@ struct ModelArgs final : ModelConfig {
   void set_max_seq_len(int64_t n) override { max_seq_len = n; }
   void set_vocab_size(int64_t n) override { vocab_size = n; }
   void set_n_layers(int64_t n) override { n_layers = n; }
+  void set_moe_force_load_balance(bool on) override { moe_args.force_load_balance = on; }
+  std::string parameter_count_line() const override;
   int64_t num_params() const override;
   int64_t num_embedding_params() const override { return vocab_size * dim; }
   int64_t reported_num_params() const override;
@@ -45,8 +53,7 @@ struct ModelArgs final : ModelConfig {
   std::string describe() const override;
 };
 
-// The flavor by name; throws titan::Error listing the known names (and saying that the
-// mixture-of-experts flavors are not built yet).
+// The flavor by name; throws titan::Error listing the known names.
 ModelArgs flavor(std::string_view name);
 std::vector<std::string> flavor_names();
 // What a checkpoint recorded (ModelArgs::to_json); nlohmann::json::exception when malformed.

@@ -8,9 +8,8 @@ namespace titan::models::qwen3 {
 const ModelSpec& spec() {
   // torchtitan's qwen3 rotates the halves of each head, so its wq/wk rows are in another order
   // than titan.cpp's: its checkpoints do not load as they are.
-  static const ModelSpec s =
-      common::decoder_spec<ModelArgs, Transformer, StateDictAdapter, flavor, args_from_json>("qwen3", flavor_names,
-                                                                                             {"qwen3"}, false);
+  static const ModelSpec s = common::decoder_spec<ModelArgs, Transformer, StateDictAdapter, flavor, args_from_json>(
+      "qwen3", flavor_names, {"qwen3", "qwen3_moe"}, false);
   return s;
 }
 

@@ -8,9 +8,9 @@
 namespace titan::models::qwen3 {
 
 nlohmann::json StateDictAdapter::hf_config(const std::string& torch_dtype) const {
-  return {
-      {"architectures", {"Qwen3ForCausalLM"}},
-      {"model_type", "qwen3"},
+  nlohmann::json c = {
+      {"architectures", {args_.moe_enabled ? "Qwen3MoeForCausalLM" : "Qwen3ForCausalLM"}},
+      {"model_type", args_.moe_enabled ? "qwen3_moe" : "qwen3"},
       {"hidden_size", args_.dim},
       {"intermediate_size", args_.hidden_dim},
       {"num_hidden_layers", args_.n_layers},
@@ -31,14 +31,72 @@ nlohmann::json StateDictAdapter::hf_config(const std::string& torch_dtype) const
       {"max_window_layers", args_.n_layers},
       {"torch_dtype", torch_dtype},
   };
+  if (args_.moe_enabled) {
+    const common::MoeArgs& m = args_.moe_args;
+    c["num_experts"] = m.num_experts;
+    c["num_experts_per_tok"] = m.top_k;
+    c["moe_intermediate_size"] = args_.moe_inter_dim;
+    c["norm_topk_prob"] = m.route_norm;
+    c["decoder_sparse_step"] = 1;
+    c["mlp_only_layers"] = nlohmann::json::array();
+    c["output_router_logits"] = false;
+    c["router_aux_loss_coef"] = 0.001;
+  }
+  return c;
+}
+
+void StateDictAdapter::check_same(const ModelConfig& have_config, const std::string& where) const {
+  common::DecoderHfAdapter::check_same(have_config, where);
+  const auto& have = dynamic_cast<const ModelArgs&>(have_config);
+  const std::string fix = "use a model.flavor that matches the Hugging Face model";
+  if (have.moe_enabled != args_.moe_enabled)
+    throw Error(where + " describes a " + (have.moe_enabled ? "mixture-of-experts" : "dense") + " Qwen3 but this run's " +
+                    "model is " + (args_.moe_enabled ? "a mixture of experts" : "dense"),
+                fix);
+  if (!have.moe_enabled) return;
+  auto mismatch = [&](const char* what, int64_t want, int64_t got) {
+    if (want != got)
+      throw Error(where + ": " + what + " is " + std::to_string(got) + " but this run's model has " + std::to_string(want),
+                  fix);
+  };
+  mismatch("num_experts", args_.moe_args.num_experts, have.moe_args.num_experts);
+  mismatch("num_experts_per_tok", args_.moe_args.top_k, have.moe_args.top_k);
+  mismatch("moe_intermediate_size", args_.moe_inter_dim, have.moe_inter_dim);
+  mismatch("norm_topk_prob", args_.moe_args.route_norm, have.moe_args.route_norm);
 }
 
 ModelArgs StateDictAdapter::args_from_hf_config(const nlohmann::json& c, const std::string& where) {
-  const std::string fix = "use the config.json of a dense Qwen3 (Qwen3ForCausalLM) model";
+  const std::string fix = "use the config.json of a Qwen3 (Qwen3ForCausalLM or Qwen3MoeForCausalLM) model";
   try {
-    if (c.value("model_type", "") != "qwen3")
-      throw Error(where + ": model_type \"" + c.value("model_type", "") + "\" is not qwen3", fix);
+    const std::string type = c.value("model_type", "");
+    if (type != "qwen3" && type != "qwen3_moe")
+      throw Error(where + ": model_type \"" + type + "\" is not qwen3 or qwen3_moe", fix);
     ModelArgs a;
+    if (type == "qwen3_moe") {
+      // Every block's MLP sparse, as titan.cpp's MoE flavors build it.
+      const nlohmann::json only = c.value("mlp_only_layers", nlohmann::json::array());
+      if (c.value("decoder_sparse_step", int64_t{1}) != 1 || (only.is_array() && !only.empty()))
+        throw Error(where + ": decoder_sparse_step " + c.value("decoder_sparse_step", nlohmann::json(1)).dump() +
+                        " and mlp_only_layers " + only.dump() + " mix dense and MoE blocks, which is not built",
+                    "use a Qwen3 MoE model whose every block is sparse (decoder_sparse_step 1, no mlp_only_layers)");
+      a.moe_enabled = true;
+      a.moe_inter_dim = c.at("moe_intermediate_size").get<int64_t>();
+      // transformers 5 writes num_local_experts, 4 num_experts.
+      a.moe_args.num_experts = c.contains("num_experts") ? c["num_experts"].get<int64_t>()
+                                                         : c.at("num_local_experts").get<int64_t>();
+      a.moe_args.top_k = c.at("num_experts_per_tok").get<int64_t>();
+      a.moe_args.route_norm = c.value("norm_topk_prob", false);
+      a.moe_args.num_shared_experts = 0;
+      a.moe_args.score_func = "softmax";
+      a.moe_args.route_scale = 1.0;
+      a.moe_args.score_before_experts = false;
+      if (a.moe_inter_dim < 1 || a.moe_args.num_experts < 1 || a.moe_args.top_k < 1 ||
+          a.moe_args.top_k > a.moe_args.num_experts)
+        throw Error(where + ": num_experts " + std::to_string(a.moe_args.num_experts) + ", num_experts_per_tok " +
+                        std::to_string(a.moe_args.top_k) + " and moe_intermediate_size " +
+                        std::to_string(a.moe_inter_dim) + " must be >= 1, with num_experts_per_tok <= num_experts",
+                    fix);
+    }
     a.dim = c.at("hidden_size").get<int64_t>();
     a.n_layers = c.at("num_hidden_layers").get<int64_t>();
     a.n_heads = c.at("num_attention_heads").get<int64_t>();
