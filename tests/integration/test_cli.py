@@ -150,7 +150,7 @@ def main() -> int:
                 check(f"torchtitan {name} loads (exit 0, or 2 naming only unsupported settings)",
                       (p.returncode == 0 or unsupported) and "total parameters" in p.stdout, p.stderr[-400:])
         # Qwen3's dense presets: torchtitan's parameter counts (a tied table left out, as its
-        # qwen3 counter does) and FLOPs per token; the mixture-of-experts preset is refused by name.
+        # qwen3 counter does) and FLOPs per token.
         qwen = {"qwen3_0.6b.toml": ("440,467,456", "5,461,377,024"),
                 "qwen3_1.7b.toml": ("1,409,410,048", "11,275,032,576"),
                 "qwen3_32b.toml": ("32,762,123,264", None)}
@@ -161,10 +161,16 @@ def main() -> int:
             check(f"torchtitan qwen3/{name} dry run: exit 0, {count} parameters",
                   p.returncode == 0 and f"size: {count} total parameters" in p.stdout
                   and (flops is None or f"seq_len 4096: {flops}" in p.stdout), (p.stdout + p.stderr)[-600:])
+        # The mixture-of-experts preset: torchtitan's MoE counts (dense, sparse, active) and FLOPs
+        # per token from the active experts.
         p = run(titan, "train", "--job.config_file", os.path.join(ref, "qwen3", "qwen3_moe_debug.toml"),
-                "--job.dry_run", "--model.hf_assets_path", "assets/tokenizer")
-        check("torchtitan qwen3/qwen3_moe_debug.toml: refused by name (mixture of experts not built yet)",
-              p.returncode == 2 and "debugmodel_moe" in p.stderr and "mixture-of-experts" in p.stderr, p.stderr[-400:])
+                "--job.dry_run", "--model.hf_assets_path", "assets/tokenizer", "--debug.skip_memory_check",
+                "--training.dataset", "synthetic")
+        check("torchtitan qwen3/qwen3_moe_debug.toml dry run: exit 0, 315,758,848 parameters, dense 13,637,888, "
+              "sparse 302,120,960, active 51,517,696, 1,111,266,816 FLOPs per token",
+              p.returncode == 0 and "size: 315,758,848 total parameters" in p.stdout
+              and "Total parameter count: dense 13,637,888, sparse 302,120,960, active 51,517,696" in p.stdout
+              and "seq_len 4096: 1,111,266,816" in p.stdout, (p.stdout + p.stderr)[-600:])
     else:
         print(f"SKIP torchtitan reference configs: {ref} is absent")
         skipped.append("torchtitan's reference configs")

@@ -20,6 +20,7 @@ TestHooks read_hooks() {
   h.die_after_save_step = env_step("TITAN_TEST_DIE_AFTER_SAVE");
   h.die_in_save_step = env_step("TITAN_TEST_DIE_IN_SAVE");
   h.tp_gather_high_precision = std::getenv("TITAN_TEST_TP_GATHER_HP") != nullptr;
+  h.moe_no_load_balance = std::getenv("TITAN_TEST_MOE_NO_LOAD_BALANCE") != nullptr;
   if (const char* v = std::getenv("TITAN_TEST_SKIP_COLLECTIVE")) {
     int r = -1;
     long long n = -1;
@@ -50,6 +51,7 @@ std::string TestHooks::describe() const {
   add(die_in_save_step >= 0, "TITAN_TEST_DIE_IN_SAVE");
   add(tp_gather_high_precision, "TITAN_TEST_TP_GATHER_HP");
   add(skip_collective_rank >= 0, "TITAN_TEST_SKIP_COLLECTIVE");
+  add(moe_no_load_balance, "TITAN_TEST_MOE_NO_LOAD_BALANCE");
   return out;
 }
 

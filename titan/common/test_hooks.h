@@ -17,6 +17,7 @@ struct TestHooks {
   bool tp_gather_high_precision = false;  // TITAN_TEST_TP_GATHER_HP=1: TP gathers float8 layers' inputs unconverted
   int skip_collective_rank = -1;      // TITAN_TEST_SKIP_COLLECTIVE=R:N: rank R skips its N-th collective
   int64_t skip_collective_number = -1;
+  bool moe_no_load_balance = false;   // TITAN_TEST_MOE_NO_LOAD_BALANCE=1: MoE loads counted, expert bias left alone
 
   static const TestHooks& get();      // the process's hooks, read on first use
   std::string describe() const;       // "" when none is set, else the variables that are

@@ -269,6 +269,7 @@ int dry_run(const config::JobConfig& cfg) {
   log::info("Dry run of " + t.model_name + " " + t.flavor + " on " +
             std::to_string(world) + " rank(s) (nothing is allocated)");
   log::info("Building " + spec.name + " " + t.flavor + " with " + args->describe());
+  if (const std::string line = args->parameter_count_line(); !line.empty()) log::info(line);
   log::info("Model " + spec.name + " " + t.flavor + " size: " +
             log::with_commas(args->reported_num_params()) + " total parameters");
   log::info("FLOPs per token at seq_len " + std::to_string(seq) + ": " +
@@ -361,6 +362,9 @@ struct Trainer::Impl {
   double total_data_seconds = 0, total_step_seconds = 0;
 
   std::set<std::string> model_keys;  // "model.<fqn>" of the whole model, before any stage split
+  // Mixture of experts: the load of each MoE layer this rank holds (its pipeline stages').
+  std::vector<models::ExpertLoad> expert_loads;
+  std::vector<NamedParam> buffers;  // the persistent buffers of the layers held (expert_bias)
   std::vector<FolderLock> folder_locks;  // rank 0's, for the whole run: the dump and checkpoint folders
 
   // ---- pipeline parallelism (pipeline_parallel_degree > 1) ----
@@ -476,7 +480,9 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c), opt(trainer_options(c)
   model = spec->build(*args, at::TensorOptions().device(shared ? at::Device(at::kMeta) : device).dtype(param_dtype));
   if (!shared) model->init_weights(seed);
   for (const auto& p : model->named_parameters()) model_keys.insert("model." + p.name);
+  for (const auto& b : model->named_buffers()) model_keys.insert("model." + b.name);
   flops_per_token = args->flops_per_token(seq_len);
+  if (const std::string line = args->parameter_count_line(); !line.empty()) log::info(line);
   log::info("Model " + spec->name + " " + opt.flavor + " size: " + log::with_commas(args->reported_num_params()) +
             " total parameters");
   log::info("FLOPs per token: " + log::with_commas(flops_per_token));
@@ -511,6 +517,23 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c), opt(trainer_options(c)
       param_names.push_back(p.name);
       boxes.push_back({std::vector<int64_t>(p.tensor->dim(), 0), p.tensor->sizes().vec()});
     }
+  }
+  {  // the MoE layers and buffers of the parts this rank holds
+    auto held = [&](const std::string& layer) {
+      return std::any_of(param_names.begin(), param_names.end(),
+                         [&](const std::string& n) { return n.rfind(layer + ".", 0) == 0; });
+    };
+    for (auto& load : model->expert_loads())
+      if (held(load.layer)) expert_loads.push_back(load);
+    for (auto& b : model->named_buffers())
+      if (held(b.name.substr(0, b.name.find(".moe.")))) buffers.push_back(b);
+    if (!expert_loads.empty())
+      log::info("Mixture of experts: " + std::to_string(expert_loads.size()) + " MoE layers here; " +
+                (expert_loads.front().coeff
+                     ? "load balancing without auxiliary loss (expert bias updated before each optimizer step from "
+                       "the tokens per expert summed over the data-parallel ranks, coefficient " +
+                           log::format("%g", *expert_loads.front().coeff) + ")"
+                     : std::string("no load balancing (load_balance_coeff unset)")));
   }
   if (opt.print_after_conversion) {
     std::string listing = "Model after conversion:";
@@ -693,6 +716,10 @@ StepRecord Trainer::train_step(int64_t step) {
   s.loss_group().all_reduce(valid).wait();
   valid = valid.reshape({});
   s.optimizer->zero_grad();
+  {  // this step's tokens per expert only (validation's forwards counted too)
+    at::NoGradGuard no_grad;
+    for (auto& l : s.expert_loads) l.tokens.zero_();
+  }
   // Per-row loss sums (float64), gathered in global row order for a layout-independent log.
   at::Tensor row_sums = at::empty({s.accum, s.local_bs}, at::TensorOptions().dtype(at::kDouble).device(s.device));
   if (s.pipeline) {
@@ -714,6 +741,7 @@ StepRecord Trainer::train_step(int64_t step) {
     grad_norm = s.plan.data_parallel ? s.plan.data_parallel->grad_norm() : components::total_grad_norm_tensor(s.params);
   }
   const double lr = s.oo.lr * s.schedule.factor(step - 1 - s.lr_offset);
+  const at::Tensor expert_load = balance_experts();  // before the optimizer step, as torchtitan's pre-step hook
   {
     TITAN_RANGE("optimizer");  // clipping is applied by the optimizer, in its own pass, from the device
     s.optimizer->step(lr, components::clip_coefficient(grad_norm, s.max_norm));
@@ -730,7 +758,8 @@ StepRecord Trainer::train_step(int64_t step) {
   // maxima and the gradient norm. On NCCL it gives up when a collective has been running for
   // longer than the collective timeout (the flight recorder watches each).
   const at::Tensor host = components::read_to_host(
-      at::cat({rows.reshape({-1}), valid.to(at::kDouble).reshape({1}), maxed, grad_norm.reshape({1}).to(at::kDouble)}),
+      at::cat({rows.reshape({-1}), valid.to(at::kDouble).reshape({1}), maxed, grad_norm.reshape({1}).to(at::kDouble),
+               expert_load}),
       [&s]() -> std::string {
         if (s.world->size() <= 1) return "";
         const double timeout = std::chrono::duration<double>(s.world->collective_timeout()).count();
@@ -765,6 +794,7 @@ StepRecord Trainer::train_step(int64_t step) {
   v.host_syncs = components::host_reads() - reads_before;
   const auto& cs = distributed::comm_stats();
   v.comm_bytes = {cs.bytes[0], cs.bytes[1], cs.bytes[2]};
+  for (size_t i = 0; i < s.expert_loads.size(); ++i) v.expert_load.emplace_back(s.expert_loads[i].layer, h[n_rows + 4 + i]);
   s.metrics->record(v);
   if ((!std::isfinite(loss_value) || !std::isfinite(grad_norm_value)) && s.opt.stop_on_nonfinite)
     stop_on_nonfinite(step, loss_value, grad_norm_value);  // after the step's metrics are written
@@ -801,6 +831,24 @@ void Trainer::stop_on_nonfinite(int64_t step, double loss, double grad_norm) {
               "lower optimizer.lr, raise lr_scheduler.warmup_steps or keep training.max_norm clipping on; resume "
               "from the last checkpoint, or set training.stop_on_nonfinite = false to keep going")
       .with_exit_code(1);
+}
+
+at::Tensor Trainer::balance_experts() {
+  Impl& s = *impl_;
+  const auto f64 = at::TensorOptions().dtype(at::kDouble).device(s.device);
+  if (s.expert_loads.empty()) return at::empty({0}, f64);
+  TITAN_RANGE("moe_load_balance");
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> counts;
+  for (const auto& l : s.expert_loads) counts.push_back(l.tokens);
+  at::Tensor all = at::stack(counts);  // (layers, E): every data-parallel rank's tokens
+  s.loss_group().all_reduce(all).wait();
+  for (size_t i = 0; i < s.expert_loads.size(); ++i) {
+    auto& l = s.expert_loads[i];
+    if (l.update_bias && !TestHooks::get().moe_no_load_balance) l.update_bias(all[static_cast<int64_t>(i)]);
+    l.tokens.zero_();
+  }
+  return (std::get<0>(all.max(1)) / all.mean(1).clamp_min(1e-30)).to(at::kDouble);  // max / mean per layer
 }
 
 StateDict Trainer::state_dict() {
@@ -841,6 +889,19 @@ StateDict Trainer::state_dict() {
       const bool first_box = writer[i] && std::all_of(box.offsets.begin(), box.offsets.end(),
                                                       [](int64_t o) { return o == 0; });
       d.tensors.push_back({"optimizer." + fqn + ".step", s.optimizer->step_count()[k], {}, {}, first_box});
+    }
+  }
+  {  // persistent buffers (expert_bias): the same on every data-parallel and tensor-parallel rank
+    bool writer = true;
+    if (s.plan.data_parallel)
+      for (const char* m : {"dp_replicate", "dp_shard_cp", "tp"})
+        if (s.mesh->rank(m) != 0) writer = false;
+    for (const auto& b : s.buffers) {
+      const auto shape = b.tensor->sizes().vec();
+      components::StateTensor t{"model." + b.name, *b.tensor, shape, {std::vector<int64_t>(shape.size(), 0), shape},
+                                writer};
+      t.buffer = true;
+      d.tensors.push_back(std::move(t));
     }
   }
   d.scalars["train_state"] = {{"step", s.last_step}, {"tokens_seen", s.last_step * s.global_bs * s.seq_len},
@@ -934,6 +995,7 @@ RunResult Trainer::run() {
     std::vector<std::pair<std::string, at::Tensor>> state;
     if (s.plan.data_parallel) state = s.plan.data_parallel->full_state();
     else for (auto& p : s.model->named_parameters()) state.emplace_back(p.name, *p.tensor);
+    for (auto& b : s.buffers) state.emplace_back(b.name, *b.tensor);
     if (s.env.rank == 0) dump_state_for_test(state, hooks.initial_state_file);
   }
   if (hooks.stop_after_init) return s.result;  // building only
@@ -1056,6 +1118,7 @@ RunResult Trainer::run() {
     std::vector<std::pair<std::string, at::Tensor>> state;
     if (s.plan.data_parallel) state = s.plan.data_parallel->full_state();
     else for (auto& p : s.model->named_parameters()) state.emplace_back(p.name, *p.tensor);
+    for (auto& b : s.buffers) state.emplace_back(b.name, *b.tensor);
     if (s.mesh->rank("dp_replicate") == 0 && s.mesh->rank("dp_shard_cp") == 0 && s.mesh->rank("tp") == 0)
       dump_state_for_test(state, hooks.final_state_file +
                                      (s.dims.pp > 1 ? ".pp" + std::to_string(s.mesh->rank("pp")) : std::string()));

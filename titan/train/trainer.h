@@ -60,6 +60,11 @@ class Trainer {
   // This rank's model and optimizer state (sharded, by FQN; views of the live tensors) and the
   // scalars of the run (train state, schedule, data position, generators).
   StateDict state_dict();
+  // Mixture of experts, before each optimizer step: each MoE layer's tokens per expert summed
+  // over the data-parallel and context-parallel ranks, the expert bias moved toward the experts
+  // below the mean (torchtitan's auxiliary-loss-free balancing), the counts zeroed. Returns
+  // each layer's max / mean tokens per expert (float64 on the device; empty without MoE).
+  at::Tensor balance_experts();
   // Puts back the scalars a checkpoint saved (the tensors load through state_dict()'s views).
   void load_scalars(const nlohmann::json& scalars);
   void log_run_changes(const nlohmann::json& scalars) const;

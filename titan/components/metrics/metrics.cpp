@@ -97,7 +97,14 @@ void MetricsProcessor::record(const StepValues& v) {
             << ", \"host_syncs\": " << v.host_syncs
             << ", \"comm_bytes\": {\"all_gather\": " << json_number(v.comm_bytes[0])
             << ", \"reduce_scatter\": " << json_number(v.comm_bytes[1])
-            << ", \"all_reduce\": " << json_number(v.comm_bytes[2]) << "}}\n";
+            << ", \"all_reduce\": " << json_number(v.comm_bytes[2]) << "}";
+    if (!v.expert_load.empty()) {
+      *jsonl_ << ", \"moe_load\": {";
+      for (size_t i = 0; i < v.expert_load.size(); ++i)
+        *jsonl_ << (i ? ", " : "") << "\"" << v.expert_load[i].first << "\": " << json_number(v.expert_load[i].second);
+      *jsonl_ << "}";
+    }
+    *jsonl_ << "}\n";
     jsonl_->flush();
     check_outputs();
   }
@@ -114,7 +121,23 @@ void MetricsProcessor::record(const StepValues& v) {
             c.turquoise + "memory: " + log::format("%5.2f", mem.max_reserved_gib) + "GiB(" + log::format("%.2f", mem.max_reserved_pct) +
             "%)  " + c.blue + "tps: " + log::with_commas(std::llround(tps)) + "  " + c.cyan + "tflops: " +
             log::format("%.2f", tflops) + "  " + c.magenta + "mfu: " + log::format("%.2f", mfu) + "%" + c.reset);
+  double load_mean = 0;
+  if (!v.expert_load.empty()) {  // this step's, over the MoE layers of this rank's stages
+    size_t worst = 0;
+    for (size_t i = 0; i < v.expert_load.size(); ++i) {
+      load_mean += v.expert_load[i].second / static_cast<double>(v.expert_load.size());
+      if (v.expert_load[i].second > v.expert_load[worst].second) worst = i;
+    }
+    log::info("moe load (max/mean tokens per expert): " + log::format("%.2f", load_mean) + " over " +
+              std::to_string(v.expert_load.size()) + " layers, worst " +
+              log::format("%.2f", v.expert_load[worst].second) + " (" + v.expert_load[worst].first + ")");
+  }
   if (tb_) {
+    if (!v.expert_load.empty()) {
+      std::vector<std::pair<std::string, double>> load{{"moe_load/mean", load_mean}};
+      for (const auto& [layer, value] : v.expert_load) load.emplace_back("moe_load/" + layer, value);
+      tb_->add_scalars(v.step, load);
+    }
     tb_->add_scalars(v.step, {{"loss_metrics/global_avg_loss", v.loss},
                               {"loss_metrics/global_max_loss", v.max_loss},
                               {"grad_norm", v.grad_norm},

@@ -29,6 +29,8 @@ struct StepValues {
   int64_t host_syncs = 0;   // the step's reads of device values on the host (read_to_host calls)
   // Bytes this rank put on the wire since the start: all-gather, reduce-scatter, all-reduce.
   std::array<double, 3> comm_bytes{};
+  // Mixture of experts: each MoE layer's max / mean tokens per expert this step ("layers.3").
+  std::vector<std::pair<std::string, double>> expert_load;
 };
 
 // The metrics.* settings a run uses (train/options.h builds them from the job config).
