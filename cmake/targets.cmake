@@ -276,3 +276,9 @@ set_tests_properties(integration.docs PROPERTIES RUN_SERIAL TRUE TIMEOUT 900 SKI
 add_test(NAME integration.context_parallel COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_context_parallel.py
          --titan $<TARGET_FILE:titan>)
 set_tests_properties(integration.context_parallel PROPERTIES RUN_SERIAL TRUE TIMEOUT 900)
+
+# Mixture of experts (Qwen3 MoE): layouts against one process, the expert bias, resume, load
+# balancing, refusals. Up to four processes of one thread each.
+add_test(NAME integration.moe COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_moe.py
+         --titan $<TARGET_FILE:titan>)
+set_tests_properties(integration.moe PROPERTIES TIMEOUT 900 ENVIRONMENT "OMP_NUM_THREADS=1")
