@@ -25,6 +25,7 @@ set(TITAN_SOURCES
   titan/distributed/tensor_parallel.cpp
   titan/distributed/ring.cpp
   titan/distributed/context_parallel.cpp
+  titan/distributed/expert_parallel.cpp
   titan/components/data/data.cpp
   titan/components/device/device.cpp
   titan/components/loss.cpp
@@ -281,4 +282,4 @@ set_tests_properties(integration.context_parallel PROPERTIES RUN_SERIAL TRUE TIM
 # balancing, refusals. Up to four processes of one thread each.
 add_test(NAME integration.moe COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_moe.py
          --titan $<TARGET_FILE:titan>)
-set_tests_properties(integration.moe PROPERTIES TIMEOUT 900 ENVIRONMENT "OMP_NUM_THREADS=1")
+set_tests_properties(integration.moe PROPERTIES TIMEOUT 1800 ENVIRONMENT "OMP_NUM_THREADS=1")

@@ -14,7 +14,12 @@
 - load balancing: over 60 steps of a one-layer model the max/mean load of the last 10 steps is
   lower with the expert-bias update than without it (both printed);
 - float8 converts the attention's linear layers and trains;
-- tensor and expert parallelism are refused with exit 2 on every rank, naming the setting;
+- expert parallelism: EP(2), EP(4), EP(2) over CP(2), HSDP(2x2) with EP(2), PP(2)xEP(2) and
+  EP(2) with full AC against one process as above; EP(2) killed after its step-5 save resumes bit
+  for bit, and its checkpoint continues in one process and on EP(4); with round-robin routing the
+  all-to-all bytes per step equal the formula;
+- tensor parallelism, EP degrees other than dp_shard x cp or not dividing the experts, EP on a
+  dense model and DeepEP are refused with exit 2 on every rank, naming the setting;
 - titan generate runs the trained checkpoint.
 
 Usage: python3 tests/integration/test_moe.py --titan build/titan
@@ -40,6 +45,7 @@ BASE = ["--job.config_file", "configs/qwen3/debug_model_moe.toml", "--training.s
         "--compile.enable=false"]
 LB4 = ["--training.local_batch_size", "4"]
 LB2 = ["--training.local_batch_size", "2"]
+EP2 = ["--parallelism.expert_parallel_degree", "2"]
 CK = ["--checkpoint.enable", "--checkpoint.interval", "5"]
 TOL = 1e-5
 UPDATE_TOL = 1e-4
@@ -101,7 +107,20 @@ def main() -> int:
                ("full AC", 1, LB4 + ["--activation_checkpoint.mode", "full"]),
                ("op-level AC", 1, LB4 + ["--activation_checkpoint.mode", "selective",
                                          "--activation_checkpoint.selective_ac_option", "op"]),
-               ("fused kernels", 1, LB4 + ["--compile.enable=true"])]
+               ("fused kernels", 1, LB4 + ["--compile.enable=true"]),
+               # Expert parallelism: each rank keeps half (a quarter) of every layer's experts.
+               ("EP(2)", 2, LB2 + EP2),
+               ("EP(4)", 4, ["--training.local_batch_size", "1", "--parallelism.expert_parallel_degree", "4"]),
+               ("EP(2) over CP(2)", 2, LB4 + ["--parallelism.context_parallel_degree", "2",
+                                              "--parallelism.data_parallel_shard_degree", "1"] + EP2),
+               ("HSDP(2x2) with EP(2)", 4, ["--training.local_batch_size", "1",
+                                            "--parallelism.data_parallel_replicate_degree", "2",
+                                            "--parallelism.data_parallel_shard_degree", "2"] + EP2),
+               ("PP(2)xEP(2)", 4, LB2 + EP2 + ["--parallelism.data_parallel_shard_degree", "2",
+                                               "--parallelism.pipeline_parallel_degree", "2",
+                                               "--parallelism.pipeline_parallel_microbatch_size", "1",
+                                               "--parallelism.pipeline_parallel_schedule", "1F1B"]),
+               ("EP(2) with full AC", 2, LB2 + EP2 + ["--activation_checkpoint.mode", "full"])]
     for name, world, extra in layouts:
         dump = os.path.join(tmp, name.replace("(", "_").replace(")", "").replace(" ", "_"))
         got = run_layout(checks, titan, f"Qwen3 MoE {name}", world, BASE + extra, dump,
@@ -139,6 +158,48 @@ def main() -> int:
     check(f"FSDP(2) continues one process's step 5 (loss within {lw:.1e} of the straight run, <= {TOL:g})",
           ok and lw <= TOL, outs[0][2][-400:])
 
+    # Expert parallelism's checkpoint: EP(2) killed right after its step-5 save resumes bit for bit;
+    # its step 5 continues in one process and on EP(4).
+    ep_straight = run_layout(checks, titan, "EP(2) with checkpoints", 2, BASE + LB2 + EP2 + CK,
+                             os.path.join(tmp, "ep_straight"))
+    if ep_straight:
+        killed = os.path.join(tmp, "ep_killed")
+        launch_into(titan, 2, BASE + LB2 + EP2 + CK, killed, env={"TITAN_TEST_DIE_AFTER_SAVE": "5"})
+        outs = launch_into(titan, 2, BASE + LB2 + EP2 + CK, killed)
+        got = [r for r in step_metrics(killed) if r["step"] > 5]
+        check("EP(2) killed after its step-5 save: the rerun's steps 6-10 equal the straight run bit for bit",
+              all(o[0] == 0 for o in outs) and len(got) == 5
+              and all(g["loss"] == r["loss"] and g["grad_norm"] == r["grad_norm"] for g, r in zip(got, ep_straight[5:])),
+              outs[0][2][-400:])
+        for name, world, extra in [("one process", 1, LB4),
+                                   ("EP(4)", 4, ["--training.local_batch_size", "1",
+                                                 "--parallelism.expert_parallel_degree", "4"])]:
+            dump = os.path.join(tmp, "ep2_into_" + name.replace(" ", "_").replace("(", "").replace(")", ""))
+            os.makedirs(os.path.join(dump, "checkpoint"))
+            shutil.copytree(os.path.join(tmp, "ep_straight", "checkpoint", "step-5"),
+                            os.path.join(dump, "checkpoint", "step-5"))
+            outs = launch_into(titan, world, BASE + extra + CK, dump)
+            got = [r for r in step_metrics(dump) if r["step"] > 5]
+            ok = all(o[0] == 0 for o in outs) and len(got) == 5
+            lw = worst_rel(got, ref[5:], "loss") if ok else float("inf")
+            check(f"EP(2)'s step-5 checkpoint continues in {name} (loss within {lw:.1e} of one process's, <= {TOL:g})",
+                  ok and lw <= TOL, outs[0][2][-400:])
+
+    # All-to-all bytes per step against the formula. Round-robin routing (debug.moe_force_load_balance)
+    # sends each of a rank's 2 x 64 tokens to 8 experts, 8 x 128 / 2 = 512 rows to the other rank:
+    # dispatch and combine in forward, and both again in backward, 2048 rows of 256 float32 values
+    # per layer; plus the counts, 32 int64 per layer.
+    dump = os.path.join(tmp, "ep_bytes")
+    rows = run_layout(checks, titan, "EP(2) round-robin", 2, BASE + LB2 + EP2 + ["--debug.moe_force_load_balance"], dump)
+    if rows:
+        per_step = [b["comm_bytes"]["all_to_all"] - a["comm_bytes"]["all_to_all"] for a, b in zip(rows, rows[1:])]
+        want = 2 * (2048 * 256 * 4 + 32 * 8)
+        check(f"EP(2): all-to-all bytes per step per rank {per_step[-1]:,.0f} = 2 layers x (2048 rows x 256 x 4 B + "
+              f"32 counts x 8 B) = {want:,}", all(b == want for b in per_step), str(per_step))
+        loads = [r["moe_load"] for r in rows]
+        check("debug.moe_force_load_balance: every expert gets the same tokens (max/mean 1.00 in every layer)",
+              all(abs(v - 1.0) < 1e-9 for x in loads for v in x.values()), str(loads[:2]))
+
     # Load balancing: the bias update against the same run without it (a test hook).
     lb = BASE + LB4 + ["--model.n_layers", "1", "--training.steps", "60", "--metrics.log_freq", "100",
                        "--optimizer.lr", "3e-3"]
@@ -154,9 +215,18 @@ def main() -> int:
     check_refused(checks, titan, "Qwen3 MoE with TP(2)", 2,
                   BASE + LB4 + ["--parallelism.tensor_parallel_degree", "2"], os.path.join(tmp, "tp"),
                   "tensor parallelism of MoE layers is not built yet")
-    check_refused(checks, titan, "Qwen3 MoE with EP(2)", 2,
-                  BASE + LB4 + ["--parallelism.expert_parallel_degree", "2"], os.path.join(tmp, "ep"),
-                  "parallelism.expert_parallel_degree")
+    check_refused(checks, titan, "EP(2) on 4 FSDP ranks", 4,
+                  BASE + ["--training.local_batch_size", "1"] + EP2, os.path.join(tmp, "ep_fsdp"),
+                  "parallelism.expert_parallel_degree = 2 is not dp_shard x cp = 4")
+    check_refused(checks, titan, "EP(3), which does not divide 64 experts", 3,
+                  BASE + ["--training.local_batch_size", "1", "--parallelism.expert_parallel_degree", "3"],
+                  os.path.join(tmp, "ep3"), "does not divide the 64 experts")
+    check_refused(checks, titan, "EP(2) on the dense debug model", 2,
+                  BASE[:2] + ["--model.flavor", "debugmodel"] + BASE[2:] + LB2 + EP2, os.path.join(tmp, "ep_dense"),
+                  "which has no mixture-of-experts layers")
+    check_refused(checks, titan, "DeepEP's all-to-all", 2,
+                  BASE + LB2 + EP2 + ["--parallelism.expert_parallel_comm_backend", "deepep"],
+                  os.path.join(tmp, "deepep"), "expert_parallel_comm_backend")
 
     # Float8: the attention's 4 linear layers per block; the experts stay in high precision.
     dump = os.path.join(tmp, "float8")

@@ -304,10 +304,10 @@ TEST(Training, TrainerStepsAndStateDictByFqn) {
 }
 
 TEST(Validate, UnsupportedSettingsAreListedNotIgnored) {
-  auto cfg = small_run({"--compile.backend", "aot_eager", "--parallelism.expert_parallel_degree", "2"});
+  auto cfg = small_run({"--compile.backend", "aot_eager", "--parallelism.expert_tensor_parallel_degree", "2"});
   auto bad = train::unsupported_settings(cfg);
   ASSERT_EQ(bad.size(), 2u);
-  EXPECT_NE(bad[0].find("expert_parallel_degree = 2"), std::string::npos);
+  EXPECT_NE(bad[0].find("expert_tensor_parallel_degree = 2"), std::string::npos);
   EXPECT_NE(bad[1].find("compile.backend"), std::string::npos);
   EXPECT_THROW(train::run_training(cfg), titan::Error);
   EXPECT_TRUE(train::unsupported_settings(small_run()).empty());

@@ -60,6 +60,20 @@ class SequenceSplit {
                                const at::Tensor& doc_starts) = 0;
 };
 
+// Expert parallelism: each rank of a group holds some of a mixture-of-experts layer's experts
+// (distributed/expert_parallel.h implements it).
+class ExpertDispatch {
+ public:
+  virtual ~ExpertDispatch() = default;
+  // Runs routed experts on local weights: `experts` (rows sorted by local expert, the count of
+  // each (E_local) int64 on the host) -> their outputs, row for row.
+  using LocalExperts = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& counts)>;
+  // x (M, D): this rank's (token, expert) rows sorted by expert, `counts` (E) how many rows each
+  // of the layer's E experts gets. Each expert's rows go to the rank that holds it, which runs
+  // `experts` on what it received; the outputs come back in x's order (M, D). Differentiable.
+  virtual at::Tensor run(const at::Tensor& x, const at::Tensor& counts, const LocalExperts& experts) = 0;
+};
+
 // A block of the model as a function of its input, with the slots of the weights it reads (so
 // that a runner can route their gradients, and recompute with the weights of this forward even
 // when data parallelism has put another microbatch's in the slots since): what activation

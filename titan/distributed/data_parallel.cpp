@@ -32,6 +32,10 @@ struct Slot {
   // (the optimizer's step makes it stale).
   at::Tensor float8_scale;
   bool float8_current = false;
+  // Expert parallelism: the shard is this rank's experts, used as it is (never gathered; not in
+  // the unit's gather or reduce buffers), and its gradients not reduced yet (no sync).
+  bool local = false;
+  at::Tensor local_accumulated;
 };
 
 struct Unit {
@@ -82,6 +86,7 @@ void unpack(Unit& unit, int W, const at::Tensor& recv) {
   at::NoGradGuard no_grad;
   at::Tensor blocks = recv.view({W, unit.gather_bytes});
   for (Slot& s : unit.slots) {
+    if (s.local) continue;
     alloc_storage(s.unsharded, static_cast<size_t>(W * s.gather_bytes));
     over(s.unsharded, {W, s.gather_bytes}, recv.options()).copy_(blocks.narrow(1, s.gather_offset, s.gather_bytes));
   }
@@ -112,8 +117,9 @@ struct GatherFunction : public torch::autograd::Function<GatherFunction> {
     ctx->saved_data["unit"] = static_cast<int64_t>(unit->index);
     unpack(*unit, world, unit->recv);
     const auto options = unit->recv.options().dtype(static_cast<at::ScalarType>(param_dtype));
-    variable_list out;
-    for (const Slot& s : unit->slots) out.push_back(gathered(s, world, options));
+    variable_list out;  // the gathered slots only (not the expert-parallel ones), in order
+    for (const Slot& s : unit->slots)
+      if (!s.local) out.push_back(gathered(s, world, options));
     return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -124,6 +130,28 @@ struct GatherFunction : public torch::autograd::Function<GatherFunction> {
     none.emplace_back();  // unit
     none.emplace_back();  // world
     none.emplace_back();  // param_dtype
+    return none;
+  }
+};
+
+// Expert parallelism: a unit's local slots in the parameter dtype; backward hands their
+// gradients to the DataParallel.
+struct LocalFunction : public torch::autograd::Function<LocalFunction> {
+  static variable_list forward(AutogradContext* ctx, at::TensorList params, DataParallel* dp, size_t unit,
+                               int64_t param_dtype) {
+    ctx->saved_data["dp"] = reinterpret_cast<int64_t>(dp);
+    ctx->saved_data["unit"] = static_cast<int64_t>(unit);
+    variable_list out;
+    for (const auto& p : params) out.push_back(p.to(static_cast<at::ScalarType>(param_dtype), false, /*copy=*/true));
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto* dp = reinterpret_cast<DataParallel*>(ctx->saved_data["dp"].toInt());
+    dp->post_backward_local(static_cast<size_t>(ctx->saved_data["unit"].toInt()), grads);
+    variable_list none(grads.size());
+    none.emplace_back();
+    none.emplace_back();
+    none.emplace_back();
     return none;
   }
 };
@@ -192,6 +220,9 @@ DataParallel::DataParallel(std::vector<ModelPart> parts, std::vector<ParamLayout
       for (int64_t d : s.local_shape) numel *= d;
       s.row_numel = s.rows ? numel / s.rows : 0;
       s.rows_per_rank = piece_rows(s.rows, W);
+      s.local = W > 1 && std::find(options_.local.begin(), options_.local.end(), s.name) != options_.local.end();
+      if (s.local && (s.rows % W != 0 || !fsdp_split))
+        throw std::logic_error("DataParallel: expert-parallel " + s.name + " must split evenly over dp_shard_cp");
       // This rank draws only its box, with the values a full draw has there (per (seed, name,
       // element)); FSDP's padding rows past the end are zero.
       std::vector<int64_t> shard_shape = s.local_shape;
@@ -206,11 +237,11 @@ DataParallel::DataParallel(std::vector<ModelPart> parts, std::vector<ParamLayout
       s.unsharded = c10::Storage(c10::Storage::use_byte_size_t(), 0,
                                  c10::GetAllocator(device.type()), /*resizable=*/true);
       s.offset = unit->shard_numel;
-      s.numel = s.rows_per_rank * s.row_numel;
+      s.numel = s.local ? 0 : s.rows_per_rank * s.row_numel;
       unit->shard_numel += s.numel;
       const bool f8 = W > 1 && std::find(options_.float8_gather.begin(), options_.float8_gather.end(), s.name) !=
                                    options_.float8_gather.end();
-      s.gather_dtype = f8 ? at::kFloat8_e4m3fn : options_.param_dtype;
+      s.gather_dtype = f8 && !s.local ? at::kFloat8_e4m3fn : options_.param_dtype;
       // Each slot's bytes start aligned to the parameter dtype, so that they can be viewed in it.
       const int64_t align = static_cast<int64_t>(c10::elementSize(options_.param_dtype));
       s.gather_offset = (unit->gather_bytes + align - 1) / align * align;
@@ -286,6 +317,7 @@ void DataParallel::gather_start(size_t u) {
   {
     at::NoGradGuard no_grad;
     for (const Slot& s : unit.slots) {
+      if (s.local) continue;
       at::Tensor to = send.narrow(0, s.gather_offset, s.gather_bytes).view(s.gather_dtype);
       const at::Tensor from = s.shard.detach().reshape({-1});
       if (s.gather_dtype == at::kFloat8_e4m3fn) to.copy_(kernels::cast_to_float8(from, s.float8_scale, at::kFloat8_e4m3fn));
@@ -308,10 +340,13 @@ void DataParallel::gather_finish(size_t u, bool for_backward) {
     unpack(unit, W, unit.recv);
   } else {
     std::vector<at::Tensor> shards;
-    for (const Slot& s : unit.slots) shards.push_back(s.shard);
+    for (const Slot& s : unit.slots)
+      if (!s.local) shards.push_back(s.shard);
     variable_list full = GatherFunction::apply(at::TensorList(shards), this, &unit, W,
                                                static_cast<int64_t>(options_.param_dtype));
-    for (size_t i = 0; i < unit.slots.size(); ++i) *unit.slots[i].model_slot = full[i];
+    size_t k = 0;
+    for (Slot& s : unit.slots)
+      if (!s.local) *s.model_slot = full[k++];
   }
   unit.recv = at::Tensor();
   unit.gathered = true;
@@ -336,7 +371,44 @@ void DataParallel::before(size_t u, const std::string&) {
     return;
   }
   if (!unit.gathered) gather_finish(u, /*for_backward=*/false);
+  use_local(u);
   if (options_.prefetch && u + 1 < units_.size()) gather_start(u + 1);
+}
+
+void DataParallel::use_local(size_t u) {
+  Unit& unit = *units_[u];
+  std::vector<at::Tensor> shards;
+  std::vector<Slot*> slots;
+  for (Slot& s : unit.slots)
+    if (s.local) {
+      shards.push_back(s.shard);
+      slots.push_back(&s);
+    }
+  if (slots.empty()) return;
+  variable_list views = LocalFunction::apply(at::TensorList(shards), this, u, static_cast<int64_t>(options_.param_dtype));
+  for (size_t i = 0; i < slots.size(); ++i) *slots[i]->model_slot = views[i];
+}
+
+void DataParallel::post_backward_local(size_t u, std::vector<at::Tensor> grads) {
+  Unit& unit = *units_[u];
+  size_t k = 0;
+  for (Slot& s : unit.slots) {
+    if (!s.local) continue;
+    const at::Tensor& g_in = grads[k++];
+    if (!g_in.defined()) continue;
+    at::Tensor g = g_in.to(at::kFloat, false, /*copy=*/true);
+    if (s.local_accumulated.defined()) {  // microbatches that did not reduce
+      g.add_(s.local_accumulated);
+      s.local_accumulated = at::Tensor();
+    }
+    if (!sync_ && !options_.sync_every_microbatch) {
+      s.local_accumulated = g;
+      continue;
+    }
+    auto pending = std::make_shared<Pending>();
+    if (!replicate_.trivial()) *pending = replicate_.all_reduce(g);  // HSDP: the replicas' sum
+    pending_grads_.emplace_back(pending, [&s, g]() { accumulate(s.shard, g); });
+  }
 }
 
 at::Tensor DataParallel::after(size_t u, const std::string&, const at::Tensor& out) {
@@ -358,6 +430,12 @@ void DataParallel::pre_backward(size_t u) {
 
 void DataParallel::post_backward(size_t u, std::vector<at::Tensor> grads) {
   Unit& unit = *units_[u];
+  if (grads.size() < unit.slots.size()) {  // GatherFunction's: the gathered slots only
+    std::vector<at::Tensor> all(unit.slots.size());
+    for (size_t i = 0, k = 0; i < unit.slots.size(); ++i)
+      if (!unit.slots[i].local) all[i] = grads[k++];
+    grads = std::move(all);
+  }
   const int W = shard_.size();
   // Flat float32 buffer of the unit's gradients, rank-major like the shards.
   at::Tensor flat = at::zeros({W * unit.shard_numel}, unit.slots[0].shard.options().dtype(at::kFloat));
@@ -395,6 +473,7 @@ void DataParallel::post_backward(size_t u, std::vector<at::Tensor> grads) {
   pending_grads_.emplace_back(pending, [this, &unit, reduced, hsdp]() {
     if (hsdp) replicate_.all_reduce(reduced).wait();
     for (Slot& s : unit.slots) {
+      if (s.local) continue;  // post_backward_local's
       at::Tensor g = reduced.narrow(0, s.offset, s.numel);
       // Sequence-parallel norms: each tensor-parallel rank holds a partial sum.
       if (s.tp_partial && !tp_.trivial()) tp_.all_reduce(g).wait();
@@ -456,7 +535,7 @@ std::vector<std::pair<std::string, at::Tensor>> DataParallel::full_state() {
   const int W = shard_.size(), T = tp_.size();
   for (const auto& u : units_)
     for (const auto& s : u->slots) {
-      at::Tensor all = at::empty({W * s.numel}, s.shard.options().requires_grad(false));
+      at::Tensor all = at::empty({W * s.rows_per_rank * s.row_numel}, s.shard.options().requires_grad(false));
       shard_.all_gather(all, s.shard.detach().reshape({-1}).contiguous()).wait();
       at::Tensor share = all.view(padded_shape(s, W)).narrow(0, 0, s.rows).contiguous();
       if (s.tp_sharded && T > 1) {

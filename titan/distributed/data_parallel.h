@@ -54,6 +54,11 @@ struct DataParallelOptions {
   // with float8_precompute, for every such parameter in one collective after each optimizer step.
   std::vector<std::string> float8_gather;
   bool float8_precompute = false;
+  // Expert parallelism: these parameters (a MoE layer's experts) are sharded on their first
+  // dimension like the others, but used where they are, never gathered: each rank computes its
+  // own experts on the rows the others send it (expert_parallel.h). Their gradients are this
+  // rank's experts' whole gradients already (no reduce-scatter); HSDP sums them over dp_replicate.
+  std::vector<std::string> local;
 };
 
 // Draws the initial value of a box [offsets, offsets + out.sizes()) of parameter `fqn` (global
@@ -113,11 +118,13 @@ class DataParallel final : public ForwardHooks {
   // Called from the autograd graph (public for the autograd functions in the .cpp).
   void pre_backward(size_t unit_index);
   void post_backward(size_t unit_index, std::vector<at::Tensor> full_grads);
+  void post_backward_local(size_t unit_index, std::vector<at::Tensor> grads);
 
  private:
   void gather_start(size_t u);
   void gather_finish(size_t u, bool for_backward);
   void release(size_t u);
+  void use_local(size_t u);  // the unit's expert-parallel slots, for this forward
   bool is_copy(const std::string& name) const;
   void update_float8_scales(const std::vector<Slot*>& slots);
 

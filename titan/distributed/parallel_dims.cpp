@@ -67,13 +67,22 @@ ParallelDims ParallelDims::from_degrees(const Degrees& g, int world_size) {
                     std::to_string(world_size) + " processes",
                 "make pp * dp_replicate * dp_shard * cp * tp equal the number of processes, or set "
                 "data_parallel_shard_degree = -1 to take the rest");
+  if (g.ep < 1) throw Error("parallelism.expert_parallel_degree = " + std::to_string(g.ep) + " must be >= 1");
+  d.ep = static_cast<int>(g.ep);
+  if (d.ep > 1 && d.ep != d.dp_shard * d.cp)
+    throw Error("parallelism.expert_parallel_degree = " + std::to_string(d.ep) + " is not dp_shard x cp = " +
+                    std::to_string(d.dp_shard * d.cp) + ": titan.cpp splits the experts over FSDP's ranks, and "
+                    "experts sharded again by FSDP inside an expert-parallel group are not built yet",
+                "set expert_parallel_degree = " + std::to_string(d.dp_shard * d.cp) +
+                    " (data_parallel_shard_degree x context_parallel_degree), or data_parallel_shard_degree = " +
+                    std::to_string(std::max(1, d.ep / d.cp)));
   return d;
 }
 
 std::string ParallelDims::describe() const {
   return "pp=" + std::to_string(pp) + ", dp_replicate=" + std::to_string(dp_replicate) + ", dp_shard=" +
-         std::to_string(dp_shard) + ", cp=" + std::to_string(cp) + ", tp=" + std::to_string(tp) + " (world size " +
-         std::to_string(world_size) + ")";
+         std::to_string(dp_shard) + ", cp=" + std::to_string(cp) + ", tp=" + std::to_string(tp) +
+         (ep > 1 ? ", ep=" + std::to_string(ep) : "") + " (world size " + std::to_string(world_size) + ")";
 }
 
 int ParallelDims::coordinate(int rank, const std::string& dim) const { return coords(*this, rank)[dim_index(dim)]; }

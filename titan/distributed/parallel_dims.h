@@ -12,12 +12,15 @@ namespace titan::distributed {
 struct ParallelDims {
   int pp = 1, dp_replicate = 1, dp_shard = 1, cp = 1, tp = 1;
   int world_size = 1;
+  // Expert parallelism: a MoE layer's experts split over the ep ranks. titan.cpp's ep group is
+  // FSDP's, dp_shard x cp (ep 1: off).
+  int ep = 1;
 
   // From parallelism.*; data_parallel_shard_degree = -1 takes the ranks left over. Throws
   // titan::Error naming the degrees when they do not multiply to the world size.
   // The parallelism.*_degree settings (train/options.h builds them); dp_shard -1 takes what the others leave.
   struct Degrees {
-    int64_t pp = 1, dp_replicate = 1, dp_shard = -1, cp = 1, tp = 1;
+    int64_t pp = 1, dp_replicate = 1, dp_shard = -1, cp = 1, tp = 1, ep = 1;
   };
   static ParallelDims from_degrees(const Degrees& degrees, int world_size);
 

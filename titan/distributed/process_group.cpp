@@ -204,6 +204,26 @@ Pending Group::all_reduce(at::Tensor t, bool max) {
                         [&] { return backend_->backend->allreduce(ts, o); });
 }
 
+Pending Group::all_to_all(at::Tensor out, at::Tensor in, std::vector<int64_t> out_splits,
+                          std::vector<int64_t> in_splits) {
+  TORCH_CHECK(static_cast<int>(out_splits.size()) == size() && static_cast<int>(in_splits.size()) == size(),
+              "all_to_all: one split per member");
+  if (trivial()) {
+    if (!out.is_same(in)) out.copy_(in);
+    return {};
+  }
+  const double row = in.size(0) ? nbytes(in) / static_cast<double>(in.size(0)) : 0;
+  int64_t sent = 0;
+  for (int j = 0; j < size(); ++j)
+    if (j != my_index_) sent += in_splits[j];
+  count(Collective::AllToAll, row * static_cast<double>(sent));
+  c10d::AllToAllOptions o;
+  o.timeout = backend_->timeout();
+  return run_collective(*backend_, ranks_[my_index_], "all_to_all", in, [&] {
+    return backend_->backend->alltoall_base(out, in, out_splits, in_splits, o);
+  });
+}
+
 Pending Group::broadcast(at::Tensor t, int root_index) {
   if (trivial()) return {};
   count(Collective::Broadcast, nbytes(t));

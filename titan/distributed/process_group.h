@@ -28,10 +28,11 @@ struct DistEnv {
 // The environment of this process. Throws titan::Error for inconsistent variables.
 DistEnv read_dist_env();
 
-enum class Collective { AllGather, ReduceScatter, AllReduce, Broadcast, kCount };
+enum class Collective { AllGather, ReduceScatter, AllReduce, Broadcast, AllToAll, kCount };
 
 // Bytes this process put on the wire per collective kind, as the ring algorithms send them:
-// all-gather and reduce-scatter (n-1)/n of the full buffer, all-reduce 2(n-1)/n.
+// all-gather and reduce-scatter (n-1)/n of the full buffer, all-reduce 2(n-1)/n, all-to-all
+// the rows sent to the other members.
 struct CommStats {
   std::array<double, static_cast<size_t>(Collective::kCount)> bytes{};
   std::array<int64_t, static_cast<size_t>(Collective::kCount)> calls{};
@@ -68,6 +69,9 @@ class Group {
   Pending reduce_scatter_sum(at::Tensor out, at::Tensor in);
   Pending all_reduce(at::Tensor t, bool max = false);  // sum (or max), in place
   Pending broadcast(at::Tensor t, int root_index);
+  // Rows of `in` (first dim) to each member in turn: in_splits[j] rows to member j; `out` gets
+  // out_splits[j] rows from member j, member-major. Both contiguous.
+  Pending all_to_all(at::Tensor out, at::Tensor in, std::vector<int64_t> out_splits, std::vector<int64_t> in_splits);
   // Point to point (pipeline parallelism): `t` to, or into `t` from, the member `peer` (its index
   // in this group). `channel` and `seq` name the message in the flight recorder, the same on
   // both ends (e.g. "pp activations stage 0 -> stage 1", #3), so that a message that never

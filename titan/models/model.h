@@ -31,6 +31,9 @@ struct Sizes {
   int64_t max_seq_len = 0;     // positions the model is built for (its RoPE table)
   bool tied_embeddings = false;
   int64_t layer_params = 0;    // parameters of one block
+  // Mixture of experts: the routed experts' parameters of one block, and the experts each token visits.
+  int64_t layer_expert_params = 0;
+  int64_t moe_top_k = 0;
 };
 
 // One family's arguments (a flavor, with the run's overrides applied).

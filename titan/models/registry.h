@@ -34,6 +34,8 @@ struct ParallelPlan {
   std::vector<std::string> tied_across_stages;
   // Context parallelism: this rank's part of every sequence (the trainer splits each batch with it).
   std::shared_ptr<distributed::ContextParallel> context_parallel;
+  // Expert parallelism: the MoE layers' dispatch, owned for the whole run.
+  std::shared_ptr<ExpertDispatch> expert_parallel;
 };
 
 // The settings parallelize applies (train/options.h builds them from the job config).

@@ -155,6 +155,7 @@ distributed::ParallelDims::Degrees parallel_degrees(const config::JobConfig& cfg
   d.dp_shard = cfg.get_int("parallelism.data_parallel_shard_degree");
   d.cp = cfg.get_int("parallelism.context_parallel_degree");
   d.tp = cfg.get_int("parallelism.tensor_parallel_degree");
+  d.ep = cfg.get_int("parallelism.expert_parallel_degree");
   return d;
 }
 

@@ -793,7 +793,7 @@ StepRecord Trainer::train_step(int64_t step) {
   v.epoch = s.data->epoch();
   v.host_syncs = components::host_reads() - reads_before;
   const auto& cs = distributed::comm_stats();
-  v.comm_bytes = {cs.bytes[0], cs.bytes[1], cs.bytes[2]};
+  v.comm_bytes = {cs.bytes[0], cs.bytes[1], cs.bytes[2], cs.bytes[static_cast<size_t>(distributed::Collective::AllToAll)]};
   for (size_t i = 0; i < s.expert_loads.size(); ++i) v.expert_load.emplace_back(s.expert_loads[i].layer, h[n_rows + 4 + i]);
   s.metrics->record(v);
   if ((!std::isfinite(loss_value) || !std::isfinite(grad_norm_value)) && s.opt.stop_on_nonfinite)

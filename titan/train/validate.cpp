@@ -102,8 +102,11 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
       lb && *lb != "headtail" && cfg.get_int("parallelism.context_parallel_degree") > 1)
     out.push_back("parallelism.context_parallel_load_balancer = \"" + *lb +
                   "\": only \"headtail\" (or None, no balancing) is supported yet");
-  need_int("parallelism.expert_parallel_degree", 1, 1, "expert parallelism");
   need_int("parallelism.expert_tensor_parallel_degree", 1, 1, "expert tensor parallelism");
+  if (cfg.get_string("parallelism.expert_parallel_comm_backend") != "standard")
+    out.push_back("parallelism.expert_parallel_comm_backend = \"" +
+                  cfg.get_string("parallelism.expert_parallel_comm_backend") +
+                  "\": DeepEP's all-to-all is not supported yet (use \"standard\")");
   if (cfg.get_bool("parallelism.enable_async_tensor_parallel") && cfg.get_string("activation_checkpoint.mode") == "selective" &&
       cfg.get_string("activation_checkpoint.selective_ac_option") == "op")
     out.push_back("parallelism.enable_async_tensor_parallel = true with op-level selective activation checkpointing is "
@@ -264,6 +267,12 @@ MemoryEstimate estimate_memory(const models::ModelConfig& config, const config::
     const bool ring = cfg.get_string("parallelism.context_parallel_rotate_method") == "alltoall";
     const double kv = 2 * tokens * (ring ? 2 : dims.cp) * kv_dim / tp;
     m.transient += kv * (compute_bytes + 4);
+  }
+  if (dims.ep > 1 && a.moe_top_k > 0) {
+    // Expert parallelism: FSDP gathers a block without its experts (each rank keeps its own), and
+    // one layer's routed rows are in flight: sent, received and their outputs coming back.
+    if (shard > 1) m.transient -= 2 * static_cast<double>(a.layer_expert_params) / tp * compute_bytes;
+    m.transient += 3 * tokens * static_cast<double>(a.moe_top_k) * dim * compute_bytes;
   }
   return m;
 }

@@ -97,7 +97,8 @@ void MetricsProcessor::record(const StepValues& v) {
             << ", \"host_syncs\": " << v.host_syncs
             << ", \"comm_bytes\": {\"all_gather\": " << json_number(v.comm_bytes[0])
             << ", \"reduce_scatter\": " << json_number(v.comm_bytes[1])
-            << ", \"all_reduce\": " << json_number(v.comm_bytes[2]) << "}";
+            << ", \"all_reduce\": " << json_number(v.comm_bytes[2])
+            << ", \"all_to_all\": " << json_number(v.comm_bytes[3]) << "}";
     if (!v.expert_load.empty()) {
       *jsonl_ << ", \"moe_load\": {";
       for (size_t i = 0; i < v.expert_load.size(); ++i)

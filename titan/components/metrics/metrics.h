@@ -27,8 +27,9 @@ struct StepValues {
   int64_t state_bytes = 0;  // parameters + gradients + optimizer state on this rank
   int64_t epoch = 0;        // passes the training data has completed
   int64_t host_syncs = 0;   // the step's reads of device values on the host (read_to_host calls)
-  // Bytes this rank put on the wire since the start: all-gather, reduce-scatter, all-reduce.
-  std::array<double, 3> comm_bytes{};
+  // Bytes this rank put on the wire since the start: all-gather, reduce-scatter, all-reduce,
+  // all-to-all.
+  std::array<double, 4> comm_bytes{};
   // Mixture of experts: each MoE layer's max / mean tokens per expert this step ("layers.3").
   std::vector<std::pair<std::string, double>> expert_load;
 };

@@ -7,6 +7,7 @@
 #include "titan/common/test_hooks.h"
 #include "titan/components/device/device.h"
 #include "titan/distributed/activation_checkpoint.h"
+#include "titan/distributed/expert_parallel.h"
 #include "titan/distributed/tensor_parallel.h"
 #include "titan/kernels/float8.h"
 #include "titan/kernels/ops.h"
@@ -300,6 +301,16 @@ std::vector<ParamLayout> param_layouts(Decoder& model, const distributed::Parall
 }
 
 void validate_plan(const DecoderArgs& args, const PlanCheck& check, const distributed::ParallelDims& dims) {
+  if (dims.ep > 1) {
+    const std::string deg = "parallelism.expert_parallel_degree = " + std::to_string(dims.ep);
+    if (!args.moe)
+      throw Error(deg + " with flavor " + check.flavor + ", which has no mixture-of-experts layers",
+                  "use a MoE flavor (qwen3 debugmodel_moe, 30B-A3B, 235B-A22B) or expert_parallel_degree = 1");
+    if (args.moe->num_experts % dims.ep != 0)
+      throw Error(deg + " does not divide the " + std::to_string(args.moe->num_experts) + " experts of flavor " +
+                      check.flavor,
+                  "choose an expert_parallel_degree that divides " + std::to_string(args.moe->num_experts));
+  }
   if (dims.cp > 1) {
     // Each rank holds cp_chunks / cp chunks of every sequence; sequence parallelism splits its part by tp.
     const int64_t chunks = check.cp_headtail ? 2 * dims.cp : dims.cp, unit = chunks * dims.tp;
@@ -369,6 +380,24 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
   } else if (options.async_tp) {
     note("Async TP: parallelism.enable_async_tensor_parallel has nothing to overlap without tensor parallelism");
   }
+  std::vector<std::string> local_experts;  // expert parallelism: the experts each rank keeps
+  if (dims.ep > 1) {
+    auto ep = std::make_shared<distributed::ExpertParallel>(mesh.group("dp_shard_cp"));
+    int layers = 0;
+    for (auto& b : model.layers()) {
+      if (!b.moe) continue;
+      b.moe->dispatch = ep.get();
+      const std::string prefix = "layers." + std::to_string(b.layer_id) + ".moe.experts.w";
+      for (const char* w : {"1", "2", "3"}) local_experts.push_back(prefix + w);
+      ++layers;
+    }
+    plan.expert_parallel = ep;
+    const int64_t E = model.decoder_args().moe->num_experts;
+    note("Applied Expert Parallel to the model (degree " + std::to_string(dims.ep) + " over dp_shard x cp: rank r holds "
+         "experts [r*" + std::to_string(E / dims.ep) + ", (r+1)*" + std::to_string(E / dims.ep) + ") of " +
+         std::to_string(E) + " in each of " + std::to_string(layers) +
+         " MoE layers; tokens dispatched and combined by all-to-all, the experts never gathered)");
+  }
   if (dims.cp > 1) {
     plan.context_parallel = std::make_shared<distributed::ContextParallel>(
         mesh.group("cp"), options.cp_headtail, distributed::cp_rotate_from_string(options.cp_rotate));
@@ -436,6 +465,7 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
                                           ? false
                                           : reshard);
   o.sync_every_microbatch = options.fsdp_sync_every_microbatch;
+  o.local = local_experts;
   o.pipelined = dims.pp > 1;
   if (dims.fsdp_enabled()) o.param_dtype = compute_dtype;
   if (options.float8_fsdp_all_gather && dims.fsdp_enabled()) {

@@ -55,6 +55,7 @@ Routing route(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& gat
 
 at::Tensor run_experts(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3,
                        const at::Tensor& counts, bool grouped_mm) {
+  if (x.size(0) == 0) return swiglu_ffn(x, w1[0], w2[0], w3[0]);  // no rows (expert parallelism): (0, D)
   if (grouped_mm && grouped_mm_fits(x, w1)) {
     const at::Tensor offsets = at::cumsum(counts, 0).to(at::kInt);
     const at::Tensor h = at::silu(at::_grouped_mm(x, w1.transpose(-2, -1), offsets)) *
@@ -94,7 +95,13 @@ at::Tensor MoeLayer::forward(const at::Tensor& x_in) const {
   at::Tensor routed = x.index_select(0, at::div(order, k, "floor"));
   if (args.score_before_experts)
     routed = (routed.to(at::kFloat) * r.scores.view(-1).index_select(0, order).unsqueeze(1)).to(x.scalar_type());
-  const at::Tensor out_sorted = run_experts(routed, w1, w2, w3, r.counts, args.use_grouped_mm);
+  const bool grouped = args.use_grouped_mm;
+  const at::Tensor out_sorted =
+      dispatch ? dispatch->run(routed, r.counts,
+                               [&](const at::Tensor& rows, const at::Tensor& counts) {
+                                 return run_experts(rows, w1, w2, w3, counts, grouped);
+                               })
+               : run_experts(routed, w1, w2, w3, r.counts, grouped);
   const at::Tensor pairs = at::zeros_like(out_sorted).index_copy(0, order, out_sorted).view({N, k, D});
   const at::Tensor experts_out =
       args.score_before_experts

@@ -9,6 +9,8 @@
 
 #include <ATen/ATen.h>
 
+#include "titan/common/module.h"
+
 #include <optional>
 #include <string>
 
@@ -54,6 +56,8 @@ struct MoeLayer {
   at::Tensor shared_w1, shared_w2, shared_w3;  // shared_experts.w1 (S*H, D), .w2 (D, S*H), .w3: S = num_shared_experts
   at::Tensor expert_bias;                      // (E) float32, a persistent buffer (load balancing)
   at::Tensor tokens_per_expert;                // (E) float32, counted by every forward until the update
+  // Expert parallelism: w1 w2 w3 hold this rank's experts, and the rows travel to theirs.
+  ExpertDispatch* dispatch = nullptr;
 
   // x (B, T, D) -> (B, T, D); adds the routing's counts to tokens_per_expert, except while an
   // activation checkpoint recomputes the block (those tokens were counted in its forward).

@@ -100,6 +100,10 @@ Sizes ModelArgs::sizes() const {
   s.max_seq_len = max_seq_len;
   s.tied_embeddings = tied_embeddings;
   s.layer_params = common::block_params(decoder());
+  if (moe_enabled) {
+    s.layer_expert_params = common::moe_params(moe_args, dim, moe_inter_dim).experts;
+    s.moe_top_k = moe_args.top_k;
+  }
   return s;
 }
 
