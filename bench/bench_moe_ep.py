@@ -10,7 +10,8 @@ on one process, on FSDP(2) and on EP(2), the same global batch and seed:
    layer, plus the counts (E/2 int64 per layer), which the run logs per layer as max/mean load
    only, so the formula is checked exactly with round-robin routing (debug.moe_force_load_balance)
    and printed for the learned routing;
-3. peak memory per rank (the log's `memory:` of the last step).
+3. peak memory per rank (the log's `memory:` of the last step, with glibc returning freed blocks
+   of 128 KiB or more to the system, as bench_context_parallel.py runs it).
 
 Usage: python3 bench/bench_moe_ep.py --titan build/titan [--layers 2] [--seq 256] [--batch 4] [--steps 8]
 """
@@ -18,44 +19,15 @@ Usage: python3 bench/bench_moe_ep.py --titan build/titan [--layers 2] [--seq 256
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_context_parallel import train  # noqa: E402  (runs `titan train` on N ranks)
+
 DIM, EXPERTS, TOP_K = 256, 64, 8  # debugmodel_moe
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def train(titan: str, world: int, args: list[str], dump: str) -> tuple[float, list[dict]]:
-    """Runs `titan train` on `world` ranks; rank 0's peak memory of its last step (GiB) and its rows."""
-    port = free_port()
-    threads = max(1, (os.cpu_count() or 2) // world)
-    procs = []
-    for rank in range(world):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                   LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   OMP_NUM_THREADS=str(threads))
-        procs.append(subprocess.Popen([titan, "train", "--metrics.disable_color_printing"] + args +
-                                      ["--job.dump_folder", dump], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    logs = [p.communicate()[0] for p in procs]
-    for rank, p in enumerate(procs):
-        if p.returncode != 0:
-            sys.exit(f"rank {rank} of {args} failed: {logs[rank][-800:]}")
-    peaks = re.findall(r"memory:\s*([\d.]+)GiB", logs[0])
-    rows = [json.loads(line) for line in open(os.path.join(dump, "metrics.jsonl")) if line.strip()]
-    return float(peaks[-1]), [r for r in rows if "step" in r]
 
 
 def main() -> None:

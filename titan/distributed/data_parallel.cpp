@@ -1,6 +1,7 @@
 #include "titan/distributed/data_parallel.h"
 
 #include <algorithm>
+#include <optional>
 
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -134,45 +135,25 @@ struct GatherFunction : public torch::autograd::Function<GatherFunction> {
   }
 };
 
-// Expert parallelism: a unit's local slots in the parameter dtype; backward hands their
-// gradients to the DataParallel.
-struct LocalFunction : public torch::autograd::Function<LocalFunction> {
+// The parameters themselves, with the same backward hand-off: as views for DDP and tensor
+// parallelism alone (the gradients go to post_backward); for expert parallelism, a unit's local
+// slots cast to the parameter dtype (to post_backward_local).
+struct HandOffFunction : public torch::autograd::Function<HandOffFunction> {
   static variable_list forward(AutogradContext* ctx, at::TensorList params, DataParallel* dp, size_t unit,
-                               int64_t param_dtype) {
+                               std::optional<at::ScalarType> local_dtype) {
     ctx->saved_data["dp"] = reinterpret_cast<int64_t>(dp);
     ctx->saved_data["unit"] = static_cast<int64_t>(unit);
+    ctx->saved_data["local"] = local_dtype.has_value();
     variable_list out;
-    for (const auto& p : params) out.push_back(p.to(static_cast<at::ScalarType>(param_dtype), false, /*copy=*/true));
+    for (const auto& p : params) out.push_back(local_dtype ? p.to(*local_dtype, false, /*copy=*/true) : p.view_as(p));
     return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto* dp = reinterpret_cast<DataParallel*>(ctx->saved_data["dp"].toInt());
-    dp->post_backward_local(static_cast<size_t>(ctx->saved_data["unit"].toInt()), grads);
-    variable_list none(grads.size());
-    none.emplace_back();
-    none.emplace_back();
-    none.emplace_back();
-    return none;
-  }
-};
-
-// DDP and tensor parallelism alone: the parameters themselves (as views), with the same
-// backward hand-off.
-struct ReplicateFunction : public torch::autograd::Function<ReplicateFunction> {
-  static variable_list forward(AutogradContext* ctx, at::TensorList params, DataParallel* dp, Unit* unit) {
-    ctx->saved_data["dp"] = reinterpret_cast<int64_t>(dp);
-    ctx->saved_data["unit"] = static_cast<int64_t>(unit->index);
-    variable_list out;
-    for (const auto& p : params) out.push_back(p.view_as(p));
-    return out;
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto* dp = reinterpret_cast<DataParallel*>(ctx->saved_data["dp"].toInt());
-    dp->post_backward(static_cast<size_t>(ctx->saved_data["unit"].toInt()), grads);
-    variable_list none(grads.size());
-    none.emplace_back();
-    none.emplace_back();
-    return none;
+    const auto unit = static_cast<size_t>(ctx->saved_data["unit"].toInt());
+    if (ctx->saved_data["local"].toBool()) dp->post_backward_local(unit, grads);
+    else dp->post_backward(unit, grads);
+    return variable_list(grads.size() + 3);  // none for the parameters (handed off), dp, unit, local_dtype
   }
 };
 
@@ -366,7 +347,7 @@ void DataParallel::before(size_t u, const std::string&) {
   if (shard_.trivial()) {  // DDP / tensor parallel alone: the parameters, through the reduce hand-off
     std::vector<at::Tensor> params;
     for (const Slot& s : unit.slots) params.push_back(s.shard);
-    variable_list views = ReplicateFunction::apply(at::TensorList(params), this, &unit);
+    variable_list views = HandOffFunction::apply(at::TensorList(params), this, u, std::optional<at::ScalarType>());
     for (size_t i = 0; i < unit.slots.size(); ++i) *unit.slots[i].model_slot = views[i];
     return;
   }
@@ -385,7 +366,8 @@ void DataParallel::use_local(size_t u) {
       slots.push_back(&s);
     }
   if (slots.empty()) return;
-  variable_list views = LocalFunction::apply(at::TensorList(shards), this, u, static_cast<int64_t>(options_.param_dtype));
+  variable_list views =
+      HandOffFunction::apply(at::TensorList(shards), this, u, std::optional<at::ScalarType>(options_.param_dtype));
   for (size_t i = 0; i < slots.size(); ++i) *slots[i]->model_slot = views[i];
 }
 
