@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Qwen3's mixture-of-experts debug model trains as one process does, whatever the layout
-(float32, CPU, 2 layers of 64 experts, top 8, sequence 64):
+(float32, CPU, one layer of 64 experts, top 8, sequence 64):
 
-- FSDP(2), DDP(2), HSDP(2x2), CP(2), PP(2) 1F1B, gradient accumulation, full and op-level activation
-  checkpointing and the fused kernels give one process's loss and grad norm over 10 steps (1e-5
+- FSDP(2), DDP(2), CP(2), PP(2) 1F1B, gradient accumulation, full and op-level activation
+  checkpointing give one process's loss and grad norm over 10 steps (1e-5
   relative), every parameter's update within 1e-4 of one process's, and the same expert bias
   (the tokens per expert are summed over the data-parallel ranks before each update, and an
   activation checkpoint's recompute does not count them again);
@@ -16,7 +16,7 @@
 - float8 converts the attention's linear layers and trains;
 - expert parallelism: EP(2), EP(4), EP(2) over CP(2), HSDP(2x2) with EP(2), PP(2)xEP(2) and
   EP(2) with full AC against one process as above; EP(2) killed after its step-5 save resumes bit
-  for bit, and its checkpoint continues in one process and on EP(4); with round-robin routing the
+  for bit, and its checkpoint continues in one process; with round-robin routing the
   all-to-all bytes per step equal the formula;
 - tensor parallelism, EP degrees other than dp_shard x cp or not dividing the experts, EP on a
   dense model and DeepEP are refused with exit 2 on every rank, naming the setting;
@@ -39,7 +39,7 @@ from launch import scratch_dir  # noqa: E402
 from launch import (Checks, check_refused, launch_into, read_state, run_layout, step_metrics,  # noqa: E402
                     worst_rel, worst_update_diff)
 
-BASE = ["--job.config_file", "configs/qwen3/debug_model_moe.toml", "--training.seq_len", "64", "--model.n_layers", "2",
+BASE = ["--job.config_file", "configs/qwen3/debug_model_moe.toml", "--training.seq_len", "64", "--model.n_layers", "1",
         "--training.steps", "10", "--training.mixed_precision_param", "float32", "--debug.seed", "7",
         "--activation_checkpoint.mode", "none", "--metrics.log_freq", "1", "--lr_scheduler.warmup_steps", "2",
         "--compile.enable=false"]
@@ -81,25 +81,22 @@ def main() -> int:
     check("the start-up log counts as torchtitan: dense, sparse and active parameters",
           "Total parameter count: dense " in log and ", sparse " in log and ", active " in log, log[-1500:])
     loads = [r.get("moe_load", {}) for r in ref]
-    check("metrics.jsonl: each step's max/mean tokens per expert of layers.0 and layers.1 (all >= 1)",
-          all(set(x) == {"layers.0", "layers.1"} and all(v >= 1 for v in x.values()) for x in loads), str(loads[:2]))
+    check("metrics.jsonl: each step's max/mean tokens per expert of layers.0 (>= 1)",
+          all(set(x) == {"layers.0"} and all(v >= 1 for v in x.values()) for x in loads), str(loads[:2]))
     check("the log summarises the load each step", log.count("moe load (max/mean tokens per expert)") == 10, log[-800:])
     initial, final = read_state(os.path.join(single, "initial")), read_state(os.path.join(single, "final"))
-    moved = [float(final[f"layers.{i}.moe.expert_bias"].abs().max()) for i in range(2)] if final else []
-    check(f"the expert bias moved from zero (max |bias| per layer {moved}), its sum stayed 0",
-          len(moved) == 2 and all(m > 0 for m in moved)
-          and all(abs(float(final[f"layers.{i}.moe.expert_bias"].sum())) < 1e-6 for i in range(2)))
+    moved = float(final["layers.0.moe.expert_bias"].abs().max()) if final else 0.0
+    check(f"the expert bias moved from zero (max |bias| {moved:.2e}), its sum stayed 0",
+          moved > 0 and abs(float(final["layers.0.moe.expert_bias"].sum())) < 1e-6)
     check("the experts are stored as torchtitan's (E, H, D) tensors",
           final and tuple(final["layers.0.moe.experts.w1"].shape) == (64, 768, 256)
-          and tuple(final["layers.0.moe.router.gate.weight"].shape) == (64, 256), str(sorted(final)[:6]))
+          and tuple(final["layers.0.moe.router.gate.weight"].shape) == (64, 256), str(sorted(final)[:6]) if final else "")
 
     pp = ["--parallelism.pipeline_parallel_degree", "2", "--parallelism.pipeline_parallel_microbatch_size", "2",
           "--parallelism.pipeline_parallel_schedule", "1F1B"]
     layouts = [("FSDP(2)", 2, LB2),
                ("DDP(2)", 2, LB2 + ["--parallelism.data_parallel_replicate_degree", "2",
                                     "--parallelism.data_parallel_shard_degree", "1"]),
-               ("HSDP(2x2)", 4, ["--training.local_batch_size", "1", "--parallelism.data_parallel_replicate_degree",
-                                 "2", "--parallelism.data_parallel_shard_degree", "2"]),
                ("CP(2)", 2, LB4 + ["--parallelism.context_parallel_degree", "2",
                                    "--parallelism.data_parallel_shard_degree", "1"]),
                ("PP(2) 1F1B", 2, LB4 + pp),
@@ -107,7 +104,6 @@ def main() -> int:
                ("full AC", 1, LB4 + ["--activation_checkpoint.mode", "full"]),
                ("op-level AC", 1, LB4 + ["--activation_checkpoint.mode", "selective",
                                          "--activation_checkpoint.selective_ac_option", "op"]),
-               ("fused kernels", 1, LB4 + ["--compile.enable=true"]),
                # Expert parallelism: each rank keeps half (a quarter) of every layer's experts.
                ("EP(2)", 2, LB2 + EP2),
                ("EP(4)", 4, ["--training.local_batch_size", "1", "--parallelism.expert_parallel_degree", "4"]),
@@ -140,8 +136,8 @@ def main() -> int:
     first = launch_into(titan, 1, BASE + LB4 + CK, killed, env={"TITAN_TEST_DIE_AFTER_SAVE": "5"})
     meta_path = os.path.join(killed, "checkpoint", "step-5", "metadata.json")
     meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
-    check("the step-5 checkpoint holds every layer's expert bias",
-          all(f"model.layers.{i}.moe.expert_bias" in meta.get("tensors", {}) for i in range(2)), str(first[0][2][-300:]))
+    check("the step-5 checkpoint holds the expert bias",
+          "model.layers.0.moe.expert_bias" in meta.get("tensors", {}), str(first[0][2][-300:]))
     outs = launch_into(titan, 1, BASE + LB4 + CK, killed)
     got = [r for r in step_metrics(killed) if r["step"] > 5]
     check("Qwen3 MoE killed after its step-5 save: the rerun's steps 6-10 equal the straight run bit for bit",
@@ -159,7 +155,7 @@ def main() -> int:
           ok and lw <= TOL, outs[0][2][-400:])
 
     # Expert parallelism's checkpoint: EP(2) killed right after its step-5 save resumes bit for bit;
-    # its step 5 continues in one process and on EP(4).
+    # its step 5 continues in one process.
     ep_straight = run_layout(checks, titan, "EP(2) with checkpoints", 2, BASE + LB2 + EP2 + CK,
                              os.path.join(tmp, "ep_straight"))
     if ep_straight:
@@ -171,9 +167,7 @@ def main() -> int:
               all(o[0] == 0 for o in outs) and len(got) == 5
               and all(g["loss"] == r["loss"] and g["grad_norm"] == r["grad_norm"] for g, r in zip(got, ep_straight[5:])),
               outs[0][2][-400:])
-        for name, world, extra in [("one process", 1, LB4),
-                                   ("EP(4)", 4, ["--training.local_batch_size", "1",
-                                                 "--parallelism.expert_parallel_degree", "4"])]:
+        for name, world, extra in [("one process", 1, LB4)]:
             dump = os.path.join(tmp, "ep2_into_" + name.replace(" ", "_").replace("(", "").replace(")", ""))
             os.makedirs(os.path.join(dump, "checkpoint"))
             shutil.copytree(os.path.join(tmp, "ep_straight", "checkpoint", "step-5"),
@@ -188,20 +182,20 @@ def main() -> int:
     # All-to-all bytes per step against the formula. Round-robin routing (debug.moe_force_load_balance)
     # sends each of a rank's 2 x 64 tokens to 8 experts, 8 x 128 / 2 = 512 rows to the other rank:
     # dispatch and combine in forward, and both again in backward, 2048 rows of 256 float32 values
-    # per layer; plus the counts, 32 int64 per layer.
+    # in the layer; plus the counts, 32 int64.
     dump = os.path.join(tmp, "ep_bytes")
     rows = run_layout(checks, titan, "EP(2) round-robin", 2, BASE + LB2 + EP2 + ["--debug.moe_force_load_balance"], dump)
     if rows:
         per_step = [b["comm_bytes"]["all_to_all"] - a["comm_bytes"]["all_to_all"] for a, b in zip(rows, rows[1:])]
-        want = 2 * (2048 * 256 * 4 + 32 * 8)
-        check(f"EP(2): all-to-all bytes per step per rank {per_step[-1]:,.0f} = 2 layers x (2048 rows x 256 x 4 B + "
-              f"32 counts x 8 B) = {want:,}", all(b == want for b in per_step), str(per_step))
+        want = 2048 * 256 * 4 + 32 * 8
+        check(f"EP(2): all-to-all bytes per step per rank {per_step[-1]:,.0f} = 2048 rows x 256 x 4 B + "
+              f"32 counts x 8 B = {want:,}", all(b == want for b in per_step), str(per_step))
         loads = [r["moe_load"] for r in rows]
-        check("debug.moe_force_load_balance: every expert gets the same tokens (max/mean 1.00 in every layer)",
+        check("debug.moe_force_load_balance: every expert gets the same tokens (max/mean 1.00)",
               all(abs(v - 1.0) < 1e-9 for x in loads for v in x.values()), str(loads[:2]))
 
     # Load balancing: the bias update against the same run without it (a test hook).
-    lb = BASE + LB4 + ["--model.n_layers", "1", "--training.steps", "60", "--metrics.log_freq", "100",
+    lb = BASE + LB4 + ["--training.steps", "60", "--metrics.log_freq", "100",
                        "--optimizer.lr", "3e-3"]
     balanced, unbalanced = os.path.join(tmp, "balanced"), os.path.join(tmp, "unbalanced")
     a = run_layout(checks, titan, "load balancing on", 1, lb, balanced)
@@ -232,13 +226,13 @@ def main() -> int:
     dump = os.path.join(tmp, "float8")
     outs = launch_into(titan, 1, BASE + LB4 + ["--model.converters", "float8", "--training.steps", "3"], dump)
     got = step_metrics(dump)
-    check("Qwen3 MoE with float8: 8 linear layers converted (2 blocks x wq wk wv wo), 3 finite steps",
-          outs[0][0] == 0 and "8 linear layers converted" in outs[0][1] + outs[0][2] and len(got) == 3
+    check("Qwen3 MoE with float8: 4 linear layers converted (wq wk wv wo), 3 finite steps",
+          outs[0][0] == 0 and "4 linear layers converted" in outs[0][1] + outs[0][2] and len(got) == 3
           and all(r["loss"] == r["loss"] for r in got), (outs[0][1] + outs[0][2])[-600:])
 
     step = os.path.join(single, "checkpoint", "step-10")
     r = subprocess.run([titan, "generate", "--checkpoint", step, "--prompt", "Once upon a time", "--max-new-tokens",
-                        "8"], capture_output=True, text=True, timeout=300)
+                        "8"], capture_output=True, text=True, errors="replace", timeout=300)
     check("titan generate runs the trained MoE checkpoint (exit 0, text after the prompt)",
           r.returncode == 0 and r.stdout.startswith("Once upon a time") and len(r.stdout) > len("Once upon a time"),
           r.stderr[-400:])
