@@ -8,7 +8,10 @@
 #   TITAN_SKIP_SANITIZE=1 ./run_tests.sh   skip the sanitizer and fuzzing passes
 set -euo pipefail
 cd "$(dirname "$0")"
+START=$(date +%s)
+phase() { echo "[tests] $1 after $(( $(date +%s) - START )) s"; }
 ./scripts/setup.sh
+phase "setup and build done"
 # Python packages the tests read our output with (the test suite only; training needs none).
 PYTHON=${PYTHON:-python3}
 TEST_PACKAGES=(tensorboard matplotlib tiktoken tokenizers zstandard transformers safetensors torchao)
@@ -21,8 +24,12 @@ fi
 export TITAN_PEAK_CACHE=${TITAN_PEAK_CACHE:-off}
 # Two tests at a time, one thread each, on a 2-core machine.
 ctest --test-dir build --output-on-failure --timeout 900 -j 2 "$@"
+phase "tests done"
 if [ $# -eq 0 ] && [ "${TITAN_SKIP_SANITIZE:-0}" != 1 ]; then
   BUILD_DIR=build-asan BUILD_TYPE=Debug TITAN_SANITIZE=ON ./scripts/setup.sh --target titan_tests test_config test_pipeline_schedule
+  phase "sanitizer build done"
   ctest --test-dir build-asan --output-on-failure --timeout 900 -j 2 -L unit
+  phase "sanitizer tests done"
   FUZZ_SECONDS=${FUZZ_SECONDS:-20} ./scripts/fuzz.sh
+  phase "fuzzing done"
 fi

@@ -155,6 +155,10 @@ target_link_libraries(float8_dump PRIVATE titan_lib)
 add_executable(moe_dump tests/parity/moe_dump.cpp)
 target_link_libraries(moe_dump PRIVATE titan_lib)
 
+# Writes the C++ side of the DeepSeek-V3 model check against the PyTorch reference.
+add_executable(deepseek_dump tests/parity/deepseek_dump.cpp)
+target_link_libraries(deepseek_dump PRIVATE titan_lib)
+
 add_executable(bench_train_step bench/bench_train_step.cpp)
 target_link_libraries(bench_train_step PRIVATE titan_lib)
 
@@ -165,6 +169,8 @@ add_test(NAME parity.float8 COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE
          --dump-bin $<TARGET_FILE:float8_dump>)
 add_test(NAME parity.moe COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_moe_parity.py
          --dump-bin $<TARGET_FILE:moe_dump>)
+add_test(NAME parity.deepseek COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_deepseek_parity.py
+         --dump-bin $<TARGET_FILE:deepseek_dump>)
 add_test(NAME parity.reference_selfcheck COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_ref_selfcheck.py)
 add_test(NAME parity.training COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_training_parity.py
          --titan $<TARGET_FILE:titan>)
@@ -172,7 +178,7 @@ add_test(NAME integration.cli COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOUR
          --titan $<TARGET_FILE:titan> --shared ${CMAKE_CURRENT_SOURCE_DIR}/../shared)
 add_test(NAME parity.tokenizer COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_tokenizer_parity.py
          --titan $<TARGET_FILE:titan>)
-set_tests_properties(parity.model parity.float8 parity.moe parity.reference_selfcheck parity.training parity.tokenizer integration.cli PROPERTIES
+set_tests_properties(parity.model parity.float8 parity.moe parity.deepseek parity.reference_selfcheck parity.training parity.tokenizer integration.cli PROPERTIES
                      SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1")
 add_test(NAME integration.distributed COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_distributed.py
          --titan $<TARGET_FILE:titan>)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (fuzz/*.cpp: the TOML loader, tokenizer.json, tokenizer.model,
 # token shards and their manifest, saved data positions, flight-recorder dumps, checkpoint
-# metadata) with clang under
-# AddressSanitizer + UndefinedBehaviorSanitizer, and runs each for FUZZ_SECONDS (default 60) from
-# the seeds in fuzz/seeds/<target>. Prints executions per target; exits 1 on any finding (the
-# crashing input is left in build-fuzz/findings/).
+# metadata) with clang under AddressSanitizer + UndefinedBehaviorSanitizer, and runs each for
+# FUZZ_SECONDS (default 60), two at a time, from the seeds in fuzz/seeds/<target>. Prints
+# executions per target; exits 1 on any finding (the crashing input is left in
+# build-fuzz/findings/).
 #   scripts/fuzz.sh                   every target, 60 s each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh fuzz_tokenizer_json
 set -euo pipefail
@@ -24,11 +24,11 @@ CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -D
 cmake --build "$BUILD" --target "${TARGETS[@]}"
 python3 fuzz/make_seeds.py "$BUILD/seeds"
 mkdir -p "$BUILD/findings"
-failed=0
-for t in "${TARGETS[@]}"; do
-  corpus="$BUILD/corpus/$t"
+# Two targets at a time (FUZZ_JOBS), one core each.
+JOBS=${FUZZ_JOBS:-2}
+run_one() {
+  local t=$1 corpus="$BUILD/corpus/$1" log="$BUILD/$1.log" status execs
   mkdir -p "$corpus"
-  log="$BUILD/$t.log"
   # -rss_limit_mb: an input that makes a loader allocate GBs is a finding too.
   if ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      "$BUILD/$t" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
@@ -36,10 +36,17 @@ for t in "${TARGETS[@]}"; do
     status=clean
   else
     status="FINDING (see $log and $BUILD/findings/)"
-    failed=1
   fi
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
   printf '[fuzz] %-22s %4ss  %10s executions  %s\n' "$t" "$SECONDS_EACH" "$execs" "$status"
-  [ "$status" = clean ] || tail -40 "$log"
+  [ "$status" = clean ] || { tail -40 "$log"; return 1; }
+}
+failed=0
+pids=()
+for t in "${TARGETS[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 1; done
+  run_one "$t" &
+  pids+=($!)
 done
+for p in "${pids[@]}"; do wait "$p" || failed=1; done
 exit $failed

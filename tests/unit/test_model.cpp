@@ -173,6 +173,70 @@ TEST(Registry, Qwen3MoeFlavorsCountAsTorchtitan) {
       << spec.flavor("debugmodel_moe")->describe();
 }
 
+TEST(Registry, DeepSeekV3FlavorsCountAsTorchtitan) {
+  // torchtitan v0.2.2's get_moe_model_nparams_and_flops on its DeepSeekV3Model (built on the meta
+  // device, max_seq_len 4096): the totals, the "Total parameter count" line and FLOPs per token
+  // (attention term with qk_nope + qk_rope + v head dims).
+  struct Expect {
+    const char* name;
+    int64_t total, dense, sparse, active, flops;
+  };
+  const Expect expect[] = {
+      {"debugmodel", 33014016, 23173376, 9840640, 28098816, 920421888},
+      {"16B", 15706484224, 858385920, 14848098304, 2661150208, 18105996288},
+      {"236B", 235741434880, 10191590400, 225549844480, 21375800320, 185507051520},
+      {"671B", 671026404352, 14456871936, 656569532416, 37552282624, 281158232064},
+  };
+  const auto& spec = titan::models::model_spec("deepseek_v3");
+  for (const auto& e : expect) {
+    const auto config = spec.flavor(e.name);
+    config->set_max_seq_len(4096);
+    EXPECT_EQ(config->num_params(), e.total) << e.name;
+    EXPECT_EQ(config->flops_per_token(4096), e.flops) << e.name;
+    EXPECT_EQ(config->parameter_count_line(),
+              "Total parameter count: dense " + titan::log::with_commas(e.dense) + ", sparse " +
+                  titan::log::with_commas(e.sparse) + ", active " + titan::log::with_commas(e.active))
+        << e.name;
+    const auto model = spec.build(*config, at::TensorOptions().device(at::kMeta));
+    EXPECT_EQ(model->num_params(), e.total) << e.name << " (built on meta)";
+    const auto again = titan::models::config_from_description({{"name", "deepseek_v3"}, {"args", config->to_json()}}, "here");
+    EXPECT_EQ(again->to_json(), config->to_json()) << e.name;
+    EXPECT_EQ(again->describe(), config->describe()) << e.name;
+  }
+  // torchtitan's FQNs and order: a dense first block, then MoE blocks with a load-balancing bias;
+  // the 671B's queries through their latent.
+  const auto names = [&](const char* flavor, int64_t layer) {
+    const auto model = spec.build(*spec.flavor(flavor), at::TensorOptions().device(at::kMeta));
+    std::vector<std::string> out;
+    const std::string prefix = "layers." + std::to_string(layer) + ".";
+    for (const auto& p : model->named_parameters())
+      if (p.name.rfind(prefix, 0) == 0) out.push_back(p.name.substr(prefix.size()));
+    return out;
+  };
+  using Names = std::vector<std::string>;
+  EXPECT_EQ(names("debugmodel", 0),
+            (Names{"attention.wq.weight", "attention.wkv_a.weight", "attention.kv_norm.weight", "attention.wkv_b.weight",
+                   "attention.wo.weight", "feed_forward.w1.weight", "feed_forward.w2.weight", "feed_forward.w3.weight",
+                   "attention_norm.weight", "ffn_norm.weight"}));
+  EXPECT_EQ(names("debugmodel", 1),
+            (Names{"attention.wq.weight", "attention.wkv_a.weight", "attention.kv_norm.weight", "attention.wkv_b.weight",
+                   "attention.wo.weight", "moe.experts.w1", "moe.experts.w2", "moe.experts.w3", "moe.router.gate.weight",
+                   "moe.shared_experts.w1.weight", "moe.shared_experts.w2.weight", "moe.shared_experts.w3.weight",
+                   "attention_norm.weight", "ffn_norm.weight"}));
+  EXPECT_EQ(names("671B", 3).front(), "attention.wq_a.weight");
+  EXPECT_EQ(names("671B", 3).at(1), "attention.q_norm.weight");
+  EXPECT_EQ(names("671B", 2).at(7), "feed_forward.w1.weight");  // n_dense_layers 3
+  const auto debug = spec.build(*spec.flavor("debugmodel"), at::TensorOptions().device(at::kMeta));
+  EXPECT_EQ(debug->named_buffers().size(), 5u);  // layers 1-5: moe.expert_bias
+  EXPECT_EQ(debug->named_buffers().front().name, "layers.1.moe.expert_bias");
+  // torchtitan's repr of the arguments, which the start-up log prints.
+  EXPECT_NE(spec.flavor("671B")->describe().find("n_dense_layers=3, n_heads=128, norm_eps=1e-05, moe_args=MoEArgs("
+                                                 "num_experts=256, num_shared_experts=1, score_func='sigmoid', "
+                                                 "route_norm=True, route_scale=2.5"),
+            std::string::npos)
+      << spec.flavor("671B")->describe();
+}
+
 TEST(Registry, UnknownNamesAreRefusedWithTheChoices) {
   try {
     titan::models::model_spec("gpt5");

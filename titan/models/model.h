@@ -59,6 +59,8 @@ class ModelConfig {
   virtual int64_t num_embedding_params() const = 0;
   // attn_mask_type "block_causal" (documents masked at the tokenizer's EOS), else "causal".
   virtual bool block_causal() const { return false; }
+  // What the start-up log's "Attention:" line adds about the family's attention (MLA, YaRN).
+  virtual std::string attention_note() const { return ""; }
   // The count torchtitan's start-up line reports ("size: N total parameters"); Qwen3's leaves
   // a tied table out.
   virtual int64_t reported_num_params() const { return num_params(); }

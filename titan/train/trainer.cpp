@@ -558,7 +558,7 @@ Trainer::Impl::Impl(const config::JobConfig& c) : cfg(c), opt(trainer_options(c)
                   "use a tokenizer whose tokenizer_config.json names its eos_token, or a causal flavor");
     model->set_document_eos(tokenizer->eos_id());
   }
-  log::info("Attention: " + kernels::attention_backend(device, matmul_dtype, fused_blocks) +
+  log::info("Attention: " + kernels::attention_backend(device, matmul_dtype, fused_blocks) + args->attention_note() +
             (args->block_causal() ? "; block-causal: documents split at EOS id " + std::to_string(tokenizer->eos_id()) +
                                         ", a token attends only to its own document"
                                   : ""));

@@ -132,6 +132,10 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
       float8 = true;
     } else if (c == "quantize.linear.mx" || c == "mx") {
       mx = true;
+    } else if (c == "quantize.grouped_mm.float8" || c == "quantize.grouped_mm.mx") {
+      // Their fqns (quantize.grouped_mm.*.fqns) act only through these converters.
+      out.push_back("model.converters holds \"" + c + "\": float8 and MX grouped GEMMs (for mixture-of-experts "
+                    "layers) are not supported yet (the experts run in the training dtype)");
     } else {
       out.push_back("model.converters holds \"" + c + "\", which is not a converter titan.cpp knows (\"float8\" or "
                     "\"quantize.linear.float8\", and \"quantize.linear.mx\")");
@@ -157,8 +161,6 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
         out.push_back(std::string(key) + " = " + std::to_string(cfg.get_int(key)) +
                       " with MX: the tokens of a forward must come in blocks of 32 (use a multiple of 32)");
   }
-  for (const char* key : {"quantize.grouped_mm.float8.fqns", "quantize.grouped_mm.mx.fqns"})
-    need_default(key, "float8 and MX grouped GEMMs (for mixture-of-experts layers)");
   if (float8) {
     const auto recipe_name = cfg.get_opt_string("quantize.linear.float8.recipe_name").value_or("tensorwise");
     const bool all_gather = cfg.get_bool("quantize.linear.float8.enable_fsdp_float8_all_gather");

@@ -7,6 +7,7 @@
 #include "titan/common/counter_rng.h"
 #include "titan/common/log.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numbers>
@@ -38,16 +39,45 @@ std::tuple<at::Tensor, at::Tensor> RMSNorm::add_forward(const at::Tensor& x, con
   return fused ? kernels::add_rms_norm(x, delta, weight, eps) : kernels::add_rms_norm_reference(x, delta, weight, eps);
 }
 
-int64_t block_params(const DecoderArgs& a) {
-  const int64_t attention = a.dim * a.n_heads * a.head_dim * 2 + a.dim * a.n_kv_heads * a.head_dim * 2;
-  const int64_t ffn = a.moe ? moe_params(*a.moe, a.dim, a.moe_inter_dim).total() : 3 * a.dim * a.ffn_hidden_dim;
-  return attention + ffn + 2 * a.dim + (a.qk_norm ? 2 * a.head_dim : 0);
+double DecoderArgs::softmax_scale() const {
+  double s = 1.0 / std::sqrt(static_cast<double>(mla ? mla->qk_head_dim() : head_dim));
+  if (yarn && max_seq_len > yarn->original_seq_len) {
+    const double m = 0.1 * yarn->mscale * std::log(yarn->factor) + 1.0;
+    s *= m * m;
+  }
+  return s;
+}
+
+namespace {
+
+int64_t attention_params(const DecoderArgs& a) {
+  if (!a.mla) return 2 * a.dim * a.n_heads * a.head_dim + 2 * a.dim * a.n_kv_heads * a.head_dim + (a.qk_norm ? 2 * a.head_dim : 0);
+  const MlaArgs& m = *a.mla;
+  const int64_t H = a.n_heads, D = a.dim, q_out = H * m.qk_head_dim();
+  const int64_t q = m.q_lora_rank == 0 ? D * q_out : D * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * q_out;
+  return q + D * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank +
+         m.kv_lora_rank * H * (m.qk_nope_head_dim + m.v_head_dim) + H * m.v_head_dim * D;
+}
+
+int64_t moe_layers(const DecoderArgs& a) { return a.moe ? std::max<int64_t>(a.n_layers - a.n_dense_layers, 0) : 0; }
+
+}  // namespace
+
+int64_t block_params(const DecoderArgs& a, int64_t layer) {
+  const int64_t ffn = a.moe_layer(layer) ? moe_params(*a.moe, a.dim, a.moe_inter_dim).total() : 3 * a.dim * a.ffn_hidden_dim;
+  return attention_params(a) + ffn + 2 * a.dim;
+}
+
+int64_t mean_block_params(const DecoderArgs& a) {
+  if (a.n_layers <= 0) return 0;
+  return (num_params(a) - a.vocab_size * a.dim * (a.tied_embeddings ? 1 : 2) - a.dim) / a.n_layers;
 }
 
 MoeParams moe_params(const DecoderArgs& a) {
   if (!a.moe) return {};
   const MoeParams one = moe_params(*a.moe, a.dim, a.moe_inter_dim);
-  return {one.router * a.n_layers, one.shared * a.n_layers, one.experts * a.n_layers};
+  const int64_t n = moe_layers(a);
+  return {one.router * n, one.shared * n, one.experts * n};
 }
 
 namespace {
@@ -67,7 +97,9 @@ ParamSplit param_split(const DecoderArgs& a) {
 
 int64_t moe_flops_per_token(const DecoderArgs& a, int64_t seq_len) {
   const ParamSplit p = param_split(a);
-  return 6 * (p.active - a.vocab_size * a.dim) + 12 * a.n_layers * a.n_heads * a.head_dim * seq_len;
+  // The attention's scores and values: 6 x layers x heads x (query-key + value widths) x seq_len.
+  const int64_t head_dims = a.mla ? a.mla->qk_head_dim() + a.mla->v_head_dim : 2 * a.head_dim;
+  return 6 * (p.active - a.vocab_size * a.dim) + 6 * a.n_layers * a.n_heads * head_dims * seq_len;
 }
 
 std::string moe_count_line(const DecoderArgs& a) {
@@ -77,11 +109,13 @@ std::string moe_count_line(const DecoderArgs& a) {
 }
 
 int64_t num_params(const DecoderArgs& a) {
-  return a.vocab_size * a.dim * (a.tied_embeddings ? 1 : 2) + a.n_layers * block_params(a) + a.dim;
+  int64_t blocks = 0;
+  for (int64_t i = 0; i < a.n_layers; ++i) blocks += block_params(a, i);
+  return a.vocab_size * a.dim * (a.tied_embeddings ? 1 : 2) + blocks + a.dim;
 }
 
 RopeTable rope_table(const DecoderArgs& args, const at::TensorOptions& options) {
-  const int64_t hd = args.head_dim;
+  const int64_t hd = args.rope_dim();
   const int64_t half = hd / 2;
   std::vector<float> freqs(half);
   // Llama 3.1 scaling: long wavelengths slowed by `factor`, short ones kept, smooth in between.
@@ -104,6 +138,25 @@ RopeTable rope_table(const DecoderArgs& args, const at::TensorOptions& options) 
     }
     freqs[i] = static_cast<float>(f);
   }
+  if (args.yarn && args.max_seq_len > args.yarn->original_seq_len) {
+    // The dims that turn fewer than beta_fast..beta_slow times over the original context ramp
+    // from kept to divided by `factor`, in float32 as the reference computes them.
+    const YarnArgs& y = *args.yarn;
+    const double two_pi = 2 * std::numbers::pi, log_base = std::log(args.rope_theta);
+    auto correction_dim = [&](double rotations) {
+      return static_cast<double>(hd) * std::log(static_cast<double>(y.original_seq_len) / (rotations * two_pi)) /
+             (2 * log_base);
+    };
+    const double low = std::max(std::floor(correction_dim(y.beta_fast)), 0.0);
+    double high = std::min(std::ceil(correction_dim(y.beta_slow)), static_cast<double>(hd - 1));
+    if (low == high) high += 0.001;
+    const float span = static_cast<float>(high - low), factor = static_cast<float>(y.factor);
+    for (int64_t i = 0; i < half; ++i) {
+      const float ramp = std::clamp((static_cast<float>(i) - static_cast<float>(low)) / span, 0.0f, 1.0f);
+      const float smooth = 1.0f - ramp;
+      freqs[i] = freqs[i] / factor * (1.0f - smooth) + freqs[i] * smooth;
+    }
+  }
   auto opts = options.dtype(at::kFloat);
   if (opts.device().is_meta()) {  // shapes only: a dry run allocates nothing
     auto shape = std::vector<int64_t>{args.max_seq_len, half};
@@ -120,27 +173,60 @@ at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope) {
   return kernels::rope(x, rope.cos, rope.sin);  // (B,T,H,hd) -> (B,T,H,hd)
 }
 
+double Attention::scale() const {
+  return softmax_scale > 0 ? softmax_scale : 1.0 / std::sqrt(static_cast<double>(head_dim));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> Attention::mla_qkv(
+    const at::Tensor& x, const std::function<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&)>&
+                             rotate) const {
+  const Mla& m = *mla;
+  const MlaArgs& a = m.args;
+  const int64_t B = x.size(0), T = x.size(1), nope = a.qk_nope_head_dim, r = a.qk_rope_head_dim;
+  at::Tensor q = (m.q_norm ? m.wq_b.forward(m.q_norm->forward(m.wq_a.forward(x))) : wq.forward(x))
+                     .view({B, T, -1, a.qk_head_dim()});
+  const int64_t H = q.size(2);
+  const at::Tensor kv = m.wkv_a.forward(x);  // (B,T,kv_lora_rank + r): the latent, then the shared rotary key
+  auto [q_pe, k_pe] = rotate(q.narrow(-1, nope, r).contiguous(), kv.narrow(-1, a.kv_lora_rank, r).unsqueeze(2).contiguous());
+  const at::Tensor kv_heads = m.wkv_b.forward(m.kv_norm.forward(kv.narrow(-1, 0, a.kv_lora_rank).contiguous()))
+                                  .view({B, T, -1, nope + a.v_head_dim});  // (B,T,H,nope+v)
+  at::Tensor k = at::cat({kv_heads.narrow(-1, 0, nope), k_pe.expand({B, T, H, r})}, -1);
+  return {at::cat({q.narrow(-1, 0, nope), q_pe}, -1), k, kv_heads.narrow(-1, nope, a.v_head_dim)};
+}
+
 at::Tensor Attention::forward(const at::Tensor& x_in, const RopeTable& rope, const at::Tensor& doc_starts) const {
-  std::vector<at::Tensor> qkv;
-  if (project) {
-    qkv = project(x_in);
+  at::Tensor q, k, v;
+  if (mla) {
+    std::tie(q, k, v) = mla_qkv(prepare_input ? prepare_input(x_in) : x_in, [&](const at::Tensor& a, const at::Tensor& b) {
+      return fused ? kernels::rope_qk(a, b, rope.cos, rope.sin) : kernels::rope_qk_reference(a, b, rope.cos, rope.sin);
+    });
   } else {
-    const at::Tensor x = prepare_input ? prepare_input(x_in) : x_in;
-    qkv = {wq.forward(x), wk.forward(x), wv.forward(x)};
+    std::vector<at::Tensor> qkv;
+    if (project) {
+      qkv = project(x_in);
+    } else {
+      const at::Tensor x = prepare_input ? prepare_input(x_in) : x_in;
+      qkv = {wq.forward(x), wk.forward(x), wv.forward(x)};
+    }
+    const int64_t B = qkv[0].size(0), T = qkv[0].size(1);
+    // Heads from the tensors: all of them, or a tensor-parallel rank's share.
+    q = qkv[0].view({B, T, -1, head_dim});
+    k = qkv[1].view({B, T, -1, head_dim});
+    if (q_norm) q = q_norm->forward(q);  // per head, before RoPE
+    if (k_norm) k = k_norm->forward(k);
+    v = qkv[2].view({B, T, -1, head_dim});
+    std::tie(q, k) = fused ? kernels::rope_qk(q, k, rope.cos, rope.sin) : kernels::rope_qk_reference(q, k, rope.cos, rope.sin);
   }
-  const int64_t B = qkv[0].size(0), T = qkv[0].size(1);
-  // Heads from the tensors: all of them, or a tensor-parallel rank's share.
-  at::Tensor q = qkv[0].view({B, T, -1, head_dim});
-  at::Tensor k = qkv[1].view({B, T, -1, head_dim});
-  if (q_norm) q = q_norm->forward(q);  // per head, before RoPE
-  if (k_norm) k = k_norm->forward(k);
-  at::Tensor v = qkv[2].view({B, T, -1, head_dim});
-  std::tie(q, k) = fused ? kernels::rope_qk(q, k, rope.cos, rope.sin) : kernels::rope_qk_reference(q, k, rope.cos, rope.sin);
-  // (B,H,T,hd); causal, scale 1/sqrt(hd); with GQA each kv head serves H / H_kv query heads
-  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-  at::Tensor o = split ? split->attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale, doc_starts)
-                       : kernels::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale, fused,
+  const int64_t B = q.size(0), T = q.size(1), vd = v.size(3), qd = q.size(3);
+  // MLA's values are narrower than its queries and keys: zero-padded to their width, every
+  // attention kernel (and context parallelism) takes them, and the padded columns of the output,
+  // zeros, are dropped.
+  if (vd < qd) v = at::constant_pad_nd(v, {0, qd - vd});
+  // (B,H,T,hd); causal; with GQA each kv head serves H / H_kv query heads
+  at::Tensor o = split ? split->attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale(), doc_starts)
+                       : kernels::attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale(), fused,
                                             doc_starts);
+  if (vd < qd) o = o.narrow(-1, 0, vd);
   return wo.forward(o.transpose(1, 2).reshape({B, T, -1}));
 }
 
@@ -161,7 +247,8 @@ struct KvCache final : GenerationCache {
   int64_t length = 0, capacity = 0;
   int64_t bytes() const override {
     int64_t n = 0;
-    for (const auto& t : k) n += 2 * t.numel() * static_cast<int64_t>(t.element_size());
+    for (const auto* side : {&k, &v})
+      for (const auto& t : *side) n += t.numel() * static_cast<int64_t>(t.element_size());
     return n;
   }
 };
@@ -172,13 +259,20 @@ at::Tensor Attention::forward_cached(const at::Tensor& x, const at::Tensor& cos,
                                      const at::Tensor& allowed, at::Tensor& k_cache, at::Tensor& v_cache,
                                      int64_t start) const {
   const int64_t B = x.size(0), T = x.size(1), L = start + T;
-  at::Tensor q = wq.forward(x).view({B, T, -1, head_dim});
-  at::Tensor k = wk.forward(x).view({B, T, -1, head_dim});
-  at::Tensor v = wv.forward(x).view({B, T, -1, head_dim});
-  if (q_norm) q = q_norm->forward(q);
-  if (k_norm) k = k_norm->forward(k);
-  q = rope_rows(q, cos, sin);
-  k = rope_rows(k, cos, sin);
+  at::Tensor q, k, v;
+  if (mla) {
+    std::tie(q, k, v) = mla_qkv(x, [&](const at::Tensor& a, const at::Tensor& b) {
+      return std::make_tuple(rope_rows(a, cos, sin), rope_rows(b, cos, sin));
+    });
+  } else {
+    q = wq.forward(x).view({B, T, -1, head_dim});
+    k = wk.forward(x).view({B, T, -1, head_dim});
+    v = wv.forward(x).view({B, T, -1, head_dim});
+    if (q_norm) q = q_norm->forward(q);
+    if (k_norm) k = k_norm->forward(k);
+    q = rope_rows(q, cos, sin);
+    k = rope_rows(k, cos, sin);
+  }
   k_cache.narrow(2, start, T).copy_(k.transpose(1, 2));
   v_cache.narrow(2, start, T).copy_(v.transpose(1, 2));
   at::Tensor keys = k_cache.narrow(2, 0, L), values = v_cache.narrow(2, 0, L);
@@ -187,10 +281,9 @@ at::Tensor Attention::forward_cached(const at::Tensor& x, const at::Tensor& cos,
     keys = keys.repeat_interleave(heads / kv_heads, 1);
     values = values.repeat_interleave(heads / kv_heads, 1);
   }
-  at::Tensor scores = at::matmul(q.transpose(1, 2), keys.transpose(-1, -2)).to(at::kFloat) /
-                      std::sqrt(static_cast<double>(head_dim));  // (B,H,T,L)
+  at::Tensor scores = at::matmul(q.transpose(1, 2), keys.transpose(-1, -2)).to(at::kFloat) * scale();  // (B,H,T,L)
   scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
-  const at::Tensor o = at::matmul(scores.softmax(-1).to(values.scalar_type()), values);  // (B,H,T,hd)
+  const at::Tensor o = at::matmul(scores.softmax(-1).to(values.scalar_type()), values);  // (B,H,T,v_hd)
   return wo.forward(o.transpose(1, 2).reshape({B, T, -1}));
 }
 
@@ -226,10 +319,26 @@ at::Tensor TransformerBlock::forward(const at::Tensor& x, const RopeTable& rope,
 }
 
 std::vector<NamedParam> TransformerBlock::named_parameters(const std::string& p) {
-  std::vector<NamedParam> out = {{p + "attention.wq.weight", &attention.wq.weight},
-                                 {p + "attention.wk.weight", &attention.wk.weight},
-                                 {p + "attention.wv.weight", &attention.wv.weight},
-                                 {p + "attention.wo.weight", &attention.wo.weight}};
+  std::vector<NamedParam> out;
+  if (attention.mla) {  // torchtitan's order: the query's layers, the key/value latent's, wo
+    Mla& m = *attention.mla;
+    if (m.q_norm) {
+      out.push_back({p + "attention.wq_a.weight", &m.wq_a.weight});
+      out.push_back({p + "attention.q_norm.weight", &m.q_norm->weight});
+      out.push_back({p + "attention.wq_b.weight", &m.wq_b.weight});
+    } else {
+      out.push_back({p + "attention.wq.weight", &attention.wq.weight});
+    }
+    out.push_back({p + "attention.wkv_a.weight", &m.wkv_a.weight});
+    out.push_back({p + "attention.kv_norm.weight", &m.kv_norm.weight});
+    out.push_back({p + "attention.wkv_b.weight", &m.wkv_b.weight});
+    out.push_back({p + "attention.wo.weight", &attention.wo.weight});
+  } else {
+    out = {{p + "attention.wq.weight", &attention.wq.weight},
+           {p + "attention.wk.weight", &attention.wk.weight},
+           {p + "attention.wv.weight", &attention.wv.weight},
+           {p + "attention.wo.weight", &attention.wo.weight}};
+  }
   if (attention.q_norm) {
     out.push_back({p + "attention.q_norm.weight", &attention.q_norm->weight});
     out.push_back({p + "attention.k_norm.weight", &attention.k_norm->weight});
@@ -270,15 +379,35 @@ Decoder::Decoder(const DecoderArgs& args, const at::TensorOptions& options) : da
     TransformerBlock& b = layers_[i];
     b.layer_id = i;
     b.attention.head_dim = hd;
-    b.attention.wq.weight = param({args.n_heads * hd, D});
-    b.attention.wk.weight = param({args.n_kv_heads * hd, D});
-    b.attention.wv.weight = param({args.n_kv_heads * hd, D});
-    b.attention.wo.weight = param({D, args.n_heads * hd});
+    b.attention.softmax_scale = args.softmax_scale();
+    if (args.mla) {
+      const MlaArgs& a = *args.mla;
+      const int64_t H = args.n_heads;
+      Mla m;
+      m.args = a;
+      if (a.q_lora_rank > 0) {
+        m.wq_a.weight = param({a.q_lora_rank, D});
+        m.q_norm = RMSNorm{param({a.q_lora_rank}), args.norm_eps};
+        m.wq_b.weight = param({H * a.qk_head_dim(), a.q_lora_rank});
+      } else {
+        b.attention.wq.weight = param({H * a.qk_head_dim(), D});
+      }
+      m.wkv_a.weight = param({a.kv_lora_rank + a.qk_rope_head_dim, D});
+      m.kv_norm = RMSNorm{param({a.kv_lora_rank}), args.norm_eps};
+      m.wkv_b.weight = param({H * (a.qk_nope_head_dim + a.v_head_dim), a.kv_lora_rank});
+      b.attention.wo.weight = param({D, H * a.v_head_dim});
+      b.attention.mla = std::move(m);
+    } else {
+      b.attention.wq.weight = param({args.n_heads * hd, D});
+      b.attention.wk.weight = param({args.n_kv_heads * hd, D});
+      b.attention.wv.weight = param({args.n_kv_heads * hd, D});
+      b.attention.wo.weight = param({D, args.n_heads * hd});
+    }
     if (args.qk_norm) {
       b.attention.q_norm = RMSNorm{param({hd}), args.norm_eps};
       b.attention.k_norm = RMSNorm{param({hd}), args.norm_eps};
     }
-    if (args.moe) {
+    if (args.moe_layer(i)) {
       const MoeArgs& m = *args.moe;
       const int64_t E = m.num_experts, H = args.moe_inter_dim, S = m.num_shared_experts * H;
       b.moe = std::make_shared<MoeLayer>();
@@ -304,7 +433,7 @@ Decoder::Decoder(const DecoderArgs& args, const at::TensorOptions& options) : da
     b.attention_norm = {param({D}), args.norm_eps};
     b.ffn_norm = {param({D}), args.norm_eps};
   }
-  norm_ = {param({D}), args.norm_eps};
+  norm_ = {param({D}), args.final_norm_eps.value_or(args.norm_eps)};
   output_.weight = args.tied_embeddings ? tok_embeddings_.weight : param({args.vocab_size, D});
   rope_ = rope_table(args, options);
   runners_.assign(args.n_layers, BlockRunner{});
@@ -449,6 +578,10 @@ void Decoder::set_fused_kernels(bool blocks, bool loss) {
   for (auto& b : layers_) {
     b.attention_norm.fused = b.ffn_norm.fused = blocks;
     if (b.attention.q_norm) b.attention.q_norm->fused = b.attention.k_norm->fused = blocks;
+    if (b.attention.mla) {
+      if (b.attention.mla->q_norm) b.attention.mla->q_norm->fused = blocks;
+      b.attention.mla->kv_norm.fused = blocks;
+    }
     b.attention.fused = b.feed_forward.fused = blocks;
   }
   norm_.fused = blocks;
@@ -503,6 +636,13 @@ std::unique_ptr<GenerationCache> Decoder::new_cache(int64_t batch, int64_t capac
   auto cache = std::make_unique<KvCache>();
   const at::TensorOptions options = tok_embeddings_.weight.options().requires_grad(false);
   for (const auto& b : layers_) {
+    if (dargs_.mla) {  // every head's key and value (MLA's latent is expanded)
+      const MlaArgs& m = *dargs_.mla;
+      const int64_t heads = b.attention.wo.weight.size(1) / m.v_head_dim;
+      cache->k.push_back(at::zeros({batch, heads, capacity, m.qk_head_dim()}, options));
+      cache->v.push_back(at::zeros({batch, heads, capacity, m.v_head_dim}, options));
+      continue;
+    }
     const int64_t kv_heads = b.attention.wk.weight.size(0) / dargs_.head_dim;
     cache->k.push_back(at::zeros({batch, kv_heads, capacity, dargs_.head_dim}, options));
     cache->v.push_back(at::zeros({batch, kv_heads, capacity, dargs_.head_dim}, options));

@@ -1,6 +1,7 @@
-// The dense decoder that Llama 3 and Qwen3 share, as plain single-device code: embeddings,
-// pre-norm blocks (grouped-query attention with RoPE and optional per-head q/k RMSNorm, SwiGLU
-// feed-forward), a final RMSNorm and the output head with its loss. A family fills in
+// The decoder that Llama 3, Qwen3 and DeepSeek-V3 share, as plain single-device code: embeddings,
+// pre-norm blocks (grouped-query attention with RoPE and optional per-head q/k RMSNorm, or
+// DeepSeek's multi-head latent attention; a SwiGLU feed-forward or a mixture of experts), a final
+// RMSNorm and the output head with its loss. A family fills in
 // DecoderArgs from its own arguments (titan/models/<name>/) and names the model. Nothing here
 // knows about ranks, sharding or recomputation: parallelize changes how it runs from the
 // outside, through the hooks of titan/common/module.h. Head counts are read from the tensors,
@@ -29,6 +30,31 @@ namespace titan::models::common {
 using titan::ModelPart;
 using titan::NamedParam;
 
+// Multi-head latent attention (DeepSeek-V3): queries from x (q_lora_rank 0) or through a
+// normed latent of width q_lora_rank; keys and values through one normed latent of width
+// kv_lora_rank that all heads share, plus one rotary key of qk_rope_head_dim for all heads. Each
+// head's query and key are qk_nope_head_dim unrotated then qk_rope_head_dim rotated dims; its
+// value is v_head_dim wide.
+struct MlaArgs {
+  int64_t q_lora_rank = 0;
+  int64_t kv_lora_rank = 512;
+  int64_t qk_nope_head_dim = 128;
+  int64_t qk_rope_head_dim = 64;
+  int64_t v_head_dim = 128;
+  int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
+};
+
+// YaRN (DeepSeek-V3): past original_seq_len positions, the rotary frequencies whose wavelength
+// spans the original context are divided by `factor`, those of fewer than beta_slow..beta_fast
+// rotations kept, with a linear ramp between; and the softmax scale grows by
+// (0.1 * mscale * ln(factor) + 1)^2.
+struct YarnArgs {
+  int64_t original_seq_len = 4096;
+  double factor = 40;
+  double beta_fast = 32, beta_slow = 1;
+  double mscale = 1.0;
+};
+
 struct DecoderArgs {
   int64_t dim = 0;
   int64_t n_layers = 0;
@@ -51,11 +77,24 @@ struct DecoderArgs {
   // moe_inter_dim (Qwen3's MoE flavors).
   std::optional<MoeArgs> moe;
   int64_t moe_inter_dim = 0;
+  // With moe: blocks [0, n_dense_layers) keep the dense feed-forward (DeepSeek-V3).
+  int64_t n_dense_layers = 0;
+  std::optional<MlaArgs> mla;  // DeepSeek-V3's attention in place of grouped-query attention
+  std::optional<YarnArgs> yarn;  // applied when max_seq_len > yarn->original_seq_len
+  std::optional<double> final_norm_eps;  // the final norm's epsilon, when not norm_eps
+
+  bool moe_layer(int64_t layer) const { return moe && layer >= n_dense_layers; }
+  // The rotated width of a head: head_dim, or MLA's qk_rope_head_dim.
+  int64_t rope_dim() const { return mla ? mla->qk_rope_head_dim : head_dim; }
+  // 1/sqrt(the query-key width), times YaRN's correction when it applies.
+  double softmax_scale() const;
 };
 
 // The decoder's parameter count (a tied table once).
 int64_t num_params(const DecoderArgs& a);
-int64_t block_params(const DecoderArgs& a);
+// Block `layer`'s parameters (dense and MoE blocks differ), and their mean over the blocks.
+int64_t block_params(const DecoderArgs& a, int64_t layer);
+int64_t mean_block_params(const DecoderArgs& a);
 // Parameters torchtitan's MoE count calls sparse, summed over the blocks (zero without MoE).
 MoeParams moe_params(const DecoderArgs& a);
 // What a MoE model's training step costs per token, as torchtitan counts it: 6 x (the parameters
@@ -92,8 +131,8 @@ struct RMSNorm {
   std::tuple<at::Tensor, at::Tensor> add_forward(const at::Tensor& x, const at::Tensor& delta) const;
 };
 
-// Precomputed RoPE rotation for positions [0, max_seq_len): cos and sin, each (T, head_dim/2)
-// float32, with the Llama 3.1 frequency scaling when enabled. The rotation is of interleaved
+// Precomputed RoPE rotation for positions [0, max_seq_len): cos and sin, each (T, rope_dim/2)
+// float32, with the Llama 3.1 frequency scaling or YaRN when enabled. The rotation is of interleaved
 // pairs (2i, 2i+1); a family whose reference rotates the two halves of each head (Qwen3) stores
 // wq and wk rows (and q/k norm weights) in pair order, and its adapters permute.
 struct RopeTable {
@@ -104,10 +143,23 @@ RopeTable rope_table(const DecoderArgs& args, const at::TensorOptions& options);
 // Rotates interleaved pairs (2i, 2i+1) of the last dim. x: (B, T, H, head_dim); cos/sin (>=T, hd/2).
 at::Tensor apply_rope(const at::Tensor& x, const RopeTable& rope);
 
+// Multi-head latent attention's own layers (MlaArgs); the queries come from Attention::wq when
+// q_lora_rank is 0, else from wq_b(q_norm(wq_a x)).
+struct Mla {
+  MlaArgs args;
+  Linear wq_a, wq_b;              // (q_lora_rank, D), (H * qk_head_dim, q_lora_rank)
+  std::optional<RMSNorm> q_norm;  // over q_lora_rank
+  Linear wkv_a;                   // (kv_lora_rank + qk_rope_head_dim, D)
+  RMSNorm kv_norm;                // over kv_lora_rank
+  Linear wkv_b;                   // (H * (qk_nope_head_dim + v_head_dim), kv_lora_rank)
+};
+
 struct Attention {
   Linear wq, wk, wv, wo;
   std::optional<RMSNorm> q_norm, k_norm;  // per head, over head_dim (qk_norm)
+  std::optional<Mla> mla;  // DeepSeek-V3: wk and wv unused, wq only without a query latent
   int64_t head_dim = 0;
+  double softmax_scale = 0;  // 0: 1/sqrt(head_dim)
   bool fused = false;  // fused RoPE of q and k, and titan.cpp's attention kernel on the CPU
   InputStyle prepare_input;  // e.g. gather the sequence (sequence parallelism)
   ProjectStyle project;      // x -> {q, k, v} of wq, wk, wv at once (async tensor parallelism)
@@ -119,6 +171,14 @@ struct Attention {
   // (B,1,T,start+T) is which columns each query sees.
   at::Tensor forward_cached(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                             const at::Tensor& allowed, at::Tensor& k_cache, at::Tensor& v_cache, int64_t start) const;
+
+ private:
+  // MLA: x (B,T,D) -> q, k (B,T,H,qk_head_dim) with their rotary dims rotated by `rotate`, and
+  // v (B,T,H,v_head_dim).
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> mla_qkv(
+      const at::Tensor& x, const std::function<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&)>&
+                               rotate) const;
+  double scale() const;
 };
 
 struct FeedForward {

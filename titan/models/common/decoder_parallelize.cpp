@@ -96,10 +96,14 @@ std::vector<std::pair<std::string, Linear*>> block_linears(Decoder& model) {
     const std::string prefix = "layers." + std::to_string(block.layer_id) + ".";
     auto& a = block.attention;
     auto& f = block.feed_forward;
+    Mla* m = a.mla ? &*a.mla : nullptr;
     for (auto [name, linear] : {std::pair<const char*, Linear*>{"attention.wq", &a.wq}, {"attention.wk", &a.wk},
-                                {"attention.wv", &a.wv}, {"attention.wo", &a.wo}, {"feed_forward.w1", &f.w1},
-                                {"feed_forward.w2", &f.w2}, {"feed_forward.w3", &f.w3}})
-      if (linear->weight.defined()) out.emplace_back(prefix + name, linear);  // a MoE block has no feed_forward
+                                {"attention.wv", &a.wv}, {"attention.wq_a", m ? &m->wq_a : nullptr},
+                                {"attention.wq_b", m ? &m->wq_b : nullptr}, {"attention.wkv_a", m ? &m->wkv_a : nullptr},
+                                {"attention.wkv_b", m ? &m->wkv_b : nullptr}, {"attention.wo", &a.wo},
+                                {"feed_forward.w1", &f.w1}, {"feed_forward.w2", &f.w2}, {"feed_forward.w3", &f.w3}})
+      // a MoE block has no feed_forward, MLA no wk wv (nor wq with a query latent)
+      if (linear && linear->weight.defined()) out.emplace_back(prefix + name, linear);
   }
   return out;
 }
@@ -305,7 +309,7 @@ void validate_plan(const DecoderArgs& args, const PlanCheck& check, const distri
     const std::string deg = "parallelism.expert_parallel_degree = " + std::to_string(dims.ep);
     if (!args.moe)
       throw Error(deg + " with flavor " + check.flavor + ", which has no mixture-of-experts layers",
-                  "use a MoE flavor (qwen3 debugmodel_moe, 30B-A3B, 235B-A22B) or expert_parallel_degree = 1");
+                  "use a MoE flavor (qwen3 debugmodel_moe, 30B-A3B, 235B-A22B; deepseek_v3) or expert_parallel_degree = 1");
     if (args.moe->num_experts % dims.ep != 0)
       throw Error(deg + " does not divide the " + std::to_string(args.moe->num_experts) + " experts of flavor " +
                       check.flavor,
@@ -330,6 +334,10 @@ void validate_plan(const DecoderArgs& args, const PlanCheck& check, const distri
   }
   if (dims.tp <= 1) return;
   const int64_t tp = dims.tp;
+  if (args.mla)
+    throw Error("parallelism.tensor_parallel_degree = " + std::to_string(tp) + " with flavor " + check.flavor +
+                    ": tensor parallelism of multi-head latent attention (and of its MoE layers) is not built yet",
+                "use tensor_parallel_degree = 1 (FSDP, HSDP, DDP, pipeline, context and expert parallelism work with it)");
   if (args.moe)
     throw Error("parallelism.tensor_parallel_degree = " + std::to_string(tp) + " with the mixture-of-experts flavor " +
                     check.flavor + ": tensor parallelism of MoE layers is not built yet",

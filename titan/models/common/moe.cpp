@@ -1,5 +1,7 @@
 #include "titan/models/common/moe.h"
 
+#include "titan/common/log.h"
+
 #include <ATen/core/grad_mode.h>
 
 #include "titan/common/module.h"
@@ -8,6 +10,63 @@
 #include <vector>
 
 namespace titan::models::common {
+
+std::string py_bool(bool b) { return b ? "True" : "False"; }
+
+std::string py_float(double v) {
+  std::string s = log::format("%g", v);
+  return s.find_first_of(".en") == std::string::npos ? s + ".0" : s;
+}
+
+std::string describe(const MoeArgs& m) {
+  auto opt = [](const std::optional<int64_t>& v) { return v ? std::to_string(*v) : std::string("None"); };
+  return "MoEArgs(num_experts=" + std::to_string(m.num_experts) +
+         ", num_shared_experts=" + std::to_string(m.num_shared_experts) + ", score_func='" + m.score_func +
+         "', route_norm=" + py_bool(m.route_norm) + ", route_scale=" + py_float(m.route_scale) +
+         ", score_before_experts=" + py_bool(m.score_before_experts) + ", top_k=" + std::to_string(m.top_k) +
+         ", use_grouped_mm=" + py_bool(m.use_grouped_mm) +
+         ", load_balance_coeff=" + (m.load_balance_coeff ? py_float(*m.load_balance_coeff) : "None") +
+         ", num_expert_groups=" + opt(m.num_expert_groups) + ", num_limited_groups=" + opt(m.num_limited_groups) +
+         ", _debug_force_load_balance=" + py_bool(m.force_load_balance) + ")";
+}
+
+nlohmann::json to_json(const MoeArgs& m) {
+  auto opt = [](const std::optional<int64_t>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
+  nlohmann::json j = {{"num_experts", m.num_experts},
+                      {"num_shared_experts", m.num_shared_experts},
+                      {"score_func", m.score_func},
+                      {"route_norm", m.route_norm},
+                      {"route_scale", m.route_scale},
+                      {"gate_bias", m.gate_bias},
+                      {"score_before_experts", m.score_before_experts},
+                      {"top_k", m.top_k},
+                      {"load_balance_coeff", m.load_balance_coeff ? nlohmann::json(*m.load_balance_coeff) : nlohmann::json()}};
+  if (m.num_expert_groups) {
+    j["num_expert_groups"] = opt(m.num_expert_groups);
+    j["num_limited_groups"] = opt(m.num_limited_groups);
+  }
+  return j;
+}
+
+MoeArgs moe_args_from_json(const nlohmann::json& j) {
+  MoeArgs m;
+  m.num_experts = j.at("num_experts").get<int64_t>();
+  m.num_shared_experts = j.at("num_shared_experts").get<int64_t>();
+  m.score_func = j.at("score_func").get<std::string>();
+  m.route_norm = j.at("route_norm").get<bool>();
+  m.route_scale = j.at("route_scale").get<double>();
+  m.gate_bias = j.at("gate_bias").get<bool>();
+  m.score_before_experts = j.at("score_before_experts").get<bool>();
+  m.top_k = j.at("top_k").get<int64_t>();
+  if (j.at("load_balance_coeff").is_null()) m.load_balance_coeff.reset();
+  else m.load_balance_coeff = j.at("load_balance_coeff").get<double>();
+  if (j.contains("num_expert_groups") && !j["num_expert_groups"].is_null()) {
+    m.num_expert_groups = j["num_expert_groups"].get<int64_t>();
+    m.num_limited_groups = j.at("num_limited_groups").get<int64_t>();
+  }
+  return m;
+}
+
 
 namespace {
 

@@ -11,6 +11,7 @@
 
 #include "titan/common/module.h"
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
@@ -32,6 +33,16 @@ struct MoeArgs {
   std::optional<double> load_balance_coeff = 1e-3;  // unset: no expert bias
   bool force_load_balance = false;                  // debug.moe_force_load_balance: round-robin routing
 };
+
+// As torchtitan's start-up log prints MoEArgs: "MoEArgs(num_experts=8, ...)".
+std::string describe(const MoeArgs& m);
+// What checkpoints record of it, and back (nlohmann::json::exception when malformed; the expert
+// groups may be absent, as checkpoints written before they were recorded have them).
+nlohmann::json to_json(const MoeArgs& m);
+MoeArgs moe_args_from_json(const nlohmann::json& j);
+// Python's repr of a bool and of a float ("True", "1.0", "0.001"), for such lines.
+std::string py_bool(bool b);
+std::string py_float(double v);
 
 // What the router chose for N tokens: the gate values (N, k) float32 (normalised and scaled),
 // the experts (N, k) int64, and how many tokens each expert got (E) float32.

@@ -99,7 +99,7 @@ Sizes ModelArgs::sizes() const {
   s.vocab_size = vocab_size;
   s.max_seq_len = max_seq_len;
   s.tied_embeddings = tied_embeddings;
-  s.layer_params = common::block_params(decoder());
+  s.layer_params = common::mean_block_params(decoder());
   if (moe_enabled) {
     s.layer_expert_params = common::moe_params(moe_args, dim, moe_inter_dim).experts;
     s.moe_top_k = moe_args.top_k;
@@ -123,55 +123,6 @@ int64_t ModelArgs::flops_per_token(int64_t seq_len) const {
 
 std::string ModelArgs::parameter_count_line() const { return common::moe_count_line(decoder()); }
 
-namespace {
-
-std::string py_bool(bool b) { return b ? "True" : "False"; }
-// As Python prints a float: 1.0, 0.001.
-std::string py_float(double v) {
-  std::string s = log::format("%g", v);
-  return s.find_first_of(".en") == std::string::npos ? s + ".0" : s;
-}
-
-std::string describe_moe(const common::MoeArgs& m) {
-  auto opt = [](const std::optional<int64_t>& v) { return v ? std::to_string(*v) : std::string("None"); };
-  return "MoEArgs(num_experts=" + std::to_string(m.num_experts) +
-         ", num_shared_experts=" + std::to_string(m.num_shared_experts) + ", score_func='" + m.score_func +
-         "', route_norm=" + py_bool(m.route_norm) + ", route_scale=" + py_float(m.route_scale) +
-         ", score_before_experts=" + py_bool(m.score_before_experts) + ", top_k=" + std::to_string(m.top_k) +
-         ", use_grouped_mm=" + py_bool(m.use_grouped_mm) +
-         ", load_balance_coeff=" + (m.load_balance_coeff ? py_float(*m.load_balance_coeff) : "None") +
-         ", num_expert_groups=" + opt(m.num_expert_groups) + ", num_limited_groups=" + opt(m.num_limited_groups) +
-         ", _debug_force_load_balance=" + py_bool(m.force_load_balance) + ")";
-}
-
-nlohmann::json moe_json(const common::MoeArgs& m) {
-  return {{"num_experts", m.num_experts},
-          {"num_shared_experts", m.num_shared_experts},
-          {"score_func", m.score_func},
-          {"route_norm", m.route_norm},
-          {"route_scale", m.route_scale},
-          {"gate_bias", m.gate_bias},
-          {"score_before_experts", m.score_before_experts},
-          {"top_k", m.top_k},
-          {"load_balance_coeff", m.load_balance_coeff ? nlohmann::json(*m.load_balance_coeff) : nlohmann::json()}};
-}
-
-common::MoeArgs moe_from_json(const nlohmann::json& j) {
-  common::MoeArgs m;
-  m.num_experts = j.at("num_experts").get<int64_t>();
-  m.num_shared_experts = j.at("num_shared_experts").get<int64_t>();
-  m.score_func = j.at("score_func").get<std::string>();
-  m.route_norm = j.at("route_norm").get<bool>();
-  m.route_scale = j.at("route_scale").get<double>();
-  m.gate_bias = j.at("gate_bias").get<bool>();
-  m.score_before_experts = j.at("score_before_experts").get<bool>();
-  m.top_k = j.at("top_k").get<int64_t>();
-  if (j.at("load_balance_coeff").is_null()) m.load_balance_coeff.reset();
-  else m.load_balance_coeff = j.at("load_balance_coeff").get<double>();
-  return m;
-}
-
-}  // namespace
 
 std::string ModelArgs::describe() const {
   return "Qwen3ModelArgs(dim=" + std::to_string(dim) + ", n_layers=" + std::to_string(n_layers) +
@@ -182,7 +133,7 @@ std::string ModelArgs::describe() const {
          ", max_seq_len=" + std::to_string(max_seq_len) +
          ", enable_weight_tying=" + (tied_embeddings ? "True" : "False") +
          (moe_enabled ? ", moe_enabled=True, moe_inter_dim=" + std::to_string(moe_inter_dim) +
-                            ", moe_args=" + describe_moe(moe_args)
+                            ", moe_args=" + common::describe(moe_args)
                       : "") +
          ")";
 }
@@ -203,7 +154,7 @@ nlohmann::json ModelArgs::to_json() const {
           {"tied_embeddings", tied_embeddings}};
   if (moe_enabled) {
     j["moe_inter_dim"] = moe_inter_dim;
-    j["moe_args"] = moe_json(moe_args);
+    j["moe_args"] = common::to_json(moe_args);
   }
   return j;
 }
@@ -225,7 +176,7 @@ ModelArgs args_from_json(const nlohmann::json& j) {
   if (j.contains("moe_args")) {  // a mixture-of-experts flavor
     a.moe_enabled = true;
     a.moe_inter_dim = j.at("moe_inter_dim").get<int64_t>();
-    a.moe_args = moe_from_json(j.at("moe_args"));
+    a.moe_args = common::moe_args_from_json(j.at("moe_args"));
   }
   return a;
 }
