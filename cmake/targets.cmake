@@ -289,3 +289,10 @@ set_tests_properties(integration.context_parallel PROPERTIES RUN_SERIAL TRUE TIM
 add_test(NAME integration.moe COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_moe.py
          --titan $<TARGET_FILE:titan>)
 set_tests_properties(integration.moe PROPERTIES TIMEOUT 1800 ENVIRONMENT "OMP_NUM_THREADS=1")
+
+# DeepSeek-V3 (multi-head latent attention, dense and MoE blocks): layouts against one process,
+# exact resume, block-causal attention with fused kernels, generation, refusals. Up to two
+# processes of one thread each.
+add_test(NAME integration.deepseek COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_deepseek.py
+         --titan $<TARGET_FILE:titan>)
+set_tests_properties(integration.deepseek PROPERTIES TIMEOUT 900 ENVIRONMENT "OMP_NUM_THREADS=1")
