@@ -171,6 +171,20 @@ def main() -> int:
               p.returncode == 0 and "size: 315,758,848 total parameters" in p.stdout
               and "Total parameter count: dense 13,637,888, sparse 302,120,960, active 51,517,696" in p.stdout
               and "seq_len 4096: 1,111,266,816" in p.stdout, (p.stdout + p.stderr)[-600:])
+        # DeepSeek-V3's presets: torchtitan's counts; the 16B one with the 8 FSDP ranks its expert
+        # parallelism of 8 needs (a dry run without a launcher counts data_parallel_shard_degree -1 as 1).
+        deepseek = {"debug_model.toml": ([], "33,014,016", "dense 23,173,376, sparse 9,840,640, active 28,098,816"),
+                    "deepseek_v3_16b.toml": (["--parallelism.data_parallel_shard_degree", "8"], "15,706,484,224",
+                                             "dense 858,385,920, sparse 14,848,098,304, active 2,661,150,208"),
+                    "deepseek_v3_671b.toml": ([], "671,026,404,352",
+                                              "dense 14,456,871,936, sparse 656,569,532,416, active 37,552,282,624")}
+        for name, (extra, count, split) in deepseek.items():
+            p = run(titan, "train", "--job.config_file", os.path.join(ref, "deepseek_v3", name), "--job.dry_run",
+                    "--model.hf_assets_path", "assets/tokenizer", "--debug.skip_memory_check",
+                    "--training.dataset", "synthetic", *extra)
+            check(f"torchtitan deepseek_v3/{name} dry run: exit 0, {count} parameters ({split})",
+                  p.returncode == 0 and f"size: {count} total parameters" in p.stdout
+                  and f"Total parameter count: {split}" in p.stdout, (p.stdout + p.stderr)[-600:])
     else:
         print(f"SKIP torchtitan reference configs: {ref} is absent")
         skipped.append("torchtitan's reference configs")
