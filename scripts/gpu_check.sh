@@ -226,6 +226,23 @@ else
   result FAIL "block-causal attention on the GPU" "rc $rc: $(grep -m1 -iE 'error|Attention:' "$LOG/gpu_docs.log" | cut -c1-300)"
 fi
 
+# ---- 2e. DeepSeek-V3 (latent attention, MoE with grouped GEMMs) on the GPU against the CPU ------------
+DS=(--job.config_file configs/deepseek_v3/debug_model.toml --model.n_layers 2 --training.seq_len 256
+    --training.local_batch_size 4 --training.steps 20 --metrics.log_freq 5 --debug.seed 42 --compile.enable=false)
+train gpu_ds_fp32 150 "${DS[@]}" --training.mixed_precision_param float32 --debug.deterministic; rc1=$?
+CUDA_VISIBLE_DEVICES= train cpu_ds_fp32 240 "${DS[@]}" --training.mixed_precision_param float32; rc2=$?
+train gpu_ds_bf16 150 "${DS[@]}" --training.mixed_precision_param bfloat16; rc3=$?
+if [ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ] && [ "$rc3" -eq 0 ] && grep -q 'CUDA capacity' "$LOG/gpu_ds_fp32.log"; then
+  for r in gpu_ds_fp32 cpu_ds_fp32 gpu_ds_bf16; do steps_of "$LOG/$r/metrics.jsonl" > "$LOG/$r.steps"; done
+  # A token whose two best experts score within rounding may route differently on the two devices.
+  if d=$(compare "$LOG/gpu_ds_fp32.steps" "$LOG/cpu_ds_fp32.steps" 1e-2) &&
+     d2=$(compare "$LOG/gpu_ds_bf16.steps" "$LOG/cpu_ds_fp32.steps" 3e-2); then
+    result PASS "DeepSeek-V3 on the GPU vs the CPU (float32; bf16)" "$d; bf16: $d2"
+  else result FAIL "DeepSeek-V3 on the GPU vs the CPU (float32; bf16)" "$d ${d2:-}"; fi
+else
+  result FAIL "DeepSeek-V3 on the GPU" "rc $rc1 (GPU float32), $rc2 (CPU), $rc3 (GPU bf16): $(grep -m1 -iE 'error' "$LOG/gpu_ds_fp32.log" "$LOG/cpu_ds_fp32.log" "$LOG/gpu_ds_bf16.log" | cut -c1-300)"
+fi
+
 # ---- 3. checkpoint on the GPU: pinned asynchronous save at step 5, resumed: steps 6-10 bit for bit --
 CK=("${SMALL[@]}" --training.steps 10 --metrics.log_freq 1 --debug.deterministic --checkpoint.enable
     --checkpoint.interval 5 --checkpoint.async_mode async_with_pinned_mem)

@@ -102,10 +102,11 @@ def main() -> int:
               "\n".join(line for line in log.splitlines() if kind in line))
 
     # bf16 autocast on one process: the inputs in bf16, the weights cast to float8 from float32.
-    # 5 steps: a CPU without native bf16 emulates it (slowly).
+    # 5 steps of 2 rows: a CPU without native bf16 emulates it (slowly).
     amp = ["--training.mixed_precision_param", "bfloat16", "--training.cpu_bf16", "always", "--training.steps", "5"]
-    bf16 = run_layout(checks, titan, "bf16 autocast", 1, BASE + lb8 + amp, os.path.join(tmp, "amp"))
-    f8amp = run_layout(checks, titan, "float8 under bf16 autocast", 1, BASE + lb8 + amp + F8, os.path.join(tmp, "amp_f8"))
+    lb2 = ["--training.local_batch_size", "2"]
+    bf16 = run_layout(checks, titan, "bf16 autocast", 1, BASE + lb2 + amp, os.path.join(tmp, "amp"))
+    f8amp = run_layout(checks, titan, "float8 under bf16 autocast", 1, BASE + lb2 + amp + F8, os.path.join(tmp, "amp_f8"))
     if bf16 is not None and f8amp is not None:
         gap = worst_rel(f8amp, bf16, "loss")
         check(f"float8 under bf16 autocast: 5 steps within 2% of bf16's losses (worst {gap:.2%})",
