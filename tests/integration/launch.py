@@ -273,3 +273,29 @@ def worst_update_diff(got: dict, ref: dict, initial: dict) -> tuple[float, str]:
             worst, where = d, name
     return worst, where
 
+
+
+def bias_diff(got: dict, ref: dict) -> float:
+    """The largest difference between two runs' MoE expert biases (inf when one has none)."""
+    names = [n for n in ref if n.endswith("moe.expert_bias")]
+    if not names or any(n not in got for n in names):
+        return float("inf")
+    return max(float((got[n] - ref[n]).abs().max()) for n in names)
+
+
+def check_moe_layout(checks: "Checks", titan: str, label: str, world: int, args: list[str], dump: str,
+                     ref: list[dict], final: dict, initial: dict, tol: float = 1e-5, update_tol: float = 1e-4) -> None:
+    """A mixture-of-experts layout against one process (`ref` its step rows, `final` and `initial`
+    its parameters and buffers): the loss and grad norm of every step within `tol` (relative), every
+    parameter's update within `update_tol` and the same expert biases (1e-9)."""
+    got = run_layout(checks, titan, label, world, args, dump,
+                     env={"TITAN_TEST_FINAL_STATE": os.path.join(dump, "final")})
+    if got is None:
+        return
+    lw, gw = worst_rel(got, ref, "loss"), worst_rel(got, ref, "grad_norm")
+    mine = read_state(os.path.join(dump, "final"))
+    worst, where = worst_update_diff(mine, final, initial)
+    bd = bias_diff(mine, final)
+    checks.check(f"{label}: loss {lw:.1e} and grad norm {gw:.1e} of one process's (<= {tol:g}); updates within "
+                 f"{worst:.1e} ({where}); expert bias {bd:.1e} from one process's",
+                 len(got) == len(ref) and lw <= tol and gw <= tol and worst <= update_tol and bd <= 1e-9)

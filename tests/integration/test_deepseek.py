@@ -27,8 +27,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from launch import scratch_dir  # noqa: E402
-from launch import (Checks, check_refused, launch_into, read_state, run_layout, step_metrics,  # noqa: E402
-                    worst_rel, worst_update_diff)
+from launch import (Checks, check_moe_layout, check_refused, launch_into, read_state, run_layout,  # noqa: E402
+                    step_metrics)
 
 BASE = ["--job.config_file", "configs/deepseek_v3/debug_model.toml", "--training.seq_len", "64", "--model.n_layers", "2",
         "--training.steps", "10", "--training.mixed_precision_param", "float32", "--debug.seed", "7",
@@ -76,18 +76,8 @@ def main() -> int:
                ("full AC", 1, LB4 + ["--activation_checkpoint.mode", "full"])]
     for name, world, extra in layouts:
         dump = os.path.join(tmp, name.replace("(", "_").replace(")", "").replace(" ", "_"))
-        got = run_layout(checks, titan, f"DeepSeek-V3 {name}", world, BASE + extra, dump,
-                         env={"TITAN_TEST_FINAL_STATE": os.path.join(dump, "final")})
-        if got is None:
-            continue
-        lw, gw = worst_rel(got, ref, "loss"), worst_rel(got, ref, "grad_norm")
-        mine = read_state(os.path.join(dump, "final"))
-        worst, where = worst_update_diff(mine, final, initial)
-        bias = "layers.1.moe.expert_bias"
-        bd = float((mine[bias] - final[bias]).abs().max()) if bias in mine else float("inf")
-        check(f"DeepSeek-V3 {name}: loss {lw:.1e} and grad norm {gw:.1e} of one process's (<= {TOL:g}); updates "
-              f"within {worst:.1e} ({where}); expert bias {bd:.1e} from one process's",
-              len(got) == 10 and lw <= TOL and gw <= TOL and worst <= UPDATE_TOL and bd <= 1e-9)
+        check_moe_layout(checks, titan, f"DeepSeek-V3 {name}", world, BASE + extra, dump, ref, final, initial, TOL,
+                         UPDATE_TOL)
 
     killed = os.path.join(tmp, "killed")
     launch_into(titan, 1, BASE + LB4 + CK, killed, env={"TITAN_TEST_DIE_AFTER_SAVE": "5"})

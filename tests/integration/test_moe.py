@@ -36,8 +36,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from launch import scratch_dir  # noqa: E402
-from launch import (Checks, check_refused, launch_into, read_state, run_layout, step_metrics,  # noqa: E402
-                    worst_rel, worst_update_diff)
+from launch import (Checks, check_moe_layout, check_refused, launch_into, read_state, run_layout,  # noqa: E402
+                    step_metrics, worst_rel)
 
 BASE = ["--job.config_file", "configs/qwen3/debug_model_moe.toml", "--training.seq_len", "64", "--model.n_layers", "1",
         "--training.steps", "10", "--training.mixed_precision_param", "float32", "--debug.seed", "7",
@@ -49,14 +49,6 @@ EP2 = ["--parallelism.expert_parallel_degree", "2"]
 CK = ["--checkpoint.enable", "--checkpoint.interval", "5"]
 TOL = 1e-5
 UPDATE_TOL = 1e-4
-
-
-def bias_diff(got: dict, ref: dict) -> float:
-    """The largest difference between two runs' expert biases (inf when one has none)."""
-    names = [n for n in ref if n.endswith("moe.expert_bias")]
-    if not names or any(n not in got for n in names):
-        return float("inf")
-    return max(float((got[n] - ref[n]).abs().max()) for n in names)
 
 
 def main() -> int:
@@ -119,17 +111,8 @@ def main() -> int:
                ("EP(2) with full AC", 2, LB2 + EP2 + ["--activation_checkpoint.mode", "full"])]
     for name, world, extra in layouts:
         dump = os.path.join(tmp, name.replace("(", "_").replace(")", "").replace(" ", "_"))
-        got = run_layout(checks, titan, f"Qwen3 MoE {name}", world, BASE + extra, dump,
-                         env={"TITAN_TEST_FINAL_STATE": os.path.join(dump, "final")})
-        if got is None:
-            continue
-        lw, gw = worst_rel(got, ref, "loss"), worst_rel(got, ref, "grad_norm")
-        mine = read_state(os.path.join(dump, "final"))
-        worst, where = worst_update_diff(mine, final, initial)
-        bd = bias_diff(mine, final)
-        check(f"Qwen3 MoE {name}: loss {lw:.1e} and grad norm {gw:.1e} of one process's (<= {TOL:g}); updates within "
-              f"{worst:.1e} ({where}); expert bias {bd:.1e} from one process's",
-              len(got) == 10 and lw <= TOL and gw <= TOL and worst <= UPDATE_TOL and bd <= 1e-9)
+        check_moe_layout(checks, titan, f"Qwen3 MoE {name}", world, BASE + extra, dump, ref, final, initial, TOL,
+                         UPDATE_TOL)
 
     # Exact resume: killed right after the step-5 save, rerun into the same folder.
     killed = os.path.join(tmp, "killed")

@@ -284,6 +284,19 @@ class Decoder : public Model {
   std::shared_ptr<SequenceSplit> split_;  // context parallelism
 };
 
+// A family's model: the shared decoder built from the family's arguments (`Args::decoder()`),
+// which it keeps for config().
+template <class Args>
+class FamilyDecoder final : public Decoder {
+ public:
+  FamilyDecoder(const Args& args, const at::TensorOptions& options) : Decoder(args.decoder(), options), args_(args) {}
+  const Args& args() const { return args_; }
+  const ModelConfig& config() const override { return args_; }
+
+ private:
+  Args args_;
+};
+
 // The weight of `name` (global shape `shape`) drawn with torchtitan's initialiser for that
 // parameter, on the CPU in float32; only the box [offsets, offsets + sizes) when given. Each
 // element is a function of (seed, name, its index) alone (titan/common/counter_rng.h), so a

@@ -8,15 +8,6 @@
 
 namespace titan::models::deepseek_v3 {
 
-class Transformer final : public common::Decoder {
- public:
-  Transformer(const ModelArgs& args, const at::TensorOptions& options)
-      : common::Decoder(args.decoder(), options), args_(args) {}
-  const ModelArgs& args() const { return args_; }
-  const ModelConfig& config() const override { return args_; }
-
- private:
-  ModelArgs args_;
-};
+using Transformer = common::FamilyDecoder<ModelArgs>;
 
 }  // namespace titan::models::deepseek_v3

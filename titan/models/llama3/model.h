@@ -17,16 +17,7 @@ using common::RopeTable;
 using common::TransformerBlock;
 using common::apply_rope;
 
-class Transformer final : public common::Decoder {
- public:
-  Transformer(const ModelArgs& args, const at::TensorOptions& options)
-      : common::Decoder(args.decoder(), options), args_(args) {}
-  const ModelArgs& args() const { return args_; }
-  const ModelConfig& config() const override { return args_; }
-
- private:
-  ModelArgs args_;
-};
+using Transformer = common::FamilyDecoder<ModelArgs>;
 
 RopeTable rope_table(const ModelArgs& args, const at::TensorOptions& options);
 at::Tensor init_value(const ModelArgs& args, const std::string& name, at::IntArrayRef shape, uint64_t seed,
