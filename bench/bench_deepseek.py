@@ -36,6 +36,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "parity"))
 import deepseek_ref  # noqa: E402
 import moe_ref  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench_moe import grouped_experts  # noqa: E402
 
 
 def grouped_moe_forward(x, w, expert_bias, *, top_k, score_before, **router):
@@ -45,10 +47,7 @@ def grouped_moe_forward(x, w, expert_bias, *, top_k, score_before, **router):
     top, experts, counts = moe_ref.route(flat, w["gate"], w.get("gate_bias"), expert_bias, top_k=top_k, **router)
     order = torch.argsort(experts.view(-1), stable=True)
     routed = flat[order // top_k]
-    offsets = torch.cumsum(counts.long(), 0).to(torch.int32)
-    h = F.silu(torch._grouped_mm(routed, w["w1"].transpose(-2, -1), offs=offsets))
-    h = h * torch._grouped_mm(routed, w["w3"].transpose(-2, -1), offs=offsets)
-    out_sorted = torch._grouped_mm(h, w["w2"].transpose(-2, -1), offs=offsets)
+    out_sorted = grouped_experts(routed, w["w1"], w["w2"], w["w3"], counts.long())
     pairs = torch.zeros_like(out_sorted)
     pairs[order] = out_sorted
     combined = torch.bmm(top.view(-1, 1, top_k), pairs.view(-1, top_k, D)).squeeze(1)

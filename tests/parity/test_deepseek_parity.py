@@ -31,12 +31,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 import deepseek_ref  # noqa: E402
 from launch import Checks  # noqa: E402
 from test_model_parity import load_tensor_dict  # noqa: E402
+from test_moe_parity import worst  # noqa: E402
 
 TOL = 1e-5
-
-
-def worst(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
 
 
 def main() -> int:
