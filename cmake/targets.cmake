@@ -190,7 +190,7 @@ add_test(NAME parity.reference_selfcheck COMMAND ${Python3_EXECUTABLE} ${CMAKE_C
 add_test(NAME parity.training COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_training_parity.py
          --titan $<TARGET_FILE:titan>)
 add_test(NAME integration.cli COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_cli.py
-         --titan $<TARGET_FILE:titan> --shared ${CMAKE_CURRENT_SOURCE_DIR}/../shared)
+         --titan $<TARGET_FILE:titan>)
 add_test(NAME parity.tokenizer COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/parity/test_tokenizer_parity.py
          --titan $<TARGET_FILE:titan>)
 set_tests_properties(parity.model parity.float8 parity.moe parity.deepseek parity.reference_selfcheck parity.training parity.tokenizer integration.cli PROPERTIES
