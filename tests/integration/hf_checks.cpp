@@ -1,9 +1,11 @@
 // The C++ side of the Hugging Face interop test (tests/integration/test_hf.py):
-//   hf_checks init [--model NAME] --args JSON --seed N --out STEP_FOLDER
+//   hf_checks init [--model NAME] --args JSON --seed N --out STEP_FOLDER [--random-buffers]
 //                                                          a random model (of the registry's family
-//                                                          NAME, llama3 when not given) as a checkpoint
+//                                                          NAME, llama3 when not given) as a checkpoint;
+//                                                          its expert bias random too when asked
 //   hf_checks logits --checkpoint STEP_FOLDER --tokens 1,2,3 --out FILE
 //                                                          our float32 logits (1, T, V) as safetensors
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -32,6 +34,10 @@ int main(int argc, char** argv) {
       model->init_weights(std::stoull(opt("--seed")));
       std::vector<std::pair<std::string, at::Tensor>> tensors;
       for (const auto& p : model->named_parameters()) tensors.emplace_back("model." + p.name, p.tensor->detach());
+      const bool random_buffers = std::find(a.begin(), a.end(), "--random-buffers") != a.end();
+      at::manual_seed(std::stoull(opt("--seed")));
+      for (const auto& b : model->named_buffers())
+        tensors.emplace_back("model." + b.name, random_buffers ? at::randn(b.tensor->sizes()) * 0.05 : b.tensor->detach());
       components::write_checkpoint(opt("--out"), 0, tensors,
                                    {{"name", spec.name}, {"flavor", "test"}, {"args", args->to_json()}});
       return 0;
@@ -46,6 +52,8 @@ int main(int argc, char** argv) {
       const auto model = models::model_spec(args->family()).build(*args, at::TensorOptions());
       at::NoGradGuard no_grad;
       for (const auto& p : model->named_parameters()) p.tensor->copy_(reader.read_full("model." + p.name));
+      for (const auto& b : model->named_buffers())
+        if (reader.has("model." + b.name)) b.tensor->copy_(reader.read_full("model." + b.name));
       at::Tensor tokens = at::tensor(ids, at::kLong).view({1, -1});
       at::Tensor logits = model->forward(tokens).to(at::kFloat).contiguous();
       components::write_safetensors(opt("--out"), {{"logits", logits}}, {});

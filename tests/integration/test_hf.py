@@ -13,6 +13,10 @@
   logits in titan.cpp, and HF -> titan -> HF is byte for byte;
 - the same for Qwen3 MoE (Qwen3MoeForCausalLM: 8 experts, top 2, gate values normalised or
   not): our (E, ...) expert tensors are transformers' experts one by one, both ways;
+- the same for DeepSeek-V3 (DeepseekV3ForCausalLM: latent attention with and without a query
+  latent, plain RoPE and YaRN, a dense first block, 8 experts in 4 groups with a shared one, the
+  expert bias as e_score_correction_bias); a model routed by softmax (torchtitan's debug flavor)
+  is refused on export, and with checkpoint.last_save_in_hf before training starts;
 - a folder of another model is refused with exit 2;
 - the export carries the run's tokenizer: AutoTokenizer on the folder gives the ids training
   reads (BOS in front), for the repository's BPE, Llama 3's tiktoken file (against tiktoken) and
@@ -127,6 +131,32 @@ def random_qwen3_moe(folder: str, seed: int, shard: str | None = None, **cfg) ->
                 p.uniform_(0.5, 1.5)
             if name.endswith("mlp.gate.weight"):
                 p.normal_(0.0, 0.5)
+    kw = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(folder, safe_serialization=True, **kw)
+
+
+DEEPSEEK_YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "beta_fast": 32.0,
+                 "beta_slow": 1.0, "mscale": 0.707, "mscale_all_dim": 0.707}
+
+
+def random_deepseek(folder: str, seed: int, shard: str | None = None, **cfg) -> None:
+    torch.manual_seed(seed)
+    config = transformers.DeepseekV3Config(vocab_size=97, hidden_size=64, intermediate_size=96, moe_intermediate_size=24,
+                                           num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=4,
+                                           num_key_value_heads=4, n_shared_experts=1, n_routed_experts=8,
+                                           num_experts_per_tok=2, n_group=4, topk_group=2, routed_scaling_factor=2.5,
+                                           norm_topk_prob=True, kv_lora_rank=16, qk_nope_head_dim=16,
+                                           qk_rope_head_dim=8, v_head_dim=12, rms_norm_eps=1e-6, **cfg)
+    model = transformers.DeepseekV3ForCausalLM(config)
+    with torch.no_grad():  # norms away from 1; a router that tells experts apart; a bias that steers the choice
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+                p.uniform_(0.5, 1.5)
+            if name.endswith("mlp.gate.weight"):
+                p.normal_(0.0, 0.5)
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.normal_(0.0, 0.05)
     kw = {"max_shard_size": shard} if shard else {}
     model.save_pretrained(folder, safe_serialization=True, **kw)
 
@@ -256,6 +286,68 @@ def main() -> int:
         d = os.path.join(tmp, "qwen_moe_theirs_" + slug)
         random_qwen3_moe(d + "/hf", 8, shard, **cfg)
         round_trip(titan, hf_checks, tmp, d, name)
+
+    # ---- DeepSeek-V3, both ways: the latent attention, dense first block, experts and their bias --------------
+    for slug, name, shard, cfg in [
+            ("plain", "DeepSeek-V3 from transformers (no query latent, plain RoPE, one file)", None,
+             dict(q_lora_rank=None, max_position_embeddings=4096)),
+            ("yarn", "DeepSeek-V3 from transformers (query latent, YaRN past 16 positions, sharded)", "60KB",
+             dict(q_lora_rank=32, max_position_embeddings=64, rope_scaling=DEEPSEEK_YARN))]:
+        d = os.path.join(tmp, "deepseek_theirs_" + slug)
+        random_deepseek(d + "/hf", 12, shard, **cfg)
+        round_trip(titan, hf_checks, tmp, d, name)
+        if slug == "yarn":
+            meta = json.load(open(d + "/titan/step-0/metadata.json")) if os.path.exists(d + "/titan/step-0") else {}
+            bias = hf_tensors(d + "/hf")["model.layers.1.mlp.gate.e_score_correction_bias"]
+            check("DeepSeek-V3: e_score_correction_bias is the expert bias, YaRN's settings are kept",
+                  meta.get("model", {}).get("args", {}).get("rope_factor") == 4.0 and float(bias.abs().max()) > 0,
+                  str(meta.get("model", {}).get("args"))[:400])
+    ds = {"dim": 64, "n_layers": 3, "n_dense_layers": 1, "n_heads": 4, "inter_dim": 96, "moe_inter_dim": 24,
+          "vocab_size": 97, "norm_eps": 1e-6, "final_norm_eps": 1e-6, "max_seq_len": 64,
+          "moe_args": {"num_experts": 8, "num_shared_experts": 1, "score_func": "sigmoid", "route_norm": True,
+                       "route_scale": 2.5, "gate_bias": False, "score_before_experts": False, "top_k": 2,
+                       "load_balance_coeff": 1e-3, "num_expert_groups": 4, "num_limited_groups": 2},
+          "q_lora_rank": 32, "kv_lora_rank": 16, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 12,
+          "attn_type": "sdpa", "attn_mask_type": "causal", "original_seq_len": 16, "rope_theta": 10000.0,
+          "rope_factor": 4.0, "beta_fast": 32, "beta_slow": 1, "mscale": 0.707}
+    d = os.path.join(tmp, "deepseek_ours")
+    r = run([hf_checks, "init", "--model", "deepseek_v3", "--args", json.dumps(ds), "--seed", "5", "--out",
+             d + "/step-0", "--random-buffers"])
+    c = r.returncode == 0 and run([titan, "convert", "to-hf", d + "/step-0", d + "/hf"])
+    if not c or c.returncode != 0:
+        check("DeepSeek-V3: convert to-hf", False, (r.stderr + (c.stderr if c else ""))[-500:])
+    else:
+        config = json.load(open(d + "/hf/config.json"))
+        names = hf_tensors(d + "/hf").keys()
+        err = rel_err(hf_logits(d + "/hf", TOKENS), our_logits(hf_checks, d + "/step-0", tmp, TOKENS))
+        check(f"DeepSeek-V3 (query latent, YaRN, 8 experts in 4 groups, a random expert bias): our export loads as "
+              f"{config.get('architectures')} and gives our logits (rel {err:.1e} <= {LOGITS_TOL:g})",
+              config.get("architectures") == ["DeepseekV3ForCausalLM"] and err <= LOGITS_TOL
+              and "model.layers.2.mlp.gate.e_score_correction_bias" in names
+              and "model.layers.0.mlp.gate_proj.weight" in names and "model.layers.1.self_attn.q_a_proj.weight" in names
+              and "model.layers.2.mlp.experts.7.down_proj.weight" in names, str(sorted(names))[:300])
+    # A model built as torchtitan builds it: its final norm takes float32's epsilon, transformers' rms_norm_eps.
+    d = os.path.join(tmp, "deepseek_torchtitan_eps")
+    r = run([hf_checks, "init", "--model", "deepseek_v3", "--args",
+             json.dumps({k: v for k, v in ds.items() if k != "final_norm_eps"}), "--seed", "5", "--out", d + "/step-0"])
+    c = run([titan, "convert", "to-hf", d + "/step-0", d + "/hf"])
+    check("DeepSeek-V3 with torchtitan's final norm: the export says that transformers' final norm differs",
+          r.returncode == 0 and c.returncode == 0 and "final norm uses epsilon 1.19209e-07" in c.stdout,
+          (c.stdout + c.stderr)[-400:])
+    # torchtitan's own debug flavor routes by softmax, which transformers' DeepSeek-V3 cannot.
+    d = os.path.join(tmp, "deepseek_softmax")
+    r = run([hf_checks, "init", "--model", "deepseek_v3", "--args",
+             json.dumps({**ds, "moe_args": {**ds["moe_args"], "score_func": "softmax"}}), "--seed", "5", "--out",
+             d + "/step-0"])
+    c = run([titan, "convert", "to-hf", d + "/step-0", d + "/hf"])
+    check("DeepSeek-V3 routed by softmax: the export is refused (exit 2, naming score_func), nothing written",
+          r.returncode == 0 and c.returncode == 2 and 'score_func "softmax"' in c.stderr
+          and not os.path.exists(d + "/hf"), c.stderr[-400:])
+    dump = os.path.join(tmp, "deepseek_last_save")
+    outs = launch_into(titan, 1, ["--job.config_file", "configs/deepseek_v3/debug_model.toml", "--training.steps", "1",
+                                  "--checkpoint.enable", "--checkpoint.last_save_in_hf"], dump)
+    check("training DeepSeek-V3's softmax debug model with last_save_in_hf is refused before the first step (exit 2)",
+          outs[0][0] == 2 and "score_func" in outs[0][2] and "step:" not in outs[0][1], outs[0][2][-400:])
 
     c = run([titan, "convert", "from-hf", os.path.join(tmp, "qwen_theirs_tied", "hf"), os.path.join(tmp, "q_as_llama", "step-0")])
     meta = json.load(open(os.path.join(tmp, "q_as_llama", "step-0", "metadata.json"))) if c.returncode == 0 else {}

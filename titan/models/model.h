@@ -171,7 +171,12 @@ class StateDictAdapter {
   virtual at::Tensor from_hf_parts(const std::string& fqn, const std::vector<at::Tensor>& parts) const {
     return from_hf(fqn, parts.at(0));
   }
-  // config.json for transformers, with the given torch_dtype ("float32", "bfloat16").
+  // transformers' name of a persistent buffer (a MoE layer's expert bias) where transformers
+  // keeps one; nullopt where it has none (the buffer then starts at zero on import, and is left
+  // out of an export).
+  virtual std::optional<std::string> buffer_hf_name(const std::string&) const { return std::nullopt; }
+  // config.json for transformers, with the given torch_dtype ("float32", "bfloat16"); throws
+  // titan::Error for a model transformers' class cannot compute the same way.
   virtual nlohmann::json hf_config(const std::string& torch_dtype) const = 0;
   // Throws titan::Error naming the first config.json field where `have` (read from `where`)
   // differs from the adapter's model.

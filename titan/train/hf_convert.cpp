@@ -100,13 +100,23 @@ void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std:
     }
   }
   const at::ScalarType out_dtype = dtype.value_or(saved);
-  for (const auto& [name, zero] : zero_buffers(args))  // a MoE layer's load-balancing bias
-    if (reader.has("model." + name) && !at::equal(reader.read_full("model." + name).to(at::kFloat), zero)) {
+  // A MoE layer's load-balancing bias: written where transformers' model keeps one (zeros when
+  // the checkpoint has none); elsewhere a bias that is not zero is said to be lost.
+  std::map<std::string, at::Tensor> buffers;  // fqn -> its zeros
+  bool warned = false;
+  for (const auto& [name, zero] : zero_buffers(args)) {
+    if (const auto hf = adapter->buffer_hf_name(name)) {
+      specs.push_back({*hf, zero.numel() * static_cast<int64_t>(c10::elementSize(out_dtype))});
+      fqn_of[*hf] = {name, 0};
+      buffers[name] = zero;
+    } else if (!warned && reader.has("model." + name) &&
+               !at::equal(reader.read_full("model." + name).to(at::kFloat), zero)) {
       log::warning("the checkpoint's load-balancing expert bias (" + name + " and the other MoE layers') steers which "
                    "experts titan.cpp routes each token to; transformers' model has no such bias, so it routes by "
                    "the router's scores alone and some tokens may go to other experts");
-      break;
+      warned = true;
     }
+  }
   nlohmann::json config = adapter->hf_config(dtype_name(out_dtype));
   if (!tokenizer.empty()) {
     std::error_code ec;
@@ -123,7 +133,8 @@ void convert_to_hf(const std::string& step_dir, const std::string& out_dir, std:
       [&](const std::string& hf) {
         const auto& [fqn, part] = fqn_of.at(hf);
         if (fqn != last_fqn) {
-          last_parts = adapter->to_hf_parts(fqn, reader.read_full("model." + fqn));
+          const bool zero = buffers.count(fqn) && !reader.has("model." + fqn);
+          last_parts = adapter->to_hf_parts(fqn, zero ? buffers.at(fqn) : reader.read_full("model." + fqn));
           last_fqn = fqn;
         }
         return last_parts.at(part).to(out_dtype);
@@ -152,8 +163,21 @@ void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir,
     tensors.emplace_back("model." + fqn, dtype ? t.to(*dtype) : t);
     if (progress) progress(tensors.size(), params.size());
   }
-  // transformers keeps no load-balancing bias: it starts at zero, as in a fresh model.
-  for (auto& [name, t] : zero_buffers(args)) tensors.emplace_back("model." + name, t);
+  // The load-balancing bias where transformers keeps one; otherwise it starts at zero, as in a
+  // fresh model.
+  for (auto& [name, t] : zero_buffers(args)) {
+    const auto hf_name = adapter->buffer_hf_name(name);
+    if (hf_name && hf.has(*hf_name)) {
+      at::Tensor saved = hf.read(*hf_name);
+      if (saved.sizes() != t.sizes())
+        throw Error(hf_dir + ": " + *hf_name + " has shape " + c10::str(saved.sizes()) + ", not " +
+                        c10::str(t.sizes()),
+                    "the weights and config.json disagree; convert a folder saved whole by save_pretrained");
+      t = saved.to(at::kFloat);
+      used.insert(*hf_name);
+    }
+    tensors.emplace_back("model." + name, t);
+  }
   // Nothing in the files is left out (a config.json with fewer layers than the weights).
   for (const auto& name : hf.names())
     if (!used.count(name) && !adapter->ignorable(name))
@@ -243,8 +267,19 @@ void load_hf_into(const std::string& hf_dir, const ModelConfig& args, components
   }
   at::NoGradGuard no_grad;
   for (auto& t : state.tensors) {
-    if (t.key.rfind("model.", 0) != 0 || t.buffer) continue;  // buffers (expert_bias) keep their start
+    if (t.key.rfind("model.", 0) != 0) continue;
     const std::string fqn = t.key.substr(6);
+    if (t.buffer) {  // the expert bias where transformers keeps one; otherwise it keeps its start
+      const auto hf_name = adapter->buffer_hf_name(fqn);
+      if (!hf_name || !hf.has(*hf_name)) continue;
+      at::Tensor saved = hf.read(*hf_name);
+      if (saved.sizes().vec() != t.global_shape)
+        throw Error(hf_dir + ": " + *hf_name + " has shape " + c10::str(saved.sizes()) + " but this run's " + fqn +
+                        " has " + c10::str(at::IntArrayRef(t.global_shape)),
+                    "use a model.flavor that matches the Hugging Face model");
+      if (t.box.numel() > 0) t.local.copy_(saved.narrow(0, t.box.offsets.at(0), t.box.sizes.at(0)));
+      continue;
+    }
     at::Tensor full = read_hf_parameter(*adapter, hf, fqn, hf_dir, "load the complete model folder");
     if (full.sizes().vec() != t.global_shape)
       throw Error(hf_dir + ": " + adapter->to_hf_names(fqn).front() + " has shape " + c10::str(full.sizes()) +

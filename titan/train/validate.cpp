@@ -290,6 +290,9 @@ Preflight preflight(const config::JobConfig& cfg, int world_size) {
   p.dims = distributed::ParallelDims::from_degrees(parallel_degrees(cfg), world_size);
   p.args = model_args(cfg);
   models::model_spec(p.args->family()).validate_plan(*p.args, plan_check(cfg), p.dims);
+  // A model transformers cannot hold is refused now, not after training.
+  if (cfg.get_bool("checkpoint.enable") && cfg.get_bool("checkpoint.last_save_in_hf"))
+    models::model_spec(p.args->family()).hf_adapter(*p.args)->hf_config("float32");
   if (p.dims.world_size > 1 && cfg.get_string("training.dtype") != "float32")
     throw Error("training.dtype = \"" + cfg.get_string("training.dtype") + "\" with several ranks is not supported yet",
                 "use training.dtype = \"float32\" (mixed precision comes from training.mixed_precision_param)");

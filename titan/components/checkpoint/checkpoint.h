@@ -38,7 +38,7 @@ struct StateTensor {
   std::vector<int64_t> global_shape;
   Box box;
   bool writer = true;  // this rank saves the box (it is its first holder; replicas skip it)
-  bool buffer = false;  // a persistent buffer (expert_bias), not a parameter: no Hugging Face name
+  bool buffer = false;  // a persistent buffer (expert_bias), not a parameter
 };
 struct StateDict {
   std::vector<StateTensor> tensors;

@@ -100,7 +100,7 @@ common::DecoderArgs ModelArgs::decoder() const {
                             static_cast<double>(beta_slow), mscale};
   // torchtitan builds the final norm without an epsilon: RMSNorm then takes float32's, whatever
   // the input's dtype.
-  d.final_norm_eps = std::numeric_limits<float>::epsilon();
+  d.final_norm_eps = final_norm_eps.value_or(std::numeric_limits<float>::epsilon());
   return d;
 }
 
@@ -168,11 +168,12 @@ std::string ModelArgs::describe() const {
          ", attn_type='" + attn_type + "', attn_mask_type='" + attn_mask_type +
          "', original_seq_len=" + std::to_string(original_seq_len) + ", rope_theta=" + py_float(rope_theta) +
          ", rope_factor=" + factor + ", beta_fast=" + std::to_string(beta_fast) +
-         ", beta_slow=" + std::to_string(beta_slow) + ", mscale=" + py_float(mscale) + ")";
+         ", beta_slow=" + std::to_string(beta_slow) + ", mscale=" + py_float(mscale) +
+         (final_norm_eps ? ", final_norm_eps=" + log::format("%g", *final_norm_eps) : std::string()) + ")";
 }
 
 nlohmann::json ModelArgs::to_json() const {
-  return {{"dim", dim},
+  nlohmann::json j = {{"dim", dim},
           {"n_layers", n_layers},
           {"n_dense_layers", n_dense_layers},
           {"n_heads", n_heads},
@@ -197,6 +198,8 @@ nlohmann::json ModelArgs::to_json() const {
           {"beta_slow", beta_slow},
           {"mscale", mscale},
           {"tied_embeddings", false}};
+  if (final_norm_eps) j["final_norm_eps"] = *final_norm_eps;
+  return j;
 }
 
 ModelArgs args_from_json(const nlohmann::json& j) {
@@ -224,6 +227,7 @@ ModelArgs args_from_json(const nlohmann::json& j) {
   a.beta_fast = j.at("beta_fast").get<int64_t>();
   a.beta_slow = j.at("beta_slow").get<int64_t>();
   a.mscale = j.at("mscale").get<double>();
+  if (j.contains("final_norm_eps")) a.final_norm_eps = j["final_norm_eps"].get<double>();
   return a;
 }
 

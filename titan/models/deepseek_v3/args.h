@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,6 +26,9 @@ struct ModelArgs final : ModelConfig {
   int64_t n_dense_layers = 1;
   int64_t n_heads = 16;
   double norm_eps = 1e-5;
+  // The final norm's epsilon. torchtitan builds that norm without one, and RMSNorm then takes
+  // float32's (nullopt here); a model read from Hugging Face keeps its rms_norm_eps.
+  std::optional<double> final_norm_eps;
   common::MoeArgs moe_args;
   common::MlaArgs mla;
   // torchtitan's attention choice: attn_type "sdpa" or "flex" (titan.cpp runs its own kernel for
