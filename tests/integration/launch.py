@@ -11,6 +11,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -107,6 +108,7 @@ def launch(titan: str, world: int, args: list[str], extra_env: dict | None = Non
     """Runs `titan train ARGS` on `world` ranks; returns (exit code, stdout, stderr) per rank.
     A rank still running at the deadline is killed and its stderr ends with '(hung)'."""
     port = free_port()
+    start = time.time()
     procs = [subprocess.Popen([titan, "train", *args], cwd=ROOT, env=rank_env(r, world, port, threads, extra_env),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(world)]
     outs = []
@@ -119,6 +121,9 @@ def launch(titan: str, world: int, args: list[str], extra_env: dict | None = Non
             out, err = p.communicate()
             err += "\n(hung)"
         outs.append((p.returncode, out, err))
+    if os.environ.get("TITAN_TEST_TIMES"):  # where the suite's time goes: one line per launch
+        with open(os.environ["TITAN_TEST_TIMES"], "a") as f:
+            f.write(f"{time.time() - start:6.1f} s  {world} ranks  {os.path.basename(sys.argv[0])}  {' '.join(args)}\n")
     return outs
 
 
