@@ -7,6 +7,7 @@
 # build-fuzz/findings/).
 #   scripts/fuzz.sh                   every target, 60 s each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh fuzz_tokenizer_json
+#   FUZZ_BUILD_ONLY=1 scripts/fuzz.sh  build them, run nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-60}
@@ -22,6 +23,7 @@ TARGETS=(fuzz_config fuzz_tokenizer_json fuzz_tiktoken fuzz_token_shard fuzz_dat
 CXX=clang++ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTITAN_WITH_TORCH=OFF \
   -DTITAN_FUZZ=ON >/dev/null
 cmake --build "$BUILD" --target "${TARGETS[@]}"
+[ "${FUZZ_BUILD_ONLY:-0}" = 1 ] && exit 0  # run_tests.sh builds them while the tests run
 python3 fuzz/make_seeds.py "$BUILD/seeds"
 mkdir -p "$BUILD/findings"
 # Two targets at a time (FUZZ_JOBS), one core each.

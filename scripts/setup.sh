@@ -25,12 +25,20 @@ fi
 
 PYTHON_GIVEN=${PYTHON:-}  # a Python named by the caller reconfigures a build made with another
 PYTHON=${PYTHON:-python3}
-have_torch() {
-  "$PYTHON" - <<'PY' 2>/dev/null
-import sys, torch
-major, minor = (int(x) for x in torch.__version__.split(".")[:2])
-sys.exit(0 if (major, minor) >= (2, 11) else 1)
+# The installed torch's version ("2.11.0+cu130"), read from torch/version.py without importing
+# torch (that takes seconds, and every ./run_train.sh passes here); empty when there is none.
+torch_version() {
+  "$PYTHON" - <<'PY' 2>/dev/null || true
+import importlib.util, os, re
+spec = importlib.util.find_spec("torch")
+text = open(os.path.join(spec.submodule_search_locations[0], "version.py")).read()
+print(re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text).group(1))
 PY
+}
+have_torch() {
+  local v
+  v=$(torch_version)
+  [ -n "$v" ] && "$PYTHON" -c 'import sys; major, minor = (int(x) for x in sys.argv[1].split(".")[:2]); sys.exit(0 if (major, minor) >= (2, 11) else 1)' "$v"
 }
 if ! have_torch; then
   TORCH_VERSION=${TORCH_VERSION:-2.11.0}
@@ -42,7 +50,7 @@ if ! have_torch; then
     PIP_FLAGS+=(--break-system-packages)
   "$PYTHON" -m pip install "${PIP_FLAGS[@]}" "torch==$TORCH_VERSION"
 fi
-say "torch $("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
+say "torch $(torch_version)"
 
 BUILD_DIR=${BUILD_DIR:-build}
 BUILD_TYPE=${BUILD_TYPE:-Release}

@@ -147,7 +147,7 @@ std::vector<KeySpec> build_schema() {
                "Write metrics from every rank instead of only the one that computes the loss"),
       bool_key("metrics.enable_wandb", false, "Log metrics to Weights & Biases"),
       // ---- model
-      str_key("model.name", "llama3", "Model family to train: llama3 or qwen3 (docs/models.md)"),
+      str_key("model.name", "llama3", "Model family to train: llama3, qwen3 or deepseek_v3 (docs/models.md)"),
       str_key("model.flavor", "debugmodel", "Model size/variant within the family"),
       str_key("model.hf_assets_path", "./tests/assets/tokenizer",
               "Folder of Hugging Face assets: tokenizer files, config.json, safetensors weights"),
