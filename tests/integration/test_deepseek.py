@@ -5,8 +5,8 @@ latent attention; float32, CPU, sequence 64) trains as one process does, whateve
 - one process: 10 steps, the loss falls; the start-up log names the model as torchtitan does
   (DeepSeekV3ModelArgs, "Total parameter count: dense N, sparse N, active N") and describes the
   latent attention; the expert bias moves in the MoE block only;
-- FSDP(2), EP(2), CP(2) (the padded values pass around the ring as the keys do), PP(2) 1F1B
-  (the dense block on one stage, the MoE block on the other) and full
+- FSDP(2), EP(2), EP(4), CP(2) (the padded values pass around the ring as the keys do), PP(2)
+  1F1B (the dense block on one stage, the MoE block on the other), PP(2)xEP(2) and full
   activation checkpointing give one process's loss and grad norm over 10 steps (1e-5 relative),
   every parameter's update within 1e-4 and the same expert bias;
 - killed right after its step-5 save, the rerun's steps 6-10 equal the straight run bit for bit;
@@ -74,6 +74,12 @@ def main() -> int:
           "--parallelism.pipeline_parallel_schedule", "1F1B"]
     layouts = [("FSDP(2)", 2, LB2),
                ("EP(2)", 2, LB2 + ["--parallelism.expert_parallel_degree", "2"]),
+               ("EP(4)", 4, ["--training.local_batch_size", "1", "--parallelism.expert_parallel_degree", "4"]),
+               ("PP(2)xEP(2)", 4, LB2 + ["--parallelism.expert_parallel_degree", "2",
+                                         "--parallelism.data_parallel_shard_degree", "2",
+                                         "--parallelism.pipeline_parallel_degree", "2",
+                                         "--parallelism.pipeline_parallel_microbatch_size", "1",
+                                         "--parallelism.pipeline_parallel_schedule", "1F1B"]),
                ("CP(2)", 2, LB4 + ["--parallelism.context_parallel_degree", "2",
                                    "--parallelism.data_parallel_shard_degree", "1"]),
                ("PP(2) 1F1B", 2, LB4 + pp),

@@ -16,7 +16,7 @@
 - float8 converts the attention's linear layers and trains;
 - expert parallelism: EP(2), EP(4), EP(2) over CP(2), HSDP(2x2) with EP(2), PP(2)xEP(2) and
   EP(2) with full AC against one process as above; EP(2) killed after its step-5 save resumes bit
-  for bit, and its checkpoint continues in one process; with round-robin routing the
+  for bit, and its checkpoint continues in one process and in EP(4); with round-robin routing the
   all-to-all bytes per step equal the formula;
 - tensor parallelism, EP degrees other than dp_shard x cp or not dividing the experts, EP on a
   dense model and DeepEP are refused with exit 2 on every rank, naming the setting;
@@ -150,7 +150,9 @@ def main() -> int:
               all(o[0] == 0 for o in outs) and len(got) == 5
               and all(g["loss"] == r["loss"] and g["grad_norm"] == r["grad_norm"] for g, r in zip(got, ep_straight[5:])),
               outs[0][2][-400:])
-        for name, world, extra in [("one process", 1, LB4)]:
+        for name, world, extra in [("one process", 1, LB4),
+                                   ("EP(4)", 4, ["--training.local_batch_size", "1",
+                                                 "--parallelism.expert_parallel_degree", "4"])]:
             dump = os.path.join(tmp, "ep2_into_" + name.replace(" ", "_").replace("(", "").replace(")", ""))
             os.makedirs(os.path.join(dump, "checkpoint"))
             shutil.copytree(os.path.join(tmp, "ep_straight", "checkpoint", "step-5"),
