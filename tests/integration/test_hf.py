@@ -177,6 +177,22 @@ def round_trip(titan: str, hf_checks: str, tmp: str, d: str, name: str) -> None:
           c.stderr[-300:] + str(sorted(set(a) ^ set(b)))[:300])
 
 
+def our_export(titan: str, hf_checks: str, tmp: str, slug: str, model: str, args: dict, seed: int, name: str,
+               init_flags: list[str] | None = None):
+    """A random model of ours (hf_checks init) exported with `titan convert to-hf`: its config.json,
+    the names in its files and the relative difference of transformers' logits from ours; None
+    (with a failed check) when either command fails."""
+    d = os.path.join(tmp, slug)
+    r = run([hf_checks, "init", "--model", model, "--args", json.dumps(args), "--seed", str(seed), "--out",
+             d + "/step-0", *(init_flags or [])])
+    c = r.returncode == 0 and run([titan, "convert", "to-hf", d + "/step-0", d + "/hf"])
+    if not c or c.returncode != 0:
+        check(f"{name}: convert to-hf", False, (r.stderr + (c.stderr if c else ""))[-500:])
+        return None
+    err = rel_err(hf_logits(d + "/hf", TOKENS), our_logits(hf_checks, d + "/step-0", tmp, TOKENS))
+    return json.load(open(d + "/hf/config.json")), hf_tensors(d + "/hf").keys(), err
+
+
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                   r"\s*[\r\n]+|\s+(?!\S)|\s+")
 TEXTS = ["The old man walks to the river.", "Hello, world!  Tabs\tand\nnew lines\r\n", "naïve café 東京 🙂 12345",
@@ -265,15 +281,9 @@ def main() -> int:
            "moe_args": {"num_experts": 8, "num_shared_experts": 0, "score_func": "softmax", "route_norm": True,
                         "route_scale": 1.0, "gate_bias": False, "score_before_experts": False, "top_k": 2,
                         "load_balance_coeff": 1e-3}}
-    d = os.path.join(tmp, "qwen_moe_ours")
-    r = run([hf_checks, "init", "--model", "qwen3", "--args", json.dumps(moe), "--seed", "4", "--out", d + "/step-0"])
-    c = r.returncode == 0 and run([titan, "convert", "to-hf", d + "/step-0", d + "/hf"])
-    if not c or c.returncode != 0:
-        check("Qwen3 MoE: convert to-hf", False, (r.stderr + (c.stderr if c else ""))[-500:])
-    else:
-        config = json.load(open(d + "/hf/config.json"))
-        names = hf_tensors(d + "/hf").keys()
-        err = rel_err(hf_logits(d + "/hf", TOKENS), our_logits(hf_checks, d + "/step-0", tmp, TOKENS))
+    exported = our_export(titan, hf_checks, tmp, "qwen_moe_ours", "qwen3", moe, 4, "Qwen3 MoE")
+    if exported:
+        config, names, err = exported
         check(f"Qwen3 MoE (8 experts, top 2): our export loads as {config.get('architectures')} with each expert's "
               f"gate/up/down_proj and gives our logits (rel {err:.1e} <= {LOGITS_TOL:g})",
               config.get("architectures") == ["Qwen3MoeForCausalLM"] and err <= LOGITS_TOL
@@ -310,16 +320,10 @@ def main() -> int:
           "q_lora_rank": 32, "kv_lora_rank": 16, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 12,
           "attn_type": "sdpa", "attn_mask_type": "causal", "original_seq_len": 16, "rope_theta": 10000.0,
           "rope_factor": 4.0, "beta_fast": 32, "beta_slow": 1, "mscale": 0.707}
-    d = os.path.join(tmp, "deepseek_ours")
-    r = run([hf_checks, "init", "--model", "deepseek_v3", "--args", json.dumps(ds), "--seed", "5", "--out",
-             d + "/step-0", "--random-buffers"])
-    c = r.returncode == 0 and run([titan, "convert", "to-hf", d + "/step-0", d + "/hf"])
-    if not c or c.returncode != 0:
-        check("DeepSeek-V3: convert to-hf", False, (r.stderr + (c.stderr if c else ""))[-500:])
-    else:
-        config = json.load(open(d + "/hf/config.json"))
-        names = hf_tensors(d + "/hf").keys()
-        err = rel_err(hf_logits(d + "/hf", TOKENS), our_logits(hf_checks, d + "/step-0", tmp, TOKENS))
+    exported = our_export(titan, hf_checks, tmp, "deepseek_ours", "deepseek_v3", ds, 5, "DeepSeek-V3",
+                          ["--random-buffers"])
+    if exported:
+        config, names, err = exported
         check(f"DeepSeek-V3 (query latent, YaRN, 8 experts in 4 groups, a random expert bias): our export loads as "
               f"{config.get('architectures')} and gives our logits (rel {err:.1e} <= {LOGITS_TOL:g})",
               config.get("architectures") == ["DeepseekV3ForCausalLM"] and err <= LOGITS_TOL
