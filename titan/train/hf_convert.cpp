@@ -65,6 +65,27 @@ at::Tensor read_hf_parameter(const models::StateDictAdapter& adapter, components
   return adapter.from_hf_parts(fqn, parts);
 }
 
+namespace {
+
+// The persistent buffer `fqn` (the expert bias) from the files, float32, where transformers keeps
+// it and the files hold it; nullopt otherwise. Throws titan::Error when its shape is not `shape`.
+std::optional<at::Tensor> read_hf_buffer(const models::StateDictAdapter& adapter, components::HfReader& hf,
+                                         const std::string& fqn, const std::vector<int64_t>& shape,
+                                         const std::string& where, const std::string& fix,
+                                         std::set<std::string>* used = nullptr) {
+  const auto name = adapter.buffer_hf_name(fqn);
+  if (!name || !hf.has(*name)) return std::nullopt;
+  at::Tensor saved = hf.read(*name);
+  if (saved.sizes().vec() != shape)
+    throw Error(where + ": " + *name + " has shape " + c10::str(saved.sizes()) + " but the model's " + fqn + " has " +
+                    c10::str(at::IntArrayRef(shape)),
+                fix);
+  if (used) used->insert(*name);
+  return saved.to(at::kFloat);
+}
+
+}  // namespace
+
 Progress stderr_progress(const std::string& what) {
   auto bar = std::make_shared<ProgressBar>(what, "tensors");
   return [bar](size_t done, size_t total) { bar->update(done, total); };
@@ -166,16 +187,11 @@ void convert_from_hf(const std::string& hf_dir, const std::string& out_step_dir,
   // The load-balancing bias where transformers keeps one; otherwise it starts at zero, as in a
   // fresh model.
   for (auto& [name, t] : zero_buffers(args)) {
-    const auto hf_name = adapter->buffer_hf_name(name);
-    if (hf_name && hf.has(*hf_name)) {
-      at::Tensor saved = hf.read(*hf_name);
-      if (saved.sizes() != t.sizes())
-        throw Error(hf_dir + ": " + *hf_name + " has shape " + c10::str(saved.sizes()) + ", not " +
-                        c10::str(t.sizes()),
-                    "the weights and config.json disagree; convert a folder saved whole by save_pretrained");
-      t = saved.to(at::kFloat);
-      used.insert(*hf_name);
-    }
+    if (auto saved = read_hf_buffer(*adapter, hf, name, t.sizes().vec(), hf_dir,
+                                    "the weights and config.json disagree; convert a folder saved whole by "
+                                    "save_pretrained",
+                                    &used))
+      t = *saved;
     tensors.emplace_back("model." + name, t);
   }
   // Nothing in the files is left out (a config.json with fewer layers than the weights).
@@ -270,14 +286,9 @@ void load_hf_into(const std::string& hf_dir, const ModelConfig& args, components
     if (t.key.rfind("model.", 0) != 0) continue;
     const std::string fqn = t.key.substr(6);
     if (t.buffer) {  // the expert bias where transformers keeps one; otherwise it keeps its start
-      const auto hf_name = adapter->buffer_hf_name(fqn);
-      if (!hf_name || !hf.has(*hf_name)) continue;
-      at::Tensor saved = hf.read(*hf_name);
-      if (saved.sizes().vec() != t.global_shape)
-        throw Error(hf_dir + ": " + *hf_name + " has shape " + c10::str(saved.sizes()) + " but this run's " + fqn +
-                        " has " + c10::str(at::IntArrayRef(t.global_shape)),
-                    "use a model.flavor that matches the Hugging Face model");
-      if (t.box.numel() > 0) t.local.copy_(saved.narrow(0, t.box.offsets.at(0), t.box.sizes.at(0)));
+      const auto saved = read_hf_buffer(*adapter, hf, fqn, t.global_shape, hf_dir,
+                                        "use a model.flavor that matches the Hugging Face model");
+      if (saved && t.box.numel() > 0) t.local.copy_(saved->narrow(0, t.box.offsets.at(0), t.box.sizes.at(0)));
       continue;
     }
     at::Tensor full = read_hf_parameter(*adapter, hf, fqn, hf_dir, "load the complete model folder");

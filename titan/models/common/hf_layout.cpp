@@ -79,6 +79,12 @@ std::optional<std::string> from_hf_name(const std::string& hf, bool tied) {
   return std::nullopt;
 }
 
+double hf_rope_theta(const nlohmann::json& c) {
+  if (c.contains("rope_theta")) return c["rope_theta"].get<double>();
+  const nlohmann::json rp = c.value("rope_parameters", nlohmann::json(nullptr));
+  return rp.is_object() ? rp.value("rope_theta", 10000.0) : 10000.0;
+}
+
 at::Tensor pairs_to_halves(const at::Tensor& w, int64_t heads) { return permute_heads(w, heads, true); }
 at::Tensor halves_to_pairs(const at::Tensor& w, int64_t heads) { return permute_heads(w, heads, false); }
 

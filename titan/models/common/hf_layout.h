@@ -26,6 +26,10 @@ std::optional<std::string> from_hf_name(const std::string& hf_name, bool tied);
 at::Tensor pairs_to_halves(const at::Tensor& w, int64_t heads);
 at::Tensor halves_to_pairs(const at::Tensor& w, int64_t heads);
 
+// RoPE's theta from a config.json: transformers 4 writes rope_theta, 5 writes it inside
+// rope_parameters; 10000 when neither has it.
+double hf_rope_theta(const nlohmann::json& config);
+
 // The adapter of a family built on the shared decoder: names, the wq/wk row permutation (and the
 // q/k norm weights'), tied embeddings, and the comparison of a folder's config.json with the
 // run's model in transformers' field names. A family adds its config.json (hf_config and a

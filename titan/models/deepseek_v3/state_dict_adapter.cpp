@@ -204,12 +204,10 @@ ModelArgs StateDictAdapter::args_from_hf_config(const nlohmann::json& c, const s
       m.num_limited_groups = limited;
     }
     a.max_seq_len = c.value("max_position_embeddings", int64_t{4096});
-    // transformers 4 writes rope_theta and rope_scaling; 5 writes rope_parameters (theta inside).
+    // transformers 4 writes rope_scaling; 5 writes rope_parameters.
     const nlohmann::json rp = c.value("rope_parameters", nlohmann::json(nullptr));
     const nlohmann::json rs = c.value("rope_scaling", nlohmann::json(nullptr));
-    a.rope_theta = c.contains("rope_theta") ? c["rope_theta"].get<double>()
-                   : rp.is_object()          ? rp.value("rope_theta", 10000.0)
-                                             : 10000.0;
+    a.rope_theta = common::hf_rope_theta(c);
     const nlohmann::json& scaling = rs.is_object() ? rs : rp;
     const std::string rope_type =
         scaling.is_object() ? scaling.value("rope_type", scaling.value("type", std::string("default"))) : "default";

@@ -44,11 +44,9 @@ ModelArgs StateDictAdapter::args_from_hf_config(const nlohmann::json& c, const s
     a.n_kv_heads = c.value("num_key_value_heads", a.n_heads);
     a.vocab_size = c.at("vocab_size").get<int64_t>();
     a.norm_eps = c.value("rms_norm_eps", 1e-5);
-    // transformers 4 writes rope_theta and rope_scaling; 5 writes rope_parameters (theta inside).
+    // transformers 4 writes rope_scaling; 5 writes rope_parameters.
     const nlohmann::json rp = c.value("rope_parameters", nlohmann::json(nullptr));
-    a.rope_theta = c.contains("rope_theta") ? c["rope_theta"].get<double>()
-                   : rp.is_object()          ? rp.value("rope_theta", 10000.0)
-                                             : 10000.0;
+    a.rope_theta = common::hf_rope_theta(c);
     a.tied_embeddings = c.value("tie_word_embeddings", false);
     if (c.contains("head_dim") && !c["head_dim"].is_null() && c["head_dim"].get<int64_t>() * a.n_heads != a.dim)
       throw Error(where + ": head_dim * num_attention_heads != hidden_size, which Llama 3 in titan.cpp does not build", fix);

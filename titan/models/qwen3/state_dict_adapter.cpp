@@ -105,11 +105,9 @@ ModelArgs StateDictAdapter::args_from_hf_config(const nlohmann::json& c, const s
     a.hidden_dim = c.at("intermediate_size").get<int64_t>();
     a.vocab_size = c.at("vocab_size").get<int64_t>();
     a.norm_eps = c.value("rms_norm_eps", 1e-6);
-    // transformers 4 writes rope_theta and rope_scaling; 5 writes rope_parameters (theta inside).
+    // transformers 4 writes rope_scaling; 5 writes rope_parameters.
     const nlohmann::json rp = c.value("rope_parameters", nlohmann::json(nullptr));
-    a.rope_theta = c.contains("rope_theta") ? c["rope_theta"].get<double>()
-                   : rp.is_object()          ? rp.value("rope_theta", 10000.0)
-                                             : 10000.0;
+    a.rope_theta = common::hf_rope_theta(c);
     a.tied_embeddings = c.value("tie_word_embeddings", false);
     const nlohmann::json rs = c.value("rope_scaling", nlohmann::json(nullptr));
     if (!rs.is_null() || (rp.is_object() && rp.value("rope_type", "default") != "default"))
