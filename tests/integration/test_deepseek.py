@@ -5,7 +5,7 @@ latent attention; float32, CPU, sequence 64) trains as one process does, whateve
 - one process: 10 steps, the loss falls; the start-up log names the model as torchtitan does
   (DeepSeekV3ModelArgs, "Total parameter count: dense N, sparse N, active N") and describes the
   latent attention; the expert bias moves in the MoE block only;
-- FSDP(2), EP(2), EP(4), CP(2) (the padded values pass around the ring as the keys do), PP(2)
+- FSDP(2), EP(2), FSDP(4)xEP(2), CP(2) (the padded values pass around the ring as the keys do), PP(2)
   1F1B (the dense block on one stage, the MoE block on the other), PP(2)xEP(2) and full
   activation checkpointing give one process's loss and grad norm over 10 steps (1e-5 relative),
   every parameter's update within 1e-4 and the same expert bias;
@@ -74,7 +74,8 @@ def main() -> int:
           "--parallelism.pipeline_parallel_schedule", "1F1B"]
     layouts = [("FSDP(2)", 2, LB2),
                ("EP(2)", 2, LB2 + ["--parallelism.expert_parallel_degree", "2"]),
-               ("EP(4)", 4, ["--training.local_batch_size", "1", "--parallelism.expert_parallel_degree", "4"]),
+               # 4 experts a rank, sharded again by FSDP over the 2 ranks holding them.
+               ("FSDP(4)xEP(2)", 4, ["--training.local_batch_size", "1", "--parallelism.expert_parallel_degree", "2"]),
                ("PP(2)xEP(2)", 4, LB2 + ["--parallelism.expert_parallel_degree", "2",
                                          "--parallelism.data_parallel_shard_degree", "2",
                                          "--parallelism.pipeline_parallel_degree", "2",

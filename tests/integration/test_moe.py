@@ -14,12 +14,14 @@
 - load balancing: over 60 steps of a one-layer model the max/mean load of the last 10 steps is
   lower with the expert-bias update than without it (both printed);
 - float8 converts the attention's linear layers and trains;
-- expert parallelism: EP(2), EP(4), EP(2) over CP(2), HSDP(2x2) with EP(2), PP(2)xEP(2) and
-  EP(2) with full AC against one process as above; EP(2) killed after its step-5 save resumes bit
-  for bit, and its checkpoint continues in one process and in EP(4); with round-robin routing the
-  all-to-all bytes per step equal the formula;
-- tensor parallelism, EP degrees other than dp_shard x cp or not dividing the experts, EP on a
-  dense model and DeepEP are refused with exit 2 on every rank, naming the setting;
+- expert parallelism: EP(2), EP(4), FSDP(4)xEP(2) (each rank's experts sharded again over the
+  2 ranks that hold the same ones), EP(2) over CP(2), HSDP(2x2) with EP(2), PP(2)xEP(2) and EP(2)
+  with full AC against one process as above; EP(2) killed after its step-5 save resumes bit for
+  bit, and its checkpoint continues in one process, in EP(4) and in FSDP(4)xEP(2), whose own
+  checkpoint continues in one process; with round-robin routing the all-to-all bytes per step
+  equal the formula;
+- tensor parallelism, EP degrees not dividing dp_shard x cp or the experts, EP on a dense model
+  and DeepEP are refused with exit 2 on every rank, naming the setting;
 - titan generate runs the trained checkpoint.
 
 Usage: python3 tests/integration/test_moe.py --titan build/titan
@@ -99,6 +101,8 @@ def main() -> int:
                # Expert parallelism: each rank keeps half (a quarter) of every layer's experts.
                ("EP(2)", 2, LB2 + EP2),
                ("EP(4)", 4, ["--training.local_batch_size", "1", "--parallelism.expert_parallel_degree", "4"]),
+               # Each rank keeps a quarter: its half of the experts, sharded by FSDP over the 2 ranks holding them.
+               ("FSDP(4)xEP(2)", 4, ["--training.local_batch_size", "1"] + EP2 + CK),
                ("EP(2) over CP(2)", 2, LB4 + ["--parallelism.context_parallel_degree", "2",
                                               "--parallelism.data_parallel_shard_degree", "1"] + EP2),
                ("HSDP(2x2) with EP(2)", 4, ["--training.local_batch_size", "1",
@@ -150,18 +154,20 @@ def main() -> int:
               all(o[0] == 0 for o in outs) and len(got) == 5
               and all(g["loss"] == r["loss"] and g["grad_norm"] == r["grad_norm"] for g, r in zip(got, ep_straight[5:])),
               outs[0][2][-400:])
-        for name, world, extra in [("one process", 1, LB4),
-                                   ("EP(4)", 4, ["--training.local_batch_size", "1",
-                                                 "--parallelism.expert_parallel_degree", "4"])]:
-            dump = os.path.join(tmp, "ep2_into_" + name.replace(" ", "_").replace("(", "").replace(")", ""))
+        LB1 = ["--training.local_batch_size", "1"]
+        for source, name, world, extra in [("ep_straight", "one process", 1, LB4),
+                                           ("ep_straight", "EP(4)", 4, LB1 + ["--parallelism.expert_parallel_degree", "4"]),
+                                           ("ep_straight", "FSDP(4)xEP(2)", 4, LB1 + EP2),
+                                           ("FSDP_4xEP_2", "one process", 1, LB4)]:
+            label = "EP(2)" if source == "ep_straight" else "FSDP(4)xEP(2)"
+            dump = os.path.join(tmp, source + "_into_" + name.replace(" ", "_").replace("(", "").replace(")", ""))
             os.makedirs(os.path.join(dump, "checkpoint"))
-            shutil.copytree(os.path.join(tmp, "ep_straight", "checkpoint", "step-5"),
-                            os.path.join(dump, "checkpoint", "step-5"))
+            shutil.copytree(os.path.join(tmp, source, "checkpoint", "step-5"), os.path.join(dump, "checkpoint", "step-5"))
             outs = launch_into(titan, world, BASE + extra + CK, dump)
             got = [r for r in step_metrics(dump) if r["step"] > 5]
             ok = all(o[0] == 0 for o in outs) and len(got) == 5
             lw = worst_rel(got, ref[5:], "loss") if ok else float("inf")
-            check(f"EP(2)'s step-5 checkpoint continues in {name} (loss within {lw:.1e} of one process's, <= {TOL:g})",
+            check(f"{label}'s step-5 checkpoint continues in {name} (loss within {lw:.1e} of one process's, <= {TOL:g})",
                   ok and lw <= TOL, outs[0][2][-400:])
 
     # All-to-all bytes per step against the formula. Round-robin routing (debug.moe_force_load_balance)
@@ -194,9 +200,9 @@ def main() -> int:
     check_refused(checks, titan, "Qwen3 MoE with TP(2)", 2,
                   BASE + LB4 + ["--parallelism.tensor_parallel_degree", "2"], os.path.join(tmp, "tp"),
                   "tensor parallelism of MoE layers is not built yet")
-    check_refused(checks, titan, "EP(2) on 4 FSDP ranks", 4,
-                  BASE + ["--training.local_batch_size", "1"] + EP2, os.path.join(tmp, "ep_fsdp"),
-                  "parallelism.expert_parallel_degree = 2 is not dp_shard x cp = 4")
+    check_refused(checks, titan, "EP(3) on 4 FSDP ranks", 4,
+                  BASE + ["--training.local_batch_size", "1", "--parallelism.expert_parallel_degree", "3"],
+                  os.path.join(tmp, "ep_fsdp"), "parallelism.expert_parallel_degree = 3 does not divide dp_shard x cp")
     check_refused(checks, titan, "EP(3), which does not divide 64 experts", 3,
                   BASE + ["--training.local_batch_size", "1", "--parallelism.expert_parallel_degree", "3"],
                   os.path.join(tmp, "ep3"), "does not divide the 64 experts")

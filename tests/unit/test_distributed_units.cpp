@@ -222,6 +222,25 @@ TEST(DeviceMesh, FlattenedMeshesCoverTheirDimensions) {
   EXPECT_EQ(d.group_of(3, DeviceMesh::dims_of("loss")), (std::vector<int>{0, 1, 2, 3}));
 }
 
+// Expert parallelism carves each FSDP group into efsdp x ep, ep inner (torchtitan's sparse mesh).
+TEST(DeviceMesh, ExpertGroupsSplitFsdpEpInner) {
+  // 8 ranks: dp_replicate 2 x dp_shard 4, ep 2: FSDP groups {0..3}, {4..7}.
+  auto d = dims({"--parallelism.data_parallel_replicate_degree", "2", "--parallelism.expert_parallel_degree", "2"}, 8);
+  EXPECT_EQ(d.efsdp(), 2);
+  EXPECT_EQ(d.expert_groups(true), (std::vector<std::vector<int>>{{0, 1}, {2, 3}, {4, 5}, {6, 7}}));
+  EXPECT_EQ(d.expert_groups(false), (std::vector<std::vector<int>>{{0, 2}, {1, 3}, {4, 6}, {5, 7}}));
+  // With tp 2 the FSDP groups are {0,2,4,6} and {1,3,5,7}: ep groups keep one tp coordinate.
+  auto t = dims({"--parallelism.tensor_parallel_degree", "2", "--parallelism.expert_parallel_degree", "2"}, 8);
+  EXPECT_EQ(t.expert_groups(true), (std::vector<std::vector<int>>{{0, 2}, {4, 6}, {1, 3}, {5, 7}}));
+  EXPECT_EQ(t.expert_groups(false), (std::vector<std::vector<int>>{{0, 4}, {2, 6}, {1, 5}, {3, 7}}));
+  // ep = dp_shard x cp: one ep group per FSDP group, efsdp trivial.
+  auto whole = dims({"--parallelism.expert_parallel_degree", "4"}, 4);
+  EXPECT_EQ(whole.efsdp(), 1);
+  EXPECT_EQ(whole.expert_groups(true), (std::vector<std::vector<int>>{{0, 1, 2, 3}}));
+  // ep must divide dp_shard x cp.
+  EXPECT_THROW(dims({"--parallelism.expert_parallel_degree", "3"}, 4), titan::Error);
+}
+
 // Device selection makes cuda:LOCAL_RANK the current device (through the same GpuSelector the
 // trainer uses, here a stand-in that records the calls), and refuses a rank without a GPU.
 TEST(DeviceSelection, LocalRankBecomesTheCurrentGpu) {

@@ -1,6 +1,7 @@
 #include "titan/distributed/data_parallel.h"
 
 #include <algorithm>
+#include <array>
 #include <optional>
 
 #include <torch/csrc/autograd/custom_function.h>
@@ -33,10 +34,26 @@ struct Slot {
   // (the optimizer's step makes it stale).
   at::Tensor float8_scale;
   bool float8_current = false;
-  // Expert parallelism: the shard is this rank's experts, used as it is (never gathered; not in
-  // the unit's gather or reduce buffers), and its gradients not reduced yet (no sync).
+  // Expert parallelism: the slot's FSDP is the efsdp group's (the ranks holding the same
+  // experts), bucket 1; the others', dp_shard_cp's, bucket 0. Without efsdp (expert_parallel_degree
+  // = dp_shard x cp) the shard is this rank's experts, used as it is (never gathered; in neither
+  // bucket), its gradients not reduced yet (no sync) in local_accumulated.
+  int bucket = 0;
   bool local = false;
+  bool expert = false;
   at::Tensor local_accumulated;
+};
+
+// The slots of a unit that FSDP gathers over one group, packed into one buffer.
+struct Bucket {
+  Group* gather = nullptr;  // the all-gathers
+  Group* reduce = nullptr;  // the gradients' reduce-scatters
+  int W = 1;
+  int64_t shard_numel = 0;   // the unit's float32 shard elements in this bucket
+  int64_t gather_bytes = 0;  // the all-gather buffer of one rank
+  Pending gather_pending;
+  at::Tensor recv;         // (W * gather_bytes) bytes
+  at::Tensor accumulated;  // (W * shard_numel) float32 gradients not reduced yet (no sync)
 };
 
 struct Unit {
@@ -44,13 +61,9 @@ struct Unit {
   std::string part;
   std::vector<Slot> slots;
   bool reshard_after_forward = true;
-  int64_t shard_numel = 0;
   bool gathered = false;
   bool issued = false;
-  int64_t gather_bytes = 0;  // the all-gather buffer of one rank
-  Pending gather_pending;
-  at::Tensor recv;         // (W * gather_bytes) bytes
-  at::Tensor accumulated;  // (W * shard_numel) float32 gradients not reduced yet (no sync)
+  std::array<Bucket, 2> buckets;  // dp_shard_cp's slots, efsdp's (expert parallelism)
 };
 
 namespace {
@@ -81,15 +94,17 @@ std::vector<int64_t> padded_shape(const Slot& s, int world) {
   return shape;
 }
 
-// The gathered blocks of a unit (W x gather_bytes, rank-major) into its slots' persistent
-// buffers: each rank's rows of a slot, one after the other, are the slot's padded tensor.
-void unpack(Unit& unit, int W, const at::Tensor& recv) {
+// The gathered blocks of a unit's buckets (W x gather_bytes each, rank-major) into its slots'
+// persistent buffers: each rank's rows of a slot, one after the other, are the slot's padded tensor.
+void unpack(Unit& unit) {
   at::NoGradGuard no_grad;
-  at::Tensor blocks = recv.view({W, unit.gather_bytes});
   for (Slot& s : unit.slots) {
     if (s.local) continue;
-    alloc_storage(s.unsharded, static_cast<size_t>(W * s.gather_bytes));
-    over(s.unsharded, {W, s.gather_bytes}, recv.options()).copy_(blocks.narrow(1, s.gather_offset, s.gather_bytes));
+    const Bucket& b = unit.buckets[s.bucket];
+    at::Tensor blocks = b.recv.view({b.W, b.gather_bytes});
+    alloc_storage(s.unsharded, static_cast<size_t>(b.W * s.gather_bytes));
+    over(s.unsharded, {b.W, s.gather_bytes}, b.recv.options())
+        .copy_(blocks.narrow(1, s.gather_offset, s.gather_bytes));
   }
 }
 
@@ -111,16 +126,16 @@ at::Tensor gathered(const Slot& s, int W, const at::TensorOptions& param_options
 // Backward hands the gradients to the DataParallel, which reduces them asynchronously and adds
 // them to the shards itself.
 struct GatherFunction : public torch::autograd::Function<GatherFunction> {
-  static variable_list forward(AutogradContext* ctx, at::TensorList shards, DataParallel* dp, Unit* unit, int world,
+  static variable_list forward(AutogradContext* ctx, at::TensorList shards, DataParallel* dp, Unit* unit,
                                int64_t param_dtype) {
     (void)shards;
     ctx->saved_data["dp"] = reinterpret_cast<int64_t>(dp);
     ctx->saved_data["unit"] = static_cast<int64_t>(unit->index);
-    unpack(*unit, world, unit->recv);
-    const auto options = unit->recv.options().dtype(static_cast<at::ScalarType>(param_dtype));
-    variable_list out;  // the gathered slots only (not the expert-parallel ones), in order
+    unpack(*unit);
+    const auto options = shards[0].options().dtype(static_cast<at::ScalarType>(param_dtype)).requires_grad(false);
+    variable_list out;  // the gathered slots only (not the local expert-parallel ones), in order
     for (const Slot& s : unit->slots)
-      if (!s.local) out.push_back(gathered(s, world, options));
+      if (!s.local) out.push_back(gathered(s, unit->buckets[s.bucket].W, options));
     return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -129,7 +144,6 @@ struct GatherFunction : public torch::autograd::Function<GatherFunction> {
     variable_list none(grads.size());
     none.emplace_back();  // dp
     none.emplace_back();  // unit
-    none.emplace_back();  // world
     none.emplace_back();  // param_dtype
     return none;
   }
@@ -169,7 +183,8 @@ DataParallel::DataParallel(std::vector<ModelPart> parts, std::vector<ParamLayout
                            DataParallelOptions options)
     : install_hooks_(std::move(install_hooks)), mesh_(mesh), shard_(mesh.group("dp_shard_cp")),
       reduce_(mesh.group("dp_shard_cp:grads")), replicate_(mesh.group("dp_replicate")), tp_(mesh.group("tp")),
-      device_(device), options_(std::move(options)), layouts_(std::move(layouts)), sync_(true) {
+      ep_(mesh.group("ep")), efsdp_(mesh.group("efsdp")), efsdp_reduce_(mesh.group("efsdp:grads")), device_(device),
+      options_(std::move(options)), layouts_(std::move(layouts)), sync_(true) {
   at::NoGradGuard no_grad;
   const int W = shard_.size();
   const MeshCoordinate coordinate = [&mesh](const std::string& name) {
@@ -178,6 +193,12 @@ DataParallel::DataParallel(std::vector<ModelPart> parts, std::vector<ParamLayout
   size_t next_layout = 0;
   for (size_t u = 0; u < parts.size(); ++u) {
     auto unit = std::make_unique<Unit>();
+    unit->buckets[0].gather = &shard_;
+    unit->buckets[0].reduce = &reduce_;
+    unit->buckets[0].W = W;
+    unit->buckets[1].gather = &efsdp_;
+    unit->buckets[1].reduce = &efsdp_reduce_;
+    unit->buckets[1].W = efsdp_.size();
     unit->index = u;
     unit->part = parts[u].name;
     unit->reshard_after_forward =
@@ -192,18 +213,22 @@ DataParallel::DataParallel(std::vector<ModelPart> parts, std::vector<ParamLayout
       s.layout = next_layout++;
       s.tp_sharded = layout.sharded_on("tp");
       s.tp_partial = layout.on("tp").kind == Placement::Kind::Partial;
+      // Expert parallelism's experts: split over "ep", then FSDP's split over "efsdp".
+      s.expert = std::find(options_.local.begin(), options_.local.end(), s.name) != options_.local.end();
+      if (s.expert && !layout.sharded_on("ep"))
+        throw std::logic_error("DataParallel: expert-parallel " + s.name + " is not split over ep");
+      s.bucket = s.expert ? 1 : 0;
+      Bucket& bucket = unit->buckets[s.bucket];
       // FSDP's split, when there is one, is the last: the share it divides is the box before it.
-      const bool fsdp_split = layout.sharded_on("dp_shard_cp");
+      const bool fsdp_split = layout.sharded_on(s.expert ? "efsdp" : "dp_shard_cp");
       s.local_shape = local_box(layout, coordinate, fsdp_split ? 1 : 0).sizes;
       s.box = local_box(layout, coordinate);
       s.rows = s.local_shape[0];
       int64_t numel = 1;
       for (int64_t d : s.local_shape) numel *= d;
       s.row_numel = s.rows ? numel / s.rows : 0;
-      s.rows_per_rank = piece_rows(s.rows, W);
-      s.local = W > 1 && std::find(options_.local.begin(), options_.local.end(), s.name) != options_.local.end();
-      if (s.local && (s.rows % W != 0 || !fsdp_split))
-        throw std::logic_error("DataParallel: expert-parallel " + s.name + " must split evenly over dp_shard_cp");
+      s.rows_per_rank = piece_rows(s.rows, bucket.W);
+      s.local = s.expert && bucket.W == 1;
       // This rank draws only its box, with the values a full draw has there (per (seed, name,
       // element)); FSDP's padding rows past the end are zero.
       std::vector<int64_t> shard_shape = s.local_shape;
@@ -217,21 +242,21 @@ DataParallel::DataParallel(std::vector<ModelPart> parts, std::vector<ParamLayout
       s.shard = shard.to(device).requires_grad_(true);
       s.unsharded = c10::Storage(c10::Storage::use_byte_size_t(), 0,
                                  c10::GetAllocator(device.type()), /*resizable=*/true);
-      s.offset = unit->shard_numel;
+      s.offset = bucket.shard_numel;
       s.numel = s.local ? 0 : s.rows_per_rank * s.row_numel;
-      unit->shard_numel += s.numel;
+      bucket.shard_numel += s.numel;
       const bool f8 = W > 1 && std::find(options_.float8_gather.begin(), options_.float8_gather.end(), s.name) !=
                                    options_.float8_gather.end();
-      s.gather_dtype = f8 && !s.local ? at::kFloat8_e4m3fn : options_.param_dtype;
+      s.gather_dtype = f8 && !s.expert ? at::kFloat8_e4m3fn : options_.param_dtype;
       // Each slot's bytes start aligned to the parameter dtype, so that they can be viewed in it.
       const int64_t align = static_cast<int64_t>(c10::elementSize(options_.param_dtype));
-      s.gather_offset = (unit->gather_bytes + align - 1) / align * align;
+      s.gather_offset = (bucket.gather_bytes + align - 1) / align * align;
       s.gather_bytes = s.numel * static_cast<int64_t>(c10::elementSize(s.gather_dtype));
-      unit->gather_bytes = s.gather_offset + s.gather_bytes;
+      bucket.gather_bytes = s.gather_offset + s.gather_bytes;
       unit->slots.push_back(std::move(s));
     }
     const int64_t align = static_cast<int64_t>(c10::elementSize(options_.param_dtype));
-    unit->gather_bytes = (unit->gather_bytes + align - 1) / align * align;
+    for (Bucket& b : unit->buckets) b.gather_bytes = (b.gather_bytes + align - 1) / align * align;
     units_.push_back(std::move(unit));
   }
   install_hooks_(this);
@@ -289,47 +314,52 @@ void DataParallel::after_optimizer_step() {
 void DataParallel::gather_start(size_t u) {
   Unit& unit = *units_[u];
   if (unit.issued || unit.gathered) return;
-  const int W = shard_.size();
   std::vector<Slot*> stale;  // float8 weights whose shard changed since their scale
   for (Slot& s : unit.slots)
     if (s.gather_dtype == at::kFloat8_e4m3fn && !s.float8_current) stale.push_back(&s);
   update_float8_scales(stale);
-  at::Tensor send = at::empty({unit.gather_bytes}, unit.slots[0].shard.options().dtype(at::kByte));
-  {
-    at::NoGradGuard no_grad;
-    for (const Slot& s : unit.slots) {
-      if (s.local) continue;
-      at::Tensor to = send.narrow(0, s.gather_offset, s.gather_bytes).view(s.gather_dtype);
-      const at::Tensor from = s.shard.detach().reshape({-1});
-      if (s.gather_dtype == at::kFloat8_e4m3fn) to.copy_(kernels::cast_to_float8(from, s.float8_scale, at::kFloat8_e4m3fn));
-      else to.copy_(from);
+  for (int k = 0; k < 2; ++k) {
+    Bucket& b = unit.buckets[k];
+    if (b.gather_bytes == 0) continue;
+    at::Tensor send = at::empty({b.gather_bytes}, unit.slots[0].shard.options().dtype(at::kByte));
+    {
+      at::NoGradGuard no_grad;
+      for (const Slot& s : unit.slots) {
+        if (s.local || s.bucket != k) continue;
+        at::Tensor to = send.narrow(0, s.gather_offset, s.gather_bytes).view(s.gather_dtype);
+        const at::Tensor from = s.shard.detach().reshape({-1});
+        if (s.gather_dtype == at::kFloat8_e4m3fn) to.copy_(kernels::cast_to_float8(from, s.float8_scale, at::kFloat8_e4m3fn));
+        else to.copy_(from);
+      }
     }
+    b.recv = at::empty({b.W * b.gather_bytes}, send.options());
+    b.gather_pending = b.gather->all_gather(b.recv, send);
   }
-  unit.recv = at::empty({W * unit.gather_bytes}, send.options());
-  unit.gather_pending = shard_.all_gather(unit.recv, send);
   unit.issued = true;
 }
 
 void DataParallel::gather_finish(size_t u, bool for_backward) {
   Unit& unit = *units_[u];
   gather_start(u);
-  unit.gather_pending.wait();
+  for (Bucket& b : unit.buckets)
+    if (b.gather_bytes > 0) b.gather_pending.wait();
   unit.issued = false;
-  const int W = shard_.size();
   if (for_backward) {
     // The buffers every graph of this unit reads: give them their memory back and refill them.
-    unpack(unit, W, unit.recv);
+    unpack(unit);
   } else {
     std::vector<at::Tensor> shards;
     for (const Slot& s : unit.slots)
       if (!s.local) shards.push_back(s.shard);
-    variable_list full = GatherFunction::apply(at::TensorList(shards), this, &unit, W,
-                                               static_cast<int64_t>(options_.param_dtype));
-    size_t k = 0;
-    for (Slot& s : unit.slots)
-      if (!s.local) *s.model_slot = full[k++];
+    if (!shards.empty()) {
+      variable_list full =
+          GatherFunction::apply(at::TensorList(shards), this, &unit, static_cast<int64_t>(options_.param_dtype));
+      size_t k = 0;
+      for (Slot& s : unit.slots)
+        if (!s.local) *s.model_slot = full[k++];
+    }
   }
-  unit.recv = at::Tensor();
+  for (Bucket& b : unit.buckets) b.recv = at::Tensor();
   unit.gathered = true;
 }
 
@@ -418,51 +448,55 @@ void DataParallel::post_backward(size_t u, std::vector<at::Tensor> grads) {
       if (!unit.slots[i].local) all[i] = grads[k++];
     grads = std::move(all);
   }
-  const int W = shard_.size();
-  // Flat float32 buffer of the unit's gradients, rank-major like the shards.
-  at::Tensor flat = at::zeros({W * unit.shard_numel}, unit.slots[0].shard.options().dtype(at::kFloat));
-  at::Tensor blocks = flat.view({W, unit.shard_numel});
-  for (size_t i = 0; i < unit.slots.size(); ++i) {
-    const Slot& s = unit.slots[i];
-    if (!grads[i].defined()) continue;
-    if (W == 1) {
-      blocks.narrow(1, s.offset, s.numel).copy_(grads[i].reshape({1, -1}));
+  const bool reduce_now = sync_ || options_.sync_every_microbatch;
+  for (int k = 0; k < 2; ++k) {
+    Bucket& b = unit.buckets[k];
+    if (b.shard_numel == 0) continue;
+    const int W = b.W;
+    // Flat float32 buffer of the bucket's gradients, rank-major like the shards.
+    at::Tensor flat = at::zeros({W * b.shard_numel}, unit.slots[0].shard.options().dtype(at::kFloat));
+    at::Tensor blocks = flat.view({W, b.shard_numel});
+    for (size_t i = 0; i < unit.slots.size(); ++i) {
+      const Slot& s = unit.slots[i];
+      if (s.local || s.bucket != k || !grads[i].defined()) continue;
+      if (W == 1) {
+        blocks.narrow(1, s.offset, s.numel).copy_(grads[i].reshape({1, -1}));
+        continue;
+      }
+      at::Tensor padded = at::zeros({s.rows_per_rank * W * s.row_numel}, flat.options());
+      padded.narrow(0, 0, s.rows * s.row_numel).copy_(grads[i].reshape({-1}));
+      blocks.narrow(1, s.offset, s.numel).copy_(padded.view({W, s.numel}));
+    }
+    if (b.accumulated.defined()) {  // microbatches that did not reduce
+      flat.add_(b.accumulated);
+      b.accumulated = at::Tensor();
+    }
+    if (!reduce_now) {
+      b.accumulated = flat;
       continue;
     }
-    at::Tensor padded = at::zeros({s.rows_per_rank * W * s.row_numel}, flat.options());
-    padded.narrow(0, 0, s.rows * s.row_numel).copy_(grads[i].reshape({-1}));
-    blocks.narrow(1, s.offset, s.numel).copy_(padded.view({W, s.numel}));
-  }
-  if (unit.accumulated.defined()) {  // microbatches that did not reduce
-    flat.add_(unit.accumulated);
-    unit.accumulated = at::Tensor();
-  }
-  if (!sync_ && !options_.sync_every_microbatch) {
-    unit.accumulated = flat;
-    if (W > 1 && !options_.pipelined) release(u);
-    return;
-  }
-  auto pending = std::make_shared<Pending>();
-  at::Tensor reduced;
-  if (W > 1) {
-    reduced = at::empty({unit.shard_numel}, flat.options());
-    *pending = reduce_.reduce_scatter_sum(reduced, flat);
-  } else {
-    reduced = flat;
-    *pending = replicate_.all_reduce(flat);
-  }
-  const bool hsdp = W > 1 && !replicate_.trivial();
-  pending_grads_.emplace_back(pending, [this, &unit, reduced, hsdp]() {
-    if (hsdp) replicate_.all_reduce(reduced).wait();
-    for (Slot& s : unit.slots) {
-      if (s.local) continue;  // post_backward_local's
-      at::Tensor g = reduced.narrow(0, s.offset, s.numel);
-      // Sequence-parallel norms: each tensor-parallel rank holds a partial sum.
-      if (s.tp_partial && !tp_.trivial()) tp_.all_reduce(g).wait();
-      accumulate(s.shard, g.view(s.shard.sizes()));
+    auto pending = std::make_shared<Pending>();
+    at::Tensor reduced;
+    if (W > 1) {
+      reduced = at::empty({b.shard_numel}, flat.options());
+      *pending = b.reduce->reduce_scatter_sum(reduced, flat);
+    } else {
+      reduced = flat;
+      *pending = replicate_.all_reduce(flat);
     }
-  });
-  if (W > 1 && !options_.pipelined) release(u);
+    const bool hsdp = W > 1 && !replicate_.trivial();
+    pending_grads_.emplace_back(pending, [this, &unit, k, reduced, hsdp]() {
+      if (hsdp) replicate_.all_reduce(reduced).wait();
+      for (Slot& s : unit.slots) {
+        if (s.local || s.bucket != k) continue;  // post_backward_local's, or the other bucket's
+        at::Tensor g = reduced.narrow(0, s.offset, s.numel);
+        // Sequence-parallel norms: each tensor-parallel rank holds a partial sum.
+        if (s.tp_partial && !tp_.trivial()) tp_.all_reduce(g).wait();
+        accumulate(s.shard, g.view(s.shard.sizes()));
+      }
+    });
+  }
+  if (!shard_.trivial() && !options_.pipelined) release(u);
 }
 
 void DataParallel::release_all() {
@@ -514,12 +548,20 @@ at::Tensor DataParallel::grad_norm() {
 std::vector<std::pair<std::string, at::Tensor>> DataParallel::full_state() {
   at::NoGradGuard no_grad;
   std::vector<std::pair<std::string, at::Tensor>> out;
-  const int W = shard_.size(), T = tp_.size();
+  const int T = tp_.size();
   for (const auto& u : units_)
     for (const auto& s : u->slots) {
-      at::Tensor all = at::empty({W * s.rows_per_rank * s.row_numel}, s.shard.options().requires_grad(false));
-      shard_.all_gather(all, s.shard.detach().reshape({-1}).contiguous()).wait();
-      at::Tensor share = all.view(padded_shape(s, W)).narrow(0, 0, s.rows).contiguous();
+      const Bucket& b = u->buckets[s.bucket];
+      at::Tensor all = at::empty({b.W * s.rows_per_rank * s.row_numel}, s.shard.options().requires_grad(false));
+      b.gather->all_gather(all, s.shard.detach().reshape({-1}).contiguous()).wait();
+      at::Tensor share = all.view(padded_shape(s, b.W)).narrow(0, 0, s.rows).contiguous();
+      if (s.expert && !ep_.trivial()) {  // each ep rank's experts, in order
+        at::Tensor experts = at::empty({ep_.size() * share.numel()}, share.options());
+        ep_.all_gather(experts, share).wait();
+        std::vector<int64_t> global = share.sizes().vec();
+        global[0] *= ep_.size();
+        share = experts.view(global);
+      }
       if (s.tp_sharded && T > 1) {
         const int d = layouts_[s.layout].on("tp").dim;
         at::Tensor gathered = at::empty({T * share.numel()}, share.options());

@@ -54,10 +54,12 @@ struct DataParallelOptions {
   // with float8_precompute, for every such parameter in one collective after each optimizer step.
   std::vector<std::string> float8_gather;
   bool float8_precompute = false;
-  // Expert parallelism: these parameters (a MoE layer's experts) are sharded on their first
-  // dimension like the others, but used where they are, never gathered: each rank computes its
-  // own experts on the rows the others send it (expert_parallel.h). Their gradients are this
-  // rank's experts' whole gradients already (no reduce-scatter); HSDP sums them over dp_replicate.
+  // Expert parallelism: these parameters (a MoE layer's experts, laid out Shard(0) over "ep" then
+  // over "efsdp") are this rank's experts, computed where they are on the rows the other ep ranks
+  // send it (expert_parallel.h). FSDP gathers and reduce-scatters them over efsdp, the ranks that
+  // hold the same experts, as it does the others over dp_shard_cp; with efsdp 1
+  // (expert_parallel_degree = dp_shard x cp) they are used as they are, never gathered, their
+  // gradients this rank's experts' whole gradients already. HSDP sums them over dp_replicate.
   std::vector<std::string> local;
 };
 
@@ -130,7 +132,7 @@ class DataParallel final : public ForwardHooks {
 
   std::function<void(ForwardHooks*)> install_hooks_;
   DeviceMesh& mesh_;
-  Group shard_, reduce_, replicate_, tp_;
+  Group shard_, reduce_, replicate_, tp_, ep_, efsdp_, efsdp_reduce_;
   at::Device device_;
   DataParallelOptions options_;
   std::vector<ParamLayout> layouts_;

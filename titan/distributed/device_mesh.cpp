@@ -57,6 +57,31 @@ DeviceMesh::DeviceMesh(World& world, const ParallelDims& dims) : dims_(dims), wo
     if (std::find(ranks.begin(), ranks.end(), world.rank()) != ranks.end()) grads = g;
   }
   groups_["dp_shard_cp:grads"] = grads;
+  // Expert parallelism: each FSDP group carved into "ep" and "efsdp" groups
+  // (ParallelDims::expert_groups), with a second efsdp group for the gradients. Without expert
+  // parallelism they are trivial.
+  groups_["ep"] = Group();
+  groups_["efsdp"] = Group();
+  groups_["efsdp:grads"] = Group();
+  if (dims.ep > 1) {
+    // Where a group covers the ranks of one built already it is that one, except the gradients'.
+    auto carve = [&](const std::string& name, bool ep_groups, bool own) {
+      Group mine;
+      for (const auto& members : dims.expert_groups(ep_groups)) {
+        Group g;
+        if (!own && built.count(members)) g = built.at(members);
+        else if (members.size() > 1) g = world.new_group(members, name);
+        if (std::find(members.begin(), members.end(), world.rank()) != members.end()) mine = g;
+      }
+      groups_[name] = mine;
+    };
+    carve("ep", true, false);
+    if (dims.efsdp() > 1) {
+      carve("efsdp", false, false);
+      carve("efsdp:grads", false, true);
+    }
+  }
+
   // The two ends of each pipeline: a tied embedding table lives on the first and the last stage,
   // whose gradients are summed there. With two stages it is the pipeline's own group.
   if (dims.pp > 1) {

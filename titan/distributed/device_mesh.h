@@ -4,7 +4,9 @@
 // built once at start-up (every rank builds every group, in one order) and shared where two
 // names cover the same ranks. "dp_shard_cp:grads" is a second group over FSDP's ranks for the
 // gradient reductions; "pp_ends" (pp > 1) holds the first and the last rank of each pipeline (a
-// tied embedding table's two copies). Nothing else builds groups.
+// tied embedding table's two copies). With expert parallelism, "ep" and "efsdp" (with
+// "efsdp:grads") split each FSDP group in two, ep inner, as torchtitan carves its sparse mesh
+// (trivial without it). Nothing else builds groups.
 #pragma once
 
 #include <map>

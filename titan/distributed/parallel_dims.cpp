@@ -69,20 +69,19 @@ ParallelDims ParallelDims::from_degrees(const Degrees& g, int world_size) {
                 "data_parallel_shard_degree = -1 to take the rest");
   if (g.ep < 1) throw Error("parallelism.expert_parallel_degree = " + std::to_string(g.ep) + " must be >= 1");
   d.ep = static_cast<int>(g.ep);
-  if (d.ep > 1 && d.ep != d.dp_shard * d.cp)
-    throw Error("parallelism.expert_parallel_degree = " + std::to_string(d.ep) + " is not dp_shard x cp = " +
-                    std::to_string(d.dp_shard * d.cp) + ": titan.cpp splits the experts over FSDP's ranks, and "
-                    "experts sharded again by FSDP inside an expert-parallel group are not built yet",
-                "set expert_parallel_degree = " + std::to_string(d.dp_shard * d.cp) +
-                    " (data_parallel_shard_degree x context_parallel_degree), or data_parallel_shard_degree = " +
-                    std::to_string(std::max(1, d.ep / d.cp)));
+  if (d.ep > 1 && (d.dp_shard * d.cp) % d.ep != 0)
+    throw Error("parallelism.expert_parallel_degree = " + std::to_string(d.ep) + " does not divide dp_shard x cp = " +
+                    std::to_string(d.dp_shard) + " x " + std::to_string(d.cp) + " = " +
+                    std::to_string(d.dp_shard * d.cp) + ": the expert-parallel ranks are carved from FSDP's",
+                "choose an expert_parallel_degree that divides " + std::to_string(d.dp_shard * d.cp) +
+                    " (data_parallel_shard_degree x context_parallel_degree)");
   return d;
 }
 
 std::string ParallelDims::describe() const {
   return "pp=" + std::to_string(pp) + ", dp_replicate=" + std::to_string(dp_replicate) + ", dp_shard=" +
          std::to_string(dp_shard) + ", cp=" + std::to_string(cp) + ", tp=" + std::to_string(tp) +
-         (ep > 1 ? ", ep=" + std::to_string(ep) : "") + " (world size " + std::to_string(world_size) + ")";
+         (ep > 1 ? ", ep=" + std::to_string(ep) + (efsdp() > 1 ? ", efsdp=" + std::to_string(efsdp()) : "") : "") + " (world size " + std::to_string(world_size) + ")";
 }
 
 int ParallelDims::coordinate(int rank, const std::string& dim) const { return coords(*this, rank)[dim_index(dim)]; }
@@ -118,6 +117,19 @@ std::vector<std::vector<int>> ParallelDims::all_groups(const std::vector<std::st
     if (g.front() == r) groups.push_back(g);  // each group once, named by its lowest rank
   }
   return groups;
+}
+
+std::vector<std::vector<int>> ParallelDims::expert_groups(bool ep_groups) const {
+  const int e = std::max(ep, 1), efsdp = dp_shard * cp / e;
+  std::vector<std::vector<int>> out;
+  for (const auto& ranks : all_groups({"dp_shard", "cp"}))
+    for (int g = 0; g < (ep_groups ? efsdp : e); ++g) {
+      std::vector<int> members;
+      for (int k = 0; k < (ep_groups ? e : efsdp); ++k)
+        members.push_back(ranks[static_cast<size_t>(ep_groups ? g * e + k : k * e + g)]);
+      out.push_back(std::move(members));
+    }
+  return out;
 }
 
 }  // namespace titan::distributed

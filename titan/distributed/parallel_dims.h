@@ -12,8 +12,9 @@ namespace titan::distributed {
 struct ParallelDims {
   int pp = 1, dp_replicate = 1, dp_shard = 1, cp = 1, tp = 1;
   int world_size = 1;
-  // Expert parallelism: a MoE layer's experts split over the ep ranks. titan.cpp's ep group is
-  // FSDP's, dp_shard x cp (ep 1: off).
+  // Expert parallelism: a MoE layer's experts split over the ep ranks (1: off), carved from
+  // FSDP's dp_shard x cp, which ep divides; the dp_shard x cp / ep ranks holding the same experts
+  // (efsdp) shard them further as FSDP does.
   int ep = 1;
 
   // From parallelism.*; data_parallel_shard_degree = -1 takes the ranks left over. Throws
@@ -25,6 +26,7 @@ struct ParallelDims {
   static ParallelDims from_degrees(const Degrees& degrees, int world_size);
 
   bool fsdp_enabled() const { return dp_shard * cp > 1; }
+  int efsdp() const { return ep > 1 ? dp_shard * cp / ep : 1; }
   bool dp_replicate_enabled() const { return dp_replicate > 1; }
   bool tp_enabled() const { return tp > 1; }
   // Ranks that read different data: dp_replicate x dp_shard (context parallelism splits each
@@ -37,6 +39,11 @@ struct ParallelDims {
   // ascending; and all such groups, in a fixed order every rank agrees on.
   std::vector<int> group_of(int rank, const std::vector<std::string>& dims) const;
   std::vector<std::vector<int>> all_groups(const std::vector<std::string>& dims) const;
+  // Expert parallelism's carving of each FSDP group (its ranks ascending, positions 0..W-1) into
+  // efsdp x ep, ep inner as torchtitan's sparse mesh: every "ep" group (ep consecutive positions,
+  // the ranks that split the experts) or every "efsdp" group (the positions equal modulo ep, the
+  // ranks that hold the same experts), in a fixed order every rank agrees on.
+  std::vector<std::vector<int>> expert_groups(bool ep_groups) const;
   int coordinate(int rank, const std::string& dim) const;
 };
 

@@ -864,8 +864,11 @@ StateDict Trainer::state_dict() {
       const auto& l = s.plan.data_parallel->layouts()[i];
       global_shapes.push_back(l.global_shape);
       bool w = !copies[i];
-      for (const char* m : {"dp_replicate", "dp_shard_cp", "tp"})
-        if (!l.sharded_on(m) && s.mesh->rank(m) != 0) w = false;
+      for (const std::string m : {"dp_replicate", "dp_shard_cp", "tp"}) {
+        // Experts split over ep x efsdp are split over all of dp_shard_cp.
+        const bool split = l.sharded_on(m) || (m == "dp_shard_cp" && l.sharded_on("ep"));
+        if (!split && s.mesh->rank(m) != 0) w = false;
+      }
       writer.push_back(w);
     }
   } else {

@@ -271,9 +271,11 @@ MemoryEstimate estimate_memory(const models::ModelConfig& config, const config::
     m.transient += kv * (compute_bytes + 4);
   }
   if (dims.ep > 1 && a.moe_top_k > 0) {
-    // Expert parallelism: FSDP gathers a block without its experts (each rank keeps its own), and
-    // one layer's routed rows are in flight: sent, received and their outputs coming back.
-    if (shard > 1) m.transient -= 2 * static_cast<double>(a.layer_expert_params) / tp * compute_bytes;
+    // Expert parallelism: FSDP gathers a block with this rank's experts only (over efsdp; none
+    // when ep = dp_shard x cp, each rank keeping its own), and one layer's routed rows are in
+    // flight: sent, received and their outputs coming back.
+    const double not_gathered = dims.efsdp() > 1 ? 1.0 - 1.0 / dims.ep : 1.0;
+    if (shard > 1) m.transient -= 2 * not_gathered * static_cast<double>(a.layer_expert_params) / tp * compute_bytes;
     m.transient += 3 * tokens * static_cast<double>(a.moe_top_k) * dim * compute_bytes;
   }
   return m;

@@ -298,7 +298,13 @@ std::vector<ParamLayout> param_layouts(Decoder& model, const distributed::Parall
     for (const auto& p : part.params) {
       ParamLayout l{p.name, p.tensor->sizes().vec(), {}};
       if (dims.tp > 1) l.placements.emplace_back("tp", tp_placement(p.name));
-      if (dims.fsdp_enabled()) l.placements.emplace_back("dp_shard_cp", Placement::shard(0));
+      if (dims.ep > 1 && p.name.find(".moe.experts.w") != std::string::npos) {
+        // Expert parallelism: ep ranks split the experts, the efsdp ranks holding the same ones shard them again.
+        l.placements.emplace_back("ep", Placement::shard(0));
+        l.placements.emplace_back("efsdp", Placement::shard(0));
+      } else if (dims.fsdp_enabled()) {
+        l.placements.emplace_back("dp_shard_cp", Placement::shard(0));
+      }
       layouts.push_back(std::move(l));
     }
   return layouts;
@@ -390,7 +396,7 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
   }
   std::vector<std::string> local_experts;  // expert parallelism: the experts each rank keeps
   if (dims.ep > 1) {
-    auto ep = std::make_shared<distributed::ExpertParallel>(mesh.group("dp_shard_cp"));
+    auto ep = std::make_shared<distributed::ExpertParallel>(mesh.group("ep"));
     int layers = 0;
     for (auto& b : model.layers()) {
       if (!b.moe) continue;
@@ -401,10 +407,15 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
     }
     plan.expert_parallel = ep;
     const int64_t E = model.decoder_args().moe->num_experts;
-    note("Applied Expert Parallel to the model (degree " + std::to_string(dims.ep) + " over dp_shard x cp: rank r holds "
-         "experts [r*" + std::to_string(E / dims.ep) + ", (r+1)*" + std::to_string(E / dims.ep) + ") of " +
-         std::to_string(E) + " in each of " + std::to_string(layers) +
-         " MoE layers; tokens dispatched and combined by all-to-all, the experts never gathered)");
+    const int efsdp = dims.efsdp();
+    note("Applied Expert Parallel to the model (degree " + std::to_string(dims.ep) + " of dp_shard x cp = " +
+         std::to_string(dims.dp_shard * dims.cp) + ": ep rank r holds experts [r*" + std::to_string(E / dims.ep) +
+         ", (r+1)*" + std::to_string(E / dims.ep) + ") of " + std::to_string(E) + " in each of " +
+         std::to_string(layers) + " MoE layers; tokens dispatched and combined by all-to-all; " +
+         (efsdp > 1 ? "FSDP shards each rank's experts over the " + std::to_string(efsdp) +
+                          " ranks that hold the same ones (efsdp), gathering them there"
+                    : "the experts never gathered") +
+         ")");
   }
   if (dims.cp > 1) {
     plan.context_parallel = std::make_shared<distributed::ContextParallel>(
