@@ -68,6 +68,30 @@ struct ReduceScatterSequence : public torch::autograd::Function<ReduceScatterSeq
   }
 };
 
+// Identity; backward keeps the gradient on tp rank 0 and zeroes it elsewhere.
+struct GradientOnce : public torch::autograd::Function<GradientOnce> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, Group* g) {
+    ctx->saved_data["group"] = reinterpret_cast<int64_t>(g);
+    return x.view_as(x);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {group_of(ctx)->rank() == 0 ? grads[0] : at::zeros_like(grads[0]), at::Tensor()};
+  }
+};
+
+// Identity; backward sums the gradient over the group.
+struct SumGradient : public torch::autograd::Function<SumGradient> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, Group* g) {
+    ctx->saved_data["group"] = reinterpret_cast<int64_t>(g);
+    return x.view_as(x);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    at::Tensor g = grads[0].contiguous().clone();
+    group_of(ctx)->all_reduce(g).wait();
+    return {g, at::Tensor()};
+  }
+};
+
 struct GatherLastDim : public torch::autograd::Function<GatherLastDim> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, Group* g) {
     ctx->saved_data["group"] = reinterpret_cast<int64_t>(g);
@@ -477,6 +501,18 @@ LinearStyle rowwise_linear(Group& group, LinearStyle local) {
 
 InputStyle gather_input(Group& group) {
   return [&group](const at::Tensor& x) { return gather_sequence(x, group); };
+}
+
+InputStyle reduce_scatter_output(Group& group) {
+  return [&group](const at::Tensor& x) { return reduce_scatter_sequence(x, group); };
+}
+
+InputStyle gradient_once(Group& group) {
+  return [&group](const at::Tensor& x) { return GradientOnce::apply(x, &group); };
+}
+
+InputStyle sum_gradient(Group& group) {
+  return [&group](const at::Tensor& x) { return SumGradient::apply(x, &group); };
 }
 
 EmbeddingStyle rowwise_embedding(Group& group, int64_t first_row) {

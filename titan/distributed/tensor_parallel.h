@@ -56,6 +56,15 @@ at::Tensor linear_reduce_scatter(const at::Tensor& x, const at::Tensor& weight, 
 LinearStyle rowwise_linear(Group& group, LinearStyle local = {});
 // Module input under sequence parallelism: (B,T/tp,D) -> (B,T,D).
 InputStyle gather_input(Group& group);
+// A module's partial-sum output back to sequence shards: (B,T,D) -> (B,T/tp,D), reduce-scattered.
+InputStyle reduce_scatter_output(Group& group);
+// For a computation every tp rank repeats on the same gathered input (a MoE router): identity;
+// backward keeps the input's gradient on tp rank 0 only, so that the sequence's reduce-scatter
+// counts it once.
+InputStyle gradient_once(Group& group);
+// For a value whose gradient is a partial sum over tp (the router's scores, multiplying the
+// experts' partial outputs): identity; backward all-reduces the gradient.
+InputStyle sum_gradient(Group& group);
 // Row-wise embedding: this rank holds vocabulary rows [first, first + V/tp); tokens (B,T) ->
 // (B,T/tp,D), reduce-scattered.
 EmbeddingStyle rowwise_embedding(Group& group, int64_t first_row);

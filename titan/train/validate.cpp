@@ -102,7 +102,19 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
       lb && *lb != "headtail" && cfg.get_int("parallelism.context_parallel_degree") > 1)
     out.push_back("parallelism.context_parallel_load_balancer = \"" + *lb +
                   "\": only \"headtail\" (or None, no balancing) is supported yet");
-  need_int("parallelism.expert_tensor_parallel_degree", 1, 1, "expert tensor parallelism");
+  {
+    const int64_t etp = cfg.get_int("parallelism.expert_tensor_parallel_degree"),
+                  tp = cfg.get_int("parallelism.tensor_parallel_degree"), ep = cfg.get_int("parallelism.expert_parallel_degree");
+    if (etp != 1 && etp != tp)
+      out.push_back("parallelism.expert_tensor_parallel_degree = " + std::to_string(etp) +
+                    ": it is 1 or tensor_parallel_degree (" + std::to_string(tp) + "), as in torchtitan");
+    else if (etp == 1 && tp > 1 && ep > 1)
+      out.push_back("parallelism.expert_tensor_parallel_degree = 1 with tensor_parallel_degree = " + std::to_string(tp) +
+                    " and expert_parallel_degree = " + std::to_string(ep) +
+                    ": expert parallelism borrowing the tensor-parallel ranks is not supported yet (set "
+                    "expert_tensor_parallel_degree = " + std::to_string(tp) +
+                    ": the experts split over tp as well, the ep ranks carved from dp_shard x cp)");
+  }
   if (cfg.get_string("parallelism.expert_parallel_comm_backend") != "standard")
     out.push_back("parallelism.expert_parallel_comm_backend = \"" +
                   cfg.get_string("parallelism.expert_parallel_comm_backend") +

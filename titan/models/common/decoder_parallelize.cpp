@@ -26,6 +26,11 @@ bool ends_with(const std::string& s, std::string_view suffix) {
 // torchtitan's TP plan for one parameter: the tensor dimension split over tp, or Partial for
 // the norms (replicated weights whose gradients, from sequence shards, are partial sums).
 Placement tp_placement(const std::string& fqn) {
+  // MoE: the routed experts (E, H, D) / (E, D, H) split on their hidden dimension, the shared
+  // experts as a feed-forward, the router repeated on every rank (the same gradient on each).
+  if (ends_with(fqn, "moe.experts.w1") || ends_with(fqn, "moe.experts.w3")) return Placement::shard(1);
+  if (ends_with(fqn, "moe.experts.w2")) return Placement::shard(2);
+  if (ends_with(fqn, "moe.router.gate.weight") || ends_with(fqn, "moe.router.gate.bias")) return Placement::replicate();
   for (const char* colwise : {"wq.weight", "wk.weight", "wv.weight", "w1.weight", "w3.weight"})
     if (ends_with(fqn, colwise)) return Placement::shard(0);
   if (ends_with(fqn, "wo.weight") || ends_with(fqn, "w2.weight")) return Placement::shard(1);
@@ -57,6 +62,12 @@ int apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool lo
     auto& f = block.feed_forward;
     a.prepare_input = distributed::tp::gather_input(tp);
     f.prepare_input = distributed::tp::gather_input(tp);
+    if (auto& m = block.moe) {
+      m->prepare_input = distributed::tp::gather_input(tp);
+      m->router_input = distributed::tp::gradient_once(tp);
+      m->scores = distributed::tp::sum_gradient(tp);
+      m->finish_output = distributed::tp::reduce_scatter_output(tp);
+    }
     for (auto [project, linears] : {std::pair<ProjectStyle*, std::vector<const Linear*>>{&a.project, {&a.wq, &a.wk, &a.wv}},
                                     {&f.project, {&f.w1, &f.w3}}}) {
       std::vector<const kernels::Float8Config*> float8;
@@ -344,16 +355,17 @@ void validate_plan(const DecoderArgs& args, const PlanCheck& check, const distri
     throw Error("parallelism.tensor_parallel_degree = " + std::to_string(tp) + " with flavor " + check.flavor +
                     ": tensor parallelism of multi-head latent attention (and of its MoE layers) is not built yet",
                 "use tensor_parallel_degree = 1 (FSDP, HSDP, DDP, pipeline, context and expert parallelism work with it)");
-  if (args.moe)
-    throw Error("parallelism.tensor_parallel_degree = " + std::to_string(tp) + " with the mixture-of-experts flavor " +
-                    check.flavor + ": tensor parallelism of MoE layers is not built yet",
-                "use tensor_parallel_degree = 1 (FSDP, HSDP, DDP, pipeline and context parallelism work with MoE)");
   const std::string deg = "parallelism.tensor_parallel_degree = " + std::to_string(tp);
   auto need = [&](int64_t n, const std::string& what, const std::string& fix) {
     if (n % tp != 0)
       throw Error(deg + " does not divide " + what + " (" + std::to_string(n) + ")", fix);
   };
   const std::string pick = "choose a tensor_parallel_degree that divides it";
+  if (args.moe) {
+    need(args.moe_inter_dim, "moe_inter_dim, the experts' hidden dimension", pick);
+    if (args.moe->num_shared_experts > 0)
+      need(args.moe->num_shared_experts * args.moe_inter_dim, "the shared experts' hidden dimension", pick);
+  }
   need(args.n_heads, "the model's attention heads, n_heads of flavor " + check.flavor, pick);
   need(args.n_kv_heads, "the model's key/value heads, n_kv_heads of flavor " + check.flavor, pick);
   need(check.seq_len, "training.seq_len, which sequence parallelism splits",

@@ -140,11 +140,14 @@ MoeParams moe_params(const MoeArgs& a, int64_t dim, int64_t hidden) {
           3 * a.num_experts * hidden * dim};
 }
 
-at::Tensor MoeLayer::forward(const at::Tensor& x_in) const {
+at::Tensor MoeLayer::forward(const at::Tensor& x_local) const {
+  const at::Tensor x_in = prepare_input ? prepare_input(x_local) : x_local;
   const int64_t D = x_in.size(-1), k = args.top_k;
   const at::Tensor x = x_in.reshape({-1, D});
   const int64_t N = x.size(0);
-  const Routing r = route(x, gate, gate_bias, args.load_balance_coeff ? expert_bias : at::Tensor(), args);
+  Routing r = route(router_input ? router_input(x) : x, gate, gate_bias,
+                    args.load_balance_coeff ? expert_bias : at::Tensor(), args);
+  if (scores) r.scores = scores(r.scores);
   if (!recomputing()) {
     at::NoGradGuard no_grad;
     tokens_per_expert.add_(r.counts);
@@ -167,7 +170,7 @@ at::Tensor MoeLayer::forward(const at::Tensor& x_in) const {
           ? pairs.sum(1)
           : at::bmm(r.scores.view({N, 1, k}), pairs.to(at::kFloat)).to(x.scalar_type()).squeeze(1);
   const at::Tensor out = shared_w1.defined() ? swiglu_ffn(x, shared_w1, shared_w2, shared_w3) + experts_out : experts_out;
-  return out.view(x_in.sizes());
+  return finish_output ? finish_output(out.view(x_in.sizes())) : out.view(x_in.sizes());
 }
 
 void update_expert_bias(at::Tensor& bias, const at::Tensor& tokens, double coeff) {

@@ -69,6 +69,12 @@ struct MoeLayer {
   at::Tensor tokens_per_expert;                // (E) float32, counted by every forward until the update
   // Expert parallelism: w1 w2 w3 hold this rank's experts, and the rows travel to theirs.
   ExpertDispatch* dispatch = nullptr;
+  // Tensor parallelism (set together): the experts and shared experts hold their share of the
+  // hidden dimension (w1 w3 rows, w2 columns) and compute partial sums; the router is repeated on
+  // every tp rank. The sequence-parallel input is gathered (prepare_input), the router's input
+  // gradient counted once (router_input), the scores' gradient summed (scores), and the output
+  // reduce-scattered back to sequence shards (finish_output).
+  InputStyle prepare_input, router_input, scores, finish_output;
 
   // x (B, T, D) -> (B, T, D); adds the routing's counts to tokens_per_expert, except while an
   // activation checkpoint recomputes the block (those tokens were counted in its forward).
