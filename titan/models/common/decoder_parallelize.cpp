@@ -31,7 +31,10 @@ Placement tp_placement(const std::string& fqn) {
   if (ends_with(fqn, "moe.experts.w1") || ends_with(fqn, "moe.experts.w3")) return Placement::shard(1);
   if (ends_with(fqn, "moe.experts.w2")) return Placement::shard(2);
   if (ends_with(fqn, "moe.router.gate.weight") || ends_with(fqn, "moe.router.gate.bias")) return Placement::replicate();
-  for (const char* colwise : {"wq.weight", "wk.weight", "wv.weight", "w1.weight", "w3.weight"})
+  // Multi-head latent attention: wq (or wq_b) and wkv_b split by heads; wq_a, q_norm, wkv_a and
+  // kv_norm, before the heads, repeated on every rank with partial gradients (the default below).
+  for (const char* colwise : {"wq.weight", "wk.weight", "wv.weight", "w1.weight", "w3.weight", "wq_b.weight",
+                              "wkv_b.weight"})
     if (ends_with(fqn, colwise)) return Placement::shard(0);
   if (ends_with(fqn, "wo.weight") || ends_with(fqn, "w2.weight")) return Placement::shard(1);
   if (fqn == "tok_embeddings.weight" || fqn == "output.weight") return Placement::shard(0);  // vocabulary rows
@@ -351,10 +354,6 @@ void validate_plan(const DecoderArgs& args, const PlanCheck& check, const distri
   }
   if (dims.tp <= 1) return;
   const int64_t tp = dims.tp;
-  if (args.mla)
-    throw Error("parallelism.tensor_parallel_degree = " + std::to_string(tp) + " with flavor " + check.flavor +
-                    ": tensor parallelism of multi-head latent attention (and of its MoE layers) is not built yet",
-                "use tensor_parallel_degree = 1 (FSDP, HSDP, DDP, pipeline, context and expert parallelism work with it)");
   const std::string deg = "parallelism.tensor_parallel_degree = " + std::to_string(tp);
   auto need = [&](int64_t n, const std::string& what, const std::string& fix) {
     if (n % tp != 0)
