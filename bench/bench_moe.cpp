@@ -3,7 +3,7 @@
 // float32; prints the median milliseconds of --repeats runs after one untimed.
 //
 // Usage: build/bench_moe --tokens N --dim D --hidden H --experts E --top-k K [--score softmax|sigmoid]
-//        [--loop] [--repeats 5] [--threads T]
+//        [--loop | --fused] [--repeats 5] [--threads T]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   m.args.route_norm = true;
   m.args.score_before_experts = false;
   m.args.use_grouped_mm = !has(argc, argv, "--loop");
+  m.fused = has(argc, argv, "--fused");
   at::manual_seed(0);
   m.gate = (at::randn({E, D}) * 0.02).requires_grad_(true);
   m.w1 = (at::randn({E, H, D}) * 0.02).requires_grad_(true);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The MoE layer, forward and backward, against PyTorch eager in one run.
 
-titan.cpp's layer (build/bench_moe: grouped GEMMs, and the loop over experts) against the PyTorch
+titan.cpp's layer (build/bench_moe: grouped GEMMs; the fused grouped SwiGLU kernel that
+compile.enable selects; the loop over experts) against the PyTorch
 reference of tests/parity/moe_ref.py run two ways: with torch._grouped_mm for the experts, as
 torchtitan does (in float32 here, where torchtitan casts to bf16), and with its loop over experts.
 Shapes: Qwen3-MoE's debug model (dim 256, experts of 768, 64 experts, top 8) and a 30B-A3B layer at
@@ -68,9 +69,9 @@ def peer_ms(tokens, dim, hidden, experts, top_k, repeats, grouped) -> float:
     return statistics.median(times)
 
 
-def titan_ms(binary, tokens, dim, hidden, experts, top_k, repeats, threads, loop) -> float:
+def titan_ms(binary, tokens, dim, hidden, experts, top_k, repeats, threads, mode) -> float:
     cmd = [binary, "--tokens", str(tokens), "--dim", str(dim), "--hidden", str(hidden), "--experts", str(experts),
-           "--top-k", str(top_k), "--repeats", str(repeats), "--threads", str(threads)] + (["--loop"] if loop else [])
+           "--top-k", str(top_k), "--repeats", str(repeats), "--threads", str(threads)] + ([mode] if mode else [])
     return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip())
 
 
@@ -89,8 +90,9 @@ def main() -> None:
         args = (opts.tokens, dim, hidden, experts, top_k, opts.repeats)
         rows = [("PyTorch eager, torch._grouped_mm", peer_ms(*args, grouped=True)),
                 ("PyTorch eager, loop over experts", peer_ms(*args, grouped=False)),
-                ("titan.cpp, grouped GEMMs", titan_ms(opts.bin, *args, opts.threads, loop=False)),
-                ("titan.cpp, loop over experts", titan_ms(opts.bin, *args, opts.threads, loop=True))]
+                ("titan.cpp, grouped GEMMs", titan_ms(opts.bin, *args, opts.threads, None)),
+                ("titan.cpp, fused grouped SwiGLU", titan_ms(opts.bin, *args, opts.threads, "--fused")),
+                ("titan.cpp, loop over experts", titan_ms(opts.bin, *args, opts.threads, "--loop"))]
         base = rows[0][1]
         print(f"{name} (dim {dim}, experts of {hidden}, {experts} experts, top {top_k}):")
         for label, ms in rows:

@@ -22,6 +22,7 @@ struct Case {
   MoeArgs args;
   int64_t dim, hidden, tokens;
   bool one_expert = false;  // an expert bias that sends every token to expert 3 (top_k 1)
+  bool fused = false;       // the fused kernels (compile.enable): the grouped SwiGLU experts
 };
 
 MoeArgs make(int64_t experts, int64_t shared, int64_t k, const char* score, bool norm, double scale, bool before) {
@@ -65,6 +66,14 @@ int main(int argc, char** argv) {
   // debug.moe_force_load_balance: round-robin.
   cases.push_back({"force_load_balance", make(8, 0, 2, "softmax", true, 1.0, false), 32, 32, 24});
   cases.back().args.force_load_balance = true;
+  // The fused grouped SwiGLU experts (and fused shared experts), on DeepSeek-V3's router and
+  // with every token on one expert.
+  cases.push_back(cases[1]);
+  cases.back().name = "deepseek_v3_fused";
+  cases.back().fused = true;
+  cases.push_back(cases[3]);
+  cases.back().name = "one_expert_fused";
+  cases.back().fused = true;
   // No load balancing: no expert bias.
   cases.push_back({"no_load_balance", make(8, 0, 2, "softmax", true, 1.0, false), 32, 32, 24});
   cases.back().args.load_balance_coeff = std::nullopt;
@@ -77,6 +86,7 @@ int main(int argc, char** argv) {
     const int64_t E = a.num_experts, D = c.dim, H = c.hidden;
     MoeLayer m;
     m.args = a;
+    m.fused = c.fused;
     auto param = [](at::Tensor t) { return t.requires_grad_(true); };
     m.gate = param(at::randn({E, D}) * 0.2);
     if (a.gate_bias) m.gate_bias = param(at::randn({E}) * 0.1);

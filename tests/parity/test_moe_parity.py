@@ -2,8 +2,9 @@
 """The MoE layer (titan/models/common/moe.h) against the PyTorch reference written from
 torchtitan's (moe_ref.py): for each case moe_dump writes (Qwen3-MoE's router, DeepSeek-V3's with
 node-limited groups and shared experts, torchtitan's defaults with a gate bias, every token on one
-expert, the loop over experts, sizes grouped GEMMs cannot take, forced load balance, no load
-balancing), float32: the output and the gradients of the input and of every weight within 1e-5
+expert, the loop over experts, sizes grouped GEMMs cannot take, the fused grouped SwiGLU kernel on
+DeepSeek-V3's router and with every token on one expert, forced load balance, no load balancing),
+float32: the output and the gradients of the input and of every weight within 1e-5
 (relative to the largest value), the tokens each expert counted exactly, and the expert bias after
 one load-balancing update exactly.
 

@@ -3,6 +3,7 @@
 #include <ATen/Version.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -217,6 +218,77 @@ struct SwiGLUFunction : public torch::autograd::Function<SwiGLUFunction> {
   }
 };
 
+// ---- Grouped SwiGLU experts (CPU) --------------------------------------------------------------
+
+// Expert e's rows [first[e], first[e] + n[e]) of x (R, D), through w1[e] w3[e] (H, D), silu(a) * b
+// fused, and w2[e] (D, H): one GEMM per matrix and expert into slices of preallocated outputs.
+// Saves x, the weights, a, b and h = silu(a) * b; backward recomputes nothing, fuses the SwiGLU
+// gradient into one pass, accumulates dx from both input projections in one GEMM each and
+// writes each expert's weight gradients in place.
+struct GroupedSwiGLUFunction : public torch::autograd::Function<GroupedSwiGLUFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
+                            const at::Tensor& w3, std::vector<int64_t> counts) {
+    at::NoGradGuard no_grad;
+    const int64_t R = x.size(0), D = x.size(1), H = w1.size(1);
+    at::Tensor a = at::empty({R, H}, x.options()), b = at::empty({R, H}, x.options()),
+               h = at::empty({R, H}, x.options()), y = at::empty({R, D}, x.options());
+    int64_t r0 = 0;
+    for (size_t e = 0; e < counts.size(); ++e) {
+      const int64_t n = counts[e];
+      if (n == 0) continue;
+      const at::Tensor xe = x.narrow(0, r0, n);
+      at::Tensor ae = a.narrow(0, r0, n), be = b.narrow(0, r0, n), he = h.narrow(0, r0, n), ye = y.narrow(0, r0, n);
+      const auto i = static_cast<int64_t>(e);
+      at::mm_out(ae, xe, w1[i].t());
+      at::mm_out(be, xe, w3[i].t());
+      cpu::cpu_table().swiglu_fwd(ae.data_ptr(), be.data_ptr(), he.data_ptr(), raw(x), n * H);
+      at::mm_out(ye, he, w2[i].t());
+      r0 += n;
+    }
+    ctx->save_for_backward({x, w1, w2, w3, a, b, h});
+    ctx->saved_data["counts"] = c10::List<int64_t>(counts);
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    at::NoGradGuard no_grad;
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w1 = saved[1], &w2 = saved[2], &w3 = saved[3], &a = saved[4], &b = saved[5],
+                     &h = saved[6];
+    const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
+    const at::Tensor dy = grads[0].to(x.scalar_type()).contiguous();
+    const int64_t H = w1.size(1);
+    int64_t most = 0;
+    for (int64_t n : counts) most = std::max(most, n);
+    at::Tensor dx = at::empty_like(x), dw1 = at::empty_like(w1), dw2 = at::empty_like(w2), dw3 = at::empty_like(w3);
+    // One expert's dh, da, db at a time.
+    at::Tensor dh = at::empty({most, H}, x.options()), da = at::empty_like(dh), db = at::empty_like(dh);
+    int64_t r0 = 0;
+    for (size_t e = 0; e < counts.size(); ++e) {
+      const int64_t n = counts[e];
+      const auto i = static_cast<int64_t>(e);
+      if (n == 0) {  // an expert no row reached
+        dw1[i].zero_();
+        dw2[i].zero_();
+        dw3[i].zero_();
+        continue;
+      }
+      const at::Tensor xe = x.narrow(0, r0, n), dye = dy.narrow(0, r0, n);
+      at::Tensor dhe = dh.narrow(0, 0, n), dae = da.narrow(0, 0, n), dbe = db.narrow(0, 0, n), dxe = dx.narrow(0, r0, n);
+      at::mm_out(dhe, dye, w2[i]);
+      cpu::cpu_table().swiglu_bwd(dhe.data_ptr(), a.narrow(0, r0, n).data_ptr(), b.narrow(0, r0, n).data_ptr(),
+                                  dae.data_ptr(), dbe.data_ptr(), raw(x), n * H);
+      at::Tensor dw2e = dw2[i], dw1e = dw1[i], dw3e = dw3[i];
+      at::mm_out(dw2e, dye.t(), h.narrow(0, r0, n));
+      at::mm_out(dw1e, dae.t(), xe);
+      at::mm_out(dw3e, dbe.t(), xe);
+      at::mm_out(dxe, dae, w1[i]);
+      dxe.addmm_(dbe, w3[i]);
+      r0 += n;
+    }
+    return {dx, dw1, dw2, dw3, at::Tensor()};
+  }
+};
+
 // ---- RoPE --------------------------------------------------------------------------------------
 
 // q, k (B,T,H,hd) contiguous (k may be undefined); cos/sin (T, hd/2) contiguous float.
@@ -320,6 +392,19 @@ at::Tensor swiglu(const at::Tensor& a, const at::Tensor& b) {
   if (!fusable(a) || a.sizes() != b.sizes() || a.scalar_type() != b.scalar_type() || a.device() != b.device())
     return swiglu_reference(a, b);
   return SwiGLUFunction::apply(a, b);
+}
+
+bool grouped_swiglu_fusable(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3) {
+  if (!x.is_cpu() || !fusable(x) || x.dim() != 2 || w1.dim() != 3) return false;
+  for (const at::Tensor* w : {&w1, &w2, &w3})
+    if (w->scalar_type() != x.scalar_type() || !w->is_cpu()) return false;
+  return true;
+}
+
+at::Tensor grouped_swiglu(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3,
+                          const std::vector<int64_t>& counts) {
+  TORCH_CHECK(grouped_swiglu_fusable(x, w1, w2, w3), "grouped_swiglu: CPU float32/bfloat16 tensors of one dtype");
+  return GroupedSwiGLUFunction::apply(x.contiguous(), w1, w2, w3, counts);
 }
 
 at::Tensor rope_reference(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {

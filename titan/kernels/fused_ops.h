@@ -33,6 +33,14 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm_reference(const at::Tensor& x, c
 at::Tensor swiglu(const at::Tensor& a, const at::Tensor& b);
 at::Tensor swiglu_reference(const at::Tensor& a, const at::Tensor& b);
 
+// A mixture-of-experts layer's routed experts on the CPU: rows x (R, D) sorted by expert, counts[e]
+// of them for expert e; each expert's silu(x w1[e]^T) * (x w3[e]^T) then w2[e]^T (w1, w3 (E, H, D),
+// w2 (E, D, H)) -> (R, D), as at::_grouped_mm computes it, with the SwiGLU fused and its backward
+// in one pass per expert. grouped_swiglu_fusable says where it runs (CPU float32/bfloat16).
+bool grouped_swiglu_fusable(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3);
+at::Tensor grouped_swiglu(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3,
+                          const std::vector<int64_t>& counts);
+
 // Rotates interleaved pairs (2i, 2i+1) of the last dim of q (B,T,Hq,hd) and k (B,T,Hk,hd) by
 // position; cos/sin (>= T, hd/2) float32. Computed in float32, returned in the inputs' dtype.
 std::tuple<at::Tensor, at::Tensor> rope_qk(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,

@@ -583,6 +583,7 @@ void Decoder::set_fused_kernels(bool blocks, bool loss) {
       b.attention.mla->kv_norm.fused = blocks;
     }
     b.attention.fused = b.feed_forward.fused = blocks;
+    if (b.moe) b.moe->fused = blocks;
   }
   norm_.fused = blocks;
   fused_loss_ = loss;

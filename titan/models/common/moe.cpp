@@ -3,8 +3,10 @@
 #include "titan/common/log.h"
 
 #include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include "titan/common/module.h"
+#include "titan/kernels/fused_ops.h"
 
 #include <limits>
 #include <vector>
@@ -78,6 +80,30 @@ bool grouped_mm_fits(const at::Tensor& x, const at::Tensor& w1) {
                                 : x.scalar_type() == at::kBFloat16);
 }
 
+// Rows of x in the order `index`: a permutation of x's rows (copies 1), or each row `copies`
+// times (the token of every (token, expert) pair). Backward gathers where index_select's would
+// scatter-add: the gradient's rows in the order `back` (the inverse permutation of the pairs),
+// summed over each row's copies.
+struct GatherRowsFunction : public torch::autograd::Function<GatherRowsFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& index,
+                            const at::Tensor& back, int64_t copies) {
+    ctx->saved_data["back"] = back;
+    ctx->saved_data["copies"] = copies;
+    return x.index_select(0, index);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const int64_t copies = ctx->saved_data["copies"].toInt();
+    at::Tensor g = grads[0].index_select(0, ctx->saved_data["back"].toTensor());
+    if (copies > 1) {
+      std::vector<int64_t> shape{g.size(0) / copies, copies};
+      for (int64_t i = 1; i < g.dim(); ++i) shape.push_back(g.size(i));
+      g = g.view(shape).sum(1);
+    }
+    return {g, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 at::Tensor swiglu_ffn(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3) {
   return at::linear(at::silu(at::linear(x, w1)) * at::linear(x, w3), w2);
 }
@@ -113,8 +139,12 @@ Routing route(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& gat
 }
 
 at::Tensor run_experts(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3,
-                       const at::Tensor& counts, bool grouped_mm) {
+                       const at::Tensor& counts, bool grouped_mm, bool fused) {
   if (x.size(0) == 0) return swiglu_ffn(x, w1[0], w2[0], w3[0]);  // no rows (expert parallelism): (0, D)
+  if (fused && kernels::grouped_swiglu_fusable(x, w1, w2, w3)) {
+    const at::Tensor host = counts.to(at::kCPU, at::kLong).contiguous();
+    return kernels::grouped_swiglu(x, w1, w2, w3, {host.data_ptr<int64_t>(), host.data_ptr<int64_t>() + host.numel()});
+  }
   if (grouped_mm && grouped_mm_fits(x, w1)) {
     const at::Tensor offsets = at::cumsum(counts, 0).to(at::kInt);
     const at::Tensor h = at::silu(at::_grouped_mm(x, w1.transpose(-2, -1), offsets)) *
@@ -152,24 +182,30 @@ at::Tensor MoeLayer::forward(const at::Tensor& x_local) const {
     at::NoGradGuard no_grad;
     tokens_per_expert.add_(r.counts);
   }
-  // The N*k (token, expert) pairs sorted by expert, ties in token order.
+  // The N*k (token, expert) pairs sorted by expert, ties in token order; `inverse` takes them back.
   const at::Tensor order = at::argsort(r.experts.view(-1), /*stable=*/true);
-  at::Tensor routed = x.index_select(0, at::div(order, k, "floor"));
+  const at::Tensor inverse = at::empty_like(order).scatter_(0, order, at::arange(N * k, order.options()));
+  at::Tensor routed = GatherRowsFunction::apply(x, at::div(order, k, "floor"), inverse, k);
   if (args.score_before_experts)
-    routed = (routed.to(at::kFloat) * r.scores.view(-1).index_select(0, order).unsqueeze(1)).to(x.scalar_type());
+    routed = (routed.to(at::kFloat) * GatherRowsFunction::apply(r.scores.view(-1), order, inverse, 1).unsqueeze(1))
+                 .to(x.scalar_type());
   const bool grouped = args.use_grouped_mm;
   const at::Tensor out_sorted =
       dispatch ? dispatch->run(routed, r.counts,
                                [&](const at::Tensor& rows, const at::Tensor& counts) {
-                                 return run_experts(rows, w1, w2, w3, counts, grouped);
+                                 return run_experts(rows, w1, w2, w3, counts, grouped, fused);
                                })
-               : run_experts(routed, w1, w2, w3, r.counts, grouped);
-  const at::Tensor pairs = at::zeros_like(out_sorted).index_copy(0, order, out_sorted).view({N, k, D});
+               : run_experts(routed, w1, w2, w3, r.counts, grouped, fused);
+  const at::Tensor pairs = GatherRowsFunction::apply(out_sorted, inverse, order, 1).view({N, k, D});
   const at::Tensor experts_out =
       args.score_before_experts
           ? pairs.sum(1)
           : at::bmm(r.scores.view({N, 1, k}), pairs.to(at::kFloat)).to(x.scalar_type()).squeeze(1);
-  const at::Tensor out = shared_w1.defined() ? swiglu_ffn(x, shared_w1, shared_w2, shared_w3) + experts_out : experts_out;
+  at::Tensor out = experts_out;
+  if (shared_w1.defined())
+    out = (fused ? at::linear(kernels::swiglu(at::linear(x, shared_w1), at::linear(x, shared_w3)), shared_w2)
+                 : swiglu_ffn(x, shared_w1, shared_w2, shared_w3)) +
+          experts_out;
   return finish_output ? finish_output(out.view(x_in.sizes())) : out.view(x_in.sizes());
 }
 

@@ -57,8 +57,10 @@ Routing route(const at::Tensor& x, const at::Tensor& gate, const at::Tensor& gat
 
 // The routed experts on tokens sorted by expert: x (M, D), `counts` (E) tokens per expert in
 // order (summing to M); w1, w3 (E, H, D), w2 (E, D, H) -> (M, D): w2_e (silu(w1_e x) * w3_e x).
+// fused (compile.enable): titan.cpp's grouped SwiGLU kernel where it runs (kernels::grouped_swiglu,
+// the CPU); else at::_grouped_mm where the shapes allow, or one expert at a time.
 at::Tensor run_experts(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3,
-                       const at::Tensor& counts, bool grouped_mm);
+                       const at::Tensor& counts, bool grouped_mm, bool fused = false);
 
 struct MoeLayer {
   MoeArgs args;
@@ -69,6 +71,7 @@ struct MoeLayer {
   at::Tensor tokens_per_expert;                // (E) float32, counted by every forward until the update
   // Expert parallelism: w1 w2 w3 hold this rank's experts, and the rows travel to theirs.
   ExpertDispatch* dispatch = nullptr;
+  bool fused = false;  // the experts through the fused grouped SwiGLU kernel (run_experts)
   // Tensor parallelism (set together): the experts and shared experts hold their share of the
   // hidden dimension (w1 w3 rows, w2 columns) and compute partial sums; the router is repeated on
   // every tp rank. The sequence-parallel input is gathered (prepare_input), the router's input
