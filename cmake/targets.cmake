@@ -288,10 +288,9 @@ add_test(NAME scripts.gpu_check COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tests/s
 set_tests_properties(scripts.gpu_check PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 
 # Every command block of README.md and docs/ runs as written (tests/integration/test_docs.py):
-# up to 4 processes of one thread each, so alone.
+# one process of one thread at a time mostly (a few blocks start up to 4), so beside another test.
 add_test(NAME integration.docs COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/tests/integration/test_docs.py)
-set_tests_properties(integration.docs PROPERTIES RUN_SERIAL TRUE TIMEOUT 900 SKIP_RETURN_CODE 77
-                     ENVIRONMENT "OMP_NUM_THREADS=1")
+set_tests_properties(integration.docs PROPERTIES TIMEOUT 900 SKIP_RETURN_CODE 77 ENVIRONMENT "OMP_NUM_THREADS=1")
 
 # Context parallelism: every layout against one process, documents, checkpoints, balance, bytes,
 # bad configs. Up to 16 processes of one thread each: run it alone.
