@@ -7,7 +7,8 @@ latent attention; float32, CPU, sequence 64) trains as one process does, whateve
   latent attention; the expert bias moves in the MoE block only;
 - FSDP(2), EP(2), FSDP(4)xEP(2), CP(2) (the padded values pass around the ring as the keys do), PP(2)
   1F1B (the dense block on one stage, the MoE block on the other), PP(2)xEP(2), TP(2),
-  EP(2)xTP(2) and full activation checkpointing give one process's loss and grad norm over 10 steps (1e-5 relative),
+  EP(2)xTP(2) (expert_tensor_parallel_degree 2), FSDP(2)xEP(2)xTP(2) with expert_tensor_parallel_degree
+  1 (EP borrowing the tp ranks) and full activation checkpointing give one process's loss and grad norm over 10 steps (1e-5 relative),
   every parameter's update within 1e-4 and the same expert bias;
 - killed right after its step-5 save, the rerun's steps 6-10 equal the straight run bit for bit;
 - debugmodel_flex_attn (block-causal attention) trains with fused kernels (YaRN, which starts
@@ -90,7 +91,11 @@ def main() -> int:
                ("TP(2)", 2, LB4 + ["--parallelism.tensor_parallel_degree", "2"]),
                ("EP(2)xTP(2)", 4, LB2 + ["--parallelism.tensor_parallel_degree", "2",
                                          "--parallelism.expert_parallel_degree", "2",
-                                         "--parallelism.expert_tensor_parallel_degree", "2"])]
+                                         "--parallelism.expert_tensor_parallel_degree", "2"]),
+               # ETP 1: EP borrows the tp ranks (each routing half the tokens), FSDP over the 2
+               # ranks holding the same experts.
+               ("FSDP(2)xEP(2)xTP(2) ETP 1", 4, LB2 + ["--parallelism.tensor_parallel_degree", "2",
+                                                       "--parallelism.expert_parallel_degree", "2"])]
     for name, world, extra in layouts:
         dump = os.path.join(tmp, name.replace("(", "_").replace(")", "").replace(" ", "_"))
         check_moe_layout(checks, titan, f"DeepSeek-V3 {name}", world, BASE + extra, dump, ref, final, initial, TOL,

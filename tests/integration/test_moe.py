@@ -18,13 +18,15 @@
   2 ranks that hold the same ones), EP(2) over CP(2), HSDP(2x2) with EP(2), PP(2)xEP(2) and EP(2)
   with full AC against one process as above; EP(2) killed after its step-5 save resumes bit for
   bit, and its checkpoint continues in one process, in EP(4) and in FSDP(4)xEP(2), whose own
-  checkpoint continues in one process, as EP(2)xTP(2)'s does; with round-robin routing the
-  all-to-all bytes per step equal the formula;
-- TP(2) (the experts split on their hidden dimension, the router repeated on each rank) and
-  EP(2)xTP(2) (expert_tensor_parallel_degree 2) against one process as above;
-- EP borrowing the tp ranks (expert_tensor_parallel_degree 1 with TP and EP), EP degrees not
-  dividing dp_shard x cp or the experts, EP on a dense model and DeepEP are refused with exit 2
-  on every rank, naming the setting;
+  checkpoint continues in one process, as EP(2)xTP(2)'s (both ETPs) do; with round-robin routing
+  the all-to-all bytes per step equal the formula;
+- TP(2) (the experts split on their hidden dimension, the router repeated on each rank),
+  EP(2)xTP(2) with expert_tensor_parallel_degree 2 (experts split over tp too) and with 1 (EP
+  borrowing the tp ranks: each routes half the tokens to whole experts) against one process as
+  above;
+- EP borrowing TP(4) with ep 2 and no FSDP, EP degrees not dividing dp_shard x cp or the
+  experts, EP on a dense model and DeepEP are refused with exit 2 on every rank, naming the
+  setting;
 - titan generate runs the trained checkpoint.
 
 Usage: python3 tests/integration/test_moe.py --titan build/titan
@@ -118,7 +120,10 @@ def main() -> int:
                ("EP(2) with full AC", 2, LB2 + EP2 + ["--activation_checkpoint.mode", "full"]),
                # Tensor parallelism: the experts split on their hidden dimension, the router repeated.
                ("TP(2)", 2, LB4 + TP2),
-               ("EP(2)xTP(2)", 4, LB2 + EP2 + TP2 + ["--parallelism.expert_tensor_parallel_degree", "2"] + CK)]
+               ("EP(2)xTP(2)", 4, LB2 + EP2 + TP2 + ["--parallelism.expert_tensor_parallel_degree", "2"] + CK),
+               # torchtitan's default ETP 1: EP borrows the tp ranks, each routing half the tokens to
+               # whole experts (no FSDP: each rank keeps its own).
+               ("EP(2)xTP(2) ETP 1", 2, LB4 + EP2 + TP2 + ["--parallelism.data_parallel_shard_degree", "1"] + CK)]
     for name, world, extra in layouts:
         dump = os.path.join(tmp, name.replace("(", "_").replace(")", "").replace(" ", "_"))
         check_moe_layout(checks, titan, f"Qwen3 MoE {name}", world, BASE + extra, dump, ref, final, initial, TOL,
@@ -164,8 +169,10 @@ def main() -> int:
                                            ("EP_2", "EP(4)", 4, LB1 + ["--parallelism.expert_parallel_degree", "4"]),
                                            ("EP_2", "FSDP(4)xEP(2)", 4, LB1 + EP2),
                                            ("FSDP_4xEP_2", "one process", 1, LB4),
-                                           ("EP_2xTP_2", "one process", 1, LB4)]:
-            label = {"EP_2": "EP(2)", "FSDP_4xEP_2": "FSDP(4)xEP(2)", "EP_2xTP_2": "EP(2)xTP(2)"}[source]
+                                           ("EP_2xTP_2", "one process", 1, LB4),
+                                           ("EP_2xTP_2_ETP_1", "one process", 1, LB4)]:
+            label = {"EP_2": "EP(2)", "FSDP_4xEP_2": "FSDP(4)xEP(2)", "EP_2xTP_2": "EP(2)xTP(2)",
+                     "EP_2xTP_2_ETP_1": "EP(2)xTP(2) ETP 1"}[source]
             dump = os.path.join(tmp, source + "_into_" + name.replace(" ", "_").replace("(", "").replace(")", ""))
             os.makedirs(os.path.join(dump, "checkpoint"))
             shutil.copytree(os.path.join(tmp, source, "checkpoint", "step-5"), os.path.join(dump, "checkpoint", "step-5"))
@@ -203,9 +210,9 @@ def main() -> int:
         print(f"max/mean tokens per expert over steps 51-60: {on:.3f} with the bias update, {off:.3f} without")
         check(f"load balancing: max/mean load {on:.2f} with the bias update < {off:.2f} without it", on < off)
 
-    check_refused(checks, titan, "EP(2)xTP(2) with expert_tensor_parallel_degree 1 (EP borrowing TP)", 4,
-                  BASE + LB2 + EP2 + TP2, os.path.join(tmp, "etp1"),
-                  "parallelism.expert_tensor_parallel_degree = 1 with tensor_parallel_degree = 2")
+    check_refused(checks, titan, "EP(2) borrowing TP(4) without FSDP (experts sharded by FSDP over tp ranks alone)", 4,
+                  BASE + LB4 + EP2 + ["--parallelism.tensor_parallel_degree", "4"], os.path.join(tmp, "etp1"),
+                  "parallelism.expert_parallel_degree = 2 borrowing tensor_parallel_degree = 4 without FSDP")
     check_refused(checks, titan, "EP(3) on 4 FSDP ranks", 4,
                   BASE + ["--training.local_batch_size", "1", "--parallelism.expert_parallel_degree", "3"],
                   os.path.join(tmp, "ep_fsdp"), "parallelism.expert_parallel_degree = 3 does not divide dp_shard x cp")

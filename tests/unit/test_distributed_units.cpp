@@ -229,10 +229,28 @@ TEST(DeviceMesh, ExpertGroupsSplitFsdpEpInner) {
   EXPECT_EQ(d.efsdp(), 2);
   EXPECT_EQ(d.expert_groups(true), (std::vector<std::vector<int>>{{0, 1}, {2, 3}, {4, 5}, {6, 7}}));
   EXPECT_EQ(d.expert_groups(false), (std::vector<std::vector<int>>{{0, 2}, {1, 3}, {4, 6}, {5, 7}}));
-  // With tp 2 the FSDP groups are {0,2,4,6} and {1,3,5,7}: ep groups keep one tp coordinate.
-  auto t = dims({"--parallelism.tensor_parallel_degree", "2", "--parallelism.expert_parallel_degree", "2"}, 8);
+  // With tp 2 and etp 2 the FSDP groups are {0,2,4,6} and {1,3,5,7}: ep groups keep one tp coordinate.
+  auto t = dims({"--parallelism.tensor_parallel_degree", "2", "--parallelism.expert_parallel_degree", "2",
+                 "--parallelism.expert_tensor_parallel_degree", "2"},
+                8);
+  EXPECT_FALSE(t.ep_borrows_tp());
   EXPECT_EQ(t.expert_groups(true), (std::vector<std::vector<int>>{{0, 2}, {4, 6}, {1, 3}, {5, 7}}));
   EXPECT_EQ(t.expert_groups(false), (std::vector<std::vector<int>>{{0, 4}, {2, 6}, {1, 5}, {3, 7}}));
+  // etp 1 (torchtitan's default): ep borrows the tp ranks, carved from dp_shard x cp x tp = all 8,
+  // tp fastest: ep 2 gives the tp pairs, ep 4 the first and last four ranks.
+  auto b = dims({"--parallelism.tensor_parallel_degree", "2", "--parallelism.expert_parallel_degree", "2"}, 8);
+  EXPECT_TRUE(b.ep_borrows_tp());
+  EXPECT_EQ(b.efsdp(), 4);
+  EXPECT_EQ(b.expert_groups(true), (std::vector<std::vector<int>>{{0, 1}, {2, 3}, {4, 5}, {6, 7}}));
+  EXPECT_EQ(b.expert_groups(false), (std::vector<std::vector<int>>{{0, 2, 4, 6}, {1, 3, 5, 7}}));
+  auto b4 = dims({"--parallelism.tensor_parallel_degree", "2", "--parallelism.expert_parallel_degree", "4"}, 8);
+  EXPECT_EQ(b4.expert_groups(true), (std::vector<std::vector<int>>{{0, 1, 2, 3}, {4, 5, 6, 7}}));
+  EXPECT_EQ(b4.expert_groups(false), (std::vector<std::vector<int>>{{0, 4}, {1, 5}, {2, 6}, {3, 7}}));
+  // ep must divide dp_shard x cp x tp; ep under tp without FSDP (the experts sharded over tp ranks alone) is refused.
+  EXPECT_THROW(dims({"--parallelism.tensor_parallel_degree", "2", "--parallelism.expert_parallel_degree", "3"}, 8),
+               titan::Error);
+  EXPECT_THROW(dims({"--parallelism.tensor_parallel_degree", "4", "--parallelism.expert_parallel_degree", "2"}, 4),
+               titan::Error);
   // ep = dp_shard x cp: one ep group per FSDP group, efsdp trivial.
   auto whole = dims({"--parallelism.expert_parallel_degree", "4"}, 4);
   EXPECT_EQ(whole.efsdp(), 1);

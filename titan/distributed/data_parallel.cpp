@@ -376,9 +376,17 @@ void DataParallel::before(size_t u, const std::string&) {
   Unit& unit = *units_[u];
   if (shard_.trivial()) {  // DDP / tensor parallel alone: the parameters, through the reduce hand-off
     std::vector<at::Tensor> params;
-    for (const Slot& s : unit.slots) params.push_back(s.shard);
-    variable_list views = HandOffFunction::apply(at::TensorList(params), this, u, std::optional<at::ScalarType>());
-    for (size_t i = 0; i < unit.slots.size(); ++i) *unit.slots[i].model_slot = views[i];
+    std::vector<Slot*> slots;
+    for (Slot& s : unit.slots)
+      if (!s.local) {  // expert parallelism's own experts (ep borrowing tp without FSDP): below
+        params.push_back(s.shard);
+        slots.push_back(&s);
+      }
+    if (!params.empty()) {
+      variable_list views = HandOffFunction::apply(at::TensorList(params), this, u, std::optional<at::ScalarType>());
+      for (size_t i = 0; i < slots.size(); ++i) *slots[i]->model_slot = views[i];
+    }
+    use_local(u);
     return;
   }
   if (!unit.gathered) gather_finish(u, /*for_backward=*/false);
@@ -442,7 +450,7 @@ void DataParallel::pre_backward(size_t u) {
 
 void DataParallel::post_backward(size_t u, std::vector<at::Tensor> grads) {
   Unit& unit = *units_[u];
-  if (grads.size() < unit.slots.size()) {  // GatherFunction's: the gathered slots only
+  if (grads.size() < unit.slots.size()) {  // GatherFunction's or HandOffFunction's: the slots not local only
     std::vector<at::Tensor> all(unit.slots.size());
     for (size_t i = 0, k = 0; i < unit.slots.size(); ++i)
       if (!unit.slots[i].local) all[i] = grads[k++];
@@ -527,11 +535,14 @@ at::Tensor DataParallel::grad_norm() {
   at::NoGradGuard no_grad;
   // Squares of this rank's elements: those split over tp add up over tp; those replicated over
   // tp (each tp rank holds the same) count once. FSDP shards add up over dp_shard_cp; replicas
-  // over dp_replicate hold the same and count once.
+  // over dp_replicate hold the same and count once. Experts over ep ranks that include the tp
+  // ranks are split over tp as well.
+  const bool borrows = mesh_.dims().ep_borrows_tp();
   std::vector<at::Tensor> split, replicated;
   for (const auto& u : units_)
     for (const auto& s : u->slots)
-      if (s.shard.grad().defined() && !is_copy(s.name)) (s.tp_sharded ? split : replicated).push_back(s.shard.grad());
+      if (s.shard.grad().defined() && !is_copy(s.name))
+        (s.tp_sharded || (s.expert && borrows) ? split : replicated).push_back(s.shard.grad());
   at::Tensor sq = at::cat({components::sum_of_squares(split).to(device_), components::sum_of_squares(replicated).to(device_)});
   if (!tp_.trivial()) {
     at::Tensor tp_part = sq.narrow(0, 0, 1).contiguous();

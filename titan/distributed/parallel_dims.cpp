@@ -69,19 +69,38 @@ ParallelDims ParallelDims::from_degrees(const Degrees& g, int world_size) {
                 "data_parallel_shard_degree = -1 to take the rest");
   if (g.ep < 1) throw Error("parallelism.expert_parallel_degree = " + std::to_string(g.ep) + " must be >= 1");
   d.ep = static_cast<int>(g.ep);
-  if (d.ep > 1 && (d.dp_shard * d.cp) % d.ep != 0)
-    throw Error("parallelism.expert_parallel_degree = " + std::to_string(d.ep) + " does not divide dp_shard x cp = " +
-                    std::to_string(d.dp_shard) + " x " + std::to_string(d.cp) + " = " +
-                    std::to_string(d.dp_shard * d.cp) + ": the expert-parallel ranks are carved from FSDP's",
-                "choose an expert_parallel_degree that divides " + std::to_string(d.dp_shard * d.cp) +
-                    " (data_parallel_shard_degree x context_parallel_degree)");
+  d.etp = static_cast<int>(g.etp);
+  if (d.ep > 1 && d.etp != 1 && d.etp != d.tp)
+    throw Error("parallelism.expert_tensor_parallel_degree = " + std::to_string(d.etp) + " with tensor_parallel_degree = " +
+                    std::to_string(d.tp) + ": it is 1 (expert parallelism borrows the tp ranks) or tensor_parallel_degree",
+                "set expert_tensor_parallel_degree = 1 or " + std::to_string(d.tp));
+  if (d.ep > 1 && d.ep_span() % d.ep != 0) {
+    const bool tp = d.ep_borrows_tp();
+    const std::string span = tp ? "dp_shard x cp x tp = " + std::to_string(d.dp_shard) + " x " + std::to_string(d.cp) +
+                                      " x " + std::to_string(d.tp)
+                                : "dp_shard x cp = " + std::to_string(d.dp_shard) + " x " + std::to_string(d.cp);
+    throw Error("parallelism.expert_parallel_degree = " + std::to_string(d.ep) + " does not divide " + span + " = " +
+                    std::to_string(d.ep_span()) + ": the expert-parallel ranks are carved from FSDP's" +
+                    (tp ? " and tensor parallelism's (expert_tensor_parallel_degree = 1)" : ""),
+                "choose an expert_parallel_degree that divides " + std::to_string(d.ep_span()) +
+                    (tp ? " (data_parallel_shard_degree x context_parallel_degree x tensor_parallel_degree)"
+                        : " (data_parallel_shard_degree x context_parallel_degree)"));
+  }
+  if (d.ep_borrows_tp() && d.efsdp() > 1 && d.dp_shard * d.cp == 1)
+    throw Error("parallelism.expert_parallel_degree = " + std::to_string(d.ep) + " borrowing tensor_parallel_degree = " +
+                    std::to_string(d.tp) + " without FSDP (dp_shard x cp = 1): the " + std::to_string(d.efsdp()) +
+                    " tp ranks that would hold the same experts shard them by FSDP alone, which is not supported yet",
+                "set expert_parallel_degree = " + std::to_string(d.tp) + ", or data_parallel_shard_degree > 1");
   return d;
 }
 
 std::string ParallelDims::describe() const {
   return "pp=" + std::to_string(pp) + ", dp_replicate=" + std::to_string(dp_replicate) + ", dp_shard=" +
          std::to_string(dp_shard) + ", cp=" + std::to_string(cp) + ", tp=" + std::to_string(tp) +
-         (ep > 1 ? ", ep=" + std::to_string(ep) + (efsdp() > 1 ? ", efsdp=" + std::to_string(efsdp()) : "") : "") + " (world size " + std::to_string(world_size) + ")";
+         (ep > 1 ? ", ep=" + std::to_string(ep) + (tp > 1 ? ", etp=" + std::to_string(etp) : "") +
+                       (efsdp() > 1 ? ", efsdp=" + std::to_string(efsdp()) : "")
+                 : "") +
+         " (world size " + std::to_string(world_size) + ")";
 }
 
 int ParallelDims::coordinate(int rank, const std::string& dim) const { return coords(*this, rank)[dim_index(dim)]; }
@@ -120,9 +139,11 @@ std::vector<std::vector<int>> ParallelDims::all_groups(const std::vector<std::st
 }
 
 std::vector<std::vector<int>> ParallelDims::expert_groups(bool ep_groups) const {
-  const int e = std::max(ep, 1), efsdp = dp_shard * cp / e;
+  const int e = std::max(ep, 1), efsdp = ep_span() / e;
   std::vector<std::vector<int>> out;
-  for (const auto& ranks : all_groups({"dp_shard", "cp"}))
+  const std::vector<std::string> span =
+      ep_borrows_tp() ? std::vector<std::string>{"dp_shard", "cp", "tp"} : std::vector<std::string>{"dp_shard", "cp"};
+  for (const auto& ranks : all_groups(span))
     for (int g = 0; g < (ep_groups ? efsdp : e); ++g) {
       std::vector<int> members;
       for (int k = 0; k < (ep_groups ? e : efsdp); ++k)

@@ -156,6 +156,7 @@ distributed::ParallelDims::Degrees parallel_degrees(const config::JobConfig& cfg
   d.cp = cfg.get_int("parallelism.context_parallel_degree");
   d.tp = cfg.get_int("parallelism.tensor_parallel_degree");
   d.ep = cfg.get_int("parallelism.expert_parallel_degree");
+  d.etp = cfg.get_int("parallelism.expert_tensor_parallel_degree");
   return d;
 }
 

@@ -865,8 +865,9 @@ StateDict Trainer::state_dict() {
       global_shapes.push_back(l.global_shape);
       bool w = !copies[i];
       for (const std::string m : {"dp_replicate", "dp_shard_cp", "tp"}) {
-        // Experts split over ep x efsdp are split over all of dp_shard_cp.
-        const bool split = l.sharded_on(m) || (m == "dp_shard_cp" && l.sharded_on("ep"));
+        // Experts split over ep x efsdp are split over all of dp_shard_cp, and over tp when ep borrows it.
+        const bool split = l.sharded_on(m) || (l.sharded_on("ep") && (m == "dp_shard_cp" ||
+                                                                       (m == "tp" && s.dims.ep_borrows_tp())));
         if (!split && s.mesh->rank(m) != 0) w = false;
       }
       writer.push_back(w);

@@ -93,27 +93,16 @@ std::vector<std::string> unsupported_settings(const config::JobConfig& cfg) {
   auto need_false = [&](const char* key, const std::string& what) {
     if (cfg.get_bool(key)) out.push_back(std::string(key) + " = true: " + what + " is not supported yet");
   };
-  auto need_int = [&](const char* key, int64_t ok1, int64_t ok2, const std::string& what) {
-    const int64_t v = cfg.get_int(key);
-    if (v != ok1 && v != ok2)
-      out.push_back(std::string(key) + " = " + std::to_string(v) + ": " + what + " is not supported yet");
-  };
   if (const auto lb = cfg.get_opt_string("parallelism.context_parallel_load_balancer");
       lb && *lb != "headtail" && cfg.get_int("parallelism.context_parallel_degree") > 1)
     out.push_back("parallelism.context_parallel_load_balancer = \"" + *lb +
                   "\": only \"headtail\" (or None, no balancing) is supported yet");
   {
     const int64_t etp = cfg.get_int("parallelism.expert_tensor_parallel_degree"),
-                  tp = cfg.get_int("parallelism.tensor_parallel_degree"), ep = cfg.get_int("parallelism.expert_parallel_degree");
+                  tp = cfg.get_int("parallelism.tensor_parallel_degree");
     if (etp != 1 && etp != tp)
       out.push_back("parallelism.expert_tensor_parallel_degree = " + std::to_string(etp) +
                     ": it is 1 or tensor_parallel_degree (" + std::to_string(tp) + "), as in torchtitan");
-    else if (etp == 1 && tp > 1 && ep > 1)
-      out.push_back("parallelism.expert_tensor_parallel_degree = 1 with tensor_parallel_degree = " + std::to_string(tp) +
-                    " and expert_parallel_degree = " + std::to_string(ep) +
-                    ": expert parallelism borrowing the tensor-parallel ranks is not supported yet (set "
-                    "expert_tensor_parallel_degree = " + std::to_string(tp) +
-                    ": the experts split over tp as well, the ep ranks carved from dp_shard x cp)");
   }
   if (cfg.get_string("parallelism.expert_parallel_comm_backend") != "standard")
     out.push_back("parallelism.expert_parallel_comm_backend = \"" +
@@ -284,11 +273,13 @@ MemoryEstimate estimate_memory(const models::ModelConfig& config, const config::
   }
   if (dims.ep > 1 && a.moe_top_k > 0) {
     // Expert parallelism: FSDP gathers a block with this rank's experts only (over efsdp; none
-    // when ep = dp_shard x cp, each rank keeping its own), and one layer's routed rows are in
-    // flight: sent, received and their outputs coming back.
-    const double not_gathered = dims.efsdp() > 1 ? 1.0 - 1.0 / dims.ep : 1.0;
-    if (shard > 1) m.transient -= 2 * not_gathered * static_cast<double>(a.layer_expert_params) / tp * compute_bytes;
-    m.transient += 3 * tokens * static_cast<double>(a.moe_top_k) * dim * compute_bytes;
+    // when efsdp is 1, each rank keeping its own), whole when ep borrows the tp ranks and split
+    // over tp otherwise; and one layer's routed rows are in flight: sent, received and their
+    // outputs coming back (each tp rank routes a share of the tokens when ep borrows them).
+    const double experts = static_cast<double>(a.layer_expert_params);
+    const double gathered = dims.efsdp() > 1 ? experts / (dims.ep_borrows_tp() ? dims.ep : dims.ep * tp) : 0.0;
+    if (shard > 1) m.transient -= 2 * (experts / tp - gathered) * compute_bytes;
+    m.transient += 3 * tokens * static_cast<double>(a.moe_top_k) * dim * compute_bytes / (dims.ep_borrows_tp() ? tp : 1);
   }
   return m;
 }

@@ -70,6 +70,8 @@ int apply_tensor_parallel(Decoder& model, distributed::DeviceMesh& mesh, bool lo
       m->router_input = distributed::tp::gradient_once(tp);
       m->scores = distributed::tp::sum_gradient(tp);
       m->finish_output = distributed::tp::reduce_scatter_output(tp);
+      // Expert parallelism borrowing the tp ranks: each routes its share of the gathered tokens.
+      if (mesh.dims().ep_borrows_tp()) m->token_share = {tp.rank(), tp.size()};
     }
     for (auto [project, linears] : {std::pair<ProjectStyle*, std::vector<const Linear*>>{&a.project, {&a.wq, &a.wk, &a.wv}},
                                     {&f.project, {&f.w1, &f.w3}}}) {
@@ -311,8 +313,10 @@ std::vector<ParamLayout> param_layouts(Decoder& model, const distributed::Parall
   for (const auto& part : model.parts())
     for (const auto& p : part.params) {
       ParamLayout l{p.name, p.tensor->sizes().vec(), {}};
-      if (dims.tp > 1) l.placements.emplace_back("tp", tp_placement(p.name));
-      if (dims.ep > 1 && p.name.find(".moe.experts.w") != std::string::npos) {
+      const bool routed = p.name.find(".moe.experts.w") != std::string::npos;
+      // Experts whole on every tp rank when expert parallelism borrows the tp ranks (the ep split covers them).
+      if (dims.tp > 1 && !(routed && dims.ep_borrows_tp())) l.placements.emplace_back("tp", tp_placement(p.name));
+      if (dims.ep > 1 && routed) {
         // Expert parallelism: ep ranks split the experts, the efsdp ranks holding the same ones shard them again.
         l.placements.emplace_back("ep", Placement::shard(0));
         l.placements.emplace_back("efsdp", Placement::shard(0));
@@ -361,7 +365,7 @@ void validate_plan(const DecoderArgs& args, const PlanCheck& check, const distri
   };
   const std::string pick = "choose a tensor_parallel_degree that divides it";
   if (args.moe) {
-    need(args.moe_inter_dim, "moe_inter_dim, the experts' hidden dimension", pick);
+    if (!dims.ep_borrows_tp()) need(args.moe_inter_dim, "moe_inter_dim, the experts' hidden dimension", pick);
     if (args.moe->num_shared_experts > 0)
       need(args.moe->num_shared_experts * args.moe_inter_dim, "the shared experts' hidden dimension", pick);
   }
@@ -419,10 +423,13 @@ ParallelPlan parallelize(Decoder& model, const ParallelizeOptions& options, dist
     plan.expert_parallel = ep;
     const int64_t E = model.decoder_args().moe->num_experts;
     const int efsdp = dims.efsdp();
-    note("Applied Expert Parallel to the model (degree " + std::to_string(dims.ep) + " of dp_shard x cp = " +
-         std::to_string(dims.dp_shard * dims.cp) + ": ep rank r holds experts [r*" + std::to_string(E / dims.ep) +
-         ", (r+1)*" + std::to_string(E / dims.ep) + ") of " + std::to_string(E) + " in each of " +
-         std::to_string(layers) + " MoE layers; tokens dispatched and combined by all-to-all; " +
+    const bool borrows = dims.ep_borrows_tp();
+    note("Applied Expert Parallel to the model (degree " + std::to_string(dims.ep) +
+         (borrows ? " of dp_shard x cp x tp = " : " of dp_shard x cp = ") + std::to_string(dims.ep_span()) +
+         ": ep rank r holds experts [r*" + std::to_string(E / dims.ep) + ", (r+1)*" + std::to_string(E / dims.ep) +
+         ") of " + std::to_string(E) + " in each of " + std::to_string(layers) + " MoE layers; " +
+         (borrows ? "each tp rank routes 1/" + std::to_string(dims.tp) + " of the tokens; " : "") +
+         "tokens dispatched and combined by all-to-all; " +
          (efsdp > 1 ? "FSDP shards each rank's experts over the " + std::to_string(efsdp) +
                           " ranks that hold the same ones (efsdp), gathering them there"
                     : "the experts never gathered") +

@@ -182,25 +182,35 @@ at::Tensor MoeLayer::forward(const at::Tensor& x_local) const {
     at::NoGradGuard no_grad;
     tokens_per_expert.add_(r.counts);
   }
-  // The N*k (token, expert) pairs sorted by expert, ties in token order; `inverse` takes them back.
-  const at::Tensor order = at::argsort(r.experts.view(-1), /*stable=*/true);
-  const at::Tensor inverse = at::empty_like(order).scatter_(0, order, at::arange(N * k, order.options()));
-  at::Tensor routed = GatherRowsFunction::apply(x, at::div(order, k, "floor"), inverse, k);
+  // Expert parallelism borrowing the tp ranks: this rank's share of the tokens, n of N from `first`.
+  const int64_t n = N / token_share.of, first = token_share.first * n;
+  TORCH_CHECK(n * token_share.of == N, "MoE: ", N, " tokens do not split over ", token_share.of, " tp ranks");
+  const bool split = token_share.of > 1;
+  const at::Tensor xs = split ? x.narrow(0, first, n) : x;
+  const at::Tensor scores_s = split ? r.scores.narrow(0, first, n) : r.scores;
+  const at::Tensor experts_s = split ? r.experts.narrow(0, first, n) : r.experts;
+  const at::Tensor counts_s =
+      split ? at::bincount(experts_s.reshape(-1), {}, r.counts.size(0)).to(at::kFloat) : r.counts;
+  // The n*k (token, expert) pairs sorted by expert, ties in token order; `inverse` takes them back.
+  const at::Tensor order = at::argsort(experts_s.reshape(-1), /*stable=*/true);
+  const at::Tensor inverse = at::empty_like(order).scatter_(0, order, at::arange(n * k, order.options()));
+  at::Tensor routed = GatherRowsFunction::apply(xs, at::div(order, k, "floor"), inverse, k);
   if (args.score_before_experts)
-    routed = (routed.to(at::kFloat) * GatherRowsFunction::apply(r.scores.view(-1), order, inverse, 1).unsqueeze(1))
+    routed = (routed.to(at::kFloat) * GatherRowsFunction::apply(scores_s.reshape(-1), order, inverse, 1).unsqueeze(1))
                  .to(x.scalar_type());
   const bool grouped = args.use_grouped_mm;
   const at::Tensor out_sorted =
-      dispatch ? dispatch->run(routed, r.counts,
+      dispatch ? dispatch->run(routed, counts_s,
                                [&](const at::Tensor& rows, const at::Tensor& counts) {
                                  return run_experts(rows, w1, w2, w3, counts, grouped, fused);
                                })
-               : run_experts(routed, w1, w2, w3, r.counts, grouped, fused);
-  const at::Tensor pairs = GatherRowsFunction::apply(out_sorted, inverse, order, 1).view({N, k, D});
-  const at::Tensor experts_out =
+               : run_experts(routed, w1, w2, w3, counts_s, grouped, fused);
+  const at::Tensor pairs = GatherRowsFunction::apply(out_sorted, inverse, order, 1).view({n, k, D});
+  at::Tensor experts_out =
       args.score_before_experts
           ? pairs.sum(1)
-          : at::bmm(r.scores.view({N, 1, k}), pairs.to(at::kFloat)).to(x.scalar_type()).squeeze(1);
+          : at::bmm(scores_s.reshape({n, 1, k}), pairs.to(at::kFloat)).to(x.scalar_type()).squeeze(1);
+  if (split) experts_out = at::constant_pad_nd(experts_out, {0, 0, first, N - first - n});
   at::Tensor out = experts_out;
   if (shared_w1.defined())
     out = (fused ? at::linear(kernels::swiglu(at::linear(x, shared_w1), at::linear(x, shared_w3)), shared_w2)

@@ -78,6 +78,12 @@ struct MoeLayer {
   // gradient counted once (router_input), the scores' gradient summed (scores), and the output
   // reduce-scattered back to sequence shards (finish_output).
   InputStyle prepare_input, router_input, scores, finish_output;
+  // Expert parallelism borrowing the tp ranks (torchtitan's ETP = 1): the experts are whole, and
+  // tp rank `first` of `of` routes the gathered tokens [first * N / of, (first + 1) * N / of) only;
+  // the others' rows of its output are zero before the reduce-scatter sums them.
+  struct TokenShare {
+    int64_t first = 0, of = 1;
+  } token_share;
 
   // x (B, T, D) -> (B, T, D); adds the routing's counts to tokens_per_expert, except while an
   // activation checkpoint recomputes the block (those tokens were counted in its forward).
