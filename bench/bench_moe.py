@@ -8,7 +8,11 @@ torchtitan does (in float32 here, where torchtitan casts to bf16), and with its 
 Shapes: Qwen3-MoE's debug model (dim 256, experts of 768, 64 experts, top 8) and a 30B-A3B layer at
 reduced width (dim 512 instead of 2048, experts of 768, 128 experts, top 8). Softmax router with
 normalised top-k, no shared expert, float32, the same number of threads for both; the median of
---repeats runs after one untimed. Reported: milliseconds, tokens per second, and ratios.
+--repeats steps after one untimed, the peer and titan.cpp's grouped and fused paths interleaved
+over --rounds rounds (this machine's speed drifts). Each shape runs twice: with glibc malloc's
+defaults, and with freed memory kept in the heap for both sides (MALLOC_MMAP_MAX_=0), which
+spares the page faults of every step's fresh expert gradients. Reported: milliseconds, tokens per
+second, and ratios.
 
 Usage: python3 bench/bench_moe.py --bin build/bench_moe [--tokens 2048] [--repeats 5] [--threads 2]
 """
@@ -69,10 +73,17 @@ def peer_ms(tokens, dim, hidden, experts, top_k, repeats, grouped) -> float:
     return statistics.median(times)
 
 
-def titan_ms(binary, tokens, dim, hidden, experts, top_k, repeats, threads, mode) -> float:
+def titan_ms(binary, tokens, dim, hidden, experts, top_k, repeats, threads, mode, env=None) -> float:
     cmd = [binary, "--tokens", str(tokens), "--dim", str(dim), "--hidden", str(hidden), "--experts", str(experts),
            "--top-k", str(top_k), "--repeats", str(repeats), "--threads", str(threads)] + ([mode] if mode else [])
-    return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip())
+    return float(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip())
+
+
+def peer_subprocess_ms(tokens, dim, hidden, experts, top_k, repeats, threads, grouped, env=None) -> float:
+    """The peer in a process of its own (so that it runs under the same allocator settings)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--peer", ",".join(map(str, (tokens, dim, hidden, experts, top_k))),
+           "--repeats", str(repeats), "--threads", str(threads)] + ([] if grouped else ["--peer-loop"])
+    return float(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip())
 
 
 def main() -> None:
@@ -81,23 +92,45 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="the grouped-GEMM peer and titan.cpp's grouped and fused paths run this many times, "
+                         "interleaved; each row is the median over the rounds")
+    ap.add_argument("--peer", help=argparse.SUPPRESS)
+    ap.add_argument("--peer-loop", action="store_true", help=argparse.SUPPRESS)
     opts = ap.parse_args()
     torch.set_num_threads(opts.threads)
-    print(f"MoE layer forward + backward, float32, {opts.tokens} tokens, {opts.threads} threads, "
-          f"median of {opts.repeats}")
+    if opts.peer:
+        tokens, dim, hidden, experts, top_k = map(int, opts.peer.split(","))
+        print(peer_ms(tokens, dim, hidden, experts, top_k, opts.repeats, grouped=not opts.peer_loop))
+        return
+    # glibc returns blocks above 32 MB to the system when they are freed, so every step's fresh
+    # gradients (each expert weight's, 100-200 MB here) fault their pages in again: a large cost on
+    # both sides. The second setting keeps freed memory in the heap, the same for both.
+    kept = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(1 << 40))
+    print(f"MoE layer forward + backward, float32, {opts.tokens} tokens, {opts.threads} threads, median of "
+          f"{opts.repeats} steps, the fast rows the median of {opts.rounds} interleaved rounds")
     for name, dim, hidden, experts, top_k in [("Qwen3-MoE debug", 256, 768, 64, 8),
                                               ("30B-A3B layer, dim 512", 512, 768, 128, 8)]:
         args = (opts.tokens, dim, hidden, experts, top_k, opts.repeats)
-        rows = [("PyTorch eager, torch._grouped_mm", peer_ms(*args, grouped=True)),
-                ("PyTorch eager, loop over experts", peer_ms(*args, grouped=False)),
-                ("titan.cpp, grouped GEMMs", titan_ms(opts.bin, *args, opts.threads, None)),
-                ("titan.cpp, fused grouped SwiGLU", titan_ms(opts.bin, *args, opts.threads, "--fused")),
-                ("titan.cpp, loop over experts", titan_ms(opts.bin, *args, opts.threads, "--loop"))]
-        base = rows[0][1]
-        print(f"{name} (dim {dim}, experts of {hidden}, {experts} experts, top {top_k}):")
-        for label, ms in rows:
-            print(f"  {label:34s}: {ms:9.1f} ms  {opts.tokens / ms * 1000:10.0f} tokens/s  "
-                  f"({base / ms:.2f}x the grouped-GEMM peer)")
+        for alloc, env in [("glibc malloc's defaults", None), ("freed memory kept in the heap (MALLOC_MMAP_MAX_=0)", kept)]:
+            fast = {"peer": [], "grouped": [], "fused": []}
+            for _ in range(opts.rounds):
+                fast["peer"].append(peer_subprocess_ms(*args, opts.threads, True, env))
+                fast["grouped"].append(titan_ms(opts.bin, *args, opts.threads, None, env))
+                fast["fused"].append(titan_ms(opts.bin, *args, opts.threads, "--fused", env))
+            rows = [("PyTorch eager, torch._grouped_mm", statistics.median(fast["peer"])),
+                    ("titan.cpp, grouped GEMMs", statistics.median(fast["grouped"])),
+                    ("titan.cpp, fused grouped SwiGLU", statistics.median(fast["fused"]))]
+            if env is None:  # the loops once, with the defaults
+                rows.insert(1, ("PyTorch eager, loop over experts", peer_subprocess_ms(*args, opts.threads, False)))
+                rows.append(("titan.cpp, loop over experts", titan_ms(opts.bin, *args, opts.threads, "--loop")))
+            base = rows[0][1]
+            print(f"{name} (dim {dim}, experts of {hidden}, {experts} experts, top {top_k}), {alloc}:")
+            for label, ms in rows:
+                print(f"  {label:34s}: {ms:9.1f} ms  {opts.tokens / ms * 1000:10.0f} tokens/s  "
+                      f"({base / ms:.2f}x the grouped-GEMM peer)")
+            ratios = sorted(p / f for p, f in zip(fast["peer"], fast["fused"]))
+            print(f"  fused / peer per round: {', '.join(f'{r:.2f}x' for r in ratios)}")
 
 
 if __name__ == "__main__":

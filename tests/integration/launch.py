@@ -289,12 +289,14 @@ def bias_diff(got: dict, ref: dict) -> float:
 
 
 def check_moe_layout(checks: "Checks", titan: str, label: str, world: int, args: list[str], dump: str,
-                     ref: list[dict], final: dict, initial: dict, tol: float = 1e-5, update_tol: float = 1e-4) -> None:
+                     ref: list[dict], final: dict, initial: dict, tol: float = 1e-5, update_tol: float = 1e-4,
+                     env: dict | None = None) -> None:
     """A mixture-of-experts layout against one process (`ref` its step rows, `final` and `initial`
     its parameters and buffers): the loss and grad norm of every step within `tol` (relative), every
-    parameter's update within `update_tol` and the same expert biases (1e-9)."""
+    parameter's update within `update_tol` and the same expert biases (1e-9). `env`: more variables
+    for the launch."""
     got = run_layout(checks, titan, label, world, args, dump,
-                     env={"TITAN_TEST_FINAL_STATE": os.path.join(dump, "final")})
+                     env={**(env or {}), "TITAN_TEST_FINAL_STATE": os.path.join(dump, "final")})
     if got is None:
         return
     lw, gw = worst_rel(got, ref, "loss"), worst_rel(got, ref, "grad_norm")

@@ -8,7 +8,8 @@ latent attention; float32, CPU, sequence 64) trains as one process does, whateve
 - FSDP(2), EP(2), FSDP(4)xEP(2), CP(2) (the padded values pass around the ring as the keys do), PP(2)
   1F1B (the dense block on one stage, the MoE block on the other), PP(2)xEP(2), TP(2),
   EP(2)xTP(2) (expert_tensor_parallel_degree 2), FSDP(2)xEP(2)xTP(2) with expert_tensor_parallel_degree
-  1 (EP borrowing the tp ranks) and full activation checkpointing give one process's loss and grad norm over 10 steps (1e-5 relative),
+  1 (EP borrowing the tp ranks), TP(2) with a query latent (q_lora_rank 32 through a test hook)
+  and full activation checkpointing give one process's loss and grad norm over 10 steps (1e-5 relative),
   every parameter's update within 1e-4 and the same expert bias;
 - killed right after its step-5 save, the rerun's steps 6-10 equal the straight run bit for bit;
 - debugmodel_flex_attn (block-causal attention) trains with fused kernels (YaRN, which starts
@@ -100,6 +101,22 @@ def main() -> int:
         dump = os.path.join(tmp, name.replace("(", "_").replace(")", "").replace(" ", "_"))
         check_moe_layout(checks, titan, f"DeepSeek-V3 {name}", world, BASE + extra, dump, ref, final, initial, TOL,
                          UPDATE_TOL)
+
+    # A query latent (q_lora_rank 32, through a test hook: torchtitan's small flavors have none): under
+    # TP(2) wq_a and q_norm are repeated on each tp rank, wq_b split by heads.
+    qlat = {"TITAN_TEST_DEEPSEEK_Q_LORA_RANK": "32"}
+    qsingle = os.path.join(tmp, "single_q_latent")
+    outs = launch_into(titan, 1, BASE + LB4, qsingle,
+                       env={**qlat, "TITAN_TEST_FINAL_STATE": os.path.join(qsingle, "final"),
+                            "TITAN_TEST_INITIAL_STATE": os.path.join(qsingle, "initial")})
+    qref = step_metrics(qsingle) if outs[0][0] == 0 else []
+    check("DeepSeek-V3 with a query latent, one process: the log names q_lora_rank=32, 10 steps",
+          len(qref) == 10 and "q_lora_rank=32" in outs[0][1] + outs[0][2], outs[0][2][-600:])
+    if len(qref) == 10:
+        check_moe_layout(checks, titan, "DeepSeek-V3 with a query latent, TP(2)", 2,
+                         BASE + LB4 + ["--parallelism.tensor_parallel_degree", "2"],
+                         os.path.join(tmp, "q_latent_TP_2"), qref, read_state(os.path.join(qsingle, "final")),
+                         read_state(os.path.join(qsingle, "initial")), TOL, UPDATE_TOL, env=qlat)
 
     killed = os.path.join(tmp, "killed")
     launch_into(titan, 1, BASE + LB4 + CK, killed, env={"TITAN_TEST_DIE_AFTER_SAVE": "5"})

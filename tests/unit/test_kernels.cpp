@@ -4,6 +4,7 @@
 // attention op against the math path.
 #include <gtest/gtest.h>
 
+#include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/function.h>
@@ -138,12 +139,17 @@ TEST(Kernels, SwiGLUMatchesReference) {
 // The grouped SwiGLU experts against a loop of ATen ops per expert, forward and backward, with an
 // expert no row reaches and one that takes most of them.
 TEST(Kernels, GroupedSwiGLUMatchesLoopOverExperts) {
+  const int threads_before = at::get_num_threads();
   for_each_cpu_build([](const std::string& cap) {
     at::manual_seed(5);
     const int64_t E = 4, D = 24, H = 40;
     const std::vector<int64_t> counts{3, 0, 30, 1};
     const int64_t R = 34;
+    // One thread, and three: the experts in ranges of about equal rows, one per thread
+    // ([0, 3) and [3, 4) here, the third empty).
+    for (int threads : {1, 3})
     for (auto dtype : {at::kFloat, at::kBFloat16}) {
+      at::set_num_threads(threads);
       const at::Tensor x = at::randn({R, D}).to(dtype), w1 = (at::randn({E, H, D}) * 0.3).to(dtype),
                        w2 = (at::randn({E, D, H}) * 0.3).to(dtype), w3 = (at::randn({E, H, D}) * 0.3).to(dtype),
                        g = at::randn({R, D}).to(dtype);
@@ -161,7 +167,7 @@ TEST(Kernels, GroupedSwiGLUMatchesLoopOverExperts) {
       const at::Tensor yr = at::cat(outs, 0);
       yf.backward(g);
       yr.backward(g);
-      const std::string what = cap + " " + c10::toString(dtype);
+      const std::string what = cap + " " + c10::toString(dtype) + " " + std::to_string(threads) + " threads";
       expect_close(yf, yr, dtype, "out " + what);
       expect_close(xf.grad(), xr.grad(), dtype, "dx " + what);
       expect_close(w1f.grad(), w1r.grad(), dtype, "dw1 " + what);
@@ -170,6 +176,7 @@ TEST(Kernels, GroupedSwiGLUMatchesLoopOverExperts) {
       EXPECT_TRUE(at::equal(w1f.grad()[1], at::zeros({H, D}, dtype))) << "the expert no row reached " << what;
     }
   });
+  at::set_num_threads(threads_before);
 }
 
 TEST(Kernels, RopeQKMatchesReference) {

@@ -21,6 +21,7 @@ TestHooks read_hooks() {
   h.die_in_save_step = env_step("TITAN_TEST_DIE_IN_SAVE");
   h.tp_gather_high_precision = std::getenv("TITAN_TEST_TP_GATHER_HP") != nullptr;
   h.moe_no_load_balance = std::getenv("TITAN_TEST_MOE_NO_LOAD_BALANCE") != nullptr;
+  h.deepseek_q_lora_rank = env_step("TITAN_TEST_DEEPSEEK_Q_LORA_RANK");
   if (const char* v = std::getenv("TITAN_TEST_SKIP_COLLECTIVE")) {
     int r = -1;
     long long n = -1;
@@ -52,6 +53,7 @@ std::string TestHooks::describe() const {
   add(tp_gather_high_precision, "TITAN_TEST_TP_GATHER_HP");
   add(skip_collective_rank >= 0, "TITAN_TEST_SKIP_COLLECTIVE");
   add(moe_no_load_balance, "TITAN_TEST_MOE_NO_LOAD_BALANCE");
+  add(deepseek_q_lora_rank >= 0, "TITAN_TEST_DEEPSEEK_Q_LORA_RANK");
   return out;
 }
 

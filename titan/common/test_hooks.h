@@ -18,6 +18,7 @@ struct TestHooks {
   int skip_collective_rank = -1;      // TITAN_TEST_SKIP_COLLECTIVE=R:N: rank R skips its N-th collective
   int64_t skip_collective_number = -1;
   bool moe_no_load_balance = false;   // TITAN_TEST_MOE_NO_LOAD_BALANCE=1: MoE loads counted, expert bias left alone
+  int64_t deepseek_q_lora_rank = -1;  // TITAN_TEST_DEEPSEEK_Q_LORA_RANK=R: DeepSeek-V3 flavors take a query latent of R
 
   static const TestHooks& get();      // the process's hooks, read on first use
   std::string describe() const;       // "" when none is set, else the variables that are

@@ -1,5 +1,6 @@
 #include "titan/kernels/fused_ops.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -225,6 +226,40 @@ struct SwiGLUFunction : public torch::autograd::Function<SwiGLUFunction> {
 // Saves x, the weights, a, b and h = silu(a) * b; backward recomputes nothing, fuses the SwiGLU
 // gradient into one pass, accumulates dx from both input projections in one GEMM each and
 // writes each expert's weight gradients in place.
+// Experts in `parts` consecutive ranges of about equal rows (the work), as boundaries 0 = b_0 <= ...
+// <= b_parts = E. Each range runs on one thread with single-threaded GEMMs: per-expert GEMMs are
+// small, and splitting each over the threads costs more in synchronisation and packing than it gains.
+std::vector<size_t> expert_ranges(const std::vector<int64_t>& counts, int64_t parts) {
+  int64_t total = 0;
+  for (int64_t n : counts) total += n;
+  std::vector<size_t> bounds{0};
+  int64_t seen = 0;
+  for (size_t e = 0; e < counts.size(); ++e) {
+    seen += counts[e];
+    // Close a range once it holds its share (never leaving more ranges than experts past it).
+    const auto k = static_cast<int64_t>(bounds.size());
+    if (k < parts && seen * parts >= k * total && e + 1 < counts.size()) bounds.push_back(e + 1);
+  }
+  while (static_cast<int64_t>(bounds.size()) < parts + 1) bounds.push_back(counts.size());
+  return bounds;
+}
+
+// Runs fn(first expert, end expert, first row) for each range, in parallel over the ranges.
+template <typename Fn>
+void over_expert_ranges(const std::vector<int64_t>& counts, const Fn& fn) {
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), static_cast<int64_t>(counts.size())));
+  const std::vector<size_t> bounds = expert_ranges(counts, parts);
+  std::vector<int64_t> first_row(counts.size() + 1, 0);
+  for (size_t e = 0; e < counts.size(); ++e) first_row[e + 1] = first_row[e] + counts[e];
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    at::NoGradGuard no_grad;  // grad mode is per thread: the workers' too
+    for (int64_t t = begin; t < end; ++t) {
+      const size_t lo = bounds[static_cast<size_t>(t)], hi = bounds[static_cast<size_t>(t) + 1];
+      if (lo < hi) fn(lo, hi, first_row[lo]);
+    }
+  });
+}
+
 struct GroupedSwiGLUFunction : public torch::autograd::Function<GroupedSwiGLUFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2,
                             const at::Tensor& w3, std::vector<int64_t> counts) {
@@ -232,19 +267,20 @@ struct GroupedSwiGLUFunction : public torch::autograd::Function<GroupedSwiGLUFun
     const int64_t R = x.size(0), D = x.size(1), H = w1.size(1);
     at::Tensor a = at::empty({R, H}, x.options()), b = at::empty({R, H}, x.options()),
                h = at::empty({R, H}, x.options()), y = at::empty({R, D}, x.options());
-    int64_t r0 = 0;
-    for (size_t e = 0; e < counts.size(); ++e) {
-      const int64_t n = counts[e];
-      if (n == 0) continue;
-      const at::Tensor xe = x.narrow(0, r0, n);
-      at::Tensor ae = a.narrow(0, r0, n), be = b.narrow(0, r0, n), he = h.narrow(0, r0, n), ye = y.narrow(0, r0, n);
-      const auto i = static_cast<int64_t>(e);
-      at::mm_out(ae, xe, w1[i].t());
-      at::mm_out(be, xe, w3[i].t());
-      cpu::cpu_table().swiglu_fwd(ae.data_ptr(), be.data_ptr(), he.data_ptr(), raw(x), n * H);
-      at::mm_out(ye, he, w2[i].t());
-      r0 += n;
-    }
+    over_expert_ranges(counts, [&](size_t lo, size_t hi, int64_t r0) {
+      for (size_t e = lo; e < hi; ++e) {
+        const int64_t n = counts[e];
+        if (n == 0) continue;
+        const at::Tensor xe = x.narrow(0, r0, n);
+        at::Tensor ae = a.narrow(0, r0, n), be = b.narrow(0, r0, n), he = h.narrow(0, r0, n), ye = y.narrow(0, r0, n);
+        const auto i = static_cast<int64_t>(e);
+        at::mm_out(ae, xe, w1[i].t());
+        at::mm_out(be, xe, w3[i].t());
+        cpu::cpu_table().swiglu_fwd(ae.data_ptr(), be.data_ptr(), he.data_ptr(), raw(x), n * H);
+        at::mm_out(ye, he, w2[i].t());
+        r0 += n;
+      }
+    });
     ctx->save_for_backward({x, w1, w2, w3, a, b, h});
     ctx->saved_data["counts"] = c10::List<int64_t>(counts);
     return y;
@@ -257,34 +293,35 @@ struct GroupedSwiGLUFunction : public torch::autograd::Function<GroupedSwiGLUFun
     const std::vector<int64_t> counts = ctx->saved_data["counts"].toIntVector();
     const at::Tensor dy = grads[0].to(x.scalar_type()).contiguous();
     const int64_t H = w1.size(1);
-    int64_t most = 0;
-    for (int64_t n : counts) most = std::max(most, n);
     at::Tensor dx = at::empty_like(x), dw1 = at::empty_like(w1), dw2 = at::empty_like(w2), dw3 = at::empty_like(w3);
-    // One expert's dh, da, db at a time.
-    at::Tensor dh = at::empty({most, H}, x.options()), da = at::empty_like(dh), db = at::empty_like(dh);
-    int64_t r0 = 0;
-    for (size_t e = 0; e < counts.size(); ++e) {
-      const int64_t n = counts[e];
-      const auto i = static_cast<int64_t>(e);
-      if (n == 0) {  // an expert no row reached
-        dw1[i].zero_();
-        dw2[i].zero_();
-        dw3[i].zero_();
-        continue;
+    over_expert_ranges(counts, [&](size_t lo, size_t hi, int64_t r0) {
+      int64_t most = 0;  // one expert's dh, da, db at a time, per range
+      for (size_t e = lo; e < hi; ++e) most = std::max(most, counts[e]);
+      at::Tensor dh = at::empty({most, H}, x.options()), da = at::empty_like(dh), db = at::empty_like(dh);
+      for (size_t e = lo; e < hi; ++e) {
+        const int64_t n = counts[e];
+        const auto i = static_cast<int64_t>(e);
+        at::Tensor dw1e = dw1[i], dw2e = dw2[i], dw3e = dw3[i];
+        if (n == 0) {  // an expert no row reached
+          dw1e.zero_();
+          dw2e.zero_();
+          dw3e.zero_();
+          continue;
+        }
+        const at::Tensor xe = x.narrow(0, r0, n), dye = dy.narrow(0, r0, n);
+        at::Tensor dhe = dh.narrow(0, 0, n), dae = da.narrow(0, 0, n), dbe = db.narrow(0, 0, n),
+                   dxe = dx.narrow(0, r0, n);
+        at::mm_out(dhe, dye, w2[i]);
+        cpu::cpu_table().swiglu_bwd(dhe.data_ptr(), a.narrow(0, r0, n).data_ptr(), b.narrow(0, r0, n).data_ptr(),
+                                    dae.data_ptr(), dbe.data_ptr(), raw(x), n * H);
+        at::mm_out(dw2e, dye.t(), h.narrow(0, r0, n));
+        at::mm_out(dw1e, dae.t(), xe);
+        at::mm_out(dw3e, dbe.t(), xe);
+        at::mm_out(dxe, dae, w1[i]);
+        dxe.addmm_(dbe, w3[i]);
+        r0 += n;
       }
-      const at::Tensor xe = x.narrow(0, r0, n), dye = dy.narrow(0, r0, n);
-      at::Tensor dhe = dh.narrow(0, 0, n), dae = da.narrow(0, 0, n), dbe = db.narrow(0, 0, n), dxe = dx.narrow(0, r0, n);
-      at::mm_out(dhe, dye, w2[i]);
-      cpu::cpu_table().swiglu_bwd(dhe.data_ptr(), a.narrow(0, r0, n).data_ptr(), b.narrow(0, r0, n).data_ptr(),
-                                  dae.data_ptr(), dbe.data_ptr(), raw(x), n * H);
-      at::Tensor dw2e = dw2[i], dw1e = dw1[i], dw3e = dw3[i];
-      at::mm_out(dw2e, dye.t(), h.narrow(0, r0, n));
-      at::mm_out(dw1e, dae.t(), xe);
-      at::mm_out(dw3e, dbe.t(), xe);
-      at::mm_out(dxe, dae, w1[i]);
-      dxe.addmm_(dbe, w3[i]);
-      r0 += n;
-    }
+    });
     return {dx, dw1, dw2, dw3, at::Tensor()};
   }
 };

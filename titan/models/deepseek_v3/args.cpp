@@ -1,5 +1,7 @@
 #include "titan/models/deepseek_v3/args.h"
 
+#include "titan/common/test_hooks.h"
+
 #include <limits>
 
 #include "titan/common/log.h"
@@ -78,7 +80,12 @@ const std::vector<NamedFlavor>& flavors() {
 
 std::vector<std::string> flavor_names() { return common::flavor_names_of(flavors()); }
 
-ModelArgs flavor(std::string_view name) { return common::find_flavor(flavors(), name, "deepseek_v3"); }
+ModelArgs flavor(std::string_view name) {
+  ModelArgs a = common::find_flavor(flavors(), name, "deepseek_v3");
+  // Tests of the query latent on the debug model (torchtitan's small flavors have none).
+  if (const int64_t r = TestHooks::get().deepseek_q_lora_rank; r >= 0) a.mla.q_lora_rank = r;
+  return a;
+}
 
 common::DecoderArgs ModelArgs::decoder() const {
   common::DecoderArgs d;
