@@ -22,10 +22,10 @@ if [ "${1:-}" = pack ]; then
   grep -q 'fused_cuda\.cu' "$B/build.ninja" || {
     echo "gpu_check pack: $B was configured without its CUDA part (titan CUDA code: OFF); it needs a CUDA torch" \
          "and the CUDA toolkit (nvcc) when CMake runs" >&2; exit 2; }
-  cmake --build "$B" --target titan titan_tests bench_train_step >/dev/null
+  cmake --build "$B" --target titan titan_tests bench_train_step bench_moe >/dev/null
   rm -rf build-gpu && mkdir -p build-gpu/bin build-gpu/lib build-gpu/lib-fallback
   torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-  for name in titan titan_tests bench_train_step; do
+  for name in titan titan_tests bench_train_step bench_moe; do
     cp "$B/$name" build-gpu/bin/
     # Run through a wrapper that finds the copied libraries and the GPU machine's torch (its
     # TITAN_GPU_LIBS, set by this script), without putting them in the environment of anything else.
@@ -319,5 +319,12 @@ print(s)
 PY
 ); then result PASS "1B bf16 training step, batch 2 x 2048" "$d"
 else result FAIL "1B bf16 training step, batch 2 x 2048" "$(tail -c 300 "$LOG/bench_ours.err")"; fi
+
+# ---- 5b. speed: the MoE layer at DeepSeek-V3 16B's shapes, bf16, against PyTorch eager's grouped GEMMs -----
+timeout 150 python3 bench/bench_moe.py --bin build-gpu/bench_moe --device cuda --dtype bfloat16 --shapes 16B \
+  --tokens 8192 --repeats 10 --rounds 3 >"$LOG/bench_moe.log" 2>&1; rc=$?
+if [ "$rc" -eq 0 ] && grep -q 'x the peer' "$LOG/bench_moe.log"; then
+  result PASS "MoE layer, DeepSeek-V3 16B shapes, bf16, 8192 tokens" "$(grep -E 'PyTorch eager|titan.cpp' "$LOG/bench_moe.log" | tr -s ' ' | tr '\n' ';' | cut -c1-300)"
+else result FAIL "MoE layer, DeepSeek-V3 16B shapes, bf16, 8192 tokens" "rc $rc: $(tail -c 300 "$LOG/bench_moe.log")"; fi
 
 finish
