@@ -159,7 +159,9 @@ struct HandOffFunction : public torch::autograd::Function<HandOffFunction> {
     ctx->saved_data["unit"] = static_cast<int64_t>(unit);
     ctx->saved_data["local"] = local_dtype.has_value();
     variable_list out;
-    for (const auto& p : params) out.push_back(local_dtype ? p.to(*local_dtype, false, /*copy=*/true) : p.view_as(p));
+    // A view where the dtype is the parameter's own (a local expert without mixed precision): no copy.
+    for (const auto& p : params)
+      out.push_back(local_dtype && p.scalar_type() != *local_dtype ? p.to(*local_dtype) : p.view_as(p));
     return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {

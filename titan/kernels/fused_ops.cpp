@@ -228,7 +228,8 @@ struct SwiGLUFunction : public torch::autograd::Function<SwiGLUFunction> {
 // writes each expert's weight gradients in place.
 // Experts in `parts` consecutive ranges of about equal rows (the work), as boundaries 0 = b_0 <= ...
 // <= b_parts = E. Each range runs on one thread with single-threaded GEMMs: per-expert GEMMs are
-// small, and splitting each over the threads costs more in synchronisation and packing than it gains.
+// small, and splitting each over the threads costs more in synchronisation and packing than it
+// gains (except for an expert with more than a thread's share of the rows: over_expert_ranges).
 std::vector<size_t> expert_ranges(const std::vector<int64_t>& counts, int64_t parts) {
   int64_t total = 0;
   for (int64_t n : counts) total += n;
@@ -244,20 +245,50 @@ std::vector<size_t> expert_ranges(const std::vector<int64_t>& counts, int64_t pa
   return bounds;
 }
 
-// Runs fn(first expert, end expert, first row) for each range, in parallel over the ranges.
+// Runs fn(first expert, end expert, first row) over every expert once. Experts with more than a
+// thread's share of the rows run alone, their GEMMs over every thread; the runs of experts between
+// them in ranges of about equal rows, one per thread, in parallel.
 template <typename Fn>
 void over_expert_ranges(const std::vector<int64_t>& counts, const Fn& fn) {
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), static_cast<int64_t>(counts.size())));
-  const std::vector<size_t> bounds = expert_ranges(counts, parts);
-  std::vector<int64_t> first_row(counts.size() + 1, 0);
-  for (size_t e = 0; e < counts.size(); ++e) first_row[e + 1] = first_row[e] + counts[e];
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    at::NoGradGuard no_grad;  // grad mode is per thread: the workers' too
-    for (int64_t t = begin; t < end; ++t) {
-      const size_t lo = bounds[static_cast<size_t>(t)], hi = bounds[static_cast<size_t>(t) + 1];
-      if (lo < hi) fn(lo, hi, first_row[lo]);
+  const size_t E = counts.size();
+  const int64_t threads = at::get_num_threads();
+  std::vector<int64_t> first_row(E + 1, 0);
+  for (size_t e = 0; e < E; ++e) first_row[e + 1] = first_row[e] + counts[e];
+  if (threads <= 1) {
+    if (E > 0) fn(0, E, 0);
+    return;
+  }
+  const int64_t share = (first_row[E] + threads - 1) / threads;
+  auto in_ranges = [&](size_t lo, size_t hi) {
+    const int64_t parts = std::min<int64_t>(threads, static_cast<int64_t>(hi - lo));
+    if (parts <= 1) {  // no parallel region: the GEMMs use every thread
+      fn(lo, hi, first_row[lo]);
+      return;
     }
-  });
+    const std::vector<size_t> bounds =
+        expert_ranges(std::vector<int64_t>(counts.begin() + static_cast<std::ptrdiff_t>(lo),
+                                           counts.begin() + static_cast<std::ptrdiff_t>(hi)),
+                      parts);
+    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+      at::NoGradGuard no_grad;  // grad mode is per thread: the workers' too
+      for (int64_t t = begin; t < end; ++t) {
+        const size_t a = lo + bounds[static_cast<size_t>(t)], b = lo + bounds[static_cast<size_t>(t) + 1];
+        if (a < b) fn(a, b, first_row[a]);
+      }
+    });
+  };
+  size_t e = 0;
+  while (e < E) {
+    if (counts[e] > share) {
+      fn(e, e + 1, first_row[e]);
+      ++e;
+      continue;
+    }
+    size_t end = e;
+    while (end < E && counts[end] <= share) ++end;
+    in_ranges(e, end);
+    e = end;
+  }
 }
 
 struct GroupedSwiGLUFunction : public torch::autograd::Function<GroupedSwiGLUFunction> {
