@@ -104,8 +104,11 @@ struct GatherRowsFunction : public torch::autograd::Function<GatherRowsFunction>
   }
 };
 
-at::Tensor swiglu_ffn(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3) {
-  return at::linear(at::silu(at::linear(x, w1)) * at::linear(x, w3), w2);
+// w2 (silu(w1 x) * w3 x); fused: the SwiGLU through titan.cpp's kernel (compile.enable).
+at::Tensor swiglu_ffn(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2, const at::Tensor& w3,
+                      bool fused = false) {
+  const at::Tensor a = at::linear(x, w1), b = at::linear(x, w3);
+  return at::linear(fused ? kernels::swiglu(a, b) : kernels::swiglu_reference(a, b), w2);
 }
 
 }  // namespace
@@ -213,9 +216,7 @@ at::Tensor MoeLayer::forward(const at::Tensor& x_local) const {
   if (split) experts_out = at::constant_pad_nd(experts_out, {0, 0, first, N - first - n});
   at::Tensor out = experts_out;
   if (shared_w1.defined())
-    out = (fused ? at::linear(kernels::swiglu(at::linear(x, shared_w1), at::linear(x, shared_w3)), shared_w2)
-                 : swiglu_ffn(x, shared_w1, shared_w2, shared_w3)) +
-          experts_out;
+    out = swiglu_ffn(x, shared_w1, shared_w2, shared_w3, fused) + experts_out;
   return finish_output ? finish_output(out.view(x_in.sizes())) : out.view(x_in.sizes());
 }
 
